@@ -1,0 +1,96 @@
+/**
+ * The storage engine contract: an ordered map from byte keys to byte values.
+ *
+ * Every replica of ringstore keeps its data in one `StorageEngine`. Two implementations satisfy this
+ * contract and are tested by one conformance suite (test/storage/conformance.test.ts): `lsm` (durable, on
+ * disk, the default) and `memory` (volatile, for tests and the simulator).
+ *
+ * Contract:
+ * - Keys are 1..`maxKeyBytes` bytes, values 0..`maxValueBytes` bytes. The engine copies what it keeps:
+ *   callers may reuse their buffers once a call returns or its promise settles.
+ * - `write(ops)` is atomic: after a crash either every operation of the batch is present or none is.
+ * - A write whose promise resolved is durable as the engine's durability mode promises (for `lsm` with
+ *   `fsync`, on disk and fsynced). Writes are applied in the order they were called.
+ * - A write is visible to `get` and new iterators once its promise resolves, never before: a reader never
+ *   sees a write that a crash could still take away (in `fsync` mode).
+ * - `iterate` reads one consistent snapshot, taken when it is called: writes made during the iteration are
+ *   not seen, and nothing it returns disappears under it.
+ */
+
+export type WriteOp =
+  | { readonly kind: "put"; readonly key: Uint8Array; readonly value: Uint8Array }
+  | { readonly kind: "delete"; readonly key: Uint8Array };
+
+export interface RangeOptions {
+  /** Inclusive lower bound. */
+  readonly gte?: Uint8Array;
+  /** Exclusive lower bound. */
+  readonly gt?: Uint8Array;
+  /** Exclusive upper bound. */
+  readonly lt?: Uint8Array;
+  /** Inclusive upper bound. */
+  readonly lte?: Uint8Array;
+  /** Stop after this many entries. */
+  readonly limit?: number;
+}
+
+export interface Entry {
+  readonly key: Uint8Array;
+  readonly value: Uint8Array;
+}
+
+export interface LevelStats {
+  /** Level (or sorted run) number; 0 is the newest. */
+  readonly level: number;
+  readonly tables: number;
+  readonly bytes: number;
+}
+
+export interface EngineStats {
+  readonly engine: "lsm" | "memory";
+  /** Bytes of keys and values handed to put/delete/write. */
+  readonly userBytesWritten: number;
+  /** Bytes written to the write-ahead log. */
+  readonly walBytesWritten: number;
+  /** Bytes written to tables by flushes and compactions. */
+  readonly tableBytesWritten: number;
+  /** All bytes written to disk: WAL, tables and manifest. */
+  readonly diskBytesWritten: number;
+  /** diskBytesWritten / userBytesWritten (0 before any write). */
+  readonly writeAmplification: number;
+  readonly levels: readonly LevelStats[];
+  readonly memtableBytes: number;
+  readonly immutableMemtables: number;
+  readonly flushes: number;
+  readonly compactions: number;
+  readonly compactionBytesRead: number;
+  readonly compactionBytesWritten: number;
+  /** Bloom filter probes, probes that ruled a table out, and probes that said "maybe" wrongly. */
+  readonly bloomChecks: number;
+  readonly bloomNegatives: number;
+  readonly bloomFalsePositives: number;
+  readonly blockCacheHits: number;
+  readonly blockCacheMisses: number;
+  readonly blockCacheBytes: number;
+  readonly blockCacheCapacityBytes: number;
+  /** Times a writer had to wait for a flush or compaction, and the total wait. */
+  readonly writeStalls: number;
+  readonly writeStallMs: number;
+  readonly walSyncs: number;
+  readonly liveKeysEstimate: number;
+  readonly sequence: number;
+}
+
+export interface StorageEngine {
+  readonly kind: "lsm" | "memory";
+  get(key: Uint8Array): Promise<Uint8Array | undefined>;
+  put(key: Uint8Array, value: Uint8Array): Promise<void>;
+  delete(key: Uint8Array): Promise<void>;
+  /** Applies all operations atomically, in order (a later op on the same key wins). */
+  write(ops: readonly WriteOp[]): Promise<void>;
+  /** Ordered (ascending) iteration over a snapshot taken now. Break out of the loop to stop early. */
+  iterate(range?: RangeOptions): AsyncIterableIterator<Entry>;
+  stats(): EngineStats;
+  /** Waits for pending writes, flushes what is needed and releases files. Idempotent. */
+  close(): Promise<void>;
+}

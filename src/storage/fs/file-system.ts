@@ -1,0 +1,51 @@
+/**
+ * The file-system interface through which the storage engine does all of its I/O.
+ *
+ * Two implementations: `NodeFileSystem` (the real disk) and `MemoryFileSystem` (in memory, with a
+ * `crash()` that keeps only what was made durable, to test crash safety the way LevelDB's
+ * fault_injection_test does). The engine never imports node:fs.
+ *
+ * Durability model (what the engine relies on, and what the memory twin enforces):
+ * - Appended bytes survive a power loss only after `sync()` on that file returned.
+ * - A created, renamed or removed directory entry survives only after `syncDir()` on its directory.
+ * - Files are written once, by appending, and never modified in place.
+ */
+export interface WritableFile {
+  readonly path: string;
+  /** Bytes appended so far. */
+  readonly size: number;
+  append(data: Uint8Array): Promise<void>;
+  /** Makes every appended byte durable (fdatasync). */
+  sync(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface RandomAccessFile {
+  readonly path: string;
+  readonly size: number;
+  /** Reads exactly `length` bytes at `position`; fails if the file is shorter. */
+  read(position: number, length: number): Promise<Buffer>;
+  close(): Promise<void>;
+}
+
+export interface FileSystem {
+  mkdirp(dir: string): Promise<void>;
+  /** Names (not paths) of the entries of `dir`. */
+  readdir(dir: string): Promise<string[]>;
+  exists(path: string): Promise<boolean>;
+  /** Creates a new file for appending; fails if it exists. */
+  create(path: string): Promise<WritableFile>;
+  openRead(path: string): Promise<RandomAccessFile>;
+  readFile(path: string): Promise<Buffer>;
+  rename(from: string, to: string): Promise<void>;
+  unlink(path: string): Promise<void>;
+  /** Truncates an existing file to `length` bytes and makes that durable. */
+  truncate(path: string, length: number): Promise<void>;
+  /** Makes the directory's entries (creations, renames, removals) durable. */
+  syncDir(dir: string): Promise<void>;
+  /**
+   * Takes the exclusive lock of a data directory, so that two engines never open it at once. Fails with a
+   * StorageError of code ERR_LOCKED if another live holder has it. The returned function releases it.
+   */
+  lock(dir: string): Promise<() => Promise<void>>;
+}

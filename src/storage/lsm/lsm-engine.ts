@@ -1,0 +1,898 @@
+/**
+ * The LSM-tree storage engine: WAL + memtable + size-tiered sorted runs of tables + manifest.
+ *
+ * Write path (one writer loop, LevelDB's writer queue): a write is encoded into a WAL record at once and
+ * queued. The loop takes every queued record (up to maxWriteGroupBytes), gives them sequence numbers,
+ * appends them to the WAL in one write, fsyncs once for the whole group (group commit), then applies them
+ * to the memtable in order and resolves their promises. So a write is visible only once it is durable.
+ *
+ * Read path: active memtable, frozen memtables (newest first), then each sorted run newest first, through
+ * its bloom filter and block index. The first version found wins; a tombstone means "absent".
+ *
+ * Background: a full memtable is frozen, a new WAL started, and the frozen one flushed to a new run; the
+ * compaction picker (compaction.ts) merges runs. Each becomes real when its manifest edit is durable; the
+ * files it replaced are deleted once no reader pins a version that holds them.
+ *
+ * Crash safety, by the order of effects: tables are synced and their directory entry made durable before
+ * the manifest names them; a WAL is deleted only after the manifest records that its memtable is flushed;
+ * on open, leftovers (tables no manifest names, old WALs, old manifests) are removed.
+ *
+ * Errors: a failed WAL or manifest write puts the engine in a failed state (it cannot know what reached
+ * the disk); every later write fails with that error, reads go on. Reopening recovers.
+ */
+import * as path from "node:path";
+import type { Timers } from "../../runtime/runtime.js";
+import { compareBytes } from "../bytes.js";
+import type { EngineStats, Entry, LevelStats, RangeOptions, StorageEngine, WriteOp } from "../engine.js";
+import {
+  CorruptionError,
+  InvalidArgumentError,
+  StorageClosedError,
+  StorageError,
+  StorageIoError,
+} from "../errors.js";
+import type { FileSystem, WritableFile } from "../fs/file-system.js";
+import { type DecodedOp, decodeBatchPayload, encodeBatchRecord, KIND_PUT } from "./batch-format.js";
+import { BlockCache } from "./block-cache.js";
+import { bloomHash } from "./bloom.js";
+import { pickCompaction } from "./compaction.js";
+import { encodeLogFileHeader, parseLogFile, RECORD_TYPE_BATCH, sealHeader, WAL_MAGIC } from "./log-format.js";
+import { ManifestWriter, readCurrent, readManifest } from "./manifest.js";
+import { Memtable } from "./memtable.js";
+import { MergingIterator, RunIterator, type SourceIterator } from "./merge.js";
+import { type LsmOptions, resolveLsmOptions } from "./options.js";
+import { TableBuilder } from "./table-builder.js";
+import { TableCache, tableFileName } from "./table-cache.js";
+import type { Block, ReadStats } from "./table-reader.js";
+import { findTable, makeRun, type Run, type TableMeta, Version, type VersionEdit } from "./version.js";
+
+export interface LsmEngineConfig {
+  readonly dir: string;
+  readonly fs: FileSystem;
+  /** Needed for durability "interval" (the periodic fsync). */
+  readonly timers?: Timers;
+  readonly options?: Partial<LsmOptions>;
+}
+
+function walFileName(n: number): string {
+  return `${String(n).padStart(6, "0")}.wal`;
+}
+
+const FILE_NAME = /^(\d{6,})\.(wal|sst)$/;
+const MANIFEST_NAME = /^MANIFEST-(\d{6,})$/;
+
+interface PendingWrite {
+  readonly record: Buffer;
+  readonly ops: DecodedOp[];
+  readonly userBytes: number;
+  readonly resolve: () => void;
+  readonly reject: (err: unknown) => void;
+}
+
+class WalFile {
+  constructor(
+    readonly number: number,
+    readonly file: WritableFile,
+  ) {}
+  dirty = false;
+}
+
+/** A waitable condition: `wait()` resolves at the next `signal()`. */
+class Signal {
+  private waiters: (() => void)[] = [];
+  wait(): Promise<void> {
+    return new Promise((r) => this.waiters.push(r));
+  }
+  signal(): void {
+    const w = this.waiters;
+    this.waiters = [];
+    for (const r of w) r();
+  }
+}
+
+export class LsmEngine implements StorageEngine {
+  readonly kind = "lsm" as const;
+  private readonly o: LsmOptions;
+  private readonly fs: FileSystem;
+  private readonly dir: string;
+  private readonly timers: Timers | undefined;
+  private readonly blockCache: BlockCache<Block>;
+  private readonly tables: TableCache;
+  private readonly readStats: ReadStats = { bloomChecks: 0, bloomNegatives: 0, bloomFalsePositives: 0 };
+
+  private mem!: Memtable;
+  private imms: Memtable[] = [];
+  private wal!: WalFile;
+  private manifest!: ManifestWriter;
+  private current!: Version;
+  private readonly liveVersions = new Set<Version>();
+  private nextFileNumber = 1;
+  private lastSequence = 0;
+  private visibleSequence = 0;
+  private logNumber = 0;
+
+  private readonly queue: PendingWrite[] = [];
+  private queuedBytes = 0;
+  private writerRunning = false;
+  private readonly queueSpace = new Signal();
+  private readonly writerIdle = new Signal();
+  private readonly backgroundDone = new Signal();
+  private flushTask: Promise<void> | undefined;
+  private compactionTask: Promise<void> | undefined;
+  private manifestLock: Promise<void> = Promise.resolve();
+  private syncTimer: { cancel(): void } | undefined;
+  private syncInFlight: Promise<void> | undefined;
+  private failure: StorageError | undefined;
+  private closed = false;
+  private closing: Promise<void> | undefined;
+  private unlock: (() => Promise<void>) | undefined;
+
+  private counters = {
+    userBytes: 0,
+    walBytes: 0,
+    tableBytes: 0,
+    flushes: 0,
+    compactions: 0,
+    compactionBytesRead: 0,
+    compactionBytesWritten: 0,
+    writeStalls: 0,
+    writeStallMs: 0,
+    walSyncs: 0,
+    deleteFailures: 0,
+  };
+  private manifestBytesBefore = 0;
+  private readonly now: () => number;
+
+  private constructor(config: LsmEngineConfig, now: () => number) {
+    this.o = resolveLsmOptions(config.options);
+    if (this.o.durability === "interval" && config.timers === undefined)
+      throw new InvalidArgumentError("durability 'interval' needs timers");
+    this.fs = config.fs;
+    this.dir = config.dir;
+    this.timers = config.timers;
+    this.now = now;
+    this.blockCache = new BlockCache<Block>(this.o.blockCacheBytes);
+    this.tables = new TableCache(this.fs, this.dir, this.blockCache, this.readStats, this.o.maxOpenTables);
+  }
+
+  /**
+   * Opens (creating if needed) the engine in `config.dir`: recovers the manifest, replays the WALs into
+   * a new run, and starts a new WAL and manifest. Fails with a CorruptionError naming the file and offset
+   * if anything acknowledged cannot be read back intact. `now` is only used for stall-time statistics.
+   */
+  static async open(config: LsmEngineConfig, now: () => number = () => 0): Promise<LsmEngine> {
+    const e = new LsmEngine(config, now);
+    await e.fs.mkdirp(e.dir);
+    e.unlock = await e.fs.lock(e.dir);
+    try {
+      await e.recover();
+    } catch (err) {
+      await e.tables.closeAll();
+      await e.unlock();
+      throw err;
+    }
+    return e;
+  }
+
+  // ---------------------------------------------------------------- recovery
+
+  private async recover(): Promise<void> {
+    const names = await this.fs.readdir(this.dir);
+    let maxSeen = 0;
+    const wals: number[] = [];
+    for (const name of names) {
+      const m = FILE_NAME.exec(name) ?? MANIFEST_NAME.exec(name);
+      if (m === null) continue;
+      const n = Number(m[1]);
+      maxSeen = Math.max(maxSeen, n);
+      if (m[2] === "wal") wals.push(n);
+    }
+    let version = new Version([]);
+    const manifestName = await readCurrent(this.fs, this.dir);
+    if (manifestName !== undefined) {
+      for (const edit of await readManifest(this.fs, this.dir, manifestName)) {
+        try {
+          version = version.apply(edit);
+        } catch (err) {
+          throw new CorruptionError(
+            path.join(this.dir, manifestName),
+            0,
+            "edits do not form a valid history",
+            { cause: err },
+          );
+        }
+        if (edit.logNumber !== undefined) this.logNumber = edit.logNumber;
+        if (edit.nextFileNumber !== undefined) this.nextFileNumber = edit.nextFileNumber;
+        if (edit.lastSequence !== undefined) this.lastSequence = edit.lastSequence;
+      }
+    } else if (names.some((n) => FILE_NAME.test(n) && n.endsWith(".sst"))) {
+      throw new CorruptionError(
+        path.join(this.dir, "CURRENT"),
+        0,
+        "CURRENT is missing but table files are present",
+      );
+    }
+    this.nextFileNumber = Math.max(this.nextFileNumber, maxSeen + 1);
+    this.current = version;
+
+    // Every table the manifest names must exist and pass its checks.
+    for (const run of version.runs)
+      for (const f of run.files) {
+        const p = path.join(this.dir, tableFileName(f.fileNumber));
+        if (!(await this.fs.exists(p)))
+          throw new CorruptionError(p, 0, "table named by the manifest is missing");
+        const r = await this.tables.acquire(f);
+        this.tables.release(r.fileNumber);
+      }
+
+    // Replay the WALs the manifest still needs, oldest first, into memtables flushed as new runs.
+    const replay = wals.filter((n) => n >= this.logNumber).sort((a, b) => a - b);
+    const addRuns: Run[] = [];
+    let mem = new Memtable(0);
+    for (const n of replay) {
+      const p = path.join(this.dir, walFileName(n));
+      const parsed = parseLogFile(p, await this.fs.readFile(p), WAL_MAGIC);
+      for (const rec of parsed.records) {
+        if (rec.type !== RECORD_TYPE_BATCH)
+          throw new CorruptionError(p, rec.offset, `unexpected WAL record type ${rec.type}`);
+        let ops: DecodedOp[];
+        try {
+          ops = decodeBatchPayload(rec.payload);
+        } catch (err) {
+          throw new CorruptionError(p, rec.offset, "malformed write batch", { cause: err });
+        }
+        for (let i = 0; i < ops.length; i++) {
+          const op = ops[i]!;
+          mem.add(Buffer.from(op.key), rec.sequence + i, op.kind, Buffer.from(op.value));
+        }
+        if (ops.length > 0) this.lastSequence = Math.max(this.lastSequence, rec.sequence + ops.length - 1);
+        if (mem.bytes >= this.o.memtableBytes) {
+          const run = await this.writeMemtable(mem, version.runs.length === 0 && addRuns.length === 0);
+          if (run) addRuns.push(run);
+          mem = new Memtable(0);
+        }
+      }
+    }
+    if (mem.entries > 0) {
+      const run = await this.writeMemtable(mem, version.runs.length === 0 && addRuns.length === 0);
+      if (run) addRuns.push(run);
+    }
+    if (addRuns.length > 0) this.current = version = version.apply({ addRuns });
+    this.visibleSequence = this.lastSequence;
+
+    // A new WAL, then a new manifest naming everything; only then are the old files garbage.
+    const walNumber = this.nextFileNumber++;
+    this.wal = await this.createWal(walNumber);
+    this.mem = new Memtable(walNumber);
+    this.logNumber = walNumber;
+    const manifestNumber = this.nextFileNumber++;
+    this.manifest = await ManifestWriter.create(this.fs, this.dir, manifestNumber, {
+      ...version.snapshotEdit(),
+      logNumber: this.logNumber,
+      nextFileNumber: this.nextFileNumber,
+      lastSequence: this.lastSequence,
+    });
+    this.counters.tableBytes = 0;
+    this.manifestBytesBefore = -this.manifest.bytesWritten;
+    this.installVersion(version);
+    await this.removeLeftovers();
+    this.armSyncTimer();
+  }
+
+  private async removeLeftovers(): Promise<void> {
+    const live = new Set(this.current.fileNumbers());
+    for (const name of await this.fs.readdir(this.dir)) {
+      let remove = false;
+      const m = FILE_NAME.exec(name);
+      if (m !== null) {
+        const n = Number(m[1]);
+        remove = m[2] === "sst" ? !live.has(n) : n < this.logNumber;
+      } else if (MANIFEST_NAME.test(name)) {
+        remove = name !== this.manifest.name;
+      } else if (name.endsWith(".tmp")) {
+        remove = true;
+      }
+      if (remove) await this.fs.unlink(path.join(this.dir, name));
+    }
+    await this.fs.syncDir(this.dir);
+  }
+
+  private async createWal(n: number): Promise<WalFile> {
+    const file = await this.fs.create(path.join(this.dir, walFileName(n)));
+    const header = encodeLogFileHeader(WAL_MAGIC, n);
+    await file.append(header);
+    await file.sync();
+    await this.fs.syncDir(this.dir);
+    this.counters.walBytes += header.length;
+    return new WalFile(n, file);
+  }
+
+  // ---------------------------------------------------------------- writes
+
+  put(key: Uint8Array, value: Uint8Array): Promise<void> {
+    return this.write([{ kind: "put", key, value }]);
+  }
+
+  delete(key: Uint8Array): Promise<void> {
+    return this.write([{ kind: "delete", key }]);
+  }
+
+  private validate(ops: readonly WriteOp[]): number {
+    let bytes = 0;
+    if (!Array.isArray(ops)) throw new InvalidArgumentError("write expects an array of operations");
+    for (const op of ops) {
+      if (op === null || typeof op !== "object")
+        throw new InvalidArgumentError("operation must be an object");
+      if (!(op.key instanceof Uint8Array)) throw new InvalidArgumentError("key must be a Uint8Array");
+      if (op.key.length === 0) throw new InvalidArgumentError("key must not be empty");
+      if (op.key.length > this.o.maxKeyBytes)
+        throw new InvalidArgumentError(
+          `key of ${op.key.length} bytes exceeds the limit of ${this.o.maxKeyBytes}`,
+        );
+      bytes += op.key.length;
+      if (op.kind === "put") {
+        if (!(op.value instanceof Uint8Array)) throw new InvalidArgumentError("value must be a Uint8Array");
+        if (op.value.length > this.o.maxValueBytes)
+          throw new InvalidArgumentError(
+            `value of ${op.value.length} bytes exceeds the limit of ${this.o.maxValueBytes}`,
+          );
+        bytes += op.value.length;
+      } else if (op.kind !== "delete") {
+        throw new InvalidArgumentError(`unknown operation kind ${String((op as { kind: unknown }).kind)}`);
+      }
+    }
+    return bytes;
+  }
+
+  async write(ops: readonly WriteOp[]): Promise<void> {
+    if (this.closed) throw new StorageClosedError();
+    if (this.failure) throw this.failure;
+    const userBytes = this.validate(ops);
+    if (ops.length === 0) return;
+    const { record, decoded } = encodeBatchRecord(ops);
+    while (this.queuedBytes > 0 && this.queuedBytes + record.length > this.o.maxPendingWriteBytes) {
+      await this.queueSpace.wait();
+      if (this.closed) throw new StorageClosedError();
+      if (this.failure) throw this.failure;
+    }
+    return new Promise<void>((resolve, reject) => {
+      this.queue.push({ record, ops: decoded, userBytes, resolve, reject });
+      this.queuedBytes += record.length;
+      if (!this.writerRunning) void this.runWriter();
+    });
+  }
+
+  private async runWriter(): Promise<void> {
+    this.writerRunning = true;
+    try {
+      while (this.queue.length > 0) {
+        try {
+          await this.makeRoomForWrite();
+        } catch (err) {
+          this.failAll(err);
+          return;
+        }
+        let groupBytes = 0;
+        let count = 0;
+        while (count < this.queue.length) {
+          const len = this.queue[count]!.record.length;
+          if (count > 0 && groupBytes + len > this.o.maxWriteGroupBytes) break;
+          groupBytes += len;
+          count++;
+        }
+        const group = this.queue.splice(0, count);
+        let seq = this.lastSequence + 1;
+        const firstSeqs: number[] = new Array(group.length);
+        for (let i = 0; i < group.length; i++) {
+          const w = group[i]!;
+          sealHeader(w.record, RECORD_TYPE_BATCH, seq);
+          firstSeqs[i] = seq;
+          seq += w.ops.length;
+        }
+        const chunk =
+          group.length === 1
+            ? group[0]!.record
+            : Buffer.concat(
+                group.map((w) => w.record),
+                groupBytes,
+              );
+        try {
+          await this.wal.file.append(chunk);
+          this.counters.walBytes += chunk.length;
+          if (this.o.durability === "fsync") {
+            await this.wal.file.sync();
+            this.counters.walSyncs++;
+          } else {
+            this.wal.dirty = true;
+          }
+        } catch (err) {
+          this.queuedBytes -= groupBytes;
+          const e = new StorageIoError("write-ahead log write failed; the engine takes no more writes", err);
+          this.failure = e;
+          for (const w of group) w.reject(e);
+          this.failAll(e);
+          return;
+        }
+        this.lastSequence = seq - 1;
+        const mem = this.mem;
+        for (let i = 0; i < group.length; i++) {
+          const w = group[i]!;
+          const s = firstSeqs[i]!;
+          for (let j = 0; j < w.ops.length; j++) {
+            const op = w.ops[j]!;
+            mem.add(op.key, s + j, op.kind, op.value);
+          }
+          this.counters.userBytes += w.userBytes;
+        }
+        this.visibleSequence = this.lastSequence;
+        this.queuedBytes -= groupBytes;
+        for (const w of group) w.resolve();
+        this.queueSpace.signal();
+      }
+    } finally {
+      this.writerRunning = false;
+      this.writerIdle.signal();
+    }
+  }
+
+  private failAll(err: unknown): void {
+    const e = err instanceof StorageError ? err : new StorageIoError("write failed", err);
+    if (!this.failure && !(e instanceof StorageClosedError)) this.failure = e;
+    const q = this.queue.splice(0);
+    for (const w of q) w.reject(e);
+    this.queuedBytes = 0;
+    this.queueSpace.signal();
+  }
+
+  /** Called by the writer loop only: freezes a full memtable; waits while the background falls behind. */
+  private async makeRoomForWrite(): Promise<void> {
+    for (;;) {
+      if (this.failure) throw this.failure;
+      if (this.mem.bytes < this.o.memtableBytes) return;
+      if (
+        this.imms.length >= this.o.maxImmutableMemtables ||
+        this.current.runs.length >= this.o.stopWritesAtRuns
+      ) {
+        const t0 = this.now();
+        this.counters.writeStalls++;
+        this.scheduleBackground();
+        await this.backgroundDone.wait();
+        this.counters.writeStallMs += this.now() - t0;
+        continue;
+      }
+      await this.rollMemtable();
+      return;
+    }
+  }
+
+  private async rollMemtable(): Promise<void> {
+    const old = this.wal;
+    const walNumber = this.nextFileNumber++;
+    if (this.syncInFlight) await this.syncInFlight;
+    // Unsynced WAL bytes (durability interval/none) must reach the disk before the flush makes them
+    // redundant: otherwise a crash could keep a later WAL's writes but lose these.
+    if (old.dirty) {
+      await old.file.sync();
+      this.counters.walSyncs++;
+      old.dirty = false;
+    }
+    this.wal = await this.createWal(walNumber);
+    await old.file.close();
+    this.imms.push(this.mem);
+    this.mem = new Memtable(walNumber);
+    this.scheduleBackground();
+  }
+
+  private armSyncTimer(): void {
+    if (this.o.durability !== "interval" || this.timers === undefined || this.closed) return;
+    this.syncTimer = this.timers.after(this.o.syncIntervalMs, () => {
+      this.syncTimer = undefined;
+      const wal = this.wal;
+      if (wal.dirty && !this.failure) {
+        wal.dirty = false;
+        this.syncInFlight = wal.file.sync().then(
+          () => {
+            this.counters.walSyncs++;
+            this.syncInFlight = undefined;
+            this.armSyncTimer();
+          },
+          (err) => {
+            this.syncInFlight = undefined;
+            this.failure = new StorageIoError(
+              "periodic WAL sync failed; the engine takes no more writes",
+              err,
+            );
+          },
+        );
+      } else {
+        this.armSyncTimer();
+      }
+    });
+  }
+
+  // ---------------------------------------------------------------- background work
+
+  private scheduleBackground(): void {
+    if (this.failure) {
+      this.backgroundDone.signal();
+      return;
+    }
+    if (this.flushTask === undefined && this.imms.length > 0) {
+      this.flushTask = this.flushOldest().then(
+        () => {
+          this.flushTask = undefined;
+          this.backgroundDone.signal();
+          this.scheduleBackground();
+        },
+        (err) => this.backgroundFailed(err, "flush"),
+      );
+    }
+    if (this.compactionTask === undefined && !this.closed) {
+      const pick = pickCompaction(this.current.runs, this.o);
+      if (pick !== undefined) {
+        const inputs = this.current.runs.slice(pick.start, pick.end);
+        const bottom = pick.end === this.current.runs.length;
+        this.compactionTask = this.compact(inputs, bottom).then(
+          () => {
+            this.compactionTask = undefined;
+            this.backgroundDone.signal();
+            this.scheduleBackground();
+          },
+          (err) => this.backgroundFailed(err, "compaction"),
+        );
+      }
+    }
+  }
+
+  private backgroundFailed(err: unknown, what: string): void {
+    if (what === "flush") this.flushTask = undefined;
+    else this.compactionTask = undefined;
+    if (!this.failure)
+      this.failure =
+        err instanceof StorageError
+          ? err
+          : new StorageIoError(`${what} failed; the engine takes no more writes`, err);
+    this.backgroundDone.signal();
+    this.queueSpace.signal();
+  }
+
+  /** Serialises manifest appends and version installs (flush and compaction run concurrently). */
+  private async withManifest<T>(fn: () => Promise<T>): Promise<T> {
+    const prev = this.manifestLock;
+    let release!: () => void;
+    this.manifestLock = new Promise((r) => {
+      release = r;
+    });
+    await prev;
+    try {
+      return await fn();
+    } finally {
+      release();
+    }
+  }
+
+  /** Writes the sorted entries of `source` (already positioned) into tables; returns their metadata. */
+  private async writeTables(source: SourceIterator, dropTombstones: boolean): Promise<TableMeta[]> {
+    const out: TableMeta[] = [];
+    let builder: TableBuilder | undefined;
+    let fileNumber = 0;
+    const finish = async () => {
+      const built = await builder!.finish();
+      out.push({ fileNumber, ...built });
+      this.counters.tableBytes += built.size;
+      builder = undefined;
+    };
+    try {
+      while (source.valid) {
+        if (!(dropTombstones && source.kind !== KIND_PUT)) {
+          if (builder === undefined) {
+            fileNumber = this.nextFileNumber++;
+            const file = await this.fs.create(path.join(this.dir, tableFileName(fileNumber)));
+            builder = new TableBuilder(file, {
+              blockBytes: this.o.blockBytes,
+              bloomBitsPerKey: this.o.bloomBitsPerKey,
+              drainBytes: this.o.tableWriteChunkBytes,
+            });
+          }
+          builder.add(source.key, source.kind, source.value);
+          if (builder.pendingBytes >= this.o.tableWriteChunkBytes) await builder.drainIfNeeded();
+          if (builder.estimatedSize >= this.o.tableTargetBytes) await finish();
+        }
+        const r = source.next();
+        if (r !== undefined) await r;
+      }
+      if (builder !== undefined) await finish();
+    } finally {
+      source.close?.();
+    }
+    if (out.length > 0) await this.fs.syncDir(this.dir);
+    return out;
+  }
+
+  /** Writes a memtable (recovery) as a run, without installing it. */
+  private async writeMemtable(mem: Memtable, dropTombstones: boolean): Promise<Run | undefined> {
+    const it = mem.iterator(Number.MAX_SAFE_INTEGER);
+    it.seek(undefined);
+    const files = await this.writeTables(it, dropTombstones);
+    if (files.length === 0) return undefined;
+    return makeRun(this.nextFileNumber++, mem.minSeq, mem.maxSeq, files);
+  }
+
+  private async flushOldest(): Promise<void> {
+    const imm = this.imms[0]!;
+    // With no run at all, nothing older exists for a tombstone to hide: drop them.
+    const run = await this.writeMemtable(
+      imm,
+      this.current.runs.length === 0 && this.compactionTask === undefined,
+    );
+    await this.withManifest(async () => {
+      const nextWal = this.imms[1]?.walNumber ?? this.mem.walNumber;
+      const edit: VersionEdit = {
+        ...(run ? { addRuns: [run] } : {}),
+        logNumber: nextWal,
+        nextFileNumber: this.nextFileNumber,
+        lastSequence: this.visibleSequence,
+      };
+      await this.appendEdit(edit);
+      this.logNumber = nextWal;
+      this.installVersion(this.current.apply(edit));
+      this.imms.shift();
+    });
+    this.counters.flushes++;
+    await this.fs.unlink(path.join(this.dir, walFileName(imm.walNumber)));
+  }
+
+  private async compact(inputs: readonly Run[], bottom: boolean): Promise<void> {
+    const v = this.current;
+    this.refVersion(v);
+    try {
+      const sources = inputs.map((r) => new RunIterator(r, this.tables, false));
+      const merged = new MergingIterator(sources);
+      await merged.seek(undefined);
+      let bytesIn = 0;
+      for (const r of inputs) bytesIn += r.bytes;
+      const before = this.counters.tableBytes;
+      const files = await this.writeTables(merged, bottom);
+      const id = this.nextFileNumber++;
+      const minSeq = Math.min(...inputs.map((r) => r.minSeq));
+      const maxSeq = Math.max(...inputs.map((r) => r.maxSeq));
+      await this.withManifest(async () => {
+        const edit: VersionEdit = {
+          removeRuns: inputs.map((r) => r.id),
+          ...(files.length > 0 ? { addRuns: [makeRun(id, minSeq, maxSeq, files)] } : {}),
+          nextFileNumber: this.nextFileNumber,
+        };
+        await this.appendEdit(edit);
+        this.installVersion(this.current.apply(edit));
+      });
+      this.counters.compactions++;
+      this.counters.compactionBytesRead += bytesIn;
+      this.counters.compactionBytesWritten += this.counters.tableBytes - before;
+    } finally {
+      this.unrefVersion(v);
+    }
+  }
+
+  private async appendEdit(edit: VersionEdit): Promise<void> {
+    // Roll the manifest over when it grows large: a fresh one holds a single snapshot edit.
+    if (this.manifest.size > 4 * 1024 * 1024) {
+      const old = this.manifest;
+      const next = this.current.apply(edit);
+      this.manifestBytesBefore += old.bytesWritten;
+      this.manifest = await ManifestWriter.create(this.fs, this.dir, this.nextFileNumber++, {
+        ...next.snapshotEdit(),
+        logNumber: edit.logNumber ?? this.logNumber,
+        nextFileNumber: this.nextFileNumber,
+        lastSequence: Math.max(edit.lastSequence ?? 0, this.visibleSequence),
+      });
+      await old.close();
+      await this.fs.unlink(path.join(this.dir, old.name));
+      return;
+    }
+    await this.manifest.append(edit);
+  }
+
+  // ---------------------------------------------------------------- versions and obsolete files
+
+  private installVersion(v: Version): void {
+    const old = this.current;
+    this.current = v;
+    this.liveVersions.add(v);
+    v.refs++;
+    if (old !== v) this.unrefVersion(old);
+  }
+
+  private refVersion(v: Version): void {
+    v.refs++;
+  }
+
+  private unrefVersion(v: Version): void {
+    if (--v.refs > 0 || v === this.current) return;
+    if (!this.liveVersions.delete(v)) return;
+    const live = new Set<number>();
+    for (const lv of this.liveVersions) for (const n of lv.fileNumbers()) live.add(n);
+    for (const n of v.fileNumbers()) {
+      if (live.has(n)) continue;
+      live.add(n);
+      void this.deleteTable(n);
+    }
+  }
+
+  private async deleteTable(n: number): Promise<void> {
+    await this.tables.forget(n);
+    try {
+      await this.fs.unlink(path.join(this.dir, tableFileName(n)));
+    } catch (err) {
+      // The next open removes it (it is in no manifest); count it so that it shows in the statistics.
+      this.counters.deleteFailures++;
+      void err;
+    }
+  }
+
+  // ---------------------------------------------------------------- reads
+
+  async get(key: Uint8Array): Promise<Uint8Array | undefined> {
+    if (this.closed) throw new StorageClosedError();
+    if (!(key instanceof Uint8Array) || key.length === 0 || key.length > this.o.maxKeyBytes)
+      throw new InvalidArgumentError(`key must be a Uint8Array of 1..${this.o.maxKeyBytes} bytes`);
+    const snap = this.visibleSequence;
+    let e = this.mem.get(key, snap);
+    if (e === undefined)
+      for (let i = this.imms.length - 1; i >= 0 && e === undefined; i--) e = this.imms[i]!.get(key, snap);
+    if (e !== undefined) return e.kind === KIND_PUT ? Buffer.from(e.value) : undefined;
+
+    const v = this.current;
+    if (v.runs.length === 0) return undefined;
+    v.refs++;
+    try {
+      const h = bloomHash(key);
+      for (const run of v.runs) {
+        const meta = findTable(run, key);
+        if (meta === undefined) continue;
+        const t = this.tables.tryAcquire(meta) ?? (await this.tables.acquire(meta));
+        try {
+          const hit = await t.get(key, h);
+          if (hit !== undefined) return hit.kind === KIND_PUT ? hit.value : undefined;
+        } finally {
+          this.tables.release(meta.fileNumber);
+        }
+      }
+      return undefined;
+    } finally {
+      this.unrefVersion(v);
+    }
+  }
+
+  async *iterate(range: RangeOptions = {}): AsyncIterableIterator<Entry> {
+    if (this.closed) throw new StorageClosedError();
+    const snap = this.visibleSequence;
+    const v = this.current;
+    v.refs++;
+    const sources: SourceIterator[] = [this.mem.iterator(snap)];
+    for (let i = this.imms.length - 1; i >= 0; i--) sources.push(this.imms[i]!.iterator(snap));
+    for (const run of v.runs) sources.push(new RunIterator(run, this.tables, true));
+    const merged = new MergingIterator(sources);
+    try {
+      const start = range.gte ?? range.gt;
+      await merged.seek(start);
+      if (range.gt !== undefined && range.gte === undefined)
+        while (merged.valid && compareBytes(merged.key, range.gt) === 0) {
+          const r = merged.next();
+          if (r !== undefined) await r;
+        }
+      let left = range.limit ?? Number.POSITIVE_INFINITY;
+      while (merged.valid && left > 0) {
+        const k = merged.key;
+        if (range.lt !== undefined && compareBytes(k, range.lt) >= 0) break;
+        if (range.lte !== undefined && compareBytes(k, range.lte) > 0) break;
+        if (merged.kind === KIND_PUT) {
+          const entry = { key: Buffer.from(k), value: Buffer.from(merged.value) };
+          left--;
+          yield entry;
+          if (this.closed) throw new StorageClosedError();
+        }
+        const r = merged.next();
+        if (r !== undefined) await r;
+      }
+    } finally {
+      merged.close();
+      this.unrefVersion(v);
+    }
+  }
+
+  // ---------------------------------------------------------------- statistics and close
+
+  stats(): EngineStats {
+    const c = this.counters;
+    const manifestBytes = this.manifestBytesBefore + (this.manifest?.bytesWritten ?? 0);
+    const disk = c.walBytes + c.tableBytes + Math.max(0, manifestBytes);
+    const levels: LevelStats[] = this.current.runs.map((r, i) => ({
+      level: i,
+      tables: r.files.length,
+      bytes: r.bytes,
+    }));
+    let liveKeys = 0;
+    for (const r of this.current.runs) liveKeys += r.entries;
+    liveKeys += this.mem.entries;
+    for (const m of this.imms) liveKeys += m.entries;
+    return {
+      engine: "lsm",
+      userBytesWritten: c.userBytes,
+      walBytesWritten: c.walBytes,
+      tableBytesWritten: c.tableBytes,
+      diskBytesWritten: disk,
+      writeAmplification: c.userBytes > 0 ? disk / c.userBytes : 0,
+      levels,
+      memtableBytes: this.mem.bytes,
+      immutableMemtables: this.imms.length,
+      flushes: c.flushes,
+      compactions: c.compactions,
+      compactionBytesRead: c.compactionBytesRead,
+      compactionBytesWritten: c.compactionBytesWritten,
+      bloomChecks: this.readStats.bloomChecks,
+      bloomNegatives: this.readStats.bloomNegatives,
+      bloomFalsePositives: this.readStats.bloomFalsePositives,
+      blockCacheHits: this.blockCache.hits,
+      blockCacheMisses: this.blockCache.misses,
+      blockCacheBytes: this.blockCache.bytes,
+      blockCacheCapacityBytes: this.blockCache.capacityBytes,
+      writeStalls: c.writeStalls,
+      writeStallMs: c.writeStallMs,
+      walSyncs: c.walSyncs,
+      liveKeysEstimate: liveKeys,
+      sequence: this.visibleSequence,
+    };
+  }
+
+  /** Resolves when no flush or compaction is running or due (tests and benchmarks use it). */
+  async waitForBackground(): Promise<void> {
+    for (;;) {
+      if (this.failure) throw this.failure;
+      if (this.flushTask !== undefined) await this.flushTask;
+      else if (this.compactionTask !== undefined) await this.compactionTask;
+      else {
+        this.scheduleBackground();
+        if (this.flushTask === undefined && this.compactionTask === undefined) return;
+      }
+    }
+  }
+
+  /** Freezes the active memtable and flushes it (and any other frozen one) to tables. */
+  async flush(): Promise<void> {
+    if (this.closed) throw new StorageClosedError();
+    while (this.writerRunning) await this.writerIdle.wait();
+    if (this.mem.entries > 0) await this.rollMemtable();
+    while (this.imms.length > 0) {
+      if (this.failure) throw this.failure;
+      this.scheduleBackground();
+      if (this.flushTask !== undefined) await this.flushTask;
+    }
+  }
+
+  close(): Promise<void> {
+    if (this.closing === undefined) this.closing = this.doClose();
+    return this.closing;
+  }
+
+  private async doClose(): Promise<void> {
+    this.closed = true;
+    while (this.writerRunning) await this.writerIdle.wait();
+    this.syncTimer?.cancel();
+    if (this.syncInFlight) await this.syncInFlight;
+    let firstError: unknown;
+    if (this.wal.dirty && !this.failure) {
+      try {
+        await this.wal.file.sync();
+        this.wal.dirty = false;
+      } catch (err) {
+        firstError = err;
+      }
+    }
+    for (const t of [this.flushTask, this.compactionTask]) if (t) await t;
+    await this.wal.file.close();
+    await this.manifest.close();
+    await this.tables.closeAll();
+    await this.unlock?.();
+    if (firstError !== undefined) throw new StorageIoError("final WAL sync failed on close", firstError);
+  }
+}

@@ -1,0 +1,110 @@
+/**
+ * Every tunable and every bound of the LSM engine, with units in the names and the arithmetic behind the
+ * defaults (as LevelDB's doc/impl.md writes it down).
+ *
+ * Memory, worst case, with the defaults: memtables (1 active + 2 immutable) x 8 MiB = 24 MiB; block
+ * cache 32 MiB; pending writes 64 MiB; per open table the index (~1/150 of the data with 16-byte keys
+ * and 100-byte values) and the bloom filter (10 bits per key), so a 1 GiB store pins about 7 MiB + 11 MiB.
+ *
+ * Disk: size-tiered runs; with maxSizeAmplificationPercent 200 the live data takes at most about 3x the
+ * bytes of the newest full copy during a full merge, and settles back to about 1x.
+ *
+ * Read amplification: a point lookup probes each memtable, then each run's one candidate table through its
+ * bloom filter (1% false positives): with the cap of `stopWritesAtRuns` runs, at most ~24 filter probes and
+ * in expectation 1 + 0.01 x runs block reads.
+ */
+export type Durability = "fsync" | "interval" | "none";
+
+export interface LsmOptions {
+  /** `fsync`: a write resolves once its WAL record is fsynced (group commit shares one fsync among
+   * concurrent writers). `interval`: once written to the OS; fsync every `syncIntervalMs`. `none`: once
+   * written to the OS (survives a process crash, not a power loss). */
+  readonly durability: Durability;
+  readonly syncIntervalMs: number;
+  /** Size at which the active memtable is frozen and a flush starts. */
+  readonly memtableBytes: number;
+  /** Frozen memtables waiting for their flush; past this, writers wait (back-pressure). */
+  readonly maxImmutableMemtables: number;
+  /** Tables of a run are cut at about this size. */
+  readonly tableTargetBytes: number;
+  readonly blockBytes: number;
+  readonly bloomBitsPerKey: number;
+  readonly blockCacheBytes: number;
+  /** Table files kept open at once (each holds a file descriptor, its index and its filter). */
+  readonly maxOpenTables: number;
+  /** A compaction merges at least this many runs of similar size (the tiering fan-in). */
+  readonly minMergeWidth: number;
+  /** A run joins a merge if its size is at most (100 + this)% of the newer runs being merged. */
+  readonly sizeRatioPercent: number;
+  /** When the runs other than the oldest hold this % of the oldest's bytes, everything is merged. */
+  readonly maxSizeAmplificationPercent: number;
+  /** With more runs than this, the newest are merged even if their sizes differ. */
+  readonly maxRunsBeforeForcedMerge: number;
+  /** With this many runs, writers wait for compaction (back-pressure). */
+  readonly stopWritesAtRuns: number;
+  readonly maxKeyBytes: number;
+  readonly maxValueBytes: number;
+  /** Bytes of writes queued behind the WAL; past this, writers wait. */
+  readonly maxPendingWriteBytes: number;
+  /** Most bytes one group commit writes to the WAL at once. */
+  readonly maxWriteGroupBytes: number;
+  /** Buffered table bytes that trigger an append during a flush or compaction. */
+  readonly tableWriteChunkBytes: number;
+  /** Entries a compaction merges between yields to the event loop. */
+  readonly compactionYieldEntries: number;
+}
+
+export const DEFAULT_LSM_OPTIONS: LsmOptions = {
+  durability: "fsync",
+  syncIntervalMs: 100,
+  memtableBytes: 8 * 1024 * 1024,
+  maxImmutableMemtables: 2,
+  tableTargetBytes: 32 * 1024 * 1024,
+  blockBytes: 4096,
+  bloomBitsPerKey: 10,
+  blockCacheBytes: 32 * 1024 * 1024,
+  maxOpenTables: 1000,
+  minMergeWidth: 4,
+  sizeRatioPercent: 100,
+  maxSizeAmplificationPercent: 200,
+  maxRunsBeforeForcedMerge: 12,
+  stopWritesAtRuns: 24,
+  maxKeyBytes: 65535,
+  maxValueBytes: 64 * 1024 * 1024,
+  maxPendingWriteBytes: 64 * 1024 * 1024,
+  maxWriteGroupBytes: 4 * 1024 * 1024,
+  tableWriteChunkBytes: 1024 * 1024,
+  compactionYieldEntries: 2048,
+};
+
+export function resolveLsmOptions(partial: Partial<LsmOptions> = {}): LsmOptions {
+  const o: LsmOptions = { ...DEFAULT_LSM_OPTIONS, ...partial };
+  const positive: (keyof LsmOptions)[] = [
+    "syncIntervalMs",
+    "memtableBytes",
+    "maxImmutableMemtables",
+    "tableTargetBytes",
+    "blockBytes",
+    "bloomBitsPerKey",
+    "maxOpenTables",
+    "maxKeyBytes",
+    "maxPendingWriteBytes",
+    "maxWriteGroupBytes",
+    "tableWriteChunkBytes",
+    "compactionYieldEntries",
+  ];
+  for (const k of positive) {
+    const v = o[k];
+    if (typeof v !== "number" || !Number.isFinite(v) || v <= 0)
+      throw new RangeError(`lsm option ${k} must be positive, got ${String(v)}`);
+  }
+  if (!["fsync", "interval", "none"].includes(o.durability))
+    throw new RangeError(`unknown durability ${o.durability}`);
+  if (o.maxKeyBytes > 65535)
+    throw new RangeError("maxKeyBytes is at most 65535 (tables store key lengths in 16 bits)");
+  if (o.minMergeWidth < 2) throw new RangeError("minMergeWidth must be at least 2");
+  if (o.stopWritesAtRuns <= o.maxRunsBeforeForcedMerge)
+    throw new RangeError("stopWritesAtRuns must exceed maxRunsBeforeForcedMerge");
+  if (o.blockCacheBytes < 0 || o.maxValueBytes < 0) throw new RangeError("sizes cannot be negative");
+  return o;
+}

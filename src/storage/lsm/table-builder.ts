@@ -1,0 +1,208 @@
+/**
+ * Writes one table file (format in table-format.ts) from entries added in strictly increasing key order.
+ *
+ * `add` encodes into memory; the caller awaits `drainIfNeeded()` now and then so that written bytes go to
+ * the file in large appends and memory stays bounded by `drainBytes`. `finish()` writes the filter, index
+ * and footer and syncs the file. The caller makes the directory entry durable and records the table in
+ * the manifest; a table not in the manifest is garbage, removed on the next open.
+ */
+import { compareBytes } from "../bytes.js";
+import type { WritableFile } from "../fs/file-system.js";
+import { MAX_BLOCKS_PER_TABLE } from "./block-cache.js";
+import { bloomHash, buildBloom } from "./bloom.js";
+import {
+  BLOCK_DATA,
+  BLOCK_FILTER,
+  BLOCK_INDEX,
+  BLOCK_TRAILER_BYTES,
+  ENTRY_HEADER_BYTES,
+  encodeFooter,
+  MAX_TABLE_KEY_BYTES,
+  sealBlock,
+} from "./table-format.js";
+
+export interface TableBuilderOptions {
+  readonly blockBytes: number;
+  readonly bloomBitsPerKey: number;
+  /** Buffered bytes that trigger a write to the file. */
+  readonly drainBytes: number;
+}
+
+export interface BuiltTable {
+  readonly size: number;
+  readonly entries: number;
+  readonly tombstones: number;
+  readonly smallest: Buffer;
+  readonly largest: Buffer;
+}
+
+export class TableBuilder {
+  private block: Buffer;
+  private blockLen = 0;
+  private offsets: number[] = [];
+  private readonly pending: Buffer[] = [];
+  private pendingLen = 0;
+  private fileOffset = 0;
+  private readonly indexKeys: Buffer[] = [];
+  private readonly indexOffsets: number[] = [];
+  private readonly indexSizes: number[] = [];
+  private hashes = new Uint32Array(1024);
+  private count = 0;
+  private tombstones = 0;
+  private smallest: Buffer | null = null;
+  private lastKey: Buffer | null = null;
+  private lastKeyInBlock: Buffer | null = null;
+
+  constructor(
+    private readonly file: WritableFile,
+    private readonly options: TableBuilderOptions,
+  ) {
+    this.block = Buffer.allocUnsafe(options.blockBytes * 2);
+  }
+
+  get entries(): number {
+    return this.count;
+  }
+
+  /** Bytes the finished file will have, roughly (without filter and index). */
+  get estimatedSize(): number {
+    return this.fileOffset + this.pendingLen + this.blockLen;
+  }
+
+  get pendingBytes(): number {
+    return this.pendingLen;
+  }
+
+  get blocks(): number {
+    return this.indexKeys.length;
+  }
+
+  add(key: Uint8Array, kind: number, value: Uint8Array): void {
+    if (key.length > MAX_TABLE_KEY_BYTES)
+      throw new RangeError(`key of ${key.length} bytes too long for a table`);
+    if (this.lastKey !== null && compareBytes(this.lastKey, key) >= 0)
+      throw new Error("table builder: keys must be added in strictly increasing order");
+    if (this.indexKeys.length >= MAX_BLOCKS_PER_TABLE - 1)
+      throw new Error("table builder: too many blocks in one table");
+    const need = this.blockLen + ENTRY_HEADER_BYTES + key.length + value.length;
+    if (need > this.block.length) {
+      const grown = Buffer.allocUnsafe(Math.max(need, this.block.length * 2));
+      this.block.copy(grown, 0, 0, this.blockLen);
+      this.block = grown;
+    }
+    const b = this.block;
+    let p = this.blockLen;
+    this.offsets.push(p);
+    b[p] = kind;
+    b.writeUInt16LE(key.length, p + 1);
+    b.writeUInt32LE(value.length, p + 3);
+    p += ENTRY_HEADER_BYTES;
+    b.set(key, p);
+    const keyCopy = b.subarray(p, p + key.length);
+    p += key.length;
+    b.set(value, p);
+    p += value.length;
+    this.blockLen = p;
+
+    if (this.count === this.hashes.length) {
+      const grown = new Uint32Array(this.hashes.length * 2);
+      grown.set(this.hashes);
+      this.hashes = grown;
+    }
+    this.hashes[this.count++] = bloomHash(key);
+    if (kind === 0) this.tombstones++;
+    if (this.smallest === null) this.smallest = Buffer.from(key);
+    this.lastKeyInBlock = keyCopy;
+    this.lastKey = keyCopy;
+    if (this.blockLen >= this.options.blockBytes) this.finishBlock();
+  }
+
+  private finishBlock(): void {
+    if (this.offsets.length === 0) return;
+    const n = this.offsets.length;
+    const size = this.blockLen + 4 * n + 4 + BLOCK_TRAILER_BYTES;
+    const out = Buffer.allocUnsafe(size);
+    this.block.copy(out, 0, 0, this.blockLen);
+    let p = this.blockLen;
+    for (let i = 0; i < n; i++, p += 4) out.writeUInt32LE(this.offsets[i]!, p);
+    out.writeUInt32LE(n, p);
+    sealBlock(out, BLOCK_DATA);
+    // The last key is a view into `this.block`, which is about to be reused: copy it.
+    this.indexKeys.push(Buffer.from(this.lastKeyInBlock!));
+    this.lastKey = this.indexKeys[this.indexKeys.length - 1]!;
+    this.indexOffsets.push(this.fileOffset + this.pendingLen);
+    this.indexSizes.push(size);
+    this.pending.push(out);
+    this.pendingLen += size;
+    this.blockLen = 0;
+    this.offsets = [];
+  }
+
+  async drainIfNeeded(): Promise<void> {
+    if (this.pendingLen >= this.options.drainBytes) await this.drain();
+  }
+
+  private async drain(): Promise<void> {
+    if (this.pendingLen === 0) return;
+    const chunk = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending, this.pendingLen);
+    this.pending.length = 0;
+    const len = this.pendingLen;
+    this.pendingLen = 0;
+    await this.file.append(chunk);
+    this.fileOffset += len;
+  }
+
+  /** Writes filter, index and footer, syncs and closes the file. */
+  async finish(): Promise<BuiltTable> {
+    if (this.count === 0) throw new Error("table builder: an empty table is never written");
+    this.finishBlock();
+    const lastKey = Buffer.from(this.lastKey!);
+    const filterContent = buildBloom(this.hashes, this.count, this.options.bloomBitsPerKey);
+    const filter = Buffer.allocUnsafe(filterContent.length + BLOCK_TRAILER_BYTES);
+    filterContent.copy(filter, 0);
+    sealBlock(filter, BLOCK_FILTER);
+    const filterOffset = this.fileOffset + this.pendingLen;
+    this.pending.push(filter);
+    this.pendingLen += filter.length;
+
+    let indexLen = 4 + BLOCK_TRAILER_BYTES;
+    for (const k of this.indexKeys) indexLen += 2 + k.length + 8 + 4;
+    const index = Buffer.allocUnsafe(indexLen);
+    let p = 0;
+    for (let i = 0; i < this.indexKeys.length; i++) {
+      const k = this.indexKeys[i]!;
+      index.writeUInt16LE(k.length, p);
+      k.copy(index, p + 2);
+      p += 2 + k.length;
+      const off = this.indexOffsets[i]!;
+      index.writeUInt32LE(off % 0x1_0000_0000, p);
+      index.writeUInt32LE(Math.floor(off / 0x1_0000_0000), p + 4);
+      index.writeUInt32LE(this.indexSizes[i]!, p + 8);
+      p += 12;
+    }
+    index.writeUInt32LE(this.indexKeys.length, p);
+    sealBlock(index, BLOCK_INDEX);
+    const indexOffset = this.fileOffset + this.pendingLen;
+    this.pending.push(index);
+    this.pendingLen += index.length;
+    const footer = encodeFooter({
+      indexOffset,
+      indexSize: index.length,
+      filterOffset,
+      filterSize: filter.length,
+      entryCount: this.count,
+    });
+    this.pending.push(footer);
+    this.pendingLen += footer.length;
+    await this.drain();
+    await this.file.sync();
+    await this.file.close();
+    return {
+      size: this.fileOffset,
+      entries: this.count,
+      tombstones: this.tombstones,
+      smallest: this.smallest!,
+      largest: lastKey,
+    };
+  }
+}
