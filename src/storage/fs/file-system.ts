@@ -15,6 +15,12 @@ export interface WritableFile {
   /** Bytes appended so far. */
   readonly size: number;
   append(data: Uint8Array): Promise<void>;
+  /**
+   * Appends synchronously: one write() into the page cache, without a thread-pool round trip. For the
+   * WAL's small group writes, where the round trip would cost more than the write (LevelDB writes its log
+   * the same way). Blocks the event loop for the duration of the system call.
+   */
+  appendSync(data: Uint8Array): void;
   /** Makes every appended byte durable (fdatasync). */
   sync(): Promise<void>;
   close(): Promise<void>;

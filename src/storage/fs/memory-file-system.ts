@@ -84,23 +84,27 @@ export class MemoryFileSystem implements FileSystem {
     const check = () => this.checkGeneration(gen, p);
     const fsys = this;
     let closed = false;
+    const appendSync = (data: Uint8Array): void => {
+      check();
+      if (closed) throw errnoError("EBADF", `${p} is closed`);
+      const need = inode.length + data.length;
+      if (need > inode.data.length) {
+        const grown = Buffer.alloc(Math.max(need, inode.data.length * 2));
+        inode.data.copy(grown, 0, 0, inode.length);
+        inode.data = grown;
+      }
+      inode.data.set(data, inode.length);
+      inode.length = need;
+    };
     return {
       path: p,
       get size() {
         return inode.length;
       },
       async append(data: Uint8Array): Promise<void> {
-        check();
-        if (closed) throw errnoError("EBADF", `${p} is closed`);
-        const need = inode.length + data.length;
-        if (need > inode.data.length) {
-          const grown = Buffer.alloc(Math.max(need, inode.data.length * 2));
-          inode.data.copy(grown, 0, 0, inode.length);
-          inode.data = grown;
-        }
-        inode.data.set(data, inode.length);
-        inode.length = need;
+        appendSync(data);
       },
+      appendSync,
       async sync(): Promise<void> {
         check();
         fsys.syncs++;

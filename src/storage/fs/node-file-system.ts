@@ -47,6 +47,12 @@ class NodeWritableFile implements WritableFile {
     this.size += data.length;
   }
 
+  appendSync(data: Uint8Array): void {
+    let off = 0;
+    while (off < data.length) off += fs.writeSync(this.fd, data, off, data.length - off);
+    this.size += data.length;
+  }
+
   sync(): Promise<void> {
     return fsDatasync(this.fd);
   }

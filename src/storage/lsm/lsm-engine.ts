@@ -272,8 +272,6 @@ export class LsmEngine implements StorageEngine {
       nextFileNumber: this.nextFileNumber,
       lastSequence: this.lastSequence,
     });
-    this.counters.tableBytes = 0;
-    this.manifestBytesBefore = -this.manifest.bytesWritten;
     this.installVersion(version);
     await this.removeLeftovers();
     this.armSyncTimer();
@@ -397,7 +395,7 @@ export class LsmEngine implements StorageEngine {
                 groupBytes,
               );
         try {
-          await this.wal.file.append(chunk);
+          this.wal.file.appendSync(chunk);
           this.counters.walBytes += chunk.length;
           if (this.o.durability === "fsync") {
             await this.wal.file.sync();

@@ -1,0 +1,109 @@
+/**
+ * The node's Prometheus metrics, in a registry of its own (several nodes can share a process in tests).
+ * Storage engine figures are read at scrape time from the engine's statistics.
+ */
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import type { EngineStats } from "../storage/engine.js";
+
+export class NodeMetrics {
+  readonly registry = new Registry();
+  readonly requests: Counter<"op" | "status">;
+  readonly latency: Histogram<"op" | "status">;
+  readonly siblings: Histogram;
+  readonly replicaTimeouts: Counter;
+  readonly readRepairs: Counter;
+  readonly hintsStored: Counter;
+  readonly hintsDelivered: Counter;
+  readonly antiEntropyKeysRepaired: Counter;
+
+  constructor(storageStats: () => EngineStats, labels: Record<string, string>) {
+    const r = this.registry;
+    r.setDefaultLabels(labels);
+    this.requests = new Counter({
+      name: "ringstore_requests_total",
+      help: "Client requests by operation and HTTP status",
+      labelNames: ["op", "status"],
+      registers: [r],
+    });
+    this.latency = new Histogram({
+      name: "ringstore_request_duration_seconds",
+      help: "Client request latency by operation and HTTP status",
+      labelNames: ["op", "status"],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers: [r],
+    });
+    this.siblings = new Histogram({
+      name: "ringstore_siblings",
+      help: "Siblings per key seen by reads and left by writes",
+      buckets: [1, 2, 3, 4, 8, 16, 32, 64],
+      registers: [r],
+    });
+    this.replicaTimeouts = new Counter({
+      name: "ringstore_replica_timeouts_total",
+      help: "Requests that did not get their quorum in time",
+      registers: [r],
+    });
+    this.readRepairs = new Counter({
+      name: "ringstore_read_repairs_total",
+      help: "Replicas repaired after reads",
+      registers: [r],
+    });
+    this.hintsStored = new Counter({
+      name: "ringstore_hints_stored_total",
+      help: "Hinted writes stored",
+      registers: [r],
+    });
+    this.hintsDelivered = new Counter({
+      name: "ringstore_hints_delivered_total",
+      help: "Hinted writes handed off",
+      registers: [r],
+    });
+    this.antiEntropyKeysRepaired = new Counter({
+      name: "ringstore_antientropy_keys_repaired_total",
+      help: "Keys repaired by anti-entropy",
+      registers: [r],
+    });
+    const storageGauge = (name: string, help: string, pick: (s: EngineStats) => number) =>
+      new Gauge({
+        name: `ringstore_storage_${name}`,
+        help,
+        registers: [r],
+        collect() {
+          this.set(pick(storageStats()));
+        },
+      });
+    storageGauge("flushes_total", "Memtable flushes since start", (s) => s.flushes);
+    storageGauge("compactions_total", "Compactions since start", (s) => s.compactions);
+    storageGauge(
+      "write_amplification",
+      "Bytes written to disk per byte written by users",
+      (s) => s.writeAmplification,
+    );
+    storageGauge("user_bytes_written_total", "Bytes of keys and values written", (s) => s.userBytesWritten);
+    storageGauge(
+      "disk_bytes_written_total",
+      "Bytes written to disk (WAL, tables, manifest)",
+      (s) => s.diskBytesWritten,
+    );
+    storageGauge("sorted_runs", "Sorted runs (levels) on disk", (s) => s.levels.length);
+    storageGauge("memtable_bytes", "Bytes in the active memtable", (s) => s.memtableBytes);
+    storageGauge("block_cache_hits_total", "Block cache hits", (s) => s.blockCacheHits);
+    storageGauge("block_cache_misses_total", "Block cache misses", (s) => s.blockCacheMisses);
+    storageGauge("bloom_false_positives_total", "Bloom filter false positives", (s) => s.bloomFalsePositives);
+    storageGauge("write_stalls_total", "Writes that waited for flush or compaction", (s) => s.writeStalls);
+  }
+
+  observeRequest(op: string, status: number, seconds: number): void {
+    const labels = { op, status: String(status) };
+    this.requests.inc(labels);
+    this.latency.observe(labels, seconds);
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+
+  render(): Promise<string> {
+    return this.registry.metrics();
+  }
+}

@@ -1,0 +1,100 @@
+#!/usr/bin/env node
+/**
+ * The `ringstore` command line. For now it drives the storage engine: `ringstore demo` (what `npm start`
+ * runs) writes, reads, reopens and prints the engine's statistics; `ringstore storage stats` opens a data
+ * directory and prints what is in it.
+ */
+import { readFileSync } from "node:fs";
+import * as path from "node:path";
+import { Command, InvalidArgumentError } from "commander";
+import { runDemo } from "./demo.js";
+import { DEFAULT_NODE, deleteCommand, getCommand, putCommand, startCommand } from "./node-commands.js";
+import { printStorageStats } from "./storage-stats.js";
+
+function packageVersion(): string {
+  const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as {
+    version: string;
+  };
+  return pkg.version;
+}
+
+function positiveInt(v: string): number {
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n <= 0)
+    throw new InvalidArgumentError(`expected a positive integer, got "${v}"`);
+  return n;
+}
+
+const program = new Command();
+program
+  .name("ringstore")
+  .description("A leaderless, Dynamo-style distributed key-value store")
+  .version(packageVersion());
+
+program
+  .command("demo")
+  .description("write, read, reopen and print statistics of the storage engine, on data under --data")
+  .option("--data <dir>", "data directory", "./data")
+  .option("--keys <n>", "keys to write", positiveInt, 200_000)
+  .action(async (opts: { data: string; keys: number }) => {
+    await runDemo(path.join(opts.data, "demo"), opts.keys);
+  });
+
+program
+  .command("start")
+  .description("run one node in the foreground (a new cluster of one, or joining one with --join)")
+  .requiredOption("--id <id>", "this node's id (letters, digits, _ . -)")
+  .requiredOption("--api <host:port>", "address of the client HTTP API")
+  .requiredOption("--peer <host:port>", "address for node-to-node traffic")
+  .requiredOption("--data <dir>", "data directory")
+  .option("--join <host:port,...>", "peer address(es) of a member of the cluster to join")
+  .option("--n <n>", "replicas per key (fixed when the cluster is created; default 3)")
+  .option("--r <r>", "default read quorum (default 2)")
+  .option("--w <w>", "default write quorum (default 2)")
+  .option("--timeout <ms>", "default time the coordinator waits for replicas", "5000")
+  .option("--durability <mode>", "fsync (default), interval or none", "fsync")
+  .option("--max-key-bytes <n>", "largest key accepted", "1024")
+  .option("--max-value-bytes <n>", "largest value accepted", String(1024 * 1024))
+  .option("--max-siblings <n>", "siblings a key may hold before writes are refused", "64")
+  .action(startCommand);
+
+const keyOptions = (c: Command) =>
+  c
+    .option("--node <host:port>", "API address of any node", DEFAULT_NODE)
+    .option("--timeout <ms>", "time the coordinator waits for replicas");
+
+keyOptions(
+  program.command("get <key>").description("read a key: its value, or its siblings and their context"),
+)
+  .option("--r <r>", "read quorum: 1..N, one, quorum or all")
+  .option("--json", "print the result as JSON")
+  .action(getCommand);
+keyOptions(program.command("put <key> [value]").description("write a key (VALUE, or the contents of --file)"))
+  .option("--file <f>", "read the value from a file")
+  .option("--context <c>", "context of the versions this write replaces (from get)")
+  .option("--content-type <type>", "content type to store with the value")
+  .option("--w <w>", "write quorum: 1..N, one, quorum or all")
+  .action(putCommand);
+keyOptions(
+  program
+    .command("delete <key>")
+    .description("delete a key: everything a read finds now, or what --context covers"),
+)
+  .option("--context <c>", "delete only the versions this context covers (default: read the key first)")
+  .option("--w <w>", "write quorum: 1..N, one, quorum or all")
+  .action(deleteCommand);
+
+const storage = program.command("storage").description("inspect a storage engine's data directory");
+storage
+  .command("stats")
+  .description("open a data directory (recovering it if needed) and print its statistics")
+  .requiredOption("--data <dir>", "the engine's directory")
+  .action(async (opts: { data: string }) => {
+    await printStorageStats(opts.data);
+  });
+
+program.parseAsync(process.argv).catch((err: unknown) => {
+  const e = err as { code?: string; message?: string };
+  process.stderr.write(`ringstore: ${e.message ?? String(err)}${e.code ? ` (${e.code})` : ""}\n`);
+  process.exitCode = 1;
+});

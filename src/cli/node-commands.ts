@@ -1,0 +1,176 @@
+/** `ringstore start`, and the key commands `get`, `put`, `delete` that talk to a node's API. */
+import { readFileSync } from "node:fs";
+import { type GetResult, RingstoreClient, RingstoreError } from "../client/client.js";
+import { ConfigError, formatHostPort, type NodeConfigInput, validateNodeConfig } from "../node/config.js";
+import { startNode } from "../node/node.js";
+
+export const DEFAULT_NODE = "127.0.0.1:8001";
+
+export interface StartFlags extends Omit<NodeConfigInput, "timeoutMs"> {
+  timeout?: string;
+}
+
+export async function startCommand(flags: StartFlags): Promise<void> {
+  const config = validateNodeConfig({ ...flags, timeoutMs: flags.timeout });
+  const node = await startNode(config, {
+    explicit: { n: flags.n !== undefined, r: flags.r !== undefined, w: flags.w !== undefined },
+  });
+  const id = node.identity;
+  process.stdout.write(
+    `ringstore node ${node.id} serving the API on http://${formatHostPort(node.api)} ` +
+      `(peer ${formatHostPort(config.peer)}), data in ${config.dataDir}, ` +
+      `${node.createdCluster ? "new cluster" : "cluster"} ${id.clusterId} with N=${id.n} R=${id.r} W=${id.w}\n`,
+  );
+  let signals = 0;
+  const onSignal = (sig: NodeJS.Signals) => {
+    signals++;
+    if (signals > 1) {
+      process.stderr.write(`ringstore: ${sig} again, exiting without a clean stop\n`);
+      process.exit(1);
+    }
+    process.stdout.write(`ringstore node ${node.id}: ${sig}, stopping (finishing requests, closing files)\n`);
+    node.stop().then(
+      () => {
+        process.stdout.write(`ringstore node ${node.id}: stopped cleanly\n`);
+        process.exit(0);
+      },
+      (err: unknown) => {
+        process.stderr.write(`ringstore node ${node.id}: stop failed: ${(err as Error).message}\n`);
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGTERM", onSignal);
+  process.on("SIGINT", onSignal);
+}
+
+interface KeyFlags {
+  node: string;
+  r?: string;
+  w?: string;
+  timeout?: string;
+  context?: string;
+  json?: boolean;
+}
+
+function quorum(v: string | undefined): number | "one" | "quorum" | "all" | undefined {
+  if (v === undefined) return undefined;
+  if (v === "one" || v === "quorum" || v === "all") return v;
+  if (!/^[0-9]+$/.test(v)) throw new ConfigError(`expected an integer, one, quorum or all, got "${v}"`);
+  return Number(v);
+}
+
+function opts(f: KeyFlags) {
+  return {
+    ...(f.r !== undefined ? { r: quorum(f.r)! } : {}),
+    ...(f.w !== undefined ? { w: quorum(f.w)! } : {}),
+    ...(f.timeout !== undefined ? { timeoutMs: Number(f.timeout) } : {}),
+  };
+}
+
+function printable(b: Buffer): boolean {
+  return !b.includes(0) && Buffer.from(b.toString("utf8"), "utf8").equals(b);
+}
+
+async function withClient<T>(node: string, fn: (c: RingstoreClient) => Promise<T>): Promise<T> {
+  const c = new RingstoreClient(node, { connections: 1 });
+  try {
+    return await fn(c);
+  } catch (err) {
+    if (err instanceof RingstoreError) {
+      process.stderr.write(`ringstore: ${err.status} ${err.code}: ${err.message}\n`);
+      process.exitCode = 1;
+      return undefined as T;
+    }
+    throw err;
+  } finally {
+    await c.close();
+  }
+}
+
+export async function getCommand(key: string, f: KeyFlags): Promise<void> {
+  await withClient(f.node, async (c) => {
+    const res: GetResult = await c.get(key, opts(f));
+    if (f.json) {
+      const j =
+        res.kind === "value"
+          ? {
+              status: 200,
+              context: res.context,
+              contentType: res.contentType,
+              value: res.value.toString("base64"),
+            }
+          : res.kind === "siblings"
+            ? {
+                status: 300,
+                context: res.context,
+                siblings: res.siblings.map((s) => ({ ...s, value: s.value.toString("base64") })),
+              }
+            : { status: 404, context: res.context ?? null };
+      process.stdout.write(`${JSON.stringify(j)}\n`);
+      if (res.kind === "not_found") process.exitCode = 1;
+      return;
+    }
+    if (res.kind === "value") {
+      process.stdout.write(res.value);
+      if (process.stdout.isTTY && printable(res.value)) process.stdout.write("\n");
+      process.stderr.write(`context: ${res.context}\n`);
+    } else if (res.kind === "siblings") {
+      process.stdout.write(`${res.siblings.length} concurrent versions (siblings):\n`);
+      res.siblings.forEach((s, i) => {
+        const shown = s.deleted
+          ? "(deleted)"
+          : printable(s.value)
+            ? JSON.stringify(s.value.toString("utf8"))
+            : `base64:${s.value.toString("base64")}`;
+        process.stdout.write(`  [${i + 1}] ${shown}${s.deleted ? "" : `  (${s.contentType})`}\n`);
+      });
+      process.stdout.write(
+        `context: ${res.context}\nResolve them and write back with: ringstore put KEY VALUE --context ${res.context}\n`,
+      );
+    } else {
+      process.stderr.write(`not found${res.context ? ` (deleted; context: ${res.context})` : ""}\n`);
+      process.exitCode = 1;
+    }
+  });
+}
+
+export async function putCommand(
+  key: string,
+  value: string | undefined,
+  f: KeyFlags & { file?: string; contentType?: string },
+): Promise<void> {
+  if ((value === undefined) === (f.file === undefined))
+    throw new ConfigError("give either VALUE or --file F");
+  const body = f.file !== undefined ? readFileSync(f.file) : Buffer.from(value!, "utf8");
+  await withClient(f.node, async (c) => {
+    const ctx = await c.put(key, body, {
+      ...opts(f),
+      context: f.context,
+      contentType:
+        f.contentType ?? (f.file !== undefined ? "application/octet-stream" : "text/plain; charset=utf-8"),
+    });
+    if (ctx !== undefined) process.stdout.write(`ok, context: ${ctx}\n`);
+  });
+}
+
+/**
+ * Without --context, reads the key first and deletes exactly what it read (a delete with no context would
+ * only add a tombstone beside the live versions). With --context, deletes what that context covers.
+ */
+export async function deleteCommand(key: string, f: KeyFlags): Promise<void> {
+  await withClient(f.node, async (c) => {
+    let context = f.context;
+    if (context === undefined) {
+      const cur = await c.get(key, f.timeout !== undefined ? { timeoutMs: Number(f.timeout) } : {});
+      context = cur.context;
+      if (cur.kind === "not_found" && context === undefined) {
+        process.stderr.write("not found: nothing to delete\n");
+        process.exitCode = 1;
+        return;
+      }
+    }
+    const ctx = await c.delete(key, { ...opts(f), context });
+    if (ctx !== undefined) process.stdout.write(`deleted, context: ${ctx}\n`);
+  });
+}

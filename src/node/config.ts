@@ -1,0 +1,128 @@
+/**
+ * The node's one validated configuration object. Every field has a unit in its name or a documented
+ * meaning; `validateNodeConfig` turns user input into it or fails with a message naming the field.
+ */
+import type { Durability } from "../storage/lsm/options.js";
+
+export interface HostPort {
+  readonly host: string;
+  readonly port: number;
+}
+
+export interface NodeConfig {
+  readonly id: string;
+  readonly api: HostPort;
+  readonly peer: HostPort;
+  readonly dataDir: string;
+  readonly join: readonly HostPort[];
+  /** Replication settings used only when this node creates a new cluster. */
+  readonly n: number;
+  readonly r: number;
+  readonly w: number;
+  readonly maxKeyBytes: number;
+  readonly maxValueBytes: number;
+  readonly maxSiblings: number;
+  readonly requestTimeoutMs: number;
+  readonly maxRequestTimeoutMs: number;
+  readonly durability: Durability;
+}
+
+export const NODE_DEFAULTS = {
+  n: 3,
+  r: 2,
+  w: 2,
+  maxKeyBytes: 1024,
+  maxValueBytes: 1024 * 1024,
+  maxSiblings: 64,
+  requestTimeoutMs: 5000,
+  maxRequestTimeoutMs: 60_000,
+  durability: "fsync" as Durability,
+};
+
+export class ConfigError extends Error {
+  readonly code = "ERR_CONFIG";
+  constructor(message: string) {
+    super(message);
+    this.name = "ConfigError";
+  }
+}
+
+/** Parses HOST:PORT (IPv6 as [::1]:PORT). Port 0 asks the OS for a free port. */
+export function parseHostPort(v: string, what: string): HostPort {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([A-Za-z0-9.-]+)):([0-9]{1,5})$/.exec(v.trim());
+  if (m === null) throw new ConfigError(`${what} must be HOST:PORT, got "${v}"`);
+  const port = Number(m[3]);
+  if (port > 65535) throw new ConfigError(`${what} port must be 0..65535, got ${port}`);
+  return { host: (m[1] ?? m[2])!, port };
+}
+
+export function formatHostPort(h: HostPort): string {
+  return h.host.includes(":") ? `[${h.host}]:${h.port}` : `${h.host}:${h.port}`;
+}
+
+const ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+
+function int(v: unknown, what: string, min: number, max: number): number {
+  const n = typeof v === "string" && /^[0-9]+$/.test(v) ? Number(v) : v;
+  if (typeof n !== "number" || !Number.isSafeInteger(n) || n < min || n > max)
+    throw new ConfigError(`${what} must be an integer ${min}..${max}, got ${JSON.stringify(v)}`);
+  return n;
+}
+
+export interface NodeConfigInput {
+  id: string;
+  api: string;
+  peer: string;
+  data: string;
+  join?: string | undefined;
+  n?: string | number | undefined;
+  r?: string | number | undefined;
+  w?: string | number | undefined;
+  maxKeyBytes?: string | number | undefined;
+  maxValueBytes?: string | number | undefined;
+  maxSiblings?: string | number | undefined;
+  timeoutMs?: string | number | undefined;
+  durability?: string | undefined;
+}
+
+export function validateNodeConfig(input: NodeConfigInput): NodeConfig {
+  if (!ID.test(input.id))
+    throw new ConfigError(`--id must be 1-64 characters of letters, digits, _ . -, got "${input.id}"`);
+  if (!input.data) throw new ConfigError("--data is required");
+  const n = int(input.n ?? NODE_DEFAULTS.n, "--n", 1, 16);
+  const r = int(input.r ?? Math.min(NODE_DEFAULTS.r, n), "--r", 1, n);
+  const w = int(input.w ?? Math.min(NODE_DEFAULTS.w, n), "--w", 1, n);
+  const durability = input.durability ?? NODE_DEFAULTS.durability;
+  if (!["fsync", "interval", "none"].includes(durability))
+    throw new ConfigError(`--durability must be fsync, interval or none, got "${durability}"`);
+  const join =
+    input.join === undefined || input.join === ""
+      ? []
+      : input.join.split(",").map((s, i) => parseHostPort(s, `--join address ${i + 1}`));
+  return {
+    id: input.id,
+    api: parseHostPort(input.api, "--api"),
+    peer: parseHostPort(input.peer, "--peer"),
+    dataDir: input.data,
+    join,
+    n,
+    r,
+    w,
+    maxKeyBytes: int(input.maxKeyBytes ?? NODE_DEFAULTS.maxKeyBytes, "--max-key-bytes", 1, 65000),
+    maxValueBytes: int(
+      input.maxValueBytes ?? NODE_DEFAULTS.maxValueBytes,
+      "--max-value-bytes",
+      0,
+      64 * 1024 * 1024,
+    ),
+    maxSiblings: int(input.maxSiblings ?? NODE_DEFAULTS.maxSiblings, "--max-siblings", 1, 10_000),
+    requestTimeoutMs: int(
+      input.timeoutMs ?? NODE_DEFAULTS.requestTimeoutMs,
+      "--timeout",
+      1,
+      NODE_DEFAULTS.maxRequestTimeoutMs,
+    ),
+    maxRequestTimeoutMs: NODE_DEFAULTS.maxRequestTimeoutMs,
+    durability: durability as Durability,
+  };
+}

@@ -1,0 +1,110 @@
+/**
+ * The node's identity file, `node.json` in its data directory: who this node is, which cluster it belongs
+ * to, and the cluster-wide settings fixed when the cluster was created.
+ *
+ * - `actor` is the node id plus a random epoch made when the data directory is created: versions are
+ *   stamped with it. A node whose data was wiped comes back with a new epoch, so it can never reissue a
+ *   dot (version name) that its lost data had already used.
+ * - `clusterSecret` keys the integrity check of client contexts.
+ *
+ * Format: JSON `{format: "ringstore-node", version: 1, ..., crc32}`, the crc over the JSON of the other
+ * fields. Written to `node.json.tmp`, fsynced, renamed, and the directory fsynced.
+ */
+import { randomBytes } from "node:crypto";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { crc32 } from "node:zlib";
+import { ConfigError } from "./config.js";
+
+export interface NodeIdentity {
+  readonly nodeId: string;
+  readonly actor: string;
+  readonly clusterId: string;
+  readonly clusterSecret: string;
+  readonly n: number;
+  readonly r: number;
+  readonly w: number;
+  readonly createdAt: string;
+}
+
+const FILE = "node.json";
+
+function checksum(id: NodeIdentity): number {
+  const { nodeId, actor, clusterId, clusterSecret, n, r, w, createdAt } = id;
+  return crc32(JSON.stringify({ nodeId, actor, clusterId, clusterSecret, n, r, w, createdAt }));
+}
+
+export function readIdentity(dataDir: string): NodeIdentity | undefined {
+  const p = path.join(dataDir, FILE);
+  let text: string;
+  try {
+    text = fs.readFileSync(p, "utf8");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw err;
+  }
+  let j: NodeIdentity & { format?: string; version?: number; crc32?: number };
+  try {
+    j = JSON.parse(text);
+  } catch {
+    throw new ConfigError(`${p} is not valid JSON: the node identity file is damaged`);
+  }
+  if (j.format !== "ringstore-node" || j.version !== 1)
+    throw new ConfigError(`${p}: unknown identity file format`);
+  if (j.crc32 !== checksum(j))
+    throw new ConfigError(`${p}: checksum mismatch: the node identity file is damaged`);
+  return j;
+}
+
+export function writeIdentity(dataDir: string, id: NodeIdentity): void {
+  fs.mkdirSync(dataDir, { recursive: true });
+  const p = path.join(dataDir, FILE);
+  const tmp = `${p}.tmp`;
+  const body = `${JSON.stringify({ format: "ringstore-node", version: 1, ...id, crc32: checksum(id) }, null, 2)}\n`;
+  const fd = fs.openSync(tmp, "w");
+  try {
+    fs.writeSync(fd, body);
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+  fs.renameSync(tmp, p);
+  const dfd = fs.openSync(dataDir, "r");
+  try {
+    fs.fsyncSync(dfd);
+  } finally {
+    fs.closeSync(dfd);
+  }
+}
+
+/** Loads the identity, or creates a new cluster's identity for a fresh directory. */
+export function loadOrCreateIdentity(
+  dataDir: string,
+  nodeId: string,
+  settings: { n: number; r: number; w: number },
+  explicit: { n: boolean; r: boolean; w: boolean },
+): { identity: NodeIdentity; created: boolean } {
+  const found = readIdentity(dataDir);
+  if (found !== undefined) {
+    if (found.nodeId !== nodeId)
+      throw new ConfigError(`data directory ${dataDir} belongs to node "${found.nodeId}", not "${nodeId}"`);
+    for (const k of ["n", "r", "w"] as const)
+      if (explicit[k] && settings[k] !== found[k])
+        throw new ConfigError(
+          `--${k} ${settings[k]} differs from the cluster's ${k}=${found[k]}, fixed when the cluster was created`,
+        );
+    return { identity: found, created: false };
+  }
+  const identity: NodeIdentity = {
+    nodeId,
+    actor: `${nodeId}.${randomBytes(4).toString("hex")}`,
+    clusterId: randomBytes(8).toString("hex"),
+    clusterSecret: randomBytes(32).toString("base64"),
+    n: settings.n,
+    r: settings.r,
+    w: settings.w,
+    createdAt: new Date().toISOString(),
+  };
+  writeIdentity(dataDir, identity);
+  return { identity, created: true };
+}

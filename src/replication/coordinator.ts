@@ -1,0 +1,145 @@
+/**
+ * The request coordinator (Dynamo section 4.5): runs one client request against the key's replicas and
+ * decides its outcome from how many answered in time.
+ *
+ * - get: asks every replica of the key, answers once `r` replied, with the causal merge of their sets
+ *   (siblings only when truly concurrent). Fewer than `r` replies by the deadline: `unavailable`.
+ * - put/delete: the coordinator must itself be a replica of the key (versioning needs its actor). It
+ *   versions and stores the write locally, sends the resulting set to the other replicas, and answers once
+ *   `w` replicas (itself included) made it durable. Fewer by the deadline: `unavailable` (the write is not
+ *   rolled back; replicas that have it keep it).
+ *
+ * Outcomes are returned values, not exceptions: quorum not met is an expected protocol outcome.
+ * Deterministic: time comes from the injected Timers; no I/O except through ReplicaPeer.
+ */
+import type { Timers } from "../runtime/runtime.js";
+import { merge, type VersionVector } from "../versioning/dvv.js";
+import type { StoredSibling, StoredValue } from "../versioning/object-codec.js";
+import type { Replica } from "./replica.js";
+
+/** A replica as the coordinator sees it: this node's own, or a remote one behind the transport. */
+export interface ReplicaPeer {
+  readonly nodeId: string;
+  read(key: Uint8Array): Promise<StoredSibling[]>;
+  /** Merges `set` into the replica's copy; resolves once durable there. */
+  store(key: Uint8Array, set: readonly StoredSibling[]): Promise<void>;
+}
+
+export function localPeer(nodeId: string, replica: Replica): ReplicaPeer {
+  return {
+    nodeId,
+    read: (key) => replica.read(key),
+    store: async (key, set) => {
+      await replica.merge(key, set);
+    },
+  };
+}
+
+export type ReadOutcome =
+  | { readonly kind: "ok"; readonly siblings: StoredSibling[]; readonly replied: number }
+  | { readonly kind: "unavailable"; readonly needed: number; readonly replied: number };
+
+export type WriteOutcome =
+  | {
+      readonly kind: "ok";
+      readonly written: StoredSibling;
+      readonly set: StoredSibling[];
+      readonly acked: number;
+    }
+  | { readonly kind: "too_many_siblings"; readonly siblings: number; readonly max: number }
+  | { readonly kind: "unavailable"; readonly needed: number; readonly acked: number };
+
+export interface CoordinatorDeps {
+  readonly local: Replica;
+  /** The key's replicas, in preference-list order (the local one included when this node is one). */
+  readonly replicasFor: (key: Uint8Array) => readonly ReplicaPeer[];
+  readonly localNodeId: string;
+  readonly timers: Timers;
+}
+
+interface Collected<T> {
+  readonly ok: T[];
+  readonly failed: number;
+}
+
+/**
+ * Waits until `needed` of `tasks` succeeded, or that can no longer happen, or `timeoutMs` passed.
+ * Late results are ignored (the tasks keep running; their errors are observed, never left unhandled).
+ */
+export function collect<T>(
+  tasks: readonly Promise<T>[],
+  needed: number,
+  timeoutMs: number,
+  timers: Timers,
+): Promise<Collected<T>> {
+  return new Promise((resolve) => {
+    const ok: T[] = [];
+    let failed = 0;
+    let done = false;
+    const finish = () => {
+      if (done) return;
+      done = true;
+      timer?.cancel();
+      resolve({ ok: [...ok], failed });
+    };
+    const check = () => {
+      if (ok.length >= needed || ok.length + (tasks.length - ok.length - failed) < needed) finish();
+    };
+    const timer = needed > 0 ? timers.after(timeoutMs, finish) : undefined;
+    for (const t of tasks)
+      t.then(
+        (v) => {
+          if (!done) {
+            ok.push(v);
+            check();
+          }
+        },
+        () => {
+          if (!done) {
+            failed++;
+            check();
+          }
+        },
+      );
+    check();
+  });
+}
+
+export class Coordinator {
+  constructor(private readonly deps: CoordinatorDeps) {}
+
+  async get(key: Uint8Array, r: number, timeoutMs: number): Promise<ReadOutcome> {
+    const replicas = this.deps.replicasFor(key);
+    const got = await collect(
+      replicas.map((p) => p.read(key)),
+      r,
+      timeoutMs,
+      this.deps.timers,
+    );
+    if (got.ok.length < r) return { kind: "unavailable", needed: r, replied: got.ok.length };
+    let siblings: StoredSibling[] = [];
+    for (const s of got.ok) siblings = merge(siblings, s);
+    return { kind: "ok", siblings, replied: got.ok.length };
+  }
+
+  async write(
+    key: Uint8Array,
+    context: VersionVector,
+    value: StoredValue,
+    w: number,
+    timeoutMs: number,
+  ): Promise<WriteOutcome> {
+    const res = await this.deps.local.coordinate(key, context, value);
+    if (res.kind === "too_many_siblings") return res;
+    const others = this.deps.replicasFor(key).filter((p) => p.nodeId !== this.deps.localNodeId);
+    const got = await collect(
+      others.map((p) => p.store(key, res.set)),
+      w - 1,
+      timeoutMs,
+      this.deps.timers,
+    );
+    const acked = 1 + got.ok.length;
+    if (acked < w) return { kind: "unavailable", needed: w, acked };
+    return { kind: "ok", written: res.written, set: res.set, acked };
+  }
+}
