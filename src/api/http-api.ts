@@ -152,13 +152,32 @@ function historyOf(s: StoredSibling): VersionVector {
   return out;
 }
 
+/** Where the original URL of a /kv/ request is kept once routing has been pointed at KV_ROUTE. */
+const RAW_URL = Symbol("ringstore.rawUrl");
+type WithRawUrl = { [RAW_URL]?: string };
+const KV_ROUTE = "/kv/_";
+
+function rawUrlOf(req: FastifyRequest): string {
+  return (req.raw as WithRawUrl)[RAW_URL] ?? req.raw.url ?? "";
+}
+
 export function buildHttpApi(deps: ApiDeps): FastifyInstance {
   const app = Fastify({
     logger: false,
     bodyLimit: deps.limits.maxValueBytes,
-    // Keys are raw bytes: routing must not decode or normalise the path.
-    routerOptions: { ignoreDuplicateSlashes: false, maxParamLength: 100_000 },
     return503OnClosing: true,
+    // Keys are raw bytes, and a percent-encoded byte need not be UTF-8: the router would refuse such a
+    // path. Every /kv/ request is routed to one fixed path, its original URL kept for parseKey.
+    rewriteUrl(req) {
+      const url = req.url ?? "/";
+      if (!url.startsWith("/kv/")) return url;
+      (req as WithRawUrl)[RAW_URL] = url;
+      const q = url.indexOf("?");
+      return q < 0 ? KV_ROUTE : KV_ROUTE + url.slice(q);
+    },
+    frameworkErrors(err, _req, reply) {
+      sendError(reply, 400, "bad_request", err.message);
+    },
   });
   app.removeAllContentTypeParsers();
   app.addContentTypeParser("*", { parseAs: "buffer" }, (_req, body, done) => done(null, body));
@@ -172,7 +191,7 @@ export function buildHttpApi(deps: ApiDeps): FastifyInstance {
 
   const kvGet = async (req: FastifyRequest, reply: FastifyReply) => {
     const q = req.query as Record<string, unknown>;
-    const key = parseKey(req.raw.url ?? "", deps.limits.maxKeyBytes);
+    const key = parseKey(rawUrlOf(req), deps.limits.maxKeyBytes);
     const r = parseQuorum(single(q, "r"), "r", deps.r, deps.n);
     const timeout = parseTimeout(single(q, "timeout"), deps.requestTimeoutMs, deps.maxTimeoutMs);
     const out = await deps.coordinator.get(key, r, timeout);
@@ -216,7 +235,7 @@ export function buildHttpApi(deps: ApiDeps): FastifyInstance {
 
   const kvWrite = async (req: FastifyRequest, reply: FastifyReply, deleted: boolean) => {
     const q = req.query as Record<string, unknown>;
-    const key = parseKey(req.raw.url ?? "", deps.limits.maxKeyBytes);
+    const key = parseKey(rawUrlOf(req), deps.limits.maxKeyBytes);
     const w = parseQuorum(single(q, "w"), "w", deps.w, deps.n);
     const timeout = parseTimeout(single(q, "timeout"), deps.requestTimeoutMs, deps.maxTimeoutMs);
     const token = contextHeader(req);
@@ -276,18 +295,18 @@ export function buildHttpApi(deps: ApiDeps): FastifyInstance {
     };
   };
 
-  app.get("/kv/*", route("get", kvGet));
+  app.get(KV_ROUTE, route("get", kvGet));
   app.put(
-    "/kv/*",
+    KV_ROUTE,
     route("put", (req, reply) => kvWrite(req, reply, false)),
   );
   app.delete(
-    "/kv/*",
+    KV_ROUTE,
     route("delete", (req, reply) => kvWrite(req, reply, true)),
   );
   app.route({
     method: ["POST", "PATCH", "OPTIONS"],
-    url: "/kv/*",
+    url: KV_ROUTE,
     handler: async (req, reply) =>
       sendError(
         reply.header("allow", "GET, PUT, DELETE"),
@@ -307,7 +326,7 @@ export function buildHttpApi(deps: ApiDeps): FastifyInstance {
   );
 
   app.setNotFoundHandler((req, reply) => {
-    sendError(reply, 404, "not_found", `no route for ${req.method} ${req.url.split("?")[0]}`);
+    sendError(reply, 404, "not_found", `no route for ${req.method} ${rawUrlOf(req).split("?")[0]}`);
   });
   app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, req, reply) => {
     if (err instanceof ApiError) return sendError(reply, err.status, err.code, err.message, err.details);

@@ -1,0 +1,391 @@
+/**
+ * The public HTTP contract (../shared/spec/http-api.md) on a cluster of one node (N=R=W=1), driven over
+ * real HTTP against a node started in this process; one test runs the built CLI as a child process.
+ */
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import * as net from "node:net";
+import { tmpdir } from "node:os";
+import * as path from "node:path";
+import { after, before, describe, test } from "node:test";
+import { type NodeConfigInput, validateNodeConfig } from "../../src/node/config.js";
+import { type RunningNode, startNode } from "../../src/node/node.js";
+
+const root = mkdtempSync(path.join(tmpdir(), "ringstore-api-"));
+after(() => rmSync(root, { recursive: true, force: true }));
+
+async function start(
+  name: string,
+  extra: Partial<NodeConfigInput> = {},
+): Promise<{ node: RunningNode; url: string }> {
+  const config = validateNodeConfig({
+    id: name,
+    api: "127.0.0.1:0",
+    peer: "127.0.0.1:0",
+    data: path.join(root, name),
+    n: 1,
+    r: 1,
+    w: 1,
+    ...extra,
+  });
+  const node = await startNode(config);
+  return { node, url: `http://127.0.0.1:${node.api.port}` };
+}
+
+interface Res {
+  status: number;
+  headers: Headers;
+  body: Buffer;
+  json: () => Record<string, unknown>;
+}
+
+async function req(url: string, init: RequestInit = {}): Promise<Res> {
+  const r = await fetch(url, init);
+  const body = Buffer.from(await r.arrayBuffer());
+  return { status: r.status, headers: r.headers, body, json: () => JSON.parse(body.toString("utf8")) };
+}
+
+describe("single node", () => {
+  let node: RunningNode;
+  let url: string;
+  before(async () => {
+    ({ node, url } = await start("n1"));
+  });
+  after(() => node.stop());
+
+  const put = (key: string, value: string | Buffer, headers: Record<string, string> = {}, q = "") =>
+    req(`${url}/kv/${key}${q}`, { method: "PUT", body: value, headers });
+
+  test("a value round-trips with its content type and a context", async () => {
+    const w = await put("plain", "hello", { "content-type": "text/plain" });
+    assert.equal(w.status, 204);
+    assert.match(w.headers.get("x-context")!, /^[A-Za-z0-9_-]+$/);
+    const r = await req(`${url}/kv/plain`);
+    assert.equal(r.status, 200);
+    assert.equal(r.body.toString(), "hello");
+    assert.equal(r.headers.get("content-type"), "text/plain");
+    assert.ok(r.headers.get("x-context"));
+  });
+
+  test("a missing key is 404 with a JSON error and no context", async () => {
+    const r = await req(`${url}/kv/never-written`);
+    assert.equal(r.status, 404);
+    assert.equal(r.json().error, "not_found");
+    assert.equal(typeof r.json().message, "string");
+    assert.equal(r.headers.get("x-context"), null);
+  });
+
+  test("blind writes become siblings; a write with their context supersedes them", async () => {
+    await put("cart", "milk");
+    await put("cart", "eggs");
+    const r = await req(`${url}/kv/cart`);
+    assert.equal(r.status, 300);
+    const j = r.json() as {
+      context: string;
+      siblings: { value: string; contentType: string; deleted: boolean }[];
+    };
+    assert.equal(j.context, r.headers.get("x-context"));
+    assert.deepEqual(j.siblings.map((s) => Buffer.from(s.value, "base64").toString()).sort(), [
+      "eggs",
+      "milk",
+    ]);
+    assert.ok(j.siblings.every((s) => s.deleted === false));
+    const w = await put("cart", "eggs,milk", { "x-context": j.context });
+    assert.equal(w.status, 204);
+    const r2 = await req(`${url}/kv/cart`);
+    assert.equal(r2.status, 200);
+    assert.equal(r2.body.toString(), "eggs,milk");
+  });
+
+  test("two writes carrying the same context both survive", async () => {
+    await put("same", "v0");
+    const ctx = (await req(`${url}/kv/same`)).headers.get("x-context")!;
+    assert.equal((await put("same", "a", { "x-context": ctx })).status, 204);
+    assert.equal((await put("same", "b", { "x-context": ctx })).status, 204);
+    const r = await req(`${url}/kv/same`);
+    assert.equal(r.status, 300);
+    const vals = (r.json().siblings as { value: string }[])
+      .map((s) => Buffer.from(s.value, "base64").toString())
+      .sort();
+    assert.deepEqual(vals, ["a", "b"]);
+  });
+
+  test("a write supersedes exactly what its context covers", async () => {
+    await put("partial", "x");
+    const ctxX = (await req(`${url}/kv/partial`)).headers.get("x-context")!;
+    await put("partial", "y"); // concurrent with x
+    await put("partial", "x2", { "x-context": ctxX }); // replaces x only; y stays
+    const r = await req(`${url}/kv/partial`);
+    assert.equal(r.status, 300);
+    const vals = (r.json().siblings as { value: string }[])
+      .map((s) => Buffer.from(s.value, "base64").toString())
+      .sort();
+    assert.deepEqual(vals, ["x2", "y"]);
+  });
+
+  test("delete with context gives 404 with a context; a write with it supersedes the tombstone", async () => {
+    await put("gone", "v");
+    const ctx = (await req(`${url}/kv/gone`)).headers.get("x-context")!;
+    const d = await req(`${url}/kv/gone`, { method: "DELETE", headers: { "x-context": ctx } });
+    assert.equal(d.status, 204);
+    const r = await req(`${url}/kv/gone`);
+    assert.equal(r.status, 404);
+    const tomb = r.headers.get("x-context");
+    assert.ok(tomb, "404 of a deleted key carries a context");
+    assert.equal((await put("gone", "back", { "x-context": tomb! })).status, 204);
+    const r2 = await req(`${url}/kv/gone`);
+    assert.equal(r2.status, 200);
+    assert.equal(r2.body.toString(), "back");
+  });
+
+  test("a delete concurrent with a live write shows as a deleted sibling", async () => {
+    await put("racy", "live");
+    await req(`${url}/kv/racy`, { method: "DELETE" });
+    const r = await req(`${url}/kv/racy`);
+    assert.equal(r.status, 300);
+    const sibs = r.json().siblings as { value: string; deleted: boolean }[];
+    assert.deepEqual(sibs.map((s) => s.deleted).sort(), [false, true]);
+    assert.equal(sibs.find((s) => s.deleted)!.value, "");
+  });
+
+  test("binary keys and values", async () => {
+    const value = Buffer.from([0, 255, 1, 254, 0, 0, 10, 13]);
+    const key = "%00%FF%2F%20k%C3%A9";
+    assert.equal((await put(key, value, { "content-type": "application/x-bin" })).status, 204);
+    const r = await req(`${url}/kv/${key}`);
+    assert.equal(r.status, 200);
+    assert.deepEqual(r.body, value);
+    assert.equal(r.headers.get("content-type"), "application/x-bin");
+    // The same bytes, encoded differently, are the same key.
+    const r2 = await req(`${url}/kv/%00%ff%2f%20k%c3%a9`);
+    assert.deepEqual(r2.body, value);
+    assert.equal((await put("untyped", new Uint8Array([1, 2]))).status, 204);
+    assert.equal((await req(`${url}/kv/untyped`)).headers.get("content-type"), "application/octet-stream");
+    assert.equal((await put("empty-value", Buffer.alloc(0))).status, 204);
+    const r3 = await req(`${url}/kv/empty-value`);
+    assert.equal(r3.status, 200);
+    assert.equal(r3.body.length, 0);
+  });
+
+  test("key and value limits", async () => {
+    assert.equal((await put("k".repeat(1024), "ok")).status, 204);
+    const long = await put("k".repeat(1025), "no");
+    assert.equal(long.status, 400);
+    assert.equal(long.json().error, "bad_key");
+    const empty = await req(`${url}/kv/`);
+    assert.equal(empty.status, 400);
+    assert.equal(empty.json().error, "bad_key");
+    const bad = await req(`${url}/kv/a%zz`);
+    assert.equal(bad.status, 400);
+    assert.equal((await put("max-value", Buffer.alloc(1024 * 1024, 1))).status, 204);
+    const big = await put("too-big", Buffer.alloc(1024 * 1024 + 1, 1));
+    assert.equal(big.status, 413);
+    assert.equal(big.json().error, "value_too_large");
+    assert.equal((await req(`${url}/kv/too-big`)).status, 404, "nothing of a refused value is stored");
+  });
+
+  test("garbage contexts get 400 bad_context and change nothing", async () => {
+    await put("guarded", "original");
+    const good = (await req(`${url}/kv/guarded`)).headers.get("x-context")!;
+    await put("other", "x");
+    const otherKeyCtx = (await req(`${url}/kv/other`)).headers.get("x-context")!;
+    const flipped = good.slice(0, 5) + (good[5] === "A" ? "B" : "A") + good.slice(6);
+    for (const ctx of [
+      "garbage",
+      "",
+      "!!!",
+      "A".repeat(9000),
+      flipped,
+      otherKeyCtx,
+      good.slice(0, -2),
+      `${good}AA`,
+    ]) {
+      for (const method of ["PUT", "DELETE"]) {
+        const r = await req(`${url}/kv/guarded`, {
+          method,
+          body: method === "PUT" ? "evil" : null,
+          headers: { "x-context": ctx },
+        });
+        assert.equal(r.status, 400, `${method} with context ${JSON.stringify(ctx.slice(0, 20))}`);
+        assert.equal(r.json().error, "bad_context");
+      }
+    }
+    const r = await req(`${url}/kv/guarded`);
+    assert.equal(r.status, 200);
+    assert.equal(r.body.toString(), "original");
+  });
+
+  test("garbage parameters get 400 bad_parameter", async () => {
+    for (const q of ["r=0", "r=2", "r=abc", "r=-1", "r=1.5", "timeout=abc", "timeout=0", "r=1&r=1"]) {
+      const r = await req(`${url}/kv/p?${q}`);
+      assert.equal(r.status, 400, q);
+      assert.equal(r.json().error, "bad_parameter", q);
+    }
+    for (const q of ["w=2", "w=zero", "timeout=-5", "w=all&w=one"]) {
+      const r = await put("p", "v", {}, `?${q}`);
+      assert.equal(r.status, 400, q);
+    }
+    for (const q of ["r=1", "r=one", "r=quorum", "r=all", "timeout=100"]) {
+      assert.equal((await req(`${url}/kv/p?${q}`)).status, 404, q);
+    }
+    assert.equal((await put("p", "v", {}, "?w=all&timeout=1000")).status, 204);
+  });
+
+  test("operational endpoints", async () => {
+    const h = await req(`${url}/health`);
+    assert.equal(h.status, 200);
+    assert.deepEqual(h.json(), { status: "ok" });
+    const s = (await req(`${url}/status`)).json() as {
+      node: { id: string; api: string };
+      members: { id: string; state: string }[];
+      hintedHandoff: { backlog: number };
+    };
+    assert.equal(s.node.id, "n1");
+    assert.equal(s.node.api, `127.0.0.1:${node.api.port}`);
+    assert.deepEqual(
+      s.members.map((m) => [m.id, m.state]),
+      [["n1", "up"]],
+    );
+    assert.equal(s.hintedHandoff.backlog, 0);
+    const m = (await req(`${url}/metrics`)).body.toString();
+    for (const name of [
+      "ringstore_requests_total",
+      "ringstore_request_duration_seconds_bucket",
+      "ringstore_replica_timeouts_total",
+      "ringstore_read_repairs_total",
+      "ringstore_hints_stored_total",
+      "ringstore_storage_write_amplification",
+      "ringstore_storage_flushes_total",
+    ])
+      assert.ok(m.includes(name), name);
+    assert.match(m, /ringstore_requests_total\{op="put",status="204"/);
+  });
+
+  test("unknown routes and methods get JSON errors", async () => {
+    const r = await req(`${url}/nope`);
+    assert.equal(r.status, 404);
+    assert.equal(r.json().error, "not_found");
+    const p = await req(`${url}/kv/x`, { method: "POST", body: "v" });
+    assert.equal(p.status, 405);
+    assert.equal(p.json().error, "method_not_allowed");
+  });
+
+  test("garbage on the API port closes that connection and the node keeps serving", async () => {
+    await new Promise<void>((resolve) => {
+      const s = net.connect(node.api.port, "127.0.0.1", () => {
+        s.write(Buffer.from([0x16, 0x03, 0x01, 0xff, 0x00, 0x13, 0x37, 0x0d, 0x0a, 0x0d, 0x0a]));
+      });
+      s.on("error", () => resolve());
+      s.on("close", () => resolve());
+      s.setTimeout(5000, () => s.destroy());
+    });
+    assert.equal((await req(`${url}/health`)).status, 200);
+  });
+});
+
+test("too many siblings: writes past the limit get 409 until resolved", async () => {
+  const { node, url } = await start("sib", { maxSiblings: 3 });
+  try {
+    for (let i = 0; i < 3; i++)
+      assert.equal((await req(`${url}/kv/k`, { method: "PUT", body: `v${i}` })).status, 204);
+    const refused = await req(`${url}/kv/k`, { method: "PUT", body: "v3" });
+    assert.equal(refused.status, 409);
+    assert.equal(refused.json().error, "too_many_siblings");
+    const r = await req(`${url}/kv/k`);
+    assert.equal((r.json().siblings as unknown[]).length, 3);
+    const ok = await req(`${url}/kv/k`, {
+      method: "PUT",
+      body: "merged",
+      headers: { "x-context": r.headers.get("x-context")! },
+    });
+    assert.equal(ok.status, 204);
+    assert.equal((await req(`${url}/kv/k`)).body.toString(), "merged");
+  } finally {
+    await node.stop();
+  }
+});
+
+test("a restart keeps every key, version and context", async () => {
+  let { node, url } = await start("restart");
+  await req(`${url}/kv/a`, { method: "PUT", body: "1" });
+  await req(`${url}/kv/a`, { method: "PUT", body: "2" });
+  await req(`${url}/kv/b`, { method: "PUT", body: "kept", headers: { "content-type": "text/x-kept" } });
+  const before = await req(`${url}/kv/a`);
+  await node.stop();
+  ({ node, url } = await start("restart", { n: undefined, r: undefined, w: undefined }));
+  try {
+    const a = await req(`${url}/kv/a`);
+    assert.equal(a.status, 300);
+    assert.equal(a.headers.get("x-context"), before.headers.get("x-context"));
+    const b = await req(`${url}/kv/b`);
+    assert.equal(b.body.toString(), "kept");
+    assert.equal(b.headers.get("content-type"), "text/x-kept");
+    const w = await req(`${url}/kv/a`, {
+      method: "PUT",
+      body: "3",
+      headers: { "x-context": a.headers.get("x-context")! },
+    });
+    assert.equal(w.status, 204, "a context from before the restart is still accepted");
+    assert.equal((await req(`${url}/kv/a`)).body.toString(), "3");
+  } finally {
+    await node.stop();
+  }
+});
+
+test("the CLI runs a node that stops cleanly on SIGTERM", { timeout: 30_000 }, async () => {
+  const bin = path.resolve("dist/cli/main.js");
+  const dir = path.join(root, "cli");
+  const child = spawn(
+    process.execPath,
+    [
+      bin,
+      "start",
+      "--id",
+      "c1",
+      "--api",
+      "127.0.0.1:0",
+      "--peer",
+      "127.0.0.1:0",
+      "--data",
+      dir,
+      "--n",
+      "1",
+      "--r",
+      "1",
+      "--w",
+      "1",
+    ],
+    {
+      stdio: ["ignore", "pipe", "pipe"],
+    },
+  );
+  let out = "";
+  child.stdout.on("data", (d: Buffer) => {
+    out += d.toString();
+  });
+  child.stderr.on("data", (d: Buffer) => {
+    out += d.toString();
+  });
+  const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+  try {
+    const apiUrl = await new Promise<string>((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`node did not start: ${out}`)), 15_000);
+      const check = () => {
+        const m = /serving the API on (http:\/\/[0-9.:]+)/.exec(out);
+        if (m) {
+          clearTimeout(t);
+          resolve(m[1]!);
+        }
+      };
+      child.stdout.on("data", check);
+      check();
+    });
+    assert.equal((await req(`${apiUrl}/kv/x`, { method: "PUT", body: "y" })).status, 204);
+    child.kill("SIGTERM");
+    assert.equal(await exited, 0, out);
+    assert.match(out, /stopped cleanly/);
+  } finally {
+    if (child.exitCode === null) child.kill("SIGKILL");
+  }
+});
