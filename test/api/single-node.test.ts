@@ -54,7 +54,7 @@ describe("single node", () => {
   });
   after(() => node.stop());
 
-  const put = (key: string, value: string | Buffer, headers: Record<string, string> = {}, q = "") =>
+  const put = (key: string, value: string | Uint8Array, headers: Record<string, string> = {}, q = "") =>
     req(`${url}/kv/${key}${q}`, { method: "PUT", body: value, headers });
 
   test("a value round-trips with its content type and a context", async () => {
