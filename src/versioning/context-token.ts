@@ -4,7 +4,10 @@
  *
  * Token = base64url( version u8 (1) | entries varint | (actorLen varint | actor UTF-8 | counter varint)*
  *                    | mac (12 bytes) )
- * mac = the first 12 bytes of HMAC-SHA256(clusterSecret, key bytes | everything before the mac).
+ * mac = the first 12 bytes of HMAC-SHA256(clusterSecret, u32 key length | key bytes | everything before
+ *       the mac). The key's length is part of the input: without it, bytes could be moved from the end of
+ *       a key to the front of the body, and a token read from key "AB" would pass for key "A".
+ * Only the canonical base64url spelling of the bytes is accepted (no padding, no stray low bits).
  *
  * The MAC binds the context to its key: a context read from key A and sent with a write to key B is
  * refused, since dots are per key and it could otherwise supersede B's siblings it never saw. A client
@@ -29,7 +32,9 @@ export class InvalidContextError extends Error {
 }
 
 function mac(secret: Uint8Array, key: Uint8Array, body: Uint8Array): Buffer {
-  return createHmac("sha256", secret).update(key).update(body).digest().subarray(0, MAC_BYTES);
+  const len = Buffer.allocUnsafe(4);
+  len.writeUInt32BE(key.length, 0);
+  return createHmac("sha256", secret).update(len).update(key).update(body).digest().subarray(0, MAC_BYTES);
 }
 
 export function encodeContext(vv: VersionVector, key: Uint8Array, secret: Uint8Array): string {
@@ -56,6 +61,8 @@ export function decodeContext(token: string, key: Uint8Array, secret: Uint8Array
   if (token.length > MAX_CONTEXT_TOKEN_CHARS) throw new InvalidContextError("context too long");
   if (!/^[A-Za-z0-9_-]+$/.test(token)) throw new InvalidContextError("context is not base64url");
   const raw = Buffer.from(token, "base64url");
+  if (raw.toString("base64url") !== token)
+    throw new InvalidContextError("context is not in canonical base64url");
   if (raw.length < 2 + MAC_BYTES) throw new InvalidContextError("context too short");
   const body = raw.subarray(0, raw.length - MAC_BYTES);
   const got = raw.subarray(raw.length - MAC_BYTES);
