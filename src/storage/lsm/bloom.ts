@@ -6,43 +6,9 @@
  * (h + j*delta) mod m, with delta = h rotated by 17 bits, as LevelDB's bloom.cc does.
  * With 10 bits per key and k = 7, the false-positive rate is about 0.8%.
  */
+import { hash32 } from "../../core/hash.js";
 
-/** 32-bit MurmurHash3 (x86_32) of `key`. */
-export function hash32(key: Uint8Array, seed: number): number {
-  const c1 = 0xcc9e2d51;
-  const c2 = 0x1b873593;
-  let h = seed | 0;
-  const n = key.length;
-  const blocks = n & ~3;
-  let i = 0;
-  for (; i < blocks; i += 4) {
-    let k = key[i]! | (key[i + 1]! << 8) | (key[i + 2]! << 16) | (key[i + 3]! << 24);
-    k = Math.imul(k, c1);
-    k = (k << 15) | (k >>> 17);
-    k = Math.imul(k, c2);
-    h ^= k;
-    h = (h << 13) | (h >>> 19);
-    h = (Math.imul(h, 5) + 0xe6546b64) | 0;
-  }
-  const rem = n & 3;
-  if (rem > 0) {
-    let k = 0;
-    if (rem === 3) k ^= key[i + 2]! << 16;
-    if (rem >= 2) k ^= key[i + 1]! << 8;
-    k ^= key[i]!;
-    k = Math.imul(k, c1);
-    k = (k << 15) | (k >>> 17);
-    k = Math.imul(k, c2);
-    h ^= k;
-  }
-  h ^= n;
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
-}
+export { hash32 };
 
 const BLOOM_SEED = 0xbc9f1d34;
 

@@ -214,6 +214,14 @@ export class LsmEngine implements StorageEngine {
     }
     this.nextFileNumber = Math.max(this.nextFileNumber, maxSeen + 1);
     this.current = version;
+    // The WAL the manifest's last edit names is deleted only after a later edit is durable. If it is gone,
+    // an edit was lost (a damaged manifest tail taken for a torn one): refuse rather than lose its writes.
+    if (manifestName !== undefined && this.logNumber > 0 && !wals.includes(this.logNumber))
+      throw new CorruptionError(
+        path.join(this.dir, manifestName),
+        0,
+        `the write-ahead log ${walFileName(this.logNumber)} the manifest needs is missing: a later manifest edit was lost`,
+      );
 
     // Every table the manifest names must exist and pass its checks.
     for (const run of version.runs)

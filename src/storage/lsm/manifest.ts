@@ -152,11 +152,16 @@ export async function readCurrent(fs: FileSystem, dir: string): Promise<string |
   return name;
 }
 
-/** Reads every edit of a manifest, in order. */
+/**
+ * Reads every edit of a manifest, in order. A manifest named by CURRENT always holds its first record (the
+ * snapshot is synced before CURRENT is switched), so a manifest without records is corruption, whatever
+ * the torn-tail rule would say.
+ */
 export async function readManifest(fs: FileSystem, dir: string, name: string): Promise<VersionEdit[]> {
   const p = path.join(dir, name);
   if (!(await fs.exists(p))) throw new CorruptionError(p, 0, "the manifest named by CURRENT is missing");
   const parsed = parseLogFile(p, await fs.readFile(p), MANIFEST_MAGIC);
+  if (parsed.records.length === 0) throw new CorruptionError(p, parsed.validEnd, "the manifest holds no version edit");
   return parsed.records.map((r) => {
     if (r.type !== RECORD_TYPE_EDIT)
       throw new CorruptionError(p, r.offset, `unexpected record type ${r.type}`);
