@@ -14,7 +14,9 @@
  * - A write is visible to `get` and new iterators once its promise resolves, never before: a reader never
  *   sees a write that a crash could still take away (in `fsync` mode).
  * - `iterate` reads one consistent snapshot, taken when it is called: writes made during the iteration are
- *   not seen, and nothing it returns disappears under it.
+ *   not seen, and nothing it returns disappears under it. The snapshot is held until the iteration ends,
+ *   fails, or `return()` is called (a `for await` loop that breaks calls it): an iterator neither consumed
+ *   to the end nor returned keeps its snapshot's files alive.
  */
 
 export type WriteOp =
@@ -93,4 +95,53 @@ export interface StorageEngine {
   stats(): EngineStats;
   /** Waits for pending writes, flushes what is needed and releases files. Idempotent. */
   close(): Promise<void>;
+}
+
+/**
+ * Wraps a generator that reads a snapshot so that the snapshot is released exactly once: at the end, on
+ * an error, or on `return()` even before the first `next()` (an unstarted generator never runs its
+ * `finally`).
+ */
+export class SnapshotIterator implements AsyncIterableIterator<Entry> {
+  private released = false;
+  constructor(
+    private readonly inner: AsyncGenerator<Entry, void, undefined>,
+    private readonly releaseFn: () => void,
+  ) {}
+
+  private release(): void {
+    if (!this.released) {
+      this.released = true;
+      this.releaseFn();
+    }
+  }
+
+  async next(): Promise<IteratorResult<Entry>> {
+    try {
+      const r = await this.inner.next();
+      if (r.done) this.release();
+      return r;
+    } catch (err) {
+      this.release();
+      throw err;
+    }
+  }
+
+  async return(): Promise<IteratorResult<Entry>> {
+    try {
+      await this.inner.return(undefined);
+    } finally {
+      this.release();
+    }
+    return { done: true, value: undefined };
+  }
+
+  [Symbol.asyncIterator](): AsyncIterableIterator<Entry> {
+    return this;
+  }
+}
+
+/** An iterator whose first `next()` rejects with `err`. */
+export async function* rejectingIterator(err: Error): AsyncGenerator<Entry, void, undefined> {
+  throw err;
 }

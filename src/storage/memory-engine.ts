@@ -4,10 +4,18 @@
  * dropped by a rebuild once garbage outweighs live data and no iterator is open.
  */
 import { compareBytes } from "./bytes.js";
-import type { EngineStats, Entry, RangeOptions, StorageEngine, WriteOp } from "./engine.js";
+import {
+  type EngineStats,
+  type Entry,
+  type RangeOptions,
+  rejectingIterator,
+  SnapshotIterator,
+  type StorageEngine,
+  type WriteOp,
+} from "./engine.js";
 import { InvalidArgumentError, StorageClosedError } from "./errors.js";
 import { KIND_DELETE, KIND_PUT } from "./lsm/batch-format.js";
-import { Memtable } from "./lsm/memtable.js";
+import { Memtable, type MemtableIterator } from "./lsm/memtable.js";
 
 export interface MemoryEngineOptions {
   readonly maxKeyBytes?: number;
@@ -91,11 +99,18 @@ export class MemoryEngine implements StorageEngine {
     this.liveAfterRebuild = live;
   }
 
-  async *iterate(range: RangeOptions = {}): AsyncIterableIterator<Entry> {
-    if (this.closed) throw new StorageClosedError();
+  /** Takes the snapshot now, at the call (a generator body would only run at the first `next()`). */
+  iterate(range: RangeOptions = {}): AsyncIterableIterator<Entry> {
+    if (this.closed) return new SnapshotIterator(rejectingIterator(new StorageClosedError()), () => {});
     const it = this.table.iterator(this.seq);
     this.openIterators++;
-    try {
+    return new SnapshotIterator(this.scan(it, range), () => {
+      this.openIterators--;
+    });
+  }
+
+  private async *scan(it: MemtableIterator, range: RangeOptions): AsyncGenerator<Entry, void, undefined> {
+    {
       it.seek(range.gte ?? range.gt);
       if (range.gt !== undefined && range.gte === undefined)
         while (it.valid && compareBytes(it.key, range.gt) === 0) it.next();
@@ -111,8 +126,6 @@ export class MemoryEngine implements StorageEngine {
         }
         it.next();
       }
-    } finally {
-      this.openIterators--;
     }
   }
 

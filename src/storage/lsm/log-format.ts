@@ -23,10 +23,12 @@
  *
  * Reading distinguishes a torn tail from corruption (the rule the crash tests pin down; do not relax it):
  * - A torn tail is what a crash in the middle of an append leaves: a record that runs past the end of the
- *   file, or a damaged record that overlaps a run of zeros reaching from a 512-byte boundary to the end of
- *   the file (file systems that persist a new size before the data show zeros there). Such a record was
- *   never acknowledged (acknowledgement waits for the append and, in fsync mode, the sync). Reading stops
- *   before it, without error.
+ *   file, or a damaged record in a run of zeros that reaches the end of the file and starts either at
+ *   that record (zeros from a record boundary: the unsynced appends after the last sync) or at a
+ *   512-byte boundary (sectors of an unsynced append never written). File systems that persist a new
+ *   size before the data show exactly these zeros. Such a record was never acknowledged
+ *   (acknowledgement waits for the append and, in fsync mode, the sync). Reading stops before it,
+ *   without error.
  * - Any other failed check is corruption: the read fails with a CorruptionError naming the file and
  *   the offset of the bad record. Acknowledged data is never silently dropped.
  */
@@ -104,12 +106,11 @@ export interface LogReadResult {
   readonly tornTail: boolean;
 }
 
-/** Smallest 512-aligned offset from which the file is all zeros to its end (data.length if none). */
+/** Offset from which the file is all zeros to its end (data.length if its last byte is not zero). */
 function zeroTailStart(data: Buffer): number {
   let z = data.length;
   while (z > 0 && data[z - 1] === 0) z--;
-  const aligned = Math.ceil(z / ZERO_TAIL_ALIGN) * ZERO_TAIL_ALIGN;
-  return Math.min(aligned, data.length);
+  return z;
 }
 
 /**
@@ -136,16 +137,20 @@ export function parseLogFile(file: string, data: Buffer, magic: string): LogRead
   const records: LogRecord[] = [];
   let pos = LOG_FILE_HEADER_BYTES;
   let zeroStart = -1;
-  const isTornAt = (recordEnd: number): boolean => {
+  /** Is the damaged record [recordStart, recordEnd) a torn tail by the rule in the file comment? */
+  const isTornAt = (recordStart: number, recordEnd: number): boolean => {
     if (zeroStart < 0) zeroStart = zeroTailStart(data);
-    return zeroStart < data.length && zeroStart < recordEnd;
+    if (zeroStart >= data.length) return false;
+    if (zeroStart <= recordStart) return true;
+    const aligned = Math.ceil(zeroStart / ZERO_TAIL_ALIGN) * ZERO_TAIL_ALIGN;
+    return aligned < data.length && aligned < recordEnd;
   };
   while (pos < data.length) {
     const rem = data.length - pos;
     if (rem < LOG_RECORD_HEADER_BYTES) return { fileNumber, records, validEnd: pos, tornTail: true };
     const headerOk = data.readUInt32LE(pos) === crc32(data.subarray(pos + 4, pos + LOG_RECORD_HEADER_BYTES));
     if (!headerOk) {
-      if (isTornAt(pos + LOG_RECORD_HEADER_BYTES))
+      if (isTornAt(pos, pos + LOG_RECORD_HEADER_BYTES))
         return { fileNumber, records, validEnd: pos, tornTail: true };
       throw new CorruptionError(file, pos, "record header checksum mismatch");
     }
@@ -156,7 +161,7 @@ export function parseLogFile(file: string, data: Buffer, magic: string): LogRead
     if (end > data.length) return { fileNumber, records, validEnd: pos, tornTail: true };
     const payload = data.subarray(pos + LOG_RECORD_HEADER_BYTES, end);
     if (data.readUInt32LE(pos + 20) !== crc32(payload)) {
-      if (isTornAt(end)) return { fileNumber, records, validEnd: pos, tornTail: true };
+      if (isTornAt(pos, end)) return { fileNumber, records, validEnd: pos, tornTail: true };
       throw new CorruptionError(file, pos, "record payload checksum mismatch");
     }
     let sequence: number;

@@ -23,7 +23,16 @@
 import * as path from "node:path";
 import type { Timers } from "../../runtime/runtime.js";
 import { compareBytes } from "../bytes.js";
-import type { EngineStats, Entry, LevelStats, RangeOptions, StorageEngine, WriteOp } from "../engine.js";
+import {
+  type EngineStats,
+  type Entry,
+  type LevelStats,
+  type RangeOptions,
+  rejectingIterator,
+  SnapshotIterator,
+  type StorageEngine,
+  type WriteOp,
+} from "../engine.js";
 import {
   CorruptionError,
   InvalidArgumentError,
@@ -113,6 +122,8 @@ export class LsmEngine implements StorageEngine {
 
   private readonly queue: PendingWrite[] = [];
   private queuedBytes = 0;
+  private admissionWaiters = 0;
+  private admissionTail: Promise<void> = Promise.resolve();
   private writerRunning = false;
   private readonly queueSpace = new Signal();
   private readonly writerIdle = new Signal();
@@ -356,11 +367,34 @@ export class LsmEngine implements StorageEngine {
     const userBytes = this.validate(ops);
     if (ops.length === 0) return;
     const { record, decoded } = encodeBatchRecord(ops);
-    while (this.queuedBytes > 0 && this.queuedBytes + record.length > this.o.maxPendingWriteBytes) {
-      await this.queueSpace.wait();
-      if (this.closed) throw new StorageClosedError();
-      if (this.failure) throw this.failure;
+    if (this.admissionWaiters > 0 || this.queuedBytes + record.length > this.o.maxPendingWriteBytes) {
+      // Wait in line: writers that had to wait are admitted first come, first served, so a small write
+      // never overtakes an earlier large one (writes are applied in call order).
+      this.admissionWaiters++;
+      const prev = this.admissionTail;
+      let admitted!: () => void;
+      this.admissionTail = new Promise((r) => {
+        admitted = r;
+      });
+      try {
+        await prev;
+        while (this.queuedBytes > 0 && this.queuedBytes + record.length > this.o.maxPendingWriteBytes) {
+          if (this.closed) throw new StorageClosedError();
+          if (this.failure) throw this.failure;
+          await this.queueSpace.wait();
+        }
+        if (this.closed) throw new StorageClosedError();
+        if (this.failure) throw this.failure;
+        return this.enqueue(record, decoded, userBytes);
+      } finally {
+        this.admissionWaiters--;
+        admitted();
+      }
     }
+    return this.enqueue(record, decoded, userBytes);
+  }
+
+  private enqueue(record: Buffer, decoded: DecodedOp[], userBytes: number): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       this.queue.push({ record, ops: decoded, userBytes, resolve, reject });
       this.queuedBytes += record.length;
@@ -533,7 +567,8 @@ export class LsmEngine implements StorageEngine {
         (err) => this.backgroundFailed(err, "flush"),
       );
     }
-    if (this.compactionTask === undefined && !this.closed) {
+    // While closing, compaction still runs if a writer is waiting for room: close waits for that writer.
+    if (this.compactionTask === undefined && (!this.closed || this.writerRunning)) {
       const pick = pickCompaction(this.current.runs, this.o);
       if (pick !== undefined) {
         const inputs = this.current.runs.slice(pick.start, pick.end);
@@ -725,8 +760,8 @@ export class LsmEngine implements StorageEngine {
   }
 
   private async deleteTable(n: number): Promise<void> {
-    await this.tables.forget(n);
     try {
+      await this.tables.forget(n);
       await this.fs.unlink(path.join(this.dir, tableFileName(n)));
     } catch (err) {
       // The next open removes it (it is in no manifest); count it so that it shows in the statistics.
@@ -769,8 +804,9 @@ export class LsmEngine implements StorageEngine {
     }
   }
 
-  async *iterate(range: RangeOptions = {}): AsyncIterableIterator<Entry> {
-    if (this.closed) throw new StorageClosedError();
+  /** Takes the snapshot now, at the call (not at the first `next()`: a generator body would run late). */
+  iterate(range: RangeOptions = {}): AsyncIterableIterator<Entry> {
+    if (this.closed) return new SnapshotIterator(rejectingIterator(new StorageClosedError()), () => {});
     const snap = this.visibleSequence;
     const v = this.current;
     v.refs++;
@@ -778,7 +814,14 @@ export class LsmEngine implements StorageEngine {
     for (let i = this.imms.length - 1; i >= 0; i--) sources.push(this.imms[i]!.iterator(snap));
     for (const run of v.runs) sources.push(new RunIterator(run, this.tables, true));
     const merged = new MergingIterator(sources);
-    try {
+    return new SnapshotIterator(this.scan(merged, range), () => {
+      merged.close();
+      this.unrefVersion(v);
+    });
+  }
+
+  private async *scan(merged: MergingIterator, range: RangeOptions): AsyncGenerator<Entry, void, undefined> {
+    {
       const start = range.gte ?? range.gt;
       await merged.seek(start);
       if (range.gt !== undefined && range.gte === undefined)
@@ -800,9 +843,6 @@ export class LsmEngine implements StorageEngine {
         const r = merged.next();
         if (r !== undefined) await r;
       }
-    } finally {
-      merged.close();
-      this.unrefVersion(v);
     }
   }
 

@@ -161,7 +161,8 @@ export async function readManifest(fs: FileSystem, dir: string, name: string): P
   const p = path.join(dir, name);
   if (!(await fs.exists(p))) throw new CorruptionError(p, 0, "the manifest named by CURRENT is missing");
   const parsed = parseLogFile(p, await fs.readFile(p), MANIFEST_MAGIC);
-  if (parsed.records.length === 0) throw new CorruptionError(p, parsed.validEnd, "the manifest holds no version edit");
+  if (parsed.records.length === 0)
+    throw new CorruptionError(p, parsed.validEnd, "the manifest holds no version edit");
   return parsed.records.map((r) => {
     if (r.type !== RECORD_TYPE_EDIT)
       throw new CorruptionError(p, r.offset, `unexpected record type ${r.type}`);
