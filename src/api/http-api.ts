@@ -7,7 +7,7 @@
  * outcome. Every error response is `{"error": code, "message": text, ...details}`.
  */
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
-import type { Coordinator } from "../replication/coordinator.js";
+import type { KvService } from "../replication/coordinator.js";
 import { decodeContext, encodeContext, InvalidContextError } from "../versioning/context-token.js";
 import { contextOf, type VersionVector } from "../versioning/dvv.js";
 import type { StoredSibling } from "../versioning/object-codec.js";
@@ -20,7 +20,7 @@ export interface ApiLimits {
 }
 
 export interface ApiDeps {
-  readonly coordinator: Coordinator;
+  readonly service: KvService;
   readonly secret: Uint8Array;
   readonly n: number;
   readonly r: number;
@@ -194,7 +194,7 @@ export function buildHttpApi(deps: ApiDeps): FastifyInstance {
     const key = parseKey(rawUrlOf(req), deps.limits.maxKeyBytes);
     const r = parseQuorum(single(q, "r"), "r", deps.r, deps.n);
     const timeout = parseTimeout(single(q, "timeout"), deps.requestTimeoutMs, deps.maxTimeoutMs);
-    const out = await deps.coordinator.get(key, r, timeout);
+    const out = await deps.service.get(key, r, timeout);
     if (out.kind === "unavailable") {
       m.replicaTimeouts.inc();
       return sendError(
@@ -252,7 +252,7 @@ export function buildHttpApi(deps: ApiDeps): FastifyInstance {
     }
     const body = deleted ? Buffer.alloc(0) : ((req.body as Buffer | undefined) ?? Buffer.alloc(0));
     const ct = deleted ? "" : (req.headers["content-type"] ?? "application/octet-stream");
-    const out = await deps.coordinator.write(
+    const out = await deps.service.write(
       key,
       context,
       { data: body, contentType: ct, deleted, writtenAtMs: Math.max(0, Math.floor(deps.now())) },

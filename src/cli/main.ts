@@ -7,7 +7,9 @@
 import { readFileSync } from "node:fs";
 import * as path from "node:path";
 import { Command, InvalidArgumentError } from "commander";
+import { clusterStatusCommand } from "./cluster-commands.js";
 import { runDemo } from "./demo.js";
+import { devCommand } from "./dev.js";
 import { DEFAULT_NODE, deleteCommand, getCommand, putCommand, startCommand } from "./node-commands.js";
 import { printStorageStats } from "./storage-stats.js";
 
@@ -56,7 +58,28 @@ program
   .option("--max-key-bytes <n>", "largest key accepted", "1024")
   .option("--max-value-bytes <n>", "largest value accepted", String(1024 * 1024))
   .option("--max-siblings <n>", "siblings a key may hold before writes are refused", "64")
+  .option("--weight <w>", "relative capacity: the node's share of the ring follows it", "1")
+  .option("--zone <zone>", "failure zone: a key's replicas go to distinct zones first")
+  .option("--partitions <q>", "ring partitions, a power of two (fixed when the cluster is created)", "1024")
+  .option("--gossip-interval <ms>", "time between gossip rounds", "500")
+  .option("--down-after <ms>", "a member silent this long is down", "5000")
   .action(startCommand);
+
+program
+  .command("dev")
+  .description("run a local cluster on 127.0.0.1: node k serves its API on port 8000+k, peers on 9000+k")
+  .option("--nodes <n>", "number of nodes", "3")
+  .option("--data <dir>", "data directory (one folder per node)", "./data")
+  .option("--base-port <port>", "API ports are base+k, peer ports base+1000+k", "8000")
+  .action(devCommand);
+
+const cluster = program.command("cluster").description("look at and operate the cluster");
+cluster
+  .command("status")
+  .description("the members and their states, as a table")
+  .option("--node <host:port>", "API address of any node", DEFAULT_NODE)
+  .option("--json", "print the node's whole /status as JSON")
+  .action(clusterStatusCommand);
 
 const keyOptions = (c: Command) =>
   c

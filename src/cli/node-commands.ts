@@ -6,19 +6,26 @@ import { startNode } from "../node/node.js";
 
 export const DEFAULT_NODE = "127.0.0.1:8001";
 
-export interface StartFlags extends Omit<NodeConfigInput, "timeoutMs"> {
+export interface StartFlags extends Omit<NodeConfigInput, "timeoutMs" | "gossipIntervalMs" | "downAfterMs"> {
   timeout?: string;
+  gossipInterval?: string;
+  downAfter?: string;
 }
 
 export async function startCommand(flags: StartFlags): Promise<void> {
-  const config = validateNodeConfig({ ...flags, timeoutMs: flags.timeout });
+  const config = validateNodeConfig({
+    ...flags,
+    timeoutMs: flags.timeout,
+    gossipIntervalMs: flags.gossipInterval,
+    downAfterMs: flags.downAfter,
+  });
   const node = await startNode(config, {
     explicit: { n: flags.n !== undefined, r: flags.r !== undefined, w: flags.w !== undefined },
   });
   const id = node.identity;
   process.stdout.write(
     `ringstore node ${node.id} serving the API on http://${formatHostPort(node.api)} ` +
-      `(peer ${formatHostPort(config.peer)}), data in ${config.dataDir}, ` +
+      `(peer ${formatHostPort(node.peer)}), data in ${config.dataDir}, ` +
       `${node.createdCluster ? "new cluster" : "cluster"} ${id.clusterId} with N=${id.n} R=${id.r} W=${id.w}\n`,
   );
   let signals = 0;

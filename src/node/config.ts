@@ -25,9 +25,21 @@ export interface NodeConfig {
   readonly requestTimeoutMs: number;
   readonly maxRequestTimeoutMs: number;
   readonly durability: Durability;
+  /** Relative capacity: the node's share of partitions follows it. */
+  readonly weight: number;
+  readonly zone: string | undefined;
+  /** Q, used only when this node creates a new cluster. */
+  readonly partitions: number;
+  readonly gossipIntervalMs: number;
+  /** A member whose heartbeat has not moved for this long is down. */
+  readonly downAfterMs: number;
 }
 
 export const NODE_DEFAULTS = {
+  weight: 1,
+  partitions: 1024,
+  gossipIntervalMs: 500,
+  downAfterMs: 5000,
   n: 3,
   r: 2,
   w: 2,
@@ -83,6 +95,11 @@ export interface NodeConfigInput {
   maxSiblings?: string | number | undefined;
   timeoutMs?: string | number | undefined;
   durability?: string | undefined;
+  weight?: string | number | undefined;
+  zone?: string | undefined;
+  partitions?: string | number | undefined;
+  gossipIntervalMs?: string | number | undefined;
+  downAfterMs?: string | number | undefined;
 }
 
 export function validateNodeConfig(input: NodeConfigInput): NodeConfig {
@@ -124,5 +141,27 @@ export function validateNodeConfig(input: NodeConfigInput): NodeConfig {
     ),
     maxRequestTimeoutMs: NODE_DEFAULTS.maxRequestTimeoutMs,
     durability: durability as Durability,
+    weight: int(input.weight ?? NODE_DEFAULTS.weight, "--weight", 1, 1000),
+    zone: input.zone === undefined || input.zone === "" ? undefined : zone(input.zone),
+    partitions: partitionCount(input.partitions ?? NODE_DEFAULTS.partitions),
+    gossipIntervalMs: int(
+      input.gossipIntervalMs ?? NODE_DEFAULTS.gossipIntervalMs,
+      "--gossip-interval",
+      10,
+      60_000,
+    ),
+    downAfterMs: int(input.downAfterMs ?? NODE_DEFAULTS.downAfterMs, "--down-after", 100, 600_000),
   };
+}
+
+function zone(v: string): string {
+  if (!ID.test(v))
+    throw new ConfigError(`--zone must be 1-64 characters of letters, digits, _ . -, got "${v}"`);
+  return v;
+}
+
+function partitionCount(v: unknown): number {
+  const q = int(v, "--partitions", 1, 1 << 20);
+  if (!Number.isInteger(Math.log2(q))) throw new ConfigError(`--partitions must be a power of two, got ${q}`);
+  return q;
 }

@@ -24,14 +24,16 @@ export interface NodeIdentity {
   readonly n: number;
   readonly r: number;
   readonly w: number;
+  /** Q, the ring's partition count, fixed when the cluster was created. */
+  readonly partitions: number;
   readonly createdAt: string;
 }
 
 const FILE = "node.json";
 
 function checksum(id: NodeIdentity): number {
-  const { nodeId, actor, clusterId, clusterSecret, n, r, w, createdAt } = id;
-  return crc32(JSON.stringify({ nodeId, actor, clusterId, clusterSecret, n, r, w, createdAt }));
+  const { nodeId, actor, clusterId, clusterSecret, n, r, w, partitions, createdAt } = id;
+  return crc32(JSON.stringify({ nodeId, actor, clusterId, clusterSecret, n, r, w, partitions, createdAt }));
 }
 
 export function readIdentity(dataDir: string): NodeIdentity | undefined {
@@ -77,34 +79,40 @@ export function writeIdentity(dataDir: string, id: NodeIdentity): void {
   }
 }
 
-/** Loads the identity, or creates a new cluster's identity for a fresh directory. */
-export function loadOrCreateIdentity(
+/** Checks a found identity against the command line: same node id, and no contradicting N/R/W. */
+export function checkIdentity(
+  found: NodeIdentity,
   dataDir: string,
   nodeId: string,
   settings: { n: number; r: number; w: number },
   explicit: { n: boolean; r: boolean; w: boolean },
-): { identity: NodeIdentity; created: boolean } {
-  const found = readIdentity(dataDir);
-  if (found !== undefined) {
-    if (found.nodeId !== nodeId)
-      throw new ConfigError(`data directory ${dataDir} belongs to node "${found.nodeId}", not "${nodeId}"`);
-    for (const k of ["n", "r", "w"] as const)
-      if (explicit[k] && settings[k] !== found[k])
-        throw new ConfigError(
-          `--${k} ${settings[k]} differs from the cluster's ${k}=${found[k]}, fixed when the cluster was created`,
-        );
-    return { identity: found, created: false };
-  }
-  const identity: NodeIdentity = {
+): void {
+  if (found.nodeId !== nodeId)
+    throw new ConfigError(`data directory ${dataDir} belongs to node "${found.nodeId}", not "${nodeId}"`);
+  for (const k of ["n", "r", "w"] as const)
+    if (explicit[k] && settings[k] !== found[k])
+      throw new ConfigError(
+        `--${k} ${settings[k]} differs from the cluster's ${k}=${found[k]}, fixed when the cluster was created`,
+      );
+}
+
+/** A new identity: for a new cluster (cluster fields made here) or for a node that joined one. */
+export function newIdentity(
+  nodeId: string,
+  cluster:
+    | { clusterId: string; clusterSecret: string; n: number; r: number; w: number; partitions: number }
+    | undefined,
+  settings: { n: number; r: number; w: number; partitions: number },
+): NodeIdentity {
+  return {
     nodeId,
     actor: `${nodeId}.${randomBytes(4).toString("hex")}`,
-    clusterId: randomBytes(8).toString("hex"),
-    clusterSecret: randomBytes(32).toString("base64"),
-    n: settings.n,
-    r: settings.r,
-    w: settings.w,
+    clusterId: cluster?.clusterId ?? randomBytes(8).toString("hex"),
+    clusterSecret: cluster?.clusterSecret ?? randomBytes(32).toString("base64"),
+    n: cluster?.n ?? settings.n,
+    r: cluster?.r ?? settings.r,
+    w: cluster?.w ?? settings.w,
+    partitions: cluster?.partitions ?? settings.partitions,
     createdAt: new Date().toISOString(),
   };
-  writeIdentity(dataDir, identity);
-  return { identity, created: true };
 }

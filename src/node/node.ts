@@ -1,27 +1,50 @@
 /**
  * The composition root: builds a node from its validated config by wiring the real adapters (disk,
- * clock, timers) into the storage engine, the replica, the coordinator and the HTTP API.
+ * clock, timers, TCP) into the storage engine, the replica, membership, the coordinator and the APIs.
  *
- * Data directory layout: `node.json` (identity, identity.ts) and `storage/` (the LSM engine).
+ * Data directory layout: `node.json` (identity, identity.ts), `members.json` (the last membership view
+ * and ring, so that a restarted node finds its peers again) and `storage/` (the LSM engine).
+ *
+ * Start-up:
+ * - a directory without identity and no --join: a new cluster of one (its ring made here);
+ * - a directory without identity and --join: ask a member to admit us (the `join` request), take the
+ *   cluster's id, secret, N/R/W and view from the answer, and gossip from then on as `joining` until the
+ *   claimant gives us partitions;
+ * - a directory with identity: rejoin under the old identity, from the saved view (and --join, if given).
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { buildHttpApi } from "../api/http-api.js";
 import { NodeMetrics } from "../api/metrics.js";
-import { Coordinator, localPeer } from "../replication/coordinator.js";
+import { GossipDriver } from "../membership/gossip-driver.js";
+import { Membership } from "../membership/membership.js";
+import {
+  decodeVector,
+  encodeWriteOutcome,
+  type PeerDirectory,
+  Router,
+  remotePeer,
+} from "../replication/cluster-peers.js";
+import { Coordinator, localPeer, type ReplicaPeer } from "../replication/coordinator.js";
 import { Replica } from "../replication/replica.js";
+import { PreferenceTable } from "../ring/ring.js";
+import { seededRandom } from "../runtime/runtime.js";
 import { systemRuntime } from "../runtime/system-runtime.js";
 import { NodeFileSystem } from "../storage/fs/node-file-system.js";
 import { LsmEngine } from "../storage/lsm/lsm-engine.js";
+import type { MemberView, RequestBody, ResponseBody, RingView } from "../transport/messages.js";
+import { TcpTransport } from "../transport/tcp-transport.js";
 import { MAX_CONTEXT_TOKEN_CHARS } from "../versioning/context-token.js";
-import { formatHostPort, type HostPort, type NodeConfig } from "./config.js";
-import { loadOrCreateIdentity, type NodeIdentity } from "./identity.js";
+import { decodeSiblings, encodeSiblings } from "../versioning/object-codec.js";
+import { ConfigError, formatHostPort, type HostPort, type NodeConfig } from "./config.js";
+import { checkIdentity, type NodeIdentity, newIdentity, readIdentity, writeIdentity } from "./identity.js";
 
 export interface RunningNode {
   readonly id: string;
   readonly identity: NodeIdentity;
-  /** The API address actually bound (port 0 resolved). */
+  /** The addresses actually bound (port 0 resolved). */
   readonly api: HostPort;
+  readonly peer: HostPort;
   readonly createdCluster: boolean;
   stop(): Promise<void>;
 }
@@ -31,42 +54,240 @@ export interface StartOptions {
   readonly explicit?: { n: boolean; r: boolean; w: boolean };
 }
 
+interface SavedView {
+  readonly members: MemberView[];
+  readonly ring: RingView | null;
+}
+
+function readSavedView(dataDir: string): SavedView | undefined {
+  try {
+    const j = JSON.parse(fs.readFileSync(path.join(dataDir, "members.json"), "utf8")) as SavedView;
+    return Array.isArray(j.members) ? j : undefined;
+  } catch {
+    // Missing or damaged: the view is a cache; gossip rebuilds it from any reachable member.
+    return undefined;
+  }
+}
+
+function writeSavedView(dataDir: string, v: SavedView): void {
+  const p = path.join(dataDir, "members.json");
+  fs.writeFileSync(`${p}.tmp`, JSON.stringify(v));
+  fs.renameSync(`${p}.tmp`, p);
+}
+
 export async function startNode(config: NodeConfig, options: StartOptions = {}): Promise<RunningNode> {
   fs.mkdirSync(config.dataDir, { recursive: true });
-  const { identity, created } = loadOrCreateIdentity(
-    config.dataDir,
-    config.id,
-    { n: config.n, r: config.r, w: config.w },
-    options.explicit ?? { n: false, r: false, w: false },
-  );
   const rt = systemRuntime();
-  const storage = await LsmEngine.open(
-    {
-      dir: path.join(config.dataDir, "storage"),
-      fs: new NodeFileSystem(),
-      timers: rt.timers,
-      options: { durability: config.durability },
-    },
-    () => rt.clock.now(),
-  );
+  const now = () => rt.clock.now();
+  const random = seededRandom((Math.random() * 0x7fffffff) | 0);
+  let identity = readIdentity(config.dataDir);
+  const explicit = options.explicit ?? { n: false, r: false, w: false };
+  if (identity !== undefined) checkIdentity(identity, config.dataDir, config.id, config, explicit);
+
+  // Requests arrive as soon as the peer port listens; until the node is assembled they are refused.
+  let dispatch: (from: string, body: RequestBody) => Promise<ResponseBody> = async () => {
+    throw Object.assign(new Error("node is starting"), { code: "ERR_STARTING" });
+  };
+  const transport = await TcpTransport.listen({
+    host: config.peer.host,
+    port: config.peer.port,
+    nodeId: config.id,
+    clusterId: identity?.clusterId ?? "",
+    handler: (from, body) => dispatch(from, body),
+    timers: rt.timers,
+    clock: rt.clock,
+  });
+  const peerBound = {
+    host: config.peer.host,
+    port: Number(transport.address.slice(transport.address.lastIndexOf(":") + 1)),
+  };
+
+  const cleanup: (() => Promise<void>)[] = [() => transport.close()];
   try {
-    const replica = new Replica(storage, identity.actor, config.maxSiblings);
+    const saved = readSavedView(config.dataDir);
+    const selfEntry = (status: MemberView["status"], incarnation: number): MemberView => ({
+      id: config.id,
+      api: formatHostPort(config.api),
+      peer: transport.address,
+      weight: config.weight,
+      zone: config.zone,
+      status,
+      incarnation,
+      heartbeat: 0,
+    });
+    let created = false;
+    let joinedView: SavedView | undefined;
+    if (identity === undefined && config.join.length === 0) {
+      identity = newIdentity(config.id, undefined, {
+        n: config.n,
+        r: config.r,
+        w: config.w,
+        partitions: config.partitions,
+      });
+      writeIdentity(config.dataDir, identity);
+      created = true;
+    } else if (identity === undefined) {
+      const answer = await joinVia(transport, config.join.map(formatHostPort), selfEntry("joining", 0));
+      identity = newIdentity(
+        config.id,
+        {
+          clusterId: answer.clusterId,
+          clusterSecret: answer.secret,
+          n: answer.n,
+          r: answer.r,
+          w: answer.w,
+          partitions: answer.ring?.partitions ?? config.partitions,
+        },
+        { ...config },
+      );
+      writeIdentity(config.dataDir, identity);
+      joinedView = { members: [...answer.members], ring: answer.ring };
+    }
+    const id = identity;
+    transport.setCluster(id.clusterId);
+
+    const storage = await LsmEngine.open(
+      {
+        dir: path.join(config.dataDir, "storage"),
+        fs: new NodeFileSystem(),
+        timers: rt.timers,
+        options: { durability: config.durability },
+      },
+      now,
+    );
+    cleanup.unshift(() => storage.close());
+
+    // ---- membership
+    const view = joinedView ?? saved;
+    const prevSelf = view?.members.find((m) => m.id === config.id);
+    const inRing = view?.ring?.owners.includes(config.id) ?? false;
+    const membership = new Membership(
+      {
+        selfId: config.id,
+        partitions: id.partitions,
+        n: id.n,
+        downAfterMs: config.downAfterMs,
+        suspectForMs: Math.max(config.gossipIntervalMs * 4, 1000),
+        fanout: 3,
+      },
+      selfEntry(inRing ? "up" : "joining", (prevSelf?.incarnation ?? 0) + 1),
+      now(),
+    );
+    if (view !== undefined) membership.merge(view.members, view.ring, now());
+    if (created || (view?.ring == null && config.join.length === 0)) membership.bootstrapRing();
+
+    // ---- replication
+    const replica = new Replica(storage, id.actor, config.maxSiblings);
     const self = localPeer(config.id, replica);
+    const directory: PeerDirectory = {
+      addressOf: (nid) => membership.member(nid)?.peer,
+      reachable: (nid) => nid === config.id || membership.liveness(nid, now()) !== "down",
+      contacted: (nid, ok) => (ok ? membership.contactSucceeded(nid) : membership.contactFailed(nid, now())),
+    };
+    const peers = new Map<string, ReplicaPeer>([[config.id, self]]);
+    const peerFor = (nid: string): ReplicaPeer => {
+      let p = peers.get(nid);
+      if (p === undefined) {
+        p = remotePeer(nid, transport, directory, config.requestTimeoutMs);
+        peers.set(nid, p);
+      }
+      return p;
+    };
+    let table: PreferenceTable | undefined;
+    let tableRingVersion = -1;
+    const prefs = (): PreferenceTable | undefined => {
+      const ring = membership.ring;
+      if (ring === null) return undefined;
+      if (table === undefined || tableRingVersion !== ring.version) {
+        table = new PreferenceTable(
+          { partitions: ring.partitions, owners: ring.owners },
+          membership.ringMembers(),
+          id.n,
+        );
+        tableRingVersion = ring.version;
+      }
+      return table;
+    };
+    const preferenceList = (key: Uint8Array): readonly string[] => prefs()?.forKey(key) ?? [];
+    const metrics = new NodeMetrics(() => storage.stats(), { node: config.id });
     const coordinator = new Coordinator({
       local: replica,
       localNodeId: config.id,
-      // One node: the preference list is this node alone, whatever N is (N > 1 cannot be met: 503).
-      replicasFor: () => [self],
+      replicasFor: (key) => preferenceList(key).map(peerFor),
       timers: rt.timers,
+      onReadRepair: () => metrics.readRepairs.inc(),
     });
-    const metrics = new NodeMetrics(() => storage.stats(), { node: config.id });
+    const router = new Router({ coordinator, selfId: config.id, transport, directory, preferenceList });
+
+    const gossip = new GossipDriver({
+      membership,
+      transport,
+      timers: rt.timers,
+      clock: rt.clock,
+      random,
+      intervalMs: config.gossipIntervalMs,
+      requestTimeoutMs: Math.max(config.gossipIntervalMs * 2, 500),
+      onChange: () => writeSavedView(config.dataDir, { members: membership.view(), ring: membership.ring }),
+    });
+
+    dispatch = async (from, body): Promise<ResponseBody> => {
+      switch (body.op) {
+        case "ping":
+          return { op: "pong" };
+        case "gossip":
+          return gossip.onGossip(from, body);
+        case "join": {
+          membership.admit(body.member, now());
+          return {
+            op: "joined",
+            clusterId: id.clusterId,
+            secret: id.clusterSecret,
+            n: id.n,
+            r: id.r,
+            w: id.w,
+            members: membership.view(),
+            ring: membership.ring,
+          };
+        }
+        case "probe": {
+          const res = await transport.request(body.target, { op: "ping" }, config.requestTimeoutMs).then(
+            () => true,
+            () => false,
+          );
+          return { op: "probed", alive: res };
+        }
+        case "read": {
+          const set = await replica.read(body.key);
+          return { op: "read", set: set.length === 0 ? null : encodeSiblings(set) };
+        }
+        case "store":
+          await replica.merge(body.key, decodeSiblings(body.set));
+          return { op: "stored" };
+        case "coordinate": {
+          const out = await coordinator.write(
+            body.key,
+            decodeVector(body.context),
+            {
+              data: body.value,
+              contentType: body.contentType,
+              deleted: body.deleted,
+              writtenAtMs: body.writtenAtMs,
+            },
+            body.w,
+            body.timeoutMs,
+          );
+          return { op: "coordinated", outcome: encodeWriteOutcome(out) };
+        }
+      }
+    };
+
     let apiBound: HostPort = config.api;
     const app = buildHttpApi({
-      coordinator,
-      secret: Buffer.from(identity.clusterSecret, "base64"),
-      n: identity.n,
-      r: identity.r,
-      w: identity.w,
+      service: router,
+      secret: Buffer.from(id.clusterSecret, "base64"),
+      n: id.n,
+      r: id.r,
+      w: id.w,
       requestTimeoutMs: config.requestTimeoutMs,
       maxTimeoutMs: config.maxRequestTimeoutMs,
       limits: {
@@ -75,47 +296,120 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
         maxContextChars: MAX_CONTEXT_TOKEN_CHARS,
       },
       metrics,
-      now: () => rt.clock.now(),
-      status: async () => ({
-        node: {
-          id: config.id,
-          actor: identity.actor,
-          api: formatHostPort(apiBound),
-          peer: formatHostPort(config.peer),
-          dataDir: path.resolve(config.dataDir),
-        },
-        cluster: { id: identity.clusterId, n: identity.n, r: identity.r, w: identity.w, size: 1 },
-        members: [
-          { id: config.id, api: formatHostPort(apiBound), peer: formatHostPort(config.peer), state: "up" },
-        ],
-        partitions: { note: "a cluster of one holds every key", owned: "all", replicated: "all" },
-        hintedHandoff: { backlog: 0 },
-        antiEntropy: { lastExchanges: [] },
-        storage: storage.stats(),
-      }),
+      now,
+      status: async () => {
+        const t = now();
+        const ring = membership.ring;
+        const pt = prefs();
+        const owned: number[] = [];
+        const replicated: number[] = [];
+        if (ring !== null && pt !== undefined)
+          for (let p = 0; p < ring.partitions; p++) {
+            if (ring.owners[p] === config.id) owned.push(p);
+            if (pt.forPartition(p).includes(config.id)) replicated.push(p);
+          }
+        return {
+          node: {
+            id: config.id,
+            actor: id.actor,
+            api: formatHostPort(apiBound),
+            peer: transport.address,
+            dataDir: path.resolve(config.dataDir),
+            weight: config.weight,
+            zone: config.zone ?? null,
+          },
+          cluster: {
+            id: id.clusterId,
+            n: id.n,
+            r: id.r,
+            w: id.w,
+            partitions: id.partitions,
+            ringVersion: ring?.version ?? 0,
+          },
+          members: membership
+            .view()
+            .sort((a, b) => (a.id < b.id ? -1 : 1))
+            .map((m) => {
+              const live = membership.liveness(m.id, t);
+              return {
+                id: m.id,
+                api: m.api,
+                peer: m.peer,
+                state: live === "up" ? m.status : m.status === "left" ? "left" : live,
+                status: m.status,
+                weight: m.weight,
+                zone: m.zone ?? null,
+                incarnation: m.incarnation,
+                heartbeat: m.heartbeat,
+                partitions: ring?.owners.filter((o) => o === m.id).length ?? 0,
+              };
+            }),
+          partitions: { total: ring?.partitions ?? 0, owned, replicated },
+          hintedHandoff: { backlog: 0 },
+          antiEntropy: { lastExchanges: [] },
+          transport: { ...transport.counters },
+          storage: storage.stats(),
+        };
+      },
     });
     await app.listen({ host: config.api.host, port: config.api.port });
     const addr = app.server.address();
     if (addr !== null && typeof addr === "object") apiBound = { host: config.api.host, port: addr.port };
+    cleanup.unshift(() => app.close());
+    if (apiBound.port !== config.api.port) {
+      // Port 0 was asked for: gossip the address actually bound.
+      const me = membership.self;
+      membership.merge(
+        [{ ...me, api: formatHostPort(apiBound), incarnation: me.incarnation + 1 }],
+        null,
+        now(),
+      );
+    }
+    gossip.start();
+    cleanup.unshift(async () => gossip.stop());
+    writeSavedView(config.dataDir, { members: membership.view(), ring: membership.ring });
+
     let stopping: Promise<void> | undefined;
     return {
       id: config.id,
-      identity,
+      identity: id,
       api: apiBound,
+      peer: peerBound,
       createdCluster: created,
       stop: () => {
-        stopping ??= (async () => {
-          try {
-            await app.close();
-          } finally {
-            await storage.close();
-          }
-        })();
+        stopping ??= runAll(cleanup);
         return stopping;
       },
     };
   } catch (err) {
-    await storage.close();
+    await runAll(cleanup);
     throw err;
   }
+}
+
+/** Runs every cleanup step in order; throws the first error after trying them all. */
+async function runAll(steps: readonly (() => Promise<void>)[]): Promise<void> {
+  let first: unknown;
+  for (const s of steps) {
+    try {
+      await s();
+    } catch (err) {
+      first ??= err;
+    }
+  }
+  if (first !== undefined) throw first;
+}
+
+async function joinVia(transport: TcpTransport, seeds: readonly string[], self: MemberView) {
+  const errors: string[] = [];
+  for (const seed of seeds) {
+    try {
+      const res = await transport.request(seed, { op: "join", member: self }, 5000);
+      if (res.op !== "joined") throw new Error(`unexpected answer ${res.op}`);
+      return res;
+    } catch (err) {
+      errors.push(`${seed}: ${(err as Error).message}`);
+    }
+  }
+  throw new ConfigError(`could not join through ${seeds.join(", ")}: ${errors.join("; ")}`);
 }

@@ -4,6 +4,9 @@
  *
  * - get: asks every replica of the key, answers once `r` replied, with the causal merge of their sets
  *   (siblings only when truly concurrent). Fewer than `r` replies by the deadline: `unavailable`.
+ *   Read repair: after answering, it keeps collecting replies until the deadline, and sends the merged
+ *   set to every replica whose answer lacked part of it (older, missing, or only some siblings), so the
+ *   repair never slows the reply.
  * - put/delete: the coordinator must itself be a replica of the key (versioning needs its actor). It
  *   versions and stores the write locally, sends the resulting set to the other replicas, and answers once
  *   `w` replicas (itself included) made it durable. Fewer by the deadline: `unavailable` (the write is not
@@ -49,12 +52,26 @@ export type WriteOutcome =
   | { readonly kind: "too_many_siblings"; readonly siblings: number; readonly max: number }
   | { readonly kind: "unavailable"; readonly needed: number; readonly acked: number };
 
+/** Everything the API needs from the replication layer: a coordinator, or a router in front of one. */
+export interface KvService {
+  get(key: Uint8Array, r: number, timeoutMs: number): Promise<ReadOutcome>;
+  write(
+    key: Uint8Array,
+    context: VersionVector,
+    value: StoredValue,
+    w: number,
+    timeoutMs: number,
+  ): Promise<WriteOutcome>;
+}
+
 export interface CoordinatorDeps {
   readonly local: Replica;
   /** The key's replicas, in preference-list order (the local one included when this node is one). */
   readonly replicasFor: (key: Uint8Array) => readonly ReplicaPeer[];
   readonly localNodeId: string;
   readonly timers: Timers;
+  /** Called once per replica repaired after a read. */
+  readonly onReadRepair?: (nodeId: string) => void;
 }
 
 interface Collected<T> {
@@ -105,21 +122,58 @@ export function collect<T>(
   });
 }
 
-export class Coordinator {
+function dotKey(s: StoredSibling): string {
+  return `${s.dot.counter}@${s.dot.actor}`;
+}
+
+/** Does `have` hold every sibling of `merged`? (Both are merged sets, so equal dots mean equal versions.) */
+function holdsAll(have: readonly StoredSibling[], merged: readonly StoredSibling[]): boolean {
+  if (have.length !== merged.length) return false;
+  const dots = new Set(have.map(dotKey));
+  return merged.every((s) => dots.has(dotKey(s)));
+}
+
+export class Coordinator implements KvService {
   constructor(private readonly deps: CoordinatorDeps) {}
 
   async get(key: Uint8Array, r: number, timeoutMs: number): Promise<ReadOutcome> {
     const replicas = this.deps.replicasFor(key);
-    const got = await collect(
-      replicas.map((p) => p.read(key)),
-      r,
-      timeoutMs,
-      this.deps.timers,
-    );
+    const answers = replicas.map((p) => p.read(key));
+    const got = await collect(answers, r, timeoutMs, this.deps.timers);
     if (got.ok.length < r) return { kind: "unavailable", needed: r, replied: got.ok.length };
     let siblings: StoredSibling[] = [];
     for (const s of got.ok) siblings = merge(siblings, s);
+    if (replicas.length > 1) this.repairLater(key, replicas, answers, timeoutMs);
     return { kind: "ok", siblings, replied: got.ok.length };
+  }
+
+  /** Waits for every answer (until the deadline), then sends the merged set to replicas that lack part of it. */
+  private repairLater(
+    key: Uint8Array,
+    replicas: readonly ReplicaPeer[],
+    answers: Promise<StoredSibling[]>[],
+    timeoutMs: number,
+  ): void {
+    const settled = answers.map((a, i) =>
+      a.then(
+        (set) => ({ i, set }),
+        () => undefined,
+      ),
+    );
+    void collect(settled, replicas.length, timeoutMs, this.deps.timers).then((all) => {
+      const ok = all.ok.filter((x): x is { i: number; set: StoredSibling[] } => x !== undefined);
+      let merged: StoredSibling[] = [];
+      for (const x of ok) merged = merge(merged, x.set);
+      if (merged.length === 0) return;
+      for (const x of ok) {
+        if (holdsAll(x.set, merged)) continue;
+        const peer = replicas[x.i]!;
+        peer.store(key, merged).then(
+          () => this.deps.onReadRepair?.(peer.nodeId),
+          () => undefined,
+        );
+      }
+    });
   }
 
   async write(

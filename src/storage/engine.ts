@@ -143,5 +143,6 @@ export class SnapshotIterator implements AsyncIterableIterator<Entry> {
 
 /** An iterator whose first `next()` rejects with `err`. */
 export async function* rejectingIterator(err: Error): AsyncGenerator<Entry, void, undefined> {
-  throw err;
+  if (err !== undefined) throw err;
+  yield* [];
 }

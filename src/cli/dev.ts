@@ -1,0 +1,123 @@
+/**
+ * `ringstore dev [--nodes 3] [--data DIR]`: a local cluster on 127.0.0.1, one real process per node
+ * (`ringstore start`), node k on API port 8000+k and peer port 9000+k. The first node creates the cluster
+ * (or restarts it, if its data exists); the others join through it. Ctrl-C stops every node cleanly.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import * as path from "node:path";
+import { fileURLToPath } from "node:url";
+
+export interface DevFlags {
+  nodes: string;
+  data: string;
+  basePort: string;
+}
+
+function prefixLines(prefix: string, onLine: (l: string) => void) {
+  let buf = "";
+  return (chunk: Buffer) => {
+    buf += chunk.toString("utf8");
+    let i = buf.indexOf("\n");
+    while (i >= 0) {
+      onLine(`${prefix}${buf.slice(0, i)}`);
+      buf = buf.slice(i + 1);
+      i = buf.indexOf("\n");
+    }
+  };
+}
+
+export async function devCommand(flags: DevFlags): Promise<void> {
+  const count = Number(flags.nodes);
+  const base = Number(flags.basePort);
+  if (!Number.isInteger(count) || count < 1 || count > 32)
+    throw new Error(`--nodes must be 1..32, got ${flags.nodes}`);
+  if (!Number.isInteger(base) || base < 1024 || base + count > 9000)
+    throw new Error(`--base-port must leave room below 9000`);
+  const main = path.join(path.dirname(fileURLToPath(import.meta.url)), "main.js");
+  const n = Math.min(3, count);
+  const quorum = Math.floor(n / 2) + 1;
+  const children: ChildProcess[] = [];
+  let stopping = false;
+  const out = (s: string) => process.stdout.write(`${s}\n`);
+
+  const startOne = (k: number): Promise<void> =>
+    new Promise((resolve, reject) => {
+      const args = [
+        main,
+        "start",
+        "--id",
+        `n${k}`,
+        "--api",
+        `127.0.0.1:${base + k}`,
+        "--peer",
+        `127.0.0.1:${base + 1000 + k}`,
+        "--data",
+        path.join(flags.data, `n${k}`),
+      ];
+      if (k === 1) args.push("--n", String(n), "--r", String(quorum), "--w", String(quorum));
+      else args.push("--join", `127.0.0.1:${base + 1001}`);
+      const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] });
+      children.push(child);
+      let ready = false;
+      child.stdout!.on(
+        "data",
+        prefixLines(`[n${k}] `, (l) => {
+          out(l);
+          if (!ready && l.includes("serving the API")) {
+            ready = true;
+            resolve();
+          }
+        }),
+      );
+      child.stderr!.on(
+        "data",
+        prefixLines(`[n${k}] `, (l) => process.stderr.write(`${l}\n`)),
+      );
+      child.on("exit", (code, signal) => {
+        if (!ready) reject(new Error(`node n${k} exited before serving (code ${code}, signal ${signal})`));
+        else if (!stopping) out(`[n${k}] exited unexpectedly (code ${code}, signal ${signal})`);
+      });
+    });
+
+  const stopAll = async () => {
+    stopping = true;
+    await Promise.all(
+      children.map(
+        (c) =>
+          new Promise<void>((resolve) => {
+            if (c.exitCode !== null || c.signalCode !== null) return resolve();
+            c.on("exit", () => resolve());
+            c.kill("SIGTERM");
+          }),
+      ),
+    );
+  };
+  const onSignal = () => {
+    if (stopping) return;
+    out("stopping the local cluster...");
+    stopAll().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+
+  try {
+    await startOne(1);
+    await Promise.all(Array.from({ length: count - 1 }, (_, i) => startOne(i + 2)));
+  } catch (err) {
+    await stopAll();
+    throw err;
+  }
+  out("");
+  out(
+    `local cluster of ${count} node(s), N=${n} R=${quorum} W=${quorum}, data in ${path.resolve(flags.data)}:`,
+  );
+  for (let k = 1; k <= count; k++)
+    out(`  n${k}  API http://127.0.0.1:${base + k}  peer 127.0.0.1:${base + 1000 + k}`);
+  out(
+    `try: npx ringstore put hello world && npx ringstore get hello --node 127.0.0.1:${base + Math.min(2, count)}`,
+  );
+  out("Ctrl-C stops every node.");
+}

@@ -1,0 +1,237 @@
+/**
+ * Membership and failure detection: a pure state machine (no timers, no I/O; the driver in
+ * gossip-driver.ts feeds it ticks, gossip and contact results, and sends what it asks for).
+ *
+ * State gossiped (every member's entry, and the ring):
+ * - An entry is owned by its member: only the member changes its status (joining -> up -> leaving ->
+ *   left) and bumps its incarnation and heartbeat. Merging two views keeps, per member, the entry with
+ *   the higher (incarnation, status rank, heartbeat): views converge whatever the order of exchanges.
+ * - The ring has a version; the higher version wins. Ring changes are made by one member at a time, the
+ *   claimant: the lowest id among members that are up and look alive. It claims the joining members in
+ *   (and the departed out) with ring.claim, which moves partitions only to where they must go.
+ *
+ * Failure detection (local to each node, never gossiped):
+ * - `up`: the member's heartbeat increased within `downAfterMs` of local time.
+ * - `suspect`: this node's own direct contacts with it failed recently. Suspicion is one node's view (one
+ *   bad link, a slow peer); it steers routing away from the member but does not declare it down.
+ * - `down`: its heartbeat has not increased for `downAfterMs`. Heartbeats reach a node through any
+ *   member that gossips with it, so a member is down only when nobody hears from it: the evidence of
+ *   others, which one bad link cannot fake. When its heartbeat moves again, it is up again.
+ * The time to detect a crash is bounded by downAfterMs plus the time gossip takes to stop carrying news.
+ */
+
+import { claim, type Ring, type RingMember } from "../ring/ring.js";
+import type { Random } from "../runtime/runtime.js";
+import type { MemberView, RingView } from "../transport/messages.js";
+
+export type Liveness = "up" | "suspect" | "down";
+
+export interface MembershipConfig {
+  readonly selfId: string;
+  readonly partitions: number;
+  readonly n: number;
+  /** No heartbeat increase for this long: down. */
+  readonly downAfterMs: number;
+  /** A failed direct contact makes the member suspect for this long. */
+  readonly suspectForMs: number;
+  /** Peers gossiped with per round. */
+  readonly fanout: number;
+}
+
+interface Local {
+  /** Local time when the member's heartbeat last increased (or when first heard of). */
+  lastProgressAt: number;
+  suspectUntil: number;
+}
+
+const STATUS_RANK: Record<MemberView["status"], number> = { joining: 0, up: 1, leaving: 2, left: 3 };
+
+/** Does `a` supersede `b` (both entries of the same member)? */
+export function newerEntry(a: MemberView, b: MemberView): boolean {
+  if (a.incarnation !== b.incarnation) return a.incarnation > b.incarnation;
+  if (a.status !== b.status) return STATUS_RANK[a.status] > STATUS_RANK[b.status];
+  return a.heartbeat > b.heartbeat;
+}
+
+function ringKey(r: RingView): string {
+  return `${r.version}:${r.owners.join(",")}`;
+}
+
+export class Membership {
+  private readonly members = new Map<string, MemberView>();
+  private readonly local = new Map<string, Local>();
+  private ringView: RingView | null = null;
+  /** Bumped whenever the ring or any member's status changes (consumers rebuild derived tables). */
+  epoch = 0;
+
+  constructor(
+    readonly config: MembershipConfig,
+    self: MemberView,
+    now: number,
+  ) {
+    this.members.set(self.id, self);
+    this.local.set(self.id, { lastProgressAt: now, suspectUntil: 0 });
+  }
+
+  get self(): MemberView {
+    return this.members.get(this.config.selfId)!;
+  }
+
+  get ring(): RingView | null {
+    return this.ringView;
+  }
+
+  view(): MemberView[] {
+    return [...this.members.values()];
+  }
+
+  member(id: string): MemberView | undefined {
+    return this.members.get(id);
+  }
+
+  liveness(id: string, now: number): Liveness {
+    if (id === this.config.selfId) return "up";
+    const l = this.local.get(id);
+    if (l === undefined) return "down";
+    if (now - l.lastProgressAt > this.config.downAfterMs) return "down";
+    if (now < l.suspectUntil) return "suspect";
+    return "up";
+  }
+
+  /** Members that take part in the ring: joining, up or leaving (not left). */
+  ringMembers(): RingMember[] {
+    return this.view()
+      .filter((m) => m.status !== "left")
+      .map((m) => ({ id: m.id, weight: m.weight, zone: m.zone }));
+  }
+
+  // ------------------------------------------------------------------ inputs
+
+  /** One gossip round: bumps our heartbeat; returns the peers to gossip with this round. */
+  tick(now: number, random: Random): string[] {
+    const me = this.self;
+    this.members.set(me.id, { ...me, heartbeat: me.heartbeat + 1 });
+    this.local.get(me.id)!.lastProgressAt = now;
+    this.maybeClaim(now);
+    this.maybeBecomeUp();
+    const candidates = this.view().filter((m) => m.id !== me.id && m.status !== "left");
+    // Prefer members that look alive, but keep probing the others now and then so they can come back.
+    const alive = candidates.filter((m) => this.liveness(m.id, now) !== "down");
+    const dead = candidates.filter((m) => this.liveness(m.id, now) === "down");
+    const out: string[] = [];
+    const pick = (pool: MemberView[], k: number) => {
+      const p = [...pool];
+      for (let i = 0; i < k && p.length > 0; i++) {
+        const j = Math.floor(random.next() * p.length);
+        out.push(p[j]!.id);
+        p.splice(j, 1);
+      }
+    };
+    pick(alive, this.config.fanout);
+    if (dead.length > 0 && random.next() < 0.25) pick(dead, 1);
+    return out;
+  }
+
+  /** Merges a view received by gossip (or in a join answer). */
+  merge(members: readonly MemberView[], ring: RingView | null, now: number): void {
+    let changed = false;
+    for (const m of members) {
+      if (m.id === this.config.selfId) {
+        // Someone holds a newer entry for us than we do (we restarted): jump past it.
+        const me = this.self;
+        if (newerEntry(m, me) && m.status !== "left")
+          this.members.set(me.id, {
+            ...me,
+            incarnation: m.incarnation + 1,
+            heartbeat: Math.max(me.heartbeat, m.heartbeat) + 1,
+          });
+        continue;
+      }
+      const cur = this.members.get(m.id);
+      if (cur === undefined || newerEntry(m, cur)) {
+        if (cur === undefined || cur.status !== m.status) changed = true;
+        this.members.set(m.id, m);
+        const l = this.local.get(m.id);
+        if (l === undefined) this.local.set(m.id, { lastProgressAt: now, suspectUntil: 0 });
+        else if (cur === undefined || m.heartbeat > cur.heartbeat || m.incarnation > cur.incarnation)
+          l.lastProgressAt = now;
+      }
+    }
+    if (
+      ring !== null &&
+      (this.ringView === null ||
+        ring.version > this.ringView.version ||
+        (ring.version === this.ringView.version && ringKey(ring) > ringKey(this.ringView)))
+    ) {
+      if (this.ringView === null || ringKey(ring) !== ringKey(this.ringView)) changed = true;
+      this.ringView = ring;
+    }
+    if (changed) this.epoch++;
+    this.maybeBecomeUp();
+  }
+
+  /** A direct contact with `id` failed: suspect it for a while (local only). */
+  contactFailed(id: string, now: number): void {
+    const l = this.local.get(id);
+    if (l !== undefined) l.suspectUntil = now + this.config.suspectForMs;
+  }
+
+  /** A direct contact with `id` succeeded: lift our suspicion. */
+  contactSucceeded(id: string): void {
+    const l = this.local.get(id);
+    if (l !== undefined) l.suspectUntil = 0;
+  }
+
+  /** Changes our own entry (addresses, weight, zone), bumping the incarnation so that it wins everywhere. */
+  updateSelf(patch: Partial<Pick<MemberView, "api" | "peer" | "weight" | "zone">>): void {
+    const me = this.self;
+    this.members.set(me.id, { ...me, ...patch, incarnation: me.incarnation + 1 });
+    this.epoch++;
+  }
+
+  /** Creates the first ring (a new cluster of one). */
+  bootstrapRing(): void {
+    const r = claim(undefined, this.ringMembers(), this.config.partitions, this.config.n);
+    this.ringView = { version: 1, partitions: r.partitions, owners: r.owners };
+    const me = this.self;
+    this.members.set(me.id, { ...me, status: "up", incarnation: me.incarnation + 1 });
+    this.epoch++;
+  }
+
+  /** Adds a member that asked to join through us (it gossips its own entry from then on). */
+  admit(m: MemberView, now: number): void {
+    this.merge([m], null, now);
+  }
+
+  // ------------------------------------------------------------------ ring changes
+
+  /** The claimant: the lowest id among up members that look alive from here. */
+  claimant(now: number): string | undefined {
+    const ids = this.view()
+      .filter((m) => m.status === "up" && this.liveness(m.id, now) !== "down")
+      .map((m) => m.id)
+      .sort();
+    return ids[0];
+  }
+
+  private maybeClaim(now: number): void {
+    if (this.ringView === null || this.claimant(now) !== this.config.selfId) return;
+    const wanted = new Set(this.ringMembers().map((m) => m.id));
+    const owners = new Set(this.ringView.owners);
+    const same = wanted.size === owners.size && [...wanted].every((id) => owners.has(id));
+    if (same) return;
+    const prev: Ring = { partitions: this.ringView.partitions, owners: this.ringView.owners };
+    const next = claim(prev, this.ringMembers(), this.ringView.partitions, this.config.n);
+    this.ringView = { version: this.ringView.version + 1, partitions: next.partitions, owners: next.owners };
+    this.epoch++;
+  }
+
+  /** A joining member turns itself up once the ring gives it partitions. */
+  private maybeBecomeUp(): void {
+    const me = this.self;
+    if (me.status === "joining" && this.ringView?.owners.includes(me.id)) {
+      this.members.set(me.id, { ...me, status: "up", incarnation: me.incarnation + 1 });
+      this.epoch++;
+    }
+  }
+}

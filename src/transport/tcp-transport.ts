@@ -1,0 +1,405 @@
+/**
+ * The TCP transport: persistent connections between nodes, one per peer address and direction.
+ *
+ * - Framing: u32 length prefix, cap checked before allocation (framing.ts); MessagePack frames validated
+ *   on decode (messages.ts). Garbage from a peer closes that connection and nothing else.
+ * - Handshake: the connecting side says `hello` with protocol version, cluster id and node id; the other
+ *   answers `welcome` or `reject` (other cluster, other version). A node that is not yet in a cluster
+ *   says cluster "" and may then only send `join` and `ping`.
+ * - Requests carry an id and a deadline; a response that comes after the deadline is dropped.
+ * - Reconnect with exponential backoff: while a peer is in backoff, requests to it fail at once
+ *   (ERR_UNREACHABLE) so that quorum logic never waits on a dead address.
+ * - Back-pressure: a socket with more than maxBufferedBytes queued, or a connection with
+ *   maxInFlightPerConnection requests in flight, refuses new requests with ERR_OVERLOADED.
+ */
+import * as net from "node:net";
+import type { Clock, Timers } from "../runtime/runtime.js";
+import { FrameReader, frameBytes } from "./framing.js";
+import {
+  decodeFrame,
+  encodeFrame,
+  type Frame,
+  PROTOCOL_VERSION,
+  ProtocolError,
+  type RequestBody,
+  type ResponseBody,
+} from "./messages.js";
+import {
+  DEFAULT_TRANSPORT_LIMITS,
+  type RequestHandler,
+  type Transport,
+  TransportError,
+  type TransportLimits,
+} from "./transport.js";
+
+interface Pending {
+  resolve: (r: ResponseBody) => void;
+  reject: (e: unknown) => void;
+  timer: { cancel(): void };
+}
+
+function splitAddress(address: string): { host: string; port: number } {
+  const i = address.lastIndexOf(":");
+  const host = address.slice(0, i).replace(/^\[|\]$/g, "");
+  const port = Number(address.slice(i + 1));
+  if (i <= 0 || !Number.isInteger(port) || port <= 0 || port > 65535)
+    throw new TransportError("ERR_UNREACHABLE", `bad peer address ${address}`);
+  return { host, port };
+}
+
+class OutConnection {
+  private socket: net.Socket | undefined;
+  private ready = false;
+  private closed = false;
+  private readonly pending = new Map<number, Pending>();
+  private queued: Buffer[] = [];
+  private nextId = 1;
+  readonly opened: Promise<void>;
+  peerNode = "";
+
+  constructor(
+    private readonly owner: TcpTransport,
+    readonly address: string,
+  ) {
+    this.opened = this.open();
+    this.opened.catch(() => undefined);
+  }
+
+  private open(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      let settled = false;
+      const fail = (e: TransportError) => {
+        if (!settled) {
+          settled = true;
+          reject(e);
+        }
+        this.shutdown(e);
+      };
+      let target: { host: string; port: number };
+      try {
+        target = splitAddress(this.address);
+      } catch (e) {
+        fail(e as TransportError);
+        return;
+      }
+      const s = net.connect({ host: target.host, port: target.port, noDelay: true });
+      this.socket = s;
+      const connectTimer = this.owner.timers.after(this.owner.limits.connectTimeoutMs, () =>
+        fail(new TransportError("ERR_UNREACHABLE", `connecting to ${this.address} timed out`)),
+      );
+      const reader = new FrameReader();
+      s.on("connect", () => {
+        s.write(
+          frameBytes(
+            encodeFrame({
+              t: "hello",
+              v: PROTOCOL_VERSION,
+              cluster: this.owner.clusterId,
+              node: this.owner.nodeId,
+            }),
+          ),
+        );
+      });
+      s.on("data", (chunk: Buffer) => {
+        let frames: Buffer[];
+        try {
+          frames = reader.push(chunk);
+          for (const raw of frames) {
+            const f = decodeFrame(raw);
+            if (!this.ready) {
+              if (f.t === "reject") {
+                connectTimer.cancel();
+                fail(
+                  new TransportError("ERR_REJECTED", `${this.address} refused the handshake: ${f.reason}`),
+                );
+                return;
+              }
+              if (f.t !== "welcome") throw new ProtocolError(`expected welcome, got ${f.t}`);
+              if (f.v !== PROTOCOL_VERSION)
+                throw new ProtocolError(`peer speaks protocol ${f.v}, we speak ${PROTOCOL_VERSION}`);
+              if (this.owner.clusterId !== "" && f.cluster !== this.owner.clusterId) {
+                connectTimer.cancel();
+                fail(
+                  new TransportError(
+                    "ERR_REJECTED",
+                    `${this.address} belongs to cluster ${f.cluster}, not ours`,
+                  ),
+                );
+                return;
+              }
+              connectTimer.cancel();
+              this.peerNode = f.node;
+              this.ready = true;
+              settled = true;
+              for (const q of this.queued) s.write(q);
+              this.queued = [];
+              resolve();
+              continue;
+            }
+            this.onFrame(f);
+          }
+        } catch (err) {
+          connectTimer.cancel();
+          fail(
+            new TransportError("ERR_PROTOCOL", `bad frame from ${this.address}: ${(err as Error).message}`),
+          );
+        }
+      });
+      s.on("error", (err) => {
+        connectTimer.cancel();
+        fail(new TransportError("ERR_UNREACHABLE", `${this.address}: ${err.message}`, { cause: err }));
+      });
+      s.on("close", () => {
+        connectTimer.cancel();
+        fail(new TransportError("ERR_UNREACHABLE", `connection to ${this.address} closed`));
+      });
+    });
+  }
+
+  private onFrame(f: Frame): void {
+    if (f.t !== "res" && f.t !== "err")
+      throw new ProtocolError(`unexpected ${f.t} frame on an outgoing connection`);
+    const p = this.pending.get(f.id);
+    if (p === undefined) return; // answered after its deadline
+    this.pending.delete(f.id);
+    p.timer.cancel();
+    if (f.t === "res") p.resolve(f.body);
+    else
+      p.reject(
+        new TransportError(
+          f.code === "ERR_OVERLOADED" ? "ERR_OVERLOADED" : "ERR_REMOTE",
+          `${this.address}: ${f.message}`,
+        ),
+      );
+  }
+
+  request(body: RequestBody, timeoutMs: number): Promise<ResponseBody> {
+    if (this.closed)
+      return Promise.reject(new TransportError("ERR_UNREACHABLE", `connection to ${this.address} is closed`));
+    const limits = this.owner.limits;
+    if (
+      this.pending.size >= limits.maxInFlightPerConnection ||
+      (this.socket?.writableLength ?? 0) > limits.maxBufferedBytes
+    )
+      return Promise.reject(new TransportError("ERR_OVERLOADED", `too much in flight to ${this.address}`));
+    const id = this.nextId++;
+    const frame = frameBytes(encodeFrame({ t: "req", id, deadlineMs: timeoutMs, body }));
+    return new Promise((resolve, reject) => {
+      const timer = this.owner.timers.after(timeoutMs, () => {
+        this.pending.delete(id);
+        reject(
+          new TransportError("ERR_TIMEOUT", `${body.op} to ${this.address} timed out after ${timeoutMs} ms`),
+        );
+      });
+      this.pending.set(id, { resolve, reject, timer });
+      if (this.ready) this.socket!.write(frame);
+      else this.queued.push(frame);
+    });
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  shutdown(err: TransportError): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.ready = false;
+    this.socket?.destroy();
+    for (const p of this.pending.values()) {
+      p.timer.cancel();
+      p.reject(err);
+    }
+    this.pending.clear();
+    this.queued = [];
+    this.owner.connectionClosed(this, err);
+  }
+}
+
+export interface TcpTransportOptions {
+  readonly host: string;
+  readonly port: number;
+  readonly nodeId: string;
+  readonly clusterId: string;
+  readonly handler: RequestHandler;
+  readonly timers: Timers;
+  readonly clock: Clock;
+  readonly limits?: Partial<TransportLimits>;
+}
+
+export class TcpTransport implements Transport {
+  readonly limits: TransportLimits;
+  readonly timers: Timers;
+  readonly nodeId: string;
+  clusterId: string;
+  address = "";
+  private readonly clock: Clock;
+  private readonly server: net.Server;
+  private readonly out = new Map<string, OutConnection>();
+  private readonly backoff = new Map<string, { until: number; delayMs: number }>();
+  private readonly inbound = new Set<net.Socket>();
+  private readonly handler: RequestHandler;
+  private closed = false;
+  /** Counters for /status and tests. */
+  readonly counters = { protocolErrors: 0, rejectedHandshakes: 0, overloaded: 0 };
+  lastProtocolError = "";
+
+  private constructor(o: TcpTransportOptions) {
+    this.limits = { ...DEFAULT_TRANSPORT_LIMITS, ...o.limits };
+    this.timers = o.timers;
+    this.clock = o.clock;
+    this.nodeId = o.nodeId;
+    this.clusterId = o.clusterId;
+    this.handler = o.handler;
+    this.server = net.createServer((s) => this.accept(s));
+  }
+
+  static async listen(o: TcpTransportOptions): Promise<TcpTransport> {
+    const t = new TcpTransport(o);
+    await new Promise<void>((resolve, reject) => {
+      t.server.once("error", reject);
+      t.server.listen({ host: o.host, port: o.port }, () => {
+        t.server.off("error", reject);
+        resolve();
+      });
+    });
+    const a = t.server.address() as net.AddressInfo;
+    t.address = o.host.includes(":") ? `[${o.host}]:${a.port}` : `${o.host}:${a.port}`;
+    return t;
+  }
+
+  resetBackoff(address: string): void {
+    this.backoff.delete(address);
+  }
+
+  setCluster(clusterId: string): void {
+    if (clusterId === this.clusterId) return;
+    this.clusterId = clusterId;
+    for (const c of [...this.out.values()]) c.shutdown(new TransportError("ERR_CLOSED", "cluster changed"));
+  }
+
+  request(address: string, body: RequestBody, timeoutMs: number): Promise<ResponseBody> {
+    if (this.closed) return Promise.reject(new TransportError("ERR_CLOSED", "transport closed"));
+    const b = this.backoff.get(address);
+    if (b !== undefined && this.clock.now() < b.until)
+      return Promise.reject(
+        new TransportError(
+          "ERR_UNREACHABLE",
+          `${address} is unreachable (retrying in ${Math.ceil(b.until - this.clock.now())} ms)`,
+        ),
+      );
+    let c = this.out.get(address);
+    if (c === undefined || c.isClosed) {
+      c = new OutConnection(this, address);
+      this.out.set(address, c);
+    }
+    // A failed connection rejects every request on it (shutdown), so `res` carries that error too.
+    c.opened.then(
+      () => this.backoff.delete(address),
+      () => undefined,
+    );
+    return c.request(body, timeoutMs);
+  }
+
+  /** @internal */
+  connectionClosed(c: OutConnection, err: TransportError): void {
+    if (this.out.get(c.address) === c) this.out.delete(c.address);
+    if (err.code === "ERR_UNREACHABLE" || err.code === "ERR_PROTOCOL") {
+      const prev = this.backoff.get(c.address);
+      const delayMs = prev ? Math.min(prev.delayMs * 2, this.limits.backoffMaxMs) : this.limits.backoffMinMs;
+      this.backoff.set(c.address, { until: this.clock.now() + delayMs, delayMs });
+    }
+  }
+
+  private accept(s: net.Socket): void {
+    if (this.closed) {
+      s.destroy();
+      return;
+    }
+    s.setNoDelay(true);
+    this.inbound.add(s);
+    const reader = new FrameReader();
+    let peer: string | undefined;
+    let joinOnly = false;
+    let inFlight = 0;
+    const send = (f: Frame) => {
+      if (!s.destroyed) s.write(frameBytes(encodeFrame(f)));
+    };
+    const bad = (why: string) => {
+      this.counters.protocolErrors++;
+      this.lastProtocolError = why;
+      s.destroy();
+    };
+    s.on("data", (chunk: Buffer) => {
+      let frames: Buffer[];
+      try {
+        frames = reader.push(chunk);
+      } catch (err) {
+        bad((err as Error).message);
+        return;
+      }
+      for (const raw of frames) {
+        let f: Frame;
+        try {
+          f = decodeFrame(raw);
+        } catch (err) {
+          bad((err as Error).message);
+          return;
+        }
+        if (peer === undefined) {
+          if (f.t !== "hello") return bad(`expected hello, got ${f.t}`);
+          if (f.v !== PROTOCOL_VERSION) {
+            this.counters.rejectedHandshakes++;
+            send({ t: "reject", reason: `protocol version ${f.v} is not ${PROTOCOL_VERSION}` });
+            s.end();
+            return;
+          }
+          if (f.cluster !== "" && this.clusterId !== "" && f.cluster !== this.clusterId) {
+            this.counters.rejectedHandshakes++;
+            send({ t: "reject", reason: `this node belongs to cluster ${this.clusterId}, not ${f.cluster}` });
+            s.end();
+            return;
+          }
+          peer = f.node;
+          joinOnly = f.cluster === "" && this.clusterId !== "";
+          send({ t: "welcome", v: PROTOCOL_VERSION, cluster: this.clusterId, node: this.nodeId });
+          continue;
+        }
+        if (f.t !== "req") return bad(`unexpected ${f.t} frame on an incoming connection`);
+        const id = f.id;
+        if (joinOnly && f.body.op !== "join" && f.body.op !== "ping") {
+          send({ t: "err", id, code: "ERR_REJECTED", message: "join the cluster first" });
+          continue;
+        }
+        if (inFlight >= this.limits.maxInFlightPerConnection) {
+          this.counters.overloaded++;
+          send({ t: "err", id, code: "ERR_OVERLOADED", message: "too many requests in flight" });
+          continue;
+        }
+        inFlight++;
+        const from = peer;
+        this.handler(from, f.body).then(
+          (body) => {
+            inFlight--;
+            send({ t: "res", id, body });
+          },
+          (err: unknown) => {
+            inFlight--;
+            const e = err as { code?: string; message?: string };
+            send({ t: "err", id, code: String(e.code ?? "ERR_REMOTE"), message: String(e.message ?? err) });
+          },
+        );
+      }
+    });
+    s.on("error", () => s.destroy());
+    s.on("close", () => this.inbound.delete(s));
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const c of [...this.out.values()]) c.shutdown(new TransportError("ERR_CLOSED", "transport closed"));
+    for (const s of this.inbound) s.destroy();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+}

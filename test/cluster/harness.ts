@@ -1,0 +1,152 @@
+/**
+ * Real-process cluster harness: nodes are started through the built CLI (`dist/cli/main.js start`) on
+ * 127.0.0.1 with port 0, so parallel test files never collide. Every process and folder is cleaned up by
+ * `shutdown()`, which tests call in an `after` hook (so also when they fail).
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import * as path from "node:path";
+
+const BIN = path.resolve("dist/cli/main.js");
+
+export interface TestNode {
+  readonly id: string;
+  readonly dataDir: string;
+  api: string;
+  peer: string;
+  child: ChildProcess | undefined;
+  output: string;
+}
+
+export class TestCluster {
+  readonly root = mkdtempSync(path.join(tmpdir(), "ringstore-cluster-"));
+  readonly nodes = new Map<string, TestNode>();
+
+  constructor(
+    private readonly extraArgs: string[] = [
+      "--gossip-interval",
+      "100",
+      "--down-after",
+      "1000",
+      "--timeout",
+      "1500",
+    ],
+  ) {}
+
+  /** Starts (or restarts, keeping its data) node `id`; joins through `join` (a node id) if given. */
+  async start(id: string, opts: { join?: string; args?: string[] } = {}): Promise<TestNode> {
+    const dataDir = path.join(this.root, id);
+    const args = [
+      BIN,
+      "start",
+      "--id",
+      id,
+      "--api",
+      "127.0.0.1:0",
+      "--peer",
+      "127.0.0.1:0",
+      "--data",
+      dataDir,
+      ...this.extraArgs,
+      ...(opts.args ?? []),
+    ];
+    if (opts.join !== undefined) args.push("--join", this.nodes.get(opts.join)!.peer);
+    const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] });
+    const node: TestNode = this.nodes.get(id) ?? { id, dataDir, api: "", peer: "", child, output: "" };
+    node.child = child;
+    node.output = "";
+    this.nodes.set(id, node);
+    child.stdout!.on("data", (d: Buffer) => {
+      node.output += d.toString();
+    });
+    child.stderr!.on("data", (d: Buffer) => {
+      node.output += d.toString();
+    });
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new Error(`${id} did not start in time:\n${node.output}`)),
+        20_000,
+      );
+      const check = () => {
+        const m = /serving the API on http:\/\/([0-9.]+:[0-9]+) \(peer ([0-9.]+:[0-9]+)\)/.exec(node.output);
+        if (m) {
+          clearTimeout(timer);
+          node.api = m[1]!;
+          node.peer = m[2]!;
+          resolve();
+        }
+      };
+      child.stdout!.on("data", check);
+      child.on("exit", (code) => {
+        clearTimeout(timer);
+        reject(new Error(`${id} exited with ${code} before serving:\n${node.output}`));
+      });
+    });
+    child.removeAllListeners("exit");
+    return node;
+  }
+
+  url(id: string, p: string): string {
+    return `http://${this.nodes.get(id)!.api}${p}`;
+  }
+
+  /** SIGKILL: a crash. */
+  async kill(id: string): Promise<void> {
+    await this.signal(id, "SIGKILL");
+  }
+
+  /** SIGTERM: a clean stop; resolves with the exit code. */
+  async stop(id: string): Promise<number | null> {
+    return this.signal(id, "SIGTERM");
+  }
+
+  private async signal(id: string, sig: NodeJS.Signals): Promise<number | null> {
+    const n = this.nodes.get(id);
+    const c = n?.child;
+    if (c === undefined || c.exitCode !== null || c.signalCode !== null) return c?.exitCode ?? null;
+    const exited = new Promise<number | null>((resolve) => c.on("exit", (code) => resolve(code)));
+    c.kill(sig);
+    const code = await exited;
+    n!.child = undefined;
+    return code;
+  }
+
+  /** Polls `fn` until it returns true, at most `ms`. */
+  async until(what: string, fn: () => Promise<boolean>, ms = 10_000): Promise<void> {
+    const end = Date.now() + ms;
+    for (;;) {
+      if (await fn().catch(() => false)) return;
+      if (Date.now() > end) throw new Error(`timed out waiting for: ${what}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  /** Waits until node `id` sees every listed member up. */
+  async converged(id: string, members: string[]): Promise<void> {
+    await this.until(`${id} to see ${members.join(",")} up`, async () => {
+      const s = (await (await fetch(this.url(id, "/status"))).json()) as {
+        members: { id: string; state: string }[];
+      };
+      return members.every((m) => s.members.some((x) => x.id === m && x.state === "up"));
+    });
+  }
+
+  async shutdown(): Promise<void> {
+    await Promise.all([...this.nodes.keys()].map((id) => this.kill(id)));
+    rmSync(this.root, { recursive: true, force: true });
+  }
+}
+
+export interface Res {
+  status: number;
+  headers: Headers;
+  text: string;
+  json: () => Record<string, unknown>;
+}
+
+export async function http(url: string, init: RequestInit = {}): Promise<Res> {
+  const r = await fetch(url, init);
+  const text = await r.text();
+  return { status: r.status, headers: r.headers, text, json: () => JSON.parse(text) };
+}
