@@ -32,6 +32,8 @@ export interface ApiDeps {
   /** Wall clock for writtenAt (tombstone expiry); never used to order versions. */
   readonly now: () => number;
   readonly status: () => Promise<unknown>;
+  /** The ring as clients need it for routing: partitions, owners, and each member's API address. */
+  readonly ring: () => unknown;
 }
 
 type ErrorCode =
@@ -318,6 +320,7 @@ export function buildHttpApi(deps: ApiDeps): FastifyInstance {
 
   app.get("/health", async (_req, reply) => reply.code(200).send({ status: "ok" }));
   app.get("/status", async (_req, reply) => reply.code(200).send(await deps.status()));
+  app.get("/ring", async (_req, reply) => reply.code(200).send(deps.ring()));
   app.get("/metrics", async (_req, reply) =>
     reply
       .code(200)

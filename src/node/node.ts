@@ -297,6 +297,21 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
       },
       metrics,
       now,
+      ring: () => {
+        const ring = membership.ring;
+        const t = now();
+        return {
+          version: ring?.version ?? 0,
+          partitions: ring?.partitions ?? 0,
+          n: id.n,
+          hash: "murmur3-x86-32, seed 0x52494e47, partition = floor(hash * partitions / 2^32)",
+          owners: ring?.owners ?? [],
+          members: membership
+            .view()
+            .filter((m) => m.status !== "left")
+            .map((m) => ({ id: m.id, api: m.api, zone: m.zone ?? null, weight: m.weight, state: membership.liveness(m.id, t) })),
+        };
+      },
       status: async () => {
         const t = now();
         const ring = membership.ring;
