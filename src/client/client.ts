@@ -2,9 +2,26 @@
  * The TypeScript client of the HTTP API (exported as `ringstore/client`).
  *
  * `get` returns the value, or the siblings when concurrent writes exist, with the opaque context to pass
- * back on the next write. Errors from the server become `RingstoreError`s carrying the server's code.
+ * back on the next write. `update` is the read-merge-write loop most applications want. Errors from the
+ * server become `RingstoreError`s carrying the server's code; a node that cannot be reached at all is a
+ * `RingstoreError` with status 0 and code `unreachable`.
+ *
+ * Routing. The client takes one or more seed nodes. With `routing: "none"` (the default) requests go to
+ * the seeds in turn, skipping for a while one that refused a connection. With `routing: "partition-aware"`
+ * the client fetches `GET /ring` (from any node; again every `ringRefreshMs` and after a connection
+ * error), computes the key's partition with the server's own hash (`partitionOf` of `src/ring/ring.ts`)
+ * and its preference list (`PreferenceTable`, same code as the server), and sends the request straight to
+ * the first replica that is up, falling back to the other replicas and then to any node. This saves the
+ * hop a non-replica coordinator makes to forward a write. Any node still serves any key: routing is an
+ * optimisation, never needed for correctness.
+ *
+ * Failover. A request that could not be delivered (connection refused, connect timeout) moves on to the
+ * next node. A read also moves on after any network error; a write whose connection broke after it was
+ * sent does not (it may have been applied: sending it again would store a second version of it), and
+ * fails with `unreachable`. One undici `Pool` per node, with a bounded number of connections.
  */
 import { Pool } from "undici";
+import { PreferenceTable, partitionOf } from "../ring/ring.js";
 
 export interface Sibling {
   readonly value: Buffer;
@@ -23,14 +40,70 @@ export interface RequestOptions {
   readonly timeoutMs?: number;
 }
 
+export type Routing = "none" | "partition-aware";
+
+export interface ClientOptions {
+  /** Connections per node (one pool per node). Default 16. */
+  readonly connections?: number;
+  /** Default "none": requests go to the seed nodes in turn. */
+  readonly routing?: Routing;
+  /** How often the ring is fetched again in partition-aware mode. Default 5000 ms. */
+  readonly ringRefreshMs?: number;
+  /** Longest wait for a response's headers, and between body chunks. Default 30000 ms. */
+  readonly httpTimeoutMs?: number;
+  /** How long a node that refused a connection is tried only after the others. Default 2000 ms. */
+  readonly avoidAfterFailureMs?: number;
+}
+
+export interface UpdateOptions extends RequestOptions {
+  /** Content type of the written value. Default: that of the value read (if one), else octet-stream. */
+  readonly contentType?: string;
+  /** Read-merge-write cycles tried before giving up. Default 5. */
+  readonly maxAttempts?: number;
+  /** First backoff between attempts; doubled each time, with jitter (x0.5..x1.5). Default 20 ms. */
+  readonly retryDelayMs?: number;
+}
+
+/** What the merge function sees: the live values and the read they came from. */
+export interface UpdateInput {
+  /** The single value, or every live sibling; empty when the key is not found or deleted. */
+  readonly values: Buffer[];
+  /** Every sibling read, tombstones included (a delete concurrent with a write shows here). */
+  readonly siblings: Sibling[];
+  /** The context the write will carry. */
+  readonly context: string | undefined;
+  /** 1 on the first cycle. */
+  readonly attempt: number;
+}
+
+/**
+ * The merge function of `update`: returns the new value, or `undefined` to delete the key. It may run
+ * more than once (once per attempt), so it must not have side effects that must happen once.
+ */
+export type UpdateFn = (
+  values: Buffer[],
+  input: UpdateInput,
+) => string | Uint8Array | undefined | Promise<string | Uint8Array | undefined>;
+
+export interface UpdateResult {
+  /** The written version's context, or undefined when nothing had to be written (delete of nothing). */
+  readonly context: string | undefined;
+  /** What was written; undefined for a delete. */
+  readonly value: Buffer | undefined;
+  readonly deleted: boolean;
+  /** Read-merge-write cycles it took (1 without retries). */
+  readonly attempts: number;
+}
+
 export class RingstoreError extends Error {
   constructor(
     readonly status: number,
     readonly code: string,
     message: string,
     readonly body: Record<string, unknown>,
+    options?: { cause?: unknown },
   ) {
-    super(message);
+    super(message, options);
     this.name = "RingstoreError";
   }
 }
@@ -52,6 +125,10 @@ export function encodeKey(key: string | Uint8Array): string {
   return out;
 }
 
+function keyBytes(key: string | Uint8Array): Uint8Array {
+  return typeof key === "string" ? Buffer.from(key, "utf8") : key;
+}
+
 function query(o: RequestOptions): string {
   const p: string[] = [];
   if (o.r !== undefined) p.push(`r=${o.r}`);
@@ -60,45 +137,334 @@ function query(o: RequestOptions): string {
   return p.length > 0 ? `?${p.join("&")}` : "";
 }
 
-export class RingstoreClient {
-  private readonly pool: Pool;
+/** `http://HOST:PORT`, `HOST:PORT` -> `HOST:PORT`. */
+function address(node: string): string {
+  const a = node.replace(/^https?:\/\//, "").replace(/\/+$/, "");
+  if (a === "") throw new RangeError(`bad node address "${node}"`);
+  return a;
+}
 
-  /** `node` is an API address, `http://HOST:PORT` or `HOST:PORT`. */
-  constructor(node: string, options: { connections?: number } = {}) {
-    const origin = node.startsWith("http://") || node.startsWith("https://") ? node : `http://${node}`;
-    this.pool = new Pool(origin, { connections: options.connections ?? 16, pipelining: 1 });
+/** Errors that mean the request never reached the server: safe to send elsewhere, even a write. */
+const NOT_DELIVERED = new Set([
+  "ECONNREFUSED",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "EADDRNOTAVAIL",
+  "ENOTFOUND",
+  "EAI_AGAIN",
+  "UND_ERR_CONNECT_TIMEOUT",
+]);
+
+function errorCode(err: unknown): string | undefined {
+  let e = err as { code?: unknown; cause?: unknown; errors?: unknown } | undefined;
+  for (let depth = 0; e !== undefined && e !== null && depth < 4; depth++) {
+    if (typeof e.code === "string") return e.code;
+    // AggregateError from happy eyeballs: take the first inner error's code.
+    if (Array.isArray(e.errors) && e.errors.length > 0) e = e.errors[0] as typeof e;
+    else e = e.cause as typeof e;
+  }
+  return undefined;
+}
+
+/** A network failure (as opposed to an HTTP answer). */
+function isNetworkError(err: unknown): boolean {
+  if (err instanceof RingstoreError) return false;
+  const c = errorCode(err);
+  // undici's own errors, and system errors (ECONNRESET, EPIPE, ...); not Node's ERR_* argument errors.
+  return c !== undefined && (NOT_DELIVERED.has(c) || c.startsWith("UND_ERR") || /^E[A-Z]+$/.test(c));
+}
+
+interface RingMemberInfo {
+  readonly id: string;
+  readonly api: string;
+  readonly state: string;
+}
+
+interface RingView {
+  readonly version: number;
+  readonly partitions: number;
+  readonly table: PreferenceTable;
+  readonly members: Map<string, RingMemberInfo>;
+  /** What the table was built from, to rebuild it only when it changes. */
+  readonly shape: string;
+}
+
+interface RingAnswer {
+  version: number;
+  partitions: number;
+  n: number;
+  owners: string[];
+  members: { id: string; api: string; zone: string | null; weight: number; state: string }[];
+}
+
+interface Answer {
+  readonly status: number;
+  readonly headers: Record<string, string | string[] | undefined>;
+  readonly body: Buffer;
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+export class RingstoreClient {
+  private readonly seeds: string[];
+  private readonly pools = new Map<string, Pool>();
+  private readonly avoidUntil = new Map<string, number>();
+  private readonly connections: number;
+  private readonly routing: Routing;
+  private readonly httpTimeoutMs: number;
+  private readonly avoidMs: number;
+  private ring: RingView | undefined;
+  private ringFetch: Promise<void> | undefined;
+  private lastRingFetchAt = 0;
+  private readonly refreshTimer: NodeJS.Timeout | undefined;
+  private next = 0;
+  private closed = false;
+
+  /** `nodes`: one API address or several (seeds), each `http://HOST:PORT` or `HOST:PORT`. */
+  constructor(nodes: string | readonly string[], options: ClientOptions = {}) {
+    const list = (typeof nodes === "string" ? [nodes] : [...nodes]).map(address);
+    if (list.length === 0) throw new RangeError("RingstoreClient needs at least one node address");
+    this.seeds = [...new Set(list)];
+    this.connections = options.connections ?? 16;
+    this.routing = options.routing ?? "none";
+    this.httpTimeoutMs = options.httpTimeoutMs ?? 30_000;
+    this.avoidMs = options.avoidAfterFailureMs ?? 2000;
+    if (this.routing === "partition-aware") {
+      const every = options.ringRefreshMs ?? 5000;
+      this.refreshTimer = setInterval(() => this.refreshRing(), every);
+      this.refreshTimer.unref();
+    }
   }
 
-  private async fail(status: number, text: string): Promise<never> {
-    let body: Record<string, unknown> = {};
+  // ------------------------------------------------------------------ plumbing
+
+  private pool(addr: string): Pool {
+    let p = this.pools.get(addr);
+    if (p === undefined) {
+      p = new Pool(`http://${addr}`, {
+        connections: this.connections,
+        pipelining: 1,
+        headersTimeout: this.httpTimeoutMs,
+        bodyTimeout: this.httpTimeoutMs,
+        connect: { timeout: Math.min(this.httpTimeoutMs, 5000) },
+      });
+      this.pools.set(addr, p);
+    }
+    return p;
+  }
+
+  private avoided(addr: string, now: number): boolean {
+    const t = this.avoidUntil.get(addr);
+    return t !== undefined && t > now;
+  }
+
+  private markFailed(addr: string): void {
+    this.avoidUntil.set(addr, Date.now() + this.avoidMs);
+    if (this.routing === "partition-aware") this.refreshRing(250);
+  }
+
+  /** Nodes to try for a request, best first; nodes that failed lately come last. */
+  private candidates(key: Uint8Array | undefined): string[] {
+    const now = Date.now();
+    const out: string[] = [];
+    const seen = new Set<string>();
+    const add = (a: string | undefined) => {
+      if (a === undefined || a === "" || seen.has(a)) return;
+      seen.add(a);
+      out.push(a);
+    };
+    const ring = this.ring;
+    if (this.routing === "partition-aware" && ring !== undefined) {
+      const prefs = key === undefined ? [] : ring.table.forPartition(partitionOf(key, ring.partitions));
+      const members = [...ring.members.values()];
+      for (const id of prefs) {
+        const m = ring.members.get(id);
+        if (m?.state === "up") add(m.api);
+      }
+      for (const id of prefs) add(ring.members.get(id)?.api);
+      // Any node serves any key: members that are up next (spread by rotation), then the seeds.
+      const start = this.next++ % Math.max(1, members.length);
+      for (let i = 0; i < members.length; i++) {
+        const m = members[(start + i) % members.length]!;
+        if (m.state === "up") add(m.api);
+      }
+      for (const m of members) add(m.api);
+    }
+    const start = this.next++ % this.seeds.length;
+    for (let i = 0; i < this.seeds.length; i++) add(this.seeds[(start + i) % this.seeds.length]);
+    const good = out.filter((a) => !this.avoided(a, now));
+    const bad = out.filter((a) => this.avoided(a, now));
+    return [...good, ...bad];
+  }
+
+  /**
+   * Sends one request, moving to the next node when it could not be delivered (or, for reads, on any
+   * network error). Every node is tried at most once.
+   */
+  private async send(
+    method: "GET" | "PUT" | "DELETE",
+    key: Uint8Array | undefined,
+    path: string,
+    headers: Record<string, string> = {},
+    body?: Uint8Array,
+  ): Promise<Answer> {
+    if (this.closed) throw new RingstoreError(0, "closed", "the client is closed", {});
+    if (this.routing === "partition-aware" && this.ring === undefined) await this.loadRing();
+    const idempotent = method === "GET";
+    let last: unknown;
+    const tried: string[] = [];
+    for (const addr of this.candidates(key)) {
+      tried.push(addr);
+      try {
+        const res = await this.pool(addr).request({
+          method,
+          path,
+          headers,
+          ...(body !== undefined ? { body } : {}),
+        });
+        const buf = Buffer.from(await res.body.arrayBuffer());
+        this.avoidUntil.delete(addr);
+        return { status: res.statusCode, headers: res.headers, body: buf };
+      } catch (err) {
+        if (!isNetworkError(err)) throw err;
+        last = err;
+        this.markFailed(addr);
+        const code = errorCode(err) ?? "";
+        if (!idempotent && !NOT_DELIVERED.has(code)) {
+          throw new RingstoreError(
+            0,
+            "unreachable",
+            `${method} to ${addr} failed after it was sent (${code}): the write may have been applied`,
+            { error: "unreachable", node: addr, cause: code },
+            { cause: err },
+          );
+        }
+      }
+    }
+    throw new RingstoreError(
+      0,
+      "unreachable",
+      `no node could be reached (tried ${tried.join(", ")}): ${(last as Error | undefined)?.message ?? ""}`,
+      { error: "unreachable", tried },
+      { cause: last },
+    );
+  }
+
+  private fail(a: Answer): never {
+    const text = a.body.toString("utf8");
+    let body: Record<string, unknown>;
     try {
       body = JSON.parse(text) as Record<string, unknown>;
     } catch {
       body = { error: "unknown", message: text };
     }
     throw new RingstoreError(
-      status,
+      a.status,
       String(body.error ?? "unknown"),
-      String(body.message ?? `HTTP ${status}`),
+      String(body.message ?? `HTTP ${a.status}`),
       body,
     );
   }
 
+  // ------------------------------------------------------------------ the ring
+
+  /** First fetch: waits for it (a failure leaves routing to the seeds until a refresh succeeds). */
+  private async loadRing(): Promise<void> {
+    this.refreshRing(0);
+    await this.ringFetch;
+  }
+
+  /** Starts a fetch of /ring unless one is running or one started less than `minGapMs` ago. */
+  private refreshRing(minGapMs = 0): void {
+    if (this.closed || this.ringFetch !== undefined) return;
+    const now = Date.now();
+    if (now - this.lastRingFetchAt < minGapMs) return;
+    this.lastRingFetchAt = now;
+    this.ringFetch = this.fetchRing()
+      .catch(() => undefined)
+      .finally(() => {
+        this.ringFetch = undefined;
+      });
+  }
+
+  private async fetchRing(): Promise<void> {
+    const now = Date.now();
+    const known = this.ring === undefined ? [] : [...this.ring.members.values()];
+    const order = [
+      ...known.filter((m) => m.state === "up").map((m) => m.api),
+      ...this.seeds,
+      ...known.map((m) => m.api),
+    ].filter((a) => a !== "");
+    const tried = new Set<string>();
+    for (const addr of [...order.filter((a) => !this.avoided(a, now)), ...order]) {
+      if (tried.has(addr) || this.closed) continue;
+      tried.add(addr);
+      try {
+        const res = await this.pool(addr).request({
+          method: "GET",
+          path: "/ring",
+          headersTimeout: Math.min(this.httpTimeoutMs, 3000),
+        });
+        const text = await res.body.text();
+        if (res.statusCode !== 200) continue;
+        const j = JSON.parse(text) as RingAnswer;
+        if (!(j.partitions > 0) || !Array.isArray(j.owners) || j.owners.length !== j.partitions) continue;
+        this.installRing(j);
+        return;
+      } catch {
+        // try the next node
+      }
+    }
+  }
+
+  private installRing(j: RingAnswer): void {
+    const members = new Map<string, RingMemberInfo>(
+      // A member that gossips port 0 (bound to "any free port", address not yet known) cannot be reached:
+      // it gets no address, and requests for its partitions go to the other replicas.
+      j.members.map((m) => [m.id, { id: m.id, api: /:0$/.test(m.api) ? "" : m.api, state: m.state }]),
+    );
+    const ringMembers = j.members.map((m) => ({ id: m.id, weight: m.weight, zone: m.zone ?? undefined }));
+    const shape = JSON.stringify([j.version, j.n, ringMembers.map((m) => [m.id, m.weight, m.zone ?? null])]);
+    const prev = this.ring;
+    const table =
+      prev !== undefined && prev.shape === shape
+        ? prev.table
+        : new PreferenceTable({ partitions: j.partitions, owners: j.owners }, ringMembers, j.n);
+    this.ring = { version: j.version, partitions: j.partitions, table, members, shape };
+  }
+
+  /**
+   * Where a request for `key` would go, best first (API addresses), and the key's preference list as
+   * the ring last fetched says (empty without partition-aware routing). For diagnostics and tests.
+   */
+  async route(
+    key: string | Uint8Array,
+  ): Promise<{ nodes: string[]; replicas: string[]; partition?: number }> {
+    if (this.routing === "partition-aware" && this.ring === undefined) await this.loadRing();
+    const k = keyBytes(key);
+    const ring = this.ring;
+    if (this.routing !== "partition-aware" || ring === undefined)
+      return { nodes: this.candidates(k), replicas: [] };
+    const partition = partitionOf(k, ring.partitions);
+    return { nodes: this.candidates(k), replicas: [...ring.table.forPartition(partition)], partition };
+  }
+
+  // ------------------------------------------------------------------ the API
+
   async get(key: string | Uint8Array, options: RequestOptions = {}): Promise<GetResult> {
-    const res = await this.pool.request({ method: "GET", path: `/kv/${encodeKey(key)}${query(options)}` });
+    const k = keyBytes(key);
+    const res = await this.send("GET", k, `/kv/${encodeKey(k)}${query(options)}`);
     const context = res.headers["x-context"] as string | undefined;
-    if (res.statusCode === 200) {
-      const value = Buffer.from(await res.body.arrayBuffer());
+    if (res.status === 200) {
       return {
         kind: "value",
-        value,
+        value: res.body,
         contentType: String(res.headers["content-type"] ?? ""),
         context: context!,
       };
     }
-    const text = await res.body.text();
-    if (res.statusCode === 300) {
-      const j = JSON.parse(text) as {
+    if (res.status === 300) {
+      const j = JSON.parse(res.body.toString("utf8")) as {
         context: string;
         siblings: { value: string; contentType: string; deleted: boolean }[];
       };
@@ -112,11 +478,16 @@ export class RingstoreClient {
         })),
       };
     }
-    if (res.statusCode === 404) {
-      const j = JSON.parse(text) as { error?: string };
+    if (res.status === 404) {
+      let j: { error?: string } = {};
+      try {
+        j = JSON.parse(res.body.toString("utf8")) as { error?: string };
+      } catch {
+        // not a ringstore answer: reported below
+      }
       if (j.error === "not_found") return { kind: "not_found", context };
     }
-    return this.fail(res.statusCode, text);
+    return this.fail(res);
   }
 
   /** Writes `value`; pass the context of the versions it replaces. Returns the new version's context. */
@@ -129,15 +500,16 @@ export class RingstoreClient {
       "content-type": options.contentType ?? "application/octet-stream",
     };
     if (options.context !== undefined) headers["x-context"] = options.context;
-    const res = await this.pool.request({
-      method: "PUT",
-      path: `/kv/${encodeKey(key)}${query(options)}`,
+    const k = keyBytes(key);
+    const res = await this.send(
+      "PUT",
+      k,
+      `/kv/${encodeKey(k)}${query(options)}`,
       headers,
-      body: typeof value === "string" ? Buffer.from(value, "utf8") : value,
-    });
-    const text = await res.body.text();
-    if (res.statusCode === 200 || res.statusCode === 204) return res.headers["x-context"] as string;
-    return this.fail(res.statusCode, text);
+      typeof value === "string" ? Buffer.from(value, "utf8") : value,
+    );
+    if (res.status === 200 || res.status === 204) return res.headers["x-context"] as string;
+    return this.fail(res);
   }
 
   async delete(
@@ -146,24 +518,102 @@ export class RingstoreClient {
   ): Promise<string> {
     const headers: Record<string, string> = {};
     if (options.context !== undefined) headers["x-context"] = options.context;
-    const res = await this.pool.request({
-      method: "DELETE",
-      path: `/kv/${encodeKey(key)}${query(options)}`,
-      headers,
-    });
-    const text = await res.body.text();
-    if (res.statusCode === 200 || res.statusCode === 204) return res.headers["x-context"] as string;
-    return this.fail(res.statusCode, text);
+    const k = keyBytes(key);
+    const res = await this.send("DELETE", k, `/kv/${encodeKey(k)}${query(options)}`, headers);
+    if (res.status === 200 || res.status === 204) return res.headers["x-context"] as string;
+    return this.fail(res);
   }
 
-  async status(): Promise<Record<string, unknown>> {
-    const res = await this.pool.request({ method: "GET", path: "/status" });
-    const text = await res.body.text();
-    if (res.statusCode !== 200) return this.fail(res.statusCode, text);
-    return JSON.parse(text) as Record<string, unknown>;
+  /**
+   * Read, merge, write back: reads `key`, calls `fn` with its live values (the single value, or every
+   * live sibling; an empty list when the key is not found or deleted), and writes fn's result with the
+   * context of that read (`undefined` from fn deletes the key).
+   *
+   * What it guarantees. The written version supersedes exactly the versions the read context covers, and
+   * fn saw every one of those: nothing fn did not see is ever replaced. With dotted version vectors a
+   * write that ran concurrently with this cycle (between the read and the write, through any node) does
+   * not make this write fail: both stay, as siblings, and the next read (or the next `update`) hands both
+   * to the merge function. So no concurrent update is lost, as long as fn merges (a set union, a counter
+   * per writer, ...) rather than picks one value.
+   *
+   * Retries. The cycle starts again from the read (at most `maxAttempts` cycles, with jittered
+   * exponential backoff) on 409 too_many_siblings, 503 unavailable, and on network errors. A write that
+   * got 503 or lost its connection may have been applied on some replicas; the next read then returns
+   * it (or it resurfaces later as a sibling), so fn must be idempotent in the sense that merging a value
+   * with itself changes nothing. fn runs once per cycle. Other errors (400, 413, ...) are thrown at once.
+   */
+  async update(key: string | Uint8Array, fn: UpdateFn, options: UpdateOptions = {}): Promise<UpdateResult> {
+    const k = keyBytes(key);
+    const maxAttempts = Math.max(1, options.maxAttempts ?? 5);
+    const base = options.retryDelayMs ?? 20;
+    const rw: RequestOptions = {
+      ...(options.r !== undefined ? { r: options.r } : {}),
+      ...(options.w !== undefined ? { w: options.w } : {}),
+      ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
+    };
+    let lastErr: unknown;
+    for (let attempt = 1; attempt <= maxAttempts; attempt++) {
+      try {
+        const cur = await this.get(k, rw);
+        const siblings: Sibling[] =
+          cur.kind === "value"
+            ? [{ value: cur.value, contentType: cur.contentType, deleted: false }]
+            : cur.kind === "siblings"
+              ? cur.siblings
+              : [];
+        const live = siblings.filter((s) => !s.deleted);
+        const out = await fn(
+          live.map((s) => s.value),
+          { values: live.map((s) => s.value), siblings, context: cur.context, attempt },
+        );
+        if (out === undefined) {
+          // Nothing live and nothing to supersede: a delete would only add a tombstone.
+          if (live.length === 0 && cur.kind === "not_found")
+            return { context: cur.context, value: undefined, deleted: true, attempts: attempt };
+          const context = await this.delete(k, { ...rw, context: cur.context });
+          return { context, value: undefined, deleted: true, attempts: attempt };
+        }
+        const value = typeof out === "string" ? Buffer.from(out, "utf8") : Buffer.from(out);
+        const contentType =
+          options.contentType ?? (live.length === 1 ? live[0]!.contentType : "application/octet-stream");
+        const context = await this.put(k, value, { ...rw, context: cur.context, contentType });
+        return { context, value, deleted: false, attempts: attempt };
+      } catch (err) {
+        const retryable =
+          err instanceof RingstoreError &&
+          (err.code === "too_many_siblings" || err.code === "unavailable" || err.code === "unreachable");
+        if (!retryable || attempt === maxAttempts) throw err;
+        lastErr = err;
+        const delay = Math.min(1000, base * 2 ** (attempt - 1)) * (0.5 + Math.random());
+        await sleep(delay);
+      }
+    }
+    throw lastErr;
   }
 
-  close(): Promise<void> {
-    return this.pool.close();
+  async status(node?: string): Promise<Record<string, unknown>> {
+    const addr = node === undefined ? undefined : address(node);
+    const res =
+      addr === undefined
+        ? await this.send("GET", undefined, "/status")
+        : await (async () => {
+            const r = await this.pool(addr).request({ method: "GET", path: "/status" });
+            return {
+              status: r.statusCode,
+              headers: r.headers,
+              body: Buffer.from(await r.body.arrayBuffer()),
+            };
+          })();
+    if (res.status !== 200) return this.fail(res);
+    return JSON.parse(res.body.toString("utf8")) as Record<string, unknown>;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.refreshTimer !== undefined) clearInterval(this.refreshTimer);
+    await this.ringFetch;
+    await Promise.all([...this.pools.values()].map((p) => p.close()));
+    this.pools.clear();
   }
 }

@@ -53,6 +53,11 @@ export function newerEntry(a: MemberView, b: MemberView): boolean {
   return a.heartbeat > b.heartbeat;
 }
 
+/** "id:weight" per ring member, sorted: what a ring was claimed for. */
+export function ringMemberKeys(members: readonly RingMember[]): string[] {
+  return members.map((m) => `${m.id}:${m.weight}`).sort();
+}
+
 function ringKey(r: RingView): string {
   return `${r.version}:${r.owners.join(",")}`;
 }
@@ -191,8 +196,14 @@ export class Membership {
 
   /** Creates the first ring (a new cluster of one). */
   bootstrapRing(): void {
-    const r = claim(undefined, this.ringMembers(), this.config.partitions, this.config.n);
-    this.ringView = { version: 1, partitions: r.partitions, owners: r.owners };
+    const members = this.ringMembers();
+    const r = claim(undefined, members, this.config.partitions, this.config.n);
+    this.ringView = {
+      version: 1,
+      partitions: r.partitions,
+      owners: r.owners,
+      members: ringMemberKeys(members),
+    };
     const me = this.self;
     this.members.set(me.id, { ...me, status: "up", incarnation: me.incarnation + 1 });
     this.epoch++;
@@ -214,22 +225,28 @@ export class Membership {
     return ids[0];
   }
 
+  /** The claimant re-claims when the ring's members (or their weights) differ from the current members. */
   private maybeClaim(now: number): void {
     if (this.ringView === null || this.claimant(now) !== this.config.selfId) return;
-    const wanted = new Set(this.ringMembers().map((m) => m.id));
-    const owners = new Set(this.ringView.owners);
-    const same = wanted.size === owners.size && [...wanted].every((id) => owners.has(id));
-    if (same) return;
+    const members = this.ringMembers();
+    const keys = ringMemberKeys(members);
+    if (keys.length === this.ringView.members.length && keys.every((k, i) => k === this.ringView!.members[i]))
+      return;
     const prev: Ring = { partitions: this.ringView.partitions, owners: this.ringView.owners };
-    const next = claim(prev, this.ringMembers(), this.ringView.partitions, this.config.n);
-    this.ringView = { version: this.ringView.version + 1, partitions: next.partitions, owners: next.owners };
+    const next = claim(prev, members, this.ringView.partitions, this.config.n);
+    this.ringView = {
+      version: this.ringView.version + 1,
+      partitions: next.partitions,
+      owners: next.owners,
+      members: keys,
+    };
     this.epoch++;
   }
 
-  /** A joining member turns itself up once the ring gives it partitions. */
+  /** A joining member turns itself up once a ring has been claimed with it (even with no partition). */
   private maybeBecomeUp(): void {
     const me = this.self;
-    if (me.status === "joining" && this.ringView?.owners.includes(me.id)) {
+    if (me.status === "joining" && this.ringView?.members.some((k) => k.startsWith(`${me.id}:`))) {
       this.members.set(me.id, { ...me, status: "up", incarnation: me.incarnation + 1 });
       this.epoch++;
     }

@@ -309,7 +309,13 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
           members: membership
             .view()
             .filter((m) => m.status !== "left")
-            .map((m) => ({ id: m.id, api: m.api, zone: m.zone ?? null, weight: m.weight, state: membership.liveness(m.id, t) })),
+            .map((m) => ({
+              id: m.id,
+              api: m.api,
+              zone: m.zone ?? null,
+              weight: m.weight,
+              state: membership.liveness(m.id, t),
+            })),
         };
       },
       status: async () => {

@@ -34,29 +34,50 @@ export interface Ring {
 
 const RING_SEED = 0x52494e47; // "RING"
 
-/** The partition of a key: its 32-bit hash scaled to [0, Q). */
+/** The partition of a key: its 32-bit hash scaled to [0, Q). Q must be a valid partition count (claim checks). */
 export function partitionOf(key: Uint8Array, partitions: number): number {
   return Math.floor((hash32(key, RING_SEED) * partitions) / 0x1_0000_0000);
 }
 
-/** Integer targets summing to Q, proportional to weights (largest remainder; ties by id). */
-export function targetCounts(members: readonly RingMember[], partitions: number): Map<string, number> {
-  const total = members.reduce((s, m) => s + m.weight, 0);
-  if (!(total > 0)) throw new RangeError("ring members need a positive total weight");
-  const exact = members.map((m) => ({ id: m.id, x: (partitions * m.weight) / total }));
+/**
+ * Integer targets summing to Q, each within one partition of its exact share Q*w/W. Which members get the
+ * rounded-up count is chosen to keep partitions where they are: members that already own at least their
+ * rounded-up count keep it first, then the largest remainders, then ids. (Plain largest-remainder rounding
+ * is not monotone: a join could shift one partition between two members that did not change.)
+ */
+export function targetCounts(
+  members: readonly RingMember[],
+  partitions: number,
+  current: ReadonlyMap<string, number> = new Map(),
+): Map<string, number> {
+  // Scale by the largest weight first so that huge weights cannot overflow Q * w.
+  const maxW = Math.max(...members.map((m) => m.weight));
+  const scaled = members.map((m) => m.weight / maxW);
+  const total = scaled.reduce((s, w) => s + w, 0);
+  if (!(total > 0) || !Number.isFinite(total))
+    throw new RangeError("ring members need a positive, finite total weight");
+  const exact = members.map((m, i) => ({ id: m.id, x: partitions * (scaled[i]! / total) }));
   const out = new Map<string, number>();
   let given = 0;
   for (const e of exact) {
-    out.set(e.id, Math.floor(e.x));
-    given += Math.floor(e.x);
+    const lo = Math.floor(e.x);
+    out.set(e.id, lo);
+    given += lo;
   }
-  const byRemainder = [...exact].sort(
-    (a, b) => b.x - Math.floor(b.x) - (a.x - Math.floor(a.x)) || (a.id < b.id ? -1 : 1),
-  );
-  for (let i = 0; given < partitions; i++, given++) {
-    const e = byRemainder[i % byRemainder.length]!;
+  const keepsHigh = (e: { id: string; x: number }) => (current.get(e.id) ?? 0) > Math.floor(e.x);
+  const order = exact
+    .filter((e) => e.x > Math.floor(e.x))
+    .sort(
+      (a, b) =>
+        Number(keepsHigh(b)) - Number(keepsHigh(a)) ||
+        b.x - Math.floor(b.x) - (a.x - Math.floor(a.x)) ||
+        (a.id < b.id ? -1 : 1),
+    );
+  for (let i = 0; given < partitions && i < order.length; i++, given++) {
+    const e = order[i]!;
     out.set(e.id, out.get(e.id)! + 1);
   }
+  if (given !== partitions) throw new Error("targetCounts: rounding did not reach Q");
   return out;
 }
 
@@ -83,13 +104,21 @@ export function claim(
   partitions: number,
   n: number,
 ): Ring {
-  if (!Number.isInteger(Math.log2(partitions)) || partitions < 1 || partitions > 1 << 20)
+  if (
+    !Number.isInteger(partitions) ||
+    !Number.isInteger(Math.log2(partitions)) ||
+    partitions < 1 ||
+    partitions > 1 << 20
+  )
     throw new RangeError(`partitions must be a power of two up to 2^20, got ${partitions}`);
+  if (!Number.isInteger(n) || n < 1) throw new RangeError(`n must be a positive integer, got ${n}`);
   if (prev !== undefined && prev.partitions !== partitions)
     throw new RangeError("the partition count never changes");
   const members = validateMembers(membersIn);
-  const targets = targetCounts(members, partitions);
   const owners: (string | undefined)[] = prev ? [...prev.owners] : new Array(partitions).fill(undefined);
+  const currentCounts = new Map<string, number>();
+  for (const o of owners) if (o !== undefined) currentCounts.set(o, (currentCounts.get(o) ?? 0) + 1);
+  const targets = targetCounts(members, partitions, currentCounts);
   const owned = new Map<string, number[]>(members.map((m) => [m.id, []]));
   const pool: number[] = [];
   for (let p = 0; p < partitions; p++) {
@@ -166,6 +195,7 @@ export class PreferenceTable {
     members: readonly RingMember[],
     readonly n: number,
   ) {
+    if (!Number.isInteger(n) || n < 1) throw new RangeError(`n must be a positive integer, got ${n}`);
     const zoneOf = new Map(members.map((m) => [m.id, m.zone ?? `node:${m.id}`]));
     const zones = new Set(zoneOf.values()).size;
     const distinctNodes = new Set(ring.owners).size;

@@ -41,6 +41,8 @@ export interface RingView {
   readonly version: number;
   readonly partitions: number;
   readonly owners: readonly string[];
+  /** The members (id:weight) the ring was claimed for; a member may own no partition (tiny weight). */
+  readonly members: readonly string[];
 }
 
 export type RequestBody =
@@ -172,7 +174,10 @@ function ring(v: unknown): RingView | null {
   if (owners.length !== partitions) throw new ProtocolError("ring owners do not match its partition count");
   for (const x of owners)
     if (typeof x !== "string" || x.length > 64) throw new ProtocolError("ring owner is not an id");
-  return { version: int(o, "version"), partitions, owners: owners as string[] };
+  const members = arr(o, "members", MAX_MEMBERS);
+  for (const x of members)
+    if (typeof x !== "string" || x.length > 100) throw new ProtocolError("ring member is not an id");
+  return { version: int(o, "version"), partitions, owners: owners as string[], members: members as string[] };
 }
 
 function requestBody(v: unknown): RequestBody {

@@ -31,6 +31,11 @@ export interface RandomAccessFile {
   readonly size: number;
   /** Reads exactly `length` bytes at `position`; fails if the file is shorter. */
   read(position: number, length: number): Promise<Buffer>;
+  /**
+   * The same, synchronously: one pread. From the page cache a 4 KiB read takes about 2 us this way against
+   * 10-30 us through libuv's thread pool; a read that must wait for the device blocks the event loop.
+   */
+  readSync(position: number, length: number): Buffer;
   close(): Promise<void>;
 }
 

@@ -122,17 +122,19 @@ export class MemoryFileSystem implements FileSystem {
     if (!inode) throw errnoError("ENOENT", `no such file ${p}`);
     const gen = this.generation;
     const size = inode.length;
+    const readSync = (position: number, length: number): Buffer => {
+      this.checkGeneration(gen, p);
+      if (position + length > inode.length)
+        throw new Error(
+          `short read of ${p}: wanted ${length} bytes at ${position}, file has ${inode.length}`,
+        );
+      return Buffer.from(inode.data.subarray(position, position + length));
+    };
     return {
       path: p,
       size,
-      read: async (position: number, length: number): Promise<Buffer> => {
-        this.checkGeneration(gen, p);
-        if (position + length > inode.length)
-          throw new Error(
-            `short read of ${p}: wanted ${length} bytes at ${position}, file has ${inode.length}`,
-          );
-        return Buffer.from(inode.data.subarray(position, position + length));
-      },
+      read: async (position: number, length: number): Promise<Buffer> => readSync(position, length),
+      readSync,
       close: async () => {},
     };
   }

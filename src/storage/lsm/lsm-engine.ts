@@ -163,7 +163,14 @@ export class LsmEngine implements StorageEngine {
     this.timers = config.timers;
     this.now = now;
     this.blockCache = new BlockCache<Block>(this.o.blockCacheBytes);
-    this.tables = new TableCache(this.fs, this.dir, this.blockCache, this.readStats, this.o.maxOpenTables);
+    this.tables = new TableCache(
+      this.fs,
+      this.dir,
+      this.blockCache,
+      this.readStats,
+      this.o.maxOpenTables,
+      this.o.syncReads,
+    );
   }
 
   /**

@@ -52,6 +52,12 @@ export interface LsmOptions {
   readonly tableWriteChunkBytes: number;
   /** Entries a compaction merges between yields to the event loop. */
   readonly compactionYieldEntries: number;
+  /**
+   * Read data blocks with a synchronous pread (default) rather than through the thread pool. Far faster
+   * when the data is in the page cache (the usual case for a replica's working set); a read from the
+   * device blocks the event loop meanwhile. Choose false for data much larger than memory on slow disks.
+   */
+  readonly syncReads: boolean;
 }
 
 export const DEFAULT_LSM_OPTIONS: LsmOptions = {
@@ -75,6 +81,7 @@ export const DEFAULT_LSM_OPTIONS: LsmOptions = {
   maxWriteGroupBytes: 4 * 1024 * 1024,
   tableWriteChunkBytes: 1024 * 1024,
   compactionYieldEntries: 2048,
+  syncReads: true,
 };
 
 export function resolveLsmOptions(partial: Partial<LsmOptions> = {}): LsmOptions {

@@ -114,7 +114,6 @@ export class TableBuilder {
     if (this.smallest === null) this.smallest = Buffer.from(key);
     this.lastKeyInBlock = keyCopy;
     this.lastKey = keyCopy;
-    if (this.blockLen >= this.options.blockBytes) this.finishBlock();
   }
 
   private finishBlock(): void {

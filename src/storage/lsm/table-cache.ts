@@ -30,6 +30,7 @@ export class TableCache {
     private readonly blockCache: BlockCache<Block>,
     private readonly stats: ReadStats,
     private readonly capacity: number,
+    private readonly syncReads = true,
   ) {}
 
   get openTables(): number {
@@ -56,7 +57,7 @@ export class TableCache {
       slot.opening = (async () => {
         const file = await this.fs.openRead(path.join(this.dir, tableFileName(meta.fileNumber)));
         try {
-          return await TableReader.open(file, meta.fileNumber, this.blockCache, this.stats);
+          return await TableReader.open(file, meta.fileNumber, this.blockCache, this.stats, this.syncReads);
         } catch (err) {
           await file.close();
           throw err;

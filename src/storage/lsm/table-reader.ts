@@ -123,6 +123,7 @@ export class TableReader {
     filter: Buffer,
     private readonly cache: BlockCache<Block>,
     private readonly stats: ReadStats,
+    private readonly syncReads: boolean,
   ) {
     const name = file.path;
     this.filter = (() => {
@@ -168,6 +169,7 @@ export class TableReader {
     fileNumber: number,
     cache: BlockCache<Block>,
     stats: ReadStats,
+    syncReads = true,
   ): Promise<TableReader> {
     if (file.size < FOOTER_BYTES) throw new CorruptionError(file.path, 0, "file shorter than a table footer");
     const footer = decodeFooter(
@@ -188,7 +190,7 @@ export class TableReader {
       BLOCK_INDEX,
     );
     if (index.length < 4) throw new CorruptionError(file.path, footer.indexOffset, "index block too short");
-    return new TableReader(fileNumber, file, footer, index, filter, cache, stats);
+    return new TableReader(fileNumber, file, footer, index, filter, cache, stats, syncReads);
   }
 
   get path(): string {
@@ -208,10 +210,32 @@ export class TableReader {
     return lo;
   }
 
-  private async loadBlock(i: number, fillCache = true): Promise<Block> {
+  /** The block from the cache, or read synchronously (syncReads), or undefined: then use loadBlock. */
+  private cachedOrSyncBlock(i: number, fillCache: boolean): Block | undefined {
     const ck = BlockCache.key(this.fileNumber, i);
     const cached = fillCache ? this.cache.get(ck) : this.cache.peek(ck);
-    if (cached !== undefined) return cached;
+    if (cached !== undefined || !this.syncReads) return cached;
+    const off = this.blockOffsets[i]!;
+    let raw: Buffer;
+    try {
+      raw = this.file.readSync(off, this.blockSizes[i]!);
+    } catch (err) {
+      throw new CorruptionError(this.file.path, off, "data block could not be read", { cause: err });
+    }
+    return this.admit(ck, i, raw, fillCache);
+  }
+
+  private admit(ck: number, i: number, raw: Buffer, fillCache: boolean): Block {
+    const off = this.blockOffsets[i]!;
+    const content = verifyBlock(this.file.path, off, raw, BLOCK_DATA);
+    const block = new Block(content, this.file.path, off);
+    if (fillCache) this.cache.insert(ck, block);
+    return block;
+  }
+
+  private async loadBlock(i: number, fillCache = true): Promise<Block> {
+    const b = this.cachedOrSyncBlock(i, fillCache);
+    if (b !== undefined) return b;
     const off = this.blockOffsets[i]!;
     let raw: Buffer;
     try {
@@ -219,10 +243,7 @@ export class TableReader {
     } catch (err) {
       throw new CorruptionError(this.file.path, off, "data block could not be read", { cause: err });
     }
-    const content = verifyBlock(this.file.path, off, raw, BLOCK_DATA);
-    const block = new Block(content, this.file.path, off);
-    if (fillCache) this.cache.insert(ck, block);
-    return block;
+    return this.admit(BlockCache.key(this.fileNumber, i), i, raw, fillCache);
   }
 
   /**
@@ -240,7 +261,7 @@ export class TableReader {
       this.stats.bloomFalsePositives++;
       return undefined;
     }
-    const block = await this.loadBlock(bi);
+    const block = this.cachedOrSyncBlock(bi, true) ?? (await this.loadBlock(bi));
     const i = block.lowerBound(key);
     if (i < block.count) {
       const o = block.offset(i);
@@ -260,9 +281,9 @@ export class TableReader {
   _findBlock(key: Uint8Array): number {
     return this.findBlock(key);
   }
-  /** @internal */
-  _loadBlock(i: number, fillCache: boolean): Promise<Block> {
-    return this.loadBlock(i, fillCache);
+  /** @internal The block at once if cached or read synchronously, else a promise of it. */
+  _block(i: number, fillCache: boolean): Block | Promise<Block> {
+    return this.cachedOrSyncBlock(i, fillCache) ?? this.loadBlock(i, fillCache);
   }
 
   close(): Promise<void> {
@@ -309,13 +330,20 @@ export class TableIterator {
     return this.enterBlock(bi, target);
   }
 
-  private async enterBlock(bi: number, target: Uint8Array | undefined): Promise<void> {
-    this.block = await this.table._loadBlock(bi, this.fillCache);
+  /** Positions at `target` (or the start) of block `bi`; a promise only if the block must be awaited. */
+  private enterBlock(bi: number, target: Uint8Array | undefined): void | Promise<void> {
+    const b = this.table._block(bi, this.fillCache);
+    if (b instanceof Promise) return b.then((block) => this.positionIn(block, bi, target));
+    return this.positionIn(b, bi, target);
+  }
+
+  private positionIn(block: Block, bi: number, target: Uint8Array | undefined): void | Promise<void> {
+    this.block = block;
     this.blockIndex = bi;
-    this.i = target === undefined ? 0 : this.block.lowerBound(target);
+    this.i = target === undefined ? 0 : block.lowerBound(target);
     this.settle();
     if (!this.valid && this.blockIndex + 1 < this.table.blockCount)
-      await this.enterBlock(this.blockIndex + 1, undefined);
+      return this.enterBlock(this.blockIndex + 1, undefined);
   }
 
   private settle(): void {
