@@ -30,6 +30,7 @@ import { Replica } from "../replication/replica.js";
 import { PreferenceTable } from "../ring/ring.js";
 import { seededRandom } from "../runtime/runtime.js";
 import { systemRuntime } from "../runtime/system-runtime.js";
+import { workerCompactionExecutor } from "../storage/compaction-worker.js";
 import { NodeFileSystem } from "../storage/fs/node-file-system.js";
 import { LsmEngine } from "../storage/lsm/lsm-engine.js";
 import type { MemberView, RequestBody, ResponseBody, RingView } from "../transport/messages.js";

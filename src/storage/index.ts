@@ -3,12 +3,14 @@
  * engine to the real disk and clock (the edge; the engines themselves receive these).
  */
 import { systemRuntime } from "../runtime/system-runtime.js";
+import { workerCompactionExecutor } from "./compaction-worker.js";
 import type { StorageEngine } from "./engine.js";
 import { NodeFileSystem } from "./fs/node-file-system.js";
 import { LsmEngine } from "./lsm/lsm-engine.js";
 import type { LsmOptions } from "./lsm/options.js";
 import { MemoryEngine } from "./memory-engine.js";
 
+export { workerCompactionExecutor } from "./compaction-worker.js";
 export type { EngineStats, Entry, LevelStats, RangeOptions, StorageEngine, WriteOp } from "./engine.js";
 export {
   CorruptionError,
@@ -25,14 +27,26 @@ export { DEFAULT_LSM_OPTIONS, type Durability, type LsmOptions } from "./lsm/opt
 export { MemoryEngine } from "./memory-engine.js";
 
 export type StorageConfig =
-  | { readonly kind: "lsm"; readonly dir: string; readonly options?: Partial<LsmOptions> }
+  | {
+      readonly kind: "lsm";
+      readonly dir: string;
+      readonly options?: Partial<LsmOptions>;
+      /** Run compactions in a worker thread (default true). */
+      readonly compactionWorker?: boolean;
+    }
   | { readonly kind: "memory" };
 
 export async function openStorage(config: StorageConfig): Promise<StorageEngine> {
   if (config.kind === "memory") return new MemoryEngine();
   const rt = systemRuntime();
   return LsmEngine.open(
-    { dir: config.dir, fs: new NodeFileSystem(), timers: rt.timers, options: config.options ?? {} },
+    {
+      dir: config.dir,
+      fs: new NodeFileSystem(),
+      timers: rt.timers,
+      options: config.options ?? {},
+      ...(config.compactionWorker === false ? {} : { compactor: workerCompactionExecutor() }),
+    },
     () => rt.clock.now(),
   );
 }

@@ -30,6 +30,7 @@ import {
   type StorageEngine,
   StorageError,
   type WriteOp,
+  workerCompactionExecutor,
 } from "../../src/storage/index.js";
 
 // ---------------------------------------------------------------- helpers
@@ -164,6 +165,8 @@ class ManualTimers implements Timers {
 interface Place {
   readonly fs: FileSystem;
   readonly dir: string;
+  /** Run compactions in a worker thread (the real disk only). */
+  readonly worker?: boolean;
 }
 
 interface Subject {
@@ -689,6 +692,7 @@ function openLsm(place: Place, options: Partial<LsmOptions> = {}, timers?: Timer
     fs: place.fs,
     options: { ...SMALL_LSM, ...options },
     ...(timers ? { timers } : {}),
+    ...(place.worker ? { compactor: workerCompactionExecutor() } : {}),
   });
 }
 
@@ -937,4 +941,19 @@ describe("LsmEngine on NodeFileSystem", () => {
     return lsmSubject(await openLsm(place), place);
   });
   lsmOnlyTests(newPlace);
+});
+
+describe("LsmEngine on NodeFileSystem, compaction in a worker thread", () => {
+  let root = "";
+  let n = 0;
+  before(() => {
+    root = nodeFs.mkdtempSync(path.join(os.tmpdir(), "ringstore-conformance-worker-"));
+  });
+  after(() => {
+    if (root !== "") nodeFs.rmSync(root, { recursive: true, force: true });
+  });
+  storageEngineConformance(async () => {
+    const place: Place = { fs: new NodeFileSystem(), dir: path.join(root, `db-${n++}`), worker: true };
+    return lsmSubject(await openLsm(place), place);
+  });
 });

@@ -45,6 +45,12 @@ import { type DecodedOp, decodeBatchPayload, encodeBatchRecord, KIND_PUT } from 
 import { BlockCache } from "./block-cache.js";
 import { bloomHash } from "./bloom.js";
 import { pickCompaction } from "./compaction.js";
+import {
+  type CompactionExecutor,
+  inlineCompactionExecutor,
+  outputFilesNeeded,
+  writeRunTables,
+} from "./compaction-job.js";
 import { encodeLogFileHeader, parseLogFile, RECORD_TYPE_BATCH, sealHeader, WAL_MAGIC } from "./log-format.js";
 import { ManifestWriter, readCurrent, readManifest } from "./manifest.js";
 import { Memtable } from "./memtable.js";
@@ -58,6 +64,8 @@ import { findTable, makeRun, type Run, type TableMeta, Version, type VersionEdit
 export interface LsmEngineConfig {
   readonly dir: string;
   readonly fs: FileSystem;
+  /** Where compactions run; by default inline, on `fs`. openStorage passes a worker thread for the disk. */
+  readonly compactor?: CompactionExecutor;
   /** Needed for durability "interval" (the periodic fsync). */
   readonly timers?: Timers;
   readonly options?: Partial<LsmOptions>;
@@ -108,6 +116,7 @@ export class LsmEngine implements StorageEngine {
   private readonly blockCache: BlockCache<Block>;
   private readonly tables: TableCache;
   private readonly readStats: ReadStats = { bloomChecks: 0, bloomNegatives: 0, bloomFalsePositives: 0 };
+  private readonly compactor: CompactionExecutor;
 
   private mem!: Memtable;
   private imms: Memtable[] = [];
@@ -163,6 +172,7 @@ export class LsmEngine implements StorageEngine {
     this.timers = config.timers;
     this.now = now;
     this.blockCache = new BlockCache<Block>(this.o.blockCacheBytes);
+    this.compactor = config.compactor ?? inlineCompactionExecutor(config.fs);
     this.tables = new TableCache(
       this.fs,
       this.dir,
@@ -186,6 +196,7 @@ export class LsmEngine implements StorageEngine {
       await e.recover();
     } catch (err) {
       await e.tables.closeAll();
+      await e.compactor.close();
       await e.unlock();
       throw err;
     }
@@ -621,40 +632,16 @@ export class LsmEngine implements StorageEngine {
 
   /** Writes the sorted entries of `source` (already positioned) into tables; returns their metadata. */
   private async writeTables(source: SourceIterator, dropTombstones: boolean): Promise<TableMeta[]> {
-    const out: TableMeta[] = [];
-    let builder: TableBuilder | undefined;
-    let fileNumber = 0;
-    const finish = async () => {
-      const built = await builder!.finish();
-      out.push({ fileNumber, ...built });
-      this.counters.tableBytes += built.size;
-      builder = undefined;
-    };
-    try {
-      while (source.valid) {
-        if (!(dropTombstones && source.kind !== KIND_PUT)) {
-          if (builder === undefined) {
-            fileNumber = this.nextFileNumber++;
-            const file = await this.fs.create(path.join(this.dir, tableFileName(fileNumber)));
-            builder = new TableBuilder(file, {
-              blockBytes: this.o.blockBytes,
-              bloomBitsPerKey: this.o.bloomBitsPerKey,
-              drainBytes: this.o.tableWriteChunkBytes,
-            });
-          }
-          builder.add(source.key, source.kind, source.value);
-          if (builder.pendingBytes >= this.o.tableWriteChunkBytes) await builder.drainIfNeeded();
-          if (builder.estimatedSize >= this.o.tableTargetBytes) await finish();
-        }
-        const r = source.next();
-        if (r !== undefined) await r;
-      }
-      if (builder !== undefined) await finish();
-    } finally {
-      source.close?.();
-    }
-    if (out.length > 0) await this.fs.syncDir(this.dir);
-    return out;
+    const files = await writeRunTables(
+      this.fs,
+      this.dir,
+      source,
+      dropTombstones,
+      this.o,
+      () => this.nextFileNumber++,
+    );
+    for (const f of files) this.counters.tableBytes += f.size;
+    return files;
   }
 
   /** Writes a memtable (recovery) as a run, without installing it. */
@@ -694,13 +681,21 @@ export class LsmEngine implements StorageEngine {
     const v = this.current;
     this.refVersion(v);
     try {
-      const sources = inputs.map((r) => new RunIterator(r, this.tables, false));
-      const merged = new MergingIterator(sources);
-      await merged.seek(undefined);
       let bytesIn = 0;
       for (const r of inputs) bytesIn += r.bytes;
-      const before = this.counters.tableBytes;
-      const files = await this.writeTables(merged, bottom);
+      const fileNumbers: number[] = [];
+      for (let k = outputFilesNeeded(inputs, this.o.tableTargetBytes); k > 0; k--)
+        fileNumbers.push(this.nextFileNumber++);
+      const { files } = await this.compactor.run({
+        dir: this.dir,
+        inputs,
+        dropTombstones: bottom,
+        fileNumbers,
+        options: this.o,
+        maxOpenTables: this.o.maxOpenTables,
+      });
+      let bytesOut = 0;
+      for (const f of files) bytesOut += f.size;
       const id = this.nextFileNumber++;
       const minSeq = Math.min(...inputs.map((r) => r.minSeq));
       const maxSeq = Math.max(...inputs.map((r) => r.maxSeq));
@@ -713,9 +708,10 @@ export class LsmEngine implements StorageEngine {
         await this.appendEdit(edit);
         this.installVersion(this.current.apply(edit));
       });
+      this.counters.tableBytes += bytesOut;
       this.counters.compactions++;
       this.counters.compactionBytesRead += bytesIn;
-      this.counters.compactionBytesWritten += this.counters.tableBytes - before;
+      this.counters.compactionBytesWritten += bytesOut;
     } finally {
       this.unrefVersion(v);
     }
@@ -945,6 +941,7 @@ export class LsmEngine implements StorageEngine {
     await this.wal.file.close();
     await this.manifest.close();
     await this.tables.closeAll();
+    await this.compactor.close();
     await this.unlock?.();
     if (firstError !== undefined) throw new StorageIoError("final WAL sync failed on close", firstError);
   }

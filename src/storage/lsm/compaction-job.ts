@@ -1,0 +1,127 @@
+/**
+ * Writing sorted runs: the table-writing loop shared by flushes and compactions, and the compaction job
+ * as a self-contained function of a FileSystem, so that it can run inline (memory file system, simulator)
+ * or in a worker thread (the real disk: compaction.worker.ts), where it does not compete with the event
+ * loop that serves reads and writes.
+ *
+ * A job names its inputs (runs, by table metadata) and the file numbers its outputs may take (allocated
+ * by the engine beforehand, one more than the inputs could ever need). It writes and syncs the output
+ * tables and their directory entries, and returns their metadata; the engine alone records the result in
+ * the manifest. Outputs of a job that fails or is abandoned are in no manifest: the next open removes them.
+ */
+import * as path from "node:path";
+import type { FileSystem } from "../fs/file-system.js";
+import { KIND_PUT } from "./batch-format.js";
+import { BlockCache } from "./block-cache.js";
+import { MergingIterator, RunIterator, type SourceIterator } from "./merge.js";
+import { TableBuilder } from "./table-builder.js";
+import { TableCache, tableFileName } from "./table-cache.js";
+import type { Block } from "./table-reader.js";
+import type { Run, TableMeta } from "./version.js";
+
+export interface TableWriteOptions {
+  readonly tableTargetBytes: number;
+  readonly blockBytes: number;
+  readonly bloomBitsPerKey: number;
+  readonly tableWriteChunkBytes: number;
+}
+
+/**
+ * Writes the entries of `source` (already positioned) into tables of about tableTargetBytes, dropping
+ * tombstones if asked; syncs each table and then the directory. Closes the source.
+ */
+export async function writeRunTables(
+  fs: FileSystem,
+  dir: string,
+  source: SourceIterator,
+  dropTombstones: boolean,
+  o: TableWriteOptions,
+  nextFileNumber: () => number,
+): Promise<TableMeta[]> {
+  const out: TableMeta[] = [];
+  let builder: TableBuilder | undefined;
+  let fileNumber = 0;
+  const finish = async () => {
+    const built = await builder!.finish();
+    out.push({ fileNumber, ...built });
+    builder = undefined;
+  };
+  try {
+    while (source.valid) {
+      if (!(dropTombstones && source.kind !== KIND_PUT)) {
+        if (builder === undefined) {
+          fileNumber = nextFileNumber();
+          const file = await fs.create(path.join(dir, tableFileName(fileNumber)));
+          builder = new TableBuilder(file, {
+            blockBytes: o.blockBytes,
+            bloomBitsPerKey: o.bloomBitsPerKey,
+            drainBytes: o.tableWriteChunkBytes,
+          });
+        }
+        builder.add(source.key, source.kind, source.value);
+        if (builder.pendingBytes >= o.tableWriteChunkBytes) await builder.drainIfNeeded();
+        if (builder.estimatedSize >= o.tableTargetBytes) await finish();
+      }
+      const r = source.next();
+      if (r !== undefined) await r;
+    }
+    if (builder !== undefined) await finish();
+  } finally {
+    source.close?.();
+  }
+  if (out.length > 0) await fs.syncDir(dir);
+  return out;
+}
+
+export interface CompactionJob {
+  readonly dir: string;
+  /** Input runs, newest first (the merge keeps the newest version of each key). */
+  readonly inputs: readonly Run[];
+  /** True when the inputs include the oldest run: nothing older can hold what a tombstone deletes. */
+  readonly dropTombstones: boolean;
+  /** File numbers the outputs may use, in order. */
+  readonly fileNumbers: readonly number[];
+  readonly options: TableWriteOptions;
+  readonly maxOpenTables: number;
+}
+
+export interface CompactionResult {
+  readonly files: TableMeta[];
+}
+
+export interface CompactionExecutor {
+  run(job: CompactionJob): Promise<CompactionResult>;
+  close(): Promise<void>;
+}
+
+/** How many output files a job can need at most: its input bytes in tables of the target size, plus one. */
+export function outputFilesNeeded(inputs: readonly Run[], tableTargetBytes: number): number {
+  let bytes = 0;
+  for (const r of inputs) bytes += r.bytes;
+  return Math.ceil(bytes / tableTargetBytes) + inputs.reduce((n, r) => n + r.files.length, 0) + 1;
+}
+
+/** Runs a compaction job against `fs`. Inputs are read through their own small cache, never the engine's. */
+export async function runCompaction(fs: FileSystem, job: CompactionJob): Promise<CompactionResult> {
+  const cache = new BlockCache<Block>(0);
+  const stats = { bloomChecks: 0, bloomNegatives: 0, bloomFalsePositives: 0 };
+  const tables = new TableCache(fs, job.dir, cache, stats, job.maxOpenTables, true);
+  try {
+    const merged = new MergingIterator(job.inputs.map((r) => new RunIterator(r, tables, false)));
+    await merged.seek(undefined);
+    let next = 0;
+    const files = await writeRunTables(fs, job.dir, merged, job.dropTombstones, job.options, () => {
+      const n = job.fileNumbers[next++];
+      if (n === undefined) throw new Error("compaction: more output files than allocated");
+      return n;
+    });
+    return { files };
+  } finally {
+    await tables.closeAll();
+  }
+}
+
+/** Runs compactions on the calling thread (memory file system, simulator, or when workers are unwanted). */
+export function inlineCompactionExecutor(fs: FileSystem): CompactionExecutor {
+  return { run: (job) => runCompaction(fs, job), close: async () => {} };
+}
