@@ -58,8 +58,22 @@ export function ringMemberKeys(members: readonly RingMember[]): string[] {
   return members.map((m) => `${m.id}:${m.weight}`).sort();
 }
 
-function ringKey(r: RingView): string {
-  return `${r.version}:${r.owners.join(",")}`;
+/**
+ * Orders two rings of the same version (only possible if two claimants acted at once): a deterministic
+ * tie-break so every node keeps the same one. Compared element by element, stopping at the first
+ * difference: this runs on every gossip message, and rings are usually identical.
+ */
+function compareRings(a: RingView, b: RingView): number {
+  if (a === b) return 0;
+  if (a.version !== b.version) return a.version - b.version;
+  for (const [x, y] of [
+    [a.owners, b.owners],
+    [a.members, b.members],
+  ] as const) {
+    if (x.length !== y.length) return x.length - y.length;
+    for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return x[i]! < y[i]! ? -1 : 1;
+  }
+  return 0;
 }
 
 export class Membership {
@@ -162,13 +176,8 @@ export class Membership {
           l.lastProgressAt = now;
       }
     }
-    if (
-      ring !== null &&
-      (this.ringView === null ||
-        ring.version > this.ringView.version ||
-        (ring.version === this.ringView.version && ringKey(ring) > ringKey(this.ringView)))
-    ) {
-      if (this.ringView === null || ringKey(ring) !== ringKey(this.ringView)) changed = true;
+    if (ring !== null && (this.ringView === null || compareRings(ring, this.ringView) > 0)) {
+      changed = true;
       this.ringView = ring;
     }
     if (changed) this.epoch++;

@@ -168,9 +168,9 @@ class ProcessFs implements FileSystem {
   mkdirp = (d: string) => this.call(() => this.fs.mkdirp(d));
   readdir = (d: string) => this.call(() => this.fs.readdir(d));
   exists = (p: string) => this.call(() => this.fs.exists(p));
-  create = (p: string): Promise<WritableFile> =>
+  create = (p: string, options?: { readonly preallocateBytes?: number }): Promise<WritableFile> =>
     this.call(async () => {
-      const f = await this.fs.create(p);
+      const f = await this.fs.create(p, options);
       const sync = async () => {
         this.beforeSync?.(p);
         return f.sync();
@@ -179,6 +179,9 @@ class ProcessFs implements FileSystem {
         path: f.path,
         get size() {
           return f.size;
+        },
+        get zeroBytesWritten() {
+          return f.zeroBytesWritten;
         },
         append: (data: Uint8Array) => f.append(data),
         appendSync: (data: Uint8Array) => f.appendSync(data),

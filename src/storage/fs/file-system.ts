@@ -14,6 +14,8 @@ export interface WritableFile {
   readonly path: string;
   /** Bytes appended so far. */
   readonly size: number;
+  /** Zeros written ahead by preallocation (they count as disk writes). */
+  readonly zeroBytesWritten: number;
   append(data: Uint8Array): Promise<void>;
   /**
    * Appends synchronously: one write() into the page cache, without a thread-pool round trip. For the
@@ -44,8 +46,13 @@ export interface FileSystem {
   /** Names (not paths) of the entries of `dir`. */
   readdir(dir: string): Promise<string[]>;
   exists(path: string): Promise<boolean>;
-  /** Creates a new file for appending; fails if it exists. */
-  create(path: string): Promise<WritableFile>;
+  /**
+   * Creates a new file for appending; fails if it exists. With `preallocateBytes`, zeros are written ahead
+   * of the appends in chunks of that size, so that appends overwrite allocated blocks and a sync need not
+   * commit a new file size (fdatasync then costs about half, measured on ext4). Readers of such a file see
+   * zeros after the appended bytes. `size` counts appended bytes only; `zeroBytesWritten` the zeros.
+   */
+  create(path: string, options?: { readonly preallocateBytes?: number }): Promise<WritableFile>;
   openRead(path: string): Promise<RandomAccessFile>;
   readFile(path: string): Promise<Buffer>;
   rename(from: string, to: string): Promise<void>;

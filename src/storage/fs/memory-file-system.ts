@@ -74,7 +74,8 @@ export class MemoryFileSystem implements FileSystem {
     return this.entries.has(n) || this.dirs.has(n);
   }
 
-  async create(p: string): Promise<WritableFile> {
+  async create(p: string, options: { readonly preallocateBytes?: number } = {}): Promise<WritableFile> {
+    const prealloc = options.preallocateBytes ?? 0;
     const n = this.norm(p);
     this.requireDir(path.dirname(n));
     if (this.entries.has(n)) throw errnoError("EEXIST", `file exists: ${p}`);
@@ -84,22 +85,35 @@ export class MemoryFileSystem implements FileSystem {
     const check = () => this.checkGeneration(gen, p);
     const fsys = this;
     let closed = false;
+    // Appends go at `pos`; with preallocation the file's length runs ahead of it, filled with zeros.
+    let pos = 0;
+    let zeroBytes = 0;
     const appendSync = (data: Uint8Array): void => {
       check();
       if (closed) throw errnoError("EBADF", `${p} is closed`);
-      const need = inode.length + data.length;
+      let need = Math.max(inode.length, pos + data.length);
+      if (prealloc > 0 && pos + data.length > inode.length) {
+        const grow = Math.max(prealloc, pos + data.length - inode.length);
+        need = inode.length + grow;
+        zeroBytes += grow;
+      }
       if (need > inode.data.length) {
         const grown = Buffer.alloc(Math.max(need, inode.data.length * 2));
         inode.data.copy(grown, 0, 0, inode.length);
         inode.data = grown;
       }
-      inode.data.set(data, inode.length);
+      inode.data.fill(0, inode.length, need);
+      inode.data.set(data, pos);
+      pos += data.length;
       inode.length = need;
     };
     return {
       path: p,
       get size() {
-        return inode.length;
+        return pos;
+      },
+      get zeroBytesWritten() {
+        return zeroBytes;
       },
       async append(data: Uint8Array): Promise<void> {
         appendSync(data);
@@ -108,7 +122,8 @@ export class MemoryFileSystem implements FileSystem {
       async sync(): Promise<void> {
         check();
         fsys.syncs++;
-        inode.synced = inode.length;
+        // Only appended bytes count as synced: zeros written ahead may or may not survive a crash.
+        inode.synced = Math.max(inode.synced, pos);
       },
       async close(): Promise<void> {
         closed = true;

@@ -33,12 +33,19 @@ function fsOpen(p: string, flags: string | number): Promise<number> {
 
 class NodeWritableFile implements WritableFile {
   size = 0;
+  zeroBytesWritten = 0;
+  private allocated = 0;
   constructor(
     readonly path: string,
     private readonly fd: number,
+    private readonly preallocateBytes: number,
   ) {}
 
   async append(data: Uint8Array): Promise<void> {
+    if (this.preallocateBytes > 0) {
+      this.appendSync(data);
+      return;
+    }
     let off = 0;
     while (off < data.length) {
       const n = await fsWrite(this.fd, data, off, data.length - off);
@@ -48,8 +55,16 @@ class NodeWritableFile implements WritableFile {
   }
 
   appendSync(data: Uint8Array): void {
+    if (this.preallocateBytes > 0 && this.size + data.length > this.allocated) {
+      const grow = Math.max(this.preallocateBytes, this.size + data.length - this.allocated);
+      const zeros = Buffer.alloc(grow);
+      let z = 0;
+      while (z < grow) z += fs.writeSync(this.fd, zeros, z, grow - z, this.allocated + z);
+      this.allocated += grow;
+      this.zeroBytesWritten += grow;
+    }
     let off = 0;
-    while (off < data.length) off += fs.writeSync(this.fd, data, off, data.length - off);
+    while (off < data.length) off += fs.writeSync(this.fd, data, off, data.length - off, this.size + off);
     this.size += data.length;
   }
 
@@ -113,9 +128,9 @@ export class NodeFileSystem implements FileSystem {
     }
   }
 
-  async create(p: string): Promise<WritableFile> {
+  async create(p: string, options: { readonly preallocateBytes?: number } = {}): Promise<WritableFile> {
     const fd = await fsOpen(p, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL);
-    return new NodeWritableFile(p, fd);
+    return new NodeWritableFile(p, fd, options.preallocateBytes ?? 0);
   }
 
   async openRead(p: string): Promise<RandomAccessFile> {

@@ -333,7 +333,8 @@ export class LsmEngine implements StorageEngine {
   }
 
   private async createWal(n: number): Promise<WalFile> {
-    const file = await this.fs.create(path.join(this.dir, walFileName(n)));
+    const preallocateBytes = this.o.durability === "fsync" ? this.o.walPreallocateBytes : 0;
+    const file = await this.fs.create(path.join(this.dir, walFileName(n)), { preallocateBytes });
     const header = encodeLogFileHeader(WAL_MAGIC, n);
     await file.append(header);
     await file.sync();
@@ -455,8 +456,9 @@ export class LsmEngine implements StorageEngine {
                 groupBytes,
               );
         try {
+          const zerosBefore = this.wal.file.zeroBytesWritten;
           this.wal.file.appendSync(chunk);
-          this.counters.walBytes += chunk.length;
+          this.counters.walBytes += chunk.length + (this.wal.file.zeroBytesWritten - zerosBefore);
           if (this.o.durability === "fsync") {
             await this.wal.file.sync();
             this.counters.walSyncs++;

@@ -58,6 +58,12 @@ export interface LsmOptions {
    * device blocks the event loop meanwhile. Choose false for data much larger than memory on slow disks.
    */
   readonly syncReads: boolean;
+  /**
+   * In fsync mode, the WAL is preallocated with zeros in chunks of this size (0: off), so that each group
+   * commit's fdatasync overwrites allocated blocks instead of committing a new file size: about half the
+   * latency per fsync on ext4 here. The zeros count as disk writes in the statistics.
+   */
+  readonly walPreallocateBytes: number;
 }
 
 export const DEFAULT_LSM_OPTIONS: LsmOptions = {
@@ -82,6 +88,7 @@ export const DEFAULT_LSM_OPTIONS: LsmOptions = {
   tableWriteChunkBytes: 1024 * 1024,
   compactionYieldEntries: 2048,
   syncReads: true,
+  walPreallocateBytes: 1024 * 1024,
 };
 
 export function resolveLsmOptions(partial: Partial<LsmOptions> = {}): LsmOptions {

@@ -1,0 +1,505 @@
+/**
+ * Membership (src/membership/membership.ts) driven by GossipDriver (gossip-driver.ts), on the simulated
+ * network (src/transport/sim-transport.ts) and virtual time (src/runtime/virtual-runtime.ts). Nothing is
+ * mocked: each node is the real state machine and driver, wired as src/node/node.ts wires them, with a
+ * handler that answers `gossip`, `join` and `ping` as node.ts does.
+ *
+ * - a cluster of five converges: everyone sees everyone up, and the same ring holding all of them;
+ * - one bad link (cut both ways) may make the two ends suspect each other, never declare each other down,
+ *   and nobody else notices;
+ * - a crashed node is declared down by every other node within downAfterMs and a few gossip rounds (and
+ *   not before downAfterMs), and up again soon after it restarts;
+ * - views converge for any seed, under loss, duplication and reordering;
+ * - the ring: three joins give three claims, each moving partitions only to the joiner; every node ends
+ *   at the same version, and no node ever sees its ring version go down.
+ *
+ * Deterministic: every delay, fault and gossip peer comes from SIM_SEED (default below). A failing run
+ * prints the command that replays it.
+ */
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { GossipDriver } from "../../src/membership/gossip-driver.js";
+import { type Liveness, Membership } from "../../src/membership/membership.js";
+import { ownership } from "../../src/ring/ring.js";
+import {
+  derivedRandom,
+  deriveSeed,
+  type TimerGroup,
+  VirtualScheduler,
+} from "../../src/runtime/virtual-runtime.js";
+import type { MemberView, RequestBody, ResponseBody, RingView } from "../../src/transport/messages.js";
+import { type SimFaults, SimNetwork, type SimTransport } from "../../src/transport/sim-transport.js";
+import { TransportError } from "../../src/transport/transport.js";
+
+const SEED = process.env.SIM_SEED !== undefined ? Number(process.env.SIM_SEED) : 0x6055_1e01;
+const REPLAY = `SIM_SEED=${SEED} node --import tsx --test test/membership/membership.test.ts`;
+
+// As node.ts derives them from a gossip interval (the cluster tests use 100 ms and 1000 ms).
+const INTERVAL_MS = 200;
+const DOWN_AFTER_MS = 2000;
+const SUSPECT_FOR_MS = Math.max(INTERVAL_MS * 4, 1000);
+const REQUEST_TIMEOUT_MS = Math.max(INTERVAL_MS * 2, 500);
+const JOIN_TIMEOUT_MS = 5000;
+const PARTITIONS = 64;
+const N = 3;
+const CLUSTER = "sim-cluster";
+
+interface SimNode {
+  readonly id: string;
+  readonly address: string;
+  readonly transport: SimTransport;
+  /** This incarnation's timers (halted by a crash) and random stream. */
+  timers: TimerGroup;
+  generation: number;
+  membership: Membership | undefined;
+  gossip: GossipDriver | undefined;
+  /** What node.ts keeps in members.json: rewritten on every change, read back by a restart. */
+  saved: { members: MemberView[]; ring: RingView | null };
+  crashed: boolean;
+}
+
+const addr = (id: string): string => `sim:${id}`;
+const short = (address: string): string => address.replace(/^sim:/, "");
+const sortedIds = (ids: Iterable<string>): string => [...ids].sort().join(",");
+
+/** A simulated cluster: one scheduler, one network, nodes joining as node.ts makes them join. */
+class SimCluster {
+  readonly sched = new VirtualScheduler();
+  readonly net: SimNetwork;
+  readonly nodes = new Map<string, SimNode>();
+  /** Messages seen by the network, as "from → to what" (requests: op; answers: op or error code). */
+  readonly trace: string[] = [];
+
+  constructor(
+    readonly seed: number,
+    faults: Partial<SimFaults> = {},
+  ) {
+    this.net = new SimNetwork({
+      clock: this.sched,
+      timers: this.sched,
+      random: derivedRandom(seed, "network"),
+      latency: { minMs: 1, maxMs: 5 },
+      faults,
+    });
+    this.net.hook = (m) => {
+      const what = m.kind === "error" ? m.code : m.body.op;
+      this.trace.push(`${short(m.from)} → ${short(m.to)} ${what}`);
+      return undefined;
+    };
+  }
+
+  node(id: string): SimNode {
+    const n = this.nodes.get(id);
+    assert.ok(n !== undefined, `no node ${id}`);
+    return n;
+  }
+
+  live(): SimNode[] {
+    return [...this.nodes.values()].filter((n) => !n.crashed && n.membership !== undefined);
+  }
+
+  /** Attaches node `id` to the network, not yet in a cluster (it may only join). */
+  private attach(id: string): SimNode {
+    // Requests may arrive as soon as the address exists; they find the node through this binding.
+    let node: SimNode | undefined;
+    const transport = this.net.transport({
+      address: addr(id),
+      nodeId: id,
+      clusterId: "",
+      handler: (from, body) => this.dispatch(node!, from, body),
+    });
+    node = {
+      id,
+      address: addr(id),
+      transport,
+      timers: this.sched.group(),
+      generation: 0,
+      membership: undefined,
+      gossip: undefined,
+      saved: { members: [], ring: null },
+      crashed: false,
+    };
+    this.nodes.set(id, node);
+    return node;
+  }
+
+  /** node.ts's request dispatch, for the requests membership uses. */
+  private async dispatch(node: SimNode, from: string, body: RequestBody): Promise<ResponseBody> {
+    const m = node.membership;
+    const g = node.gossip;
+    if (m === undefined || g === undefined)
+      throw Object.assign(new Error("node is starting"), { code: "ERR_STARTING" });
+    switch (body.op) {
+      case "ping":
+        return { op: "pong" };
+      case "gossip":
+        return g.onGossip(from, body);
+      case "join":
+        m.admit(body.member, this.sched.now());
+        return {
+          op: "joined",
+          clusterId: CLUSTER,
+          secret: "c2VjcmV0",
+          n: N,
+          r: 2,
+          w: 2,
+          members: m.view(),
+          ring: m.ring,
+        };
+      default:
+        throw Object.assign(new Error(`${body.op} is not served in this test`), { code: "ERR_UNSUPPORTED" });
+    }
+  }
+
+  private selfEntry(id: string, status: MemberView["status"], incarnation: number): MemberView {
+    return {
+      id,
+      api: `api-${id}`,
+      peer: addr(id),
+      weight: 1,
+      zone: undefined,
+      status,
+      incarnation,
+      heartbeat: 0,
+    };
+  }
+
+  /** Builds membership and gossip from a view (a join answer or the saved one), as node.ts does. */
+  private startMembership(node: SimNode, view: { members: MemberView[]; ring: RingView | null } | undefined) {
+    const now = this.sched.now();
+    const prevSelf = view?.members.find((m) => m.id === node.id);
+    const inRing = view?.ring?.owners.includes(node.id) ?? false;
+    const membership = new Membership(
+      {
+        selfId: node.id,
+        partitions: PARTITIONS,
+        n: N,
+        downAfterMs: DOWN_AFTER_MS,
+        suspectForMs: SUSPECT_FOR_MS,
+        fanout: 3,
+      },
+      this.selfEntry(node.id, inRing ? "up" : "joining", (prevSelf?.incarnation ?? 0) + 1),
+      now,
+    );
+    if (view !== undefined) membership.merge(view.members, view.ring, now);
+    const save = () => {
+      node.saved = { members: membership.view(), ring: membership.ring };
+    };
+    const gossip = new GossipDriver({
+      membership,
+      transport: node.transport,
+      timers: node.timers,
+      clock: this.sched,
+      random: derivedRandom(this.seed, `${node.id}/${node.generation}`),
+      intervalMs: INTERVAL_MS,
+      requestTimeoutMs: REQUEST_TIMEOUT_MS,
+      onChange: save,
+    });
+    node.membership = membership;
+    node.gossip = gossip;
+    return { membership, gossip, save };
+  }
+
+  /** `id` creates a new cluster of one: its own ring, as `ringstore start` without --join. */
+  bootstrap(id: string): void {
+    const node = this.attach(id);
+    node.transport.setCluster(CLUSTER);
+    const { membership, gossip, save } = this.startMembership(node, undefined);
+    membership.bootstrapRing();
+    gossip.start();
+    save();
+  }
+
+  /**
+   * `id` asks `via` to admit it (`join` -> `joined`), takes the cluster id and view from the answer and
+   * gossips from then on, as `joining` until the claimant gives it partitions. A lost join is retried,
+   * as an operator would run the command again (at 5% loss an attempt fails about one time in ten).
+   */
+  async join(id: string, via: string, attempts = 1): Promise<void> {
+    const node = this.attach(id);
+    let answer: ResponseBody | undefined;
+    for (let i = 0; i < attempts && answer === undefined; i++) {
+      const res = node.transport.request(
+        addr(via),
+        { op: "join", member: this.selfEntry(id, "joining", 0) },
+        JOIN_TIMEOUT_MS,
+      );
+      answer = await this.sched.runUntilSettled(res, JOIN_TIMEOUT_MS + 1).catch((err: unknown) => {
+        if (i === attempts - 1 || !(err instanceof TransportError)) throw err;
+        return undefined;
+      });
+    }
+    assert.ok(answer !== undefined && answer.op === "joined", `${id} was not admitted`);
+    node.transport.setCluster(answer.clusterId);
+    const { gossip, save } = this.startMembership(node, { members: [...answer.members], ring: answer.ring });
+    gossip.start();
+    save();
+  }
+
+  /** The process dies: its timers stop, the network forgets it; its saved view stays on "disk". */
+  crash(id: string): void {
+    const node = this.node(id);
+    this.net.crash(node.address);
+    node.timers.halt();
+    node.gossip!.stop();
+    node.crashed = true;
+  }
+
+  /** It starts again from its saved view, with a new incarnation, as node.ts does after a restart. */
+  restart(id: string): void {
+    const node = this.node(id);
+    node.generation++;
+    node.timers = this.sched.group();
+    node.crashed = false;
+    node.membership = undefined;
+    node.gossip = undefined;
+    this.net.restart(node.address, (from, body) => this.dispatch(node, from, body));
+    const { gossip, save } = this.startMembership(node, node.saved);
+    gossip.start();
+    save();
+  }
+
+  liveness(observer: string, subject: string): Liveness {
+    return this.node(observer).membership!.liveness(subject, this.sched.now());
+  }
+
+  /**
+   * Every live node knows exactly `ids`, sees each of them `up` (or, with `suspectOk`, at least not down:
+   * under message loss a node may suspect another for a while), and holds the same ring, owned by them.
+   */
+  converged(ids: readonly string[], suspectOk = false): boolean {
+    const want = sortedIds(ids);
+    let ring: string | undefined;
+    for (const n of this.live()) {
+      const m = n.membership!;
+      const view = m.view();
+      if (sortedIds(view.map((v) => v.id)) !== want) return false;
+      for (const v of view) {
+        const live = this.liveness(n.id, v.id);
+        if (v.status !== "up" || live === "down" || (live === "suspect" && !suspectOk)) return false;
+      }
+      const r = m.ring;
+      if (r === null || sortedIds(new Set(r.owners)) !== want) return false;
+      const key = `${r.version}:${r.owners.join(",")}`;
+      if (ring !== undefined && key !== ring) return false;
+      ring = key;
+    }
+    return ring !== undefined;
+  }
+
+  /** Who sees whom how, for assertion messages. */
+  describe(): string {
+    const t = this.sched.now();
+    const lines = [`t=${t} ms, seed ${this.seed} (replay: ${REPLAY})`];
+    for (const n of this.live()) {
+      const m = n.membership!;
+      const seen = m
+        .view()
+        .map((v) => `${v.id}:${v.status}/${m.liveness(v.id, t)}`)
+        .join(" ");
+      lines.push(`  ${n.id} ring v${m.ring?.version ?? "-"} sees ${seen}`);
+    }
+    return lines.join("\n");
+  }
+
+  /** Five nodes: n1 bootstraps, n2..n5 join through n1, then the view settles. */
+  static async ofFive(seed: number, faults: Partial<SimFaults> = {}, attempts = 1): Promise<SimCluster> {
+    const c = new SimCluster(seed, faults);
+    c.bootstrap("n1");
+    for (const id of ["n2", "n3", "n4", "n5"]) await c.join(id, "n1", attempts);
+    const ok = await c.sched.runUntil(() => c.converged(FIVE), 30_000);
+    assert.ok(ok, `five nodes did not converge within 30 s\n${c.describe()}`);
+    return c;
+  }
+}
+
+const FIVE = ["n1", "n2", "n3", "n4", "n5"];
+
+describe("membership over the simulated network", () => {
+  test("a cluster of five converges: everyone sees everyone up and the same ring", async () => {
+    const c = new SimCluster(SEED);
+    c.bootstrap("n1");
+    assert.equal(c.node("n1").membership!.ring?.version, 1, "n1 made the first ring");
+
+    await c.join("n2", "n1");
+    // n2 is admitted by n1 and takes the view from n1's answer: one round trip, no gossip yet.
+    assert.deepEqual(c.trace, ["n2 → n1 join", "n1 → n2 joined"]);
+    const n2 = c.node("n2").membership!;
+    assert.equal(n2.self.status, "joining", "n2 owns no partition yet");
+    assert.deepEqual(n2.ring?.owners, new Array(PARTITIONS).fill("n1"));
+
+    for (const id of ["n3", "n4", "n5"]) await c.join(id, "n1");
+    const t0 = c.sched.now();
+    assert.ok(await c.sched.runUntil(() => c.converged(FIVE), 30_000), c.describe());
+    const took = c.sched.now() - t0;
+    // Joiners learn the ring through gossip from the claimant (n1), then turn themselves up.
+    assert.ok(c.trace.includes("n1 → n2 gossip") || c.trace.includes("n2 → n1 gossip"));
+    assert.ok(took < 20 * INTERVAL_MS, `converged after ${took} ms\n${c.describe()}`);
+
+    const ring = c.node("n1").membership!.ring!;
+    for (const n of c.live()) assert.deepEqual(n.membership!.ring, ring, `${n.id} holds n1's ring`);
+    const shares = [...ownership(ring).values()].sort((a, b) => a - b);
+    assert.ok(
+      shares[0]! >= Math.floor(PARTITIONS / 5) && shares.at(-1)! <= Math.ceil(PARTITIONS / 5),
+      `${shares}`,
+    );
+    c.net.checkCounters();
+    assert.equal(c.net.counters.dropped, 0);
+  });
+
+  test("one bad link: A may suspect B, never declares it down while B gossips with others", async () => {
+    const c = await SimCluster.ofFive(SEED);
+    const [A, B] = ["n1", "n2"]; // n1 is also the claimant: a wrong "down" would change the ring
+    const ringVersion = c.node(A).membership!.ring!.version;
+    c.net.cutBoth(addr(A), addr(B));
+
+    const seen = new Map<string, Set<Liveness>>();
+    const note = (observer: string, subject: string) => {
+      const k = `${observer} sees ${subject}`;
+      const s = seen.get(k) ?? new Set<Liveness>();
+      s.add(c.liveness(observer, subject));
+      seen.set(k, s);
+    };
+    // Check after every event for 10 x downAfterMs; stop at the first "down" anyone reports.
+    const anyDown = await c.sched.runUntil(() => {
+      for (const o of FIVE) for (const s of FIVE) if (o !== s) note(o, s);
+      return [...seen.values()].some((s) => s.has("down"));
+    }, 10 * DOWN_AFTER_MS);
+    assert.equal(anyDown, false, `a node was declared down\n${[...seen].join("\n")}\n${c.describe()}`);
+
+    assert.ok(seen.get(`${A} sees ${B}`)!.has("suspect"), "A's failed contacts made it suspect B");
+    assert.ok(seen.get(`${B} sees ${A}`)!.has("suspect"), "and B suspect A");
+    for (const o of ["n3", "n4", "n5"])
+      for (const s of [A, B]) assert.deepEqual([...seen.get(`${o} sees ${s}`)!], ["up"], `${o} sees ${s}`);
+    for (const n of c.live())
+      assert.equal(n.membership!.ring!.version, ringVersion, `${n.id}: ring unchanged`);
+
+    // A -> B is lost on the wire (a timeout, not a refusal); n3 -> B works.
+    const lost = c.node(A).transport.request(addr(B), { op: "ping" }, 300);
+    await assert.rejects(c.sched.runUntilSettled(lost, 1000), { code: "ERR_TIMEOUT" });
+    const ok = c.node("n3").transport.request(addr(B), { op: "ping" }, 300);
+    assert.deepEqual(await c.sched.runUntilSettled(ok, 1000), { op: "pong" });
+
+    // Healed: the next successful gossip lifts the suspicion.
+    c.net.heal();
+    assert.ok(
+      await c.sched.runUntil(() => c.liveness(A, B) === "up" && c.liveness(B, A) === "up", SUSPECT_FOR_MS),
+      c.describe(),
+    );
+    c.net.checkCounters();
+  });
+
+  test("a crashed node is declared down by every other node within downAfterMs + 3 rounds, up after restart", async () => {
+    const c = await SimCluster.ofFive(SEED);
+    const X = "n3";
+    const others = FIVE.filter((id) => id !== X);
+    const incarnation = c.node(X).membership!.self.incarnation;
+    const t0 = c.sched.now();
+    c.crash(X);
+
+    const downAt = new Map<string, number>();
+    const allDown = await c.sched.runUntil(
+      () => {
+        for (const o of others)
+          if (!downAt.has(o) && c.liveness(o, X) === "down") downAt.set(o, c.sched.now() - t0);
+        return downAt.size === others.length;
+      },
+      DOWN_AFTER_MS + 10 * INTERVAL_MS,
+    );
+    assert.ok(allDown, `not everyone declared ${X} down: ${[...downAt]}\n${c.describe()}`);
+    for (const [o, ms] of downAt) {
+      // Its last heartbeat left it at most one round before the crash, and reached everyone soon after.
+      assert.ok(ms > DOWN_AFTER_MS - INTERVAL_MS, `${o} declared ${X} down too early, after ${ms} ms`);
+      assert.ok(ms <= DOWN_AFTER_MS + 3 * INTERVAL_MS, `${o} declared ${X} down after ${ms} ms`);
+    }
+    // A down member keeps its partitions (Dynamo: only an explicit leave changes the ring).
+    for (const o of others) assert.ok(c.node(o).membership!.ring!.owners.includes(X));
+
+    const t1 = c.sched.now();
+    c.restart(X);
+    const upAgain = await c.sched.runUntil(() => c.converged(FIVE), 10 * INTERVAL_MS);
+    assert.ok(upAgain, `${X} not up everywhere after its restart\n${c.describe()}`);
+    assert.ok(c.sched.now() - t1 <= 5 * INTERVAL_MS, `up again after ${c.sched.now() - t1} ms`);
+    for (const o of others) assert.ok(c.node(o).membership!.member(X)!.incarnation > incarnation);
+    c.net.checkCounters();
+  });
+
+  test("views converge for any seed, with loss, duplication and reordering", async () => {
+    const faults = {
+      dropProbability: 0.05,
+      duplicateProbability: 0.05,
+      delayProbability: 0.1,
+      delayMaxMs: 100,
+    };
+    for (let i = 0; i < 8; i++) {
+      const seed = deriveSeed(SEED, `property/${i}`);
+      let c: SimCluster | undefined;
+      try {
+        c = await SimCluster.ofFive(seed, faults, 6);
+        // Still converged a while later: nothing flaps under the same faults.
+        let flapped = false;
+        await c.sched.runUntil(() => {
+          flapped ||= !c!.live().every((o) => FIVE.every((s) => c!.liveness(o.id, s) !== "down"));
+          return flapped;
+        }, 5 * DOWN_AFTER_MS);
+        assert.equal(flapped, false, `a member was declared down under 5% loss\n${c.describe()}`);
+        assert.ok(c.converged(FIVE, true), c.describe());
+        const { dropped, duplicated } = c.net.checkCounters();
+        assert.ok(
+          dropped > 0 && duplicated > 0,
+          `the faults were exercised: ${dropped} lost, ${duplicated} duplicated`,
+        );
+      } catch (err) {
+        const why = err instanceof Error ? err.message : String(err);
+        throw new Error(`seed ${seed} (run ${i} of SIM_SEED=${SEED}; replay: ${REPLAY}): ${why}`, {
+          cause: err,
+        });
+      }
+    }
+  });
+
+  test("ring: three joins, three claims; every node ends at the same version and none ever goes back", async () => {
+    const c = new SimCluster(SEED);
+    const versions = new Map<string, number[]>();
+    const record = () => {
+      for (const n of c.live()) {
+        const v = n.membership!.ring?.version ?? 0;
+        const seen = versions.get(n.id) ?? [];
+        if (seen.at(-1) !== v) seen.push(v);
+        versions.set(n.id, seen);
+      }
+    };
+    c.bootstrap("n1");
+    const members = ["n1"];
+    let prev = c.node("n1").membership!.ring!;
+    for (const id of ["n2", "n3", "n4"]) {
+      await c.join(id, "n1");
+      members.push(id);
+      const everywhere = await c.sched.runUntil(() => {
+        record();
+        return c.converged(members);
+      }, 30 * INTERVAL_MS);
+      assert.ok(everywhere, `${id}'s join did not reach everyone\n${c.describe()}`);
+      const ring = c.node("n1").membership!.ring!;
+      assert.equal(ring.version, prev.version + 1, `one claim for ${id}`);
+      for (let p = 0; p < PARTITIONS; p++)
+        if (ring.owners[p] !== prev.owners[p])
+          assert.equal(ring.owners[p], id, `partition ${p} moved to ${id} only`);
+      prev = ring;
+    }
+    for (const n of c.live()) {
+      assert.equal(n.membership!.ring!.version, 4, `${n.id}: bootstrap + 3 claims`);
+      assert.deepEqual(
+        [...ownership(n.membership!.ring!).entries()].sort(),
+        members.map((id) => [id, 16]),
+      );
+    }
+    for (const [id, seen] of versions)
+      assert.deepEqual(
+        seen,
+        [...seen].sort((a, b) => a - b),
+        `${id} saw ring versions ${seen}`,
+      );
+    assert.deepEqual(versions.get("n4"), [3, 4], "n4 took v3 from its join answer, v4 from gossip");
+  });
+});
