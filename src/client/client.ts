@@ -108,7 +108,10 @@ export class RingstoreError extends Error {
   }
 }
 
+const UNRESERVED = /^[A-Za-z0-9._~-]+$/;
+
 export function encodeKey(key: string | Uint8Array): string {
+  if (typeof key === "string" && UNRESERVED.test(key)) return key;
   const b = typeof key === "string" ? Buffer.from(key, "utf8") : Buffer.from(key);
   let out = "";
   for (const c of b) {
@@ -254,6 +257,7 @@ export class RingstoreClient {
   }
 
   private avoided(addr: string, now: number): boolean {
+    if (this.avoidUntil.size === 0) return false;
     const t = this.avoidUntil.get(addr);
     return t !== undefined && t > now;
   }
@@ -263,8 +267,33 @@ export class RingstoreClient {
     if (this.routing === "partition-aware") this.refreshRing(250);
   }
 
+  /**
+   * The node to try first, without building the whole list (the common case): the key's first replica
+   * that is up (partition-aware), else the next seed; undefined when every such node failed lately.
+   */
+  private primary(key: string | Uint8Array | undefined): string | undefined {
+    const now = this.avoidUntil.size === 0 ? 0 : Date.now();
+    const ring = this.ring;
+    if (this.routing === "partition-aware" && ring !== undefined) {
+      if (key === undefined) return undefined;
+      for (const id of ring.table.forPartition(partitionOf(keyBytes(key), ring.partitions))) {
+        const m = ring.members.get(id);
+        if (m !== undefined && m.state === "up" && m.api !== "" && !this.avoided(m.api, now)) return m.api;
+      }
+      return undefined;
+    }
+    const n = this.seeds.length;
+    const start = this.next++ % n;
+    for (let i = 0; i < n; i++) {
+      const a = this.seeds[(start + i) % n]!;
+      if (!this.avoided(a, now)) return a;
+    }
+    return undefined;
+  }
+
   /** Nodes to try for a request, best first; nodes that failed lately come last. */
-  private candidates(key: Uint8Array | undefined): string[] {
+  private candidates(keyIn: string | Uint8Array | undefined): string[] {
+    const key = keyIn === undefined ? undefined : keyBytes(keyIn);
     const now = Date.now();
     const out: string[] = [];
     const seen = new Set<string>();
@@ -303,34 +332,30 @@ export class RingstoreClient {
    */
   private async send(
     method: "GET" | "PUT" | "DELETE",
-    key: Uint8Array | undefined,
+    key: string | Uint8Array | undefined,
     path: string,
     headers: Record<string, string> = {},
     body?: Uint8Array,
   ): Promise<Answer> {
     if (this.closed) throw new RingstoreError(0, "closed", "the client is closed", {});
     if (this.routing === "partition-aware" && this.ring === undefined) await this.loadRing();
-    const idempotent = method === "GET";
-    let last: unknown;
     const tried: string[] = [];
-    for (const addr of this.candidates(key)) {
+    let last: unknown;
+    const attempt = async (addr: string): Promise<Answer | undefined> => {
       tried.push(addr);
       try {
-        const res = await this.pool(addr).request({
-          method,
-          path,
-          headers,
-          ...(body !== undefined ? { body } : {}),
-        });
+        const res = await this.pool(addr).request(
+          body === undefined ? { method, path, headers } : { method, path, headers, body },
+        );
         const buf = Buffer.from(await res.body.arrayBuffer());
-        this.avoidUntil.delete(addr);
+        if (this.avoidUntil.size > 0) this.avoidUntil.delete(addr);
         return { status: res.statusCode, headers: res.headers, body: buf };
       } catch (err) {
         if (!isNetworkError(err)) throw err;
         last = err;
         this.markFailed(addr);
         const code = errorCode(err) ?? "";
-        if (!idempotent && !NOT_DELIVERED.has(code)) {
+        if (method !== "GET" && !NOT_DELIVERED.has(code)) {
           throw new RingstoreError(
             0,
             "unreachable",
@@ -339,7 +364,18 @@ export class RingstoreClient {
             { cause: err },
           );
         }
+        return undefined;
       }
+    };
+    const first = this.primary(key);
+    if (first !== undefined) {
+      const a = await attempt(first);
+      if (a !== undefined) return a;
+    }
+    for (const addr of this.candidates(key)) {
+      if (tried.includes(addr)) continue;
+      const a = await attempt(addr);
+      if (a !== undefined) return a;
     }
     throw new RingstoreError(
       0,
@@ -452,8 +488,7 @@ export class RingstoreClient {
   // ------------------------------------------------------------------ the API
 
   async get(key: string | Uint8Array, options: RequestOptions = {}): Promise<GetResult> {
-    const k = keyBytes(key);
-    const res = await this.send("GET", k, `/kv/${encodeKey(k)}${query(options)}`);
+    const res = await this.send("GET", key, `/kv/${encodeKey(key)}${query(options)}`);
     const context = res.headers["x-context"] as string | undefined;
     if (res.status === 200) {
       return {
@@ -500,11 +535,10 @@ export class RingstoreClient {
       "content-type": options.contentType ?? "application/octet-stream",
     };
     if (options.context !== undefined) headers["x-context"] = options.context;
-    const k = keyBytes(key);
     const res = await this.send(
       "PUT",
-      k,
-      `/kv/${encodeKey(k)}${query(options)}`,
+      key,
+      `/kv/${encodeKey(key)}${query(options)}`,
       headers,
       typeof value === "string" ? Buffer.from(value, "utf8") : value,
     );
@@ -518,8 +552,7 @@ export class RingstoreClient {
   ): Promise<string> {
     const headers: Record<string, string> = {};
     if (options.context !== undefined) headers["x-context"] = options.context;
-    const k = keyBytes(key);
-    const res = await this.send("DELETE", k, `/kv/${encodeKey(k)}${query(options)}`, headers);
+    const res = await this.send("DELETE", key, `/kv/${encodeKey(key)}${query(options)}`, headers);
     if (res.status === 200 || res.status === 204) return res.headers["x-context"] as string;
     return this.fail(res);
   }
@@ -543,7 +576,7 @@ export class RingstoreClient {
    * with itself changes nothing. fn runs once per cycle. Other errors (400, 413, ...) are thrown at once.
    */
   async update(key: string | Uint8Array, fn: UpdateFn, options: UpdateOptions = {}): Promise<UpdateResult> {
-    const k = keyBytes(key);
+    const k = key;
     const maxAttempts = Math.max(1, options.maxAttempts ?? 5);
     const base = options.retryDelayMs ?? 20;
     const rw: RequestOptions = {
@@ -591,19 +624,26 @@ export class RingstoreClient {
     throw lastErr;
   }
 
+  /** This node's view of the cluster (`GET /status`): of `node` if given, else of any node. */
   async status(node?: string): Promise<Record<string, unknown>> {
-    const addr = node === undefined ? undefined : address(node);
-    const res =
-      addr === undefined
-        ? await this.send("GET", undefined, "/status")
-        : await (async () => {
-            const r = await this.pool(addr).request({ method: "GET", path: "/status" });
-            return {
-              status: r.statusCode,
-              headers: r.headers,
-              body: Buffer.from(await r.body.arrayBuffer()),
-            };
-          })();
+    let res: Answer;
+    if (node === undefined) res = await this.send("GET", undefined, "/status");
+    else {
+      const addr = address(node);
+      try {
+        const r = await this.pool(addr).request({ method: "GET", path: "/status" });
+        res = { status: r.statusCode, headers: r.headers, body: Buffer.from(await r.body.arrayBuffer()) };
+      } catch (err) {
+        if (!isNetworkError(err)) throw err;
+        throw new RingstoreError(
+          0,
+          "unreachable",
+          `${addr}: ${(err as Error).message}`,
+          { error: "unreachable", node: addr },
+          { cause: err },
+        );
+      }
+    }
     if (res.status !== 200) return this.fail(res);
     return JSON.parse(res.body.toString("utf8")) as Record<string, unknown>;
   }

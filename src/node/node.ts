@@ -378,15 +378,9 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
     const addr = app.server.address();
     if (addr !== null && typeof addr === "object") apiBound = { host: config.api.host, port: addr.port };
     cleanup.unshift(() => app.close());
-    if (apiBound.port !== config.api.port) {
-      // Port 0 was asked for: gossip the address actually bound.
-      const me = membership.self;
-      membership.merge(
-        [{ ...me, api: formatHostPort(apiBound), incarnation: me.incarnation + 1 }],
-        null,
-        now(),
-      );
-    }
+    // Port 0 may have been asked for: gossip the address actually bound.
+    if (membership.self.api !== formatHostPort(apiBound))
+      membership.updateSelf({ api: formatHostPort(apiBound) });
     gossip.start();
     cleanup.unshift(async () => gossip.stop());
     writeSavedView(config.dataDir, { members: membership.view(), ring: membership.ring });

@@ -167,7 +167,8 @@ class OutConnection {
     else
       p.reject(
         new TransportError(
-          f.code === "ERR_OVERLOADED" ? "ERR_OVERLOADED" : "ERR_REMOTE",
+          // Codes a server sends on purpose keep their meaning; any other failure there is ERR_REMOTE.
+          f.code === "ERR_OVERLOADED" || f.code === "ERR_REJECTED" ? f.code : "ERR_REMOTE",
           `${this.address}: ${f.message}`,
         ),
       );

@@ -3,8 +3,9 @@
  * get/put/delete with contexts and siblings, `update` (read-merge-write) under concurrency, and
  * partition-aware routing, checked against where the servers actually keep each key.
  *
- * API ports are chosen up front (and passed as `--api`) because a node started with API port 0 gossips
- * "host:0" as its address, which partition-aware routing cannot use (see the README of the client).
+ * API ports are chosen up front (and passed as `--api`): a node started with API port 0 gossips "host:0"
+ * as its API address (the port it bound never reaches its member entry), which partition-aware routing
+ * cannot use; the client then skips such members and falls back to its seeds.
  */
 import assert from "node:assert/strict";
 import * as net from "node:net";

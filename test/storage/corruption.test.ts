@@ -27,7 +27,12 @@ const DIR = "/db";
 // No WAL preallocation: these cases locate records, the last record and the last byte of each WAL, which
 // a zero-filled preallocated tail would hide. (Recovery from preallocated WALs is exercised by the model
 // and crash tests, which use the default options.)
-const OPTIONS = { memtableBytes: 8 * 1024, tableTargetBytes: 6 * 1024, blockBytes: 1024, walPreallocateBytes: 0 };
+const OPTIONS = {
+  memtableBytes: 8 * 1024,
+  tableTargetBytes: 6 * 1024,
+  blockBytes: 1024,
+  walPreallocateBytes: 0,
+};
 const LOG_FILE_HEADER_BYTES = 20;
 const LOG_RECORD_HEADER_BYTES = 24;
 const FOOTER_BYTES = 48;
