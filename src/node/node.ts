@@ -153,6 +153,7 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
         fs: new NodeFileSystem(),
         timers: rt.timers,
         options: { durability: config.durability },
+        compactor: workerCompactionExecutor(),
       },
       now,
     );
