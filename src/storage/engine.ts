@@ -79,6 +79,8 @@ export interface EngineStats {
   readonly writeStalls: number;
   readonly writeStallMs: number;
   readonly walSyncs: number;
+  /** Obsolete tables that could not be deleted (they are removed on the next open). */
+  readonly tableDeleteFailures: number;
   readonly liveKeysEstimate: number;
   readonly sequence: number;
 }

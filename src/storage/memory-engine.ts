@@ -154,6 +154,7 @@ export class MemoryEngine implements StorageEngine {
       writeStalls: 0,
       writeStallMs: 0,
       walSyncs: 0,
+      tableDeleteFailures: 0,
       liveKeysEstimate: this.table.entries,
       sequence: this.seq,
     };

@@ -56,7 +56,6 @@ import { ManifestWriter, readCurrent, readManifest } from "./manifest.js";
 import { Memtable } from "./memtable.js";
 import { MergingIterator, RunIterator, type SourceIterator } from "./merge.js";
 import { type LsmOptions, resolveLsmOptions } from "./options.js";
-import { TableBuilder } from "./table-builder.js";
 import { TableCache, tableFileName } from "./table-cache.js";
 import type { Block, ReadStats } from "./table-reader.js";
 import { findTable, makeRun, type Run, type TableMeta, Version, type VersionEdit } from "./version.js";
@@ -890,6 +889,7 @@ export class LsmEngine implements StorageEngine {
       writeStalls: c.writeStalls,
       writeStallMs: c.writeStallMs,
       walSyncs: c.walSyncs,
+      tableDeleteFailures: c.deleteFailures,
       liveKeysEstimate: liveKeys,
       sequence: this.visibleSequence,
     };

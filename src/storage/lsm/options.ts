@@ -50,8 +50,6 @@ export interface LsmOptions {
   readonly maxWriteGroupBytes: number;
   /** Buffered table bytes that trigger an append during a flush or compaction. */
   readonly tableWriteChunkBytes: number;
-  /** Entries a compaction merges between yields to the event loop. */
-  readonly compactionYieldEntries: number;
   /**
    * Read data blocks with a synchronous pread (default) rather than through the thread pool. Far faster
    * when the data is in the page cache (the usual case for a replica's working set); a read from the
@@ -86,7 +84,6 @@ export const DEFAULT_LSM_OPTIONS: LsmOptions = {
   maxPendingWriteBytes: 64 * 1024 * 1024,
   maxWriteGroupBytes: 4 * 1024 * 1024,
   tableWriteChunkBytes: 1024 * 1024,
-  compactionYieldEntries: 2048,
   syncReads: true,
   walPreallocateBytes: 1024 * 1024,
 };
@@ -105,7 +102,6 @@ export function resolveLsmOptions(partial: Partial<LsmOptions> = {}): LsmOptions
     "maxPendingWriteBytes",
     "maxWriteGroupBytes",
     "tableWriteChunkBytes",
-    "compactionYieldEntries",
   ];
   for (const k of positive) {
     const v = o[k];

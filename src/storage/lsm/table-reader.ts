@@ -210,7 +210,7 @@ export class TableReader {
     return lo;
   }
 
-  /** The block from the cache, or read synchronously (syncReads), or undefined: then use loadBlock. */
+  /** The block from the cache, or read synchronously (syncReads), or undefined: then use readBlockAsync. */
   private cachedOrSyncBlock(i: number, fillCache: boolean): Block | undefined {
     const ck = BlockCache.key(this.fileNumber, i);
     const cached = fillCache ? this.cache.get(ck) : this.cache.peek(ck);
@@ -233,9 +233,8 @@ export class TableReader {
     return block;
   }
 
-  private async loadBlock(i: number, fillCache = true): Promise<Block> {
-    const b = this.cachedOrSyncBlock(i, fillCache);
-    if (b !== undefined) return b;
+  /** Reads a block through the thread pool; callers have already looked in the cache. */
+  private async readBlockAsync(i: number, fillCache: boolean): Promise<Block> {
     const off = this.blockOffsets[i]!;
     let raw: Buffer;
     try {
@@ -261,7 +260,7 @@ export class TableReader {
       this.stats.bloomFalsePositives++;
       return undefined;
     }
-    const block = this.cachedOrSyncBlock(bi, true) ?? (await this.loadBlock(bi));
+    const block = this.cachedOrSyncBlock(bi, true) ?? (await this.readBlockAsync(bi, true));
     const i = block.lowerBound(key);
     if (i < block.count) {
       const o = block.offset(i);
@@ -283,7 +282,7 @@ export class TableReader {
   }
   /** @internal The block at once if cached or read synchronously, else a promise of it. */
   _block(i: number, fillCache: boolean): Block | Promise<Block> {
-    return this.cachedOrSyncBlock(i, fillCache) ?? this.loadBlock(i, fillCache);
+    return this.cachedOrSyncBlock(i, fillCache) ?? this.readBlockAsync(i, fillCache);
   }
 
   close(): Promise<void> {
