@@ -13,8 +13,12 @@ const CORE = [
   "src/runtime/runtime.ts",
   "src/core",
   "src/ring",
-  "src/versioning/dvv.ts",
-  "src/replication/coordinator.ts",
+  "src/versioning",
+  "src/replication",
+  "src/membership",
+  "src/transport/messages.ts",
+  "src/transport/sim-transport.ts",
+  "src/node/node-core.ts",
 ];
 const EDGE = new Set(["src/storage/fs/node-file-system.ts", "src/storage/index.ts"]);
 const BANNED: [RegExp, string][] = [

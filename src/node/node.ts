@@ -16,18 +16,6 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { buildHttpApi } from "../api/http-api.js";
 import { NodeMetrics } from "../api/metrics.js";
-import { GossipDriver } from "../membership/gossip-driver.js";
-import { Membership } from "../membership/membership.js";
-import {
-  decodeVector,
-  encodeWriteOutcome,
-  type PeerDirectory,
-  Router,
-  remotePeer,
-} from "../replication/cluster-peers.js";
-import { Coordinator, localPeer, type ReplicaPeer } from "../replication/coordinator.js";
-import { Replica } from "../replication/replica.js";
-import { PreferenceTable } from "../ring/ring.js";
 import { seededRandom } from "../runtime/runtime.js";
 import { systemRuntime } from "../runtime/system-runtime.js";
 import { workerCompactionExecutor } from "../storage/compaction-worker.js";
@@ -36,9 +24,9 @@ import { LsmEngine } from "../storage/lsm/lsm-engine.js";
 import type { MemberView, RequestBody, ResponseBody, RingView } from "../transport/messages.js";
 import { TcpTransport } from "../transport/tcp-transport.js";
 import { MAX_CONTEXT_TOKEN_CHARS } from "../versioning/context-token.js";
-import { decodeSiblings, encodeSiblings } from "../versioning/object-codec.js";
 import { ConfigError, formatHostPort, type HostPort, type NodeConfig } from "./config.js";
 import { checkIdentity, type NodeIdentity, newIdentity, readIdentity, writeIdentity } from "./identity.js";
+import { NodeCore } from "./node-core.js";
 
 export interface RunningNode {
   readonly id: string;
@@ -159,133 +147,37 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
     );
     cleanup.unshift(() => storage.close());
 
-    // ---- membership
+    // ---- the protocol core (membership, replication, gossip), wired to the real adapters
     const view = joinedView ?? saved;
     const prevSelf = view?.members.find((m) => m.id === config.id);
     const inRing = view?.ring?.owners.includes(config.id) ?? false;
-    const membership = new Membership(
-      {
-        selfId: config.id,
-        partitions: id.partitions,
-        n: id.n,
-        downAfterMs: config.downAfterMs,
-        suspectForMs: Math.max(config.gossipIntervalMs * 4, 1000),
-        fanout: 3,
-      },
-      selfEntry(inRing ? "up" : "joining", (prevSelf?.incarnation ?? 0) + 1),
-      now(),
-    );
-    if (view !== undefined) membership.merge(view.members, view.ring, now());
-    if (created || (view?.ring == null && config.join.length === 0)) membership.bootstrapRing();
-
-    // ---- replication
-    const replica = new Replica(storage, id.actor, config.maxSiblings);
-    const self = localPeer(config.id, replica);
-    const directory: PeerDirectory = {
-      addressOf: (nid) => membership.member(nid)?.peer,
-      reachable: (nid) => nid === config.id || membership.liveness(nid, now()) !== "down",
-      contacted: (nid, ok) => (ok ? membership.contactSucceeded(nid) : membership.contactFailed(nid, now())),
-    };
-    const peers = new Map<string, ReplicaPeer>([[config.id, self]]);
-    const peerFor = (nid: string): ReplicaPeer => {
-      let p = peers.get(nid);
-      if (p === undefined) {
-        p = remotePeer(nid, transport, directory, config.requestTimeoutMs);
-        peers.set(nid, p);
-      }
-      return p;
-    };
-    let table: PreferenceTable | undefined;
-    let tableRingVersion = -1;
-    const prefs = (): PreferenceTable | undefined => {
-      const ring = membership.ring;
-      if (ring === null) return undefined;
-      if (table === undefined || tableRingVersion !== ring.version) {
-        table = new PreferenceTable(
-          { partitions: ring.partitions, owners: ring.owners },
-          membership.ringMembers(),
-          id.n,
-        );
-        tableRingVersion = ring.version;
-      }
-      return table;
-    };
-    const preferenceList = (key: Uint8Array): readonly string[] => prefs()?.forKey(key) ?? [];
     const metrics = new NodeMetrics(() => storage.stats(), { node: config.id });
-    const coordinator = new Coordinator({
-      local: replica,
-      localNodeId: config.id,
-      replicasFor: (key) => preferenceList(key).map(peerFor),
+    const core: NodeCore = new NodeCore({
+      nodeId: config.id,
+      actor: id.actor,
+      cluster: id,
+      transport,
+      storage,
+      clock: rt.clock,
       timers: rt.timers,
+      random,
+      self: selfEntry(inRing ? "up" : "joining", (prevSelf?.incarnation ?? 0) + 1),
+      view,
+      bootstrapRing: created || (view?.ring == null && config.join.length === 0),
+      gossipIntervalMs: config.gossipIntervalMs,
+      downAfterMs: config.downAfterMs,
+      requestTimeoutMs: config.requestTimeoutMs,
+      maxSiblings: config.maxSiblings,
+      onViewChange: () =>
+        writeSavedView(config.dataDir, { members: core.membership.view(), ring: core.membership.ring }),
       onReadRepair: () => metrics.readRepairs.inc(),
     });
-    const router = new Router({ coordinator, selfId: config.id, transport, directory, preferenceList });
-
-    const gossip = new GossipDriver({
-      membership,
-      transport,
-      timers: rt.timers,
-      clock: rt.clock,
-      random,
-      intervalMs: config.gossipIntervalMs,
-      requestTimeoutMs: Math.max(config.gossipIntervalMs * 2, 500),
-      onChange: () => writeSavedView(config.dataDir, { members: membership.view(), ring: membership.ring }),
-    });
-
-    dispatch = async (from, body): Promise<ResponseBody> => {
-      switch (body.op) {
-        case "ping":
-          return { op: "pong" };
-        case "gossip":
-          return gossip.onGossip(from, body);
-        case "join": {
-          membership.admit(body.member, now());
-          return {
-            op: "joined",
-            clusterId: id.clusterId,
-            secret: id.clusterSecret,
-            n: id.n,
-            r: id.r,
-            w: id.w,
-            members: membership.view(),
-            ring: membership.ring,
-          };
-        }
-        case "probe": {
-          const res = await transport.request(body.target, { op: "ping" }, config.requestTimeoutMs).then(
-            () => true,
-            () => false,
-          );
-          return { op: "probed", alive: res };
-        }
-        case "read": {
-          const set = await replica.read(body.key);
-          return { op: "read", set: set.length === 0 ? null : encodeSiblings(set) };
-        }
-        case "store":
-          await replica.merge(body.key, decodeSiblings(body.set));
-          return { op: "stored" };
-        case "coordinate": {
-          const out = await coordinator.write(
-            body.key,
-            decodeVector(body.context),
-            {
-              data: body.value,
-              contentType: body.contentType,
-              deleted: body.deleted,
-              writtenAtMs: body.writtenAtMs,
-            },
-            body.w,
-            body.timeoutMs,
-          );
-          return { op: "coordinated", outcome: encodeWriteOutcome(out) };
-        }
-      }
-    };
+    const membership = core.membership;
+    dispatch = (from, body) => core.dispatch(from, body);
 
     let apiBound: HostPort = config.api;
     const app = buildHttpApi({
-      service: router,
+      service: core.router,
       secret: Buffer.from(id.clusterSecret, "base64"),
       n: id.n,
       r: id.r,
@@ -323,14 +215,7 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
       status: async () => {
         const t = now();
         const ring = membership.ring;
-        const pt = prefs();
-        const owned: number[] = [];
-        const replicated: number[] = [];
-        if (ring !== null && pt !== undefined)
-          for (let p = 0; p < ring.partitions; p++) {
-            if (ring.owners[p] === config.id) owned.push(p);
-            if (pt.forPartition(p).includes(config.id)) replicated.push(p);
-          }
+        const { owned, replicated } = core.partitionsHeld();
         return {
           node: {
             id: config.id,
@@ -382,8 +267,8 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
     // Port 0 may have been asked for: gossip the address actually bound.
     if (membership.self.api !== formatHostPort(apiBound))
       membership.updateSelf({ api: formatHostPort(apiBound) });
-    gossip.start();
-    cleanup.unshift(async () => gossip.stop());
+    core.start();
+    cleanup.unshift(async () => core.stop());
     writeSavedView(config.dataDir, { members: membership.view(), ring: membership.ring });
 
     let stopping: Promise<void> | undefined;
