@@ -328,7 +328,7 @@ describe("memtable", () => {
   test("property: get, iterator and seek show each key's newest version at a snapshot", () => {
     fc.assert(
       fc.property(
-        fc.array(memOpArb, { maxLength: 80 }),
+        fc.array(memOpArb, { maxLength: 80, size: "max" }),
         fc.nat(),
         fc.nat(100),
         memKeyArb,
@@ -387,8 +387,8 @@ describe("memtable", () => {
   test("property: an iterator does not see versions added while it is open", () => {
     fc.assert(
       fc.property(
-        fc.array(memOpArb, { maxLength: 40 }),
-        fc.array(memOpArb, { maxLength: 40 }),
+        fc.array(memOpArb, { maxLength: 40, size: "max" }),
+        fc.array(memOpArb, { maxLength: 40, size: "max" }),
         fc.nat(50),
         (before, during, steps) => {
           const m = new Memtable(1);
