@@ -96,6 +96,15 @@ export function checkIdentity(
       );
 }
 
+/**
+ * The same identity under a new actor (a fresh random epoch). Used after an unclean stop of a node whose
+ * writes are not fsynced before they are replicated: its own copy of a version may be lost while other
+ * replicas hold it, and reusing the old actor could name a different write with the same dot.
+ */
+export function renewActor(id: NodeIdentity): NodeIdentity {
+  return { ...id, actor: `${id.nodeId}.${randomBytes(4).toString("hex")}` };
+}
+
 /** A new identity: for a new cluster (cluster fields made here) or for a node that joined one. */
 export function newIdentity(
   nodeId: string,

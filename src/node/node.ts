@@ -25,7 +25,14 @@ import type { MemberView, RequestBody, ResponseBody, RingView } from "../transpo
 import { TcpTransport } from "../transport/tcp-transport.js";
 import { MAX_CONTEXT_TOKEN_CHARS } from "../versioning/context-token.js";
 import { ConfigError, formatHostPort, type HostPort, type NodeConfig } from "./config.js";
-import { checkIdentity, type NodeIdentity, newIdentity, readIdentity, writeIdentity } from "./identity.js";
+import {
+  checkIdentity,
+  type NodeIdentity,
+  newIdentity,
+  readIdentity,
+  renewActor,
+  writeIdentity,
+} from "./identity.js";
 import { NodeCore } from "./node-core.js";
 
 export interface RunningNode {
@@ -132,6 +139,16 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
       writeIdentity(config.dataDir, identity);
       joinedView = { members: [...answer.members], ring: answer.ring };
     }
+    // Durability none or interval acknowledges writes the OS may still lose. A coordinator that crashed
+    // may have lost versions that other replicas hold; if it kept its actor it could name its next write
+    // with a dot already used. So a start after an unclean stop in those modes takes a new actor. The
+    // marker file lives while the node runs and is removed after a clean close of the storage engine.
+    const marker = path.join(config.dataDir, "running");
+    if (config.durability !== "fsync" && fs.existsSync(marker) && !created && joinedView === undefined) {
+      identity = renewActor(identity);
+      writeIdentity(config.dataDir, identity);
+    }
+    writeMarker(marker);
     const id = identity;
     transport.setCluster(id.clusterId);
 
@@ -145,7 +162,10 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
       },
       now,
     );
-    cleanup.unshift(() => storage.close());
+    cleanup.unshift(async () => {
+      await storage.close();
+      fs.rmSync(marker, { force: true });
+    });
 
     // ---- the protocol core (membership, replication, gossip), wired to the real adapters
     const view = joinedView ?? saved;
@@ -286,6 +306,23 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
   } catch (err) {
     await runAll(cleanup);
     throw err;
+  }
+}
+
+/** Creates the running marker durably (file fsync, then directory fsync). */
+function writeMarker(file: string): void {
+  const fd = fs.openSync(file, "w");
+  try {
+    fs.writeSync(fd, `${process.pid}\n`);
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+  const dir = fs.openSync(path.dirname(file), "r");
+  try {
+    fs.fsyncSync(dir);
+  } finally {
+    fs.closeSync(dir);
   }
 }
 
