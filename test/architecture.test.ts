@@ -19,8 +19,9 @@ const CORE = [
   "src/transport/messages.ts",
   "src/transport/sim-transport.ts",
   "src/node/node-core.ts",
+  "src/sim",
 ];
-const EDGE = new Set(["src/storage/fs/node-file-system.ts", "src/storage/index.ts"]);
+const EDGE = new Set(["src/storage/fs/node-file-system.ts", "src/storage/index.ts", "src/sim/main.ts"]);
 const BANNED: [RegExp, string][] = [
   [/\bDate\.now\s*\(/, "Date.now"],
   [/\bnew Date\s*\(/, "new Date"],

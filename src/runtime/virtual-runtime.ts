@@ -305,11 +305,16 @@ export class VirtualScheduler implements Clock, Timers {
 
 /**
  * One node's timers on the shared scheduler. `halt()` cancels them all and ignores any scheduled later:
- * a crashed process runs no more code, even if a promise of it settles afterwards.
+ * a crashed process runs no more code, even if a promise of it settles afterwards. `pause()` holds
+ * back every timer that falls due until `resume()`, which fires them in the order they fell due (a
+ * stopped process: its timers are late, none is lost, none fires twice).
  */
 export class TimerGroup implements Timers {
   private readonly entries = new Set<TimerHandle>();
   private stopped = false;
+  private pausedNow = false;
+  /** Timers that fell due while paused, in order; a cancel() before resume() still cancels them. */
+  private readonly overdue: { fn: () => void; cancelled: boolean }[] = [];
   /** Timers asked for after `halt()` (and so never scheduled). */
   ignored = 0;
 
@@ -320,11 +325,41 @@ export class TimerGroup implements Timers {
       this.ignored++;
       return { cancel: () => undefined };
     }
-    return this.scheduler.schedule(ms, fn, this);
+    let late: { fn: () => void; cancelled: boolean } | undefined;
+    const entry = this.scheduler.schedule(
+      ms,
+      () => {
+        if (!this.pausedNow) return fn();
+        late = { fn, cancelled: false };
+        this.overdue.push(late);
+      },
+      this,
+    );
+    return {
+      cancel: () => {
+        entry.cancel();
+        if (late !== undefined) late.cancelled = true;
+      },
+    };
   };
 
   get halted(): boolean {
     return this.stopped;
+  }
+
+  get paused(): boolean {
+    return this.pausedNow;
+  }
+
+  /** Holds back every timer of the group that falls due from now until `resume()`. */
+  pause(): void {
+    this.pausedNow = true;
+  }
+
+  /** Fires the timers that fell due while paused (in that order, now), and lets later ones run on time. */
+  resume(): void {
+    this.pausedNow = false;
+    for (const t of this.overdue.splice(0)) if (!t.cancelled && !this.stopped) t.fn();
   }
 
   /** Timers of this group still pending. */
@@ -335,6 +370,7 @@ export class TimerGroup implements Timers {
   /** Cancels every pending timer of the group; timers asked for from now on are ignored. */
   halt(): void {
     this.stopped = true;
+    this.overdue.length = 0;
     // cancel() calls forget(), which deletes from the set: iterate over a copy.
     for (const e of [...this.entries]) e.cancel();
   }
@@ -348,6 +384,20 @@ export class TimerGroup implements Timers {
   forget(e: TimerHandle): void {
     this.entries.delete(e);
   }
+}
+
+/**
+ * A node's own clock on the shared timeline: virtual time plus a fixed offset, running `1 + drift` times
+ * as fast (clock skew between machines; drift of a cheap crystal is ~1e-5, a VM's can be far worse).
+ * Monotonic as long as 1 + drift > 0. Only what the node reads as "now" is skewed: its timers stay on the
+ * shared scheduler (a timeout of 500 ms is 500 ms of virtual time), as a machine's timers are driven by
+ * its monotonic clock, not by the wall clock it reports.
+ */
+export function skewedClock(base: Clock, offsetMs: number, drift = 0): Clock {
+  if (!(Number.isFinite(offsetMs) && Number.isFinite(drift) && drift > -1))
+    throw new RangeError(`skew needs a finite offset and drift > -1, got ${offsetMs}, ${drift}`);
+  const t0 = base.now();
+  return { now: () => Math.floor(t0 + offsetMs + (base.now() - t0) * (1 + drift)) };
 }
 
 /** A 32-bit seed for stream `label` of run `seed` (MurmurHash3's finalizer over both). */

@@ -20,7 +20,8 @@
  *
  * What it adds, all drawn from the seed: latency uniform in [minMs, maxMs] per message; loss,
  * duplication (a second copy, its own delay: a request's handler may run twice, the second answer is
- * ignored as late) and extra delay (reordering) per message; one-way `cut`, `cutBoth`, `isolate`,
+ * ignored as late; with `atMostOnceRequests` the second copy of a request is discarded on arrival, as
+ * TCP would) and extra delay (reordering) per message; one-way `cut`, `cutBoth`, `isolate`,
  * `partition`, `heal`; `crash` and `restart`; a hook that sees every message and may drop or delay it.
  * Cuts are checked when a message is sent and again when it would arrive (a cable cut also loses what is
  * on it).
@@ -37,8 +38,15 @@
  * (`maxQueuedPerLink`; more are dropped and counted as overflow). Every message is one virtual timer,
  * so the scheduler's `maxTimers` bounds the whole network too.
  *
- * Accounting: `sent + duplicated = delivered + dropped + inFlight` at every instant (checked by
- * `checkCounters()`).
+ * Pauses (`pause`, `resume`): a paused node is a process stopped (SIGSTOP, a long GC, a VM
+ * migration): messages reaching it wait in its kernel buffer (held, in arrival order, up to
+ * `maxHeldPerNode`; more are dropped as overflow) and the timeouts of its own requests do not fire;
+ * `resume` delivers what was held, in order, then fires the timeouts that fell due. Its peers see only
+ * silence. The node's own timers are paused by the caller (TimerGroup.pause in virtual-runtime.ts).
+ *
+ * Accounting: `sent + duplicated = delivered + dropped + inFlight + held` at every instant (checked by
+ * `checkCounters()`). High-water marks of every per-link queue are kept in `highWater`, so a
+ * simulator can assert that no queue outgrew its bound.
  */
 import type { Clock, Random, Timers } from "../runtime/runtime.js";
 import { decodeFrame, encodeFrame, type RequestBody, type ResponseBody } from "./messages.js";
@@ -64,6 +72,8 @@ export interface SimLimits {
   readonly maxInFlightPerLink: number;
   /** Messages on the wire from one address to another; more are dropped (a full buffer). */
   readonly maxQueuedPerLink: number;
+  /** Messages held for one paused node; more are dropped (its receive buffers are full). */
+  readonly maxHeldPerNode: number;
 }
 
 export const DEFAULT_SIM_LATENCY: SimLatency = { minMs: 1, maxMs: 5 };
@@ -77,7 +87,23 @@ export const NO_FAULTS: SimFaults = {
  * 4096 in flight per link, as TCP's maxInFlightPerConnection. On the wire: each request in flight has at
  * most one request and one answer on the wire, twice that with duplication: 4 x 4096.
  */
-export const DEFAULT_SIM_LIMITS: SimLimits = { maxInFlightPerLink: 4096, maxQueuedPerLink: 4 * 4096 };
+export const DEFAULT_SIM_LIMITS: SimLimits = {
+  maxInFlightPerLink: 4096,
+  maxQueuedPerLink: 4 * 4096,
+  maxHeldPerNode: 4 * 4096,
+};
+
+/** The largest each per-link queue has been since the network was made. */
+export interface SimHighWater {
+  /** Messages on the wire on one directed link. */
+  wirePerLink: number;
+  /** Requests in flight on one directed link, as the sender counts them. */
+  pendingPerLink: number;
+  /** Requests being handled on one directed link, as the receiver counts them. */
+  handlingPerLink: number;
+  /** Messages held for one paused node. */
+  heldPerNode: number;
+}
 
 export interface SimNetworkOptions {
   readonly clock: Clock;
@@ -89,6 +115,13 @@ export interface SimNetworkOptions {
   readonly limits?: Partial<SimLimits>;
   /** Encode and decode every frame with messages.ts (default true). Off: bodies are passed by reference. */
   readonly codec?: boolean;
+  /**
+   * What a duplicated request does at its destination. false (the default): the handler runs once per
+   * copy (an at-least-once network: the second answer is dropped as late). true: the second copy is
+   * discarded on arrival (counted in `duplicatesDiscarded`), as TCP's sequence numbers discard a
+   * retransmitted segment: over TCP the application never sees a request twice.
+   */
+  readonly atMostOnceRequests?: boolean;
 }
 
 /** A message as the hook sees it. `id` is unique in the network; an answer carries its request's id. */
@@ -114,6 +147,8 @@ export type SimMessage =
       readonly to: string;
       readonly code: TransportErrorCode;
       readonly message: string;
+      /** The request had reached the handler (a connection reset while handling it). */
+      readonly maybeDelivered?: boolean;
     };
 
 /** What the hook decides for a message: deliver it (also `undefined`), drop it, or delay it further. */
@@ -137,6 +172,14 @@ export interface SimCounters {
   droppedDead: number;
   /** Copies on the wire now. */
   inFlight: number;
+  /** Copies waiting at a paused node now. */
+  held: number;
+  /** Copies given an extra delay by the `delayProbability` fault (the reordering fault). */
+  delayed: number;
+  /** Duplicate request copies discarded on arrival (atMostOnceRequests; counted in delivered too). */
+  duplicatesDiscarded: number;
+  /** Pauses begun (`pause`). */
+  pauses: number;
   /** Requests that failed, by cause. */
   timeouts: number;
   unreachable: number;
@@ -174,6 +217,8 @@ interface Wire {
   readonly fromCluster: string;
   /** The requester's epoch: answers to a node restarted since are dropped. */
   readonly epoch: number;
+  /** Shared by the copies of a duplicated message: whether one of them has arrived. */
+  readonly twins?: { arrived: boolean };
 }
 
 const linkKey = (from: string, to: string): string => `${from}\u0000${to}`;
@@ -210,6 +255,10 @@ export class SimNetwork {
     droppedOverflow: 0,
     droppedDead: 0,
     inFlight: 0,
+    held: 0,
+    delayed: 0,
+    duplicatesDiscarded: 0,
+    pauses: 0,
     timeouts: 0,
     unreachable: 0,
     rejected: 0,
@@ -220,6 +269,12 @@ export class SimNetwork {
   };
   /** Sees every message as it is sent (before faults); may drop or delay it. */
   hook: SimHook | undefined;
+  readonly highWater: SimHighWater = {
+    wirePerLink: 0,
+    pendingPerLink: 0,
+    handlingPerLink: 0,
+    heldPerNode: 0,
+  };
   /** @internal */
   readonly clock: Clock;
   /** @internal */
@@ -228,6 +283,7 @@ export class SimNetwork {
   readonly limits: SimLimits;
   /** @internal */
   readonly codec: boolean;
+  readonly atMostOnceRequests: boolean;
   private readonly random: Random;
   private latencyMs: SimLatency = DEFAULT_SIM_LATENCY;
   private faultsNow: SimFaults = NO_FAULTS;
@@ -247,8 +303,15 @@ export class SimNetwork {
     this.timers = o.timers;
     this.random = o.random;
     this.codec = o.codec ?? true;
+    this.atMostOnceRequests = o.atMostOnceRequests ?? false;
     this.limits = { ...DEFAULT_SIM_LIMITS, ...o.limits };
-    if (!(this.limits.maxInFlightPerLink >= 1 && this.limits.maxQueuedPerLink >= 1))
+    if (
+      !(
+        this.limits.maxInFlightPerLink >= 1 &&
+        this.limits.maxQueuedPerLink >= 1 &&
+        this.limits.maxHeldPerNode >= 1
+      )
+    )
       throw new RangeError("link limits must be at least 1");
     this.setLatency(o.latency ?? {});
     this.setFaults(o.faults ?? {});
@@ -334,12 +397,47 @@ export class SimNetwork {
     if (t === undefined || t.state !== "up") throw new Error(`sim network: no live node at ${a} to crash`);
     t.state = "crashed";
     t.epoch++;
+    // A paused process can be killed too: what it held dies with it, its overdue timeouts never fire.
+    if (t.paused) {
+      t.paused = false;
+      this.counters.held -= t.held.length;
+      for (const _ of t.held) this.drop("dead");
+      t.held.length = 0;
+      t.overdue.length = 0;
+    }
     for (const [, p] of t.pending) {
       p.timer.cancel();
       inc(this.pendingPerLink, linkKey(a, p.to), -1);
     }
     t.pending.clear();
     this.resetHandling(t, `connection reset: ${a} crashed`);
+  }
+
+  // ------------------------------------------------------------------ pauses
+
+  /** Stops the node at `a` (see the header): what reaches it is held until `resume(a)`. */
+  pause(a: string): void {
+    const t = this.nodes.get(a);
+    if (t === undefined || t.state !== "up") throw new Error(`sim network: no live node at ${a} to pause`);
+    if (t.paused) throw new Error(`sim network: ${a} is already paused`);
+    t.paused = true;
+    this.counters.pauses++;
+  }
+
+  /** Lets the node at `a` run again: held messages arrive in order, then overdue timeouts fire. */
+  resume(a: string): void {
+    const t = this.nodes.get(a);
+    if (t === undefined || !t.paused) throw new Error(`sim network: ${a} is not paused`);
+    t.paused = false;
+    const held = t.held.splice(0);
+    const overdue = t.overdue.splice(0);
+    this.counters.held -= held.length;
+    for (const w of held) this.arrive(w);
+    for (const fn of overdue) fn();
+  }
+
+  isPaused(a: string): boolean {
+    return this.nodes.get(a)?.paused === true;
   }
 
   /** Brings a crashed node back at `a` with a fresh handler (its memory is gone; its cluster id is not). */
@@ -354,7 +452,7 @@ export class SimNetwork {
   /** Asserts the accounting identity; returns the counters. */
   checkCounters(): SimCounters {
     const c = this.counters;
-    if (c.sent + c.duplicated !== c.delivered + c.dropped + c.inFlight)
+    if (c.sent + c.duplicated !== c.delivered + c.dropped + c.inFlight + c.held)
       throw new Error(`sim network: counters do not add up: ${JSON.stringify(c)}`);
     return c;
   }
@@ -383,10 +481,12 @@ export class SimNetwork {
       this.drop("random");
       return;
     }
-    this.put(w, extraMs);
+    // Requests carry a flag shared by their copies, so that a duplicate can be told from the original.
+    const copy: Wire = m.kind === "request" ? { ...w, twins: { arrived: false } } : w;
+    this.put(copy, extraMs);
     if (f.duplicateProbability > 0 && this.random.next() < f.duplicateProbability) {
       this.counters.duplicated++;
-      this.put(w, extraMs);
+      this.put(copy, extraMs);
     }
   }
 
@@ -396,13 +496,15 @@ export class SimNetwork {
       this.drop("overflow");
       return;
     }
-    inc(this.wirePerLink, link, 1);
+    this.mark("wirePerLink", inc(this.wirePerLink, link, 1));
     this.counters.inFlight++;
     const { minMs, maxMs } = this.latencyMs;
     let delay = minMs + Math.floor(this.random.next() * (maxMs - minMs + 1));
     const f = this.faultsNow;
-    if (f.delayProbability > 0 && this.random.next() < f.delayProbability)
+    if (f.delayProbability > 0 && this.random.next() < f.delayProbability) {
+      this.counters.delayed++;
       delay += Math.floor(this.random.next() * (f.delayMaxMs + 1));
+    }
     this.timers.after(delay + extraMs, () => {
       inc(this.wirePerLink, link, -1);
       this.counters.inFlight--;
@@ -420,10 +522,26 @@ export class SimNetwork {
     else c.droppedDead++;
   }
 
+  /** @internal Records a queue's new length in the high-water marks. */
+  mark(q: keyof SimHighWater, n: number): void {
+    if (n > this.highWater[q]) this.highWater[q] = n;
+  }
+
   private arrive(w: Wire): void {
     const m = w.msg;
     if (this.isCut(m.from, m.to)) {
       this.drop("cut");
+      return;
+    }
+    const t = this.nodes.get(m.to);
+    if (t?.paused === true && t.state === "up") {
+      if (t.held.length >= this.limits.maxHeldPerNode) {
+        this.drop("overflow");
+        return;
+      }
+      t.held.push(w);
+      this.counters.held++;
+      this.mark("heldPerNode", t.held.length);
       return;
     }
     if (m.kind === "request") this.arriveRequest(w, m);
@@ -438,6 +556,13 @@ export class SimNetwork {
       return;
     }
     this.counters.delivered++;
+    if (w.twins !== undefined) {
+      if (w.twins.arrived && this.atMostOnceRequests) {
+        this.counters.duplicatesDiscarded++;
+        return;
+      }
+      w.twins.arrived = true;
+    }
     let body = m.body;
     if (w.frame !== undefined) {
       try {
@@ -469,7 +594,7 @@ export class SimNetwork {
       this.answerError(w, "ERR_OVERLOADED", `${m.to}: too many requests in flight`);
       return;
     }
-    inc(this.handlingPerLink, link, 1);
+    this.mark("handlingPerLink", inc(this.handlingPerLink, link, 1));
     const key = t.nextHandling++;
     t.handling.set(key, { requester: m.from, requesterEpoch: w.epoch, id: m.id });
     let res: Promise<ResponseBody>;
@@ -534,6 +659,7 @@ export class SimNetwork {
           to: h.requester,
           code: "ERR_UNREACHABLE",
           message: why,
+          maybeDelivered: true,
         },
         frame: undefined,
         fromNode: "",
@@ -560,7 +686,7 @@ export class SimNetwork {
     inc(this.pendingPerLink, linkKey(m.to, m.from), -1);
     p.timer.cancel();
     if (m.kind === "error") {
-      t.fail(p, m.code, m.message);
+      t.fail(p, m.code, m.message, m.maybeDelivered);
       return;
     }
     let body = m.body;
@@ -606,6 +732,12 @@ export class SimTransport implements Transport {
   readonly handling = new Map<number, Handling>();
   /** @internal */
   nextHandling = 1;
+  /** @internal Paused: arrivals are held, timeouts wait (see the header). */
+  paused = false;
+  /** @internal Messages that reached this node while paused, in arrival order. */
+  readonly held: Wire[] = [];
+  /** @internal Timeouts of this node's requests that fell due while it was paused. */
+  readonly overdue: (() => void)[] = [];
 
   constructor(
     private readonly net: SimNetwork,
@@ -651,14 +783,21 @@ export class SimTransport implements Transport {
     }
     return new Promise<ResponseBody>((resolve, reject) => {
       const timer = net.timers.after(timeoutMs, () => {
+        if (this.paused) {
+          this.overdue.push(expire);
+          return;
+        }
+        expire();
+      });
+      const expire = () => {
         const p = this.pending.get(id);
         if (p === undefined) return;
         this.pending.delete(id);
         inc(net.pendingPerLink, link, -1);
         this.fail(p, "ERR_TIMEOUT", `${body.op} to ${address} timed out after ${timeoutMs} ms`);
-      });
+      };
       this.pending.set(id, { to: address, resolve, reject, timer });
-      inc(net.pendingPerLink, link, 1);
+      net.mark("pendingPerLink", inc(net.pendingPerLink, link, 1));
       net.send({
         msg: { kind: "request", id, from: this.address, to: address, body },
         frame,
@@ -670,9 +809,9 @@ export class SimTransport implements Transport {
   }
 
   /** @internal */
-  fail(p: Pending, code: TransportErrorCode, message: string): void {
+  fail(p: Pending, code: TransportErrorCode, message: string, maybeDelivered?: boolean): void {
     this.net.countFailure(code);
-    p.reject(new TransportError(code, message));
+    p.reject(new TransportError(code, message, { maybeDelivered }));
   }
 
   /** Nothing to forget: the simulated network keeps no reconnect backoff. */
@@ -702,7 +841,8 @@ export class SimTransport implements Transport {
     for (const p of all) {
       p.timer.cancel();
       inc(this.net.pendingPerLink, linkKey(this.address, p.to), -1);
-      this.fail(p, code, message);
+      // Sent and unanswered: it may have been handled (as TCP, where a closed connection cannot tell).
+      this.fail(p, code, message, true);
     }
   }
 }

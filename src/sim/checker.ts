@@ -1,0 +1,335 @@
+/**
+ * The checkers: what must hold of a run's history (history.ts) once the faults have healed and the
+ * cluster has gone quiet. The simulator (src/sim) and the real-process fault suite (test/faults) both
+ * judge their runs with `checkHistory`. Pure functions of the history: no clock, no I/O.
+ *
+ * Vocabulary. Every write has an id (the `w` of the CartValue it stored). `observed(x)` are the ids of
+ * the siblings x read before writing; its context covered exactly those versions, so x supersedes them.
+ * `ancestors(x)` = the union over o in observed(x) of {o} ∪ ancestors(o): everything x causally follows.
+ * "Final siblings" are what one replica holds for a key at the end (`FinalState`).
+ *
+ * The checkers (each returns Anomaly[], empty when the property holds):
+ *
+ * 1. `checkAcknowledgedAdds` (no lost acknowledged add): every add with outcome `ok` has its element in
+ *    the union of the items of the key's non-tombstone final siblings, at every replica of the key,
+ *    unless a remove of that element, or a delete, whose read had seen the element (its observedItems
+ *    hold it) has outcome `ok` or `unknown` (an unknown one may have been applied). A delete counts as a
+ *    remove of everything it saw. Elements are unique per add, so "saw the element" means "followed the
+ *    add".
+ *
+ * 2. `checkAcknowledgedWrites` (no lost acknowledged write): every write with outcome `ok` is, at every
+ *    replica of its key, a final sibling or an ancestor of one. Deletes need care, because a tombstone
+ *    may not name its write (over HTTP a delete stores no value, so its sibling has `w` undefined, and a
+ *    later write that read the tombstone cannot list it in `observed`). The rule for an `ok` delete D:
+ *    - D is a final sibling (a tombstone whose `w` is D's id) or an ancestor of one: satisfied, exactly
+ *      as for any write;
+ *    - otherwise, when tombstones are named (`tombstonesNamed`: the simulator stores the delete's id in
+ *      its tombstone, so every later write that read it lists it): D is lost;
+ *    - otherwise (tombstones unnamed): D is satisfied when none of the writes it observed is still a
+ *      final sibling. This is exact for what a delete promises: D's context covers each observed
+ *      version's dot, and a covered dot never comes back (a merge drops every sibling another sibling's
+ *      context covers, and anything that later supersedes D's tombstone has a context at least D's).
+ *      So a superseded version that "comes back" can only mean D was lost. It cannot see the loss of a
+ *      delete that observed nothing (a delete of an absent key): that one is vacuously satisfied.
+ *    With unnamed tombstones the chain of ancestors breaks at every delete, so a write that a delete
+ *    (outcome ok or unknown) observed, directly or through ancestors, counts as possibly superseded by
+ *    it. That is weaker: the loss of such a write together with an unknown delete that was never applied
+ *    goes unseen. The same "observed versions stay gone" rule holds for every write, not only deletes;
+ *    for the others it is already implied by checkers 2 and 4 together.
+ *
+ * 3. `checkReplicasAgree`: every replica of a key holds the same set of versions (by dot; by write id,
+ *    tombstone flag and items where dots are unknown). Replicas that hold nothing count as holding [].
+ *
+ * 4. `checkSiblingsConcurrent`: no final sibling is an ancestor of another final sibling of the same
+ *    replica (the older one should have been superseded), and one write never appears twice (two dots
+ *    for one client write: the write was applied twice).
+ *
+ * 5. `checkNoPhantoms`: every final sibling that names a write names one in the history that did not
+ *    `fail` (failed means "applied nowhere"), and holds the items that write stored.
+ *
+ * Per replica, not per key: after the quiet phase every replica must hold every acknowledged write, so
+ * checkers 1 and 2 judge each replica's set; a write missing from one replica is reported once, listing
+ * the replicas that lack it.
+ */
+import type { Anomaly, FinalSibling, History, WriteRecord } from "./history.js";
+
+export interface CheckOptions {
+  /**
+   * Tombstones carry the id of the delete that made them (the simulator stores it), so a later write
+   * that read a tombstone lists it in `observed`. Default false (HTTP deletes store no value).
+   */
+  readonly tombstonesNamed?: boolean;
+}
+
+/** Writes by id (the first record wins if an id repeats; `checkHistoryShape` reports repeats). */
+function indexWrites(h: History): Map<string, WriteRecord> {
+  const out = new Map<string, WriteRecord>();
+  for (const w of h.writes) if (!out.has(w.id)) out.set(w.id, w);
+  return out;
+}
+
+/** Every id reachable from `start` along `observed` edges (start itself excluded unless on a cycle). */
+function reachableFrom(start: readonly string[], byId: ReadonlyMap<string, WriteRecord>): Set<string> {
+  const seen = new Set<string>();
+  const stack: string[] = [];
+  for (const id of start) for (const o of byId.get(id)?.observed ?? []) stack.push(o);
+  while (stack.length > 0) {
+    const id = stack.pop()!;
+    if (seen.has(id)) continue;
+    seen.add(id);
+    for (const o of byId.get(id)?.observed ?? []) if (!seen.has(o)) stack.push(o);
+  }
+  return seen;
+}
+
+/** ancestors(id): every write `id` causally follows, through the observed lists. */
+export function ancestors(id: string, h: History): Set<string> {
+  return reachableFrom([id], indexWrites(h));
+}
+
+const namedIds = (sibs: readonly FinalSibling[]): string[] =>
+  sibs.flatMap((s) => (s.w === undefined ? [] : [s.w]));
+
+/** The keys written in the history, plus the keys of the final state, sorted (stable reports). */
+function allKeys(h: History): string[] {
+  const keys = new Set<string>(h.final.keys.keys());
+  for (const w of h.writes) keys.add(w.key);
+  return [...keys].sort();
+}
+
+function replicasOf(h: History, key: string): [string, readonly FinalSibling[]][] {
+  const m = h.final.keys.get(key);
+  return m === undefined ? [] : [...m.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+}
+
+function writesByKey(h: History): Map<string, WriteRecord[]> {
+  const out = new Map<string, WriteRecord[]>();
+  for (const w of h.writes) {
+    const l = out.get(w.key);
+    if (l === undefined) out.set(w.key, [w]);
+    else l.push(w);
+  }
+  return out;
+}
+
+// ------------------------------------------------------------------ 1. no lost acknowledged add
+
+export function checkAcknowledgedAdds(h: History): Anomaly[] {
+  const out: Anomaly[] = [];
+  for (const [key, writes] of writesByKey(h)) {
+    // Elements some applied-or-maybe-applied remove or delete had seen: they may legitimately be gone.
+    const removable = new Set<string>();
+    for (const w of writes) {
+      if (w.outcome === "failed") continue;
+      if (w.kind === "remove" && w.element !== undefined && w.observedItems.includes(w.element))
+        removable.add(w.element);
+      if (w.kind === "delete") for (const e of w.observedItems) removable.add(e);
+    }
+    const replicas = replicasOf(h, key);
+    for (const w of writes) {
+      if (w.kind !== "add" || w.outcome !== "ok" || w.element === undefined || removable.has(w.element))
+        continue;
+      if (replicas.length === 0) {
+        out.push({
+          checker: "acknowledged-adds",
+          key,
+          message: `add ${w.id} of ${w.element} (acknowledged) is lost: no replica holds the key`,
+        });
+        continue;
+      }
+      const lacking = replicas
+        .filter(([, sibs]) => !sibs.some((s) => !s.deleted && s.items.includes(w.element!)))
+        .map(([r]) => r);
+      if (lacking.length > 0)
+        out.push({
+          checker: "acknowledged-adds",
+          key,
+          message:
+            `add ${w.id} of ${w.element} (acknowledged at ${w.completedAt} ms) is missing from the final ` +
+            `value at ${lacking.join(", ")}, and no remove or delete that saw it was applied`,
+        });
+    }
+  }
+  return out;
+}
+
+// ------------------------------------------------------------------ 2. no lost acknowledged write
+
+export function checkAcknowledgedWrites(h: History, opts: CheckOptions = {}): Anomaly[] {
+  const out: Anomaly[] = [];
+  const byId = indexWrites(h);
+  for (const [key, writes] of writesByKey(h)) {
+    const acked = writes.filter((w) => w.outcome === "ok");
+    if (acked.length === 0) continue;
+    const replicas = replicasOf(h, key);
+    const lost = new Map<string, string[]>(); // write id -> replicas where it is lost
+    const note = (w: WriteRecord, replica: string) => {
+      const l = lost.get(w.id);
+      if (l === undefined) lost.set(w.id, [replica]);
+      else l.push(replica);
+    };
+    if (replicas.length === 0) for (const w of acked) note(w, "(no replica holds the key)");
+    // Unnamed tombstones break ancestor chains at deletes: what a delete (applied or maybe applied)
+    // observed may be superseded by it without any final sibling naming the delete.
+    const hidden = opts.tombstonesNamed
+      ? []
+      : writes.filter((w) => w.kind === "delete" && w.outcome !== "failed").map((w) => w.id);
+    for (const [replica, sibs] of replicas) {
+      const finals = new Set(namedIds(sibs));
+      const covered = reachableFrom([...finals, ...hidden], byId);
+      for (const w of acked) {
+        if (finals.has(w.id) || covered.has(w.id)) continue;
+        if (w.kind === "delete" && !opts.tombstonesNamed) {
+          // Unnamed tombstones: the delete holds when nothing it superseded is a final sibling.
+          if (!w.observed.some((o) => finals.has(o))) continue;
+        }
+        note(w, replica);
+      }
+    }
+    for (const [id, where] of lost) {
+      const w = byId.get(id)!;
+      const back = w.observed.filter((o) => replicas.some(([, s]) => namedIds(s).includes(o)));
+      out.push({
+        checker: "acknowledged-writes",
+        key,
+        message:
+          `${w.kind} ${id} (acknowledged at ${w.completedAt} ms) is neither a final sibling nor an ` +
+          `ancestor of one at ${where.join(", ")}` +
+          (back.length > 0 ? `; versions it superseded are still there: ${back.join(", ")}` : ""),
+      });
+    }
+  }
+  return out;
+}
+
+// ------------------------------------------------------------------ 3. replicas agree
+
+function versionName(s: FinalSibling): string {
+  if (s.dot !== undefined) return s.dot;
+  return `${s.deleted ? "tombstone" : "value"}:${s.w ?? "?"}:${s.items.join(",")}`;
+}
+
+export function checkReplicasAgree(h: History): Anomaly[] {
+  const out: Anomaly[] = [];
+  for (const key of allKeys(h)) {
+    const replicas = replicasOf(h, key);
+    if (replicas.length < 2) continue;
+    const sets = replicas.map(([r, sibs]) => [r, [...new Set(sibs.map(versionName))].sort()] as const);
+    const [r0, first] = sets[0]!;
+    for (const [r, vs] of sets.slice(1)) {
+      if (vs.length === first.length && vs.every((v, i) => v === first[i])) continue;
+      out.push({
+        checker: "replicas-agree",
+        key,
+        message: `replicas disagree: ${r0} holds [${first.join(" ")}], ${r} holds [${vs.join(" ")}]`,
+      });
+    }
+  }
+  return out;
+}
+
+// ------------------------------------------------------------------ 4. siblings are concurrent
+
+export function checkSiblingsConcurrent(h: History): Anomaly[] {
+  const out: Anomaly[] = [];
+  const byId = indexWrites(h);
+  for (const key of allKeys(h))
+    for (const [replica, sibs] of replicasOf(h, key)) {
+      const ids = namedIds(sibs);
+      const counts = new Map<string, number>();
+      for (const id of ids) counts.set(id, (counts.get(id) ?? 0) + 1);
+      for (const [id, n] of counts)
+        if (n > 1)
+          out.push({
+            checker: "siblings-concurrent",
+            key,
+            message: `write ${id} appears as ${n} siblings at ${replica} (one write applied ${n} times)`,
+          });
+      const finals = new Set(ids);
+      for (const id of [...counts.keys()]) {
+        const older = [...reachableFrom([id], byId)].filter((a) => finals.has(a) && a !== id).sort();
+        if (older.length > 0)
+          out.push({
+            checker: "siblings-concurrent",
+            key,
+            message: `at ${replica}, sibling ${id} causally follows siblings ${older.join(", ")}, which should have been superseded`,
+          });
+      }
+    }
+  return out;
+}
+
+// ------------------------------------------------------------------ 5. no phantoms
+
+export function checkNoPhantoms(h: History): Anomaly[] {
+  const out: Anomaly[] = [];
+  const byId = indexWrites(h);
+  for (const key of allKeys(h))
+    for (const [replica, sibs] of replicasOf(h, key))
+      for (const s of sibs) {
+        if (s.w === undefined) continue;
+        const w = byId.get(s.w);
+        const problem =
+          w === undefined
+            ? "names no write of the history"
+            : w.key !== key
+              ? `belongs to key ${w.key}`
+              : w.outcome === "failed"
+                ? "names a write whose outcome was failed (applied nowhere)"
+                : w.kind === "delete" && !s.deleted
+                  ? "is a value, but its write was a delete"
+                  : w.kind !== "delete" && s.deleted
+                    ? "is a tombstone, but its write was not a delete"
+                    : !s.deleted && !sameItems(s.items, w.items ?? [])
+                      ? `holds [${s.items.join(",")}], but its write stored [${(w.items ?? []).join(",")}]`
+                      : undefined;
+        if (problem !== undefined)
+          out.push({ checker: "no-phantoms", key, message: `sibling ${s.w} at ${replica} ${problem}` });
+      }
+  return out;
+}
+
+function sameItems(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+// ------------------------------------------------------------------ the history's own shape
+
+/** Write ids are unique; observed ids name writes of the same key recorded earlier (or unknown ones). */
+export function checkHistoryShape(h: History): Anomaly[] {
+  const out: Anomaly[] = [];
+  const seen = new Map<string, WriteRecord>();
+  for (const w of h.writes) {
+    if (seen.has(w.id))
+      out.push({ checker: "history-shape", key: w.key, message: `write id ${w.id} is recorded twice` });
+    seen.set(w.id, w);
+  }
+  for (const w of h.writes)
+    for (const o of w.observed) {
+      const x = seen.get(o);
+      if (x !== undefined && x.key !== w.key)
+        out.push({
+          checker: "history-shape",
+          key: w.key,
+          message: `write ${w.id} observed ${o}, a write of another key`,
+        });
+    }
+  return out;
+}
+
+/** Runs every checker; anomalies in checker order, then key order. */
+export function checkHistory(h: History, opts: CheckOptions = {}): Anomaly[] {
+  return [
+    ...checkHistoryShape(h),
+    ...checkAcknowledgedAdds(h),
+    ...checkAcknowledgedWrites(h, opts),
+    ...checkReplicasAgree(h),
+    ...checkSiblingsConcurrent(h),
+    ...checkNoPhantoms(h),
+  ];
+}
+
+/** One line per anomaly, for reports. */
+export function formatAnomalies(anomalies: readonly Anomaly[]): string {
+  return anomalies.map((a) => `[${a.checker}] key ${JSON.stringify(a.key)}: ${a.message}`).join("\n");
+}

@@ -1,0 +1,317 @@
+/**
+ * A whole ringstore cluster in one process: N nodes, each the real `NodeCore` (membership and gossip,
+ * replica, coordinator, router, peer dispatch) over the simulated network (SimNetwork) and one virtual
+ * scheduler, each with its own storage engine: the LSM engine on its own MemoryFileSystem (durability
+ * "fsync", as a node runs it) or the memory engine.
+ *
+ * It is node.ts with the world swapped out, and the faults a world can inflict:
+ * - `crash(id)`: the process dies. Its transport is dropped (SimNetwork.crash), its timers halted, and
+ *   its file system loses what was not fsynced (MemoryFileSystem.crash, "drop", "torn" or "zeroed"
+ *   tails). With the memory engine the data is gone entirely.
+ * - `restart(id)`: as node.ts starts a node on an existing data directory: reopen the LSM engine on the
+ *   crashed file system, rebuild NodeCore under the same node id and actor (the identity file survives)
+ *   from the view node.ts would have saved in members.json (kept here in `saved`, rewritten on every
+ *   view change), with the incarnation one above the saved one. A memory-engine node lost its data, so
+ *   it comes back under a new actor (a wiped disk is a new incarnation: its old dots must not be reused).
+ * - `pause(id)` / `resume(id)`: the process stops (its timers and its network input wait) and goes on.
+ * - clock skew: each node reads its own clock, virtual time plus an offset and a drift (skewedClock).
+ *
+ * Deterministic: node ids, actors, every random stream come from the run's seed.
+ */
+import { NodeCore } from "../node/node-core.js";
+import type { Clock } from "../runtime/runtime.js";
+import {
+  derivedRandom,
+  deriveSeed,
+  skewedClock,
+  type TimerGroup,
+  type VirtualScheduler,
+} from "../runtime/virtual-runtime.js";
+import type { StorageEngine } from "../storage/engine.js";
+import { MemoryFileSystem } from "../storage/fs/memory-file-system.js";
+import { LsmEngine } from "../storage/lsm/lsm-engine.js";
+import type { Durability } from "../storage/lsm/options.js";
+import { MemoryEngine } from "../storage/memory-engine.js";
+import type { MemberView, RequestBody, ResponseBody, RingView } from "../transport/messages.js";
+import type { SimNetwork, SimTransport } from "../transport/sim-transport.js";
+
+export type StorageKind = "lsm" | "memory";
+
+/** Bugs planted on purpose, to show that the checkers catch them (test/sim). Never used otherwise. */
+export type PlantedBug =
+  /** The first node answers `store` (replication, read repair) without storing the set. */
+  | "drop-store"
+  /** Every coordinator ignores the client's context (versions each write as if blind). */
+  | "ignore-context"
+  /** LSM durability "none": a write is acknowledged before it is fsynced, so a crash loses it. */
+  | "no-fsync";
+
+export interface ClusterConfig {
+  readonly seed: number;
+  readonly nodes: number;
+  readonly storage: StorageKind;
+  readonly n: number;
+  readonly r: number;
+  readonly w: number;
+  readonly partitions: number;
+  readonly gossipIntervalMs: number;
+  readonly downAfterMs: number;
+  readonly requestTimeoutMs: number;
+  readonly maxSiblings: number;
+  readonly bug?: PlantedBug;
+}
+
+export interface SimNode {
+  readonly id: string;
+  readonly address: string;
+  /** The coordinating actor: node id and data epoch (identity.ts's `actor`). */
+  actor: string;
+  core: NodeCore;
+  storage: StorageEngine;
+  readonly fs: MemoryFileSystem | undefined;
+  timers: TimerGroup;
+  readonly clock: Clock;
+  readonly transport: SimTransport;
+  /** What node.ts keeps in members.json: the last view, rewritten on every change. */
+  saved: { members: MemberView[]; ring: RingView | null };
+  state: "up" | "crashed";
+  paused: boolean;
+  /** Incarnations of this node (1 + restarts). */
+  generation: number;
+  /** Resolvers of callers waiting for the node to run (it is paused). */
+  readonly waiting: (() => void)[];
+}
+
+const CLUSTER_ID = "sim";
+const DATA_DIR = "/data/storage";
+
+/** Small tables and memtables, so that a run of a few hundred writes flushes and compacts. */
+const LSM_OPTIONS = {
+  memtableBytes: 16 * 1024,
+  tableTargetBytes: 32 * 1024,
+  blockCacheBytes: 256 * 1024,
+  walPreallocateBytes: 16 * 1024,
+  maxPendingWriteBytes: 1024 * 1024,
+  maxWriteGroupBytes: 256 * 1024,
+} as const;
+
+export class SimCluster {
+  readonly nodes: SimNode[] = [];
+  readonly byId = new Map<string, SimNode>();
+  readonly readRepairs = { count: 0 };
+  private readonly cluster;
+
+  constructor(
+    readonly config: ClusterConfig,
+    readonly sched: VirtualScheduler,
+    readonly net: SimNetwork,
+    /** Per node: clock offset (ms) and drift (a rate error), drawn by the caller from the seed. */
+    readonly skew: readonly { readonly offsetMs: number; readonly drift: number }[],
+    private readonly log: (line: string) => void,
+  ) {
+    this.cluster = {
+      clusterId: CLUSTER_ID,
+      clusterSecret: Buffer.from(`secret-${config.seed}`).toString("base64"),
+      n: config.n,
+      r: config.r,
+      w: config.w,
+      partitions: config.partitions,
+    };
+  }
+
+  static idOf(i: number): string {
+    return `n${i + 1}`;
+  }
+
+  private actorOf(id: string, generation: number): string {
+    return `${id}.${deriveSeed(this.config.seed, `actor/${id}/${generation}`).toString(36)}`;
+  }
+
+  private entry(id: string, status: MemberView["status"], incarnation: number): MemberView {
+    return {
+      id,
+      api: `api:${id}`,
+      peer: `sim:${id}`,
+      weight: 1,
+      zone: undefined,
+      status,
+      incarnation,
+      heartbeat: 0,
+    };
+  }
+
+  private async openStorage(fs: MemoryFileSystem | undefined): Promise<StorageEngine> {
+    if (fs === undefined) return new MemoryEngine();
+    const durability: Durability = this.config.bug === "no-fsync" ? "none" : "fsync";
+    return LsmEngine.open({ dir: DATA_DIR, fs, options: { ...LSM_OPTIONS, durability } });
+  }
+
+  /** Builds every node, the first one claiming the ring over all of them (as bench/gossip.ts does). */
+  async start(): Promise<void> {
+    const ids = Array.from({ length: this.config.nodes }, (_, i) => SimCluster.idOf(i));
+    const members = ids.map((id) => this.entry(id, "up", 1));
+    for (const [i, id] of ids.entries()) {
+      const fs = this.config.storage === "lsm" ? new MemoryFileSystem() : undefined;
+      if (fs !== undefined) await fs.mkdirp(DATA_DIR);
+      const storage = await this.openStorage(fs);
+      const address = `sim:${id}`;
+      let node: SimNode | undefined;
+      const transport = this.net.transport({
+        address,
+        nodeId: id,
+        clusterId: CLUSTER_ID,
+        handler: (from, body) => this.dispatch(node!, from, body),
+      });
+      const { offsetMs, drift } = this.skew[i] ?? { offsetMs: 0, drift: 0 };
+      const timers = this.sched.group();
+      node = {
+        id,
+        address,
+        actor: this.actorOf(id, 1),
+        core: undefined as unknown as NodeCore,
+        storage,
+        fs,
+        timers,
+        clock: skewedClock(this.sched, offsetMs, drift),
+        transport,
+        saved: { members, ring: null },
+        state: "up",
+        paused: false,
+        generation: 1,
+        waiting: [],
+      };
+      const founder = i === 0;
+      const ring = founder ? null : this.nodes[0]!.core.membership.ring;
+      node.core = this.makeCore(node, members[i]!, { members, ring }, founder);
+      node.saved = { members: node.core.membership.view(), ring: node.core.membership.ring };
+      this.nodes.push(node);
+      this.byId.set(id, node);
+    }
+    // Gossip starts at seeded phases, as processes started one after the other.
+    const phase = derivedRandom(this.config.seed, "gossip-phase");
+    for (const node of this.nodes) {
+      const core = node.core;
+      node.timers.after(Math.floor(phase.next() * this.config.gossipIntervalMs), () => core.start());
+    }
+  }
+
+  private makeCore(
+    node: SimNode,
+    self: MemberView,
+    view: { members: readonly MemberView[]; ring: RingView | null },
+    bootstrapRing: boolean,
+  ): NodeCore {
+    const c = this.config;
+    const core: NodeCore = new NodeCore({
+      nodeId: node.id,
+      actor: node.actor,
+      cluster: this.cluster,
+      transport: node.transport,
+      storage: node.storage,
+      clock: node.clock,
+      timers: node.timers,
+      random: derivedRandom(c.seed, `node/${node.id}/${node.generation}`),
+      self,
+      view,
+      bootstrapRing,
+      gossipIntervalMs: c.gossipIntervalMs,
+      downAfterMs: c.downAfterMs,
+      requestTimeoutMs: c.requestTimeoutMs,
+      maxSiblings: c.maxSiblings,
+      onViewChange: () => {
+        node.saved = { members: core.membership.view(), ring: core.membership.ring };
+      },
+      onReadRepair: () => {
+        this.readRepairs.count++;
+      },
+    });
+    return core;
+  }
+
+  private dispatch(node: SimNode, from: string, body: RequestBody): Promise<ResponseBody> {
+    if (this.config.bug === "drop-store" && node === this.nodes[0] && body.op === "store")
+      return Promise.resolve({ op: "stored" });
+    return node.core.dispatch(from, body);
+  }
+
+  // ------------------------------------------------------------------ faults
+
+  crash(id: string, unsynced: "drop" | "torn" | "zeroed", random: () => number): void {
+    const node = this.byId.get(id)!;
+    if (node.state !== "up") throw new Error(`sim: ${id} is not up`);
+    // A paused process can be killed too: nothing it held back runs (the network drops what it held,
+    // halt() forgets its overdue timers), and callers waiting for it wait in vain.
+    node.paused = false;
+    node.waiting.length = 0;
+    node.state = "crashed";
+    this.net.crash(node.address);
+    node.timers.halt();
+    node.core.stop();
+    node.fs?.crash({ unsynced, random });
+    this.log(`crash ${id} (unsynced data: ${node.fs === undefined ? "all lost" : unsynced})`);
+  }
+
+  /** Restarts a crashed node from its (crashed) disk and saved view. */
+  async restart(id: string): Promise<void> {
+    const node = this.byId.get(id)!;
+    if (node.state !== "crashed") throw new Error(`sim: ${id} is not crashed`);
+    node.generation++;
+    if (node.fs === undefined) node.actor = this.actorOf(id, node.generation); // a wiped disk: new actor
+    node.storage = await this.openStorage(node.fs);
+    node.timers = this.sched.group();
+    const view = node.saved;
+    const prevSelf = view.members.find((m) => m.id === id);
+    const inRing = view.ring?.owners.includes(id) ?? false;
+    const self = this.entry(id, inRing ? "up" : "joining", (prevSelf?.incarnation ?? 0) + 1);
+    node.core = this.makeCore(node, self, view, false);
+    node.state = "up";
+    this.net.restart(node.address, (from, body) => this.dispatch(node, from, body));
+    node.core.start();
+    node.saved = { members: node.core.membership.view(), ring: node.core.membership.ring };
+    this.log(`restart ${id} (generation ${node.generation}, actor ${node.actor})`);
+  }
+
+  pause(id: string): void {
+    const node = this.byId.get(id)!;
+    if (node.state !== "up" || node.paused) throw new Error(`sim: ${id} cannot be paused`);
+    node.paused = true;
+    this.net.pause(node.address);
+    node.timers.pause();
+    this.log(`pause ${id}`);
+  }
+
+  resume(id: string): void {
+    const node = this.byId.get(id)!;
+    if (!node.paused) throw new Error(`sim: ${id} is not paused`);
+    node.paused = false;
+    this.log(`resume ${id}`);
+    node.timers.resume();
+    this.net.resume(node.address);
+    for (const wake of node.waiting.splice(0)) wake();
+  }
+
+  /** Resolves when the node runs (at once unless it is paused; never if it crashes meanwhile). */
+  running(node: SimNode): Promise<void> {
+    if (!node.paused) return Promise.resolve();
+    return new Promise((resolve) => node.waiting.push(resolve));
+  }
+
+  /** Every node up, and each sees every other as up with the same ring version. */
+  converged(): boolean {
+    const version = this.nodes[0]?.core.membership.ring?.version;
+    for (const a of this.nodes) {
+      if (a.state !== "up" || a.paused) return false;
+      const m = a.core.membership;
+      if (m.ring?.version !== version) return false;
+      for (const b of this.nodes) if (a !== b && m.liveness(b.id, a.clock.now()) !== "up") return false;
+    }
+    return true;
+  }
+
+  stop(): void {
+    for (const node of this.nodes) {
+      node.core.stop();
+      node.timers.halt();
+    }
+  }
+}

@@ -1,0 +1,391 @@
+/**
+ * The deterministic whole-cluster simulator: one run of a ringstore cluster (cluster.ts) under seeded
+ * faults (nemesis.ts) and concurrent cart clients (workload.ts), judged by the checkers (checker.ts).
+ *
+ * A run, all in virtual time (runtime/virtual-runtime.ts) on the simulated network
+ * (transport/sim-transport.ts), everything drawn from one seed:
+ * 1. start the nodes (every node up, one ring), let gossip settle (`warmupMs`);
+ * 2. chaos: the clients run their operations while the nemesis injects faults; clock skew throughout;
+ * 3. heal: every fault undone (network healed, paused nodes resumed, crashed nodes restarted), then wait
+ *    until every node sees every other up with the same ring;
+ * 4. converge: replicas converge only through read repair today, so the simulator does what a user
+ *    would: it reads every key through the cluster with r = N (which repairs every replica that lacked
+ *    part of the merged set), then lets the cluster go quiet (`quietMs`). Anti-entropy (Merkle
+ *    exchanges, a later issue) will take this over: step 4 then becomes "wait until quiet".
+ * 5. collect every replica's stored siblings directly (NodeCore.replica.read on the key's preference
+ *    list) and run the checkers; check the bounds (network queues, storage, siblings, steps).
+ *
+ * Same seed and options, same history, byte for byte: `hash` is the SHA-256 of the canonical history
+ * (every WriteRecord in order, then the final state sorted by key and replica).
+ *
+ * Bounds: the chaos phase stops new operations after `maxChaosMs` of virtual time; healing may take at
+ * most `maxHealMs`; the scheduler fires at most `maxSteps` timers in a run (more is a runaway loop).
+ */
+import { createHash } from "node:crypto";
+import type { KvService } from "../replication/coordinator.js";
+import { derivedRandom, VirtualScheduler } from "../runtime/virtual-runtime.js";
+import { DEFAULT_LSM_OPTIONS } from "../storage/lsm/options.js";
+import { NO_FAULTS, type SimCounters, SimNetwork } from "../transport/sim-transport.js";
+import { EMPTY_VECTOR } from "../versioning/dvv.js";
+import { checkHistory } from "./checker.js";
+import { type PlantedBug, SimCluster, type SimNode, type StorageKind } from "./cluster.js";
+import type { Anomaly, FinalSibling, FinalState, History } from "./history.js";
+import { FAULT_KINDS, type FaultCounts, Nemesis, type NemesisConfig } from "./nemesis.js";
+import { finalSibling, keyName, Workload, type WorkloadStats } from "./workload.js";
+
+export type FaultProfile = "none" | "standard" | "heavy";
+export const FAULT_PROFILES: readonly FaultProfile[] = ["none", "standard", "heavy"];
+
+export interface SimOptions {
+  readonly seed: number;
+  /** Nodes in the cluster (at least 5). */
+  readonly nodes: number;
+  /** Client operations in the run. */
+  readonly ops: number;
+  readonly clients: number;
+  readonly keys: number;
+  readonly storage: StorageKind;
+  readonly faults: FaultProfile;
+  /** A bug planted on purpose (tests only: shows the checkers catch it). */
+  readonly bug?: PlantedBug;
+  /**
+   * Let duplicated requests reach their handler a second time (an at-least-once network). Off by
+   * default: node-to-node requests travel over TCP, which never hands the application a request twice,
+   * so a duplicated request copy is discarded on arrival (SimNetwork's atMostOnceRequests). On, it
+   * shows what a retried request does (a forwarded write applied twice: see the report in test/sim).
+   */
+  readonly duplicateRequests?: boolean;
+}
+
+export const DEFAULT_SIM_OPTIONS: Omit<SimOptions, "seed"> = {
+  nodes: 5,
+  ops: 300,
+  clients: 6,
+  keys: 6,
+  storage: "lsm",
+  faults: "standard",
+};
+
+/** The cluster's timing and quorum settings (gossip and timeouts scaled down as in the cluster tests). */
+const N = 3;
+const R = 2;
+const W = 2;
+const PARTITIONS = 64;
+const GOSSIP_INTERVAL_MS = 200;
+const DOWN_AFTER_MS = 2000;
+const PEER_TIMEOUT_MS = 500;
+const CLIENT_TIMEOUT_MS = 1000;
+const MAX_SIBLINGS = 64;
+/** Virtual clocks start here, so that nodes' clocks (skewed) look like wall clocks and stay positive. */
+const EPOCH_MS = 1_700_000_000_000;
+const WARMUP_MS = 1500;
+const MAX_CHAOS_MS = 120_000;
+const MAX_HEAL_MS = 60_000;
+const QUIET_MS = 3000;
+const MAX_STEPS = 5_000_000;
+
+function nemesisConfig(o: SimOptions): NemesisConfig {
+  const maxCrashes = o.storage === "memory" ? 1 : Number.POSITIVE_INFINITY;
+  switch (o.faults) {
+    case "none":
+      return {
+        gapMs: [1000, 1000],
+        durationMs: [0, 0],
+        baseline: NO_FAULTS,
+        maxCrashed: 0,
+        maxCrashes: 0,
+        kinds: [],
+      };
+    case "standard":
+      return {
+        gapMs: [300, 1200],
+        durationMs: [300, 3000],
+        baseline: {
+          dropProbability: 0.01,
+          duplicateProbability: 0.01,
+          delayProbability: 0.05,
+          delayMaxMs: 100,
+        },
+        maxCrashed: 1,
+        maxCrashes,
+        kinds: FAULT_KINDS,
+      };
+    case "heavy":
+      return {
+        gapMs: [200, 700],
+        durationMs: [500, 5000],
+        baseline: {
+          dropProbability: 0.03,
+          duplicateProbability: 0.03,
+          delayProbability: 0.1,
+          delayMaxMs: 300,
+        },
+        maxCrashed: Math.floor((o.nodes - 1) / 2),
+        maxCrashes,
+        kinds: FAULT_KINDS,
+      };
+  }
+}
+
+export interface SimResult {
+  readonly options: SimOptions;
+  readonly history: History;
+  readonly anomalies: Anomaly[];
+  readonly faults: FaultCounts;
+  readonly network: Readonly<SimCounters>;
+  readonly workload: WorkloadStats;
+  readonly readRepairs: number;
+  /** SHA-256 of the canonical history. */
+  readonly hash: string;
+  /** Every fault, operation and phase, with its virtual time (ms since the start). */
+  readonly trace: readonly string[];
+  readonly virtualMs: number;
+  readonly steps: number;
+}
+
+/** The command that replays a run. */
+export function replayCommand(o: SimOptions): string {
+  const d = DEFAULT_SIM_OPTIONS;
+  const parts = [`npm run sim -- --seed ${o.seed}`];
+  if (o.nodes !== d.nodes) parts.push(`--nodes ${o.nodes}`);
+  if (o.ops !== d.ops) parts.push(`--ops ${o.ops}`);
+  if (o.clients !== d.clients) parts.push(`--clients ${o.clients}`);
+  if (o.keys !== d.keys) parts.push(`--keys ${o.keys}`);
+  if (o.storage !== d.storage) parts.push(`--storage ${o.storage}`);
+  if (o.faults !== d.faults) parts.push(`--faults ${o.faults}`);
+  if (o.bug !== undefined) parts.push(`--bug ${o.bug}`);
+  if (o.duplicateRequests === true) parts.push("--dup-requests");
+  return parts.join(" ");
+}
+
+/** The history as canonical JSON: writes in order; keys, then replicas, sorted; siblings as stored. */
+export function canonicalHistory(h: History): string {
+  const keys = [...h.final.keys.keys()].sort();
+  const final = keys.map((k) => {
+    const replicas = [...h.final.keys.get(k)!.entries()].sort(([a], [b]) => (a < b ? -1 : 1));
+    return [
+      k,
+      replicas.map(([r, sibs]) => [r, sibs.map((s) => [s.dot ?? null, s.w ?? null, s.deleted, s.items])]),
+    ];
+  });
+  const writes = h.writes.map((w) => [
+    w.id,
+    w.client,
+    w.key,
+    w.kind,
+    w.element ?? null,
+    w.observed,
+    w.observedItems,
+    w.items ?? null,
+    w.outcome,
+    w.invokedAt,
+    w.completedAt,
+  ]);
+  return JSON.stringify({ writes, final });
+}
+
+export function historyHash(h: History): string {
+  return createHash("sha256").update(canonicalHistory(h)).digest("hex");
+}
+
+export async function runSimulation(o: SimOptions): Promise<SimResult> {
+  if (!(Number.isInteger(o.nodes) && o.nodes >= 5))
+    throw new RangeError(`nodes must be >= 5, got ${o.nodes}`);
+  if (!(Number.isInteger(o.seed) && o.seed >= 0 && o.seed <= 0xffff_ffff))
+    throw new RangeError(`seed must be an integer in [0, 2^32), got ${o.seed}`);
+  const sched = new VirtualScheduler({ startMs: EPOCH_MS });
+  const trace: string[] = [];
+  const log = (line: string) => trace.push(`${String(sched.now() - EPOCH_MS).padStart(7)} ${line}`);
+  const anomalies: Anomaly[] = [];
+  const fail = (checker: string, key: string, message: string) => {
+    anomalies.push({ checker, key, message });
+    log(`ANOMALY [${checker}] ${key}: ${message}`);
+  };
+
+  const net = new SimNetwork({
+    clock: sched,
+    timers: sched,
+    random: derivedRandom(o.seed, "network"),
+    latency: { minMs: 1, maxMs: 10 },
+    atMostOnceRequests: o.duplicateRequests !== true,
+  });
+  const nem = nemesisConfig(o);
+  const skewRandom = derivedRandom(o.seed, "skew");
+  const skew = Array.from({ length: o.nodes }, () =>
+    o.faults === "none"
+      ? { offsetMs: 0, drift: 0 }
+      : {
+          offsetMs: Math.round((skewRandom.next() * 2 - 1) * 30_000),
+          drift: (skewRandom.next() * 2 - 1) * 1e-3,
+        },
+  );
+  const cluster = new SimCluster(
+    {
+      seed: o.seed,
+      nodes: o.nodes,
+      storage: o.storage,
+      n: N,
+      r: R,
+      w: W,
+      partitions: PARTITIONS,
+      gossipIntervalMs: GOSSIP_INTERVAL_MS,
+      downAfterMs: DOWN_AFTER_MS,
+      requestTimeoutMs: PEER_TIMEOUT_MS,
+      maxSiblings: MAX_SIBLINGS,
+      bug: o.bug,
+    },
+    sched,
+    net,
+    skew,
+    log,
+  );
+  await sched.runUntilSettled(cluster.start(), 1000);
+  log(
+    `started ${o.nodes} nodes (${o.storage} storage, faults ${o.faults}${o.bug ? `, planted bug ${o.bug}` : ""})`,
+  );
+  for (const [i, s] of skew.entries())
+    if (s.offsetMs !== 0 || s.drift !== 0)
+      log(
+        `skew ${SimCluster.idOf(i)}: clock ${s.offsetMs >= 0 ? "+" : ""}${s.offsetMs} ms, drift ${s.drift.toExponential(2)}`,
+      );
+  await sched.runFor(WARMUP_MS);
+
+  // ---- chaos: clients and faults together
+  const nemesis = new Nemesis(nem, cluster, net, sched, derivedRandom(o.seed, "nemesis"), log);
+  nemesis.counts.skewedNodes = skew.filter((s) => s.offsetMs !== 0 || s.drift !== 0).length;
+  nemesis.counts.maxSkewMs = Math.max(0, ...skew.map((s) => Math.abs(s.offsetMs)));
+  const service = (node: SimNode): KvService => {
+    const router = node.core.router;
+    if (o.bug !== "ignore-context") return router;
+    return {
+      get: (k, r, t) => router.get(k, r, t),
+      write: (k, _c, v, w, t) => router.write(k, EMPTY_VECTOR, v, w, t),
+    };
+  };
+  const workload = new Workload(
+    {
+      clients: o.clients,
+      ops: o.ops,
+      keys: o.keys,
+      r: R,
+      w: W,
+      requestTimeoutMs: CLIENT_TIMEOUT_MS,
+      thinkMaxMs: 100,
+    },
+    cluster,
+    sched,
+    (c) => derivedRandom(o.seed, `client/${c}`),
+    service,
+    log,
+  );
+  nemesis.start();
+  workload.start();
+  if (!(await sched.runUntil(() => workload.done, MAX_CHAOS_MS))) {
+    workload.stopping = true;
+    log("chaos phase hit its time bound: clients stop after their current operation");
+    if (!(await sched.runUntil(() => workload.done, MAX_CHAOS_MS)))
+      fail("liveness", "", "clients did not finish their operations");
+  }
+  log(`chaos over: ${workload.history.length} writes recorded`);
+
+  // ---- heal, and wait for the membership to see everyone up again
+  nemesis.heal();
+  if (!(await sched.runUntil(() => !nemesis.busy && cluster.converged(), MAX_HEAL_MS)))
+    fail("liveness", "", `the cluster did not converge within ${MAX_HEAL_MS} ms of healing`);
+  log("healed: every node sees every other up");
+
+  // ---- converge through read repair (anti-entropy will take this over), then quiet
+  const keys = Array.from({ length: o.keys }, (_, i) => keyName(i));
+  for (const [i, key] of keys.entries()) {
+    let ok = false;
+    for (let attempt = 0; attempt < 5 && !ok; attempt++) {
+      const node = cluster.nodes[(i + attempt) % cluster.nodes.length]!;
+      const out = await sched.runUntilSettled(node.core.router.get(Buffer.from(key), N, 2000), 10_000);
+      ok = out.kind === "ok";
+    }
+    if (!ok) fail("liveness", key, `no read with r=${N} succeeded after healing`);
+  }
+  await sched.runFor(QUIET_MS);
+  log(`quiet: ${cluster.readRepairs.count} read repairs in the run`);
+
+  // ---- the final state, straight from each replica's storage
+  const finalKeys = new Map<string, Map<string, FinalSibling[]>>();
+  for (const key of keys) {
+    const k = Buffer.from(key);
+    const prefs = cluster.nodes[0]!.core.preferenceList(k);
+    for (const node of cluster.nodes.slice(1)) {
+      const p = node.core.preferenceList(k);
+      if (p.join() !== prefs.join())
+        fail(
+          "liveness",
+          key,
+          `preference lists differ: ${cluster.nodes[0]!.id} [${prefs}] ${node.id} [${p}]`,
+        );
+    }
+    const replicas = new Map<string, FinalSibling[]>();
+    for (const id of prefs) {
+      const sibs = await sched.runUntilSettled(cluster.byId.get(id)!.core.replica.read(k), 1000);
+      replicas.set(id, sibs.map(finalSibling));
+    }
+    finalKeys.set(key, replicas);
+  }
+  const final: FinalState = { keys: finalKeys };
+  const history: History = { writes: [...workload.history], final };
+
+  // ---- checks
+  for (const a of checkHistory(history, { tombstonesNamed: true })) fail(a.checker, a.key, a.message);
+  checkBounds(o, cluster, net, workload.stats, sched.fired, fail);
+  for (const err of [...workload.errors, ...nemesis.errors])
+    fail("sim-error", "", err instanceof Error ? (err.stack ?? err.message) : String(err));
+
+  cluster.stop();
+  return {
+    options: o,
+    history,
+    anomalies,
+    faults: { ...nemesis.counts },
+    network: { ...net.counters },
+    workload: workload.stats,
+    readRepairs: cluster.readRepairs.count,
+    hash: historyHash(history),
+    trace,
+    virtualMs: sched.now() - EPOCH_MS,
+    steps: sched.fired,
+  };
+}
+
+/** Every queue stayed within its bound. */
+function checkBounds(
+  o: SimOptions,
+  cluster: SimCluster,
+  net: SimNetwork,
+  stats: WorkloadStats,
+  steps: number,
+  fail: (checker: string, key: string, message: string) => void,
+): void {
+  try {
+    net.checkCounters();
+  } catch (err) {
+    fail("bounds", "", (err as Error).message);
+  }
+  const hw = net.highWater;
+  const lim = net.limits;
+  if (hw.wirePerLink > lim.maxQueuedPerLink) fail("bounds", "", `wire queue reached ${hw.wirePerLink}`);
+  if (hw.pendingPerLink > lim.maxInFlightPerLink)
+    fail("bounds", "", `requests in flight reached ${hw.pendingPerLink}`);
+  if (hw.handlingPerLink > lim.maxInFlightPerLink)
+    fail("bounds", "", `requests handled reached ${hw.handlingPerLink}`);
+  if (hw.heldPerNode > lim.maxHeldPerNode) fail("bounds", "", `messages held reached ${hw.heldPerNode}`);
+  if (stats.maxSiblingsRead > MAX_SIBLINGS)
+    fail("bounds", "", `a read returned ${stats.maxSiblingsRead} siblings`);
+  if (stats.maxInFlight > o.clients)
+    fail("bounds", "", `${stats.maxInFlight} client requests were in flight`);
+  if (steps > MAX_STEPS) fail("bounds", "", `${steps} timers fired (bound ${MAX_STEPS})`);
+  for (const node of cluster.nodes) {
+    const s = node.storage.stats();
+    if (s.immutableMemtables > DEFAULT_LSM_OPTIONS.maxImmutableMemtables)
+      fail("bounds", "", `${node.id}: ${s.immutableMemtables} immutable memtables`);
+    if (s.levels.length > DEFAULT_LSM_OPTIONS.stopWritesAtRuns)
+      fail("bounds", "", `${node.id}: ${s.levels.length} sorted runs`);
+  }
+}

@@ -1,0 +1,276 @@
+/**
+ * The checkers (src/sim/checker.ts) on hand-made histories: each must pass a correct history and must
+ * catch the anomaly it exists for, so that a passing simulation means something.
+ */
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import {
+  ancestors,
+  checkAcknowledgedAdds,
+  checkAcknowledgedWrites,
+  checkHistory,
+  checkHistoryShape,
+  checkNoPhantoms,
+  checkReplicasAgree,
+  checkSiblingsConcurrent,
+} from "../../src/sim/checker.js";
+import type { FinalSibling, History, Outcome, WriteRecord } from "../../src/sim/history.js";
+
+const K = "cart:1";
+
+let clock = 0;
+function write(
+  id: string,
+  kind: WriteRecord["kind"],
+  o: {
+    element?: string;
+    observed?: string[];
+    observedItems?: string[];
+    items?: string[];
+    outcome?: Outcome;
+    key?: string;
+  } = {},
+): WriteRecord {
+  clock += 10;
+  const observedItems = o.observedItems ?? [];
+  const items =
+    o.items ??
+    (kind === "add"
+      ? [...new Set([...observedItems, o.element!])].sort()
+      : kind === "remove"
+        ? observedItems.filter((x) => x !== o.element)
+        : kind === "blind"
+          ? [`b-${id}`]
+          : undefined);
+  return {
+    id,
+    client: "c1",
+    key: o.key ?? K,
+    kind,
+    element: o.element,
+    observed: o.observed ?? [],
+    observedItems,
+    items,
+    outcome: o.outcome ?? "ok",
+    invokedAt: clock,
+    completedAt: clock + 5,
+  };
+}
+
+const sib = (w: string | undefined, items: string[], dot?: string, deleted = false): FinalSibling => ({
+  w,
+  items,
+  deleted,
+  dot: dot ?? (w === undefined ? undefined : `1@${w}`),
+});
+
+function history(
+  writes: WriteRecord[],
+  replicas: Record<string, FinalSibling[]>,
+  key = K,
+  more: [string, Record<string, FinalSibling[]>][] = [],
+): History {
+  const keys = new Map<string, Map<string, FinalSibling[]>>();
+  keys.set(key, new Map(Object.entries(replicas)));
+  for (const [k, r] of more) keys.set(k, new Map(Object.entries(r)));
+  return { writes, final: { keys } };
+}
+
+/** The same siblings at three replicas. */
+const everywhere = (sibs: FinalSibling[]) => ({ n1: sibs, n2: sibs, n3: sibs });
+
+// A correct little history: two concurrent adds, then an add that read both (merging them), then a remove.
+const a1 = write("a1", "add", { element: "e1" });
+const a2 = write("a2", "add", { element: "e2" });
+const a3 = write("a3", "add", {
+  element: "e3",
+  observed: ["a1", "a2"],
+  observedItems: ["e1", "e2"],
+});
+const r1 = write("r1", "remove", { element: "e1", observed: ["a3"], observedItems: ["e1", "e2", "e3"] });
+const good = history([a1, a2, a3, r1], everywhere([sib("r1", ["e2", "e3"])]));
+
+describe("checkers on a correct history", () => {
+  test("every checker passes", () => {
+    assert.deepEqual(checkHistory(good, { tombstonesNamed: true }), []);
+    assert.deepEqual(checkHistory(good), []);
+  });
+
+  test("ancestors follow observed lists transitively", () => {
+    assert.deepEqual([...ancestors("r1", good)].sort(), ["a1", "a2", "a3"]);
+    assert.deepEqual([...ancestors("a1", good)], []);
+  });
+
+  test("concurrent siblings are fine, and their union holds every add", () => {
+    const h = history([a1, a2], everywhere([sib("a1", ["e1"]), sib("a2", ["e2"])]));
+    assert.deepEqual(checkHistory(h, { tombstonesNamed: true }), []);
+  });
+
+  test("unknown and failed writes need not survive", () => {
+    const u = write("u", "add", { element: "eu", outcome: "unknown" });
+    const f = write("f", "blind", { outcome: "failed" });
+    const h = history([a1, u, f], everywhere([sib("a1", ["e1"])]));
+    assert.deepEqual(checkHistory(h), []);
+  });
+});
+
+describe("1. acknowledged adds", () => {
+  test("catches an acknowledged add missing from the final value", () => {
+    // a3's element e3 vanished: the final value is a2's alone.
+    const h = history([a1, a2, a3], everywhere([sib("a2", ["e2"])]));
+    const found = checkAcknowledgedAdds(h);
+    assert.ok(
+      found.some((a) => a.message.includes("e3")),
+      JSON.stringify(found),
+    );
+    assert.ok(found.every((a) => a.checker === "acknowledged-adds"));
+  });
+
+  test("catches it at one replica only", () => {
+    const h = history([a1], { n1: [sib("a1", ["e1"])], n2: [sib("a1", ["e1"])], n3: [] });
+    const found = checkAcknowledgedAdds(h);
+    assert.equal(found.length, 1);
+    assert.match(found[0]!.message, /n3/);
+  });
+
+  test("an applied (or maybe applied) remove that saw the element excuses it", () => {
+    for (const outcome of ["ok", "unknown"] as const) {
+      const r = write("r", "remove", { element: "e1", observed: ["a1"], observedItems: ["e1"], outcome });
+      const h = history([a1, r], everywhere(outcome === "ok" ? [sib("r", [])] : []));
+      assert.deepEqual(checkAcknowledgedAdds(h), [], outcome);
+    }
+  });
+
+  test("a failed remove, or one that never saw the element, does not", () => {
+    const failed = write("rf", "remove", {
+      element: "e1",
+      observed: ["a1"],
+      observedItems: ["e1"],
+      outcome: "failed",
+    });
+    const blindRemove = write("rb", "remove", { element: "e1", observed: [], observedItems: [] });
+    for (const r of [failed, blindRemove]) {
+      const h = history([a1, r], everywhere([]));
+      assert.equal(checkAcknowledgedAdds(h).length, 1, r.id);
+    }
+  });
+
+  test("a delete that saw the element excuses it", () => {
+    const d = write("d", "delete", { observed: ["a1"], observedItems: ["e1"] });
+    const h = history([a1, d], everywhere([sib("d", [], "1@d", true)]));
+    assert.deepEqual(checkAcknowledgedAdds(h), []);
+  });
+
+  test("a key absent from the final state loses its adds", () => {
+    const h = history([a1], {}, "other");
+    assert.equal(checkAcknowledgedAdds(h).length, 1);
+  });
+});
+
+describe("2. acknowledged writes", () => {
+  test("catches an acknowledged blind write that vanished", () => {
+    const b = write("b", "blind");
+    const h = history([a1, b], everywhere([sib("a1", ["e1"])]));
+    const found = checkAcknowledgedWrites(h);
+    assert.equal(found.length, 1);
+    assert.match(found[0]!.message, /blind b/);
+  });
+
+  test("a write survives as an ancestor of a final sibling", () => {
+    const b = write("b", "blind");
+    const a = write("a", "add", { element: "x", observed: ["b"], observedItems: ["b-b"] });
+    const h = history([b, a], everywhere([sib("a", ["b-b", "x"])]));
+    assert.deepEqual(checkAcknowledgedWrites(h), []);
+  });
+
+  test("named tombstones: a delete must be a final sibling or an ancestor of one", () => {
+    const d = write("d", "delete", { observed: ["a1"], observedItems: ["e1"] });
+    const kept = history([a1, d], everywhere([sib("d", [], "2@x", true)]));
+    assert.deepEqual(checkAcknowledgedWrites(kept, { tombstonesNamed: true }), []);
+    const after = write("a9", "add", { element: "e9", observed: ["d"], observedItems: [] });
+    const superseded = history([a1, d, after], everywhere([sib("a9", ["e9"])]));
+    assert.deepEqual(checkAcknowledgedWrites(superseded, { tombstonesNamed: true }), []);
+    // Lost: neither there nor followed (a concurrent add is all that remains).
+    const c = write("c", "add", { element: "ec" });
+    const lost = history([a1, d, c], everywhere([sib("c", ["ec"])]));
+    const found = checkAcknowledgedWrites(lost, { tombstonesNamed: true });
+    assert.deepEqual(found.map((a) => a.message.split(" ").slice(0, 2).join(" ")).sort(), [
+      "add a1", // superseded by nothing that remains: lost with the delete
+      "delete d",
+    ]);
+  });
+
+  test("unnamed tombstones: a delete holds while what it superseded stays gone", () => {
+    const d = write("d", "delete", { observed: ["a1"], observedItems: ["e1"] });
+    // A later add read only the (unnamed) tombstone: it observed nothing it could name.
+    const after = write("a9", "add", { element: "e9", observed: [], observedItems: [] });
+    const fine = history([a1, d, after], everywhere([sib("a9", ["e9"])]));
+    assert.deepEqual(checkAcknowledgedWrites(fine), []);
+    const tomb = history([a1, d], everywhere([sib(undefined, [], "2@x", true)]));
+    assert.deepEqual(checkAcknowledgedWrites(tomb), []);
+    // a1 is back (or never left): the delete was lost.
+    const lost = history([a1, d], everywhere([sib("a1", ["e1"])]));
+    const found = checkAcknowledgedWrites(lost);
+    assert.equal(found.length, 1);
+    assert.match(found[0]!.message, /delete d .* still there: a1/);
+  });
+});
+
+describe("3. replicas agree", () => {
+  test("catches replicas holding different versions", () => {
+    const h = history([a1, a2], {
+      n1: [sib("a1", ["e1"]), sib("a2", ["e2"])],
+      n2: [sib("a1", ["e1"]), sib("a2", ["e2"])],
+      n3: [sib("a1", ["e1"])],
+    });
+    const found = checkReplicasAgree(h);
+    assert.equal(found.length, 1);
+    assert.match(found[0]!.message, /n3/);
+  });
+
+  test("compares dots: the same write under two dots is a disagreement", () => {
+    const h = history([a1], { n1: [sib("a1", ["e1"], "1@A")], n2: [sib("a1", ["e1"], "2@A")] });
+    assert.equal(checkReplicasAgree(h).length, 1);
+  });
+
+  test("an empty replica disagrees with a full one", () => {
+    const h = history([a1], { n1: [sib("a1", ["e1"])], n2: [] });
+    assert.equal(checkReplicasAgree(h).length, 1);
+  });
+});
+
+describe("4. siblings are concurrent", () => {
+  test("catches a sibling that an other sibling followed", () => {
+    // a3 read a1 and a2; a1 should be gone, yet it sits next to a3.
+    const h = history([a1, a2, a3], everywhere([sib("a1", ["e1"]), sib("a3", ["e1", "e2", "e3"])]));
+    const found = checkSiblingsConcurrent(h);
+    assert.equal(found.length, 3); // once per replica
+    assert.match(found[0]!.message, /a3 causally follows siblings a1/);
+  });
+
+  test("catches one write applied twice (two dots)", () => {
+    const h = history([a1], everywhere([sib("a1", ["e1"], "1@A"), sib("a1", ["e1"], "2@A")]));
+    const found = checkSiblingsConcurrent(h);
+    assert.equal(found.length, 3);
+    assert.match(found[0]!.message, /appears as 2 siblings/);
+  });
+});
+
+describe("5. no phantoms, and the history's shape", () => {
+  test("catches a failed write that was applied, an unknown write id, and wrong items", () => {
+    const f = write("f", "blind", { outcome: "failed" });
+    const h = history(
+      [a1, f],
+      everywhere([sib("f", ["b-f"]), sib("zz", ["?"]), sib("a1", ["e1", "extra"], "3@A")]),
+    );
+    const found = checkNoPhantoms(h).filter((a) => a.message.includes("n1"));
+    assert.equal(found.length, 3);
+  });
+
+  test("catches a repeated write id and a cross-key observation", () => {
+    const x = write("a1", "blind");
+    const y = write("y", "add", { element: "ey", observed: ["a1"], key: "cart:2" });
+    const found = checkHistoryShape(history([a1, x, y], everywhere([])));
+    assert.equal(found.length, 2);
+  });
+});

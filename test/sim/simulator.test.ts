@@ -1,0 +1,178 @@
+/**
+ * The whole-cluster simulator (src/sim): a fixed set of seeds over both storage engines and every fault
+ * profile must pass every checker; every kind of fault must actually happen in them; a run replays byte
+ * for byte; and planted bugs must make it fail (so that passing means something).
+ *
+ * A failing seed prints the command that replays it. SIM_SEEDS=1,2,3 runs other seeds instead.
+ */
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { formatAnomalies } from "../../src/sim/checker.js";
+import type { StorageKind } from "../../src/sim/cluster.js";
+import {
+  DEFAULT_SIM_OPTIONS,
+  type FaultProfile,
+  replayCommand,
+  runSimulation,
+  type SimOptions,
+  type SimResult,
+} from "../../src/sim/simulator.js";
+
+const FIXED: [number, StorageKind, FaultProfile][] = [
+  [5000, "lsm", "standard"],
+  [5001, "memory", "standard"],
+  [5002, "lsm", "standard"],
+  [5003, "memory", "standard"],
+  [5004, "lsm", "standard"],
+  [5005, "memory", "standard"],
+  [5006, "lsm", "standard"],
+  [5008, "lsm", "standard"],
+  [7000, "lsm", "heavy"],
+  [7001, "memory", "heavy"],
+  [7003, "memory", "heavy"],
+  [7004, "lsm", "heavy"],
+  [7006, "lsm", "heavy"],
+  [1, "lsm", "none"],
+  [2, "memory", "none"],
+];
+const SEEDS: [number, StorageKind, FaultProfile][] =
+  process.env.SIM_SEEDS === undefined
+    ? FIXED
+    : process.env.SIM_SEEDS.split(",").map((s, i) => [Number(s), i % 2 === 0 ? "lsm" : "memory", "standard"]);
+
+const options = (seed: number, storage: StorageKind, faults: FaultProfile): SimOptions => ({
+  ...DEFAULT_SIM_OPTIONS,
+  seed,
+  storage,
+  faults,
+});
+
+function explain(r: SimResult): string {
+  return `${formatAnomalies(r.anomalies)}\nreplay: ${replayCommand(r.options)}`;
+}
+
+describe("simulator: fixed seeds", () => {
+  const results: SimResult[] = [];
+  for (const [seed, storage, faults] of SEEDS)
+    test(`seed ${seed}, ${storage} storage, faults ${faults}: every checker passes`, async () => {
+      const r = await runSimulation(options(seed, storage, faults));
+      results.push(r);
+      assert.deepEqual(r.anomalies, [], explain(r));
+      assert.ok(r.history.writes.length > 100, `only ${r.history.writes.length} writes`);
+      assert.ok(
+        r.history.writes.filter((w) => w.outcome === "ok").length > 50,
+        "most writes should be acknowledged",
+      );
+    });
+
+  test("every kind of fault happened in the fixed seeds", {
+    skip: process.env.SIM_SEEDS !== undefined,
+  }, () => {
+    const sum = (f: (r: SimResult) => number) => results.reduce((a, r) => a + f(r), 0);
+    const happened = {
+      "message loss": sum((r) => r.network.droppedRandom),
+      duplication: sum((r) => r.network.duplicated),
+      "duplicate requests discarded": sum((r) => r.network.duplicatesDiscarded),
+      "delay (reordering)": sum((r) => r.network.delayed),
+      "symmetric partitions": sum((r) => r.faults.partitions),
+      "one-way cuts": sum((r) => r.faults.oneWayCuts),
+      isolations: sum((r) => r.faults.isolations),
+      crashes: sum((r) => r.faults.crashes),
+      restarts: sum((r) => r.faults.restarts),
+      pauses: sum((r) => r.faults.pauses),
+      "loss bursts": sum((r) => r.faults.bursts),
+      "skewed clocks": sum((r) => r.faults.skewedNodes),
+      "messages held at paused nodes": sum((r) => r.network.pauses),
+      "read repairs": sum((r) => r.readRepairs),
+      "crashes of LSM nodes": results
+        .filter((r) => r.options.storage === "lsm")
+        .reduce((a, r) => a + r.faults.crashes, 0),
+    };
+    for (const [what, n] of Object.entries(happened)) assert.ok(n > 0, `no ${what} in the fixed seeds`);
+    // Each faulty run saw every kind of fault (the nemesis starts with a shuffle of all kinds).
+    for (const r of results.filter((x) => x.options.faults !== "none")) {
+      const f = r.faults;
+      assert.ok(
+        f.partitions > 0 &&
+          f.oneWayCuts > 0 &&
+          f.isolations > 0 &&
+          f.crashes > 0 &&
+          f.pauses > 0 &&
+          f.bursts > 0,
+        `seed ${r.options.seed}: ${JSON.stringify(f)}`,
+      );
+      assert.equal(f.restarts, f.crashes, `seed ${r.options.seed}: every crashed node restarted`);
+    }
+    // The fault-free runs really were fault-free.
+    for (const r of results.filter((x) => x.options.faults === "none"))
+      assert.equal(r.network.dropped + r.network.duplicated + r.faults.crashes + r.faults.pauses, 0);
+  });
+});
+
+describe("simulator: determinism", () => {
+  test("the same seed gives the same history, byte for byte (and the same trace)", async () => {
+    for (const storage of ["lsm", "memory"] as const) {
+      const a = await runSimulation(options(4242, storage, "heavy"));
+      const b = await runSimulation(options(4242, storage, "heavy"));
+      assert.equal(a.hash, b.hash);
+      assert.deepEqual(a.trace, b.trace);
+      assert.equal(a.steps, b.steps);
+    }
+  });
+
+  test("different seeds give different histories", async () => {
+    const a = await runSimulation(options(11, "lsm", "standard"));
+    const b = await runSimulation(options(12, "lsm", "standard"));
+    assert.notEqual(a.hash, b.hash);
+  });
+});
+
+describe("simulator: planted bugs are caught", () => {
+  test("a replica that acknowledges replication without storing: replicas disagree", async () => {
+    const r = await runSimulation({ ...options(1, "lsm", "standard"), bug: "drop-store" });
+    assert.ok(
+      r.anomalies.some((a) => a.checker === "replicas-agree"),
+      JSON.stringify(r.anomalies.slice(0, 3)),
+    );
+  });
+
+  test("a coordinator that ignores the client's context: siblings that are not concurrent", async () => {
+    const r = await runSimulation({ ...options(1, "memory", "none"), bug: "ignore-context" });
+    assert.ok(r.anomalies.some((a) => a.checker === "siblings-concurrent"));
+  });
+
+  test("a write acknowledged before it is fsynced: crashes lose it", async () => {
+    // Replication masks one replica's loss (read repair restores it from the other), so it takes two
+    // replicas of a write crashing before the repair: the heavy profile, over a few seeds.
+    const caught: number[] = [];
+    for (let seed = 1; seed <= 12 && caught.length === 0; seed++) {
+      const r = await runSimulation({ ...options(seed, "lsm", "heavy"), bug: "no-fsync" });
+      if (r.anomalies.some((a) => a.checker === "acknowledged-writes" || a.checker === "acknowledged-adds"))
+        caught.push(seed);
+    }
+    assert.ok(caught.length > 0, "no seed of 1..12 lost an acknowledged write without fsync");
+  });
+});
+
+/**
+ * Seeds that found bugs, kept as regression tests. Seed 7074 (heavy faults): a coordinator crashed while
+ * handling a forwarded write; the forwarder took the connection reset for "never delivered", retried on
+ * the next replica, and the one client write came back as two siblings. Fixed: a request written to a
+ * connection that then broke fails with `maybeDelivered`, and Router.write answers "unavailable" for it.
+ */
+describe("simulator: regressions", () => {
+  test("seed 7074 heavy: a forwarded write is not retried after a connection reset", async () => {
+    const r = await runSimulation(options(7074, "lsm", "heavy"));
+    assert.deepEqual(r.anomalies, [], explain(r));
+  });
+});
+
+/** Known limitations, `todo` (reported, not failing the suite) until fixed. */
+describe("simulator: known limitations (todo)", () => {
+  test("seed 9029 --dup-requests: a duplicated coordinate request is applied twice", {
+    todo: "coordinate is not idempotent (no request id); TCP never duplicates, so off by default",
+  }, async () => {
+    const r = await runSimulation({ ...options(9029, "memory", "standard"), duplicateRequests: true });
+    assert.deepEqual(r.anomalies, [], explain(r));
+  });
+});
