@@ -36,6 +36,8 @@ interface Pending {
   resolve: (r: ResponseBody) => void;
   reject: (e: unknown) => void;
   timer: { cancel(): void };
+  /** Handed to the socket (not just queued behind the handshake): the peer may have received it. */
+  sent: boolean;
 }
 
 function splitAddress(address: string): { host: string; port: number } {
@@ -93,7 +95,7 @@ class OutConnection {
   private ready = false;
   private closed = false;
   private readonly pending = new Map<number, Pending>();
-  private queued: Buffer[] = [];
+  private queued: { frame: Buffer; p: Pending }[] = [];
   private nextId = 1;
   readonly opened: Promise<void>;
   peerNode = "";
@@ -173,7 +175,10 @@ class OutConnection {
               this.peerNode = f.node;
               this.ready = true;
               settled = true;
-              for (const q of this.queued) this.sink!.write(q);
+              for (const q of this.queued) {
+                q.p.sent = true;
+                this.sink!.write(q.frame);
+              }
               this.queued = [];
               resolve();
               continue;
@@ -234,9 +239,10 @@ class OutConnection {
           new TransportError("ERR_TIMEOUT", `${body.op} to ${this.address} timed out after ${timeoutMs} ms`),
         );
       });
-      this.pending.set(id, { resolve, reject, timer });
+      const p: Pending = { resolve, reject, timer, sent: this.ready };
+      this.pending.set(id, p);
       if (this.ready) this.sink!.write(frame);
-      else this.queued.push(frame);
+      else this.queued.push({ frame, p });
     });
   }
 
@@ -251,7 +257,11 @@ class OutConnection {
     this.socket?.destroy();
     for (const p of this.pending.values()) {
       p.timer.cancel();
-      p.reject(err);
+      p.reject(
+        p.sent && !err.maybeDelivered
+          ? new TransportError(err.code, err.message, { cause: err.cause, maybeDelivered: true })
+          : err,
+      );
     }
     this.pending.clear();
     this.queued = [];

@@ -15,13 +15,21 @@ export type TransportErrorCode =
   | "ERR_PROTOCOL";
 
 export class TransportError extends Error {
+  /**
+   * The request may have reached the peer's handler before the failure (it was written to a connection
+   * that then broke). A caller that must not apply a request twice treats it like a timeout: the outcome
+   * is unknown, so it does not retry the request elsewhere. ERR_TIMEOUT and ERR_REMOTE imply it.
+   */
+  readonly maybeDelivered: boolean;
+
   constructor(
     readonly code: TransportErrorCode,
     message: string,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; maybeDelivered?: boolean },
   ) {
     super(message, options);
     this.name = "TransportError";
+    this.maybeDelivered = options?.maybeDelivered ?? (code === "ERR_TIMEOUT" || code === "ERR_REMOTE");
   }
 }
 
