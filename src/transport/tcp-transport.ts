@@ -55,6 +55,25 @@ function splitAddress(address: string): { host: string; port: number } {
  * at once), and one system call for all of them costs far less than one each on loopback. Frames are
  * flushed in the check phase of the same loop turn (setImmediate), so none waits for a timer.
  */
+/** Largest deadline the decoder accepts on the wire (messages.ts). */
+const MAX_WIRE_DEADLINE_MS = 3_600_000;
+const MAX_ERROR_CODE_CHARS = 64;
+const MAX_ERROR_MESSAGE_CHARS = 4096;
+
+/**
+ * The code and message of an error frame from whatever a handler rejected with (any value, even
+ * undefined), within the decoder's limits, so that a strange error never breaks the connection.
+ */
+function errorFields(err: unknown): { code: string; message: string } {
+  const e = typeof err === "object" && err !== null ? (err as { code?: unknown; message?: unknown }) : {};
+  const code =
+    typeof e.code === "string" && e.code.length > 0 && e.code.length <= MAX_ERROR_CODE_CHARS
+      ? e.code
+      : "ERR_REMOTE";
+  const message = String(typeof e.message === "string" ? e.message : err).slice(0, MAX_ERROR_MESSAGE_CHARS);
+  return { code, message };
+}
+
 class FrameSink {
   private frames: Buffer[] = [];
   private bytes = 0;
@@ -96,6 +115,8 @@ class OutConnection {
   private closed = false;
   private readonly pending = new Map<number, Pending>();
   private queued: { frame: Buffer; p: Pending }[] = [];
+  /** Bytes of `queued` (frames waiting for the handshake count against maxBufferedBytes too). */
+  private queuedBytes = 0;
   private nextId = 1;
   readonly opened: Promise<void>;
   peerNode = "";
@@ -180,6 +201,7 @@ class OutConnection {
                 this.sink!.write(q.frame);
               }
               this.queued = [];
+              this.queuedBytes = 0;
               resolve();
               continue;
             }
@@ -227,11 +249,13 @@ class OutConnection {
     const limits = this.owner.limits;
     if (
       this.pending.size >= limits.maxInFlightPerConnection ||
-      (this.sink?.buffered ?? 0) > limits.maxBufferedBytes
+      this.queuedBytes + (this.sink?.buffered ?? 0) > limits.maxBufferedBytes
     )
       return Promise.reject(new TransportError("ERR_OVERLOADED", `too much in flight to ${this.address}`));
     const id = this.nextId++;
-    const frame = frameBytes(encodeFrame({ t: "req", id, deadlineMs: timeoutMs, body }));
+    // The wire carries whole milliseconds within the decoder's range; the local timer keeps the exact value.
+    const deadlineMs = Math.min(MAX_WIRE_DEADLINE_MS, Math.max(0, Math.ceil(timeoutMs)));
+    const frame = frameBytes(encodeFrame({ t: "req", id, deadlineMs, body }));
     return new Promise((resolve, reject) => {
       const timer = this.owner.timers.after(timeoutMs, () => {
         this.pending.delete(id);
@@ -242,7 +266,10 @@ class OutConnection {
       const p: Pending = { resolve, reject, timer, sent: this.ready };
       this.pending.set(id, p);
       if (this.ready) this.sink!.write(frame);
-      else this.queued.push({ frame, p });
+      else {
+        this.queued.push({ frame, p });
+        this.queuedBytes += frame.length;
+      }
     });
   }
 
@@ -265,6 +292,7 @@ class OutConnection {
     }
     this.pending.clear();
     this.queued = [];
+    this.queuedBytes = 0;
     this.owner.connectionClosed(this, err);
   }
 }
@@ -329,6 +357,9 @@ export class TcpTransport implements Transport {
     if (clusterId === this.clusterId) return;
     this.clusterId = clusterId;
     for (const c of [...this.out.values()]) c.shutdown(new TransportError("ERR_CLOSED", "cluster changed"));
+    // Incoming connections were admitted under the old cluster (a peer that named none may have been
+    // let in fully while we had none): they reconnect and say hello again.
+    for (const s of this.inbound) s.destroy();
   }
 
   request(address: string, body: RequestBody, timeoutMs: number): Promise<ResponseBody> {
@@ -432,15 +463,20 @@ export class TcpTransport implements Transport {
         }
         inFlight++;
         const from = peer;
-        this.handler(from, f.body).then(
+        let answer: Promise<ResponseBody>;
+        try {
+          answer = this.handler(from, f.body);
+        } catch (err) {
+          answer = Promise.reject(err);
+        }
+        answer.then(
           (body) => {
             inFlight--;
             send({ t: "res", id, body });
           },
           (err: unknown) => {
             inFlight--;
-            const e = err as { code?: string; message?: string };
-            send({ t: "err", id, code: String(e.code ?? "ERR_REMOTE"), message: String(e.message ?? err) });
+            send({ t: "err", id, ...errorFields(err) });
           },
         );
       }
