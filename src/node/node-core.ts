@@ -5,6 +5,8 @@
  * the same code runs in a real process (node.ts adds TCP, disk and HTTP around it) and, many times over,
  * in one process under the simulator (src/sim) with virtual time and a simulated network.
  */
+
+import { hash32 } from "../core/hash.js";
 import { GossipDriver } from "../membership/gossip-driver.js";
 import { Membership } from "../membership/membership.js";
 import {
@@ -15,6 +17,7 @@ import {
   remotePeer,
 } from "../replication/cluster-peers.js";
 import { Coordinator, localPeer, type ReplicaPeer } from "../replication/coordinator.js";
+import { ForwardMemo } from "../replication/forward-memo.js";
 import { Replica } from "../replication/replica.js";
 import { PreferenceTable } from "../ring/ring.js";
 import type { Clock, Random, Timers } from "../runtime/runtime.js";
@@ -65,6 +68,8 @@ export class NodeCore {
   readonly coordinator: Coordinator;
   readonly router: Router;
   readonly gossip: GossipDriver;
+  /** Outcomes of the forwarded writes coordinated here, by request id (a duplicate gets the same one). */
+  readonly forwarded: ForwardMemo<ResponseBody>;
   private readonly peers = new Map<string, ReplicaPeer>();
   private table: PreferenceTable | undefined;
   private tableRingVersion = -1;
@@ -115,7 +120,11 @@ export class NodeCore {
       transport: d.transport,
       directory,
       preferenceList: (key) => this.preferenceList(key),
+      random: d.random,
     });
+    this.forwarded = new ForwardMemo<ResponseBody>({ clock: d.clock }, (res) =>
+      res.op === "coordinated" ? res.outcome.length : 0,
+    );
     this.gossip = new GossipDriver({
       membership,
       transport: d.transport,
@@ -191,21 +200,23 @@ export class NodeCore {
       case "store":
         await this.replica.merge(body.key, decodeSiblings(body.set));
         return { op: "stored" };
-      case "coordinate": {
-        const out = await this.coordinator.write(
-          body.key,
-          decodeVector(body.context),
-          {
-            data: body.value,
-            contentType: body.contentType,
-            deleted: body.deleted,
-            writtenAtMs: body.writtenAtMs,
-          },
-          body.w,
-          body.timeoutMs,
-        );
-        return { op: "coordinated", outcome: encodeWriteOutcome(out) };
-      }
+      case "coordinate":
+        // The request id makes the write idempotent: a second copy gets the first one's outcome.
+        return this.forwarded.run(body.requestId, `${body.key.length}:${hash32(body.key, 0)}`, async () => {
+          const out = await this.coordinator.write(
+            body.key,
+            decodeVector(body.context),
+            {
+              data: body.value,
+              contentType: body.contentType,
+              deleted: body.deleted,
+              writtenAtMs: body.writtenAtMs,
+            },
+            body.w,
+            body.timeoutMs,
+          );
+          return { op: "coordinated", outcome: encodeWriteOutcome(out) };
+        });
     }
   }
 

@@ -4,10 +4,12 @@
  * (the versioning needs the coordinator of a write to be a replica of its key).
  */
 import { Packr } from "msgpackr";
+import type { Random } from "../runtime/runtime.js";
 import { type Transport, TransportError } from "../transport/transport.js";
 import type { VersionVector } from "../versioning/dvv.js";
 import { decodeSiblings, encodeSiblings, type StoredValue } from "../versioning/object-codec.js";
 import type { Coordinator, KvService, ReadOutcome, ReplicaPeer, WriteOutcome } from "./coordinator.js";
+import { ForwardIds } from "./forward-memo.js";
 
 const packr = new Packr({ useRecords: false, mapsAsObjects: true });
 
@@ -113,6 +115,8 @@ export interface RouterDeps {
   readonly directory: PeerDirectory;
   /** The key's preference list (node ids). */
   readonly preferenceList: (key: Uint8Array) => readonly string[];
+  /** Seeds the ids of forwarded writes (drawn once, at construction). */
+  readonly random: Random;
 }
 
 /**
@@ -121,7 +125,11 @@ export interface RouterDeps {
  * coordinates it and sends back the outcome.
  */
 export class Router implements KvService {
-  constructor(private readonly d: RouterDeps) {}
+  private readonly ids: ForwardIds;
+
+  constructor(private readonly d: RouterDeps) {
+    this.ids = new ForwardIds(d.selfId, d.random);
+  }
 
   get(key: Uint8Array, r: number, timeoutMs: number): Promise<ReadOutcome> {
     return this.d.coordinator.get(key, r, timeoutMs);
@@ -137,6 +145,10 @@ export class Router implements KvService {
     const prefs = this.d.preferenceList(key);
     if (prefs.includes(this.d.selfId)) return this.d.coordinator.write(key, context, value, w, timeoutMs);
     const candidates = prefs.filter((id) => this.d.directory.reachable(id));
+    // One id for the write, whichever replica gets it: a copy the network delivers twice is applied once
+    // (the coordinator's ForwardMemo). Moving on to the next replica happens only when the request was
+    // never delivered, so no two replicas see the id.
+    const requestId = this.ids.next();
     for (const id of candidates) {
       const addr = this.d.directory.addressOf(id);
       if (addr === undefined) continue;
@@ -145,6 +157,7 @@ export class Router implements KvService {
           addr,
           {
             op: "coordinate",
+            requestId,
             key,
             context: encodeVector(context),
             value: value.data,

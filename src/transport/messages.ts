@@ -11,7 +11,13 @@
  */
 import { Packr } from "msgpackr";
 
-export const PROTOCOL_VERSION = 1;
+/**
+ * Checked for equality in the handshake (tcp-transport.ts): nodes of different versions refuse each
+ * other. 2: `coordinate` carries a `requestId` (forwarded writes are idempotent).
+ */
+export const PROTOCOL_VERSION = 2;
+/** Longest `coordinate` request id (the forwarder's node id, 16 hex digits, a counter). */
+export const MAX_REQUEST_ID_CHARS = 128;
 /** Largest frame accepted: 64 siblings of 1 MiB plus overhead fit easily. */
 export const MAX_FRAME_BYTES = 96 * 1024 * 1024;
 
@@ -52,6 +58,11 @@ export type RequestBody =
   | { readonly op: "store"; readonly key: Uint8Array; readonly set: Uint8Array }
   | {
       readonly op: "coordinate";
+      /**
+       * Names this forwarded write, uniquely across the cluster and restarts (replication/forward-memo.ts):
+       * a copy of the request that arrives again gets the first one's outcome and applies nothing.
+       */
+      readonly requestId: string;
       readonly key: Uint8Array;
       readonly context: Uint8Array;
       readonly value: Uint8Array;
@@ -128,6 +139,11 @@ function int(o: Obj, k: string, min = 0, max = Number.MAX_SAFE_INTEGER): number 
   if (!Number.isInteger(v)) throw new ProtocolError(`field ${k} is not an integer`);
   return v;
 }
+function requestId(o: Obj, k: string): string {
+  const v = str(o, k, MAX_REQUEST_ID_CHARS);
+  if (v.length === 0) throw new ProtocolError(`field ${k} is empty`);
+  return v;
+}
 function bool(o: Obj, k: string): boolean {
   const v = o[k];
   if (typeof v !== "boolean") throw new ProtocolError(`field ${k} is not a boolean`);
@@ -195,6 +211,7 @@ function requestBody(v: unknown): RequestBody {
     case "coordinate":
       return {
         op,
+        requestId: requestId(o, "requestId"),
         key: bytes(o, "key", 65536),
         context: bytes(o, "context", 65536),
         value: bytes(o, "value"),
