@@ -117,6 +117,8 @@ class OutConnection {
   private queued: { frame: Buffer; p: Pending }[] = [];
   /** Bytes of `queued` (frames waiting for the handshake count against maxBufferedBytes too). */
   private queuedBytes = 0;
+  /** When something last arrived on this connection (clock ms). */
+  private lastReceivedAt = Number.NEGATIVE_INFINITY;
   private nextId = 1;
   readonly opened: Promise<void>;
   peerNode = "";
@@ -166,6 +168,8 @@ class OutConnection {
         );
       });
       s.on("data", (chunk: Buffer) => {
+        // Only what comes after the handshake shows that requests are being answered.
+        if (this.ready) this.lastReceivedAt = this.owner.clock.now();
         let frames: Buffer[];
         try {
           frames = reader.push(chunk);
@@ -256,12 +260,23 @@ class OutConnection {
     // The wire carries whole milliseconds within the decoder's range; the local timer keeps the exact value.
     const deadlineMs = Math.min(MAX_WIRE_DEADLINE_MS, Math.max(0, Math.ceil(timeoutMs)));
     const frame = frameBytes(encodeFrame({ t: "req", id, deadlineMs, body }));
+    const sentAt = this.owner.clock.now();
     return new Promise((resolve, reject) => {
       const timer = this.owner.timers.after(timeoutMs, () => {
         this.pending.delete(id);
         reject(
           new TransportError("ERR_TIMEOUT", `${body.op} to ${this.address} timed out after ${timeoutMs} ms`),
         );
+        // Nothing at all arrived since this request left: the peer or the path is gone (a partition, a
+        // paused process). Keeping the connection would leave later requests behind TCP's retransmission
+        // backoff, seconds to tens of seconds after the network heals; a fresh connection (under our own
+        // bounded reconnect backoff) is up as soon as the peer is reachable again. No backoff for this
+        // close itself: a peer that is merely slow is reconnected by the next request at once.
+        if (this.ready && this.lastReceivedAt < sentAt)
+          this.shutdown(
+            new TransportError("ERR_UNREACHABLE", `${this.address} sent nothing for ${timeoutMs} ms`),
+            false,
+          );
       });
       const p: Pending = { resolve, reject, timer, sent: this.ready };
       this.pending.set(id, p);
@@ -277,7 +292,8 @@ class OutConnection {
     return this.closed;
   }
 
-  shutdown(err: TransportError): void {
+  /** Closes the connection, failing what is in flight; `backoff` (default: by the error) delays reconnects. */
+  shutdown(err: TransportError, backoff?: boolean): void {
     if (this.closed) return;
     this.closed = true;
     this.ready = false;
@@ -293,7 +309,7 @@ class OutConnection {
     this.pending.clear();
     this.queued = [];
     this.queuedBytes = 0;
-    this.owner.connectionClosed(this, err);
+    this.owner.connectionClosed(this, err, backoff);
   }
 }
 
@@ -314,7 +330,7 @@ export class TcpTransport implements Transport {
   readonly nodeId: string;
   clusterId: string;
   address = "";
-  private readonly clock: Clock;
+  readonly clock: Clock;
   private readonly server: net.Server;
   private readonly out = new Map<string, OutConnection>();
   private readonly backoff = new Map<string, { until: number; delayMs: number }>();
@@ -386,9 +402,9 @@ export class TcpTransport implements Transport {
   }
 
   /** @internal */
-  connectionClosed(c: OutConnection, err: TransportError): void {
+  connectionClosed(c: OutConnection, err: TransportError, backoff?: boolean): void {
     if (this.out.get(c.address) === c) this.out.delete(c.address);
-    if (err.code === "ERR_UNREACHABLE" || err.code === "ERR_PROTOCOL") {
+    if (backoff ?? (err.code === "ERR_UNREACHABLE" || err.code === "ERR_PROTOCOL")) {
       const prev = this.backoff.get(c.address);
       const delayMs = prev ? Math.min(prev.delayMs * 2, this.limits.backoffMaxMs) : this.limits.backoffMinMs;
       this.backoff.set(c.address, { until: this.clock.now() + delayMs, delayMs });
