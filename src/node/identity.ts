@@ -15,17 +15,12 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { crc32 } from "node:zlib";
 import { ConfigError } from "./config.js";
+import type { ClusterSettings } from "./node-core.js";
 
-export interface NodeIdentity {
+/** Who this node is, and the cluster settings it holds (N, R, W and Q fixed at the cluster's creation). */
+export interface NodeIdentity extends ClusterSettings {
   readonly nodeId: string;
   readonly actor: string;
-  readonly clusterId: string;
-  readonly clusterSecret: string;
-  readonly n: number;
-  readonly r: number;
-  readonly w: number;
-  /** Q, the ring's partition count, fixed when the cluster was created. */
-  readonly partitions: number;
   readonly createdAt: string;
 }
 

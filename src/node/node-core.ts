@@ -35,6 +35,7 @@ export interface ClusterSettings {
   readonly n: number;
   readonly r: number;
   readonly w: number;
+  /** Q, the ring's partition count. */
   readonly partitions: number;
 }
 

@@ -18,19 +18,15 @@
  *  - unknown: anything else (503, 5xx, a timeout waiting for the answer, a connection reset after
  *    sending).
  */
+
 import { Pool } from "undici";
+import { seededRandom as projectRandom } from "../../src/runtime/runtime.js";
 import type { CartValue, Outcome, WriteKind, WriteRecord } from "../../src/sim/history.js";
 
-/** A seeded PRNG (mulberry32): the same seed gives the same choices. */
+/** The project's seeded generator as a function: the same seed gives the same choices. */
 export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const r = projectRandom(seed);
+  return () => r.next();
 }
 
 export interface WorkloadOptions {
