@@ -16,6 +16,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { buildHttpApi } from "../api/http-api.js";
 import { NodeMetrics } from "../api/metrics.js";
+import type { Replica } from "../replication/replica.js";
 import { seededRandom } from "../runtime/runtime.js";
 import { systemRuntime } from "../runtime/system-runtime.js";
 import { workerCompactionExecutor } from "../storage/compaction-worker.js";
@@ -139,12 +140,14 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
       writeIdentity(config.dataDir, identity);
       joinedView = { members: [...answer.members], ring: answer.ring };
     }
-    // Durability none or interval acknowledges writes the OS may still lose. A coordinator that crashed
-    // may have lost versions that other replicas hold; if it kept its actor it could name its next write
-    // with a dot already used. So a start after an unclean stop in those modes takes a new actor. The
-    // marker file lives while the node runs and is removed after a clean close of the storage engine.
+    // A coordinator sends a new version to the other replicas while it is still making it durable itself
+    // (and with durability none or interval it acknowledges what the OS may still lose). After a crash its
+    // own copy of a version may be gone while other replicas hold it; if it kept its actor it could name
+    // its next write with a dot already used. So a start after an unclean stop takes a new actor. The
+    // marker file lives while the node runs and is removed after a clean close of the storage engine
+    // (unless a local write failed: see Replica.writeFailure).
     const marker = path.join(config.dataDir, "running");
-    if (config.durability !== "fsync" && fs.existsSync(marker) && !created && joinedView === undefined) {
+    if (fs.existsSync(marker) && !created && joinedView === undefined) {
       identity = renewActor(identity);
       writeIdentity(config.dataDir, identity);
     }
@@ -162,9 +165,10 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
       },
       now,
     );
+    let replica: Replica | undefined; // set once the core exists
     cleanup.unshift(async () => {
       await storage.close();
-      fs.rmSync(marker, { force: true });
+      if (replica?.writeFailure === undefined) fs.rmSync(marker, { force: true });
     });
 
     // ---- the protocol core (membership, replication, gossip), wired to the real adapters
@@ -193,6 +197,7 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
       onReadRepair: () => metrics.readRepairs.inc(),
     });
     const membership = core.membership;
+    replica = core.replica;
     dispatch = (from, body) => core.dispatch(from, body);
 
     let apiBound: HostPort = config.api;

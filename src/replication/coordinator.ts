@@ -8,9 +8,9 @@
  *   set to every replica whose answer lacked part of it (older, missing, or only some siblings), so the
  *   repair never slows the reply.
  * - put/delete: the coordinator must itself be a replica of the key (versioning needs its actor). It
- *   versions and stores the write locally, sends the resulting set to the other replicas, and answers once
- *   `w` replicas (itself included) made it durable. Fewer by the deadline: `unavailable` (the write is not
- *   rolled back; replicas that have it keep it).
+ *   versions the write, and stores the resulting set locally while sending it to the other replicas;
+ *   it answers once `w` replicas (itself included) made it durable. Fewer by the deadline: `unavailable`
+ *   (the write is not rolled back; replicas that have it keep it).
  *
  * Outcomes are returned values, not exceptions: quorum not met is an expected protocol outcome.
  * Deterministic: time comes from the injected Timers; no I/O except through ReplicaPeer.
@@ -183,16 +183,18 @@ export class Coordinator implements KvService {
     w: number,
     timeoutMs: number,
   ): Promise<WriteOutcome> {
-    const res = await this.deps.local.coordinate(key, context, value);
+    const res = await this.deps.local.version(key, context, value);
     if (res.kind === "too_many_siblings") return res;
+    // The local write and the other replicas' stores go at once; any w of them make the quorum. (Safe
+    // for the dot: see Replica.version.)
     const others = this.deps.replicasFor(key).filter((p) => p.nodeId !== this.deps.localNodeId);
     const got = await collect(
-      others.map((p) => p.store(key, res.set)),
-      w - 1,
+      [res.durable, ...others.map((p) => p.store(key, res.set))],
+      w,
       timeoutMs,
       this.deps.timers,
     );
-    const acked = 1 + got.ok.length;
+    const acked = got.ok.length;
     if (acked < w) return { kind: "unavailable", needed: w, acked };
     return { kind: "ok", written: res.written, set: res.set, acked };
   }

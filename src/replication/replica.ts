@@ -2,10 +2,11 @@
  * One node's replica of the keys it holds: sibling sets stored in the storage engine, changed only by
  * read-modify-write under a per-key lock.
  *
- * - `coordinate` is a write this node coordinates: it versions the new value with this node's actor
- *   (dvv.update), refuses it if the key would exceed the sibling limit, and stores the result. It returns
- *   the whole new set: that set, not the lone new sibling, is what goes to the other replicas (see
- *   ARCHITECTURE.md: shipping whole sets keeps each actor's dots gap-free at every replica).
+ * - `version` (and `coordinate`, which also waits for durability) is a write this node coordinates: it
+ *   versions the new value with this node's actor (dvv.update), refuses it if the key would exceed the
+ *   sibling limit, and stores the result. It returns the whole new set: that set, not the lone new
+ *   sibling, is what goes to the other replicas (see ARCHITECTURE.md: shipping whole sets keeps each
+ *   actor's dots gap-free at every replica).
  * - `merge` folds in a set received from elsewhere (replication, read repair, handoff, anti-entropy).
  *
  * Storage layout: the engine key is a one-byte namespace followed by the user key; namespace `d` holds
@@ -27,8 +28,30 @@ export type CoordinateResult =
   | { readonly kind: "ok"; readonly set: StoredSibling[]; readonly written: StoredSibling }
   | { readonly kind: "too_many_siblings"; readonly siblings: number; readonly max: number };
 
+export type VersionResult =
+  | {
+      readonly kind: "ok";
+      readonly set: StoredSibling[];
+      readonly written: StoredSibling;
+      /** Settles when the set is durable on this node. */
+      readonly durable: Promise<void>;
+    }
+  | { readonly kind: "too_many_siblings"; readonly siblings: number; readonly max: number };
+
+/** A write this replica versioned could not be stored here: it versions nothing more until restarted. */
+export class LocalWriteFailedError extends Error {
+  readonly code = "ERR_LOCAL_WRITE_FAILED";
+  constructor(cause: unknown) {
+    super(
+      `a local write failed (${(cause as Error)?.message ?? String(cause)}); this node coordinates no more writes until it is restarted`,
+      { cause },
+    );
+  }
+}
+
 export class Replica {
   private readonly lock = new KeyLock();
+  private failure: LocalWriteFailedError | undefined;
 
   constructor(
     private readonly storage: StorageEngine,
@@ -49,15 +72,51 @@ export class Replica {
     return raw === undefined ? [] : decodeSiblings(raw);
   }
 
-  async coordinate(key: Uint8Array, context: VersionVector, value: StoredValue): Promise<CoordinateResult> {
-    return this.lock.run(key, async () => {
+  /**
+   * Versions a write this node coordinates and starts storing it: resolves once the new set is known,
+   * with `durable` settling when it is on disk here. The key stays locked until then, so the next write
+   * of the key through this node reads the new set. The coordinator sends the set to the other replicas
+   * while it is being made durable here; that is safe only because the node takes a new actor after any
+   * unclean stop and refuses to version anything after a failed local write (see `writeFailure`): a dot
+   * that reached other replicas but not this disk is never issued again.
+   */
+  async version(key: Uint8Array, context: VersionVector, value: StoredValue): Promise<VersionResult> {
+    if (this.failure !== undefined) throw this.failure;
+    const release = await this.lock.acquire(key);
+    try {
+      if (this.failure !== undefined) throw this.failure;
       const current = await this.read(key);
       const { set, written } = update(current, context, this.actor, value);
-      if (set.length > this.maxSiblings)
+      if (set.length > this.maxSiblings) {
+        release();
         return { kind: "too_many_siblings", siblings: current.length, max: this.maxSiblings };
-      await this.storage.put(Replica.dataKey(key), encodeSiblings(set));
-      return { kind: "ok", set, written };
-    });
+      }
+      const durable = this.storage.put(Replica.dataKey(key), encodeSiblings(set)).catch((err: unknown) => {
+        this.failure ??= new LocalWriteFailedError(err);
+        throw err;
+      });
+      durable.then(release, release);
+      return { kind: "ok", set, written, durable };
+    } catch (err) {
+      release();
+      throw err;
+    }
+  }
+
+  /** `version`, resolving once the new set is durable here. */
+  async coordinate(key: Uint8Array, context: VersionVector, value: StoredValue): Promise<CoordinateResult> {
+    const res = await this.version(key, context, value);
+    if (res.kind === "ok") await res.durable;
+    return res;
+  }
+
+  /**
+   * The first failed local write of a versioned set, if any. From then on this replica versions nothing
+   * (its dots may have reached other replicas without reaching its own disk), and the node keeps its
+   * running marker so that its next start takes a new actor.
+   */
+  get writeFailure(): Error | undefined {
+    return this.failure;
   }
 
   /** Folds `incoming` into the stored set; returns the merged set. Writes only if something changed. */

@@ -47,6 +47,11 @@
  * 5. `checkNoPhantoms`: every final sibling that names a write names one in the history that did not
  *    `fail` (failed means "applied nowhere"), and holds the items that write stored.
  *
+ * 6. `checkUniqueDots` (a dot names one write, the invariant dotted version vectors rest on): no two
+ *    writes were acknowledged under the same dot, and a final sibling whose dot an acknowledged write was
+ *    given holds that write. Writes carry their dot only where the coordinator's answer gives it (the
+ *    simulator); elsewhere this checker has nothing to judge.
+ *
  * Per replica, not per key: after the quiet phase every replica must hold every acknowledged write, so
  * checkers 1 and 2 judge each replica's set; a write missing from one replica is reported once, listing
  * the replicas that lack it.
@@ -259,6 +264,36 @@ export function checkSiblingsConcurrent(h: History): Anomaly[] {
   return out;
 }
 
+// ------------------------------------------------------------------ 6. unique dots
+
+export function checkUniqueDots(h: History): Anomaly[] {
+  const out: Anomaly[] = [];
+  const byDot = new Map<string, WriteRecord>();
+  for (const w of h.writes) {
+    if (w.dot === undefined || w.outcome !== "ok") continue;
+    const first = byDot.get(`${w.key}\u0000${w.dot}`);
+    if (first === undefined) byDot.set(`${w.key}\u0000${w.dot}`, w);
+    else
+      out.push({
+        checker: "unique-dots",
+        key: w.key,
+        message: `writes ${first.id} and ${w.id} were both acknowledged as version ${w.dot}`,
+      });
+  }
+  for (const key of allKeys(h))
+    for (const [replica, sibs] of replicasOf(h, key))
+      for (const s of sibs) {
+        const w = s.dot === undefined ? undefined : byDot.get(`${key}\u0000${s.dot}`);
+        if (w !== undefined && s.w !== undefined && s.w !== w.id)
+          out.push({
+            checker: "unique-dots",
+            key,
+            message: `version ${s.dot} at ${replica} holds write ${s.w}, but write ${w.id} was acknowledged as ${s.dot}`,
+          });
+      }
+  return out;
+}
+
 // ------------------------------------------------------------------ 5. no phantoms
 
 export function checkNoPhantoms(h: History): Anomaly[] {
@@ -326,6 +361,7 @@ export function checkHistory(h: History, opts: CheckOptions = {}): Anomaly[] {
     ...checkReplicasAgree(h),
     ...checkSiblingsConcurrent(h),
     ...checkNoPhantoms(h),
+    ...checkUniqueDots(h),
   ];
 }
 

@@ -8,11 +8,12 @@
  * - `crash(id)`: the process dies. Its transport is dropped (SimNetwork.crash), its timers halted, and
  *   its file system loses what was not fsynced (MemoryFileSystem.crash, "drop", "torn" or "zeroed"
  *   tails). With the memory engine the data is gone entirely.
- * - `restart(id)`: as node.ts starts a node on an existing data directory: reopen the LSM engine on the
- *   crashed file system, rebuild NodeCore under the same node id and actor (the identity file survives)
- *   from the view node.ts would have saved in members.json (kept here in `saved`, rewritten on every
- *   view change), with the incarnation one above the saved one. A memory-engine node lost its data, so
- *   it comes back under a new actor (a wiped disk is a new incarnation: its old dots must not be reused).
+ * - `restart(id)`: as node.ts starts a node on an existing data directory after an unclean stop: reopen
+ *   the LSM engine on the crashed file system, rebuild NodeCore under the same node id and a new actor
+ *   (node.ts renews the actor after any unclean stop: the coordinator's copy of a version it had already
+ *   sent to other replicas may be lost, and its old dots must not be reused), from the view node.ts
+ *   would have saved in members.json (kept here in `saved`, rewritten on every view change), with the
+ *   incarnation one above the saved one. A memory-engine node lost all its data.
  * - `pause(id)` / `resume(id)`: the process stops (its timers and its network input wait) and goes on.
  * - clock skew: each node reads its own clock, virtual time plus an offset and a drift (skewedClock).
  *
@@ -34,6 +35,7 @@ import type { Durability } from "../storage/lsm/options.js";
 import { MemoryEngine } from "../storage/memory-engine.js";
 import type { MemberView, RequestBody, ResponseBody, RingView } from "../transport/messages.js";
 import type { SimNetwork, SimTransport } from "../transport/sim-transport.js";
+import { SlowDisk } from "./slow-disk.js";
 
 export type StorageKind = "lsm" | "memory";
 
@@ -44,7 +46,12 @@ export type PlantedBug =
   /** Every coordinator ignores the client's context (versions each write as if blind). */
   | "ignore-context"
   /** LSM durability "none": a write is acknowledged before it is fsynced, so a crash loses it. */
-  | "no-fsync";
+  | "no-fsync"
+  /**
+   * A restart after a crash keeps the node's actor (LSM storage): a version the coordinator had sent to
+   * other replicas but lost from its own disk can be named again by its next write of the key.
+   */
+  | "keep-actor";
 
 export interface ClusterConfig {
   readonly seed: number;
@@ -69,12 +76,15 @@ export interface SimNode {
   core: NodeCore;
   storage: StorageEngine;
   readonly fs: MemoryFileSystem | undefined;
+  /** The latency layer over `fs` of the current incarnation (LSM storage only). */
+  disk: SlowDisk | undefined;
   timers: TimerGroup;
   readonly clock: Clock;
   readonly transport: SimTransport;
   /** What node.ts keeps in members.json: the last view, rewritten on every change. */
   saved: { members: MemberView[]; ring: RingView | null };
-  state: "up" | "crashed";
+  /** "starting": a restart is reopening its storage (which takes virtual time: syncs are slow). */
+  state: "up" | "crashed" | "starting";
   paused: boolean;
   /** Incarnations of this node (1 + restarts). */
   generation: number;
@@ -140,10 +150,14 @@ export class SimCluster {
     };
   }
 
-  private async openStorage(fs: MemoryFileSystem | undefined): Promise<StorageEngine> {
+  /** Opens the node's storage; syncs take virtual time on its timers (halted when the node crashes). */
+  private async openStorage(node: SimNode): Promise<StorageEngine> {
+    const fs = node.fs;
     if (fs === undefined) return new MemoryEngine();
     const durability: Durability = this.config.bug === "no-fsync" ? "none" : "fsync";
-    return LsmEngine.open({ dir: DATA_DIR, fs, options: { ...LSM_OPTIONS, durability } });
+    const random = derivedRandom(this.config.seed, `disk/${node.id}/${node.generation}`);
+    node.disk = new SlowDisk(fs, node.timers, random);
+    return LsmEngine.open({ dir: DATA_DIR, fs: node.disk, options: { ...LSM_OPTIONS, durability } });
   }
 
   /** Builds every node, the first one claiming the ring over all of them (as bench/gossip.ts does). */
@@ -153,7 +167,6 @@ export class SimCluster {
     for (const [i, id] of ids.entries()) {
       const fs = this.config.storage === "lsm" ? new MemoryFileSystem() : undefined;
       if (fs !== undefined) await fs.mkdirp(DATA_DIR);
-      const storage = await this.openStorage(fs);
       const address = `sim:${id}`;
       let node: SimNode | undefined;
       const transport = this.net.transport({
@@ -163,15 +176,15 @@ export class SimCluster {
         handler: (from, body) => this.dispatch(node!, from, body),
       });
       const { offsetMs, drift } = this.skew[i] ?? { offsetMs: 0, drift: 0 };
-      const timers = this.sched.group();
       node = {
         id,
         address,
         actor: this.actorOf(id, 1),
         core: undefined as unknown as NodeCore,
-        storage,
+        storage: undefined as unknown as StorageEngine,
         fs,
-        timers,
+        disk: undefined,
+        timers: this.sched.group(),
         clock: skewedClock(this.sched, offsetMs, drift),
         transport,
         saved: { members, ring: null },
@@ -180,6 +193,7 @@ export class SimCluster {
         generation: 1,
         waiting: [],
       };
+      node.storage = await this.openStorage(node);
       const founder = i === 0;
       const ring = founder ? null : this.nodes[0]!.core.membership.ring;
       node.core = this.makeCore(node, members[i]!, { members, ring }, founder);
@@ -255,10 +269,14 @@ export class SimCluster {
   async restart(id: string): Promise<void> {
     const node = this.byId.get(id)!;
     if (node.state !== "crashed") throw new Error(`sim: ${id} is not crashed`);
+    node.state = "starting";
     node.generation++;
-    if (node.fs === undefined) node.actor = this.actorOf(id, node.generation); // a wiped disk: new actor
-    node.storage = await this.openStorage(node.fs);
+    // Every restart follows a crash: a new actor, as node.ts takes after an unclean stop (the coordinator's
+    // own copy of a version it had already sent may be lost; with the memory engine everything is).
+    if (this.config.bug !== "keep-actor" || node.fs === undefined)
+      node.actor = this.actorOf(id, node.generation);
     node.timers = this.sched.group();
+    node.storage = await this.openStorage(node);
     const view = node.saved;
     const prevSelf = view.members.find((m) => m.id === id);
     const inRing = view.ring?.owners.includes(id) ?? false;

@@ -51,6 +51,8 @@ export interface WriteRecord {
   /** The items this write stored (absent for delete). */
   readonly items?: readonly string[];
   readonly outcome: Outcome;
+  /** The dot the coordinator gave the write ("counter@actor"), where its answer says (the simulator). */
+  readonly dot?: string;
   /** Times (run clock, ms) when the request was sent and when its outcome was known. */
   readonly invokedAt: number;
   readonly completedAt: number;

@@ -67,7 +67,7 @@ if (values.faults === "on") values.faults = "standard";
 if (values.faults === "off") values.faults = "none";
 if (!FAULT_PROFILES.includes(values.faults as FaultProfile))
   usage(`--faults must be one of ${FAULT_PROFILES.join(", ")}, got ${values.faults}`);
-const bugs: PlantedBug[] = ["drop-store", "ignore-context", "no-fsync"];
+const bugs: PlantedBug[] = ["drop-store", "ignore-context", "no-fsync", "keep-actor"];
 if (values.bug !== undefined && !bugs.includes(values.bug as PlantedBug))
   usage(`--bug must be one of ${bugs.join(", ")}`);
 if (values.seed !== undefined && values.runs !== undefined) usage("give --seed or --runs, not both");
@@ -95,7 +95,7 @@ function summary(r: SimResult, wallMs: number): string {
     `  ${r.history.writes.length} writes (ok ${w.writes.ok}, unknown ${w.writes.unknown}, failed ${w.writes.failed}), ` +
       `${w.readsUnavailable} reads unavailable, ${r.readRepairs} read repairs, most siblings read ${w.maxSiblingsRead}`,
     `  faults: ${f.partitions} partitions, ${f.oneWayCuts} one-way cuts, ${f.isolations} isolations, ` +
-      `${f.crashes} crashes, ${f.restarts} restarts, ${f.pauses} pauses, ${f.bursts} bursts, ` +
+      `${f.crashes} crashes, ${f.restarts} restarts, ${f.pauses} pauses, ${f.bursts} bursts, ${f.slowDisks} slow disks, ` +
       `${f.skewedNodes} skewed clocks (up to ${f.maxSkewMs} ms)`,
     `  messages: ${n.sent} sent, ${n.droppedRandom} lost, ${n.droppedCut} cut, ${n.duplicated} duplicated, ` +
       `${n.delayed} delayed, ${n.timeouts} timeouts`,

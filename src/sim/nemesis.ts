@@ -6,7 +6,9 @@
  * - isolate: one node cut from everybody;
  * - crash: a node dies (losing unsynced data) and restarts later;
  * - pause: a node stops (timers and network input) for a while, sometimes longer than downAfterMs;
- * - burst: message loss, duplication and extra delay (reordering) well above the baseline.
+ * - burst: message loss, duplication and extra delay (reordering) well above the baseline;
+ * - slow-disk: one node's fsyncs take 5-50 ms for a while (LSM storage; slow-disk.ts), which widens the
+ *   windows in which a crash finds a write sent to other replicas but not yet durable on its own disk.
  * Clock skew is set per node when the cluster is made (cluster.ts), and a low baseline of loss,
  * duplication and delay runs the whole time the faults are on.
  *
@@ -20,7 +22,7 @@ import type { VirtualScheduler } from "../runtime/virtual-runtime.js";
 import type { SimFaults, SimNetwork } from "../transport/sim-transport.js";
 import type { SimCluster } from "./cluster.js";
 
-export type FaultKind = "partition" | "one-way" | "isolate" | "crash" | "pause" | "burst";
+export type FaultKind = "partition" | "one-way" | "isolate" | "crash" | "pause" | "burst" | "slow-disk";
 export const FAULT_KINDS: readonly FaultKind[] = [
   "partition",
   "one-way",
@@ -28,6 +30,7 @@ export const FAULT_KINDS: readonly FaultKind[] = [
   "crash",
   "pause",
   "burst",
+  "slow-disk",
 ];
 
 export interface NemesisConfig {
@@ -52,6 +55,7 @@ export interface FaultCounts {
   restarts: number;
   pauses: number;
   bursts: number;
+  slowDisks: number;
   /** Nodes whose clock is skewed, and the largest offset (ms). */
   skewedNodes: number;
   maxSkewMs: number;
@@ -66,6 +70,7 @@ export class Nemesis {
     restarts: 0,
     pauses: 0,
     bursts: 0,
+    slowDisks: 0,
     skewedNodes: 0,
     maxSkewMs: 0,
   };
@@ -175,10 +180,14 @@ export class Nemesis {
         return "started";
       }
       case "crash": {
-        const crashed = this.cluster.nodes.filter((n) => n.state === "crashed").length;
+        const crashed = this.cluster.nodes.filter((n) => n.state !== "up").length;
         if (this.counts.crashes >= this.cfg.maxCrashes) return "skipped";
         if (crashed >= this.cfg.maxCrashed) return "busy";
-        const who = pickId(this.cluster.nodes.filter((n) => n.state === "up").map((n) => n.id));
+        // A node whose disk is slow is the likelier victim (a failing device often ends in a crash), and
+        // its crash is the one most likely to find writes sent to other replicas but not yet durable here.
+        const up = this.cluster.nodes.filter((n) => n.state === "up");
+        const slow = up.filter((n) => n.disk?.slow === true);
+        const who = pickId((slow.length > 0 && this.random.next() < 0.5 ? slow : up).map((n) => n.id));
         if (who === undefined) return "busy";
         const modes = ["drop", "torn", "zeroed"] as const;
         const mode = modes[Math.floor(this.random.next() * modes.length)]!;
@@ -195,6 +204,23 @@ export class Nemesis {
         this.later(() => {
           const node = this.cluster.byId.get(who)!;
           if (node.paused) this.cluster.resume(who);
+        });
+        return "started";
+      }
+      case "slow-disk": {
+        const disks = this.cluster.nodes.filter(
+          (n) => n.state === "up" && n.disk !== undefined && !n.disk.slow,
+        );
+        if (this.cluster.config.storage !== "lsm") return "skipped";
+        const node = disks[Math.floor(this.random.next() * disks.length)];
+        if (node === undefined) return "busy";
+        const disk = node.disk!;
+        disk.slow = true;
+        this.counts.slowDisks++;
+        this.log(`slow disk ${node.id}`);
+        this.later(() => {
+          disk.slow = false;
+          this.log(`disk of ${node.id} fast again`);
         });
         return "started";
       }
@@ -254,6 +280,7 @@ export class Nemesis {
     this.netFault = false;
     this.burst = false;
     for (const node of this.cluster.nodes) {
+      if (node.disk !== undefined) node.disk.slow = false;
       if (node.paused) this.cluster.resume(node.id);
       if (node.state === "crashed") this.restart(node.id);
     }

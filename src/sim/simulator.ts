@@ -86,6 +86,8 @@ const MAX_STEPS = 5_000_000;
 
 function nemesisConfig(o: SimOptions): NemesisConfig {
   const maxCrashes = o.storage === "memory" ? 1 : Number.POSITIVE_INFINITY;
+  // The memory engine has no disk to slow down.
+  const kinds = o.storage === "memory" ? FAULT_KINDS.filter((k) => k !== "slow-disk") : FAULT_KINDS;
   switch (o.faults) {
     case "none":
       return {
@@ -108,7 +110,7 @@ function nemesisConfig(o: SimOptions): NemesisConfig {
         },
         maxCrashed: 1,
         maxCrashes,
-        kinds: FAULT_KINDS,
+        kinds,
       };
     case "heavy":
       return {
@@ -122,7 +124,7 @@ function nemesisConfig(o: SimOptions): NemesisConfig {
         },
         maxCrashed: Math.floor((o.nodes - 1) / 2),
         maxCrashes,
-        kinds: FAULT_KINDS,
+        kinds,
       };
   }
 }

@@ -236,6 +236,9 @@ export class Workload {
       observedItems,
       ...(items === undefined ? {} : { items }),
       outcome,
+      ...(typeof out !== "string" && out.kind === "ok"
+        ? { dot: `${out.written.dot.counter}@${out.written.dot.actor}` }
+        : {}),
       invokedAt,
       completedAt: this.sched.now() - this.t0,
     };

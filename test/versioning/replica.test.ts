@@ -210,6 +210,42 @@ describe("Replica", () => {
     assert.deepEqual(texts(await a.read(KEY)), ["after"]);
     await engine.close();
   });
+
+  test("version hands out the set before it is durable, and holds the key until it is", async () => {
+    const replica = new Replica(new MemoryEngine(), "a", 100);
+    const first = await replica.version(KEY, EMPTY_VECTOR, value("v1"));
+    assert.equal(first.kind, "ok");
+    // A second write of the key waits for the first to be durable, then reads it: no lost update.
+    const second = replica.version(KEY, EMPTY_VECTOR, value("v2"));
+    if (first.kind === "ok") await first.durable;
+    const s = await second;
+    assert.equal(s.kind, "ok");
+    if (s.kind === "ok") {
+      await s.durable;
+      assert.deepEqual(dots(s.set).sort(), ["a:1", "a:2"]);
+    }
+  });
+
+  test("after a failed local write the replica versions nothing more", async () => {
+    const fs = new MemoryFileSystem();
+    const engine = await LsmEngine.open({ dir: "/db", fs, options: { durability: "fsync" } });
+    const replica = new Replica(engine, "a", 100);
+    ok(await replica.coordinate(KEY, EMPTY_VECTOR, value("v1")));
+    assert.equal(replica.writeFailure, undefined);
+    fs.crash(); // the engine's open files now fail: its next WAL write is an I/O error
+    const doomed = await replica.version(KEY, EMPTY_VECTOR, value("v2"));
+    assert.equal(doomed.kind, "ok");
+    if (doomed.kind === "ok") await assert.rejects(doomed.durable);
+    assert.ok(replica.writeFailure !== undefined);
+    // Its dot (a, 2) may have reached other replicas: it must never be issued again by this actor.
+    await assert.rejects(replica.version(Buffer.from("other"), EMPTY_VECTOR, value("v3")), {
+      code: "ERR_LOCAL_WRITE_FAILED",
+    });
+    await assert.rejects(replica.coordinate(KEY, EMPTY_VECTOR, value("v4")), {
+      code: "ERR_LOCAL_WRITE_FAILED",
+    });
+    await engine.close().catch(() => undefined);
+  });
 });
 
 describe("KeyLock", () => {
