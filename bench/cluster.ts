@@ -13,6 +13,8 @@
  * whichever ran first). The load generator runs in this process: `--clients` concurrent workers
  * (default 32), each with one request in flight, 100-byte values, for a bounded time per phase (a warm-up
  * second not counted, then `--seconds`). Load generators:
+ *   lean    partition-aware, over hand-written keep-alive HTTP/1.1 connections (little client CPU; the
+ *           reference for the target, as etcd's figures came from its own lean Go benchmark tool)
  *   pool    one undici Pool per node, requests spread over the nodes in turn (no routing)
  *   client  RingstoreClient with every node as a seed, routing "none" (the seeds in turn)
  *   pa      RingstoreClient with routing "partition-aware" (straight to the key's first replica)
@@ -39,6 +41,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { Pool } from "undici";
 import { RingstoreClient } from "../src/client/client.js";
+import { PreferenceTable, partitionOf } from "../src/ring/ring.js";
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 let BIN = path.join(REPO, "dist/cli/main.js");
@@ -48,7 +51,7 @@ let BIN = path.join(REPO, "dist/cli/main.js");
 // throughput at a lower p99.
 const TARGET = { putsPerSec: 12_000, getsPerSec: 15_000, p99Ms: 20 };
 
-const LOADGENS = ["pool", "client", "pa"] as const;
+const LOADGENS = ["lean", "pool", "client", "pa"] as const;
 type Loadgen = (typeof LOADGENS)[number];
 const OPS = ["puts", "gets"] as const;
 type Op = (typeof OPS)[number];
@@ -415,6 +418,133 @@ function clientDriver(nodes: NodeProc[], clients: number, routing: "none" | "par
   };
 }
 
+/**
+ * One keep-alive HTTP/1.1 connection with one request at a time, written and parsed by hand: a load
+ * generator that costs little CPU, so that on a machine whose cores the nodes share, the figures measure
+ * the nodes rather than the client (etcd's reference figures came from its Go benchmark tool). It reads
+ * the status line and Content-Length, nothing else; anything it cannot parse is an error.
+ */
+class LeanConnection {
+  private readonly socket: net.Socket;
+  private buf: Buffer = Buffer.alloc(0);
+  private waiter: { resolve: (status: number) => void; reject: (e: Error) => void } | undefined;
+  private failed: Error | undefined;
+
+  constructor(api: string) {
+    const i = api.lastIndexOf(":");
+    this.socket = net.connect({ host: api.slice(0, i), port: Number(api.slice(i + 1)), noDelay: true });
+    this.socket.on("data", (chunk: Buffer) => this.onData(chunk));
+    const fail = (e: Error) => {
+      this.failed ??= e;
+      const w = this.waiter;
+      this.waiter = undefined;
+      w?.reject(e);
+    };
+    this.socket.on("error", fail);
+    this.socket.on("close", () => fail(new Error(`connection to ${api} closed`)));
+  }
+
+  request(head: Buffer, body: Buffer | undefined): Promise<number> {
+    if (this.failed !== undefined) return Promise.reject(this.failed);
+    if (this.waiter !== undefined) return Promise.reject(new Error("one request at a time"));
+    return new Promise((resolve, reject) => {
+      this.waiter = { resolve, reject };
+      this.socket.write(body === undefined ? head : Buffer.concat([head, body]));
+    });
+  }
+
+  private onData(chunk: Buffer): void {
+    this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
+    const end = this.buf.indexOf("\r\n\r\n");
+    if (end < 0) return;
+    const head = this.buf.toString("latin1", 0, end);
+    const status = Number(head.slice(9, 12));
+    const m = /\r\ncontent-length: *([0-9]+)/i.exec(head);
+    const bodyLen = m === null ? 0 : Number(m[1]);
+    if (m === null && status !== 204 && status !== 304) {
+      this.socket.destroy(new Error(`response without Content-Length: ${head.split("\r\n")[0]}`));
+      return;
+    }
+    if (this.buf.length < end + 4 + bodyLen) return;
+    if (this.buf.length > end + 4 + bodyLen) {
+      this.socket.destroy(new Error("bytes after the response"));
+      return;
+    }
+    this.buf = Buffer.alloc(0);
+    const w = this.waiter;
+    this.waiter = undefined;
+    w?.resolve(status);
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+}
+
+/**
+ * The lean load generator: partition-aware (the ring from GET /ring, each request straight to the key's
+ * first replica, as the client library's "partition-aware" routing does) over LeanConnections, one per
+ * worker and node.
+ */
+async function leanDriver(nodes: NodeProc[]): Promise<Driver> {
+  const j = (await getJson(nodes[0]!.api, "/ring")) as {
+    partitions: number;
+    n: number;
+    owners: string[];
+    members: { id: string; api: string; zone: string | null; weight: number }[];
+  };
+  const table = new PreferenceTable(
+    { partitions: j.partitions, owners: j.owners },
+    j.members.map((m) => ({ id: m.id, weight: m.weight, zone: m.zone ?? undefined })),
+    j.n,
+  );
+  const apiOf = new Map(j.members.map((m) => [m.id, m.api]));
+  const all: LeanConnection[] = [];
+  // Workers run one request each at a time: a connection per (node, request in flight), taken from the
+  // node's free list and put back when its answer is in.
+  const idle = new Map<string, LeanConnection[]>();
+  const target = (key: string): string => {
+    const first = table.forPartition(partitionOf(Buffer.from(key), j.partitions))[0]!;
+    return apiOf.get(first)!;
+  };
+  const acquire = (api: string): LeanConnection => {
+    const c = idle.get(api)?.pop();
+    if (c !== undefined) return c;
+    const fresh = new LeanConnection(api);
+    all.push(fresh);
+    return fresh;
+  };
+  const release = (api: string, c: LeanConnection) => {
+    const list = idle.get(api);
+    if (list === undefined) idle.set(api, [c]);
+    else list.push(c);
+  };
+  const roundTrip = async (key: string, head: Buffer, body: Buffer | undefined): Promise<number> => {
+    const api = target(key);
+    const c = acquire(api);
+    const status = await c.request(head, body);
+    release(api, c);
+    return status;
+  };
+  return {
+    async put(key, value) {
+      const head = Buffer.from(
+        `PUT /kv/${key} HTTP/1.1\r\nhost: ringstore\r\ncontent-type: application/octet-stream\r\ncontent-length: ${value.length}\r\n\r\n`,
+        "latin1",
+      );
+      const s = await roundTrip(key, head, value);
+      return s === 204 || s === 200;
+    },
+    async get(key) {
+      const head = Buffer.from(`GET /kv/${key} HTTP/1.1\r\nhost: ringstore\r\n\r\n`, "latin1");
+      return (await roundTrip(key, head, undefined)) === 200;
+    },
+    close: async () => {
+      for (const c of all) c.close();
+    },
+  };
+}
+
 interface PhaseResult {
   config: string;
   loadgen: Loadgen;
@@ -572,9 +702,11 @@ async function benchConfig(cfg: Config, size: 1 | 3, value: Buffer): Promise<Pha
     console.log(`  ${nodes.map((n) => `${n.id} ${n.api} pid ${n.child.pid}`).join(", ")}`);
     try {
       const driver =
-        g === "pool"
-          ? poolDriver(nodes, cfg.clients)
-          : clientDriver(nodes, cfg.clients, g === "pa" ? "partition-aware" : "none");
+        g === "lean"
+          ? await leanDriver(nodes)
+          : g === "pool"
+            ? poolDriver(nodes, cfg.clients)
+            : clientDriver(nodes, cfg.clients, g === "pa" ? "partition-aware" : "none");
       try {
         const written: string[][] = Array.from({ length: cfg.clients }, () => []);
         const tag = `${size}${g}`;
