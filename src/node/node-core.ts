@@ -113,6 +113,7 @@ export class NodeCore {
       localNodeId: d.nodeId,
       replicasFor: (key) => this.preferenceList(key).map(peerFor),
       timers: d.timers,
+      random: d.random,
       onReadRepair: d.onReadRepair,
     });
     this.router = new Router({

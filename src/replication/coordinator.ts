@@ -2,11 +2,12 @@
  * The request coordinator (Dynamo section 4.5): runs one client request against the key's replicas and
  * decides its outcome from how many answered in time.
  *
- * - get: asks every replica of the key, answers once `r` replied, with the causal merge of their sets
- *   (siblings only when truly concurrent). Fewer than `r` replies by the deadline: `unavailable`.
- *   Read repair: after answering, it keeps collecting replies until the deadline, and sends the merged
- *   set to every replica whose answer lacked part of it (older, missing, or only some siblings), so the
- *   repair never slows the reply.
+ * - get: asks `r` replicas of the key (more after a failure or a delay, and all of them for a share of
+ *   reads: ReadPolicy), answers once `r` replied, with the causal merge of their sets (siblings only
+ *   when truly concurrent). Fewer than `r` replies by the deadline: `unavailable`. Read repair: after
+ *   answering, it keeps collecting the replies of the replicas it asked until the deadline, and sends
+ *   the merged set to every one whose answer lacked part of it (older, missing, or only some
+ *   siblings), so the repair never slows the reply.
  * - put/delete: the coordinator must itself be a replica of the key (versioning needs its actor). It
  *   versions the write, and stores the resulting set locally while sending it to the other replicas;
  *   it answers once `w` replicas (itself included) made it durable. Fewer by the deadline: `unavailable`
@@ -15,7 +16,7 @@
  * Outcomes are returned values, not exceptions: quorum not met is an expected protocol outcome.
  * Deterministic: time comes from the injected Timers; no I/O except through ReplicaPeer.
  */
-import type { Timers } from "../runtime/runtime.js";
+import type { Random, Timers } from "../runtime/runtime.js";
 import { merge, type VersionVector } from "../versioning/dvv.js";
 import type { StoredSibling, StoredValue } from "../versioning/object-codec.js";
 import type { Replica } from "./replica.js";
@@ -64,12 +65,96 @@ export interface KvService {
   ): Promise<WriteOutcome>;
 }
 
+/**
+ * How reads choose replicas (Cassandra's approach rather than Riak's ask-everyone): a read asks `r`
+ * replicas, this node's own first; one that fails is replaced at once by the next, and if the `r` have
+ * not all answered within `hedgeMs` the rest are asked too (a speculative retry, so that one slow replica
+ * costs `hedgeMs`, not the timeout). A fraction of reads asks all N, so that read repair still reaches
+ * every replica of keys that are read. Asking fewer replicas is a third less work per read at N=3, R=2,
+ * with the same guarantee: any R replicas overlap any W that acknowledged a write when R + W > N.
+ */
+export interface ReadPolicy {
+  readonly hedgeMs: number;
+  /** In [0, 1]: the share of reads that ask every replica. */
+  readonly fullReadFraction: number;
+}
+
+export const DEFAULT_READ_POLICY: ReadPolicy = { hedgeMs: 50, fullReadFraction: 0.1 };
+
+/** A replica a read asked, and its answer. */
+interface Asked {
+  readonly peer: ReplicaPeer;
+  readonly answer: Promise<StoredSibling[]>;
+}
+
+/**
+ * Asks `first` of `replicas` (in order), and more as described in ReadPolicy, until `needed` answered,
+ * that can no longer happen, or `timeoutMs` passed. Answers that come later are left to `asked`.
+ */
+function gatherReads(
+  replicas: readonly ReplicaPeer[],
+  key: Uint8Array,
+  needed: number,
+  first: number,
+  hedgeMs: number,
+  timeoutMs: number,
+  timers: Timers,
+): Promise<{ ok: { peer: ReplicaPeer; set: StoredSibling[] }[]; asked: Asked[] }> {
+  return new Promise((resolve) => {
+    const ok: { peer: ReplicaPeer; set: StoredSibling[] }[] = [];
+    const asked: Asked[] = [];
+    let failed = 0;
+    let done = false;
+    const finish = () => {
+      if (done) return;
+      done = true;
+      deadline.cancel();
+      hedge?.cancel();
+      resolve({ ok: [...ok], asked });
+    };
+    const check = () => {
+      if (ok.length >= needed || replicas.length - failed < needed) finish();
+    };
+    const ask = () => {
+      if (done || asked.length >= replicas.length) return;
+      const peer = replicas[asked.length]!;
+      const answer = peer.read(key);
+      asked.push({ peer, answer });
+      answer.then(
+        (set) => {
+          if (done) return;
+          ok.push({ peer, set });
+          check();
+        },
+        () => {
+          if (done) return;
+          failed++;
+          ask();
+          check();
+        },
+      );
+    };
+    const deadline = timers.after(timeoutMs, finish);
+    const hedge =
+      first < replicas.length
+        ? timers.after(Math.min(hedgeMs, timeoutMs), () => {
+            while (!done && asked.length < replicas.length) ask();
+          })
+        : undefined;
+    for (let i = 0; i < first; i++) ask();
+    check();
+  });
+}
+
 export interface CoordinatorDeps {
   readonly local: Replica;
   /** The key's replicas, in preference-list order (the local one included when this node is one). */
   readonly replicasFor: (key: Uint8Array) => readonly ReplicaPeer[];
   readonly localNodeId: string;
   readonly timers: Timers;
+  /** Draws which reads ask every replica (ReadPolicy.fullReadFraction). */
+  readonly random: Random;
+  readonly reads?: ReadPolicy;
   /** Called once per replica repaired after a read. */
   readonly onReadRepair?: (nodeId: string) => void;
 }
@@ -138,36 +223,46 @@ export class Coordinator implements KvService {
 
   async get(key: Uint8Array, r: number, timeoutMs: number): Promise<ReadOutcome> {
     const replicas = this.deps.replicasFor(key);
-    const answers = replicas.map((p) => p.read(key));
-    const got = await collect(answers, r, timeoutMs, this.deps.timers);
+    // This node's own replica first (no network), then the preference list's order.
+    const local = replicas.findIndex((p) => p.nodeId === this.deps.localNodeId);
+    const ordered = local <= 0 ? replicas : [replicas[local]!, ...replicas.filter((_, i) => i !== local)];
+    const policy = this.deps.reads ?? DEFAULT_READ_POLICY;
+    const everyone = ordered.length <= r || this.deps.random.next() < policy.fullReadFraction;
+    const got = await gatherReads(
+      ordered,
+      key,
+      r,
+      everyone ? ordered.length : r,
+      policy.hedgeMs,
+      timeoutMs,
+      this.deps.timers,
+    );
     if (got.ok.length < r) return { kind: "unavailable", needed: r, replied: got.ok.length };
     let siblings: StoredSibling[] = [];
-    for (const s of got.ok) siblings = merge(siblings, s);
-    if (replicas.length > 1) this.repairLater(key, replicas, answers, timeoutMs);
+    for (const x of got.ok) siblings = merge(siblings, x.set);
+    if (got.asked.length > 1) this.repairLater(key, got.asked, timeoutMs);
     return { kind: "ok", siblings, replied: got.ok.length };
   }
 
-  /** Waits for every answer (until the deadline), then sends the merged set to replicas that lack part of it. */
-  private repairLater(
-    key: Uint8Array,
-    replicas: readonly ReplicaPeer[],
-    answers: Promise<StoredSibling[]>[],
-    timeoutMs: number,
-  ): void {
-    const settled = answers.map((a, i) =>
-      a.then(
-        (set) => ({ i, set }),
+  /**
+   * Waits for every replica asked (until the deadline), then sends the merged set to those whose answer
+   * lacks part of it.
+   */
+  private repairLater(key: Uint8Array, asked: readonly Asked[], timeoutMs: number): void {
+    const settled = asked.map((a) =>
+      a.answer.then(
+        (set) => ({ peer: a.peer, set }),
         () => undefined,
       ),
     );
-    void collect(settled, replicas.length, timeoutMs, this.deps.timers).then((all) => {
-      const ok = all.ok.filter((x): x is { i: number; set: StoredSibling[] } => x !== undefined);
+    void collect(settled, asked.length, timeoutMs, this.deps.timers).then((all) => {
+      const ok = all.ok.filter((x): x is { peer: ReplicaPeer; set: StoredSibling[] } => x !== undefined);
       let merged: StoredSibling[] = [];
       for (const x of ok) merged = merge(merged, x.set);
       if (merged.length === 0) return;
       for (const x of ok) {
         if (holdsAll(x.set, merged)) continue;
-        const peer = replicas[x.i]!;
+        const peer = x.peer;
         peer.store(key, merged).then(
           () => this.deps.onReadRepair?.(peer.nodeId),
           () => undefined,

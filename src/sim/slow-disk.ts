@@ -58,16 +58,34 @@ export class SlowDisk implements FileSystem {
   private readonly delay: () => Promise<void>;
   /** Set by the nemesis: every sync takes 5-50 ms. */
   slow = false;
+  private stalledSyncs: (() => void)[] | undefined;
 
   constructor(
     private readonly inner: FileSystem,
     timers: Timers,
     random: Random,
   ) {
-    this.delay = () =>
-      new Promise<void>((resolve) => {
+    this.delay = async () => {
+      await new Promise<void>((resolve) => {
         timers.after(syncLatencyMs(random, this.slow), resolve);
       });
+      if (this.stalledSyncs !== undefined)
+        await new Promise<void>((resolve) => this.stalledSyncs?.push(resolve));
+    };
+  }
+
+  /** A hung device: while stalled, no sync completes (scenario tests); unstalling lets them finish. */
+  get stalled(): boolean {
+    return this.stalledSyncs !== undefined;
+  }
+
+  set stalled(on: boolean) {
+    if (on) this.stalledSyncs ??= [];
+    else {
+      const waiting = this.stalledSyncs ?? [];
+      this.stalledSyncs = undefined;
+      for (const go of waiting) go();
+    }
   }
 
   mkdirp(dir: string): Promise<void> {

@@ -1,0 +1,172 @@
+/**
+ * The coordinator (src/replication/coordinator.ts) over real replicas (Replica on MemoryEngine), reached
+ * through peers that answer after a delay of virtual time or not at all, as a network would: which
+ * replicas a read asks (ReadPolicy), the speculative retry, read repair of the replicas asked, and the
+ * write's quorum counting the coordinator's own durable copy.
+ */
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import {
+  Coordinator,
+  localPeer,
+  type ReadPolicy,
+  type ReplicaPeer,
+} from "../../src/replication/coordinator.js";
+import { Replica } from "../../src/replication/replica.js";
+import { seededRandom } from "../../src/runtime/runtime.js";
+import { VirtualScheduler } from "../../src/runtime/virtual-runtime.js";
+import { MemoryEngine } from "../../src/storage/index.js";
+import { EMPTY_VECTOR } from "../../src/versioning/dvv.js";
+import type { StoredValue } from "../../src/versioning/object-codec.js";
+
+const KEY = Buffer.from("k");
+const value = (text: string): StoredValue => ({
+  data: Buffer.from(text),
+  contentType: "text/plain",
+  deleted: false,
+  writtenAtMs: 0,
+});
+
+interface Node {
+  readonly id: string;
+  readonly replica: Replica;
+  /** How this node answers: after `delayMs` of virtual time, or never ("down" fails at once). */
+  mode: { kind: "ok"; delayMs: number } | { kind: "silent" } | { kind: "down" };
+  reads: number;
+  stores: number;
+}
+
+function cluster(ids: string[], sched: VirtualScheduler) {
+  const nodes = new Map<string, Node>(
+    ids.map((id) => [
+      id,
+      {
+        id,
+        replica: new Replica(new MemoryEngine(), id, 64),
+        mode: { kind: "ok", delayMs: 1 },
+        reads: 0,
+        stores: 0,
+      },
+    ]),
+  );
+  const delayed = <T>(n: Node, fn: () => Promise<T>): Promise<T> => {
+    const m = n.mode;
+    if (m.kind === "down") return Promise.reject(new Error(`${n.id} is down`));
+    if (m.kind === "silent") return new Promise<T>(() => undefined);
+    return new Promise<T>((resolve, reject) => sched.after(m.delayMs, () => fn().then(resolve, reject)));
+  };
+  /** A peer as node `from` sees node `n`: its own replica directly, the others through the "network". */
+  const peer = (from: string, n: Node): ReplicaPeer => {
+    if (n.id === from) return localPeer(n.id, n.replica);
+    return {
+      nodeId: n.id,
+      read: (key) => {
+        n.reads++;
+        return delayed(n, () => n.replica.read(key));
+      },
+      store: (key, set) => {
+        n.stores++;
+        return delayed(n, async () => {
+          await n.replica.merge(key, set);
+        });
+      },
+    };
+  };
+  const coordinator = (from: string, reads: ReadPolicy, seed = 1) =>
+    new Coordinator({
+      local: nodes.get(from)!.replica,
+      localNodeId: from,
+      replicasFor: () => ids.map((id) => peer(from, nodes.get(id)!)),
+      timers: sched,
+      random: seededRandom(seed),
+      reads,
+    });
+  return { nodes, coordinator };
+}
+
+const NEVER_FULL: ReadPolicy = { hedgeMs: 50, fullReadFraction: 0 };
+
+describe("Coordinator reads", () => {
+  test("a read asks r replicas, its own first, and repairs the one it asked that was behind", async () => {
+    const sched = new VirtualScheduler();
+    const { nodes, coordinator } = cluster(["a", "b", "c"], sched);
+    // The write reached a and c only.
+    await nodes.get("a")!.replica.coordinate(KEY, EMPTY_VECTOR, value("v1"));
+    const set = await nodes.get("a")!.replica.read(KEY);
+    await nodes.get("c")!.replica.merge(KEY, set);
+    const co = coordinator("b", NEVER_FULL);
+    const out = await sched.runUntilSettled(co.get(KEY, 2, 1000), 5000);
+    assert.equal(out.kind, "ok");
+    if (out.kind === "ok")
+      assert.deepEqual(
+        out.siblings.map((s) => Buffer.from(s.value.data).toString()),
+        ["v1"],
+      );
+    // b (its own replica, first) and a (next in order) were asked; c was not.
+    assert.deepEqual([nodes.get("a")!.reads, nodes.get("c")!.reads], [1, 0]);
+    await sched.runFor(2000);
+    assert.equal((await nodes.get("b")!.replica.read(KEY)).length, 1, "b was repaired after the read");
+  });
+
+  test("a replica that fails is replaced at once; a silent one after hedgeMs", async () => {
+    const sched = new VirtualScheduler();
+    const { nodes, coordinator } = cluster(["a", "b", "c"], sched);
+    nodes.get("b")!.mode = { kind: "down" };
+    const t0 = sched.now();
+    let out = await sched.runUntilSettled(coordinator("a", NEVER_FULL).get(KEY, 2, 1000), 5000);
+    assert.equal(out.kind, "ok");
+    assert.ok(sched.now() - t0 < 10, "no wait for a replica known to fail");
+    assert.equal(nodes.get("c")!.reads, 1);
+
+    nodes.get("b")!.mode = { kind: "silent" };
+    const t1 = sched.now();
+    out = await sched.runUntilSettled(coordinator("a", NEVER_FULL).get(KEY, 2, 1000), 5000);
+    assert.equal(out.kind, "ok");
+    const took = sched.now() - t1;
+    assert.ok(took >= 50 && took < 60, `answered after the hedge (${took} ms), not the timeout`);
+  });
+
+  test("fewer than r answers by the deadline: unavailable, with how many replied", async () => {
+    const sched = new VirtualScheduler();
+    const { nodes, coordinator } = cluster(["a", "b", "c"], sched);
+    nodes.get("b")!.mode = { kind: "silent" };
+    nodes.get("c")!.mode = { kind: "silent" };
+    const out = await sched.runUntilSettled(coordinator("a", NEVER_FULL).get(KEY, 2, 300), 5000);
+    assert.deepEqual(out, { kind: "unavailable", needed: 2, replied: 1 });
+  });
+
+  test("fullReadFraction 1 asks every replica; about that share of reads do", async () => {
+    const sched = new VirtualScheduler();
+    const { nodes, coordinator } = cluster(["a", "b", "c"], sched);
+    await sched.runUntilSettled(
+      coordinator("a", { hedgeMs: 50, fullReadFraction: 1 }).get(KEY, 2, 1000),
+      5000,
+    );
+    assert.deepEqual([nodes.get("b")!.reads, nodes.get("c")!.reads], [1, 1]);
+    const co = coordinator("a", { hedgeMs: 50, fullReadFraction: 0.1 }, 7);
+    for (let i = 0; i < 1000; i++) await sched.runUntilSettled(co.get(KEY, 2, 1000), 5000);
+    const full = nodes.get("c")!.reads - 1;
+    assert.ok(full > 60 && full < 140, `${full} of 1000 reads asked all three`);
+  });
+});
+
+describe("Coordinator writes", () => {
+  test("the local durable copy counts toward w; the set reaches every replica", async () => {
+    const sched = new VirtualScheduler();
+    const { nodes, coordinator } = cluster(["a", "b", "c"], sched);
+    nodes.get("b")!.mode = { kind: "silent" };
+    const out = await sched.runUntilSettled(
+      coordinator("a", NEVER_FULL).write(KEY, EMPTY_VECTOR, value("v"), 2, 500),
+      5000,
+    );
+    assert.equal(out.kind, "ok");
+    if (out.kind === "ok") assert.equal(out.acked, 2);
+    assert.equal((await nodes.get("c")!.replica.read(KEY)).length, 1);
+    nodes.get("c")!.mode = { kind: "silent" };
+    const late = await sched.runUntilSettled(
+      coordinator("a", NEVER_FULL).write(KEY, EMPTY_VECTOR, value("w"), 2, 500),
+      5000,
+    );
+    assert.deepEqual(late, { kind: "unavailable", needed: 2, acked: 1 });
+  });
+});
