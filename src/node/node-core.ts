@@ -204,22 +204,27 @@ export class NodeCore {
         return { op: "stored" };
       case "coordinate":
         // The request id makes the write idempotent: a second copy gets the first one's outcome.
-        return this.forwarded.run(body.requestId, `${body.key.length}:${hash32(body.key, 0)}`, async () => {
-          const out = await this.coordinator.write(
-            body.key,
-            decodeVector(body.context),
-            {
-              data: body.value,
-              contentType: body.contentType,
-              deleted: body.deleted,
-              writtenAtMs: body.writtenAtMs,
-            },
-            body.w,
-            body.timeoutMs,
-          );
-          return { op: "coordinated", outcome: encodeWriteOutcome(out) };
-        });
+        return this.forwarded.run(body.requestId, `${body.key.length}:${hash32(body.key, 0)}`, () =>
+          this.coordinateForwarded(body),
+        );
     }
+  }
+
+  /** Coordinates a write another node forwarded here (without the memo: `dispatch` adds it). */
+  async coordinateForwarded(body: Extract<RequestBody, { op: "coordinate" }>): Promise<ResponseBody> {
+    const out = await this.coordinator.write(
+      body.key,
+      decodeVector(body.context),
+      {
+        data: body.value,
+        contentType: body.contentType,
+        deleted: body.deleted,
+        writtenAtMs: body.writtenAtMs,
+      },
+      body.w,
+      body.timeoutMs,
+    );
+    return { op: "coordinated", outcome: encodeWriteOutcome(out) };
   }
 
   /** The partitions this node owns (first in their preference list) and those it holds a replica of. */

@@ -167,6 +167,9 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
     );
     let replica: Replica | undefined; // set once the core exists
     cleanup.unshift(async () => {
+      // Version nothing more, and let every versioned set reach the disk (or fail) before the engine
+      // closes: the stop is clean only if every version this node sent to others is also durable here.
+      await replica?.seal();
       await storage.close();
       if (replica?.writeFailure === undefined) fs.rmSync(marker, { force: true });
     });

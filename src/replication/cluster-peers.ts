@@ -121,8 +121,8 @@ export interface RouterDeps {
 
 /**
  * Reads are coordinated here (any node may merge replicas' answers). A write is coordinated here if this
- * node is a replica of the key; otherwise it goes to the first replica that is not down, which
- * coordinates it and sends back the outcome.
+ * node is a replica of the key that can version writes; otherwise it goes to the first other replica
+ * that is not down, which coordinates it and sends back the outcome.
  */
 export class Router implements KvService {
   private readonly ids: ForwardIds;
@@ -143,8 +143,11 @@ export class Router implements KvService {
     timeoutMs: number,
   ): Promise<WriteOutcome> {
     const prefs = this.d.preferenceList(key);
-    if (prefs.includes(this.d.selfId)) return this.d.coordinator.write(key, context, value, w, timeoutMs);
-    const candidates = prefs.filter((id) => this.d.directory.reachable(id));
+    // A replica coordinates its own writes, unless it cannot version any (a failed disk, or stopping):
+    // then another replica does.
+    if (prefs.includes(this.d.selfId) && this.d.coordinator.canVersion())
+      return this.d.coordinator.write(key, context, value, w, timeoutMs);
+    const candidates = prefs.filter((id) => id !== this.d.selfId && this.d.directory.reachable(id));
     // One id for the write, whichever replica gets it: a copy the network delivers twice is applied once
     // (the coordinator's ForwardMemo). Moving on to the next replica happens only when the request was
     // never delivered, so no two replicas see the id.

@@ -5,18 +5,19 @@
  * - get: asks `r` replicas of the key (more after a failure or a delay, and all of them for a share of
  *   reads: ReadPolicy), answers once `r` replied, with the causal merge of their sets (siblings only
  *   when truly concurrent). Fewer than `r` replies by the deadline: `unavailable`. Read repair: after
- *   answering, it keeps collecting the replies of the replicas it asked until the deadline, and sends
- *   the merged set to every one whose answer lacked part of it (older, missing, or only some
+ *   answering, it keeps collecting the replies of the replicas it asked (for up to another `timeout`),
+ *   and sends the merged set to every one whose answer lacked part of it (older, missing, or only some
  *   siblings), so the repair never slows the reply.
  * - put/delete: the coordinator must itself be a replica of the key (versioning needs its actor). It
  *   versions the write, and stores the resulting set locally while sending it to the other replicas;
- *   it answers once `w` replicas (itself included) made it durable. Fewer by the deadline: `unavailable`
- *   (the write is not rolled back; replicas that have it keep it).
+ *   it answers once `w` replicas made it durable (its own copy counts as one). Fewer by the deadline
+ *   (waiting for the key's lock included): `unavailable` (the write is not rolled back; replicas that
+ *   have it keep it).
  *
  * Outcomes are returned values, not exceptions: quorum not met is an expected protocol outcome.
  * Deterministic: time comes from the injected Timers; no I/O except through ReplicaPeer.
  */
-import type { Random, Timers } from "../runtime/runtime.js";
+import type { Random, TimerHandle, Timers } from "../runtime/runtime.js";
 import { merge, type VersionVector } from "../versioning/dvv.js";
 import type { StoredSibling, StoredValue } from "../versioning/object-codec.js";
 import type { Replica } from "./replica.js";
@@ -67,9 +68,9 @@ export interface KvService {
 
 /**
  * How reads choose replicas (Cassandra's approach rather than Riak's ask-everyone): a read asks `r`
- * replicas, this node's own first; one that fails is replaced at once by the next, and if the `r` have
- * not all answered within `hedgeMs` the rest are asked too (a speculative retry, so that one slow replica
- * costs `hedgeMs`, not the timeout). A fraction of reads asks all N, so that read repair still reaches
+ * replicas, this node's own first, then the others from a random one on; one that fails is replaced at
+ * once by the next, and if the `r` have not all answered within `hedgeMs` the rest are asked too (a
+ * speculative retry, so that one slow replica costs `hedgeMs`, not the timeout). A fraction of reads asks all N, so that read repair still reaches
  * every replica of keys that are read. Asking fewer replicas is a third less work per read at N=3, R=2,
  * with the same guarantee: any R replicas overlap any W that acknowledged a write when R + W > N.
  */
@@ -164,16 +165,42 @@ interface Collected<T> {
   readonly failed: number;
 }
 
+/** One request's deadline: a timer that fires once; `expired` and the waiters see it. */
+class Deadline {
+  expired = false;
+  private readonly waiters: (() => void)[] = [];
+  private readonly timer: TimerHandle;
+
+  constructor(timers: Timers, ms: number) {
+    this.timer = timers.after(ms, () => {
+      this.expired = true;
+      for (const w of this.waiters.splice(0)) w();
+    });
+  }
+
+  /** Resolves when the deadline passes (never, if it is cancelled first). */
+  readonly passed = (): Promise<"expired"> =>
+    new Promise((resolve) => {
+      if (this.expired) resolve("expired");
+      else this.waiters.push(() => resolve("expired"));
+    });
+
+  onExpire(fn: () => void): void {
+    if (this.expired) fn();
+    else this.waiters.push(fn);
+  }
+
+  cancel(): void {
+    this.timer.cancel();
+    this.waiters.length = 0;
+  }
+}
+
 /**
- * Waits until `needed` of `tasks` succeeded, or that can no longer happen, or `timeoutMs` passed.
+ * Waits until `needed` of `tasks` succeeded, or that can no longer happen, or `deadline` passed.
  * Late results are ignored (the tasks keep running; their errors are observed, never left unhandled).
  */
-export function collect<T>(
-  tasks: readonly Promise<T>[],
-  needed: number,
-  timeoutMs: number,
-  timers: Timers,
-): Promise<Collected<T>> {
+function collect<T>(tasks: readonly Promise<T>[], needed: number, deadline: Deadline): Promise<Collected<T>> {
   return new Promise((resolve) => {
     const ok: T[] = [];
     let failed = 0;
@@ -181,13 +208,11 @@ export function collect<T>(
     const finish = () => {
       if (done) return;
       done = true;
-      timer?.cancel();
       resolve({ ok: [...ok], failed });
     };
     const check = () => {
       if (ok.length >= needed || ok.length + (tasks.length - ok.length - failed) < needed) finish();
     };
-    const timer = needed > 0 ? timers.after(timeoutMs, finish) : undefined;
     for (const t of tasks)
       t.then(
         (v) => {
@@ -204,6 +229,7 @@ export function collect<T>(
         },
       );
     check();
+    if (!done) deadline.onExpire(finish);
   });
 }
 
@@ -221,11 +247,19 @@ function holdsAll(have: readonly StoredSibling[], merged: readonly StoredSibling
 export class Coordinator implements KvService {
   constructor(private readonly deps: CoordinatorDeps) {}
 
+  /** False once this node's replica versions no more writes (Replica.cannotVersion). */
+  canVersion(): boolean {
+    return this.deps.local.cannotVersion === undefined;
+  }
+
   async get(key: Uint8Array, r: number, timeoutMs: number): Promise<ReadOutcome> {
     const replicas = this.deps.replicasFor(key);
-    // This node's own replica first (no network), then the preference list's order.
-    const local = replicas.findIndex((p) => p.nodeId === this.deps.localNodeId);
-    const ordered = local <= 0 ? replicas : [replicas[local]!, ...replicas.filter((_, i) => i !== local)];
+    // This node's own replica first (no network), then the others from a random one on, so that reads
+    // (and their repairs) spread over every replica rather than always the first ones of the list.
+    const own = replicas.filter((p) => p.nodeId === this.deps.localNodeId);
+    const others = replicas.filter((p) => p.nodeId !== this.deps.localNodeId);
+    const k = others.length > 1 ? Math.floor(this.deps.random.next() * others.length) : 0;
+    const ordered = [...own, ...others.slice(k), ...others.slice(0, k)];
     const policy = this.deps.reads ?? DEFAULT_READ_POLICY;
     const everyone = ordered.length <= r || this.deps.random.next() < policy.fullReadFraction;
     const got = await gatherReads(
@@ -255,7 +289,9 @@ export class Coordinator implements KvService {
         () => undefined,
       ),
     );
-    void collect(settled, asked.length, timeoutMs, this.deps.timers).then((all) => {
+    const deadline = new Deadline(this.deps.timers, timeoutMs);
+    void collect(settled, asked.length, deadline).then((all) => {
+      deadline.cancel();
       const ok = all.ok.filter((x): x is { peer: ReplicaPeer; set: StoredSibling[] } => x !== undefined);
       let merged: StoredSibling[] = [];
       for (const x of ok) merged = merge(merged, x.set);
@@ -278,19 +314,31 @@ export class Coordinator implements KvService {
     w: number,
     timeoutMs: number,
   ): Promise<WriteOutcome> {
-    const res = await this.deps.local.version(key, context, value);
-    if (res.kind === "too_many_siblings") return res;
-    // The local write and the other replicas' stores go at once; any w of them make the quorum. (Safe
-    // for the dot: see Replica.version.)
-    const others = this.deps.replicasFor(key).filter((p) => p.nodeId !== this.deps.localNodeId);
-    const got = await collect(
-      [res.durable, ...others.map((p) => p.store(key, res.set))],
-      w,
-      timeoutMs,
-      this.deps.timers,
-    );
-    const acked = got.ok.length;
-    if (acked < w) return { kind: "unavailable", needed: w, acked };
-    return { kind: "ok", written: res.written, set: res.set, acked };
+    const deadline = new Deadline(this.deps.timers, timeoutMs);
+    try {
+      // The key may be locked behind a write still waiting for a slow disk: the wait counts against the
+      // deadline, and a write that gives up before the key is free versions nothing.
+      const versioning = this.deps.local.version(key, context, value, () => deadline.expired);
+      const res = await Promise.race([versioning, deadline.passed()]);
+      if (res === "expired" || res.kind === "abandoned") {
+        versioning.catch(() => undefined);
+        return { kind: "unavailable", needed: w, acked: 0 };
+      }
+      if (res.kind === "too_many_siblings") return res;
+      // The local write and the other replicas' stores go at once; any w of them make the quorum. (Safe
+      // for the dot: see Replica.version.) The local copy counts only if this node is a replica of the
+      // key: a forwarded write may arrive after a ring change made it one no longer.
+      const replicas = this.deps.replicasFor(key);
+      const local = this.deps.localNodeId;
+      const isReplica = replicas.some((p) => p.nodeId === local);
+      if (!isReplica) res.durable.catch(() => undefined);
+      const stores = replicas.filter((p) => p.nodeId !== local).map((p) => p.store(key, res.set));
+      const got = await collect(isReplica ? [res.durable, ...stores] : stores, w, deadline);
+      const acked = got.ok.length;
+      if (acked < w) return { kind: "unavailable", needed: w, acked };
+      return { kind: "ok", written: res.written, set: res.set, acked };
+    } finally {
+      deadline.cancel();
+    }
   }
 }

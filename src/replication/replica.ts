@@ -36,22 +36,27 @@ export type VersionResult =
       /** Settles when the set is durable on this node. */
       readonly durable: Promise<void>;
     }
-  | { readonly kind: "too_many_siblings"; readonly siblings: number; readonly max: number };
+  | { readonly kind: "too_many_siblings"; readonly siblings: number; readonly max: number }
+  /** The caller gave up (its deadline passed) before the key was free: nothing was versioned. */
+  | { readonly kind: "abandoned" };
 
-/** A write this replica versioned could not be stored here: it versions nothing more until restarted. */
-export class LocalWriteFailedError extends Error {
-  readonly code = "ERR_LOCAL_WRITE_FAILED";
-  constructor(cause: unknown) {
-    super(
-      `a local write failed (${(cause as Error)?.message ?? String(cause)}); this node coordinates no more writes until it is restarted`,
-      { cause },
-    );
+/**
+ * This replica versions no more writes: a write it versioned could not be stored here (it is never
+ * cleared: restart the node), or the node is stopping (`seal`).
+ */
+export class CannotVersionError extends Error {
+  readonly code = "ERR_CANNOT_VERSION";
+  constructor(message: string, cause?: unknown) {
+    super(message, cause === undefined ? undefined : { cause });
   }
 }
 
 export class Replica {
   private readonly lock = new KeyLock();
-  private failure: LocalWriteFailedError | undefined;
+  private failure: CannotVersionError | undefined;
+  private sealed: CannotVersionError | undefined;
+  /** The local writes of versioned sets not yet settled. */
+  private readonly pending = new Set<Promise<void>>();
 
   constructor(
     private readonly storage: StorageEngine,
@@ -72,30 +77,60 @@ export class Replica {
     return raw === undefined ? [] : decodeSiblings(raw);
   }
 
+  /** Why this replica versions nothing now (undefined: it can coordinate writes). */
+  get cannotVersion(): CannotVersionError | undefined {
+    return this.failure ?? this.sealed;
+  }
+
   /**
    * Versions a write this node coordinates and starts storing it: resolves once the new set is known,
    * with `durable` settling when it is on disk here. The key stays locked until then, so the next write
    * of the key through this node reads the new set. The coordinator sends the set to the other replicas
    * while it is being made durable here; that is safe only because the node takes a new actor after any
-   * unclean stop and refuses to version anything after a failed local write (see `writeFailure`): a dot
-   * that reached other replicas but not this disk is never issued again.
+   * unclean stop, and this replica versions nothing after a failed local write (`writeFailure`, which
+   * also keeps the node's running marker) or once sealed: a dot that reached other replicas but not this
+   * disk is never issued again by this actor.
+   *
+   * `abandoned`, if given, is asked once the key is free: true means the caller no longer waits (its
+   * deadline passed), and nothing is versioned.
    */
-  async version(key: Uint8Array, context: VersionVector, value: StoredValue): Promise<VersionResult> {
-    if (this.failure !== undefined) throw this.failure;
+  async version(
+    key: Uint8Array,
+    context: VersionVector,
+    value: StoredValue,
+    abandoned?: () => boolean,
+  ): Promise<VersionResult> {
+    let cannot = this.cannotVersion;
+    if (cannot !== undefined) throw cannot;
     const release = await this.lock.acquire(key);
     try {
-      if (this.failure !== undefined) throw this.failure;
+      cannot = this.cannotVersion;
+      if (cannot !== undefined) throw cannot;
+      if (abandoned?.() === true) {
+        release();
+        return { kind: "abandoned" };
+      }
       const current = await this.read(key);
+      cannot = this.cannotVersion;
+      if (cannot !== undefined) throw cannot;
       const { set, written } = update(current, context, this.actor, value);
       if (set.length > this.maxSiblings) {
         release();
         return { kind: "too_many_siblings", siblings: current.length, max: this.maxSiblings };
       }
       const durable = this.storage.put(Replica.dataKey(key), encodeSiblings(set)).catch((err: unknown) => {
-        this.failure ??= new LocalWriteFailedError(err);
+        this.failure ??= new CannotVersionError(
+          `a local write failed (${(err as Error)?.message ?? String(err)}); this node coordinates no more writes until it is restarted`,
+          err,
+        );
         throw err;
       });
-      durable.then(release, release);
+      this.pending.add(durable);
+      const settled = () => {
+        this.pending.delete(durable);
+        release();
+      };
+      durable.then(settled, settled);
       return { kind: "ok", set, written, durable };
     } catch (err) {
       release();
@@ -106,6 +141,7 @@ export class Replica {
   /** `version`, resolving once the new set is durable here. */
   async coordinate(key: Uint8Array, context: VersionVector, value: StoredValue): Promise<CoordinateResult> {
     const res = await this.version(key, context, value);
+    if (res.kind === "abandoned") throw new Error("unreachable: coordinate never abandons");
     if (res.kind === "ok") await res.durable;
     return res;
   }
@@ -117,6 +153,16 @@ export class Replica {
    */
   get writeFailure(): Error | undefined {
     return this.failure;
+  }
+
+  /**
+   * For a clean stop, before the storage engine closes: versions nothing more, and resolves once every
+   * versioned set has been stored here or has failed (then `writeFailure` says so). Without it, a set
+   * sent to other replicas could fail to store here after the node decided its stop was clean.
+   */
+  async seal(): Promise<void> {
+    this.sealed ??= new CannotVersionError("this node is stopping; it coordinates no more writes");
+    while (this.pending.size > 0) await Promise.allSettled([...this.pending]);
   }
 
   /** Folds `incoming` into the stored set; returns the merged set. Writes only if something changed. */

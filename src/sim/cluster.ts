@@ -35,6 +35,7 @@ import type { Durability } from "../storage/lsm/options.js";
 import { MemoryEngine } from "../storage/memory-engine.js";
 import type { MemberView, RequestBody, ResponseBody, RingView } from "../transport/messages.js";
 import type { SimNetwork, SimTransport } from "../transport/sim-transport.js";
+import { TransportError } from "../transport/transport.js";
 import { SlowDisk } from "./slow-disk.js";
 
 export type StorageKind = "lsm" | "memory";
@@ -51,7 +52,14 @@ export type PlantedBug =
    * A restart after a crash keeps the node's actor (LSM storage): a version the coordinator had sent to
    * other replicas but lost from its own disk can be named again by its next write of the key.
    */
-  | "keep-actor";
+  | "keep-actor"
+  /** A forwarded write's copies are each coordinated (no memo of outcomes by request id). */
+  | "no-forward-memo"
+  /**
+   * A forwarder takes every failure of a forwarded write for "never delivered" and tries the next
+   * replica, though the first may have applied it (a timeout, a connection lost after sending).
+   */
+  | "retry-forward";
 
 export interface ClusterConfig {
   readonly seed: number;
@@ -175,6 +183,7 @@ export class SimCluster {
         clusterId: CLUSTER_ID,
         handler: (from, body) => this.dispatch(node!, from, body),
       });
+      if (this.config.bug === "retry-forward") forgetMaybeDelivered(transport);
       const { offsetMs, drift } = this.skew[i] ?? { offsetMs: 0, drift: 0 };
       node = {
         id,
@@ -245,6 +254,8 @@ export class SimCluster {
   private dispatch(node: SimNode, from: string, body: RequestBody): Promise<ResponseBody> {
     if (this.config.bug === "drop-store" && node === this.nodes[0] && body.op === "store")
       return Promise.resolve({ op: "stored" });
+    if (this.config.bug === "no-forward-memo" && body.op === "coordinate")
+      return node.core.coordinateForwarded(body);
     return node.core.dispatch(from, body);
   }
 
@@ -276,7 +287,12 @@ export class SimCluster {
     if (this.config.bug !== "keep-actor" || node.fs === undefined)
       node.actor = this.actorOf(id, node.generation);
     node.timers = this.sched.group();
-    node.storage = await this.openStorage(node);
+    try {
+      node.storage = await this.openStorage(node);
+    } catch (err) {
+      node.state = "crashed"; // it stays down; the nemesis reports the failed restart
+      throw err;
+    }
     const view = node.saved;
     const prevSelf = view.members.find((m) => m.id === id);
     const inRing = view.ring?.owners.includes(id) ?? false;
@@ -332,4 +348,15 @@ export class SimCluster {
       node.timers.halt();
     }
   }
+}
+
+/** The planted `retry-forward` bug: failures of forwarded writes lose their "maybe delivered" flag. */
+function forgetMaybeDelivered(t: SimTransport): void {
+  const request = t.request.bind(t);
+  t.request = (address, body, timeoutMs) =>
+    request(address, body, timeoutMs).catch((err: unknown) => {
+      if (body.op === "coordinate" && err instanceof TransportError)
+        throw new TransportError("ERR_UNREACHABLE", err.message, { maybeDelivered: false });
+      throw err;
+    });
 }

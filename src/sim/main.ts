@@ -67,7 +67,14 @@ if (values.faults === "on") values.faults = "standard";
 if (values.faults === "off") values.faults = "none";
 if (!FAULT_PROFILES.includes(values.faults as FaultProfile))
   usage(`--faults must be one of ${FAULT_PROFILES.join(", ")}, got ${values.faults}`);
-const bugs: PlantedBug[] = ["drop-store", "ignore-context", "no-fsync", "keep-actor"];
+const bugs: PlantedBug[] = [
+  "drop-store",
+  "ignore-context",
+  "no-fsync",
+  "keep-actor",
+  "no-forward-memo",
+  "retry-forward",
+];
 if (values.bug !== undefined && !bugs.includes(values.bug as PlantedBug))
   usage(`--bug must be one of ${bugs.join(", ")}`);
 if (values.seed !== undefined && values.runs !== undefined) usage("give --seed or --runs, not both");

@@ -180,6 +180,7 @@ export function canonicalHistory(h: History): string {
     w.observedItems,
     w.items ?? null,
     w.outcome,
+    w.dot ?? null,
     w.invokedAt,
     w.completedAt,
   ]);

@@ -13,6 +13,7 @@ import {
   checkNoPhantoms,
   checkReplicasAgree,
   checkSiblingsConcurrent,
+  checkUniqueDots,
 } from "../../src/sim/checker.js";
 import type { FinalSibling, History, Outcome, WriteRecord } from "../../src/sim/history.js";
 
@@ -272,5 +273,36 @@ describe("5. no phantoms, and the history's shape", () => {
     const y = write("y", "add", { element: "ey", observed: ["a1"], key: "cart:2" });
     const found = checkHistoryShape(history([a1, x, y], everywhere([])));
     assert.equal(found.length, 2);
+  });
+});
+
+describe("6. unique dots", () => {
+  const withDot = (w: WriteRecord, dot: string): WriteRecord => ({ ...w, dot });
+
+  test("distinct dots, and final siblings holding the writes acknowledged under them, pass", () => {
+    const b1 = withDot(write("b1", "blind"), "1@A");
+    const b2 = withDot(write("b2", "blind"), "2@A");
+    const h = history([b1, b2], everywhere([sib("b1", ["b-b1"], "1@A"), sib("b2", ["b-b2"], "2@A")]));
+    assert.deepEqual(checkUniqueDots(h), []);
+  });
+
+  test("catches two acknowledged writes under one dot", () => {
+    const b1 = withDot(write("b1", "blind"), "1@A");
+    const b2 = withDot(write("b2", "blind"), "1@A");
+    const found = checkUniqueDots(history([b1, b2], everywhere([sib("b1", ["b-b1"], "1@A")])));
+    assert.ok(found.some((a) => /b1 and b2 were both acknowledged as version 1@A/.test(a.message)));
+  });
+
+  test("catches a replica whose version under an acknowledged dot holds another write", () => {
+    const b1 = withDot(write("b1", "blind"), "1@A");
+    const b2 = write("b2", "blind", { outcome: "unknown" });
+    const h = history([b1, b2], { n1: [sib("b1", ["b-b1"], "1@A")], n2: [sib("b2", ["b-b2"], "1@A")] });
+    const found = checkUniqueDots(h);
+    assert.equal(found.length, 1);
+    assert.match(found[0]!.message, /version 1@A at n2 holds write b2, but write b1 was acknowledged as 1@A/);
+  });
+
+  test("writes without a recorded dot (the HTTP suite) give it nothing to judge", () => {
+    assert.deepEqual(checkUniqueDots(good), []);
   });
 });

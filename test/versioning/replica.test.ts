@@ -11,6 +11,9 @@ import { describe, test } from "node:test";
 import fc from "fast-check";
 import { KeyLock } from "../../src/replication/key-lock.js";
 import { type CoordinateResult, Replica } from "../../src/replication/replica.js";
+import { seededRandom } from "../../src/runtime/runtime.js";
+import { VirtualScheduler } from "../../src/runtime/virtual-runtime.js";
+import { SlowDisk } from "../../src/sim/slow-disk.js";
 import { LsmEngine, MemoryEngine, MemoryFileSystem, type StorageEngine } from "../../src/storage/index.js";
 import { contextOf, EMPTY_VECTOR } from "../../src/versioning/dvv.js";
 import { decodeSiblings, type StoredSibling, type StoredValue } from "../../src/versioning/object-codec.js";
@@ -226,6 +229,65 @@ describe("Replica", () => {
     }
   });
 
+  test("on a disk that is slow to sync, the key stays locked until the versioned set is durable", async () => {
+    // The LSM engine shows a write only once it is durable: a lock released earlier would let the next
+    // write read the old set and take the same dot.
+    const sched = new VirtualScheduler();
+    const mem = new MemoryFileSystem();
+    await mem.mkdirp("/db");
+    const disk = new SlowDisk(mem, sched, seededRandom(3));
+    const engine = await sched.runUntilSettled(
+      LsmEngine.open({ dir: "/db", fs: disk, options: { durability: "fsync" } }),
+      10_000,
+    );
+    const a = new Replica(engine, "a", 100);
+    disk.stalled = true;
+    const first = await sched.runUntilSettled(a.version(KEY, EMPTY_VECTOR, value("v1")), 1000);
+    let secondDone = false;
+    const second = a.version(KEY, EMPTY_VECTOR, value("v2")).then((r) => {
+      secondDone = true;
+      return r;
+    });
+    await sched.runFor(1000);
+    assert.equal(secondDone, false, "the second write waits for the first to be durable");
+    disk.stalled = false;
+    const s = await sched.runUntilSettled(second, 10_000);
+    assert.ok(first.kind === "ok" && s.kind === "ok");
+    await sched.runUntilSettled(s.durable, 10_000);
+    assert.deepEqual([first.written.dot.counter, s.written.dot.counter], [1, 2]);
+    assert.deepEqual(texts(await a.read(KEY)), ["v1", "v2"]);
+    await sched.runUntilSettled(engine.close(), 10_000);
+  });
+
+  test("seal: no more versions, and it waits for the sets already versioned", async () => {
+    const sched = new VirtualScheduler();
+    const mem = new MemoryFileSystem();
+    await mem.mkdirp("/db");
+    const disk = new SlowDisk(mem, sched, seededRandom(4));
+    const engine = await sched.runUntilSettled(
+      LsmEngine.open({ dir: "/db", fs: disk, options: { durability: "fsync" } }),
+      10_000,
+    );
+    const a = new Replica(engine, "a", 100);
+    disk.stalled = true;
+    const v = await sched.runUntilSettled(a.version(KEY, EMPTY_VECTOR, value("v1")), 1000);
+    let sealed = false;
+    const sealing = a.seal().then(() => {
+      sealed = true;
+    });
+    await sched.runFor(1000);
+    assert.equal(sealed, false, "seal waits for the pending local write");
+    await assert.rejects(a.version(Buffer.from("other"), EMPTY_VECTOR, value("x")), {
+      code: "ERR_CANNOT_VERSION",
+    });
+    disk.stalled = false;
+    await sched.runUntilSettled(sealing, 10_000);
+    assert.ok(v.kind === "ok");
+    await v.durable;
+    assert.equal(a.writeFailure, undefined);
+    await sched.runUntilSettled(engine.close(), 10_000);
+  });
+
   test("after a failed local write the replica versions nothing more", async () => {
     const fs = new MemoryFileSystem();
     const engine = await LsmEngine.open({ dir: "/db", fs, options: { durability: "fsync" } });
@@ -239,10 +301,10 @@ describe("Replica", () => {
     assert.ok(replica.writeFailure !== undefined);
     // Its dot (a, 2) may have reached other replicas: it must never be issued again by this actor.
     await assert.rejects(replica.version(Buffer.from("other"), EMPTY_VECTOR, value("v3")), {
-      code: "ERR_LOCAL_WRITE_FAILED",
+      code: "ERR_CANNOT_VERSION",
     });
     await assert.rejects(replica.coordinate(KEY, EMPTY_VECTOR, value("v4")), {
-      code: "ERR_LOCAL_WRITE_FAILED",
+      code: "ERR_CANNOT_VERSION",
     });
     await engine.close().catch(() => undefined);
   });

@@ -1,11 +1,16 @@
 /**
- * The scenario the actor renewal exists for, played step by step on the simulator's cluster (real
- * NodeCores, the LSM engine on a crashable file system behind a slow disk, the simulated network): a
+ * Scenarios played step by step on the simulator's cluster (real NodeCores, the LSM engine on a
+ * crashable file system behind a slow disk, the simulated network).
+ *
+ * The one the actor renewal exists for: a
  * coordinator's disk hangs; a blind write through it is acknowledged by the two other replicas while
  * its own copy is still waiting for its fsync; the coordinator crashes, losing that copy, and restarts;
  * a second blind write of the key goes through it. With a new actor after the crash (what node.ts and
  * the simulator do) the two writes get different dots; with the old actor (the planted `keep-actor`
  * bug) the second write is named like the first, and the checkers see one dot naming two writes.
+ *
+ * And a replica that can version no more writes (sealed for a clean stop, or after a failed local
+ * write) hands its writes to another replica.
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
@@ -18,7 +23,7 @@ import { EMPTY_VECTOR } from "../../src/versioning/dvv.js";
 
 const EPOCH_MS = 1_700_000_000_000;
 
-async function scenario(bug: PlantedBug | undefined) {
+async function startCluster(bug: PlantedBug | undefined) {
   const sched = new VirtualScheduler({ startMs: EPOCH_MS });
   const net = new SimNetwork({
     clock: sched,
@@ -48,6 +53,11 @@ async function scenario(bug: PlantedBug | undefined) {
   );
   await sched.runUntilSettled(cluster.start(), 1000);
   await sched.runFor(2000);
+  return { sched, cluster };
+}
+
+async function scenario(bug: PlantedBug | undefined) {
+  const { sched, cluster } = await startCluster(bug);
   const a = cluster.nodes[0]!;
   const key = Buffer.from("cart");
   const write = async (text: string): Promise<WriteRecord> => {
@@ -106,4 +116,25 @@ test("planted keep-actor bug: the second write reuses the first one's dot, and t
   const anomalies = checkUniqueDots({ writes: [first, second], final: { keys: new Map() } });
   assert.equal(anomalies.length, 1);
   assert.match(anomalies[0]!.message, /both acknowledged as version/);
+});
+
+test("a replica that versions no more (stopping, or its disk failed) forwards its writes", async () => {
+  const { sched, cluster } = await startCluster(undefined);
+  const a = cluster.nodes[0];
+  const key = Buffer.from("cart");
+  assert.ok(a!.core.preferenceList(key).includes(a!.id));
+  await sched.runUntilSettled(a!.core.replica.seal(), 1000);
+  const out = await sched.runUntilSettled(
+    a!.core.router.write(
+      key,
+      EMPTY_VECTOR,
+      { data: Buffer.from("v"), contentType: "", deleted: false, writtenAtMs: 0 },
+      2,
+      500,
+    ),
+    2000,
+  );
+  assert.equal(out.kind, "ok", JSON.stringify(out));
+  if (out.kind === "ok")
+    assert.notEqual(out.written.dot.actor, a!.core.replica.actor, "another replica versioned it");
 });
