@@ -170,6 +170,23 @@ describe("log format", () => {
     assert.throws(() => parseLogFile(FILE, Buffer.from("RSMF-abc"), WAL_MAGIC), corruptionAt(0));
   });
 
+  // A new WAL is preallocated with zeros; if another file's directory sync made its entry durable before
+  // its header's sync, a power cut leaves a file of zeros longer than a header. Nothing in it was ever
+  // acknowledged, and the store must open. Zeros in the header before non-zero bytes are still corruption.
+  test("a file of nothing but zeros, of any length, is an empty log with a torn header", () => {
+    for (const n of [20, 24, 700, 4096]) {
+      const parsed = parseLogFile(FILE, Buffer.alloc(n), WAL_MAGIC);
+      assert.equal(parsed.records.length, 0, `${n} zero bytes`);
+      assert.equal(parsed.tornTail, true);
+    }
+    const zeroHeader = Buffer.from(THREE.data);
+    zeroHeader.fill(0, 0, 20);
+    assert.throws(() => parseLogFile(FILE, zeroHeader, WAL_MAGIC), corruptionAt(0));
+    const oneByte = Buffer.alloc(700);
+    oneByte[699] = 1;
+    assert.throws(() => parseLogFile(FILE, oneByte, WAL_MAGIC), corruptionAt(0));
+  });
+
   test("a flipped byte in the middle record is corruption at that record", () => {
     for (const at of [144 + LOG_RECORD_HEADER_BYTES, 144 + LOG_RECORD_HEADER_BYTES + 100, 367])
       assert.throws(() => parseLogFile(FILE, flip(THREE.data, at), WAL_MAGIC), corruptionAt(144));
