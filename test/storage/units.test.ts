@@ -341,6 +341,9 @@ function drain(it: ReturnType<Memtable["iterator"]>): Version[] {
 
 const noSeq = (vs: readonly Version[]) => vs.map((v) => ({ ...v, seq: -1 }));
 
+/** Small B+ tree nodes make deep trees (splits of leaves and inner nodes) out of few entries. */
+const nodeCapacityArb = fc.constantFrom(4, 5, 64);
+
 describe("memtable", () => {
   test("property: get, iterator and seek show each key's newest version at a snapshot", () => {
     fc.assert(
@@ -349,7 +352,8 @@ describe("memtable", () => {
         fc.nat(),
         fc.nat(100),
         memKeyArb,
-        (ops, orderSeed, snapSeed, target) => {
+        nodeCapacityArb,
+        (ops, orderSeed, snapSeed, target, capacity) => {
           // Sequence numbers 1..n, inserted in a shuffled order: the list orders by (key, seq desc).
           const versions: Version[] = ops.map((op, i) => ({
             key: hex(op.key),
@@ -363,7 +367,7 @@ describe("memtable", () => {
             const j = Math.floor(r.next() * (i + 1));
             [order[i], order[j]] = [order[j]!, order[i]!];
           }
-          const m = new Memtable(1);
+          const m = new Memtable(1, capacity);
           for (const i of order) {
             const v = versions[i]!;
             m.add(Buffer.from(v.key, "hex"), v.seq, v.kind, Buffer.from(v.value, "hex"));
@@ -407,8 +411,9 @@ describe("memtable", () => {
         fc.array(memOpArb, { maxLength: 40, size: "max" }),
         fc.array(memOpArb, { maxLength: 40, size: "max" }),
         fc.nat(50),
-        (before, during, steps) => {
-          const m = new Memtable(1);
+        nodeCapacityArb,
+        (before, during, steps, capacity) => {
+          const m = new Memtable(1, capacity);
           const versions: Version[] = [];
           const add = (op: { key: Buffer; put: boolean; value: Uint8Array }) => {
             const v: Version = {

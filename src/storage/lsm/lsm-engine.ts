@@ -22,7 +22,7 @@
  */
 import * as path from "node:path";
 import type { Timers } from "../../runtime/runtime.js";
-import { compareBytes } from "../bytes.js";
+import { compareBytes, varintLength } from "../bytes.js";
 import {
   type EngineStats,
   type Entry,
@@ -41,7 +41,15 @@ import {
   StorageIoError,
 } from "../errors.js";
 import type { FileSystem, WritableFile } from "../fs/file-system.js";
-import { type DecodedOp, decodeBatchPayload, encodeBatchRecord, KIND_PUT } from "./batch-format.js";
+import {
+  type DecodedOp,
+  decodeBatchPayload,
+  encodeBatchRecord,
+  insertBatchRecord,
+  KIND_PUT,
+  mergeBatchRecords,
+  sealBatchRecord,
+} from "./batch-format.js";
 import { BlockCache } from "./block-cache.js";
 import { bloomHash } from "./bloom.js";
 import { pickCompaction } from "./compaction.js";
@@ -51,7 +59,7 @@ import {
   outputFilesNeeded,
   writeRunTables,
 } from "./compaction-job.js";
-import { encodeLogFileHeader, parseLogFile, RECORD_TYPE_BATCH, sealHeader, WAL_MAGIC } from "./log-format.js";
+import { encodeLogFileHeader, parseLogFile, RECORD_TYPE_BATCH, WAL_MAGIC } from "./log-format.js";
 import { ManifestWriter, readCurrent, readManifest } from "./manifest.js";
 import { Memtable } from "./memtable.js";
 import { MergingIterator, RunIterator, type SourceIterator } from "./merge.js";
@@ -78,8 +86,9 @@ const FILE_NAME = /^(\d{6,})\.(wal|sst)$/;
 const MANIFEST_NAME = /^MANIFEST-(\d{6,})$/;
 
 interface PendingWrite {
+  /** From encodeBatchRecord: sealed (or merged into its group's record) by the writer loop. */
   readonly record: Buffer;
-  readonly ops: DecodedOp[];
+  readonly ops: number;
   readonly userBytes: number;
   readonly resolve: () => void;
   readonly reject: (err: unknown) => void;
@@ -142,6 +151,8 @@ export class LsmEngine implements StorageEngine {
   private syncTimer: { cancel(): void } | undefined;
   private syncInFlight: Promise<void> | undefined;
   private failure: StorageError | undefined;
+  /** Set by validate(): the batch payload length of the operations it checked. */
+  private payloadLength = 0;
   private closed = false;
   private closing: Promise<void> | undefined;
   private unlock: (() => Promise<void>) | undefined;
@@ -277,10 +288,8 @@ export class LsmEngine implements StorageEngine {
         } catch (err) {
           throw new CorruptionError(p, rec.offset, "malformed write batch", { cause: err });
         }
-        for (let i = 0; i < ops.length; i++) {
-          const op = ops[i]!;
-          mem.add(Buffer.from(op.key), rec.sequence + i, op.kind, Buffer.from(op.value));
-        }
+        // Checked: the operations go into the memtable in one copy of the payload.
+        if (ops.length > 0) mem.addBatch(rec.payload, 4, rec.payload.length, ops.length, rec.sequence);
         if (ops.length > 0) this.lastSequence = Math.max(this.lastSequence, rec.sequence + ops.length - 1);
         if (mem.bytes >= this.o.memtableBytes) {
           const run = await this.writeMemtable(mem, version.runs.length === 0 && addRuns.length === 0);
@@ -352,30 +361,36 @@ export class LsmEngine implements StorageEngine {
     return this.write([{ kind: "delete", key }]);
   }
 
+  /** Checks the operations; returns their user bytes, and sets `payloadLength` to their batch payload's. */
   private validate(ops: readonly WriteOp[]): number {
     let bytes = 0;
+    let payload = 4;
     if (!Array.isArray(ops)) throw new InvalidArgumentError("write expects an array of operations");
-    for (const op of ops) {
+    for (let i = 0; i < ops.length; i++) {
+      const op = ops[i];
       if (op === null || typeof op !== "object")
         throw new InvalidArgumentError("operation must be an object");
       if (!(op.key instanceof Uint8Array)) throw new InvalidArgumentError("key must be a Uint8Array");
-      if (op.key.length === 0) throw new InvalidArgumentError("key must not be empty");
-      if (op.key.length > this.o.maxKeyBytes)
-        throw new InvalidArgumentError(
-          `key of ${op.key.length} bytes exceeds the limit of ${this.o.maxKeyBytes}`,
-        );
-      bytes += op.key.length;
+      const klen = op.key.length;
+      if (klen === 0) throw new InvalidArgumentError("key must not be empty");
+      if (klen > this.o.maxKeyBytes)
+        throw new InvalidArgumentError(`key of ${klen} bytes exceeds the limit of ${this.o.maxKeyBytes}`);
+      bytes += klen;
+      payload += 1 + (klen < 0x80 ? 1 : varintLength(klen)) + klen;
       if (op.kind === "put") {
         if (!(op.value instanceof Uint8Array)) throw new InvalidArgumentError("value must be a Uint8Array");
-        if (op.value.length > this.o.maxValueBytes)
+        const vlen = op.value.length;
+        if (vlen > this.o.maxValueBytes)
           throw new InvalidArgumentError(
-            `value of ${op.value.length} bytes exceeds the limit of ${this.o.maxValueBytes}`,
+            `value of ${vlen} bytes exceeds the limit of ${this.o.maxValueBytes}`,
           );
-        bytes += op.value.length;
+        bytes += vlen;
+        payload += (vlen < 0x80 ? 1 : varintLength(vlen)) + vlen;
       } else if (op.kind !== "delete") {
         throw new InvalidArgumentError(`unknown operation kind ${String((op as { kind: unknown }).kind)}`);
       }
     }
+    this.payloadLength = payload;
     return bytes;
   }
 
@@ -384,7 +399,7 @@ export class LsmEngine implements StorageEngine {
     if (this.failure) throw this.failure;
     const userBytes = this.validate(ops);
     if (ops.length === 0) return;
-    const { record, decoded } = encodeBatchRecord(ops);
+    const record = encodeBatchRecord(ops, this.payloadLength);
     if (this.admissionWaiters > 0 || this.queuedBytes + record.length > this.o.maxPendingWriteBytes) {
       // Wait in line: writers that had to wait are admitted first come, first served, so a small write
       // never overtakes an earlier large one (writes are applied in call order).
@@ -403,18 +418,18 @@ export class LsmEngine implements StorageEngine {
         }
         if (this.closed) throw new StorageClosedError();
         if (this.failure) throw this.failure;
-        return this.enqueue(record, decoded, userBytes);
+        return this.enqueue(record, ops.length, userBytes);
       } finally {
         this.admissionWaiters--;
         admitted();
       }
     }
-    return this.enqueue(record, decoded, userBytes);
+    return this.enqueue(record, ops.length, userBytes);
   }
 
-  private enqueue(record: Buffer, decoded: DecodedOp[], userBytes: number): Promise<void> {
+  private enqueue(record: Buffer, ops: number, userBytes: number): Promise<void> {
     return new Promise<void>((resolve, reject) => {
-      this.queue.push({ record, ops: decoded, userBytes, resolve, reject });
+      this.queue.push({ record, ops, userBytes, resolve, reject });
       this.queuedBytes += record.length;
       if (!this.writerRunning) void this.runWriter();
     });
@@ -439,21 +454,21 @@ export class LsmEngine implements StorageEngine {
           count++;
         }
         const group = this.queue.splice(0, count);
-        let seq = this.lastSequence + 1;
-        const firstSeqs: number[] = new Array(group.length);
-        for (let i = 0; i < group.length; i++) {
-          const w = group[i]!;
-          sealHeader(w.record, RECORD_TYPE_BATCH, seq);
-          firstSeqs[i] = seq;
-          seq += w.ops.length;
+        const firstSeq = this.lastSequence + 1;
+        let chunk: Buffer;
+        let ops = 0;
+        if (group.length === 1) {
+          chunk = group[0]!.record;
+          ops = group[0]!.ops;
+        } else {
+          const records: Buffer[] = new Array(group.length);
+          for (let i = 0; i < group.length; i++) {
+            records[i] = group[i]!.record;
+            ops += group[i]!.ops;
+          }
+          chunk = mergeBatchRecords(records, ops, groupBytes);
         }
-        const chunk =
-          group.length === 1
-            ? group[0]!.record
-            : Buffer.concat(
-                group.map((w) => w.record),
-                groupBytes,
-              );
+        sealBatchRecord(chunk, firstSeq);
         try {
           const zerosBefore = this.wal.file.zeroBytesWritten;
           this.wal.file.appendSync(chunk);
@@ -472,15 +487,12 @@ export class LsmEngine implements StorageEngine {
           this.failAll(e);
           return;
         }
-        this.lastSequence = seq - 1;
+        this.lastSequence = firstSeq + ops - 1;
         const mem = this.mem;
+        let seq = firstSeq;
         for (let i = 0; i < group.length; i++) {
           const w = group[i]!;
-          const s = firstSeqs[i]!;
-          for (let j = 0; j < w.ops.length; j++) {
-            const op = w.ops[j]!;
-            mem.add(op.key, s + j, op.kind, op.value);
-          }
+          seq = insertBatchRecord(w.record, seq, mem);
           this.counters.userBytes += w.userBytes;
         }
         this.visibleSequence = this.lastSequence;
@@ -784,7 +796,7 @@ export class LsmEngine implements StorageEngine {
     let e = this.mem.get(key, snap);
     if (e === undefined)
       for (let i = this.imms.length - 1; i >= 0 && e === undefined; i--) e = this.imms[i]!.get(key, snap);
-    if (e !== undefined) return e.kind === KIND_PUT ? Buffer.from(e.value) : undefined;
+    if (e !== undefined) return e.kind === KIND_PUT ? e.copyValue() : undefined;
 
     const v = this.current;
     if (v.runs.length === 0) return undefined;
