@@ -42,13 +42,12 @@ import {
 } from "../errors.js";
 import type { FileSystem, WritableFile } from "../fs/file-system.js";
 import {
+  BATCH_BODY_OFFSET,
   type DecodedOp,
   decodeBatchPayload,
-  encodeBatchRecord,
-  insertBatchRecord,
+  encodeBatchOps,
   KIND_PUT,
-  mergeBatchRecords,
-  sealBatchRecord,
+  sealGroupRecord,
 } from "./batch-format.js";
 import { BlockCache } from "./block-cache.js";
 import { bloomHash } from "./bloom.js";
@@ -59,7 +58,13 @@ import {
   outputFilesNeeded,
   writeRunTables,
 } from "./compaction-job.js";
-import { encodeLogFileHeader, parseLogFile, RECORD_TYPE_BATCH, WAL_MAGIC } from "./log-format.js";
+import {
+  encodeLogFileHeader,
+  LOG_RECORD_MAX_PAYLOAD_BYTES,
+  parseLogFile,
+  RECORD_TYPE_BATCH,
+  WAL_MAGIC,
+} from "./log-format.js";
 import { ManifestWriter, readCurrent, readManifest } from "./manifest.js";
 import { Memtable } from "./memtable.js";
 import { MergingIterator, RunIterator, type SourceIterator } from "./merge.js";
@@ -83,12 +88,18 @@ function walFileName(n: number): string {
 }
 
 const FILE_NAME = /^(\d{6,})\.(wal|sst)$/;
+/** Size of the buffers writes are encoded into (a write larger than this gets a buffer of its own). */
+const GROUP_BUFFER_BYTES = 1024 * 1024;
 const MANIFEST_NAME = /^MANIFEST-(\d{6,})$/;
 
+/** A queued write: its operations are encoded in `buf` up to `end`, in the group whose header is at `start`. */
 interface PendingWrite {
-  /** From encodeBatchRecord: sealed (or merged into its group's record) by the writer loop. */
-  readonly record: Buffer;
+  readonly buf: Buffer;
+  readonly start: number;
+  readonly end: number;
   readonly ops: number;
+  /** Encoded bytes (what counts against maxPendingWriteBytes). */
+  readonly bytes: number;
   readonly userBytes: number;
   readonly resolve: () => void;
   readonly reject: (err: unknown) => void;
@@ -153,6 +164,15 @@ export class LsmEngine implements StorageEngine {
   private failure: StorageError | undefined;
   /** Set by validate(): the batch payload length of the operations it checked. */
   private payloadLength = 0;
+  /**
+   * Writes are encoded straight into a group buffer, one after the other, behind room for the record
+   * header and count of the group they join (`groupStart`, -1 when the next write starts a new group). The
+   * writer loop seals the group in place, writes it to the WAL, and the memtable keeps the bytes there: one
+   * copy of each key and value on the way in, and no object per write besides its promise.
+   */
+  private groupBuf: Buffer = Buffer.alloc(0);
+  private groupEnd = 0;
+  private groupStart = -1;
   private closed = false;
   private closing: Promise<void> | undefined;
   private unlock: (() => Promise<void>) | undefined;
@@ -399,8 +419,12 @@ export class LsmEngine implements StorageEngine {
     if (this.failure) throw this.failure;
     const userBytes = this.validate(ops);
     if (ops.length === 0) return;
-    const record = encodeBatchRecord(ops, this.payloadLength);
-    if (this.admissionWaiters > 0 || this.queuedBytes + record.length > this.o.maxPendingWriteBytes) {
+    if (this.payloadLength > LOG_RECORD_MAX_PAYLOAD_BYTES)
+      throw new InvalidArgumentError(
+        `a write of ${this.payloadLength} encoded bytes exceeds the WAL record limit of ${LOG_RECORD_MAX_PAYLOAD_BYTES}`,
+      );
+    const bytes = this.payloadLength - 4;
+    if (this.admissionWaiters > 0 || this.queuedBytes + bytes > this.o.maxPendingWriteBytes) {
       // Wait in line: writers that had to wait are admitted first come, first served, so a small write
       // never overtakes an earlier large one (writes are applied in call order).
       this.admissionWaiters++;
@@ -411,26 +435,49 @@ export class LsmEngine implements StorageEngine {
       });
       try {
         await prev;
-        while (this.queuedBytes > 0 && this.queuedBytes + record.length > this.o.maxPendingWriteBytes) {
+        while (this.queuedBytes > 0 && this.queuedBytes + bytes > this.o.maxPendingWriteBytes) {
           if (this.closed) throw new StorageClosedError();
           if (this.failure) throw this.failure;
           await this.queueSpace.wait();
         }
         if (this.closed) throw new StorageClosedError();
         if (this.failure) throw this.failure;
-        return this.enqueue(record, ops.length, userBytes);
+        return this.enqueue(ops, bytes, userBytes);
       } finally {
         this.admissionWaiters--;
         admitted();
       }
     }
-    return this.enqueue(record, ops.length, userBytes);
+    return this.enqueue(ops, bytes, userBytes);
   }
 
-  private enqueue(record: Buffer, ops: number, userBytes: number): Promise<void> {
+  /**
+   * Encodes the write into the group being formed (see `groupBuf`) and queues it. Synchronous up to the
+   * returned promise, so writes are encoded, queued and grouped in call order.
+   */
+  private enqueue(ops: readonly WriteOp[], bytes: number, userBytes: number): Promise<void> {
+    let start = this.groupStart;
+    if (start >= 0 && this.groupEnd - start + bytes > this.o.maxWriteGroupBytes) start = -1;
+    const need = bytes + (start < 0 ? BATCH_BODY_OFFSET : 0);
+    if (this.groupEnd + need > this.groupBuf.length) {
+      this.groupBuf = Buffer.allocUnsafeSlow(Math.max(GROUP_BUFFER_BYTES, bytes + BATCH_BODY_OFFSET));
+      this.groupEnd = 0;
+      start = -1;
+    }
+    if (start < 0) {
+      // A new group: room for its record header and count, written when the writer loop takes it.
+      start = this.groupEnd;
+      this.groupEnd += BATCH_BODY_OFFSET;
+    }
+    this.groupStart = start;
+    const buf = this.groupBuf;
+    const end = encodeBatchOps(ops, buf, this.groupEnd);
+    if (end !== this.groupEnd + bytes) throw new Error("write: encoded length differs from the computed one");
+    this.groupEnd = end;
+    const count = ops.length;
     return new Promise<void>((resolve, reject) => {
-      this.queue.push({ record, ops, userBytes, resolve, reject });
-      this.queuedBytes += record.length;
+      this.queue.push({ buf, start, end, ops: count, bytes, userBytes, resolve, reject });
+      this.queuedBytes += bytes;
       if (!this.writerRunning) void this.runWriter();
     });
   }
@@ -445,34 +492,31 @@ export class LsmEngine implements StorageEngine {
           this.failAll(err);
           return;
         }
-        let groupBytes = 0;
+        // The group: the queued writes encoded after the same record header.
+        const head = this.queue[0]!;
+        const buf = head.buf;
+        const start = head.start;
         let count = 0;
+        let ops = 0;
+        let groupBytes = 0;
         while (count < this.queue.length) {
-          const len = this.queue[count]!.record.length;
-          if (count > 0 && groupBytes + len > this.o.maxWriteGroupBytes) break;
-          groupBytes += len;
+          const w = this.queue[count]!;
+          if (w.buf !== buf || w.start !== start) break;
+          ops += w.ops;
+          groupBytes += w.bytes;
           count++;
         }
-        const group = this.queue.splice(0, count);
+        // Writes from now on start a new group.
+        if (this.groupBuf === buf && this.groupStart === start) this.groupStart = -1;
+        const group = count === this.queue.length ? this.queue.splice(0) : this.queue.splice(0, count);
+        const end = group[group.length - 1]!.end;
+        const record = buf.subarray(start, end);
         const firstSeq = this.lastSequence + 1;
-        let chunk: Buffer;
-        let ops = 0;
-        if (group.length === 1) {
-          chunk = group[0]!.record;
-          ops = group[0]!.ops;
-        } else {
-          const records: Buffer[] = new Array(group.length);
-          for (let i = 0; i < group.length; i++) {
-            records[i] = group[i]!.record;
-            ops += group[i]!.ops;
-          }
-          chunk = mergeBatchRecords(records, ops, groupBytes);
-        }
-        sealBatchRecord(chunk, firstSeq);
+        sealGroupRecord(record, ops, firstSeq);
         try {
           const zerosBefore = this.wal.file.zeroBytesWritten;
-          this.wal.file.appendSync(chunk);
-          this.counters.walBytes += chunk.length + (this.wal.file.zeroBytesWritten - zerosBefore);
+          this.wal.file.appendSync(record);
+          this.counters.walBytes += record.length + (this.wal.file.zeroBytesWritten - zerosBefore);
           if (this.o.durability === "fsync") {
             await this.wal.file.sync();
             this.counters.walSyncs++;
@@ -488,16 +532,12 @@ export class LsmEngine implements StorageEngine {
           return;
         }
         this.lastSequence = firstSeq + ops - 1;
-        const mem = this.mem;
-        let seq = firstSeq;
-        for (let i = 0; i < group.length; i++) {
-          const w = group[i]!;
-          seq = insertBatchRecord(w.record, seq, mem);
-          this.counters.userBytes += w.userBytes;
-        }
+        // The memtable keeps the group's bytes where they are: the group buffer is never written again.
+        this.mem.adoptBatch(buf, start + BATCH_BODY_OFFSET, end, ops, firstSeq);
+        for (let i = 0; i < group.length; i++) this.counters.userBytes += group[i]!.userBytes;
         this.visibleSequence = this.lastSequence;
         this.queuedBytes -= groupBytes;
-        for (const w of group) w.resolve();
+        for (let i = 0; i < group.length; i++) group[i]!.resolve();
         this.queueSpace.signal();
       }
     } finally {
@@ -512,6 +552,8 @@ export class LsmEngine implements StorageEngine {
     const q = this.queue.splice(0);
     for (const w of q) w.reject(e);
     this.queuedBytes = 0;
+    // The bytes of the rejected writes stay in the group buffer: the next write starts a new group.
+    this.groupStart = -1;
     this.queueSpace.signal();
   }
 

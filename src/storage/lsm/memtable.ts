@@ -186,8 +186,11 @@ export class Memtable {
   private root: Leaf | Inner;
   private height = 1;
   private readonly cap: number;
+  /** The arena's chunks and adopted buffers; entries name them by index. */
   private readonly chunks: Buffer[] = [];
+  /** The arena chunk that copies go to, and its index in `chunks`. */
   private chunk: Buffer | undefined;
+  private arenaIndex = -1;
   private chunkPos = 0;
   private readonly probe: Probe = { p: 0, buf: NO_BYTES, off: 0, len: 0, seq: 0 };
   private readonly op: OpView = { kind: 0, keyOffset: 0, keyLength: 0, valueOffset: 0, valueLength: 0 };
@@ -221,9 +224,10 @@ export class Memtable {
       const prev = this.chunk?.length ?? FIRST_CHUNK_BYTES / 2;
       this.chunk = Buffer.allocUnsafeSlow(Math.max(len, Math.min(MAX_CHUNK_BYTES, prev * 2)));
       this.chunks.push(this.chunk);
+      this.arenaIndex = this.chunks.length - 1;
       this.chunkPos = 0;
     }
-    return this.chunks.length - 1;
+    return this.arenaIndex;
   }
 
   /** Adds a version (copying key and value). (key, seq) pairs are unique: sequence numbers are never reused. */
@@ -259,6 +263,22 @@ export class Memtable {
     let off = base;
     for (let i = 0; i < count; i++) off += this.insertOp(c, off, seq++);
     if (off !== base + (end - start)) throw new Error("memtable: batch length does not match its operations");
+    return seq;
+  }
+
+  /**
+   * Like addBatch, but keeps a reference to `src` instead of copying: the caller never changes the range
+   * again (the writer loop's group buffers). Consecutive batches in one buffer share its chunk slot.
+   */
+  adoptBatch(src: Buffer, start: number, end: number, count: number, seq: number): number {
+    let c = this.chunks.length - 1;
+    if (c < 0 || this.chunks[c] !== src || c === this.arenaIndex) {
+      this.chunks.push(src);
+      c++;
+    }
+    let off = start;
+    for (let i = 0; i < count; i++) off += this.insertOp(c, off, seq++);
+    if (off !== end) throw new Error("memtable: batch length does not match its operations");
     return seq;
   }
 
