@@ -303,6 +303,9 @@ export class TableIterator {
   private blockIndex = 0;
   private i = 0;
   private o = 0;
+  /** Views of the current entry, made once per entry (a merge asks for the key several times). */
+  private keyView: Buffer | undefined;
+  private valueView: Buffer | undefined;
   valid = false;
 
   constructor(
@@ -311,10 +314,12 @@ export class TableIterator {
   ) {}
 
   get key(): Buffer {
-    return this.block!.keyAt(this.o);
+    this.keyView ??= this.block!.keyAt(this.o);
+    return this.keyView;
   }
   get value(): Buffer {
-    return this.block!.valueAt(this.o);
+    this.valueView ??= this.block!.valueAt(this.o);
+    return this.valueView;
   }
   get kind(): number {
     return this.block!.kindAt(this.o);
@@ -346,6 +351,8 @@ export class TableIterator {
   }
 
   private settle(): void {
+    this.keyView = undefined;
+    this.valueView = undefined;
     if (this.i < this.block!.count) {
       this.o = this.block!.offset(this.i);
       this.valid = true;
