@@ -54,6 +54,7 @@ import { bloomHash } from "./bloom.js";
 import { pickCompaction } from "./compaction.js";
 import {
   type CompactionExecutor,
+  flushFilesNeeded,
   inlineCompactionExecutor,
   outputFilesNeeded,
   writeRunTables,
@@ -66,7 +67,7 @@ import {
   WAL_MAGIC,
 } from "./log-format.js";
 import { ManifestWriter, readCurrent, readManifest } from "./manifest.js";
-import { Memtable } from "./memtable.js";
+import { Memtable, sharedBuffer } from "./memtable.js";
 import { MergingIterator, RunIterator, type SourceIterator } from "./merge.js";
 import { type LsmOptions, resolveLsmOptions } from "./options.js";
 import { TableCache, tableFileName } from "./table-cache.js";
@@ -460,7 +461,7 @@ export class LsmEngine implements StorageEngine {
     if (start >= 0 && this.groupEnd - start + bytes > this.o.maxWriteGroupBytes) start = -1;
     const need = bytes + (start < 0 ? BATCH_BODY_OFFSET : 0);
     if (this.groupEnd + need > this.groupBuf.length) {
-      this.groupBuf = Buffer.allocUnsafeSlow(Math.max(GROUP_BUFFER_BYTES, bytes + BATCH_BODY_OFFSET));
+      this.groupBuf = sharedBuffer(Math.max(GROUP_BUFFER_BYTES, bytes + BATCH_BODY_OFFSET));
       this.groupEnd = 0;
       start = -1;
     }
@@ -710,11 +711,22 @@ export class LsmEngine implements StorageEngine {
 
   private async flushOldest(): Promise<void> {
     const imm = this.imms[0]!;
-    // With no run at all, nothing older exists for a tombstone to hide: drop them.
-    const run = await this.writeMemtable(
-      imm,
-      this.current.runs.length === 0 && this.compactionTask === undefined,
-    );
+    const fileNumbers: number[] = [];
+    for (let k = flushFilesNeeded(imm.bytes, this.o.tableTargetBytes); k > 0; k--)
+      fileNumbers.push(this.nextFileNumber++);
+    const { chunks, order, count } = imm.latestOrder();
+    const { files } = await this.compactor.flush({
+      dir: this.dir,
+      chunks,
+      order,
+      count,
+      // With no run at all, nothing older exists for a tombstone to hide: drop them.
+      dropTombstones: this.current.runs.length === 0 && this.compactionTask === undefined,
+      fileNumbers,
+      options: this.o,
+    });
+    for (const f of files) this.counters.tableBytes += f.size;
+    const run = files.length > 0 ? makeRun(this.nextFileNumber++, imm.minSeq, imm.maxSeq, files) : undefined;
     await this.withManifest(async () => {
       const nextWal = this.imms[1]?.walNumber ?? this.mem.walNumber;
       const edit: VersionEdit = {

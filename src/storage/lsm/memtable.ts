@@ -59,7 +59,7 @@ function compareRange(a: Uint8Array, ao: number, al: number, b: Uint8Array, bo: 
 }
 
 /** Where an encoded operation's parts are. Reused by the decoder, so decoding allocates nothing. */
-interface OpView {
+export interface OpView {
   kind: number;
   keyOffset: number;
   keyLength: number;
@@ -68,7 +68,7 @@ interface OpView {
 }
 
 /** Decodes the operation at `off` of `buf` (written by this module or checked by the WAL reader). */
-function decodeOp(buf: Uint8Array, off: number, out: OpView): void {
+export function decodeOp(buf: Uint8Array, off: number, out: OpView): void {
   const kind = buf[off]!;
   let pos = off + 1;
   let klen = buf[pos++]!;
@@ -180,6 +180,14 @@ interface Probe {
 }
 
 const NO_BYTES = new Uint8Array(0);
+
+/**
+ * A Buffer over a SharedArrayBuffer. The memtable's chunks are shared so that a flush in a worker thread
+ * reads them where they are (a frozen memtable's bytes never change). The engine's group buffers too.
+ */
+export function sharedBuffer(bytes: number): Buffer {
+  return Buffer.from(new SharedArrayBuffer(bytes));
+}
 const EMPTY_BUFFER = Buffer.alloc(0);
 
 export class Memtable {
@@ -222,7 +230,7 @@ export class Memtable {
   private reserve(len: number): number {
     if (this.chunk === undefined || this.chunkPos + len > this.chunk.length) {
       const prev = this.chunk?.length ?? FIRST_CHUNK_BYTES / 2;
-      this.chunk = Buffer.allocUnsafeSlow(Math.max(len, Math.min(MAX_CHUNK_BYTES, prev * 2)));
+      this.chunk = sharedBuffer(Math.max(len, Math.min(MAX_CHUNK_BYTES, prev * 2)));
       this.chunks.push(this.chunk);
       this.arenaIndex = this.chunks.length - 1;
       this.chunkPos = 0;
@@ -441,6 +449,43 @@ export class Memtable {
     decodeOp(buf, d[b + 3]! | 0, op);
     if (compareRange(buf, op.keyOffset, op.keyLength, key, 0, key.length) !== 0) return undefined;
     return new MemEntry(buf, op.keyOffset, op.keyLength, op.valueOffset, op.valueLength, d[b + 1]!, op.kind);
+  }
+
+  /**
+   * The newest version of each key, in key order, as (chunk index, offset) pairs of the encoded operation
+   * in `chunks` (the array itself, not a copy): what a flush writes. Call it on a frozen memtable.
+   */
+  latestOrder(): { chunks: readonly Buffer[]; order: Float64Array<ArrayBuffer>; count: number } {
+    const order = new Float64Array(this.entries * 2);
+    let count = 0;
+    let node = this.root;
+    for (let h = this.height; h > 1; h--) node = (node as Inner).kids[0]!;
+    let prevBuf: Buffer = EMPTY_BUFFER;
+    let prevOff = 0;
+    let prevLen = -1;
+    let prevP = -1;
+    const op = this.op;
+    for (let l: Leaf | null = node as Leaf; l !== null; l = l.next) {
+      const d = l.d;
+      for (let i = 0; i < l.n; i++) {
+        const b = i * STRIDE;
+        const c = d[b + 2]! | 0;
+        const off = d[b + 3]! | 0;
+        const buf = this.chunks[c]!;
+        decodeOp(buf, off, op);
+        // Versions of a key follow each other, newest first: keep the first of each key.
+        if (d[b] === prevP && compareRange(buf, op.keyOffset, op.keyLength, prevBuf, prevOff, prevLen) === 0)
+          continue;
+        prevP = d[b]!;
+        prevBuf = buf;
+        prevOff = op.keyOffset;
+        prevLen = op.keyLength;
+        order[2 * count] = c;
+        order[2 * count + 1] = off;
+        count++;
+      }
+    }
+    return { chunks: this.chunks, order, count };
   }
 
   /** Iterator over the newest version (<= snapshot) of each key, tombstones included. */
