@@ -842,34 +842,82 @@ export class LsmEngine implements StorageEngine {
 
   // ---------------------------------------------------------------- reads
 
-  async get(key: Uint8Array): Promise<Uint8Array | undefined> {
-    if (this.closed) throw new StorageClosedError();
+  get(key: Uint8Array): Promise<Uint8Array | undefined> {
+    if (this.closed) return Promise.reject(new StorageClosedError());
     if (!(key instanceof Uint8Array) || key.length === 0 || key.length > this.o.maxKeyBytes)
-      throw new InvalidArgumentError(`key must be a Uint8Array of 1..${this.o.maxKeyBytes} bytes`);
+      return Promise.reject(
+        new InvalidArgumentError(`key must be a Uint8Array of 1..${this.o.maxKeyBytes} bytes`),
+      );
     const snap = this.visibleSequence;
     let e = this.mem.get(key, snap);
     if (e === undefined)
       for (let i = this.imms.length - 1; i >= 0 && e === undefined; i--) e = this.imms[i]!.get(key, snap);
-    if (e !== undefined) return e.kind === KIND_PUT ? e.copyValue() : undefined;
-
+    if (e !== undefined) return Promise.resolve(e.kind === KIND_PUT ? e.copyValue() : undefined);
     const v = this.current;
-    if (v.runs.length === 0) return undefined;
-    v.refs++;
+    if (v.runs.length === 0) return Promise.resolve(undefined);
+    // Without an await, nothing can replace the version or close its tables under this loop: no pins.
     try {
       const h = bloomHash(key);
-      for (const run of v.runs) {
-        const meta = findTable(run, key);
+      const runs = v.runs;
+      for (let i = 0; i < runs.length; i++) {
+        const meta = findTable(runs[i]!, key);
         if (meta === undefined) continue;
-        const t = this.tables.tryAcquire(meta) ?? (await this.tables.acquire(meta));
-        try {
-          const hit = await t.get(key, h);
-          if (hit !== undefined) return hit.kind === KIND_PUT ? hit.value : undefined;
-        } finally {
-          this.tables.release(meta.fileNumber);
+        const t = this.tables.peekOpen(meta.fileNumber);
+        if (t === undefined) return this.getFrom(v, i, key, h, undefined);
+        const hit = t.get(key, h);
+        // The block comes through the thread pool: pin the version and the table until it arrives.
+        if (hit instanceof Promise) return this.getFrom(v, i, key, h, { meta, hit });
+        if (hit !== undefined) return Promise.resolve(hit ?? undefined);
+      }
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return Promise.resolve(undefined);
+  }
+
+  /**
+   * The rest of a get that must wait, from run `from` on, with the version and each table pinned across
+   * the awaits. `pending` is run `from`'s lookup if it already started (its table is open).
+   */
+  private async getFrom(
+    v: Version,
+    from: number,
+    key: Uint8Array,
+    h: number,
+    pending: { readonly meta: TableMeta; readonly hit: Promise<Buffer | null | undefined> } | undefined,
+  ): Promise<Uint8Array | undefined> {
+    // Pinned before the first await (the caller has not yielded since it found the table open).
+    v.refs++;
+    let first = pending;
+    if (first !== undefined && this.tables.tryAcquire(first.meta) === undefined) {
+      this.unrefVersion(v);
+      throw new Error("get: a table open a moment ago is not");
+    }
+    try {
+      for (let i = from; i < v.runs.length; i++) {
+        let hit: Buffer | null | undefined;
+        if (first !== undefined) {
+          try {
+            hit = await first.hit;
+          } finally {
+            this.tables.release(first.meta.fileNumber);
+            first = undefined;
+          }
+        } else {
+          const meta = findTable(v.runs[i]!, key);
+          if (meta === undefined) continue;
+          const t = this.tables.tryAcquire(meta) ?? (await this.tables.acquire(meta));
+          try {
+            hit = await t.get(key, h);
+          } finally {
+            this.tables.release(meta.fileNumber);
+          }
         }
+        if (hit !== undefined) return hit ?? undefined;
       }
       return undefined;
     } finally {
+      if (first !== undefined) this.tables.release(first.meta.fileNumber);
       this.unrefVersion(v);
     }
   }

@@ -8,6 +8,7 @@
 import { compareBytes } from "../bytes.js";
 import { CorruptionError } from "../errors.js";
 import type { RandomAccessFile } from "../fs/file-system.js";
+import { KIND_PUT } from "./batch-format.js";
 import { BlockCache } from "./block-cache.js";
 import { BloomFilter, bloomHash } from "./bloom.js";
 import {
@@ -35,11 +36,6 @@ function compareAt(buf: Buffer, off: number, len: number, key: Uint8Array): numb
     if (d !== 0) return d;
   }
   return len - key.length;
-}
-
-export interface TableHit {
-  readonly kind: number;
-  readonly value: Buffer;
 }
 
 /** A checked data block. Entries are validated once, on load; the block cache holds Block objects. */
@@ -84,6 +80,16 @@ export class Block {
   keyAt(o: number): Buffer {
     const len = this.data.readUInt16LE(o + 1);
     return this.data.subarray(o + ENTRY_HEADER_BYTES, o + ENTRY_HEADER_BYTES + len);
+  }
+  /** A copy of the value at entry offset `o`, in a new Buffer. */
+  copyValueAt(o: number): Buffer {
+    const d = this.data;
+    const klen = d[o + 1]! | (d[o + 2]! << 8);
+    const vlen = d.readUInt32LE(o + 3);
+    const start = o + ENTRY_HEADER_BYTES + klen;
+    const out = Buffer.allocUnsafe(vlen);
+    d.copy(out, 0, start, start + vlen);
+    return out;
   }
   valueAt(o: number): Buffer {
     const klen = this.data.readUInt16LE(o + 1);
@@ -246,10 +252,11 @@ export class TableReader {
   }
 
   /**
-   * Looks `key` up. Returns its entry (a put or a tombstone) or undefined if the table does not hold it.
-   * The value is a copy: cached blocks are never handed out.
+   * Looks `key` up: its value (a copy: cached blocks are never handed out) if the table holds a put, null
+   * if it holds a tombstone, undefined if it holds neither. Synchronous when the block is cached or read
+   * with a synchronous pread; a promise only when the block must come through the thread pool.
    */
-  async get(key: Uint8Array, hash: number): Promise<TableHit | undefined> {
+  get(key: Uint8Array, hash: number): Buffer | null | undefined | Promise<Buffer | null | undefined> {
     this.stats.bloomChecks++;
     if (!this.filter.mayContainHash(hash)) {
       this.stats.bloomNegatives++;
@@ -260,12 +267,16 @@ export class TableReader {
       this.stats.bloomFalsePositives++;
       return undefined;
     }
-    const block = this.cachedOrSyncBlock(bi, true) ?? (await this.readBlockAsync(bi, true));
+    const block = this.cachedOrSyncBlock(bi, true);
+    if (block === undefined) return this.readBlockAsync(bi, true).then((b) => this.lookup(b, key));
+    return this.lookup(block, key);
+  }
+
+  private lookup(block: Block, key: Uint8Array): Buffer | null | undefined {
     const i = block.lowerBound(key);
     if (i < block.count) {
       const o = block.offset(i);
-      if (block.compareKeyAt(o, key) === 0)
-        return { kind: block.kindAt(o), value: Buffer.from(block.valueAt(o)) };
+      if (block.compareKeyAt(o, key) === 0) return block.kindAt(o) === KIND_PUT ? block.copyValueAt(o) : null;
     }
     this.stats.bloomFalsePositives++;
     return undefined;
