@@ -22,6 +22,7 @@
  * Iterators hold a position (leaf, index) that an insert can shift; they notice through `mods` and find
  * their entry again (entries never change order relative to each other, they only move between slots).
  */
+import { keyPrefix } from "../bytes.js";
 import { KIND_PUT } from "./batch-format.js";
 
 /** Memory per entry beyond its encoded bytes in the arena: its slot of 4 doubles in a leaf ~2/3 full. */
@@ -32,21 +33,6 @@ const DEFAULT_NODE_CAPACITY = 64;
 const STRIDE = 4;
 const FIRST_CHUNK_BYTES = 64 * 1024;
 const MAX_CHUNK_BYTES = 1024 * 1024;
-
-/**
- * The first 6 bytes of a key, zero-padded, as a number: a < b in memcmp order implies prefix(a) <=
- * prefix(b), so unequal prefixes decide a comparison.
- */
-export function keyPrefix(b: Uint8Array, o: number, n: number): number {
-  if (n >= 6)
-    return (
-      ((b[o]! << 16) | (b[o + 1]! << 8) | b[o + 2]!) * 16777216 +
-      ((b[o + 3]! << 16) | (b[o + 4]! << 8) | b[o + 5]!)
-    );
-  let p = 0;
-  for (let i = 0; i < 6; i++) p = p * 256 + (i < n ? b[o + i]! : 0);
-  return p;
-}
 
 /** memcmp of a[ao, ao+al) and b[bo, bo+bl). */
 function compareRange(a: Uint8Array, ao: number, al: number, b: Uint8Array, bo: number, bl: number): number {
