@@ -8,7 +8,7 @@ import { test } from "node:test";
 import { MemoryFileSystem } from "../../src/storage/fs/memory-file-system.js";
 import { BlockCache } from "../../src/storage/lsm/block-cache.js";
 import { TableBuilder } from "../../src/storage/lsm/table-builder.js";
-import { type Block, TableReader } from "../../src/storage/lsm/table-reader.js";
+import { TableReader } from "../../src/storage/lsm/table-reader.js";
 
 async function build(count: number, valueBytes: number, blockBytes: number) {
   const fs = new MemoryFileSystem();
@@ -21,11 +21,16 @@ async function build(count: number, valueBytes: number, blockBytes: number) {
   const key = (i: number) => Buffer.from(`key-${String(i).padStart(8, "0")}`);
   for (let i = 0; i < count; i++) b.add(key(i), 1, Buffer.alloc(valueBytes, i & 0xff));
   const built = await b.finish();
-  const reader = await TableReader.open(await fs.openRead("/t/1.sst"), 1, new BlockCache<Block>(1 << 20), {
-    bloomChecks: 0,
-    bloomNegatives: 0,
-    bloomFalsePositives: 0,
-  });
+  const reader = await TableReader.open(
+    await fs.openRead("/t/1.sst"),
+    1,
+    new BlockCache(1 << 20, blockBytes),
+    {
+      bloomChecks: 0,
+      bloomNegatives: 0,
+      bloomFalsePositives: 0,
+    },
+  );
   return { built, reader, key };
 }
 

@@ -38,6 +38,8 @@ export interface RandomAccessFile {
    * 10-30 us through libuv's thread pool; a read that must wait for the device blocks the event loop.
    */
   readSync(position: number, length: number): Buffer;
+  /** The same into `buf` at `offset` (a buffer the caller reuses: no allocation). */
+  readIntoSync(buf: Buffer, offset: number, length: number, position: number): void;
   close(): Promise<void>;
 }
 

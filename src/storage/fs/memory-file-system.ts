@@ -150,6 +150,14 @@ export class MemoryFileSystem implements FileSystem {
       size,
       read: async (position: number, length: number): Promise<Buffer> => readSync(position, length),
       readSync,
+      readIntoSync: (buf: Buffer, offset: number, length: number, position: number): void => {
+        this.checkGeneration(gen, p);
+        if (position + length > inode.length)
+          throw new Error(
+            `short read of ${p}: wanted ${length} bytes at ${position}, file has ${inode.length}`,
+          );
+        inode.data.copy(buf, offset, position, position + length);
+      },
       close: async () => {},
     };
   }

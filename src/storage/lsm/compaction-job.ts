@@ -17,7 +17,6 @@ import { decodeOp, type OpView } from "./memtable.js";
 import { MergingIterator, RunIterator, type SourceIterator } from "./merge.js";
 import { TableBuilder } from "./table-builder.js";
 import { TableCache, tableFileName } from "./table-cache.js";
-import type { Block } from "./table-reader.js";
 import type { Run, TableMeta } from "./version.js";
 
 export interface TableWriteOptions {
@@ -187,7 +186,7 @@ export function outputFilesNeeded(inputs: readonly Run[], tableTargetBytes: numb
 
 /** Runs a compaction job against `fs`. Inputs are read through their own small cache, never the engine's. */
 export async function runCompaction(fs: FileSystem, job: CompactionJob): Promise<CompactionResult> {
-  const cache = new BlockCache<Block>(0);
+  const cache = new BlockCache(0, job.options.blockBytes);
   const stats = { bloomChecks: 0, bloomNegatives: 0, bloomFalsePositives: 0 };
   const tables = new TableCache(fs, job.dir, cache, stats, job.maxOpenTables, true);
   try {

@@ -71,7 +71,7 @@ import { Memtable, sharedBuffer } from "./memtable.js";
 import { MergingIterator, RunIterator, type SourceIterator } from "./merge.js";
 import { type LsmOptions, resolveLsmOptions } from "./options.js";
 import { TableCache, tableFileName } from "./table-cache.js";
-import type { Block, ReadStats } from "./table-reader.js";
+import type { ReadStats } from "./table-reader.js";
 import { findTable, makeRun, type Run, type TableMeta, Version, type VersionEdit } from "./version.js";
 
 export interface LsmEngineConfig {
@@ -133,7 +133,7 @@ export class LsmEngine implements StorageEngine {
   private readonly fs: FileSystem;
   private readonly dir: string;
   private readonly timers: Timers | undefined;
-  private readonly blockCache: BlockCache<Block>;
+  private readonly blockCache: BlockCache;
   private readonly tables: TableCache;
   private readonly readStats: ReadStats = { bloomChecks: 0, bloomNegatives: 0, bloomFalsePositives: 0 };
   private readonly compactor: CompactionExecutor;
@@ -202,7 +202,7 @@ export class LsmEngine implements StorageEngine {
     this.dir = config.dir;
     this.timers = config.timers;
     this.now = now;
-    this.blockCache = new BlockCache<Block>(this.o.blockCacheBytes);
+    this.blockCache = new BlockCache(this.o.blockCacheBytes, this.o.blockBytes);
     this.compactor = config.compactor ?? inlineCompactionExecutor(config.fs);
     this.tables = new TableCache(
       this.fs,

@@ -7,7 +7,7 @@
 import * as path from "node:path";
 import type { FileSystem } from "../fs/file-system.js";
 import type { BlockCache } from "./block-cache.js";
-import { type Block, type ReadStats, TableReader } from "./table-reader.js";
+import { type ReadStats, TableReader } from "./table-reader.js";
 import type { TableMeta } from "./version.js";
 
 export function tableFileName(n: number): string {
@@ -35,7 +35,7 @@ export class TableCache {
   constructor(
     private readonly fs: FileSystem,
     private readonly dir: string,
-    private readonly blockCache: BlockCache<Block>,
+    private readonly blockCache: BlockCache,
     private readonly stats: ReadStats,
     private readonly capacity: number,
     private readonly syncReads = true,
@@ -129,7 +129,8 @@ export class TableCache {
     if (this.slots.get(n) !== s) return;
     this.slots.delete(n);
     const r = s.reader!;
-    if (s.obsolete) this.blockCache.evictFile(n, r.blockCount);
+    // Its cached blocks go with the reader (a reopened table starts cold, as in LevelDB).
+    this.blockCache.evictOwner(r);
     await r.close();
   }
 
@@ -146,7 +147,10 @@ export class TableCache {
     for (const [n, s] of [...this.slots]) {
       if (s.opening !== undefined) await s.opening.catch(() => undefined);
       this.slots.delete(n);
-      if (s.reader !== undefined) await s.reader.close();
+      if (s.reader !== undefined) {
+        this.blockCache.evictOwner(s.reader);
+        await s.reader.close();
+      }
     }
   }
 }

@@ -95,6 +95,20 @@ export function sealBlock(block: Buffer, type: number): void {
   block.writeUInt32LE(crc32(block.subarray(0, typeAt + 1)), typeAt + 1);
 }
 
+/**
+ * Checks the block of `size` bytes at the start of `buf` (read from disk at `offset`); returns its content
+ * length (without the trailer). The same check as verifyBlock, for a block read into a reused buffer.
+ */
+export function checkBlock(file: string, offset: number, buf: Buffer, size: number, type: number): number {
+  if (size < BLOCK_TRAILER_BYTES) throw new CorruptionError(file, offset, "block shorter than its trailer");
+  const typeAt = size - BLOCK_TRAILER_BYTES;
+  if (buf.readUInt32LE(typeAt + 1) !== crc32(buf.subarray(0, typeAt + 1)))
+    throw new CorruptionError(file, offset, "block checksum mismatch");
+  if (buf[typeAt] !== type)
+    throw new CorruptionError(file, offset, `block type ${buf[typeAt]} where ${type} expected`);
+  return typeAt;
+}
+
 /** Checks a block read from disk; returns its content (without the trailer). */
 export function verifyBlock(file: string, offset: number, block: Buffer, type: number): Buffer {
   if (block.length < BLOCK_TRAILER_BYTES)

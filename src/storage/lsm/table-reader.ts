@@ -9,14 +9,16 @@ import { compareBytes, keyPrefix } from "../bytes.js";
 import { CorruptionError } from "../errors.js";
 import type { RandomAccessFile } from "../fs/file-system.js";
 import { KIND_PUT } from "./batch-format.js";
-import { BlockCache } from "./block-cache.js";
+import { Block } from "./block.js";
+import type { BlockCache, BlockOwner } from "./block-cache.js";
 import { BloomFilter, bloomHash } from "./bloom.js";
 import {
   BLOCK_DATA,
   BLOCK_FILTER,
   BLOCK_INDEX,
+  BLOCK_TRAILER_BYTES,
+  checkBlock,
   decodeFooter,
-  ENTRY_HEADER_BYTES,
   FOOTER_BYTES,
   type Footer,
   verifyBlock,
@@ -28,92 +30,9 @@ export interface ReadStats {
   bloomFalsePositives: number;
 }
 
-/** memcmp of buf[off, off+len) against key, without allocating a view. */
-function compareAt(buf: Buffer, off: number, len: number, key: Uint8Array): number {
-  const n = Math.min(len, key.length);
-  for (let i = 0; i < n; i++) {
-    const d = buf[off + i]! - key[i]!;
-    if (d !== 0) return d;
-  }
-  return len - key.length;
-}
-
-/** A checked data block. Entries are validated once, on load; the block cache holds Block objects. */
-export class Block {
-  readonly count: number;
-  private readonly offsetsAt: number;
-  constructor(
-    readonly data: Buffer,
-    file: string,
-    fileOffset: number,
-  ) {
-    if (data.length < 4) throw new CorruptionError(file, fileOffset, "data block too short");
-    this.count = data.readUInt32LE(data.length - 4);
-    this.offsetsAt = data.length - 4 - 4 * this.count;
-    if (this.offsetsAt < 0) throw new CorruptionError(file, fileOffset, "data block entry count too large");
-    // Validate every entry's extent once, on load, so that later reads cannot run off the block.
-    let prevEnd = 0;
-    for (let i = 0; i < this.count; i++) {
-      const o = this.offset(i);
-      if (o !== prevEnd || o + ENTRY_HEADER_BYTES > this.offsetsAt)
-        throw new CorruptionError(file, fileOffset, `data block entry ${i} misplaced`);
-      const kind = data[o]!;
-      if (kind > 1) throw new CorruptionError(file, fileOffset, `data block entry ${i} has bad kind ${kind}`);
-      prevEnd = o + ENTRY_HEADER_BYTES + data.readUInt16LE(o + 1) + data.readUInt32LE(o + 3);
-      if (prevEnd > this.offsetsAt)
-        throw new CorruptionError(file, fileOffset, `data block entry ${i} overruns`);
-    }
-    if (prevEnd !== this.offsetsAt)
-      throw new CorruptionError(file, fileOffset, "data block has trailing bytes");
-  }
-
-  get byteLength(): number {
-    return this.data.length;
-  }
-
-  offset(i: number): number {
-    return this.data.readUInt32LE(this.offsetsAt + 4 * i);
-  }
-  kindAt(o: number): number {
-    return this.data[o]!;
-  }
-  keyAt(o: number): Buffer {
-    const len = this.data.readUInt16LE(o + 1);
-    return this.data.subarray(o + ENTRY_HEADER_BYTES, o + ENTRY_HEADER_BYTES + len);
-  }
-  /** A copy of the value at entry offset `o`, in a new Buffer. */
-  copyValueAt(o: number): Buffer {
-    const d = this.data;
-    const klen = d[o + 1]! | (d[o + 2]! << 8);
-    const vlen = d.readUInt32LE(o + 3);
-    const start = o + ENTRY_HEADER_BYTES + klen;
-    const out = Buffer.allocUnsafe(vlen);
-    d.copy(out, 0, start, start + vlen);
-    return out;
-  }
-  valueAt(o: number): Buffer {
-    const klen = this.data.readUInt16LE(o + 1);
-    const vlen = this.data.readUInt32LE(o + 3);
-    const start = o + ENTRY_HEADER_BYTES + klen;
-    return this.data.subarray(start, start + vlen);
-  }
-  compareKeyAt(o: number, key: Uint8Array): number {
-    return compareAt(this.data, o + ENTRY_HEADER_BYTES, this.data.readUInt16LE(o + 1), key);
-  }
-  /** Index of the first entry with key >= target (count if none). */
-  lowerBound(target: Uint8Array): number {
-    let lo = 0;
-    let hi = this.count;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (this.compareKeyAt(this.offset(mid), target) < 0) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo;
-  }
-}
-
-export class TableReader {
+export class TableReader implements BlockOwner {
+  /** This table's blocks in the block cache, by index (the cache fills and empties it). */
+  readonly cached: (Block | undefined)[];
   private readonly lastKeys: Buffer[];
   /**
    * keyPrefix of each last key: the block search runs over this one array and compares whole keys only
@@ -133,7 +52,7 @@ export class TableReader {
     readonly footer: Footer,
     index: Buffer,
     filter: Buffer,
-    private readonly cache: BlockCache<Block>,
+    private readonly cache: BlockCache,
     private readonly stats: ReadStats,
     private readonly syncReads: boolean,
   ) {
@@ -176,12 +95,13 @@ export class TableReader {
     if (p !== end || prevEnd !== footer.filterOffset)
       throw new CorruptionError(name, footer.indexOffset, "index block does not cover the data area exactly");
     this.blockCount = count;
+    this.cached = new Array(count).fill(undefined);
   }
 
   static async open(
     file: RandomAccessFile,
     fileNumber: number,
-    cache: BlockCache<Block>,
+    cache: BlockCache,
     stats: ReadStats,
     syncReads = true,
   ): Promise<TableReader> {
@@ -242,30 +162,54 @@ export class TableReader {
     return lo;
   }
 
-  /** The block from the cache, or read synchronously (syncReads), or undefined: then use readBlockAsync. */
-  private cachedOrSyncBlock(i: number, fillCache: boolean): Block | undefined {
-    const ck = BlockCache.key(this.fileNumber, i);
-    const cached = fillCache ? this.cache.get(ck) : this.cache.peek(ck);
+  /**
+   * For get: block i from the cache, or read synchronously (syncReads) into a cache slot, or undefined (then
+   * use readBlockAsync). The block may be a cache slot: use it before returning, never across an await.
+   */
+  private cachedOrSyncBlock(i: number): Block | undefined {
+    const cached = this.cache.get(this, i);
     if (cached !== undefined || !this.syncReads) return cached;
     const off = this.blockOffsets[i]!;
-    let raw: Buffer;
+    const size = this.blockSizes[i]!;
+    const slot = this.cache.take(size);
+    if (slot === undefined) return Block.parse(this.verified(off, this.readSync(off, size)), this.path, off);
     try {
-      raw = this.file.readSync(off, this.blockSizes[i]!);
+      try {
+        this.file.readIntoSync(slot.buf, 0, size, off);
+      } catch (err) {
+        throw new CorruptionError(this.file.path, off, "data block could not be read", { cause: err });
+      }
+      slot.load(checkBlock(this.file.path, off, slot.buf, size, BLOCK_DATA), this.file.path, off);
+    } catch (err) {
+      this.cache.release(slot);
+      throw err;
+    }
+    this.cache.insert(this, i, slot);
+    return slot;
+  }
+
+  private readSync(off: number, size: number): Buffer {
+    try {
+      return this.file.readSync(off, size);
     } catch (err) {
       throw new CorruptionError(this.file.path, off, "data block could not be read", { cause: err });
     }
-    return this.admit(ck, i, raw, fillCache);
   }
 
-  private admit(ck: number, i: number, raw: Buffer, fillCache: boolean): Block {
-    const off = this.blockOffsets[i]!;
-    const content = verifyBlock(this.file.path, off, raw, BLOCK_DATA);
-    const block = new Block(content, this.file.path, off);
-    if (fillCache) this.cache.insert(ck, block);
-    return block;
+  /** The content of a block read from disk at `off`, checked. */
+  private verified(off: number, raw: Buffer): Buffer {
+    return verifyBlock(this.file.path, off, raw, BLOCK_DATA);
   }
 
-  /** Reads a block through the thread pool; callers have already looked in the cache. */
+  /** Puts a copy of a private block in the cache (if it fits a slot). */
+  private admitCopy(i: number, block: Block): void {
+    const slot = this.cache.take(block.length + BLOCK_TRAILER_BYTES);
+    if (slot === undefined) return;
+    slot.assign(block);
+    this.cache.insert(this, i, slot);
+  }
+
+  /** Reads block i through the thread pool into a private block (and a copy into the cache if asked). */
   private async readBlockAsync(i: number, fillCache: boolean): Promise<Block> {
     const off = this.blockOffsets[i]!;
     let raw: Buffer;
@@ -274,7 +218,23 @@ export class TableReader {
     } catch (err) {
       throw new CorruptionError(this.file.path, off, "data block could not be read", { cause: err });
     }
-    return this.admit(BlockCache.key(this.fileNumber, i), i, raw, fillCache);
+    const block = Block.parse(this.verified(off, raw), this.file.path, off);
+    if (fillCache) this.admitCopy(i, block);
+    return block;
+  }
+
+  /**
+   * For iterators, which hold a block across awaits: a private block (a copy of a cached one, or read into
+   * its own buffer), at once, or a promise of it if it must come through the thread pool.
+   */
+  private privateBlock(i: number, fillCache: boolean): Block | Promise<Block> {
+    const cached = fillCache ? this.cache.get(this, i) : this.cache.peek(this, i);
+    if (cached !== undefined) return cached.copy();
+    if (!this.syncReads) return this.readBlockAsync(i, fillCache);
+    const off = this.blockOffsets[i]!;
+    const block = Block.parse(this.verified(off, this.readSync(off, this.blockSizes[i]!)), this.path, off);
+    if (fillCache) this.admitCopy(i, block);
+    return block;
   }
 
   /**
@@ -293,7 +253,7 @@ export class TableReader {
       this.stats.bloomFalsePositives++;
       return undefined;
     }
-    const block = this.cachedOrSyncBlock(bi, true);
+    const block = this.cachedOrSyncBlock(bi);
     if (block === undefined) return this.readBlockAsync(bi, true).then((b) => this.lookup(b, key));
     return this.lookup(block, key);
   }
@@ -317,9 +277,9 @@ export class TableReader {
   _findBlock(key: Uint8Array): number {
     return this.findBlock(key);
   }
-  /** @internal The block at once if cached or read synchronously, else a promise of it. */
+  /** @internal A private block (see privateBlock) at once, or a promise of it. */
   _block(i: number, fillCache: boolean): Block | Promise<Block> {
-    return this.cachedOrSyncBlock(i, fillCache) ?? this.readBlockAsync(i, fillCache);
+    return this.privateBlock(i, fillCache);
   }
 
   close(): Promise<void> {
