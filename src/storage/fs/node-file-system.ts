@@ -72,6 +72,10 @@ class NodeWritableFile implements WritableFile {
     return fsDatasync(this.fd);
   }
 
+  syncBlocking(): void {
+    fs.fdatasyncSync(this.fd);
+  }
+
   close(): Promise<void> {
     return fsClose(this.fd);
   }

@@ -519,7 +519,8 @@ export class LsmEngine implements StorageEngine {
           this.wal.file.appendSync(record);
           this.counters.walBytes += record.length + (this.wal.file.zeroBytesWritten - zerosBefore);
           if (this.o.durability === "fsync") {
-            await this.wal.file.sync();
+            if (this.o.walSyncOnEventLoop) this.wal.file.syncBlocking();
+            else await this.wal.file.sync();
             this.counters.walSyncs++;
           } else {
             this.wal.dirty = true;

@@ -62,6 +62,14 @@ export interface LsmOptions {
    * latency per fsync on ext4 here. The zeros count as disk writes in the statistics.
    */
   readonly walPreallocateBytes: number;
+  /**
+   * In fsync mode, the writer loop calls fdatasync synchronously, on the event loop, instead of through
+   * libuv's thread pool. The event loop is blocked for each group commit's sync (the device's flush,
+   * 100-200 us here), and while it is, new requests wait in the kernel and then join the next group
+   * (natural group commit); in exchange each sync saves the thread-pool hand-off and its wake-ups. See
+   * ARCHITECTURE.md ("Performance decisions") for the measurements behind the default.
+   */
+  readonly walSyncOnEventLoop: boolean;
 }
 
 export const DEFAULT_LSM_OPTIONS: LsmOptions = {
@@ -86,6 +94,7 @@ export const DEFAULT_LSM_OPTIONS: LsmOptions = {
   tableWriteChunkBytes: 1024 * 1024,
   syncReads: true,
   walPreallocateBytes: 1024 * 1024,
+  walSyncOnEventLoop: true,
 };
 
 export function resolveLsmOptions(partial: Partial<LsmOptions> = {}): LsmOptions {
