@@ -84,7 +84,8 @@ test("the block cache is a CLOCK bounded in slots that never hands out a slot in
         const cache = new BlockCache(max * SLOT + (SLOT - 1), SLOT);
         assert.equal(cache.maxSlots, max);
         const owners: BlockOwner[] = [];
-        for (let t = 0; t < TABLES; t++) owners.push({ cached: new Array(BLOCKS).fill(undefined) });
+        for (let t = 0; t < TABLES; t++)
+          owners.push({ cached: new Array(BLOCKS).fill(undefined), fileNumber: t });
         const ref = new ReferenceClock(max);
         /** Reference slot index of each cache slot block, to follow which slot the cache hands out. */
         const slotOf = new Map<Block, number>();
@@ -146,4 +147,27 @@ test("the block cache is a CLOCK bounded in slots that never hands out a slot in
     ),
     { numRuns: 300 },
   );
+});
+
+test("admission: every miss while slots are free, then a block only on its second recent miss", () => {
+  const cache = new BlockCache(4 * SLOT, SLOT);
+  const owner: BlockOwner = { cached: new Array(100).fill(undefined), fileNumber: 7 };
+  const other: BlockOwner = { cached: new Array(100).fill(undefined), fileNumber: 8 };
+  for (let i = 0; i < 4; i++) {
+    assert.equal(cache.admit(owner, i), true, "a free slot admits");
+    const slot = cache.take(SLOT)!;
+    blockBytes(i).copy(slot.buf);
+    slot.load(23, "t", 0);
+    cache.insert(owner, i, slot);
+  }
+  assert.equal(cache.admit(owner, 10), false, "a first miss with the cache full");
+  assert.equal(cache.admit(other, 10), false, "the same block index of another table is another block");
+  assert.equal(cache.admit(owner, 10), true, "a second miss");
+  assert.equal(cache.admit(owner, 10), false, "admitted once: the next miss starts over");
+  // A block not admitted leaves the cache as it was.
+  for (let i = 0; i < 4; i++) assert.equal(tagOf(cache.peek(owner, i)), i);
+  // Bounded: many distinct misses neither grow anything nor admit anything on a first miss.
+  for (let i = 20; i < 100; i++) assert.equal(cache.admit(owner, i), false);
+  assert.equal(cache.size, 4);
+  assert.equal(new BlockCache(SLOT - 1, SLOT).admit(owner, 1), false, "no slot at all: nothing is admitted");
 });

@@ -17,14 +17,23 @@
  * Map's own insertion order once took 24% of a concurrent read profile; an intrusive list after it still
  * touched four objects per hit.)
  *
- * Slot blocks are used synchronously only (see block.ts): `take` may hand out the slot of any block not
- * in use by the running call.
+ * Admission: once every slot is in use, a missed block takes a slot only on its second miss within a
+ * while (a direct-mapped table of recently missed blocks, `ghosts`, as 2Q's and ARC's ghost lists and
+ * TinyLFU's doorkeeper do); a first miss is served from one scratch block and leaves the cache alone. A
+ * block read once (a scan, a random read of a large store) then evicts nothing, while a block asked for
+ * again gets in. With uniformly random reads the hit rate is the same either way (cache / data), but each
+ * admission costs an eviction and a write into a cold slot: admitting every miss was most of a miss's
+ * cost beyond the pread itself.
+ *
+ * Slot blocks and the scratch block are used synchronously only (see block.ts): `take` may hand out the
+ * slot of any block not in use by the running call.
  */
 import { Block } from "./block.js";
 
-/** A table reader's view of the cache: its cached blocks by index. */
+/** A table reader's view of the cache: its cached blocks by index, and its table's file number. */
 export interface BlockOwner {
   readonly cached: (Block | undefined)[];
+  readonly fileNumber: number;
 }
 
 /** Most blocks in one table (the table builder enforces it), which bounds a reader's `cached` array. */
@@ -42,6 +51,10 @@ export class BlockCache {
   private chunkUsed = 0;
   private cachedCount = 0;
   readonly maxSlots: number;
+  /** Ids (file * 2^20 + block) of blocks missed and not admitted, direct-mapped by a hash of the id. */
+  private readonly ghosts: Float64Array;
+  /** Where a block not admitted is read, to be used before the reader returns. */
+  readonly scratch: Block;
   hits = 0;
   misses = 0;
 
@@ -51,6 +64,29 @@ export class BlockCache {
   ) {
     if (!(slotBytes > 0)) throw new RangeError("block cache slots must have a positive size");
     this.maxSlots = Math.floor(capacityBytes / slotBytes);
+    let g = 16;
+    while (g < this.maxSlots) g *= 2;
+    this.ghosts = new Float64Array(this.maxSlots > 0 ? g : 0).fill(-1);
+    this.scratch = new Block(Buffer.allocUnsafeSlow(slotBytes));
+  }
+
+  /**
+   * Whether block `index` of `owner`, just missed, should take a slot: yes while slots are free, else only
+   * if it was missed recently too (see the file comment). Records the miss either way.
+   */
+  admit(owner: BlockOwner, index: number): boolean {
+    if (this.maxSlots === 0) return false;
+    if (this.free.length > 0 || this.slots.length < this.maxSlots) return true;
+    const id = owner.fileNumber * MAX_BLOCKS_PER_TABLE + index;
+    // Fibonacci hashing of the id's low 32 bits and file number into the table.
+    const h = Math.imul((id | 0) ^ Math.imul(owner.fileNumber, 0x9e3779b1), 0x9e3779b1) >>> 0;
+    const at = h & (this.ghosts.length - 1);
+    if (this.ghosts[at] === id) {
+      this.ghosts[at] = -1;
+      return true;
+    }
+    this.ghosts[at] = id;
+    return false;
   }
 
   /** Cached blocks. */

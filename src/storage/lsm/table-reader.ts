@@ -171,7 +171,9 @@ export class TableReader implements BlockOwner {
     if (cached !== undefined || !this.syncReads) return cached;
     const off = this.blockOffsets[i]!;
     const size = this.blockSizes[i]!;
-    const slot = this.cache.take(size);
+    const cache = this.cache;
+    const admitted = size <= cache.slotBytes && cache.admit(this, i);
+    const slot = admitted ? cache.take(size) : size <= cache.slotBytes ? cache.scratch : undefined;
     if (slot === undefined) return Block.parse(this.verified(off, this.readSync(off, size)), this.path, off);
     try {
       try {
@@ -181,10 +183,10 @@ export class TableReader implements BlockOwner {
       }
       slot.load(checkBlock(this.file.path, off, slot.buf, size, BLOCK_DATA), this.file.path, off);
     } catch (err) {
-      this.cache.release(slot);
+      if (slot !== cache.scratch) cache.release(slot);
       throw err;
     }
-    this.cache.insert(this, i, slot);
+    if (slot !== cache.scratch) cache.insert(this, i, slot);
     return slot;
   }
 
@@ -201,8 +203,9 @@ export class TableReader implements BlockOwner {
     return verifyBlock(this.file.path, off, raw, BLOCK_DATA);
   }
 
-  /** Puts a copy of a private block in the cache (if it fits a slot). */
+  /** Puts a copy of a private block in the cache (if it fits a slot and is admitted). */
   private admitCopy(i: number, block: Block): void {
+    if (block.length + BLOCK_TRAILER_BYTES > this.cache.slotBytes || !this.cache.admit(this, i)) return;
     const slot = this.cache.take(block.length + BLOCK_TRAILER_BYTES);
     if (slot === undefined) return;
     slot.assign(block);
