@@ -11,7 +11,7 @@ import type { RandomAccessFile } from "../fs/file-system.js";
 import { KIND_PUT } from "./batch-format.js";
 import { Block } from "./block.js";
 import type { BlockCache, BlockOwner } from "./block-cache.js";
-import { BloomFilter, bloomHash } from "./bloom.js";
+import { BlockedBloomFilter, BloomFilter, bloomHash } from "./bloom.js";
 import {
   BLOCK_DATA,
   BLOCK_FILTER,
@@ -42,7 +42,7 @@ export class TableReader implements BlockOwner {
   private readonly lastPrefixes: Float64Array;
   private readonly blockOffsets: number[];
   private readonly blockSizes: number[];
-  private readonly filter: BloomFilter;
+  private readonly filter: BloomFilter | BlockedBloomFilter;
   /** Blocks in this table. */
   readonly blockCount: number;
 
@@ -59,7 +59,7 @@ export class TableReader implements BlockOwner {
     const name = file.path;
     this.filter = (() => {
       try {
-        return new BloomFilter(filter);
+        return footer.version >= 2 ? new BlockedBloomFilter(filter) : new BloomFilter(filter);
       } catch (err) {
         throw new CorruptionError(name, footer.filterOffset, "bad filter block", { cause: err });
       }
