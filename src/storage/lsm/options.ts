@@ -2,9 +2,11 @@
  * Every tunable and every bound of the LSM engine, with units in the names and the arithmetic behind the
  * defaults (as LevelDB's doc/impl.md writes it down).
  *
- * Memory, worst case, with the defaults: memtables (1 active + 2 immutable) x 8 MiB = 24 MiB; block
- * cache 32 MiB; pending writes 64 MiB; per open table the index (~1/150 of the data with 16-byte keys
- * and 100-byte values) and the bloom filter (10 bits per key), so a 1 GiB store pins about 7 MiB + 11 MiB.
+ * Memory, worst case, with the defaults: memtables (1 active + 2 immutable) x 8 MiB = 24 MiB, plus up to
+ * one partly used 1 MiB group buffer each; block cache 32 MiB (8192 slots of 4 KiB) + a 64 KiB table of
+ * recently missed blocks; pending writes 64 MiB; per open table the index (~1/150 of the data with 16-byte
+ * keys and 100-byte values, plus 8 bytes per block for its prefix and 8 for its cache slot reference) and
+ * the bloom filter (10 bits per key), so a 1 GiB store pins about 7 MiB + 11 MiB.
  *
  * Disk: size-tiered runs; with maxSizeAmplificationPercent 200 the live data takes at most about 3x the
  * bytes of the newest full copy during a full merge, and settles back to about 1x.
@@ -27,6 +29,7 @@ export interface LsmOptions {
   readonly maxImmutableMemtables: number;
   /** Tables of a run are cut at about this size. */
   readonly tableTargetBytes: number;
+  /** Data blocks are cut before this size; the block cache's slots have it. */
   readonly blockBytes: number;
   readonly bloomBitsPerKey: number;
   readonly blockCacheBytes: number;
