@@ -45,6 +45,14 @@ function reviveError(e: WorkerError): Error {
   return new StorageIoError(`compaction failed in the worker: ${e.message}`, e);
 }
 
+/**
+ * A small young generation for the workers: a merge or a flush makes mostly short-lived garbage (block
+ * buffers and views), and the default young generation let each worker hold tens of MiB of it. Measured
+ * on a 1M-key batch load: process RSS 422-426 MiB with the default, 372 MiB with 8 MiB, same throughput.
+ * The old generation keeps V8's default (a limit there would make a large merge crash the worker).
+ */
+const WORKER_LIMITS = { maxYoungGenerationSizeMb: 8 };
+
 /** One worker thread and its jobs in flight, started on the first job. */
 function workerLane(name: string): {
   post(msg: { job?: CompactionJob; flush?: FlushJob }): Promise<CompactionResult>;
@@ -64,9 +72,12 @@ function workerLane(name: string): {
     const w = import.meta.url.endsWith(".ts")
       ? new Worker(
           `import("tsx/esm/api").then((m) => { m.register(); return import(${JSON.stringify(new URL("./compaction-thread.ts", import.meta.url).href)}); });`,
-          { eval: true, name },
+          { eval: true, name, resourceLimits: WORKER_LIMITS },
         )
-      : new Worker(new URL("./compaction-thread.js", import.meta.url), { name });
+      : new Worker(new URL("./compaction-thread.js", import.meta.url), {
+          name,
+          resourceLimits: WORKER_LIMITS,
+        });
     w.on("message", (m: { id: number; files?: TableMeta[]; error?: WorkerError }) => {
       const p = pending.get(m.id);
       if (p === undefined) return;
