@@ -1478,7 +1478,7 @@ function printReport(cfg: Config, m: MachineFacts, results: Partial<Record<Engin
     `             bloom 10 bits/key both; LevelDB compression off (ours has none), max_file_size 2 MiB (default);`,
   );
   out(
-    `             ours compaction in a worker thread, tableTargetBytes ${fmtBytes(DEFAULT_LSM_OPTIONS.tableTargetBytes)}, size-tiered; ` +
+    `             ours compactions and flushes in two worker threads, tableTargetBytes ${fmtBytes(DEFAULT_LSM_OPTIONS.tableTargetBytes)}, size-tiered; ` +
       `LevelDB leveled`,
   );
   out(`durability   none:  ours durability "none" / level sync:false (acknowledged once written to the OS)`);
