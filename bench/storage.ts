@@ -90,6 +90,8 @@ interface Config {
   batchSize: number;
   cacheBytes: number;
   memtableBytes: number;
+  /** Data block size, both engines. */
+  blockBytes: number;
   seed: number;
   settleMaxMs: number;
   interleave: boolean;
@@ -111,6 +113,7 @@ const HELP = `usage: node --expose-gc --import tsx bench/storage.ts [flags]
   --batch B           ops per batch of the batch mode (default 1000)
   --cache-mib M       block cache, both engines (default ours: ${DEFAULT_LSM_OPTIONS.blockCacheBytes / MIB})
   --memtable-mib M    memtable / write buffer, both engines (default ours: ${DEFAULT_LSM_OPTIONS.memtableBytes / MIB})
+  --block-bytes B     data block size, both engines (default ${DEFAULT_LSM_OPTIONS.blockBytes}, ours' default; LevelDB's is also 4096)
   --seed S            PRNG seed (default 42)
   --settle-max S      most seconds to wait for background work before reads (default 60)
   --no-interleave     one child per engine for all phases (default: a child per engine per group of
@@ -165,6 +168,7 @@ function parseConfig(argv: string[]): Config {
       batch: { type: "string" },
       "cache-mib": { type: "string" },
       "memtable-mib": { type: "string" },
+      "block-bytes": { type: "string" },
       seed: { type: "string" },
       "settle-max": { type: "string" },
       profile: { type: "string" },
@@ -207,6 +211,7 @@ function parseConfig(argv: string[]): Config {
     memtableBytes: Math.floor(
       parseNumber(v["memtable-mib"], DEFAULT_LSM_OPTIONS.memtableBytes / MIB, "memtable-mib") * MIB,
     ),
+    blockBytes: Math.floor(parseNumber(v["block-bytes"], DEFAULT_LSM_OPTIONS.blockBytes, "block-bytes", 256)),
     seed: Math.floor(parseNumber(v.seed, 42, "seed", 0)),
     settleMaxMs: parseNumber(v["settle-max"], 60, "settle-max", 1) * 1000,
     interleave: v["no-interleave"] !== true,
@@ -373,7 +378,12 @@ class OursDb implements BenchDb {
         dir,
         fs: new NodeFileSystem(),
         timers: systemRuntime().timers,
-        options: { durability, memtableBytes: cfg.memtableBytes, blockCacheBytes: cfg.cacheBytes },
+        options: {
+          durability,
+          memtableBytes: cfg.memtableBytes,
+          blockCacheBytes: cfg.cacheBytes,
+          blockBytes: cfg.blockBytes,
+        },
         // As the product runs it (openStorage, the node): compactions in a worker thread.
         compactor: workerCompactionExecutor(),
       },
@@ -439,6 +449,7 @@ class LevelDb implements BenchDb {
       valueEncoding: "buffer",
       cacheSize: cfg.cacheBytes,
       writeBufferSize: cfg.memtableBytes,
+      blockSize: cfg.blockBytes,
       // Ours does not compress; the values are random bytes anyway.
       compression: false,
     });
@@ -1461,13 +1472,13 @@ function printReport(cfg: Config, m: MachineFacts, results: Partial<Record<Engin
   );
   out(
     `settings     memtable/write buffer ${fmtBytes(cfg.memtableBytes)} both; block cache ${fmtBytes(cfg.cacheBytes)} both; ` +
-      `block 4 KiB both;`,
+      `data blocks ${fmtBytes(cfg.blockBytes)} both;`,
   );
   out(
     `             bloom 10 bits/key both; LevelDB compression off (ours has none), max_file_size 2 MiB (default);`,
   );
   out(
-    `             ours compaction in a worker thread, tableTargetBytes ${fmtBytes(DEFAULT_LSM_OPTIONS.tableTargetBytes)}, size-tiered; ` +
+    `             ours compactions and flushes in two worker threads, tableTargetBytes ${fmtBytes(DEFAULT_LSM_OPTIONS.tableTargetBytes)}, size-tiered; ` +
       `LevelDB leveled`,
   );
   out(`durability   none:  ours durability "none" / level sync:false (acknowledged once written to the OS)`);

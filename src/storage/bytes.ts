@@ -19,6 +19,21 @@ export function compareBytes(a: Uint8Array, b: Uint8Array): number {
   return a.length - b.length;
 }
 
+/**
+ * The first 6 bytes of a key, zero-padded, as a number: a < b in memcmp order implies prefix(a) <=
+ * prefix(b), so unequal prefixes decide a comparison.
+ */
+export function keyPrefix(b: Uint8Array, o: number, n: number): number {
+  if (n >= 6)
+    return (
+      ((b[o]! << 16) | (b[o + 1]! << 8) | b[o + 2]!) * 16777216 +
+      ((b[o + 3]! << 16) | (b[o + 4]! << 8) | b[o + 5]!)
+    );
+  let p = 0;
+  for (let i = 0; i < 6; i++) p = p * 256 + (i < n ? b[o + i]! : 0);
+  return p;
+}
+
 export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;
   return compareBytes(a, b) === 0;

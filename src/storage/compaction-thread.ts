@@ -1,20 +1,23 @@
 /**
- * The compaction worker thread's entry: runs compaction jobs (lsm/compaction-job.ts) on the real disk,
- * one message per job, and answers with the output tables' metadata or the error.
+ * The compaction worker thread's entry: runs compaction and flush jobs (lsm/compaction-job.ts) on the real
+ * disk, one message per job, and answers with the output tables' metadata or the error.
  */
 import { parentPort } from "node:worker_threads";
 import { reviveRuns } from "./compaction-worker.js";
 import { CorruptionError, StorageError } from "./errors.js";
 import { NodeFileSystem } from "./fs/node-file-system.js";
-import { type CompactionJob, runCompaction } from "./lsm/compaction-job.js";
+import { type CompactionJob, type FlushJob, runCompaction, runFlush } from "./lsm/compaction-job.js";
 
 const port = parentPort;
 if (port === null) throw new Error("compaction-thread.ts must run in a worker thread");
 const fs = new NodeFileSystem();
 
-port.on("message", (msg: { id: number; job: CompactionJob }) => {
-  const job: CompactionJob = { ...msg.job, inputs: reviveRuns(msg.job.inputs) };
-  runCompaction(fs, job).then(
+port.on("message", (msg: { id: number; job?: CompactionJob; flush?: FlushJob }) => {
+  const work =
+    msg.flush !== undefined
+      ? runFlush(fs, msg.flush)
+      : runCompaction(fs, { ...msg.job!, inputs: reviveRuns(msg.job!.inputs) });
+  work.then(
     (res) => port.postMessage({ id: msg.id, files: res.files }),
     (err: unknown) => {
       const e = err as Error & { code?: string };

@@ -31,7 +31,7 @@ export type StorageConfig =
       readonly kind: "lsm";
       readonly dir: string;
       readonly options?: Partial<LsmOptions>;
-      /** Run compactions in a worker thread (default true). */
+      /** Run compactions and flushes in worker threads (default true). */
       readonly compactionWorker?: boolean;
     }
   | { readonly kind: "memory" };

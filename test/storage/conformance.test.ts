@@ -167,6 +167,8 @@ interface Place {
   readonly dir: string;
   /** Run compactions in a worker thread (the real disk only). */
   readonly worker?: boolean;
+  /** Options of every open of this place (on top of SMALL_LSM and the test's own). */
+  readonly options?: Partial<LsmOptions>;
 }
 
 interface Subject {
@@ -690,7 +692,7 @@ function openLsm(place: Place, options: Partial<LsmOptions> = {}, timers?: Timer
   return LsmEngine.open({
     dir: place.dir,
     fs: place.fs,
-    options: { ...SMALL_LSM, ...options },
+    options: { ...SMALL_LSM, ...place.options, ...options },
     ...(timers ? { timers } : {}),
     ...(place.worker ? { compactor: workerCompactionExecutor() } : {}),
   });
@@ -941,6 +943,25 @@ describe("LsmEngine on NodeFileSystem", () => {
     return lsmSubject(await openLsm(place), place);
   });
   lsmOnlyTests(newPlace);
+});
+
+describe("LsmEngine on NodeFileSystem, blocks read through the thread pool (syncReads: false)", () => {
+  let root = "";
+  let n = 0;
+  before(() => {
+    root = nodeFs.mkdtempSync(path.join(os.tmpdir(), "ringstore-conformance-async-"));
+  });
+  after(() => {
+    if (root !== "") nodeFs.rmSync(root, { recursive: true, force: true });
+  });
+  storageEngineConformance(async () => {
+    const place: Place = {
+      fs: new NodeFileSystem(),
+      dir: path.join(root, `db-${n++}`),
+      options: { syncReads: false, blockCacheBytes: 16 * 1024 },
+    };
+    return lsmSubject(await openLsm(place), place);
+  });
 });
 
 describe("LsmEngine on NodeFileSystem, compaction in a worker thread", () => {

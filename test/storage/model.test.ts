@@ -175,6 +175,11 @@ class ProcessFs implements FileSystem {
         this.beforeSync?.(p);
         return f.sync();
       };
+      const syncBlocking = () => {
+        if (this.dead) throw deadProcess();
+        this.beforeSync?.(p);
+        f.syncBlocking();
+      };
       return {
         path: f.path,
         get size() {
@@ -186,6 +191,7 @@ class ProcessFs implements FileSystem {
         append: (data: Uint8Array) => f.append(data),
         appendSync: (data: Uint8Array) => f.appendSync(data),
         sync,
+        syncBlocking,
         close: () => f.close(),
       };
     });
@@ -581,6 +587,36 @@ describe("LSM engine under concurrent writes", () => {
       );
     });
   }
+
+  test("fsync with the WAL synced through the thread pool (walSyncOnEventLoop: false): the same property", {
+    timeout: TEST_TIMEOUT_MS,
+  }, async () => {
+    const coverage = { ...newCoverage(), cutMidway: 0 };
+    await fc.assert(
+      fc.asyncProperty(
+        capped(fc.array(batchArb, { maxLength: 15, size: "max" })),
+        capped(fc.array(batchArb, { minLength: 1, maxLength: 40, size: "max" })),
+        capped(crashPointArb),
+        capped(fc.nat()),
+        (preload, writes, point, seed) =>
+          concurrentThenPowerLoss(
+            coverage,
+            { ...TINY_LSM, durability: "fsync", walSyncOnEventLoop: false },
+            preload,
+            writes,
+            point,
+            "torn",
+            seed,
+          ),
+      ),
+      fcParams(150, 24),
+    );
+    assertCovered(coverage);
+    assert.ok(
+      coverage.writeStalls > 0 && coverage.cutMidway > 5,
+      `too little happened: ${JSON.stringify(coverage)}`,
+    );
+  });
 
   test("fsync: a power loss between a WAL append and its sync, leaving zeros, keeps the store openable", {
     timeout: TEST_TIMEOUT_MS,

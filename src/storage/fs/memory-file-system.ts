@@ -83,7 +83,6 @@ export class MemoryFileSystem implements FileSystem {
     this.entries.set(n, inode);
     const gen = this.generation;
     const check = () => this.checkGeneration(gen, p);
-    const fsys = this;
     let closed = false;
     // Appends go at `pos`; with preallocation the file's length runs ahead of it, filled with zeros.
     let pos = 0;
@@ -107,6 +106,12 @@ export class MemoryFileSystem implements FileSystem {
       pos += data.length;
       inode.length = need;
     };
+    const syncBlocking = (): void => {
+      check();
+      this.syncs++;
+      // Only appended bytes count as synced: zeros written ahead may or may not survive a crash.
+      inode.synced = Math.max(inode.synced, pos);
+    };
     return {
       path: p,
       get size() {
@@ -120,11 +125,9 @@ export class MemoryFileSystem implements FileSystem {
       },
       appendSync,
       async sync(): Promise<void> {
-        check();
-        fsys.syncs++;
-        // Only appended bytes count as synced: zeros written ahead may or may not survive a crash.
-        inode.synced = Math.max(inode.synced, pos);
+        syncBlocking();
       },
+      syncBlocking,
       async close(): Promise<void> {
         closed = true;
       },
@@ -150,6 +153,14 @@ export class MemoryFileSystem implements FileSystem {
       size,
       read: async (position: number, length: number): Promise<Buffer> => readSync(position, length),
       readSync,
+      readIntoSync: (buf: Buffer, offset: number, length: number, position: number): void => {
+        this.checkGeneration(gen, p);
+        if (position + length > inode.length)
+          throw new Error(
+            `short read of ${p}: wanted ${length} bytes at ${position}, file has ${inode.length}`,
+          );
+        inode.data.copy(buf, offset, position, position + length);
+      },
       close: async () => {},
     };
   }

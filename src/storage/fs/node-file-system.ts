@@ -72,6 +72,10 @@ class NodeWritableFile implements WritableFile {
     return fsDatasync(this.fd);
   }
 
+  syncBlocking(): void {
+    fs.fdatasyncSync(this.fd);
+  }
+
   close(): Promise<void> {
     return fsClose(this.fd);
   }
@@ -98,10 +102,14 @@ class NodeRandomAccessFile implements RandomAccessFile {
 
   readSync(position: number, length: number): Buffer {
     const buf = Buffer.allocUnsafe(length);
-    const n = fs.readSync(this.fd, buf, 0, length, position);
+    this.readIntoSync(buf, 0, length, position);
+    return buf;
+  }
+
+  readIntoSync(buf: Buffer, offset: number, length: number, position: number): void {
+    const n = fs.readSync(this.fd, buf, offset, length, position);
     if (n !== length)
       throw new Error(`short read of ${this.path}: wanted ${length} bytes at ${position}, got ${n}`);
-    return buf;
   }
 
   close(): Promise<void> {

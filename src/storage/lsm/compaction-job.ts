@@ -13,10 +13,10 @@ import * as path from "node:path";
 import type { FileSystem } from "../fs/file-system.js";
 import { KIND_PUT } from "./batch-format.js";
 import { BlockCache } from "./block-cache.js";
+import { decodeOp, type OpView } from "./memtable.js";
 import { MergingIterator, RunIterator, type SourceIterator } from "./merge.js";
 import { TableBuilder } from "./table-builder.js";
 import { TableCache, tableFileName } from "./table-cache.js";
-import type { Block } from "./table-reader.js";
 import type { Run, TableMeta } from "./version.js";
 
 export interface TableWriteOptions {
@@ -89,8 +89,91 @@ export interface CompactionResult {
   readonly files: TableMeta[];
 }
 
+/**
+ * A flush: the newest version of each key of a frozen memtable, written as tables. The memtable's chunks
+ * are SharedArrayBuffers, so a worker thread reads the operations where they are; `order` (from
+ * Memtable.latestOrder) names them in key order as (chunk, offset) pairs. The event loop's part of a flush
+ * is that one walk over the tree's leaves.
+ */
+export interface FlushJob {
+  readonly dir: string;
+  readonly chunks: readonly Uint8Array[];
+  readonly order: Float64Array<ArrayBuffer>;
+  readonly count: number;
+  /** True when no run exists: nothing older can hold what a tombstone deletes. */
+  readonly dropTombstones: boolean;
+  /** File numbers the outputs may use, in order. */
+  readonly fileNumbers: readonly number[];
+  readonly options: TableWriteOptions;
+}
+
+/** The operations a flush names, as a SourceIterator (views made on demand). */
+class FlushSource implements SourceIterator {
+  private i = -1;
+  private readonly op: OpView = { kind: 0, keyOffset: 0, keyLength: 0, valueOffset: 0, valueLength: 0 };
+  private buf: Buffer = Buffer.alloc(0);
+  valid = false;
+  private readonly chunks: Buffer[];
+
+  constructor(
+    chunks: readonly Uint8Array[],
+    private readonly order: Float64Array<ArrayBuffer>,
+    private readonly count: number,
+  ) {
+    // Structured clone turns Buffers into Uint8Arrays (over the same shared memory).
+    this.chunks = chunks.map((u) =>
+      Buffer.isBuffer(u) ? u : Buffer.from(u.buffer, u.byteOffset, u.byteLength),
+    );
+  }
+
+  get key(): Uint8Array {
+    return this.buf.subarray(this.op.keyOffset, this.op.keyOffset + this.op.keyLength);
+  }
+  get value(): Uint8Array {
+    return this.buf.subarray(this.op.valueOffset, this.op.valueOffset + this.op.valueLength);
+  }
+  get kind(): number {
+    return this.op.kind;
+  }
+
+  seek(target: Uint8Array | undefined): void {
+    if (target !== undefined) throw new Error("flush source: seek to a key is not supported");
+    this.i = -1;
+    this.next();
+  }
+
+  next(): void {
+    this.i++;
+    this.valid = this.i < this.count;
+    if (!this.valid) return;
+    const chunk = this.chunks[this.order[2 * this.i]! | 0];
+    if (chunk === undefined) throw new Error("flush source: operation in an unknown chunk");
+    this.buf = chunk;
+    decodeOp(chunk, this.order[2 * this.i + 1]! | 0, this.op);
+  }
+}
+
+/** How many output files a flush can need at most: the memtable's bytes over-estimate its tables'. */
+export function flushFilesNeeded(memtableBytes: number, tableTargetBytes: number): number {
+  return Math.ceil(memtableBytes / tableTargetBytes) + 1;
+}
+
+/** Runs a flush job against `fs`. */
+export async function runFlush(fs: FileSystem, job: FlushJob): Promise<CompactionResult> {
+  const source = new FlushSource(job.chunks, job.order, job.count);
+  source.seek(undefined);
+  let next = 0;
+  const files = await writeRunTables(fs, job.dir, source, job.dropTombstones, job.options, () => {
+    const n = job.fileNumbers[next++];
+    if (n === undefined) throw new Error("flush: more output files than allocated");
+    return n;
+  });
+  return { files };
+}
+
 export interface CompactionExecutor {
   run(job: CompactionJob): Promise<CompactionResult>;
+  flush(job: FlushJob): Promise<CompactionResult>;
   close(): Promise<void>;
 }
 
@@ -103,7 +186,7 @@ export function outputFilesNeeded(inputs: readonly Run[], tableTargetBytes: numb
 
 /** Runs a compaction job against `fs`. Inputs are read through their own small cache, never the engine's. */
 export async function runCompaction(fs: FileSystem, job: CompactionJob): Promise<CompactionResult> {
-  const cache = new BlockCache<Block>(0);
+  const cache = new BlockCache(0, job.options.blockBytes);
   const stats = { bloomChecks: 0, bloomNegatives: 0, bloomFalsePositives: 0 };
   const tables = new TableCache(fs, job.dir, cache, stats, job.maxOpenTables, true);
   try {
@@ -123,5 +206,5 @@ export async function runCompaction(fs: FileSystem, job: CompactionJob): Promise
 
 /** Runs compactions on the calling thread (memory file system, simulator, or when workers are unwanted). */
 export function inlineCompactionExecutor(fs: FileSystem): CompactionExecutor {
-  return { run: (job) => runCompaction(fs, job), close: async () => {} };
+  return { run: (job) => runCompaction(fs, job), flush: (job) => runFlush(fs, job), close: async () => {} };
 }

@@ -22,6 +22,7 @@
  * Two checksums, so that a damaged length can never be taken for a torn tail.
  *
  * Reading distinguishes a torn tail from corruption (the rule the crash tests pin down; do not relax it):
+ * - A file of nothing but zeros (any length) is a header that never reached the disk: an empty log.
  * - A torn tail is what a crash in the middle of an append leaves: a record that runs past the end of the
  *   file, or a damaged record in a run of zeros that reaches the end of the file and starts either at
  *   that record (zeros from a record boundary: the unsynced appends after the last sync) or at a
@@ -118,6 +119,10 @@ function zeroTailStart(data: Buffer): number {
  * comment for what counts as a torn tail instead).
  */
 export function parseLogFile(file: string, data: Buffer, magic: string): LogReadResult {
+  // Only zeros: a file whose header never reached the disk (a preallocated WAL, or a zeroed unsynced tail,
+  // whose directory entry another file's directory sync made durable first). It holds no record.
+  if (data.length >= LOG_FILE_HEADER_BYTES && zeroTailStart(data) === 0)
+    return { fileNumber: -1, records: [], validEnd: 0, tornTail: true };
   if (data.length < LOG_FILE_HEADER_BYTES) {
     // A crash right after creating the file can leave it shorter than its header (or empty).
     if (data.every((b) => b === 0) || data.length === 0 || magicPrefixMatches(data, magic)) {

@@ -22,7 +22,7 @@
  */
 import * as path from "node:path";
 import type { Timers } from "../../runtime/runtime.js";
-import { compareBytes } from "../bytes.js";
+import { compareBytes, varintLength } from "../bytes.js";
 import {
   type EngineStats,
   type Entry,
@@ -41,23 +41,37 @@ import {
   StorageIoError,
 } from "../errors.js";
 import type { FileSystem, WritableFile } from "../fs/file-system.js";
-import { type DecodedOp, decodeBatchPayload, encodeBatchRecord, KIND_PUT } from "./batch-format.js";
+import {
+  BATCH_BODY_OFFSET,
+  type DecodedOp,
+  decodeBatchPayload,
+  encodeBatchOps,
+  KIND_PUT,
+  sealGroupRecord,
+} from "./batch-format.js";
 import { BlockCache } from "./block-cache.js";
 import { bloomHash } from "./bloom.js";
 import { pickCompaction } from "./compaction.js";
 import {
   type CompactionExecutor,
+  flushFilesNeeded,
   inlineCompactionExecutor,
   outputFilesNeeded,
   writeRunTables,
 } from "./compaction-job.js";
-import { encodeLogFileHeader, parseLogFile, RECORD_TYPE_BATCH, sealHeader, WAL_MAGIC } from "./log-format.js";
+import {
+  encodeLogFileHeader,
+  LOG_RECORD_MAX_PAYLOAD_BYTES,
+  parseLogFile,
+  RECORD_TYPE_BATCH,
+  WAL_MAGIC,
+} from "./log-format.js";
 import { ManifestWriter, readCurrent, readManifest } from "./manifest.js";
-import { Memtable } from "./memtable.js";
+import { Memtable, sharedBuffer } from "./memtable.js";
 import { MergingIterator, RunIterator, type SourceIterator } from "./merge.js";
 import { type LsmOptions, resolveLsmOptions } from "./options.js";
 import { TableCache, tableFileName } from "./table-cache.js";
-import type { Block, ReadStats } from "./table-reader.js";
+import type { ReadStats } from "./table-reader.js";
 import { findTable, makeRun, type Run, type TableMeta, Version, type VersionEdit } from "./version.js";
 
 export interface LsmEngineConfig {
@@ -75,11 +89,18 @@ function walFileName(n: number): string {
 }
 
 const FILE_NAME = /^(\d{6,})\.(wal|sst)$/;
+/** Size of the buffers writes are encoded into (a write larger than this gets a buffer of its own). */
+const GROUP_BUFFER_BYTES = 1024 * 1024;
 const MANIFEST_NAME = /^MANIFEST-(\d{6,})$/;
 
+/** A queued write: its operations are encoded in `buf` up to `end`, in the group whose header is at `start`. */
 interface PendingWrite {
-  readonly record: Buffer;
-  readonly ops: DecodedOp[];
+  readonly buf: Buffer;
+  readonly start: number;
+  readonly end: number;
+  readonly ops: number;
+  /** Encoded bytes (what counts against maxPendingWriteBytes). */
+  readonly bytes: number;
   readonly userBytes: number;
   readonly resolve: () => void;
   readonly reject: (err: unknown) => void;
@@ -112,7 +133,7 @@ export class LsmEngine implements StorageEngine {
   private readonly fs: FileSystem;
   private readonly dir: string;
   private readonly timers: Timers | undefined;
-  private readonly blockCache: BlockCache<Block>;
+  private readonly blockCache: BlockCache;
   private readonly tables: TableCache;
   private readonly readStats: ReadStats = { bloomChecks: 0, bloomNegatives: 0, bloomFalsePositives: 0 };
   private readonly compactor: CompactionExecutor;
@@ -142,6 +163,17 @@ export class LsmEngine implements StorageEngine {
   private syncTimer: { cancel(): void } | undefined;
   private syncInFlight: Promise<void> | undefined;
   private failure: StorageError | undefined;
+  /** Set by validate(): the batch payload length of the operations it checked. */
+  private payloadLength = 0;
+  /**
+   * Writes are encoded straight into a group buffer, one after the other, behind room for the record
+   * header and count of the group they join (`groupStart`, -1 when the next write starts a new group). The
+   * writer loop seals the group in place, writes it to the WAL, and the memtable keeps the bytes there: one
+   * copy of each key and value on the way in, and no object per write besides its promise.
+   */
+  private groupBuf: Buffer = Buffer.alloc(0);
+  private groupEnd = 0;
+  private groupStart = -1;
   private closed = false;
   private closing: Promise<void> | undefined;
   private unlock: (() => Promise<void>) | undefined;
@@ -170,7 +202,7 @@ export class LsmEngine implements StorageEngine {
     this.dir = config.dir;
     this.timers = config.timers;
     this.now = now;
-    this.blockCache = new BlockCache<Block>(this.o.blockCacheBytes);
+    this.blockCache = new BlockCache(this.o.blockCacheBytes, this.o.blockBytes);
     this.compactor = config.compactor ?? inlineCompactionExecutor(config.fs);
     this.tables = new TableCache(
       this.fs,
@@ -277,10 +309,8 @@ export class LsmEngine implements StorageEngine {
         } catch (err) {
           throw new CorruptionError(p, rec.offset, "malformed write batch", { cause: err });
         }
-        for (let i = 0; i < ops.length; i++) {
-          const op = ops[i]!;
-          mem.add(Buffer.from(op.key), rec.sequence + i, op.kind, Buffer.from(op.value));
-        }
+        // Checked: the operations go into the memtable in one copy of the payload.
+        if (ops.length > 0) mem.addBatch(rec.payload, 4, rec.payload.length, ops.length, rec.sequence);
         if (ops.length > 0) this.lastSequence = Math.max(this.lastSequence, rec.sequence + ops.length - 1);
         if (mem.bytes >= this.o.memtableBytes) {
           const run = await this.writeMemtable(mem, version.runs.length === 0 && addRuns.length === 0);
@@ -352,30 +382,36 @@ export class LsmEngine implements StorageEngine {
     return this.write([{ kind: "delete", key }]);
   }
 
+  /** Checks the operations; returns their user bytes, and sets `payloadLength` to their batch payload's. */
   private validate(ops: readonly WriteOp[]): number {
     let bytes = 0;
+    let payload = 4;
     if (!Array.isArray(ops)) throw new InvalidArgumentError("write expects an array of operations");
-    for (const op of ops) {
+    for (let i = 0; i < ops.length; i++) {
+      const op = ops[i];
       if (op === null || typeof op !== "object")
         throw new InvalidArgumentError("operation must be an object");
       if (!(op.key instanceof Uint8Array)) throw new InvalidArgumentError("key must be a Uint8Array");
-      if (op.key.length === 0) throw new InvalidArgumentError("key must not be empty");
-      if (op.key.length > this.o.maxKeyBytes)
-        throw new InvalidArgumentError(
-          `key of ${op.key.length} bytes exceeds the limit of ${this.o.maxKeyBytes}`,
-        );
-      bytes += op.key.length;
+      const klen = op.key.length;
+      if (klen === 0) throw new InvalidArgumentError("key must not be empty");
+      if (klen > this.o.maxKeyBytes)
+        throw new InvalidArgumentError(`key of ${klen} bytes exceeds the limit of ${this.o.maxKeyBytes}`);
+      bytes += klen;
+      payload += 1 + (klen < 0x80 ? 1 : varintLength(klen)) + klen;
       if (op.kind === "put") {
         if (!(op.value instanceof Uint8Array)) throw new InvalidArgumentError("value must be a Uint8Array");
-        if (op.value.length > this.o.maxValueBytes)
+        const vlen = op.value.length;
+        if (vlen > this.o.maxValueBytes)
           throw new InvalidArgumentError(
-            `value of ${op.value.length} bytes exceeds the limit of ${this.o.maxValueBytes}`,
+            `value of ${vlen} bytes exceeds the limit of ${this.o.maxValueBytes}`,
           );
-        bytes += op.value.length;
+        bytes += vlen;
+        payload += (vlen < 0x80 ? 1 : varintLength(vlen)) + vlen;
       } else if (op.kind !== "delete") {
         throw new InvalidArgumentError(`unknown operation kind ${String((op as { kind: unknown }).kind)}`);
       }
     }
+    this.payloadLength = payload;
     return bytes;
   }
 
@@ -384,8 +420,12 @@ export class LsmEngine implements StorageEngine {
     if (this.failure) throw this.failure;
     const userBytes = this.validate(ops);
     if (ops.length === 0) return;
-    const { record, decoded } = encodeBatchRecord(ops);
-    if (this.admissionWaiters > 0 || this.queuedBytes + record.length > this.o.maxPendingWriteBytes) {
+    if (this.payloadLength > LOG_RECORD_MAX_PAYLOAD_BYTES)
+      throw new InvalidArgumentError(
+        `a write of ${this.payloadLength} encoded bytes exceeds the WAL record limit of ${LOG_RECORD_MAX_PAYLOAD_BYTES}`,
+      );
+    const bytes = this.payloadLength - 4;
+    if (this.admissionWaiters > 0 || this.queuedBytes + bytes > this.o.maxPendingWriteBytes) {
       // Wait in line: writers that had to wait are admitted first come, first served, so a small write
       // never overtakes an earlier large one (writes are applied in call order).
       this.admissionWaiters++;
@@ -396,26 +436,49 @@ export class LsmEngine implements StorageEngine {
       });
       try {
         await prev;
-        while (this.queuedBytes > 0 && this.queuedBytes + record.length > this.o.maxPendingWriteBytes) {
+        while (this.queuedBytes > 0 && this.queuedBytes + bytes > this.o.maxPendingWriteBytes) {
           if (this.closed) throw new StorageClosedError();
           if (this.failure) throw this.failure;
           await this.queueSpace.wait();
         }
         if (this.closed) throw new StorageClosedError();
         if (this.failure) throw this.failure;
-        return this.enqueue(record, decoded, userBytes);
+        return this.enqueue(ops, bytes, userBytes);
       } finally {
         this.admissionWaiters--;
         admitted();
       }
     }
-    return this.enqueue(record, decoded, userBytes);
+    return this.enqueue(ops, bytes, userBytes);
   }
 
-  private enqueue(record: Buffer, decoded: DecodedOp[], userBytes: number): Promise<void> {
+  /**
+   * Encodes the write into the group being formed (see `groupBuf`) and queues it. Synchronous up to the
+   * returned promise, so writes are encoded, queued and grouped in call order.
+   */
+  private enqueue(ops: readonly WriteOp[], bytes: number, userBytes: number): Promise<void> {
+    let start = this.groupStart;
+    if (start >= 0 && this.groupEnd - start + bytes > this.o.maxWriteGroupBytes) start = -1;
+    const need = bytes + (start < 0 ? BATCH_BODY_OFFSET : 0);
+    if (this.groupEnd + need > this.groupBuf.length) {
+      this.groupBuf = sharedBuffer(Math.max(GROUP_BUFFER_BYTES, bytes + BATCH_BODY_OFFSET));
+      this.groupEnd = 0;
+      start = -1;
+    }
+    if (start < 0) {
+      // A new group: room for its record header and count, written when the writer loop takes it.
+      start = this.groupEnd;
+      this.groupEnd += BATCH_BODY_OFFSET;
+    }
+    this.groupStart = start;
+    const buf = this.groupBuf;
+    const end = encodeBatchOps(ops, buf, this.groupEnd);
+    if (end !== this.groupEnd + bytes) throw new Error("write: encoded length differs from the computed one");
+    this.groupEnd = end;
+    const count = ops.length;
     return new Promise<void>((resolve, reject) => {
-      this.queue.push({ record, ops: decoded, userBytes, resolve, reject });
-      this.queuedBytes += record.length;
+      this.queue.push({ buf, start, end, ops: count, bytes, userBytes, resolve, reject });
+      this.queuedBytes += bytes;
       if (!this.writerRunning) void this.runWriter();
     });
   }
@@ -430,36 +493,34 @@ export class LsmEngine implements StorageEngine {
           this.failAll(err);
           return;
         }
-        let groupBytes = 0;
+        // The group: the queued writes encoded after the same record header.
+        const head = this.queue[0]!;
+        const buf = head.buf;
+        const start = head.start;
         let count = 0;
+        let ops = 0;
+        let groupBytes = 0;
         while (count < this.queue.length) {
-          const len = this.queue[count]!.record.length;
-          if (count > 0 && groupBytes + len > this.o.maxWriteGroupBytes) break;
-          groupBytes += len;
+          const w = this.queue[count]!;
+          if (w.buf !== buf || w.start !== start) break;
+          ops += w.ops;
+          groupBytes += w.bytes;
           count++;
         }
-        const group = this.queue.splice(0, count);
-        let seq = this.lastSequence + 1;
-        const firstSeqs: number[] = new Array(group.length);
-        for (let i = 0; i < group.length; i++) {
-          const w = group[i]!;
-          sealHeader(w.record, RECORD_TYPE_BATCH, seq);
-          firstSeqs[i] = seq;
-          seq += w.ops.length;
-        }
-        const chunk =
-          group.length === 1
-            ? group[0]!.record
-            : Buffer.concat(
-                group.map((w) => w.record),
-                groupBytes,
-              );
+        // Writes from now on start a new group.
+        if (this.groupBuf === buf && this.groupStart === start) this.groupStart = -1;
+        const group = count === this.queue.length ? this.queue.splice(0) : this.queue.splice(0, count);
+        const end = group[group.length - 1]!.end;
+        const record = buf.subarray(start, end);
+        const firstSeq = this.lastSequence + 1;
+        sealGroupRecord(record, ops, firstSeq);
         try {
           const zerosBefore = this.wal.file.zeroBytesWritten;
-          this.wal.file.appendSync(chunk);
-          this.counters.walBytes += chunk.length + (this.wal.file.zeroBytesWritten - zerosBefore);
+          this.wal.file.appendSync(record);
+          this.counters.walBytes += record.length + (this.wal.file.zeroBytesWritten - zerosBefore);
           if (this.o.durability === "fsync") {
-            await this.wal.file.sync();
+            if (this.o.walSyncOnEventLoop) this.wal.file.syncBlocking();
+            else await this.wal.file.sync();
             this.counters.walSyncs++;
           } else {
             this.wal.dirty = true;
@@ -472,20 +533,13 @@ export class LsmEngine implements StorageEngine {
           this.failAll(e);
           return;
         }
-        this.lastSequence = seq - 1;
-        const mem = this.mem;
-        for (let i = 0; i < group.length; i++) {
-          const w = group[i]!;
-          const s = firstSeqs[i]!;
-          for (let j = 0; j < w.ops.length; j++) {
-            const op = w.ops[j]!;
-            mem.add(op.key, s + j, op.kind, op.value);
-          }
-          this.counters.userBytes += w.userBytes;
-        }
+        this.lastSequence = firstSeq + ops - 1;
+        // The memtable keeps the group's bytes where they are: the group buffer is never written again.
+        this.mem.adoptBatch(buf, start + BATCH_BODY_OFFSET, end, ops, firstSeq);
+        for (let i = 0; i < group.length; i++) this.counters.userBytes += group[i]!.userBytes;
         this.visibleSequence = this.lastSequence;
         this.queuedBytes -= groupBytes;
-        for (const w of group) w.resolve();
+        for (let i = 0; i < group.length; i++) group[i]!.resolve();
         this.queueSpace.signal();
       }
     } finally {
@@ -500,6 +554,8 @@ export class LsmEngine implements StorageEngine {
     const q = this.queue.splice(0);
     for (const w of q) w.reject(e);
     this.queuedBytes = 0;
+    // The bytes of the rejected writes stay in the group buffer: the next write starts a new group.
+    this.groupStart = -1;
     this.queueSpace.signal();
   }
 
@@ -656,11 +712,22 @@ export class LsmEngine implements StorageEngine {
 
   private async flushOldest(): Promise<void> {
     const imm = this.imms[0]!;
-    // With no run at all, nothing older exists for a tombstone to hide: drop them.
-    const run = await this.writeMemtable(
-      imm,
-      this.current.runs.length === 0 && this.compactionTask === undefined,
-    );
+    const fileNumbers: number[] = [];
+    for (let k = flushFilesNeeded(imm.bytes, this.o.tableTargetBytes); k > 0; k--)
+      fileNumbers.push(this.nextFileNumber++);
+    const { chunks, order, count } = imm.latestOrder();
+    const { files } = await this.compactor.flush({
+      dir: this.dir,
+      chunks,
+      order,
+      count,
+      // With no run at all, nothing older exists for a tombstone to hide: drop them.
+      dropTombstones: this.current.runs.length === 0 && this.compactionTask === undefined,
+      fileNumbers,
+      options: this.o,
+    });
+    for (const f of files) this.counters.tableBytes += f.size;
+    const run = files.length > 0 ? makeRun(this.nextFileNumber++, imm.minSeq, imm.maxSeq, files) : undefined;
     await this.withManifest(async () => {
       const nextWal = this.imms[1]?.walNumber ?? this.mem.walNumber;
       const edit: VersionEdit = {
@@ -776,34 +843,82 @@ export class LsmEngine implements StorageEngine {
 
   // ---------------------------------------------------------------- reads
 
-  async get(key: Uint8Array): Promise<Uint8Array | undefined> {
-    if (this.closed) throw new StorageClosedError();
+  get(key: Uint8Array): Promise<Uint8Array | undefined> {
+    if (this.closed) return Promise.reject(new StorageClosedError());
     if (!(key instanceof Uint8Array) || key.length === 0 || key.length > this.o.maxKeyBytes)
-      throw new InvalidArgumentError(`key must be a Uint8Array of 1..${this.o.maxKeyBytes} bytes`);
+      return Promise.reject(
+        new InvalidArgumentError(`key must be a Uint8Array of 1..${this.o.maxKeyBytes} bytes`),
+      );
     const snap = this.visibleSequence;
     let e = this.mem.get(key, snap);
     if (e === undefined)
       for (let i = this.imms.length - 1; i >= 0 && e === undefined; i--) e = this.imms[i]!.get(key, snap);
-    if (e !== undefined) return e.kind === KIND_PUT ? Buffer.from(e.value) : undefined;
-
+    if (e !== undefined) return Promise.resolve(e.kind === KIND_PUT ? e.copyValue() : undefined);
     const v = this.current;
-    if (v.runs.length === 0) return undefined;
-    v.refs++;
+    if (v.runs.length === 0) return Promise.resolve(undefined);
+    // Without an await, nothing can replace the version or close its tables under this loop: no pins.
     try {
       const h = bloomHash(key);
-      for (const run of v.runs) {
-        const meta = findTable(run, key);
+      const runs = v.runs;
+      for (let i = 0; i < runs.length; i++) {
+        const meta = findTable(runs[i]!, key);
         if (meta === undefined) continue;
-        const t = this.tables.tryAcquire(meta) ?? (await this.tables.acquire(meta));
-        try {
-          const hit = await t.get(key, h);
-          if (hit !== undefined) return hit.kind === KIND_PUT ? hit.value : undefined;
-        } finally {
-          this.tables.release(meta.fileNumber);
+        const t = this.tables.peekOpen(meta.fileNumber);
+        if (t === undefined) return this.getFrom(v, i, key, h, undefined);
+        const hit = t.get(key, h);
+        // The block comes through the thread pool: pin the version and the table until it arrives.
+        if (hit instanceof Promise) return this.getFrom(v, i, key, h, { meta, hit });
+        if (hit !== undefined) return Promise.resolve(hit ?? undefined);
+      }
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return Promise.resolve(undefined);
+  }
+
+  /**
+   * The rest of a get that must wait, from run `from` on, with the version and each table pinned across
+   * the awaits. `pending` is run `from`'s lookup if it already started (its table is open).
+   */
+  private async getFrom(
+    v: Version,
+    from: number,
+    key: Uint8Array,
+    h: number,
+    pending: { readonly meta: TableMeta; readonly hit: Promise<Buffer | null | undefined> } | undefined,
+  ): Promise<Uint8Array | undefined> {
+    // Pinned before the first await (the caller has not yielded since it found the table open).
+    v.refs++;
+    let first = pending;
+    if (first !== undefined && this.tables.tryAcquire(first.meta) === undefined) {
+      this.unrefVersion(v);
+      throw new Error("get: a table open a moment ago is not");
+    }
+    try {
+      for (let i = from; i < v.runs.length; i++) {
+        let hit: Buffer | null | undefined;
+        if (first !== undefined) {
+          try {
+            hit = await first.hit;
+          } finally {
+            this.tables.release(first.meta.fileNumber);
+            first = undefined;
+          }
+        } else {
+          const meta = findTable(v.runs[i]!, key);
+          if (meta === undefined) continue;
+          const t = this.tables.tryAcquire(meta) ?? (await this.tables.acquire(meta));
+          try {
+            hit = await t.get(key, h);
+          } finally {
+            this.tables.release(meta.fileNumber);
+          }
         }
+        if (hit !== undefined) return hit ?? undefined;
       }
       return undefined;
     } finally {
+      if (first !== undefined) this.tables.release(first.meta.fileNumber);
       this.unrefVersion(v);
     }
   }

@@ -2,9 +2,11 @@
  * Every tunable and every bound of the LSM engine, with units in the names and the arithmetic behind the
  * defaults (as LevelDB's doc/impl.md writes it down).
  *
- * Memory, worst case, with the defaults: memtables (1 active + 2 immutable) x 8 MiB = 24 MiB; block
- * cache 32 MiB; pending writes 64 MiB; per open table the index (~1/150 of the data with 16-byte keys
- * and 100-byte values) and the bloom filter (10 bits per key), so a 1 GiB store pins about 7 MiB + 11 MiB.
+ * Memory, worst case, with the defaults: memtables (1 active + 2 immutable) x 8 MiB = 24 MiB, plus up to
+ * one partly used 1 MiB group buffer each; block cache 32 MiB (8192 slots of 4 KiB) + a 64 KiB table of
+ * recently missed blocks; pending writes 64 MiB; per open table the index (~1/150 of the data with 16-byte
+ * keys and 100-byte values, plus 8 bytes per block for its prefix and 8 for its cache slot reference) and
+ * the bloom filter (10 bits per key), so a 1 GiB store pins about 7 MiB + 11 MiB.
  *
  * Disk: size-tiered runs; with maxSizeAmplificationPercent 200 the live data takes at most about 3x the
  * bytes of the newest full copy during a full merge, and settles back to about 1x.
@@ -27,6 +29,7 @@ export interface LsmOptions {
   readonly maxImmutableMemtables: number;
   /** Tables of a run are cut at about this size. */
   readonly tableTargetBytes: number;
+  /** Data blocks are cut before this size; the block cache's slots have it. */
   readonly blockBytes: number;
   readonly bloomBitsPerKey: number;
   readonly blockCacheBytes: number;
@@ -62,6 +65,14 @@ export interface LsmOptions {
    * latency per fsync on ext4 here. The zeros count as disk writes in the statistics.
    */
   readonly walPreallocateBytes: number;
+  /**
+   * In fsync mode, the writer loop calls fdatasync synchronously, on the event loop, instead of through
+   * libuv's thread pool. The event loop is blocked for each group commit's sync (the device's flush,
+   * 100-200 us here), and while it is, new requests wait in the kernel and then join the next group
+   * (natural group commit); in exchange each sync saves the thread-pool hand-off and its wake-ups. See
+   * ARCHITECTURE.md ("Performance decisions") for the measurements behind the default.
+   */
+  readonly walSyncOnEventLoop: boolean;
 }
 
 export const DEFAULT_LSM_OPTIONS: LsmOptions = {
@@ -86,6 +97,7 @@ export const DEFAULT_LSM_OPTIONS: LsmOptions = {
   tableWriteChunkBytes: 1024 * 1024,
   syncReads: true,
   walPreallocateBytes: 1024 * 1024,
+  walSyncOnEventLoop: true,
 };
 
 export function resolveLsmOptions(partial: Partial<LsmOptions> = {}): LsmOptions {

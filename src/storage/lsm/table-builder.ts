@@ -7,9 +7,20 @@
  * the manifest; a table not in the manifest is garbage, removed on the next open.
  */
 import { compareBytes } from "../bytes.js";
+
+/** memcmp of buf[off, off+len) against key, without a view. */
+function compareRange(buf: Buffer, off: number, len: number, key: Uint8Array): number {
+  const n = Math.min(len, key.length);
+  for (let i = 0; i < n; i++) {
+    const d = buf[off + i]! - key[i]!;
+    if (d !== 0) return d;
+  }
+  return len - key.length;
+}
+
 import type { WritableFile } from "../fs/file-system.js";
 import { MAX_BLOCKS_PER_TABLE } from "./block-cache.js";
-import { bloomHash, buildBloom } from "./bloom.js";
+import { bloomHash, buildBlockedBloom, buildBloom } from "./bloom.js";
 import {
   BLOCK_DATA,
   BLOCK_FILTER,
@@ -19,6 +30,7 @@ import {
   encodeFooter,
   MAX_TABLE_KEY_BYTES,
   sealBlock,
+  TABLE_FORMAT_VERSION,
 } from "./table-format.js";
 
 export interface TableBuilderOptions {
@@ -26,6 +38,8 @@ export interface TableBuilderOptions {
   readonly bloomBitsPerKey: number;
   /** Buffered bytes that trigger a write to the file. */
   readonly drainBytes: number;
+  /** Table format to write (default TABLE_FORMAT_VERSION); tests write format 1 to check it still reads. */
+  readonly formatVersion?: number;
 }
 
 export interface BuiltTable {
@@ -50,8 +64,9 @@ export class TableBuilder {
   private count = 0;
   private tombstones = 0;
   private smallest: Buffer | null = null;
-  private lastKey: Buffer | null = null;
-  private lastKeyInBlock: Buffer | null = null;
+  /** The last key added, in `this.block` (-1: none yet); after finishBlock, the last index key. */
+  private lastKeyOffset = 0;
+  private lastKeyLength = -1;
 
   constructor(
     private readonly file: WritableFile,
@@ -80,13 +95,19 @@ export class TableBuilder {
   add(key: Uint8Array, kind: number, value: Uint8Array): void {
     if (key.length > MAX_TABLE_KEY_BYTES)
       throw new RangeError(`key of ${key.length} bytes too long for a table`);
-    if (this.lastKey !== null && compareBytes(this.lastKey, key) >= 0)
-      throw new Error("table builder: keys must be added in strictly increasing order");
+    if (this.lastKeyLength >= 0) {
+      // The previous key: in the block being built, or (first entry of a block) the last index key.
+      const c =
+        this.blockLen > 0
+          ? compareRange(this.block, this.lastKeyOffset, this.lastKeyLength, key)
+          : compareBytes(this.indexKeys[this.indexKeys.length - 1]!, key);
+      if (c >= 0) throw new Error("table builder: keys must be added in strictly increasing order");
+    }
     if (this.indexKeys.length >= MAX_BLOCKS_PER_TABLE - 1)
       throw new Error("table builder: too many blocks in one table");
     // Close the block before this entry would take its encoded size (entries, offsets, count, trailer) to
-    // blockBytes. With the default 4096, blocks stay under 4 KiB: Node serves such reads from its buffer
-    // pool instead of allocating an ArrayBuffer per block (measured: a third of read time went there).
+    // blockBytes, so that every block of two or more entries fits one slot of the block cache (slots are
+    // blockBytes long; block-cache.ts). A block of one larger entry is read but never cached.
     const entryBytes = ENTRY_HEADER_BYTES + key.length + value.length;
     if (
       this.offsets.length > 0 &&
@@ -108,7 +129,8 @@ export class TableBuilder {
     b.writeUInt32LE(value.length, p + 3);
     p += ENTRY_HEADER_BYTES;
     b.set(key, p);
-    const keyCopy = b.subarray(p, p + key.length);
+    this.lastKeyOffset = p;
+    this.lastKeyLength = key.length;
     p += key.length;
     b.set(value, p);
     p += value.length;
@@ -122,8 +144,6 @@ export class TableBuilder {
     this.hashes[this.count++] = bloomHash(key);
     if (kind === 0) this.tombstones++;
     if (this.smallest === null) this.smallest = Buffer.from(key);
-    this.lastKeyInBlock = keyCopy;
-    this.lastKey = keyCopy;
   }
 
   private finishBlock(): void {
@@ -136,9 +156,10 @@ export class TableBuilder {
     for (let i = 0; i < n; i++, p += 4) out.writeUInt32LE(this.offsets[i]!, p);
     out.writeUInt32LE(n, p);
     sealBlock(out, BLOCK_DATA);
-    // The last key is a view into `this.block`, which is about to be reused: copy it.
-    this.indexKeys.push(Buffer.from(this.lastKeyInBlock!));
-    this.lastKey = this.indexKeys[this.indexKeys.length - 1]!;
+    // The block's last key, copied out of `this.block`, which is about to be reused.
+    this.indexKeys.push(
+      Buffer.from(this.block.subarray(this.lastKeyOffset, this.lastKeyOffset + this.lastKeyLength)),
+    );
     this.indexOffsets.push(this.fileOffset + this.pendingLen);
     this.indexSizes.push(size);
     this.pending.push(out);
@@ -165,8 +186,12 @@ export class TableBuilder {
   async finish(): Promise<BuiltTable> {
     if (this.count === 0) throw new Error("table builder: an empty table is never written");
     this.finishBlock();
-    const lastKey = Buffer.from(this.lastKey!);
-    const filterContent = buildBloom(this.hashes, this.count, this.options.bloomBitsPerKey);
+    const lastKey = this.indexKeys[this.indexKeys.length - 1]!;
+    const version = this.options.formatVersion ?? TABLE_FORMAT_VERSION;
+    const filterContent =
+      version >= 2
+        ? buildBlockedBloom(this.hashes, this.count, this.options.bloomBitsPerKey)
+        : buildBloom(this.hashes, this.count, this.options.bloomBitsPerKey);
     const filter = Buffer.allocUnsafe(filterContent.length + BLOCK_TRAILER_BYTES);
     filterContent.copy(filter, 0);
     sealBlock(filter, BLOCK_FILTER);
@@ -195,6 +220,7 @@ export class TableBuilder {
     this.pending.push(index);
     this.pendingLen += index.length;
     const footer = encodeFooter({
+      version,
       indexOffset,
       indexSize: index.length,
       filterOffset,

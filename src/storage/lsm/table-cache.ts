@@ -7,7 +7,7 @@
 import * as path from "node:path";
 import type { FileSystem } from "../fs/file-system.js";
 import type { BlockCache } from "./block-cache.js";
-import { type Block, type ReadStats, TableReader } from "./table-reader.js";
+import { type ReadStats, TableReader } from "./table-reader.js";
 import type { TableMeta } from "./version.js";
 
 export function tableFileName(n: number): string {
@@ -19,15 +19,23 @@ interface Slot {
   opening: Promise<TableReader> | undefined;
   pins: number;
   obsolete: boolean;
+  /** The cache's clock at the last use: eviction closes the least recently used first. */
+  lastUse: number;
 }
 
 export class TableCache {
   private readonly slots = new Map<number, Slot>();
+  /**
+   * Recency is a counter stamped on each use, not Map order: re-inserting on every use (the earlier way)
+   * left a hole in the Map per lookup, as in the block cache before it. Eviction, rare, scans for the
+   * oldest stamp.
+   */
+  private clock = 0;
 
   constructor(
     private readonly fs: FileSystem,
     private readonly dir: string,
-    private readonly blockCache: BlockCache<Block>,
+    private readonly blockCache: BlockCache,
     private readonly stats: ReadStats,
     private readonly capacity: number,
     private readonly syncReads = true,
@@ -42,8 +50,18 @@ export class TableCache {
     const s = this.slots.get(meta.fileNumber);
     if (s?.reader === undefined) return undefined;
     s.pins++;
-    this.slots.delete(meta.fileNumber);
-    this.slots.set(meta.fileNumber, s);
+    s.lastUse = ++this.clock;
+    return s.reader;
+  }
+
+  /**
+   * The reader if it is open, not pinned: for a caller that uses it synchronously and lets go before
+   * returning (nothing can close it meanwhile: closing happens in other tasks).
+   */
+  peekOpen(fileNumber: number): TableReader | undefined {
+    const s = this.slots.get(fileNumber);
+    if (s === undefined) return undefined;
+    s.lastUse = ++this.clock;
     return s.reader;
   }
 
@@ -52,7 +70,13 @@ export class TableCache {
     if (fast !== undefined) return fast;
     let s = this.slots.get(meta.fileNumber);
     if (s === undefined) {
-      const slot: Slot = { reader: undefined, opening: undefined, pins: 0, obsolete: false };
+      const slot: Slot = {
+        reader: undefined,
+        opening: undefined,
+        pins: 0,
+        obsolete: false,
+        lastUse: ++this.clock,
+      };
       s = slot;
       slot.opening = (async () => {
         const file = await this.fs.openRead(path.join(this.dir, tableFileName(meta.fileNumber)));
@@ -88,10 +112,16 @@ export class TableCache {
   }
 
   private async evictIfNeeded(): Promise<void> {
-    if (this.slots.size <= this.capacity) return;
-    for (const [n, s] of this.slots) {
-      if (this.slots.size <= this.capacity) break;
-      if (s.pins === 0 && s.reader !== undefined) await this.closeSlot(n, s);
+    while (this.slots.size > this.capacity) {
+      let victim: number | undefined;
+      let oldest = Number.POSITIVE_INFINITY;
+      for (const [n, s] of this.slots)
+        if (s.pins === 0 && s.reader !== undefined && s.lastUse < oldest) {
+          oldest = s.lastUse;
+          victim = n;
+        }
+      if (victim === undefined) return;
+      await this.closeSlot(victim, this.slots.get(victim)!);
     }
   }
 
@@ -99,7 +129,8 @@ export class TableCache {
     if (this.slots.get(n) !== s) return;
     this.slots.delete(n);
     const r = s.reader!;
-    if (s.obsolete) this.blockCache.evictFile(n, r.blockCount);
+    // Its cached blocks go with the reader (a reopened table starts cold, as in LevelDB).
+    this.blockCache.evictOwner(r);
     await r.close();
   }
 
@@ -116,7 +147,10 @@ export class TableCache {
     for (const [n, s] of [...this.slots]) {
       if (s.opening !== undefined) await s.opening.catch(() => undefined);
       this.slots.delete(n);
-      if (s.reader !== undefined) await s.reader.close();
+      if (s.reader !== undefined) {
+        this.blockCache.evictOwner(s.reader);
+        await s.reader.close();
+      }
     }
   }
 }

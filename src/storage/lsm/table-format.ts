@@ -10,7 +10,8 @@
  *   count           u32 LE
  *   trailer
  *
- * Filter block: the bloom filter (bloom.ts), then the trailer.
+ * Filter block: the bloom filter (bloom.ts: blocked in format 2, the legacy layout in format 1), then the
+ * trailer.
  *
  * Index block: per data block, in key order:
  *   keyLen u16 LE | last key of the block | offset u64 LE | size u32 LE (size includes the trailer)
@@ -21,14 +22,19 @@
  *
  * Footer (48 bytes, at the end of the file):
  *   0 indexOffset u64 | 8 indexSize u32 | 12 filterOffset u64 | 20 filterSize u32 | 24 entryCount u64
- *   32 formatVersion u32 (1) | 36 crc32 u32 of bytes 0..36 and 40..48 | 40 magic "RSSTABLE"
+ *   32 formatVersion u32 (2; 1 is still read) | 36 crc32 u32 of bytes 0..36 and 40..48 | 40 magic "RSSTABLE"
+ *
+ * Versions: 1 had the legacy bloom filter; 2 (written since) has the cache-line blocked one. Nothing else
+ * differs, and a reader takes both.
  */
 import { crc32 } from "node:zlib";
 import { readU64, writeU64 } from "../bytes.js";
 import { CorruptionError } from "../errors.js";
 
 export const TABLE_MAGIC = "RSSTABLE";
-export const TABLE_FORMAT_VERSION = 1;
+export const TABLE_FORMAT_VERSION = 2;
+/** The oldest table format this reader still takes. */
+export const TABLE_FORMAT_MIN_VERSION = 1;
 export const FOOTER_BYTES = 48;
 export const BLOCK_TRAILER_BYTES = 5;
 export const ENTRY_HEADER_BYTES = 7;
@@ -43,6 +49,8 @@ export interface Footer {
   readonly filterOffset: number;
   readonly filterSize: number;
   readonly entryCount: number;
+  /** The table's format version (which bloom filter layout it has). */
+  readonly version: number;
 }
 
 export function encodeFooter(f: Footer): Buffer {
@@ -52,7 +60,7 @@ export function encodeFooter(f: Footer): Buffer {
   writeU64(b, 12, f.filterOffset);
   b.writeUInt32LE(f.filterSize, 20);
   writeU64(b, 24, f.entryCount);
-  b.writeUInt32LE(TABLE_FORMAT_VERSION, 32);
+  b.writeUInt32LE(f.version, 32);
   b.write(TABLE_MAGIC, 40, 8, "latin1");
   b.writeUInt32LE(footerCrc(b), 36);
   return b;
@@ -68,7 +76,7 @@ export function decodeFooter(file: string, fileSize: number, b: Buffer): Footer 
     throw new CorruptionError(file, at + 40, "bad table magic");
   if (b.readUInt32LE(36) !== footerCrc(b)) throw new CorruptionError(file, at, "footer checksum mismatch");
   const version = b.readUInt32LE(32);
-  if (version !== TABLE_FORMAT_VERSION)
+  if (version < TABLE_FORMAT_MIN_VERSION || version > TABLE_FORMAT_VERSION)
     throw new CorruptionError(file, at + 32, `unsupported table version ${version}`);
   try {
     const f: Footer = {
@@ -77,6 +85,7 @@ export function decodeFooter(file: string, fileSize: number, b: Buffer): Footer 
       filterOffset: readU64(b, 12),
       filterSize: b.readUInt32LE(20),
       entryCount: readU64(b, 24),
+      version,
     };
     if (f.filterOffset + f.filterSize > at || f.indexOffset + f.indexSize > at)
       throw new RangeError("block extends past the footer");
@@ -93,6 +102,20 @@ export function sealBlock(block: Buffer, type: number): void {
   const typeAt = block.length - BLOCK_TRAILER_BYTES;
   block[typeAt] = type;
   block.writeUInt32LE(crc32(block.subarray(0, typeAt + 1)), typeAt + 1);
+}
+
+/**
+ * Checks the block of `size` bytes at the start of `buf` (read from disk at `offset`); returns its content
+ * length (without the trailer). The same check as verifyBlock, for a block read into a reused buffer.
+ */
+export function checkBlock(file: string, offset: number, buf: Buffer, size: number, type: number): number {
+  if (size < BLOCK_TRAILER_BYTES) throw new CorruptionError(file, offset, "block shorter than its trailer");
+  const typeAt = size - BLOCK_TRAILER_BYTES;
+  if (buf.readUInt32LE(typeAt + 1) !== crc32(buf.subarray(0, typeAt + 1)))
+    throw new CorruptionError(file, offset, "block checksum mismatch");
+  if (buf[typeAt] !== type)
+    throw new CorruptionError(file, offset, `block type ${buf[typeAt]} where ${type} expected`);
+  return typeAt;
 }
 
 /** Checks a block read from disk; returns its content (without the trailer). */

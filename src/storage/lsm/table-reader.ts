@@ -5,17 +5,20 @@
  * are read on demand, checked, and kept in the shared block cache. A block that fails its check raises a
  * CorruptionError naming the file and offset: a wrong value is never returned.
  */
-import { compareBytes } from "../bytes.js";
+import { compareBytes, keyPrefix } from "../bytes.js";
 import { CorruptionError } from "../errors.js";
 import type { RandomAccessFile } from "../fs/file-system.js";
-import { BlockCache } from "./block-cache.js";
-import { BloomFilter, bloomHash } from "./bloom.js";
+import { KIND_PUT } from "./batch-format.js";
+import { Block } from "./block.js";
+import type { BlockCache, BlockOwner } from "./block-cache.js";
+import { BlockedBloomFilter, BloomFilter, bloomHash } from "./bloom.js";
 import {
   BLOCK_DATA,
   BLOCK_FILTER,
   BLOCK_INDEX,
+  BLOCK_TRAILER_BYTES,
+  checkBlock,
   decodeFooter,
-  ENTRY_HEADER_BYTES,
   FOOTER_BYTES,
   type Footer,
   verifyBlock,
@@ -27,91 +30,19 @@ export interface ReadStats {
   bloomFalsePositives: number;
 }
 
-/** memcmp of buf[off, off+len) against key, without allocating a view. */
-function compareAt(buf: Buffer, off: number, len: number, key: Uint8Array): number {
-  const n = Math.min(len, key.length);
-  for (let i = 0; i < n; i++) {
-    const d = buf[off + i]! - key[i]!;
-    if (d !== 0) return d;
-  }
-  return len - key.length;
-}
-
-export interface TableHit {
-  readonly kind: number;
-  readonly value: Buffer;
-}
-
-/** A checked data block. Entries are validated once, on load; the block cache holds Block objects. */
-export class Block {
-  readonly count: number;
-  private readonly offsetsAt: number;
-  constructor(
-    readonly data: Buffer,
-    file: string,
-    fileOffset: number,
-  ) {
-    if (data.length < 4) throw new CorruptionError(file, fileOffset, "data block too short");
-    this.count = data.readUInt32LE(data.length - 4);
-    this.offsetsAt = data.length - 4 - 4 * this.count;
-    if (this.offsetsAt < 0) throw new CorruptionError(file, fileOffset, "data block entry count too large");
-    // Validate every entry's extent once, on load, so that later reads cannot run off the block.
-    let prevEnd = 0;
-    for (let i = 0; i < this.count; i++) {
-      const o = this.offset(i);
-      if (o !== prevEnd || o + ENTRY_HEADER_BYTES > this.offsetsAt)
-        throw new CorruptionError(file, fileOffset, `data block entry ${i} misplaced`);
-      const kind = data[o]!;
-      if (kind > 1) throw new CorruptionError(file, fileOffset, `data block entry ${i} has bad kind ${kind}`);
-      prevEnd = o + ENTRY_HEADER_BYTES + data.readUInt16LE(o + 1) + data.readUInt32LE(o + 3);
-      if (prevEnd > this.offsetsAt)
-        throw new CorruptionError(file, fileOffset, `data block entry ${i} overruns`);
-    }
-    if (prevEnd !== this.offsetsAt)
-      throw new CorruptionError(file, fileOffset, "data block has trailing bytes");
-  }
-
-  get byteLength(): number {
-    return this.data.length;
-  }
-
-  offset(i: number): number {
-    return this.data.readUInt32LE(this.offsetsAt + 4 * i);
-  }
-  kindAt(o: number): number {
-    return this.data[o]!;
-  }
-  keyAt(o: number): Buffer {
-    const len = this.data.readUInt16LE(o + 1);
-    return this.data.subarray(o + ENTRY_HEADER_BYTES, o + ENTRY_HEADER_BYTES + len);
-  }
-  valueAt(o: number): Buffer {
-    const klen = this.data.readUInt16LE(o + 1);
-    const vlen = this.data.readUInt32LE(o + 3);
-    const start = o + ENTRY_HEADER_BYTES + klen;
-    return this.data.subarray(start, start + vlen);
-  }
-  compareKeyAt(o: number, key: Uint8Array): number {
-    return compareAt(this.data, o + ENTRY_HEADER_BYTES, this.data.readUInt16LE(o + 1), key);
-  }
-  /** Index of the first entry with key >= target (count if none). */
-  lowerBound(target: Uint8Array): number {
-    let lo = 0;
-    let hi = this.count;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (this.compareKeyAt(this.offset(mid), target) < 0) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo;
-  }
-}
-
-export class TableReader {
+export class TableReader implements BlockOwner {
+  /** This table's blocks in the block cache, by index (the cache fills and empties it). */
+  readonly cached: (Block | undefined)[];
   private readonly lastKeys: Buffer[];
+  /**
+   * keyPrefix of each last key: the block search runs over this one array and compares whole keys only
+   * where prefixes tie. (A binary search over the Buffers themselves touched two objects per step, most of
+   * them cache misses: the largest share of a cached read's time, measured.)
+   */
+  private readonly lastPrefixes: Float64Array;
   private readonly blockOffsets: number[];
   private readonly blockSizes: number[];
-  private readonly filter: BloomFilter;
+  private readonly filter: BloomFilter | BlockedBloomFilter;
   /** Blocks in this table. */
   readonly blockCount: number;
 
@@ -121,20 +52,21 @@ export class TableReader {
     readonly footer: Footer,
     index: Buffer,
     filter: Buffer,
-    private readonly cache: BlockCache<Block>,
+    private readonly cache: BlockCache,
     private readonly stats: ReadStats,
     private readonly syncReads: boolean,
   ) {
     const name = file.path;
     this.filter = (() => {
       try {
-        return new BloomFilter(filter);
+        return footer.version >= 2 ? new BlockedBloomFilter(filter) : new BloomFilter(filter);
       } catch (err) {
         throw new CorruptionError(name, footer.filterOffset, "bad filter block", { cause: err });
       }
     })();
     const count = index.readUInt32LE(index.length - 4);
     this.lastKeys = new Array(count);
+    this.lastPrefixes = new Float64Array(count);
     this.blockOffsets = new Array(count);
     this.blockSizes = new Array(count);
     let p = 0;
@@ -156,18 +88,20 @@ export class TableReader {
         throw new CorruptionError(name, footer.indexOffset, "index keys out of order");
       prevEnd = off + size;
       this.lastKeys[i] = key;
+      this.lastPrefixes[i] = keyPrefix(key, 0, key.length);
       this.blockOffsets[i] = off;
       this.blockSizes[i] = size;
     }
     if (p !== end || prevEnd !== footer.filterOffset)
       throw new CorruptionError(name, footer.indexOffset, "index block does not cover the data area exactly");
     this.blockCount = count;
+    this.cached = new Array(count).fill(undefined);
   }
 
   static async open(
     file: RandomAccessFile,
     fileNumber: number,
-    cache: BlockCache<Block>,
+    cache: BlockCache,
     stats: ReadStats,
     syncReads = true,
   ): Promise<TableReader> {
@@ -199,9 +133,27 @@ export class TableReader {
 
   /** Index of the first block whose last key >= key (blockCount if none). */
   private findBlock(key: Uint8Array): number {
-    const keys = this.lastKeys;
+    const p = keyPrefix(key, 0, key.length);
+    const prefixes = this.lastPrefixes;
     let lo = 0;
-    let hi = keys.length;
+    let hi = prefixes.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (prefixes[mid]! < p) lo = mid + 1;
+      else hi = mid;
+    }
+    if (lo === prefixes.length || prefixes[lo] !== p) return lo;
+    // Blocks whose last key shares the prefix (one, for random keys; many, for keys with a common
+    // prefix): a binary search over whole keys among them (prefix order agrees with key order).
+    let a = lo;
+    hi = prefixes.length;
+    while (a < hi) {
+      const mid = (a + hi) >>> 1;
+      if (prefixes[mid]! <= p) a = mid + 1;
+      else hi = mid;
+    }
+    hi = a;
+    const keys = this.lastKeys;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
       if (compareBytes(keys[mid]!, key) < 0) lo = mid + 1;
@@ -210,30 +162,57 @@ export class TableReader {
     return lo;
   }
 
-  /** The block from the cache, or read synchronously (syncReads), or undefined: then use readBlockAsync. */
-  private cachedOrSyncBlock(i: number, fillCache: boolean): Block | undefined {
-    const ck = BlockCache.key(this.fileNumber, i);
-    const cached = fillCache ? this.cache.get(ck) : this.cache.peek(ck);
+  /**
+   * For get: block i from the cache, or read synchronously (syncReads) into a cache slot, or undefined (then
+   * use readBlockAsync). The block may be a cache slot: use it before returning, never across an await.
+   */
+  private cachedOrSyncBlock(i: number): Block | undefined {
+    const cached = this.cache.get(this, i);
     if (cached !== undefined || !this.syncReads) return cached;
     const off = this.blockOffsets[i]!;
-    let raw: Buffer;
+    const size = this.blockSizes[i]!;
+    const cache = this.cache;
+    const admitted = size <= cache.slotBytes && cache.admit(this, i);
+    const slot = admitted ? cache.take(size) : size <= cache.slotBytes ? cache.scratch : undefined;
+    if (slot === undefined) return Block.parse(this.verified(off, this.readSync(off, size)), this.path, off);
     try {
-      raw = this.file.readSync(off, this.blockSizes[i]!);
+      try {
+        this.file.readIntoSync(slot.buf, 0, size, off);
+      } catch (err) {
+        throw new CorruptionError(this.file.path, off, "data block could not be read", { cause: err });
+      }
+      slot.load(checkBlock(this.file.path, off, slot.buf, size, BLOCK_DATA), this.file.path, off);
+    } catch (err) {
+      if (slot !== cache.scratch) cache.release(slot);
+      throw err;
+    }
+    if (slot !== cache.scratch) cache.insert(this, i, slot);
+    return slot;
+  }
+
+  private readSync(off: number, size: number): Buffer {
+    try {
+      return this.file.readSync(off, size);
     } catch (err) {
       throw new CorruptionError(this.file.path, off, "data block could not be read", { cause: err });
     }
-    return this.admit(ck, i, raw, fillCache);
   }
 
-  private admit(ck: number, i: number, raw: Buffer, fillCache: boolean): Block {
-    const off = this.blockOffsets[i]!;
-    const content = verifyBlock(this.file.path, off, raw, BLOCK_DATA);
-    const block = new Block(content, this.file.path, off);
-    if (fillCache) this.cache.insert(ck, block);
-    return block;
+  /** The content of a block read from disk at `off`, checked. */
+  private verified(off: number, raw: Buffer): Buffer {
+    return verifyBlock(this.file.path, off, raw, BLOCK_DATA);
   }
 
-  /** Reads a block through the thread pool; callers have already looked in the cache. */
+  /** Puts a copy of a private block in the cache (if it fits a slot and is admitted). */
+  private admitCopy(i: number, block: Block): void {
+    if (block.length + BLOCK_TRAILER_BYTES > this.cache.slotBytes || !this.cache.admit(this, i)) return;
+    const slot = this.cache.take(block.length + BLOCK_TRAILER_BYTES);
+    if (slot === undefined) return;
+    slot.assign(block);
+    this.cache.insert(this, i, slot);
+  }
+
+  /** Reads block i through the thread pool into a private block (and a copy into the cache if asked). */
   private async readBlockAsync(i: number, fillCache: boolean): Promise<Block> {
     const off = this.blockOffsets[i]!;
     let raw: Buffer;
@@ -242,14 +221,31 @@ export class TableReader {
     } catch (err) {
       throw new CorruptionError(this.file.path, off, "data block could not be read", { cause: err });
     }
-    return this.admit(BlockCache.key(this.fileNumber, i), i, raw, fillCache);
+    const block = Block.parse(this.verified(off, raw), this.file.path, off);
+    if (fillCache) this.admitCopy(i, block);
+    return block;
   }
 
   /**
-   * Looks `key` up. Returns its entry (a put or a tombstone) or undefined if the table does not hold it.
-   * The value is a copy: cached blocks are never handed out.
+   * For iterators, which hold a block across awaits: a private block (a copy of a cached one, or read into
+   * its own buffer), at once, or a promise of it if it must come through the thread pool.
    */
-  async get(key: Uint8Array, hash: number): Promise<TableHit | undefined> {
+  private privateBlock(i: number, fillCache: boolean): Block | Promise<Block> {
+    const cached = fillCache ? this.cache.get(this, i) : this.cache.peek(this, i);
+    if (cached !== undefined) return cached.copy();
+    if (!this.syncReads) return this.readBlockAsync(i, fillCache);
+    const off = this.blockOffsets[i]!;
+    const block = Block.parse(this.verified(off, this.readSync(off, this.blockSizes[i]!)), this.path, off);
+    if (fillCache) this.admitCopy(i, block);
+    return block;
+  }
+
+  /**
+   * Looks `key` up: its value (a copy: cached blocks are never handed out) if the table holds a put, null
+   * if it holds a tombstone, undefined if it holds neither. Synchronous when the block is cached or read
+   * with a synchronous pread; a promise only when the block must come through the thread pool.
+   */
+  get(key: Uint8Array, hash: number): Buffer | null | undefined | Promise<Buffer | null | undefined> {
     this.stats.bloomChecks++;
     if (!this.filter.mayContainHash(hash)) {
       this.stats.bloomNegatives++;
@@ -260,12 +256,16 @@ export class TableReader {
       this.stats.bloomFalsePositives++;
       return undefined;
     }
-    const block = this.cachedOrSyncBlock(bi, true) ?? (await this.readBlockAsync(bi, true));
+    const block = this.cachedOrSyncBlock(bi);
+    if (block === undefined) return this.readBlockAsync(bi, true).then((b) => this.lookup(b, key));
+    return this.lookup(block, key);
+  }
+
+  private lookup(block: Block, key: Uint8Array): Buffer | null | undefined {
     const i = block.lowerBound(key);
     if (i < block.count) {
       const o = block.offset(i);
-      if (block.compareKeyAt(o, key) === 0)
-        return { kind: block.kindAt(o), value: Buffer.from(block.valueAt(o)) };
+      if (block.compareKeyAt(o, key) === 0) return block.kindAt(o) === KIND_PUT ? block.copyValueAt(o) : null;
     }
     this.stats.bloomFalsePositives++;
     return undefined;
@@ -280,9 +280,9 @@ export class TableReader {
   _findBlock(key: Uint8Array): number {
     return this.findBlock(key);
   }
-  /** @internal The block at once if cached or read synchronously, else a promise of it. */
+  /** @internal A private block (see privateBlock) at once, or a promise of it. */
   _block(i: number, fillCache: boolean): Block | Promise<Block> {
-    return this.cachedOrSyncBlock(i, fillCache) ?? this.readBlockAsync(i, fillCache);
+    return this.privateBlock(i, fillCache);
   }
 
   close(): Promise<void> {
@@ -303,6 +303,9 @@ export class TableIterator {
   private blockIndex = 0;
   private i = 0;
   private o = 0;
+  /** Views of the current entry, made once per entry (a merge asks for the key several times). */
+  private keyView: Buffer | undefined;
+  private valueView: Buffer | undefined;
   valid = false;
 
   constructor(
@@ -311,10 +314,12 @@ export class TableIterator {
   ) {}
 
   get key(): Buffer {
-    return this.block!.keyAt(this.o);
+    this.keyView ??= this.block!.keyAt(this.o);
+    return this.keyView;
   }
   get value(): Buffer {
-    return this.block!.valueAt(this.o);
+    this.valueView ??= this.block!.valueAt(this.o);
+    return this.valueView;
   }
   get kind(): number {
     return this.block!.kindAt(this.o);
@@ -346,6 +351,8 @@ export class TableIterator {
   }
 
   private settle(): void {
+    this.keyView = undefined;
+    this.valueView = undefined;
     if (this.i < this.block!.count) {
       this.o = this.block!.offset(this.i);
       this.valid = true;
