@@ -171,7 +171,10 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
       // closes: the stop is clean only if every version this node sent to others is also durable here.
       await replica?.seal();
       await storage.close();
-      if (replica?.writeFailure === undefined) fs.rmSync(marker, { force: true });
+      // A failed engine may not have made durable what it acknowledged (a failed periodic sync): the
+      // next start must then take a new actor, as after a crash.
+      if (replica?.writeFailure === undefined && storage.failure === undefined)
+        fs.rmSync(marker, { force: true });
     });
 
     // ---- the protocol core (membership, replication, gossip), wired to the real adapters

@@ -79,6 +79,12 @@ export class Replica {
 
   /** Why this replica versions nothing now (undefined: it can coordinate writes). */
   get cannotVersion(): CannotVersionError | undefined {
+    const failed = this.storage.failure;
+    if (this.failure === undefined && failed !== undefined)
+      this.failure = new CannotVersionError(
+        `the storage engine failed (${failed.message}); this node coordinates no more writes until it is restarted`,
+        failed,
+      );
     return this.failure ?? this.sealed;
   }
 
@@ -147,11 +153,12 @@ export class Replica {
   }
 
   /**
-   * The first failed local write of a versioned set, if any. From then on this replica versions nothing
-   * (its dots may have reached other replicas without reaching its own disk), and the node keeps its
-   * running marker so that its next start takes a new actor.
+   * The first failed local write of a versioned set, or the engine's own failure, if any. From then on
+   * this replica versions nothing (its dots may have reached other replicas without reaching its own
+   * disk), and the node keeps its running marker so that its next start takes a new actor.
    */
   get writeFailure(): Error | undefined {
+    void this.cannotVersion; // notices an engine that failed on its own (a periodic sync)
     return this.failure;
   }
 

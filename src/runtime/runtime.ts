@@ -14,6 +14,11 @@ export interface TimerHandle {
 export interface Timers {
   /** Calls `fn` once after `ms`; the handle cancels it. Timers never keep a process alive. */
   after(ms: number, fn: () => void): TimerHandle;
+  /**
+   * Calls `fn` once the I/O callbacks ready now have run (Node's setImmediate): work started from every
+   * request that arrived together can then be done as one batch. Without it, `after(0, fn)` serves.
+   */
+  soon?(fn: () => void): void;
 }
 
 export interface Random {

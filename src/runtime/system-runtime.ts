@@ -11,6 +11,9 @@ export function systemRuntime(): Runtime {
         t.unref();
         return { cancel: () => clearTimeout(t) };
       },
+      soon(fn) {
+        setImmediate(fn);
+      },
     },
     random: { next: Math.random },
   };

@@ -111,6 +111,8 @@ const LSM_OPTIONS = {
   walPreallocateBytes: 16 * 1024,
   maxPendingWriteBytes: 1024 * 1024,
   maxWriteGroupBytes: 256 * 1024,
+  // Syncs must take virtual time (SlowDisk): the asynchronous path, not a blocking one.
+  walSyncOnEventLoop: false,
 } as const;
 
 export class SimCluster {

@@ -49,6 +49,10 @@ class SlowFile implements WritableFile {
     await this.delay();
     await this.inner.sync();
   }
+  /** Without latency: it cannot wait for virtual time (the simulator's engines sync asynchronously). */
+  syncBlocking(): void {
+    this.inner.syncBlocking();
+  }
   close(): Promise<void> {
     return this.inner.close();
   }

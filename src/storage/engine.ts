@@ -18,6 +18,7 @@
  *   fails, or `return()` is called (a `for await` loop that breaks calls it): an iterator neither consumed
  *   to the end nor returned keeps its snapshot's files alive.
  */
+import type { StorageError } from "./errors.js";
 
 export type WriteOp =
   | { readonly kind: "put"; readonly key: Uint8Array; readonly value: Uint8Array }
@@ -95,6 +96,12 @@ export interface StorageEngine {
   /** Ordered (ascending) iteration over a snapshot taken now. Break out of the loop to stop early. */
   iterate(range?: RangeOptions): AsyncIterableIterator<Entry>;
   stats(): EngineStats;
+  /**
+   * The I/O error that put the engine in its failed state, if any: it takes no more writes, and writes it
+   * acknowledged may not be durable (a failed periodic sync in durability "interval"). Stays set after
+   * `close()`, which does not sync a failed engine.
+   */
+  readonly failure: StorageError | undefined;
   /** Waits for pending writes, flushes what is needed and releases files. Idempotent. */
   close(): Promise<void>;
 }

@@ -24,6 +24,8 @@ export interface MemoryEngineOptions {
 
 export class MemoryEngine implements StorageEngine {
   readonly kind = "memory" as const;
+  /** It has no I/O to fail. */
+  readonly failure = undefined;
   private table = new Memtable(0);
   private seq = 0;
   private openIterators = 0;

@@ -237,7 +237,7 @@ describe("Replica", () => {
     await mem.mkdirp("/db");
     const disk = new SlowDisk(mem, sched, seededRandom(3));
     const engine = await sched.runUntilSettled(
-      LsmEngine.open({ dir: "/db", fs: disk, options: { durability: "fsync" } }),
+      LsmEngine.open({ dir: "/db", fs: disk, options: { durability: "fsync", walSyncOnEventLoop: false } }),
       10_000,
     );
     const a = new Replica(engine, "a", 100);
@@ -265,7 +265,7 @@ describe("Replica", () => {
     await mem.mkdirp("/db");
     const disk = new SlowDisk(mem, sched, seededRandom(4));
     const engine = await sched.runUntilSettled(
-      LsmEngine.open({ dir: "/db", fs: disk, options: { durability: "fsync" } }),
+      LsmEngine.open({ dir: "/db", fs: disk, options: { durability: "fsync", walSyncOnEventLoop: false } }),
       10_000,
     );
     const a = new Replica(engine, "a", 100);
@@ -286,6 +286,29 @@ describe("Replica", () => {
     await v.durable;
     assert.equal(a.writeFailure, undefined);
     await sched.runUntilSettled(engine.close(), 10_000);
+  });
+
+  test("an engine that failed on its own (a periodic sync) stops the replica's versioning too", async () => {
+    const sched = new VirtualScheduler();
+    const fs = new MemoryFileSystem();
+    const engine = await sched.runUntilSettled(
+      LsmEngine.open({
+        dir: "/db",
+        fs,
+        timers: sched,
+        options: { durability: "interval", syncIntervalMs: 100 },
+      }),
+      10_000,
+    );
+    const replica = new Replica(engine, "a", 100);
+    ok(await sched.runUntilSettled(replica.coordinate(KEY, EMPTY_VECTOR, value("v1")), 1000));
+    assert.equal(replica.writeFailure, undefined);
+    fs.crash(); // the acknowledged write was never synced, and now the periodic sync fails
+    await sched.runFor(500);
+    assert.ok(engine.failure !== undefined, "the engine knows it failed");
+    assert.ok(replica.writeFailure !== undefined, "so the replica does");
+    await assert.rejects(replica.version(KEY, EMPTY_VECTOR, value("v2")), { code: "ERR_CANNOT_VERSION" });
+    await sched.runUntilSettled(engine.close(), 10_000).catch(() => undefined);
   });
 
   test("after a failed local write the replica versions nothing more", async () => {

@@ -133,6 +133,8 @@ export class LsmEngine implements StorageEngine {
   private readonly fs: FileSystem;
   private readonly dir: string;
   private readonly timers: Timers | undefined;
+  /** A writer start is scheduled (startWriter). */
+  private writerScheduled = false;
   private readonly blockCache: BlockCache;
   private readonly tables: TableCache;
   private readonly readStats: ReadStats = { bloomChecks: 0, bloomNegatives: 0, bloomFalsePositives: 0 };
@@ -162,7 +164,12 @@ export class LsmEngine implements StorageEngine {
   private manifestLock: Promise<void> = Promise.resolve();
   private syncTimer: { cancel(): void } | undefined;
   private syncInFlight: Promise<void> | undefined;
-  private failure: StorageError | undefined;
+  private failed: StorageError | undefined;
+
+  /** See StorageEngine.failure. */
+  get failure(): StorageError | undefined {
+    return this.failed;
+  }
   /** Set by validate(): the batch payload length of the operations it checked. */
   private payloadLength = 0;
   /**
@@ -417,7 +424,7 @@ export class LsmEngine implements StorageEngine {
 
   async write(ops: readonly WriteOp[]): Promise<void> {
     if (this.closed) throw new StorageClosedError();
-    if (this.failure) throw this.failure;
+    if (this.failed) throw this.failed;
     const userBytes = this.validate(ops);
     if (ops.length === 0) return;
     if (this.payloadLength > LOG_RECORD_MAX_PAYLOAD_BYTES)
@@ -438,11 +445,11 @@ export class LsmEngine implements StorageEngine {
         await prev;
         while (this.queuedBytes > 0 && this.queuedBytes + bytes > this.o.maxPendingWriteBytes) {
           if (this.closed) throw new StorageClosedError();
-          if (this.failure) throw this.failure;
+          if (this.failed) throw this.failed;
           await this.queueSpace.wait();
         }
         if (this.closed) throw new StorageClosedError();
-        if (this.failure) throw this.failure;
+        if (this.failed) throw this.failed;
         return this.enqueue(ops, bytes, userBytes);
       } finally {
         this.admissionWaiters--;
@@ -479,8 +486,31 @@ export class LsmEngine implements StorageEngine {
     return new Promise<void>((resolve, reject) => {
       this.queue.push({ buf, start, end, ops: count, bytes, userBytes, resolve, reject });
       this.queuedBytes += bytes;
-      if (!this.writerRunning) void this.runWriter();
+      if (!this.writerRunning && !this.writerScheduled) this.startWriter();
     });
+  }
+
+  /**
+   * With a blocking WAL sync the writer must not start at the first write: it would sync that write
+   * alone, and requests that arrived with it (their callbacks not yet run) would each get a sync of
+   * their own, one after another (group commit lost: one write per fsync, measured in a 3-node cluster).
+   * So it starts once the I/O callbacks ready now have run, and takes every write they made as one
+   * group. (The asynchronous sync needs no delay: writes gather while the sync is in the thread pool.)
+   */
+  private startWriter(): void {
+    const blocking = this.o.durability === "fsync" && this.o.walSyncOnEventLoop;
+    const timers = this.timers;
+    if (!blocking || timers === undefined) {
+      void this.runWriter();
+      return;
+    }
+    this.writerScheduled = true;
+    const go = () => {
+      this.writerScheduled = false;
+      if (!this.writerRunning && this.queue.length > 0) void this.runWriter();
+    };
+    if (timers.soon !== undefined) timers.soon(go);
+    else timers.after(0, go);
   }
 
   private async runWriter(): Promise<void> {
@@ -528,7 +558,7 @@ export class LsmEngine implements StorageEngine {
         } catch (err) {
           this.queuedBytes -= groupBytes;
           const e = new StorageIoError("write-ahead log write failed; the engine takes no more writes", err);
-          this.failure = e;
+          this.failed = e;
           for (const w of group) w.reject(e);
           this.failAll(e);
           return;
@@ -550,7 +580,7 @@ export class LsmEngine implements StorageEngine {
 
   private failAll(err: unknown): void {
     const e = err instanceof StorageError ? err : new StorageIoError("write failed", err);
-    if (!this.failure && !(e instanceof StorageClosedError)) this.failure = e;
+    if (!this.failed && !(e instanceof StorageClosedError)) this.failed = e;
     const q = this.queue.splice(0);
     for (const w of q) w.reject(e);
     this.queuedBytes = 0;
@@ -562,7 +592,7 @@ export class LsmEngine implements StorageEngine {
   /** Called by the writer loop only: freezes a full memtable; waits while the background falls behind. */
   private async makeRoomForWrite(): Promise<void> {
     for (;;) {
-      if (this.failure) throw this.failure;
+      if (this.failed) throw this.failed;
       if (this.mem.bytes < this.o.memtableBytes) return;
       if (
         this.imms.length >= this.o.maxImmutableMemtables ||
@@ -603,7 +633,7 @@ export class LsmEngine implements StorageEngine {
     this.syncTimer = this.timers.after(this.o.syncIntervalMs, () => {
       this.syncTimer = undefined;
       const wal = this.wal;
-      if (wal.dirty && !this.failure) {
+      if (wal.dirty && !this.failed) {
         wal.dirty = false;
         this.syncInFlight = wal.file.sync().then(
           () => {
@@ -613,7 +643,7 @@ export class LsmEngine implements StorageEngine {
           },
           (err) => {
             this.syncInFlight = undefined;
-            this.failure = new StorageIoError(
+            this.failed = new StorageIoError(
               "periodic WAL sync failed; the engine takes no more writes",
               err,
             );
@@ -628,7 +658,7 @@ export class LsmEngine implements StorageEngine {
   // ---------------------------------------------------------------- background work
 
   private scheduleBackground(): void {
-    if (this.failure) {
+    if (this.failed) {
       this.backgroundDone.signal();
       return;
     }
@@ -663,8 +693,8 @@ export class LsmEngine implements StorageEngine {
   private backgroundFailed(err: unknown, what: string): void {
     if (what === "flush") this.flushTask = undefined;
     else this.compactionTask = undefined;
-    if (!this.failure)
-      this.failure =
+    if (!this.failed)
+      this.failed =
         err instanceof StorageError
           ? err
           : new StorageIoError(`${what} failed; the engine takes no more writes`, err);
@@ -1013,7 +1043,7 @@ export class LsmEngine implements StorageEngine {
   /** Resolves when no flush or compaction is running or due (tests and benchmarks use it). */
   async waitForBackground(): Promise<void> {
     for (;;) {
-      if (this.failure) throw this.failure;
+      if (this.failed) throw this.failed;
       if (this.flushTask !== undefined) await this.flushTask;
       else if (this.compactionTask !== undefined) await this.compactionTask;
       else {
@@ -1026,10 +1056,11 @@ export class LsmEngine implements StorageEngine {
   /** Freezes the active memtable and flushes it (and any other frozen one) to tables. */
   async flush(): Promise<void> {
     if (this.closed) throw new StorageClosedError();
+    if (!this.writerRunning && this.queue.length > 0) void this.runWriter();
     while (this.writerRunning) await this.writerIdle.wait();
     if (this.mem.entries > 0) await this.rollMemtable();
     while (this.imms.length > 0) {
-      if (this.failure) throw this.failure;
+      if (this.failed) throw this.failed;
       this.scheduleBackground();
       if (this.flushTask !== undefined) await this.flushTask;
     }
@@ -1042,11 +1073,13 @@ export class LsmEngine implements StorageEngine {
 
   private async doClose(): Promise<void> {
     this.closed = true;
+    // Writes accepted before the close are written first (a writer start may still be scheduled).
+    if (!this.writerRunning && this.queue.length > 0) void this.runWriter();
     while (this.writerRunning) await this.writerIdle.wait();
     this.syncTimer?.cancel();
     if (this.syncInFlight) await this.syncInFlight;
     let firstError: unknown;
-    if (this.wal.dirty && !this.failure) {
+    if (this.wal.dirty && !this.failed) {
       try {
         await this.wal.file.sync();
         this.wal.dirty = false;
