@@ -70,9 +70,10 @@ export interface KvService {
  * How reads choose replicas (Cassandra's approach rather than Riak's ask-everyone): a read asks `r`
  * replicas, this node's own first, then the others from a random one on; one that fails is replaced at
  * once by the next, and if the `r` have not all answered within `hedgeMs` the rest are asked too (a
- * speculative retry, so that one slow replica costs `hedgeMs`, not the timeout). A fraction of reads asks all N, so that read repair still reaches
- * every replica of keys that are read. Asking fewer replicas is a third less work per read at N=3, R=2,
- * with the same guarantee: any R replicas overlap any W that acknowledged a write when R + W > N.
+ * speculative retry, so that one slow replica costs `hedgeMs`, not the timeout). A fraction of reads
+ * asks all N, so that read repair still reaches every replica of keys that are read. Asking fewer
+ * replicas is a third less work per read at N=3, R=2, with the same guarantee: any R replicas overlap
+ * any W that acknowledged a write when R + W > N.
  */
 export interface ReadPolicy {
   readonly hedgeMs: number;

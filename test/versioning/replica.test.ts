@@ -52,6 +52,19 @@ function blindBurst(
   );
 }
 
+/** The LSM engine on a disk whose syncs take virtual time (and can hang: `disk.stalled`). */
+async function slowDiskEngine() {
+  const sched = new VirtualScheduler();
+  const mem = new MemoryFileSystem();
+  await mem.mkdirp("/db");
+  const disk = new SlowDisk(mem, sched, seededRandom(3));
+  const engine = await sched.runUntilSettled(
+    LsmEngine.open({ dir: "/db", fs: disk, options: { durability: "fsync", walSyncOnEventLoop: false } }),
+    10_000,
+  );
+  return { sched, disk, engine };
+}
+
 describe("Replica", () => {
   test("50 concurrent blind writes of one key are serialized: 50 siblings, none lost", async () => {
     const engine = new MemoryEngine();
@@ -232,14 +245,7 @@ describe("Replica", () => {
   test("on a disk that is slow to sync, the key stays locked until the versioned set is durable", async () => {
     // The LSM engine shows a write only once it is durable: a lock released earlier would let the next
     // write read the old set and take the same dot.
-    const sched = new VirtualScheduler();
-    const mem = new MemoryFileSystem();
-    await mem.mkdirp("/db");
-    const disk = new SlowDisk(mem, sched, seededRandom(3));
-    const engine = await sched.runUntilSettled(
-      LsmEngine.open({ dir: "/db", fs: disk, options: { durability: "fsync", walSyncOnEventLoop: false } }),
-      10_000,
-    );
+    const { sched, disk, engine } = await slowDiskEngine();
     const a = new Replica(engine, "a", 100);
     disk.stalled = true;
     const first = await sched.runUntilSettled(a.version(KEY, EMPTY_VECTOR, value("v1")), 1000);
@@ -260,14 +266,7 @@ describe("Replica", () => {
   });
 
   test("seal: no more versions, and it waits for the sets already versioned", async () => {
-    const sched = new VirtualScheduler();
-    const mem = new MemoryFileSystem();
-    await mem.mkdirp("/db");
-    const disk = new SlowDisk(mem, sched, seededRandom(4));
-    const engine = await sched.runUntilSettled(
-      LsmEngine.open({ dir: "/db", fs: disk, options: { durability: "fsync", walSyncOnEventLoop: false } }),
-      10_000,
-    );
+    const { sched, disk, engine } = await slowDiskEngine();
     const a = new Replica(engine, "a", 100);
     disk.stalled = true;
     const v = await sched.runUntilSettled(a.version(KEY, EMPTY_VECTOR, value("v1")), 1000);
