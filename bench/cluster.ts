@@ -3,7 +3,7 @@
  * durability fsync) on 127.0.0.1, and of ONE node (N=R=W=1, fsync) in the same run, with their ratio,
  * checked against the target (3x a 3-member etcd measured on this machine; PASS/MISS).
  *
- *   npm run build && node --import tsx bench/cluster.ts                 # 10 s per phase, about 3 minutes
+ *   npm run build && node --import tsx bench/cluster.ts                 # 5 s warm-up + 10 s per phase, about 5 minutes
  *   node --import tsx bench/cluster.ts --seconds 3 --loadgens pool      # quicker
  *   node --import tsx bench/cluster.ts --help                           # every flag
  *
@@ -12,7 +12,9 @@
  * starts from the same empty data (the cost of a write grows with the data stored, which would favour
  * whichever ran first). The load generator runs in this process: `--clients` concurrent workers
  * (default 32), each with one request in flight, 100-byte values, for a bounded time per phase (a warm-up
- * second not counted, then `--seconds`). Load generators:
+ * not counted, 5 s by default, then `--seconds`). The warm-up is that long because the nodes' JIT is still
+ * at work in the first seconds: 4-8 s after start, TurboFan's compiler threads took 20% of a node's CPU
+ * (perf), under 3% after 20 s; a server runs warm. Load generators:
  *   lean    partition-aware, over hand-written keep-alive HTTP/1.1 connections (little client CPU; the
  *           reference for the target, as etcd's figures came from its own lean Go benchmark tool)
  *   pool    one undici Pool per node, requests spread over the nodes in turn (no routing)
@@ -57,8 +59,8 @@ const OPS = ["puts", "gets"] as const;
 type Op = (typeof OPS)[number];
 
 const HELP = `usage: node --import tsx bench/cluster.ts [flags]   (run \`npm run build\` first)
-  --seconds S        measured seconds per phase (default 10), after a 1 s warm-up
-  --warmup S         warm-up seconds per phase, not counted (default 1)
+  --seconds S        measured seconds per phase (default 10), after the warm-up
+  --warmup S         warm-up seconds per phase, not counted (default 5: the nodes' JIT warms up)
   --clients C        concurrent clients (default 32)
   --value-bytes B    value size (default 100)
   --loadgens LIST    comma list of ${LOADGENS.join(",")} (default all; one node runs pool,client only)
@@ -123,7 +125,7 @@ function parseConfig(): Config {
   };
   return {
     seconds: num(values.seconds, 10, "seconds", 0.1),
-    warmup: num(values.warmup, 1, "warmup", 0),
+    warmup: num(values.warmup, 5, "warmup", 0),
     clients: Math.floor(num(values.clients, 32, "clients", 1)),
     valueBytes: Math.floor(num(values["value-bytes"], 100, "value-bytes", 0)),
     loadgens: list(values.loadgens, LOADGENS, "loadgens"),

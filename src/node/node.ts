@@ -160,7 +160,10 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
         dir: path.join(config.dataDir, "storage"),
         fs: new NodeFileSystem(),
         timers: rt.timers,
-        options: { durability: config.durability },
+        // A node's event loop serves peers as well as its own clients: a group commit's fdatasync runs in
+        // the thread pool so that the loop keeps parsing requests and answering other replicas meanwhile
+        // (3 nodes on 2 cores: 22-34% more puts/s than with the sync on the loop; ARCHITECTURE.md).
+        options: { durability: config.durability, walSyncOnEventLoop: false },
         compactor: workerCompactionExecutor(),
       },
       now,
