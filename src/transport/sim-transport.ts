@@ -32,6 +32,14 @@
  * kernel does for a dead process; a late answer from its handler is dropped. Messages already on the
  * wire from it still arrive. `restart` brings the address back with a new handler (the same cluster id:
  * it is on disk) and a new epoch, so answers meant for the dead incarnation are dropped.
+ * A request reaches only the incarnation of its destination that was up when it was sent, as over TCP,
+ * where a connection dies with its process and nothing sent on it reaches the next one. A copy that
+ * arrives to find that incarnation gone is dropped and its sender told ERR_UNREACHABLE: "never delivered"
+ * (maybeDelivered false) only if the destination was already down when the request was sent (TCP's
+ * connection refused), otherwise "maybe delivered" (a connection reset). The simulator once broke this: a
+ * duplicated `coordinate` sent to a dead node was refused, the forwarder moved on to another replica,
+ * and the duplicate copy then reached the restarted node, which applied the write a second time (seed
+ * 2135820155, heavy faults) - a history TCP cannot produce.
  *
  * Bounds: requests in flight per directed link (`maxInFlightPerLink`, like TCP's per connection; more
  * fail with ERR_OVERLOADED, on both sides), and messages on the wire per directed link
@@ -217,6 +225,11 @@ interface Wire {
   readonly fromCluster: string;
   /** The requester's epoch: answers to a node restarted since are dropped. */
   readonly epoch: number;
+  /**
+   * Requests: the destination's epoch when sent, or -1 if it was not up; a copy reaching another
+   * incarnation is dropped.
+   */
+  readonly toEpoch?: number;
   /** Shared by the copies of a duplicated message: whether one of them has arrived. */
   readonly twins?: { arrived: boolean };
 }
@@ -385,6 +398,12 @@ export class SimNetwork {
     this.isolated.clear();
   }
 
+  /** @internal The epoch of the node at `a` if it is up, else -1. */
+  epochOfLive(a: string): number {
+    const t = this.nodes.get(a);
+    return t !== undefined && t.state === "up" ? t.epoch : -1;
+  }
+
   isCut(from: string, to: string): boolean {
     return this.isolated.has(from) || this.isolated.has(to) || this.cuts.has(linkKey(from, to));
   }
@@ -550,9 +569,19 @@ export class SimNetwork {
 
   private arriveRequest(w: Wire, m: Extract<SimMessage, { kind: "request" }>): void {
     const t = this.nodes.get(m.to);
-    if (t === undefined || t.state !== "up") {
+    if (t === undefined || t.state !== "up" || t.epoch !== w.toEpoch) {
       this.drop("dead");
-      this.answerError(w, "ERR_UNREACHABLE", `${m.to} is unreachable: no live node there`);
+      // Sent to a live incarnation that is gone now: a connection reset, which cannot tell whether the
+      // request was handled. Sent while nothing lived there: refused, never delivered (and no copy was).
+      const wasUp = w.toEpoch !== undefined && w.toEpoch >= 0;
+      this.answerError(
+        w,
+        "ERR_UNREACHABLE",
+        wasUp
+          ? `connection reset: ${m.to} crashed after the request was sent`
+          : `${m.to} is unreachable: no live node there`,
+        wasUp,
+      );
       return;
     }
     this.counters.delivered++;
@@ -637,9 +666,17 @@ export class SimNetwork {
     });
   }
 
-  private answerError(w: Wire, code: TransportErrorCode, message: string): void {
+  private answerError(w: Wire, code: TransportErrorCode, message: string, maybeDelivered?: boolean): void {
     this.send({
-      msg: { kind: "error", id: w.msg.id, from: w.msg.to, to: w.msg.from, code, message },
+      msg: {
+        kind: "error",
+        id: w.msg.id,
+        from: w.msg.to,
+        to: w.msg.from,
+        code,
+        message,
+        ...(maybeDelivered === true ? { maybeDelivered } : {}),
+      },
       frame: undefined,
       fromNode: "",
       fromCluster: "",
@@ -804,6 +841,7 @@ export class SimTransport implements Transport {
         fromNode: this.nodeId,
         fromCluster: this.clusterId,
         epoch: this.epoch,
+        toEpoch: net.epochOfLive(address),
       });
     });
   }
