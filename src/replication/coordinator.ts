@@ -91,7 +91,8 @@ interface Asked {
 
 /**
  * Asks `first` of `replicas` (in order), and more as described in ReadPolicy, until `needed` answered,
- * that can no longer happen, or `timeoutMs` passed. Answers that come later are left to `asked`.
+ * or that can no longer happen and no replica asked is still to answer (so that a 503 says truly how
+ * many replied), or `timeoutMs` passed. Answers that come later are left to `asked`.
  */
 function gatherReads(
   replicas: readonly ReplicaPeer[],
@@ -114,11 +115,12 @@ function gatherReads(
       hedge?.cancel();
       resolve({ ok: [...ok], asked });
     };
+    const impossible = () => replicas.length - failed < needed;
     const check = () => {
-      if (ok.length >= needed || replicas.length - failed < needed) finish();
+      if (ok.length >= needed || (impossible() && asked.length === ok.length + failed)) finish();
     };
     const ask = () => {
-      if (done || asked.length >= replicas.length) return;
+      if (done || asked.length >= replicas.length || impossible()) return;
       const peer = replicas[asked.length]!;
       const answer = peer.read(key);
       asked.push({ peer, answer });
@@ -140,7 +142,7 @@ function gatherReads(
     const hedge =
       first < replicas.length
         ? timers.after(Math.min(hedgeMs, timeoutMs), () => {
-            while (!done && asked.length < replicas.length) ask();
+            while (!done && asked.length < replicas.length && !impossible()) ask();
           })
         : undefined;
     for (let i = 0; i < first; i++) ask();
@@ -198,8 +200,10 @@ class Deadline {
 }
 
 /**
- * Waits until `needed` of `tasks` succeeded, or that can no longer happen, or `deadline` passed.
- * Late results are ignored (the tasks keep running; their errors are observed, never left unhandled).
+ * Waits until `needed` of `tasks` succeeded, or that can no longer happen and no task is still running
+ * (so that the count of successes is the true one: a 503 says how many acknowledged), or `deadline`
+ * passed. Late results are ignored (the tasks keep running; their errors are observed, never left
+ * unhandled).
  */
 function collect<T>(tasks: readonly Promise<T>[], needed: number, deadline: Deadline): Promise<Collected<T>> {
   return new Promise((resolve) => {
@@ -212,7 +216,8 @@ function collect<T>(tasks: readonly Promise<T>[], needed: number, deadline: Dead
       resolve({ ok: [...ok], failed });
     };
     const check = () => {
-      if (ok.length >= needed || ok.length + (tasks.length - ok.length - failed) < needed) finish();
+      const running = tasks.length - ok.length - failed;
+      if (ok.length >= needed || (ok.length + running < needed && running === 0)) finish();
     };
     for (const t of tasks)
       t.then(

@@ -188,3 +188,38 @@ describe("Coordinator writes", () => {
     assert.deepEqual(late, { kind: "unavailable", needed: 2, acked: 1 });
   });
 });
+
+describe("Coordinator: a quorum known to be out of reach fails at once, with true counts", () => {
+  test("a read needing more replicas than can answer says how many did (not 0), without waiting", async () => {
+    const sched = new VirtualScheduler();
+    const { nodes, coordinator } = cluster(["a", "b", "c"], sched);
+    nodes.get("c")!.mode = { kind: "down" };
+    const t0 = sched.now();
+    const out = await sched.runUntilSettled(coordinator("a", NEVER_FULL).get(KEY, 3, 1000), 5000);
+    assert.deepEqual(out, { kind: "unavailable", needed: 3, replied: 2 });
+    assert.ok(sched.now() - t0 < 10, `answered after ${sched.now() - t0} ms, not at the timeout`);
+  });
+
+  test("a write whose other replicas are down counts its own durable copy in the 503", async () => {
+    const sched = new VirtualScheduler();
+    const { nodes, coordinator } = cluster(["a", "b", "c"], sched);
+    nodes.get("b")!.mode = { kind: "down" };
+    nodes.get("c")!.mode = { kind: "down" };
+    // The local copy becomes durable 3 ms after the others have failed, as a disk's fsync would.
+    const local = nodes.get("a")!.replica;
+    const version = local.version.bind(local);
+    local.version = (async (...args: Parameters<typeof version>) => {
+      const res = await version(...args);
+      if (res.kind !== "ok") return res;
+      const durable = res.durable.then(() => new Promise<void>((ok) => sched.after(3, ok)));
+      return { ...res, durable };
+    }) as typeof local.version;
+    const t0 = sched.now();
+    const out = await sched.runUntilSettled(
+      coordinator("a", NEVER_FULL).write(KEY, EMPTY_VECTOR, value("v"), 2, 1000),
+      5000,
+    );
+    assert.deepEqual(out, { kind: "unavailable", needed: 2, acked: 1 });
+    assert.ok(sched.now() - t0 < 10, `answered after ${sched.now() - t0} ms, not at the timeout`);
+  });
+});
