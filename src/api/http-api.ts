@@ -6,6 +6,8 @@
  * changes (so a bad key, context or parameter changes nothing), asks the coordinator, and renders the
  * outcome. Every error response is `{"error": code, "message": text, ...details}`.
  */
+import * as http from "node:http";
+import type { Socket } from "node:net";
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import type { KvService } from "../replication/coordinator.js";
 import { decodeContext, encodeContext, InvalidContextError } from "../versioning/context-token.js";
@@ -156,8 +158,46 @@ function historyOf(s: StoredSibling): VersionVector {
 
 /** Where the original URL of a /kv/ request is kept once routing has been pointed at KV_ROUTE. */
 const RAW_URL = Symbol("ringstore.rawUrl");
-type WithRawUrl = { [RAW_URL]?: string };
+/** A /kv/ request's own Content-Type, kept as sent (fastify refuses a type it cannot parse with 415). */
+const RAW_TYPE = Symbol("ringstore.rawContentType");
+/** When the request arrived (performance.now()), for the latency histogram. */
+const STARTED = Symbol("ringstore.started");
+type WithRawUrl = { [RAW_URL]?: string; [RAW_TYPE]?: string; [STARTED]?: number };
+/** The stored Content-Type a GET answers with (fastify would replace one it cannot parse). */
+const VALUE_TYPE = Symbol("ringstore.valueType");
+type WithValueType = { [VALUE_TYPE]?: string };
 const KV_ROUTE = "/kv/_";
+const KV_OPS: Record<string, string> = { GET: "get", HEAD: "get", PUT: "put", DELETE: "delete" };
+
+/**
+ * Requests Node's HTTP parser refuses before any route sees them (malformed, or a request line and
+ * headers over the size limit, as a key far beyond its limit makes them): a JSON error body in the
+ * contract's form, then the connection is closed.
+ */
+function clientError(maxKeyBytes: number) {
+  return (err: Error & { code?: string }, socket: Socket): void => {
+    if (err.code === "ECONNRESET" || socket.destroyed) return;
+    let status = 400;
+    let body: Record<string, string>;
+    if (err.code === "ERR_HTTP_REQUEST_TIMEOUT") {
+      status = 408;
+      body = { error: "bad_request", message: "the request did not arrive in time" };
+    } else if (err.code === "HPE_HEADER_OVERFLOW") {
+      body = {
+        error: "bad_request",
+        message: `the request line and headers exceed ${http.maxHeaderSize} bytes (a key is at most ${maxKeyBytes} bytes)`,
+      };
+    } else {
+      body = { error: "bad_request", message: `malformed HTTP request (${err.code ?? err.message})` };
+    }
+    const text = JSON.stringify(body);
+    if (socket.writable)
+      socket.write(
+        `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`,
+      );
+    socket.destroy();
+  };
+}
 
 function rawUrlOf(req: FastifyRequest): string {
   return (req.raw as WithRawUrl)[RAW_URL] ?? req.raw.url ?? "";
@@ -172,14 +212,23 @@ export function buildHttpApi(deps: ApiDeps): FastifyInstance {
     // path. Every /kv/ request is routed to one fixed path, its original URL kept for parseKey.
     rewriteUrl(req) {
       const url = req.url ?? "/";
+      (req as WithRawUrl)[STARTED] = performance.now();
       if (!url.startsWith("/kv/")) return url;
       (req as WithRawUrl)[RAW_URL] = url;
+      // A value keeps whatever Content-Type it came with (the contract); fastify would refuse one it
+      // cannot parse, so the body parser sees a neutral type and the handler the one sent.
+      const ct = req.headers["content-type"];
+      if (ct !== undefined) {
+        (req as WithRawUrl)[RAW_TYPE] = ct;
+        req.headers["content-type"] = "application/octet-stream";
+      }
       const q = url.indexOf("?");
       return q < 0 ? KV_ROUTE : KV_ROUTE + url.slice(q);
     },
     frameworkErrors(err, _req, reply) {
       sendError(reply, 400, "bad_request", err.message);
     },
+    clientErrorHandler: clientError(deps.limits.maxKeyBytes),
   });
   app.removeAllContentTypeParsers();
   app.addContentTypeParser("*", { parseAs: "buffer" }, (_req, body, done) => done(null, body));
@@ -187,9 +236,15 @@ export function buildHttpApi(deps: ApiDeps): FastifyInstance {
   const m = deps.metrics;
   const secret = deps.secret;
 
-  const observe = (op: string, t0: number, reply: FastifyReply) => {
-    m.observeRequest(op, reply.statusCode, (performance.now() - t0) / 1000);
-  };
+  // Counted once the response has gone, with its final status: errors raised before the handler (413)
+  // or by it (400) included.
+  app.addHook("onResponse", (req, reply, done) => {
+    const raw = req.raw as WithRawUrl;
+    const op = raw[RAW_URL] === undefined ? undefined : KV_OPS[req.method];
+    if (op !== undefined)
+      m.observeRequest(op, reply.statusCode, (performance.now() - (raw[STARTED] ?? 0)) / 1000);
+    done();
+  });
 
   const kvGet = async (req: FastifyRequest, reply: FastifyReply) => {
     const q = req.query as Record<string, unknown>;
@@ -218,6 +273,7 @@ export function buildHttpApi(deps: ApiDeps): FastifyInstance {
       return sendError(reply, 404, "not_found", sibs.length > 0 ? "the key is deleted" : "no such key");
     if (sibs.length === 1) {
       const v = live[0]!.value;
+      (reply as unknown as WithValueType)[VALUE_TYPE] = v.contentType;
       return reply.code(200).header("content-type", v.contentType).send(Buffer.from(v.data));
     }
     return reply
@@ -253,7 +309,8 @@ export function buildHttpApi(deps: ApiDeps): FastifyInstance {
       }
     }
     const body = deleted ? Buffer.alloc(0) : ((req.body as Buffer | undefined) ?? Buffer.alloc(0));
-    const ct = deleted ? "" : (req.headers["content-type"] ?? "application/octet-stream");
+    const sent = (req.raw as WithRawUrl)[RAW_TYPE];
+    const ct = deleted ? "" : sent === undefined || sent === "" ? "application/octet-stream" : sent;
     const out = await deps.service.write(
       key,
       context,
@@ -286,26 +343,20 @@ export function buildHttpApi(deps: ApiDeps): FastifyInstance {
       .send();
   };
 
-  const route = (op: string, fn: (req: FastifyRequest, reply: FastifyReply) => Promise<unknown>) => {
-    return async (req: FastifyRequest, reply: FastifyReply) => {
-      const t0 = performance.now();
-      try {
-        return await fn(req, reply);
-      } finally {
-        observe(op, t0, reply);
-      }
-    };
-  };
-
-  app.get(KV_ROUTE, route("get", kvGet));
-  app.put(
+  app.get(
     KV_ROUTE,
-    route("put", (req, reply) => kvWrite(req, reply, false)),
+    {
+      // The value's own Content-Type, as stored, even where it is not a media type fastify can parse.
+      onSend: (_req, reply, payload, done) => {
+        const t = (reply as unknown as WithValueType)[VALUE_TYPE];
+        if (t !== undefined) reply.header("content-type", t);
+        done(null, payload);
+      },
+    },
+    kvGet,
   );
-  app.delete(
-    KV_ROUTE,
-    route("delete", (req, reply) => kvWrite(req, reply, true)),
-  );
+  app.put(KV_ROUTE, (req, reply) => kvWrite(req, reply, false));
+  app.delete(KV_ROUTE, (req, reply) => kvWrite(req, reply, true));
   app.route({
     method: ["POST", "PATCH", "OPTIONS"],
     url: KV_ROUTE,

@@ -271,6 +271,59 @@ describe("single node", () => {
     assert.equal(p.json().error, "method_not_allowed");
   });
 
+  test("any Content-Type is kept as sent, even one that is not a valid media type", async () => {
+    for (const [i, ct] of ["garbage", ";;;", "text/x-odd; q=="].entries()) {
+      const w = await put(`odd-type-${i}`, "v", { "content-type": ct });
+      assert.equal(w.status, 204, ct);
+      const r = await req(`${url}/kv/odd-type-${i}`);
+      assert.equal(r.status, 200);
+      assert.equal(r.headers.get("content-type"), ct);
+    }
+  });
+
+  test("metrics count every request under its final status, errors included", async () => {
+    const count = async (op: string, status: number) => {
+      const m = (await req(`${url}/metrics`)).body.toString();
+      const line = m
+        .split("\n")
+        .find((l) => l.startsWith(`ringstore_requests_total{op="${op}",status="${status}"`));
+      return line === undefined ? 0 : Number(line.split(" ").pop());
+    };
+    const before400 = await count("get", 400);
+    const before413 = await count("put", 413);
+    const badContext400 = await count("put", 400);
+    assert.equal((await req(`${url}/kv/x?r=0`)).status, 400);
+    assert.equal((await put("x", Buffer.alloc(1024 * 1024 + 1))).status, 413);
+    assert.equal((await put("x", "v", { "x-context": "bad" })).status, 400);
+    assert.equal(await count("get", 400), before400 + 1);
+    assert.equal(await count("put", 413), before413 + 1);
+    assert.equal(await count("put", 400), badContext400 + 1);
+  });
+
+  test("requests the HTTP parser refuses get the contract's JSON error body", async () => {
+    const raw = (text: string) =>
+      new Promise<string>((resolve, reject) => {
+        const s = net.connect(node.api.port, "127.0.0.1", () => s.write(text));
+        let got = "";
+        s.on("data", (d) => {
+          got += d.toString("latin1");
+        });
+        s.on("close", () => resolve(got));
+        s.on("error", reject);
+        s.setTimeout(5000, () => s.destroy());
+      });
+    // A key far over its limit makes the request line longer than Node's header limit (16 KiB).
+    const long = await raw(`GET /kv/${"k".repeat(20_000)} HTTP/1.1\r\nhost: x\r\n\r\n`);
+    assert.match(long, /^HTTP\/1\.1 400 /);
+    const body = JSON.parse(long.slice(long.indexOf("\r\n\r\n") + 4)) as Record<string, string>;
+    assert.equal(body.error, "bad_request");
+    assert.match(body.message ?? "", /exceed/);
+    const bad = await raw("PUT /kv/x HTTP/1.1\r\nhost: x\r\ncontent-length: abc\r\n\r\n");
+    assert.match(bad, /^HTTP\/1\.1 400 /);
+    assert.match(bad, /"error":"bad_request"/);
+    assert.equal((await req(`${url}/health`)).status, 200);
+  });
+
   test("garbage on the API port closes that connection and the node keeps serving", async () => {
     await new Promise<void>((resolve) => {
       const s = net.connect(node.api.port, "127.0.0.1", () => {
