@@ -24,6 +24,7 @@ import { NodeFileSystem } from "../storage/fs/node-file-system.js";
 import { LsmEngine } from "../storage/lsm/lsm-engine.js";
 import type { MemberView, RequestBody, ResponseBody, RingView } from "../transport/messages.js";
 import { TcpTransport } from "../transport/tcp-transport.js";
+import { TransportError } from "../transport/transport.js";
 import { MAX_CONTEXT_TOKEN_CHARS } from "../versioning/context-token.js";
 import { ConfigError, formatHostPort, type HostPort, type NodeConfig } from "./config.js";
 import {
@@ -139,6 +140,10 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
       );
       writeIdentity(config.dataDir, identity);
       joinedView = { members: [...answer.members], ring: answer.ring };
+    } else if (config.join.length > 0) {
+      // A node with data rejoins its own cluster and --join only names peers to reach it through; but if
+      // a peer given belongs to another cluster, the user meant to join that one: say so, never run alone.
+      await checkJoinTargets(transport, config.join.map(formatHostPort), config.dataDir, identity.clusterId);
     }
     // A coordinator sends a new version to the other replicas while it is still making it durable itself
     // (and with durability none or interval it acknowledges what the OS may still lose). After a crash its
@@ -351,6 +356,30 @@ async function runAll(steps: readonly (() => Promise<void>)[]): Promise<void> {
     }
   }
   if (first !== undefined) throw first;
+}
+
+/**
+ * A restart with --join and an existing identity: refuses to start when a peer given answers that it
+ * belongs to another cluster (the handshake rejects us). Unreachable peers are no evidence either way (a
+ * restart while others are down is normal).
+ */
+async function checkJoinTargets(
+  transport: TcpTransport,
+  seeds: readonly string[],
+  dataDir: string,
+  clusterId: string,
+): Promise<void> {
+  for (const seed of seeds) {
+    try {
+      await transport.request(seed, { op: "ping" }, 2000);
+      return;
+    } catch (err) {
+      if (err instanceof TransportError && err.code === "ERR_REJECTED")
+        throw new ConfigError(
+          `the data directory ${dataDir} already belongs to cluster ${clusterId}, but --join ${seed} is a member of another cluster (${err.message}); a node joins a cluster only with an empty data directory: give a new --data to join it, or drop --join to run in cluster ${clusterId}`,
+        );
+    }
+  }
 }
 
 async function joinVia(transport: TcpTransport, seeds: readonly string[], self: MemberView) {

@@ -337,6 +337,25 @@ describe("single node", () => {
   });
 });
 
+test("a node whose data belongs to one cluster refuses --join to another, saying why", async () => {
+  const a = await start("join-a");
+  try {
+    // join-b's data directory holds a cluster of its own (a first start without --join)...
+    const b = await start("join-b");
+    await b.node.stop();
+    // ...so a start with --join to another cluster's member must not quietly run that old cluster.
+    await assert.rejects(
+      start("join-b", { join: `127.0.0.1:${a.node.peer.port}` }),
+      /already belongs to cluster [0-9a-f]+, but --join .* is a member of another cluster/,
+    );
+    // A restart whose --join peers cannot be reached goes on (a restart while the others are down).
+    const again = await start("join-b", { join: `127.0.0.1:${b.node.peer.port}` });
+    await again.node.stop();
+  } finally {
+    await a.node.stop();
+  }
+});
+
 test("too many siblings: writes past the limit get 409 until resolved", async () => {
   const { node, url } = await start("sib", { maxSiblings: 3 });
   try {
