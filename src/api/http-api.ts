@@ -145,7 +145,9 @@ function parseTimeout(v: string | undefined, dflt: number, max: number): number 
 function contextHeader(req: FastifyRequest): string | undefined {
   const h = req.headers["x-context"];
   if (h === undefined) return undefined;
-  if (Array.isArray(h)) throw new ApiError(400, "bad_context", "X-Context given more than once");
+  // Node joins repeated headers with ", ", which no token contains (base64url).
+  if (Array.isArray(h) || h.includes(","))
+    throw new ApiError(400, "bad_context", "X-Context given more than once");
   return h;
 }
 

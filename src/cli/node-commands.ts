@@ -67,11 +67,17 @@ function quorum(v: string | undefined): number | "one" | "quorum" | "all" | unde
   return Number(v);
 }
 
+function timeoutMs(v: string): number {
+  if (!/^[0-9]+$/.test(v) || Number(v) < 1)
+    throw new ConfigError(`--timeout must be a whole number of milliseconds >= 1, got "${v}"`);
+  return Number(v);
+}
+
 function opts(f: KeyFlags) {
   return {
     ...(f.r !== undefined ? { r: quorum(f.r)! } : {}),
     ...(f.w !== undefined ? { w: quorum(f.w)! } : {}),
-    ...(f.timeout !== undefined ? { timeoutMs: Number(f.timeout) } : {}),
+    ...(f.timeout !== undefined ? { timeoutMs: timeoutMs(f.timeout) } : {}),
   };
 }
 
@@ -85,7 +91,9 @@ async function withClient<T>(node: string, fn: (c: RingstoreClient) => Promise<T
     return await fn(c);
   } catch (err) {
     if (err instanceof RingstoreError) {
-      process.stderr.write(`ringstore: ${err.status} ${err.code}: ${err.message}\n`);
+      // status 0: no HTTP answer at all (the node could not be reached).
+      const head = err.status === 0 ? `cannot reach ${node}` : `${err.status} ${err.code}`;
+      process.stderr.write(`ringstore: ${head}: ${err.message}\n`);
       process.exitCode = 1;
       return undefined as T;
     }
@@ -169,7 +177,7 @@ export async function deleteCommand(key: string, f: KeyFlags): Promise<void> {
   await withClient(f.node, async (c) => {
     let context = f.context;
     if (context === undefined) {
-      const cur = await c.get(key, f.timeout !== undefined ? { timeoutMs: Number(f.timeout) } : {});
+      const cur = await c.get(key, f.timeout !== undefined ? { timeoutMs: timeoutMs(f.timeout) } : {});
       context = cur.context;
       if (cur.kind === "not_found" && context === undefined) {
         process.stderr.write("not found: nothing to delete\n");

@@ -3,7 +3,7 @@
  * real HTTP against a node started in this process; one test runs the built CLI as a child process.
  */
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import * as net from "node:net";
 import { tmpdir } from "node:os";
@@ -214,6 +214,18 @@ describe("single node", () => {
     const r = await req(`${url}/kv/guarded`);
     assert.equal(r.status, 200);
     assert.equal(r.body.toString(), "original");
+  });
+
+  test("X-Context given twice gets 400 bad_context saying so", async () => {
+    const w = await put("twice", "v");
+    const token = w.headers.get("x-context")!;
+    const h = new Headers();
+    h.append("x-context", token);
+    h.append("x-context", token);
+    const r = await req(`${url}/kv/twice`, { method: "PUT", body: "w", headers: h });
+    assert.equal(r.status, 400);
+    assert.equal(r.json().error, "bad_context");
+    assert.match(String(r.json().message), /more than once/);
   });
 
   test("garbage parameters get 400 bad_parameter", async () => {
@@ -460,4 +472,16 @@ test("the CLI runs a node that stops cleanly on SIGTERM", { timeout: 30_000 }, a
   } finally {
     if (child.exitCode === null) child.kill("SIGKILL");
   }
+});
+
+test("CLI key commands: a bad --timeout and an unreachable node give clear errors and exit 1", () => {
+  const cli = path.resolve("dist/cli/main.js");
+  const run = (args: string[]) =>
+    spawnSync(process.execPath, [cli, ...args], { encoding: "utf8", timeout: 20_000 });
+  const bad = run(["get", "k", "--node", "127.0.0.1:1", "--timeout", "abc"]);
+  assert.equal(bad.status, 1);
+  assert.match(bad.stderr, /--timeout must be a whole number of milliseconds/);
+  const gone = run(["get", "k", "--node", "127.0.0.1:1"]);
+  assert.equal(gone.status, 1);
+  assert.match(gone.stderr, /^ringstore: cannot reach 127\.0\.0\.1:1: /);
 });
