@@ -16,7 +16,9 @@ export interface Timers {
   after(ms: number, fn: () => void): TimerHandle;
   /**
    * Calls `fn` once the I/O callbacks ready now have run (Node's setImmediate): work started from every
-   * request that arrived together can then be done as one batch. Without it, `after(0, fn)` serves.
+   * request that arrived together can then be done as one batch. Unlike `after`, it keeps the process
+   * alive until `fn` has run. Without it, `after(0, fn)` serves, where something else (a server's
+   * sockets) keeps the process alive.
    */
   soon?(fn: () => void): void;
 }

@@ -19,6 +19,21 @@ let dirs = 0;
 async function syncsFor(blocking: boolean, withSoon: boolean): Promise<{ syncs: number; writes: number }> {
   const rt = systemRuntime().timers;
   const timers = withSoon ? rt : { after: rt.after };
+  // The system runtime's `after` timers do not keep the process alive (unref), so with nothing else
+  // pending the loop could end before a writer started by after(0) runs (this test was cancelled so
+  // once). A server always has its listening sockets; this interval stands for them.
+  const alive = setInterval(() => undefined, 1000);
+  try {
+    return await writeTwenty(blocking, timers);
+  } finally {
+    clearInterval(alive);
+  }
+}
+
+async function writeTwenty(
+  blocking: boolean,
+  timers: Parameters<typeof LsmEngine.open>[0]["timers"],
+): Promise<{ syncs: number; writes: number }> {
   const db = await LsmEngine.open({
     dir: path.join(root, `db${dirs++}`),
     fs: new NodeFileSystem(),
