@@ -119,7 +119,7 @@ export function parseQuorum(v: string | undefined, name: string, dflt: number, n
   if (v === "one") x = 1;
   else if (v === "quorum") x = Math.floor(n / 2) + 1;
   else if (v === "all") x = n;
-  else if (/^[0-9]{1,3}$/.test(v)) x = Number(v);
+  else if (/^[0-9]{1,9}$/.test(v)) x = Number(v);
   else
     throw new ApiError(
       400,

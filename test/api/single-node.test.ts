@@ -229,7 +229,17 @@ describe("single node", () => {
   });
 
   test("garbage parameters get 400 bad_parameter", async () => {
-    for (const q of ["r=0", "r=2", "r=abc", "r=-1", "r=1.5", "timeout=abc", "timeout=0", "r=1&r=1"]) {
+    for (const q of [
+      "r=0",
+      "r=2",
+      "r=abc",
+      "r=-1",
+      "r=1.5",
+      "r=0000000000001",
+      "timeout=abc",
+      "timeout=0",
+      "r=1&r=1",
+    ]) {
       const r = await req(`${url}/kv/p?${q}`);
       assert.equal(r.status, 400, q);
       assert.equal(r.json().error, "bad_parameter", q);
@@ -238,7 +248,7 @@ describe("single node", () => {
       const r = await put("p", "v", {}, `?${q}`);
       assert.equal(r.status, 400, q);
     }
-    for (const q of ["r=1", "r=one", "r=quorum", "r=all", "timeout=100"]) {
+    for (const q of ["r=1", "r=01", "r=0001", "r=one", "r=quorum", "r=all", "timeout=100"]) {
       assert.equal((await req(`${url}/kv/p?${q}`)).status, 404, q);
     }
     assert.equal((await put("p", "v", {}, "?w=all&timeout=1000")).status, 204);
