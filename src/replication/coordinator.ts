@@ -113,11 +113,15 @@ function gatherReads(
       done = true;
       deadline.cancel();
       hedge?.cancel();
+      grace?.cancel();
       resolve({ ok: [...ok], asked });
     };
     const impossible = () => replicas.length - failed < needed;
+    let grace: TimerHandle | undefined;
     const check = () => {
       if (ok.length >= needed || (impossible() && asked.length === ok.length + failed)) finish();
+      // Out of reach: the replicas still to answer get a short grace, so that the count is true.
+      else if (impossible()) grace ??= timers.after(TRUE_COUNT_GRACE_MS, finish);
     };
     const ask = () => {
       if (done || asked.length >= replicas.length || impossible()) return;
@@ -200,24 +204,39 @@ class Deadline {
 }
 
 /**
- * Waits until `needed` of `tasks` succeeded, or that can no longer happen and no task is still running
- * (so that the count of successes is the true one: a 503 says how many acknowledged), or `deadline`
- * passed. Late results are ignored (the tasks keep running; their errors are observed, never left
- * unhandled).
+ * Once a quorum is out of reach, how long the coordinator still waits for the replicas it already asked
+ * (its own disk included), so that the 503 says how many truly answered: long enough for a local fsync
+ * or a live replica, short enough that a 503 stays fast when replicas are known to be down.
  */
-function collect<T>(tasks: readonly Promise<T>[], needed: number, deadline: Deadline): Promise<Collected<T>> {
+const TRUE_COUNT_GRACE_MS = 50;
+
+/**
+ * Waits until `needed` of `tasks` succeeded, or `deadline` passed, or that can no longer happen: then it
+ * still waits for the tasks running, for up to TRUE_COUNT_GRACE_MS, so that the count of successes is
+ * the true one (a 503 says how many acknowledged). Late results are ignored (the tasks keep running;
+ * their errors are observed, never left unhandled).
+ */
+function collect<T>(
+  tasks: readonly Promise<T>[],
+  needed: number,
+  deadline: Deadline,
+  timers: Timers,
+): Promise<Collected<T>> {
   return new Promise((resolve) => {
     const ok: T[] = [];
     let failed = 0;
     let done = false;
+    let grace: TimerHandle | undefined;
     const finish = () => {
       if (done) return;
       done = true;
+      grace?.cancel();
       resolve({ ok: [...ok], failed });
     };
     const check = () => {
       const running = tasks.length - ok.length - failed;
-      if (ok.length >= needed || (ok.length + running < needed && running === 0)) finish();
+      if (ok.length >= needed || running === 0) finish();
+      else if (ok.length + running < needed) grace ??= timers.after(TRUE_COUNT_GRACE_MS, finish);
     };
     for (const t of tasks)
       t.then(
@@ -296,7 +315,7 @@ export class Coordinator implements KvService {
       ),
     );
     const deadline = new Deadline(this.deps.timers, timeoutMs);
-    void collect(settled, asked.length, deadline).then((all) => {
+    void collect(settled, asked.length, deadline, this.deps.timers).then((all) => {
       deadline.cancel();
       const ok = all.ok.filter((x): x is { peer: ReplicaPeer; set: StoredSibling[] } => x !== undefined);
       let merged: StoredSibling[] = [];
@@ -339,7 +358,7 @@ export class Coordinator implements KvService {
       const isReplica = replicas.some((p) => p.nodeId === local);
       if (!isReplica) res.durable.catch(() => undefined);
       const stores = replicas.filter((p) => p.nodeId !== local).map((p) => p.store(key, res.set));
-      const got = await collect(isReplica ? [res.durable, ...stores] : stores, w, deadline);
+      const got = await collect(isReplica ? [res.durable, ...stores] : stores, w, deadline, this.deps.timers);
       const acked = got.ok.length;
       if (acked < w) return { kind: "unavailable", needed: w, acked };
       return { kind: "ok", written: res.written, set: res.set, acked };

@@ -200,6 +200,18 @@ describe("Coordinator: a quorum known to be out of reach fails at once, with tru
     assert.ok(sched.now() - t0 < 10, `answered after ${sched.now() - t0} ms, not at the timeout`);
   });
 
+  test("replicas still silent when the quorum is out of reach delay the 503 by a short grace only", async () => {
+    const sched = new VirtualScheduler();
+    const { nodes, coordinator } = cluster(["a", "b", "c"], sched);
+    nodes.get("b")!.mode = { kind: "down" };
+    nodes.get("c")!.mode = { kind: "silent" };
+    const t0 = sched.now();
+    const out = await sched.runUntilSettled(coordinator("a", NEVER_FULL).get(KEY, 3, 5000), 10_000);
+    assert.deepEqual(out, { kind: "unavailable", needed: 3, replied: 1 });
+    const took = sched.now() - t0;
+    assert.ok(took >= 50 && took < 100, `answered after ${took} ms: the grace, not the 5 s timeout`);
+  });
+
   test("a write whose other replicas are down counts its own durable copy in the 503", async () => {
     const sched = new VirtualScheduler();
     const { nodes, coordinator } = cluster(["a", "b", "c"], sched);
