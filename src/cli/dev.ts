@@ -62,7 +62,8 @@ export async function devCommand(flags: DevFlags): Promise<void> {
       child.stdout!.on(
         "data",
         prefixLines(`[n${k}] `, (l) => {
-          out(l);
+          // The first node's note on a cluster of one is moot here: the others join at once.
+          if (!l.includes("note: a cluster of one node")) out(l);
           if (!ready && l.includes("serving the API")) {
             ready = true;
             resolve();

@@ -28,6 +28,12 @@ export async function startCommand(flags: StartFlags): Promise<void> {
       `(peer ${formatHostPort(node.peer)}), data in ${config.dataDir}, ` +
       `${node.createdCluster ? "new cluster" : "cluster"} ${id.clusterId} with N=${id.n} R=${id.r} W=${id.w}\n`,
   );
+  if (node.createdCluster && Math.max(id.r, id.w) > 1)
+    process.stdout.write(
+      `ringstore node ${node.id}: note: a cluster of one node holds one replica of each key, so requests ` +
+        `with the default R=${id.r} W=${id.w} get 503 until more nodes join (ringstore start ... --join ` +
+        `${formatHostPort(node.peer)}); per request, r=1 and w=1 work now\n`,
+    );
   let signals = 0;
   const onSignal = (sig: NodeJS.Signals) => {
     signals++;
