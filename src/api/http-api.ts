@@ -209,7 +209,8 @@ export function buildHttpApi(deps: ApiDeps): FastifyInstance {
   const app = Fastify({
     logger: false,
     bodyLimit: deps.limits.maxValueBytes,
-    return503OnClosing: true,
+    // While the node stops, requests still arriving get the contract's 503 (below), not fastify's own.
+    return503OnClosing: false,
     // Keys are raw bytes, and a percent-encoded byte need not be UTF-8: the router would refuse such a
     // path. Every /kv/ request is routed to one fixed path, its original URL kept for parseKey.
     rewriteUrl(req) {
@@ -231,6 +232,18 @@ export function buildHttpApi(deps: ApiDeps): FastifyInstance {
       sendError(reply, 400, "bad_request", err.message);
     },
     clientErrorHandler: clientError(deps.limits.maxKeyBytes),
+  });
+  let closing = false;
+  app.addHook("preClose", (done) => {
+    closing = true;
+    done();
+  });
+  app.addHook("onRequest", (_req, reply, done) => {
+    if (!closing) return done();
+    reply.header("connection", "close");
+    sendError(reply, 503, "unavailable", "this node is stopping: send the request to another node", {
+      stopping: true,
+    });
   });
   app.removeAllContentTypeParsers();
   app.addContentTypeParser("*", { parseAs: "buffer" }, (_req, body, done) => done(null, body));

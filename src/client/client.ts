@@ -49,7 +49,11 @@ export interface ClientOptions {
   readonly routing?: Routing;
   /** How often the ring is fetched again in partition-aware mode. Default 5000 ms. */
   readonly ringRefreshMs?: number;
-  /** Longest wait for a response's headers, and between body chunks. Default 30000 ms. */
+  /**
+   * Longest wait for a response's headers, and between body chunks: past it the node is taken for
+   * stuck and the request fails (a read then tries another node). Default 10000 ms; a request whose
+   * `timeoutMs` is longer waits that long plus 2 s (the node answers 503 at its own deadline).
+   */
   readonly httpTimeoutMs?: number;
   /** How long a node that refused a connection is tried only after the others. Default 2000 ms. */
   readonly avoidAfterFailureMs?: number;
@@ -134,11 +138,41 @@ function keyBytes(key: string | Uint8Array): Uint8Array {
 
 function query(o: RequestOptions): string {
   const p: string[] = [];
-  if (o.r !== undefined) p.push(`r=${o.r}`);
-  if (o.w !== undefined) p.push(`w=${o.w}`);
-  if (o.timeoutMs !== undefined) p.push(`timeout=${o.timeoutMs}`);
+  if (o.r !== undefined) p.push(`r=${encodeURIComponent(o.r)}`);
+  if (o.w !== undefined) p.push(`w=${encodeURIComponent(o.w)}`);
+  if (o.timeoutMs !== undefined) p.push(`timeout=${encodeURIComponent(o.timeoutMs)}`);
   return p.length > 0 ? `?${p.join("&")}` : "";
 }
+
+/** A header value the client was given: refused before anything is sent if HTTP cannot carry it. */
+function headerValue(name: string, v: string): string {
+  if (typeof v !== "string" || !/^[\t\x20-\x7e]*$/.test(v))
+    throw new RingstoreError(0, "bad_argument", `${name} must be printable ASCII, got ${JSON.stringify(v)}`, {
+      error: "bad_argument",
+    });
+  return v;
+}
+
+/** A value to write: a string (sent as UTF-8) or bytes; anything else is refused before sending. */
+function valueBytes(value: unknown): Uint8Array {
+  if (typeof value === "string") return Buffer.from(value, "utf8");
+  if (value instanceof Uint8Array) return value;
+  throw new RingstoreError(
+    0,
+    "bad_argument",
+    `a value must be a string or a Uint8Array, got ${typeof value}`,
+    {
+      error: "bad_argument",
+    },
+  );
+}
+
+/** undici's errors about the request as given (not about the network): the caller's mistake. */
+const ARGUMENT_ERRORS = new Set([
+  "UND_ERR_INVALID_ARG",
+  "UND_ERR_INVALID_RETURN_VALUE",
+  "UND_ERR_NOT_SUPPORTED",
+]);
 
 /** `http://HOST:PORT`, `HOST:PORT` -> `HOST:PORT`. */
 function address(node: string): string {
@@ -174,7 +208,8 @@ function isNetworkError(err: unknown): boolean {
   if (err instanceof RingstoreError) return false;
   const c = errorCode(err);
   // undici's own errors, and system errors (ECONNRESET, EPIPE, ...); not Node's ERR_* argument errors.
-  return c !== undefined && (NOT_DELIVERED.has(c) || c.startsWith("UND_ERR") || /^E[A-Z]+$/.test(c));
+  if (c === undefined || ARGUMENT_ERRORS.has(c)) return false;
+  return NOT_DELIVERED.has(c) || c.startsWith("UND_ERR") || /^E[A-Z]+$/.test(c);
 }
 
 interface RingMemberInfo {
@@ -222,6 +257,7 @@ export class RingstoreClient {
   private readonly refreshTimer: NodeJS.Timeout | undefined;
   private next = 0;
   private closed = false;
+  private closing: Promise<void> | undefined;
 
   /** `nodes`: one API address or several (seeds), each `http://HOST:PORT` or `HOST:PORT`. */
   constructor(nodes: string | readonly string[], options: ClientOptions = {}) {
@@ -230,7 +266,7 @@ export class RingstoreClient {
     this.seeds = [...new Set(list)];
     this.connections = options.connections ?? 16;
     this.routing = options.routing ?? "none";
-    this.httpTimeoutMs = options.httpTimeoutMs ?? 30_000;
+    this.httpTimeoutMs = options.httpTimeoutMs ?? 10_000;
     this.avoidMs = options.avoidAfterFailureMs ?? 2000;
     if (this.routing === "partition-aware") {
       const every = options.ringRefreshMs ?? 5000;
@@ -242,6 +278,8 @@ export class RingstoreClient {
   // ------------------------------------------------------------------ plumbing
 
   private pool(addr: string): Pool {
+    // A request failing over while close() runs must not open a pool that nobody closes.
+    if (this.closed) throw new RingstoreError(0, "closed", "the client is closed", { error: "closed" });
     let p = this.pools.get(addr);
     if (p === undefined) {
       p = new Pool(`http://${addr}`, {
@@ -336,6 +374,7 @@ export class RingstoreClient {
     path: string,
     headers: Record<string, string> = {},
     body?: Uint8Array,
+    waitMs?: number,
   ): Promise<Answer> {
     if (this.closed) throw new RingstoreError(0, "closed", "the client is closed", {});
     if (this.routing === "partition-aware" && this.ring === undefined) await this.loadRing();
@@ -344,8 +383,13 @@ export class RingstoreClient {
     const attempt = async (addr: string): Promise<Answer | undefined> => {
       tried.push(addr);
       try {
+        // A request asked to wait longer than httpTimeoutMs gets its own wait plus 2 s for the answer.
+        const t = waitMs !== undefined && waitMs + 2000 > this.httpTimeoutMs ? waitMs + 2000 : undefined;
+        const timeouts = t === undefined ? {} : { headersTimeout: t, bodyTimeout: t };
         const res = await this.pool(addr).request(
-          body === undefined ? { method, path, headers } : { method, path, headers, body },
+          body === undefined
+            ? { method, path, headers, ...timeouts }
+            : { method, path, headers, body, ...timeouts },
         );
         const buf = Buffer.from(await res.body.arrayBuffer());
         if (this.avoidUntil.size > 0) this.avoidUntil.delete(addr);
@@ -488,7 +532,14 @@ export class RingstoreClient {
   // ------------------------------------------------------------------ the API
 
   async get(key: string | Uint8Array, options: RequestOptions = {}): Promise<GetResult> {
-    const res = await this.send("GET", key, `/kv/${encodeKey(key)}${query(options)}`);
+    const res = await this.send(
+      "GET",
+      key,
+      `/kv/${encodeKey(key)}${query(options)}`,
+      {},
+      undefined,
+      options.timeoutMs,
+    );
     const context = res.headers["x-context"] as string | undefined;
     if (res.status === 200) {
       return {
@@ -532,15 +583,16 @@ export class RingstoreClient {
     options: RequestOptions & { context?: string | undefined; contentType?: string } = {},
   ): Promise<string> {
     const headers: Record<string, string> = {
-      "content-type": options.contentType ?? "application/octet-stream",
+      "content-type": headerValue("contentType", options.contentType ?? "application/octet-stream"),
     };
-    if (options.context !== undefined) headers["x-context"] = options.context;
+    if (options.context !== undefined) headers["x-context"] = headerValue("context", options.context);
     const res = await this.send(
       "PUT",
       key,
       `/kv/${encodeKey(key)}${query(options)}`,
       headers,
-      typeof value === "string" ? Buffer.from(value, "utf8") : value,
+      valueBytes(value),
+      options.timeoutMs,
     );
     if (res.status === 200 || res.status === 204) return res.headers["x-context"] as string;
     return this.fail(res);
@@ -551,8 +603,15 @@ export class RingstoreClient {
     options: RequestOptions & { context?: string | undefined } = {},
   ): Promise<string> {
     const headers: Record<string, string> = {};
-    if (options.context !== undefined) headers["x-context"] = options.context;
-    const res = await this.send("DELETE", key, `/kv/${encodeKey(key)}${query(options)}`, headers);
+    if (options.context !== undefined) headers["x-context"] = headerValue("context", options.context);
+    const res = await this.send(
+      "DELETE",
+      key,
+      `/kv/${encodeKey(key)}${query(options)}`,
+      headers,
+      undefined,
+      options.timeoutMs,
+    );
     if (res.status === 200 || res.status === 204) return res.headers["x-context"] as string;
     return this.fail(res);
   }
@@ -627,6 +686,7 @@ export class RingstoreClient {
   /** This node's view of the cluster (`GET /status`): of `node` if given, else of any node. */
   async status(node?: string): Promise<Record<string, unknown>> {
     let res: Answer;
+    if (this.closed) throw new RingstoreError(0, "closed", "the client is closed", { error: "closed" });
     if (node === undefined) res = await this.send("GET", undefined, "/status");
     else {
       const addr = address(node);
@@ -648,12 +708,15 @@ export class RingstoreClient {
     return JSON.parse(res.body.toString("utf8")) as Record<string, unknown>;
   }
 
-  async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    if (this.refreshTimer !== undefined) clearInterval(this.refreshTimer);
-    await this.ringFetch;
-    await Promise.all([...this.pools.values()].map((p) => p.close()));
-    this.pools.clear();
+  /** Closes every connection; requests still running fail with `closed`. A second call waits for the first. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      this.closed = true;
+      if (this.refreshTimer !== undefined) clearInterval(this.refreshTimer);
+      await this.ringFetch;
+      await Promise.all([...this.pools.values()].map((p) => p.close()));
+      this.pools.clear();
+    })();
+    return this.closing;
   }
 }

@@ -430,3 +430,36 @@ describe("partition-aware routing against where the servers keep keys (N=1)", { 
     }
   });
 });
+
+describe("the client's own checks (no cluster needed)", () => {
+  test("a value or header HTTP cannot carry is refused before sending, not taken for a network failure", async () => {
+    // Port 1 on loopback: nothing listens, so anything sent would fail as "unreachable".
+    const c = new RingstoreClient("127.0.0.1:1");
+    try {
+      for (const attempt of [
+        () => c.put("k", "v", { contentType: "a\r\nX-Injected: 1" }),
+        () => c.put("k", "v", { context: "tok\nen" }),
+        () => c.put("k", 5 as unknown as string),
+        () => c.delete("k", { context: "\u20ac" }),
+      ]) {
+        await assert.rejects(attempt(), (e: unknown) => {
+          assert.ok(e instanceof RingstoreError);
+          assert.equal(e.code, "bad_argument");
+          return true;
+        });
+      }
+    } finally {
+      await c.close();
+    }
+  });
+
+  test("after close, requests and status fail with 'closed' and open nothing; a second close waits", async () => {
+    const c = new RingstoreClient("127.0.0.1:1");
+    const first = c.close();
+    const second = c.close();
+    assert.equal(first, second);
+    await second;
+    for (const attempt of [() => c.get("k"), () => c.status("127.0.0.1:1")])
+      await assert.rejects(attempt(), (e: unknown) => e instanceof RingstoreError && e.code === "closed");
+  });
+});
