@@ -55,7 +55,10 @@ export interface ClientOptions {
    * `timeoutMs` is longer waits that long plus 2 s (the node answers 503 at its own deadline).
    */
   readonly httpTimeoutMs?: number;
-  /** How long a node that refused a connection is tried only after the others. Default 2000 ms. */
+  /**
+   * How long a node that failed (refused a connection, timed out) is tried only after the others.
+   * Default 2000 ms, doubled for each failure in a row (up to 32x); a success clears it.
+   */
   readonly avoidAfterFailureMs?: number;
 }
 
@@ -247,6 +250,8 @@ export class RingstoreClient {
   private readonly seeds: string[];
   private readonly pools = new Map<string, Pool>();
   private readonly avoidUntil = new Map<string, number>();
+  /** Failures in a row per node, for the avoidance's backoff (cleared by a success). */
+  private readonly failuresInARow = new Map<string, number>();
   private readonly connections: number;
   private readonly routing: Routing;
   private readonly httpTimeoutMs: number;
@@ -301,7 +306,12 @@ export class RingstoreClient {
   }
 
   private markFailed(addr: string): void {
-    this.avoidUntil.set(addr, Date.now() + this.avoidMs);
+    // Each failure in a row doubles the time a node is tried only after the others (up to 32x): a node
+    // that is stuck (it accepts connections but never answers) costs one timeout per period, not one
+    // every avoidMs.
+    const k = Math.min(5, this.failuresInARow.get(addr) ?? 0);
+    this.failuresInARow.set(addr, k + 1);
+    this.avoidUntil.set(addr, Date.now() + this.avoidMs * 2 ** k);
     if (this.routing === "partition-aware") this.refreshRing(250);
   }
 
@@ -392,7 +402,10 @@ export class RingstoreClient {
             : { method, path, headers, body, ...timeouts },
         );
         const buf = Buffer.from(await res.body.arrayBuffer());
-        if (this.avoidUntil.size > 0) this.avoidUntil.delete(addr);
+        if (this.avoidUntil.size > 0) {
+          this.avoidUntil.delete(addr);
+          this.failuresInARow.delete(addr);
+        }
         return { status: res.statusCode, headers: res.headers, body: buf };
       } catch (err) {
         if (!isNetworkError(err)) throw err;

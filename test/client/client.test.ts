@@ -8,6 +8,7 @@
  * cannot use; the client then skips such members and falls back to its seeds.
  */
 import assert from "node:assert/strict";
+import * as http from "node:http";
 import * as net from "node:net";
 import { after, before, describe, test } from "node:test";
 import { RingstoreClient, RingstoreError } from "../../src/client/client.js";
@@ -462,4 +463,34 @@ describe("the client's own checks (no cluster needed)", () => {
     for (const attempt of [() => c.get("k"), () => c.status("127.0.0.1:1")])
       await assert.rejects(attempt(), (e: unknown) => e instanceof RingstoreError && e.code === "closed");
   });
+});
+
+test("a node that keeps failing is tried less and less often", async () => {
+  // It accepts each connection and drops it at once: every request to it fails without a wait.
+  let tries = 0;
+  const failing = net.createServer((s) => {
+    tries++;
+    s.destroy();
+  });
+  const healthy = http.createServer((_req, res) => {
+    res.writeHead(404, { "content-type": "application/json" });
+    res.end(JSON.stringify({ error: "not_found", message: "no such key" }));
+  });
+  const listen = (srv: net.Server) =>
+    new Promise<number>((resolve) =>
+      srv.listen(0, "127.0.0.1", () => resolve((srv.address() as net.AddressInfo).port)),
+    );
+  const [pf, ph] = [await listen(failing), await listen(healthy)];
+  const c = new RingstoreClient([`127.0.0.1:${pf}`, `127.0.0.1:${ph}`], { avoidAfterFailureMs: 200 });
+  try {
+    const until = Date.now() + 3000;
+    for (let i = 0; i < 100_000 && Date.now() < until; i++)
+      assert.equal((await c.get(`k${i}`)).kind, "not_found");
+    // Avoided 200, 400, 800, 1600 ms after each failure: 4 or 5 tries in 3 s (15 with a fixed 200 ms).
+    assert.ok(tries >= 3 && tries <= 6, `the failing node got ${tries} connections`);
+  } finally {
+    await c.close();
+    await new Promise<void>((r) => failing.close(() => r()));
+    await new Promise<void>((r) => healthy.close(() => r()));
+  }
 });
