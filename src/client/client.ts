@@ -358,13 +358,14 @@ export class RingstoreClient {
         const m = ring.members.get(id);
         if (m?.state === "up") add(m.api);
       }
-      for (const id of prefs) add(ring.members.get(id)?.api);
-      // Any node serves any key: members that are up next (spread by rotation), then the seeds.
+      // Any node serves any key (it forwards): members that are up next, spread by rotation; replicas
+      // the ring says are down only after them, then everything else, then the seeds.
       const start = this.next++ % Math.max(1, members.length);
       for (let i = 0; i < members.length; i++) {
         const m = members[(start + i) % members.length]!;
         if (m.state === "up") add(m.api);
       }
+      for (const id of prefs) add(ring.members.get(id)?.api);
       for (const m of members) add(m.api);
     }
     const start = this.next++ % this.seeds.length;
