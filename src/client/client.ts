@@ -680,8 +680,10 @@ export class RingstoreClient {
           return { context, value: undefined, deleted: true, attempts: attempt };
         }
         const value = typeof out === "string" ? Buffer.from(out, "utf8") : Buffer.from(out);
+        // The siblings' type when they all share one, else bytes.
+        const types = new Set(live.map((s) => s.contentType));
         const contentType =
-          options.contentType ?? (live.length === 1 ? live[0]!.contentType : "application/octet-stream");
+          options.contentType ?? (types.size === 1 ? [...types][0]! : "application/octet-stream");
         const context = await this.put(k, value, { ...rw, context: cur.context, contentType });
         return { context, value, deleted: false, attempts: attempt };
       } catch (err) {

@@ -211,7 +211,8 @@ describe("the client against a three-node cluster (N=3, R=2, W=2)", { timeout: 6
 
   test("update resolves a key at the sibling limit, where a blind put gets 409 too_many_siblings", async () => {
     const db = client(api("a"));
-    for (let i = 0; i < 4; i++) await db.put("crowded", JSON.stringify([`blind${i}`]));
+    for (let i = 0; i < 4; i++)
+      await db.put("crowded", JSON.stringify([`blind${i}`]), { contentType: "application/json" });
     await assert.rejects(
       db.put("crowded", JSON.stringify(["one too many"])),
       (e: unknown) => e instanceof RingstoreError && e.status === 409 && e.code === "too_many_siblings",
@@ -224,6 +225,8 @@ describe("the client against a three-node cluster (N=3, R=2, W=2)", { timeout: 6
     assert.equal(siblingsSeen, 4);
     const r = await db.get("crowded", { r: "all" });
     assert.equal(r.kind, "value");
+    // Siblings that all had one type: the merged value keeps it.
+    assert.equal((r as { contentType: string }).contentType, "application/json");
     assert.deepEqual(JSON.parse(text((r as { value: Buffer }).value)), [
       "blind0",
       "blind1",
