@@ -31,8 +31,11 @@ export async function devCommand(flags: DevFlags): Promise<void> {
   const base = Number(flags.basePort);
   if (!Number.isInteger(count) || count < 1 || count > 32)
     throw new Error(`--nodes must be 1..32, got ${flags.nodes}`);
-  if (!Number.isInteger(base) || base < 1024 || base + count > 9000)
-    throw new Error(`--base-port must leave room below 9000`);
+  // API ports are base+1..base+count, peer ports base+1001..base+1000+count.
+  if (!Number.isInteger(base) || base < 1024 || base + 1000 + count > 65535)
+    throw new Error(
+      `--base-port must be a whole number from 1024 to ${65535 - 1000 - count} (peer ports are base+1000+k), got ${flags.basePort}`,
+    );
   const main = path.join(path.dirname(fileURLToPath(import.meta.url)), "main.js");
   const n = Math.min(3, count);
   const quorum = Math.floor(n / 2) + 1;
