@@ -1,8 +1,11 @@
 #!/usr/bin/env node
 /**
- * The `ringstore` command line. For now it drives the storage engine: `ringstore demo` (what `npm start`
- * runs) writes, reads, reopens and prints the engine's statistics; `ringstore storage stats` opens a data
- * directory and prints what is in it.
+ * The `ringstore` command line (the contract's forms: ../shared/spec/http-api.md):
+ * - nodes: `start` (one node in the foreground; a new cluster, or `--join` one), `dev` (a local cluster of
+ *   N nodes on 127.0.0.1: what `npm start` runs);
+ * - keys, through a node's HTTP API: `get`, `put`, `delete` (`--node HOST:PORT`);
+ * - the cluster: `cluster status`;
+ * - the storage engine: `demo` (writes, reads, reopens, prints statistics), `storage stats DIR`.
  */
 import { readFileSync } from "node:fs";
 import * as path from "node:path";
