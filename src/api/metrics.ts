@@ -12,6 +12,7 @@ export class NodeMetrics {
   readonly siblings: Histogram;
   readonly replicaTimeouts: Counter;
   readonly readRepairs: Counter;
+  readonly replicaRequestTimeouts: Counter<"op">;
   readonly hintsStored: Counter;
   readonly hintsDelivered: Counter;
   readonly antiEntropyKeysRepaired: Counter;
@@ -41,6 +42,12 @@ export class NodeMetrics {
     this.replicaTimeouts = new Counter({
       name: "ringstore_replica_timeouts_total",
       help: "Requests that did not get their quorum in time",
+      registers: [r],
+    });
+    this.replicaRequestTimeouts = new Counter({
+      name: "ringstore_replica_request_timeouts_total",
+      help: "Requests to another replica (read, store) that timed out",
+      labelNames: ["op"],
       registers: [r],
     });
     this.readRepairs = new Counter({

@@ -61,6 +61,8 @@ export interface NodeCoreDeps {
   /** After every change of the membership epoch (node.ts saves the view). */
   readonly onViewChange?: () => void;
   readonly onReadRepair?: (nodeId: string) => void;
+  /** A read or store sent to another replica timed out. */
+  readonly onReplicaTimeout?: (op: "read" | "store") => void;
 }
 
 export class NodeCore {
@@ -103,7 +105,7 @@ export class NodeCore {
     const peerFor = (nid: string): ReplicaPeer => {
       let p = this.peers.get(nid);
       if (p === undefined) {
-        p = remotePeer(nid, d.transport, directory, d.requestTimeoutMs);
+        p = remotePeer(nid, d.transport, directory, d.requestTimeoutMs, d.onReplicaTimeout);
         this.peers.set(nid, p);
       }
       return p;

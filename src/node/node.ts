@@ -209,6 +209,7 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
       onViewChange: () =>
         writeSavedView(config.dataDir, { members: core.membership.view(), ring: core.membership.ring }),
       onReadRepair: () => metrics.readRepairs.inc(),
+      onReplicaTimeout: (op) => metrics.replicaRequestTimeouts.inc({ op }),
     });
     const membership = core.membership;
     replica = core.replica;

@@ -28,8 +28,10 @@ export function remotePeer(
   transport: Transport,
   dir: PeerDirectory,
   timeoutMs: number,
+  /** Called when a request to this replica timed out (for the metrics). */
+  onTimeout?: (op: "read" | "store") => void,
 ): ReplicaPeer {
-  const call = async <T>(fn: (addr: string) => Promise<T>): Promise<T> => {
+  const call = async <T>(op: "read" | "store", fn: (addr: string) => Promise<T>): Promise<T> => {
     const addr = dir.addressOf(nodeId);
     if (addr === undefined || !dir.reachable(nodeId)) throw new Error(`replica ${nodeId} is down`);
     try {
@@ -38,19 +40,20 @@ export function remotePeer(
       return out;
     } catch (err) {
       dir.contacted(nodeId, false);
+      if (err instanceof TransportError && err.code === "ERR_TIMEOUT") onTimeout?.(op);
       throw err;
     }
   };
   return {
     nodeId,
     read: (key) =>
-      call(async (addr) => {
+      call("read", async (addr) => {
         const res = await transport.request(addr, { op: "read", key }, timeoutMs);
         if (res.op !== "read") throw new Error(`unexpected answer ${res.op} to read`);
         return res.set === null ? [] : decodeSiblings(res.set);
       }),
     store: (key, set) =>
-      call(async (addr) => {
+      call("store", async (addr) => {
         const res = await transport.request(addr, { op: "store", key, set: encodeSiblings(set) }, timeoutMs);
         if (res.op !== "stored") throw new Error(`unexpected answer ${res.op} to store`);
       }),

@@ -235,3 +235,20 @@ describe("Coordinator: a quorum known to be out of reach fails at once, with tru
     assert.ok(sched.now() - t0 < 10, `answered after ${sched.now() - t0} ms, not at the timeout`);
   });
 });
+
+describe("remotePeer (replication over the transport)", () => {
+  test("a timed-out read or store is reported (the replica-timeout metric); other failures are not", async () => {
+    const { remotePeer } = await import("../../src/replication/cluster-peers.js");
+    const { TransportError } = await import("../../src/transport/transport.js");
+    let next: Error = new TransportError("ERR_TIMEOUT", "read to x timed out");
+    const transport = { request: () => Promise.reject(next) } as unknown as Parameters<typeof remotePeer>[1];
+    const dir = { addressOf: () => "x:1", reachable: () => true, contacted: () => undefined };
+    const seen: string[] = [];
+    const peer = remotePeer("b", transport, dir, 100, (op) => seen.push(op));
+    await assert.rejects(peer.read(KEY));
+    await assert.rejects(peer.store(KEY, []));
+    next = new TransportError("ERR_UNREACHABLE", "refused");
+    await assert.rejects(peer.read(KEY));
+    assert.deepEqual(seen, ["read", "store"]);
+  });
+});
