@@ -67,6 +67,8 @@ const HELP = `usage: node --import tsx bench/cluster.ts [flags]   (run \`npm run
   --configs LIST     comma list of 3,1: the 3-node cluster, the single node (default 3,1)
   --phases LIST      comma list of puts,gets (default both)
   --durability M     fsync (default), interval or none
+  --repeat K         run everything K times (fresh clusters each time) and report each phase's median
+                     run, with the range (default 1; the machine's noise is often 20-30% run to run)
   --quorum N,R,W     the 3-node cluster's N, R and W (default 3,2,2; the target applies to 3,2,2 only).
                      1,1,1 and 2,1,1 show what each replica adds to an operation's cost
   --max-ops N        cap on the operations of one phase (default 2000000)
@@ -88,6 +90,7 @@ interface Config {
   profileDir: string | undefined;
   quietWait: number;
   bin: string;
+  repeat: number;
   /** N, R, W of the 3-node cluster. */
   quorum: readonly [number, number, number];
 }
@@ -115,6 +118,7 @@ function parseConfig(): Config {
       profile: { type: "string" },
       "quiet-wait": { type: "string" },
       quorum: { type: "string" },
+      repeat: { type: "string" },
       bin: { type: "string" },
       help: { type: "boolean" },
     },
@@ -149,6 +153,7 @@ function parseConfig(): Config {
     profileDir: values.profile === undefined ? undefined : path.resolve(values.profile),
     quietWait: num(values["quiet-wait"], 0, "quiet-wait", 0),
     quorum: parseQuorumFlag(values.quorum ?? "3,2,2"),
+    repeat: Math.floor(num(values.repeat, 1, "repeat", 1)),
     bin: path.resolve(values.bin ?? BIN),
   };
 }
@@ -891,13 +896,36 @@ async function main(): Promise<void> {
   const value = Buffer.alloc(cfg.valueBytes);
   for (let i = 0; i < value.length; i++) value[i] = (i * 131 + 17) & 0xff;
 
+  const runs: PhaseResult[][] = [];
+  header();
+  for (let k = 0; k < cfg.repeat; k++) {
+    if (cfg.repeat > 1) console.log(`\n=== run ${k + 1} of ${cfg.repeat}`);
+    const one: PhaseResult[] = [];
+    for (const size of cfg.configs) one.push(...(await benchConfig(cfg, size, value)));
+    runs.push(one);
+  }
+  // With --repeat, each row below is the run with the median throughput of its phase (all its figures
+  // from that run), and the range of the throughputs follows it.
   const results: PhaseResult[] = [];
-  header();
-  for (const size of cfg.configs) results.push(...(await benchConfig(cfg, size, value)));
+  const ranges = new Map<PhaseResult, string>();
+  for (const [i, first] of runs[0]!.entries()) {
+    const same = runs.map((one) => one[i]!).sort((a, b) => a.rate - b.rate);
+    const median = same[(same.length - 1) >> 1]!;
+    results.push(median);
+    if (same.length > 1)
+      ranges.set(
+        median,
+        `median of ${same.length} runs; ops/s ${same.map((r) => r.rate.toFixed(0)).join(", ")} (${first.loadgen} ${first.op})`,
+      );
+  }
 
-  console.log("\nresults:");
+  console.log(cfg.repeat > 1 ? `\nresults (median of ${cfg.repeat} runs each):` : "\nresults:");
   header();
-  for (const r of results) printRow(r);
+  for (const r of results) {
+    printRow(r);
+    const range = ranges.get(r);
+    if (range !== undefined) console.log(`      ${range}`);
+  }
 
   const find = (size: 1 | 3, g: Loadgen, op: Op) =>
     results.find((r) => r.config.startsWith(String(size)) && r.loadgen === g && r.op === op);
