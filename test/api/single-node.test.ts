@@ -495,3 +495,30 @@ test("CLI key commands: a bad --timeout and an unreachable node give clear error
   assert.equal(gone.status, 1);
   assert.match(gone.stderr, /^ringstore: cannot reach 127\.0\.0\.1:1: /);
 });
+
+test("a node that is stopping finishes the request in flight and answers the next with 503 unavailable", async () => {
+  const { node } = await start("stopping");
+  const s = net.connect(node.api.port, "127.0.0.1");
+  let got = "";
+  s.on("data", (d) => {
+    got += d.toString("latin1");
+  });
+  s.on("error", () => undefined);
+  await new Promise((r) => s.once("connect", r));
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  try {
+    // A write whose body is still arriving when the stop begins...
+    s.write("PUT /kv/a HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\n12345");
+    await sleep(100);
+    const stopping = node.stop();
+    await sleep(100);
+    // ...completes; a request that comes after it on the same connection is turned away.
+    s.write("67890GET /kv/a HTTP/1.1\r\nhost: x\r\n\r\n");
+    await stopping;
+    for (let i = 0; i < 50 && !got.includes('"stopping":true'); i++) await sleep(20);
+    assert.match(got, /^HTTP\/1\.1 204 /);
+    assert.match(got, /HTTP\/1\.1 503 [\s\S]*"error":"unavailable"/);
+  } finally {
+    s.destroy();
+  }
+});
