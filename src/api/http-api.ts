@@ -162,7 +162,7 @@ function historyOf(s: StoredSibling): VersionVector {
 const RAW_URL = Symbol("ringstore.rawUrl");
 /** A /kv/ request's own Content-Type, kept as sent (fastify refuses a type it cannot parse with 415). */
 const RAW_TYPE = Symbol("ringstore.rawContentType");
-/** When the request arrived (performance.now()), for the latency histogram. */
+/** When a /kv/ request arrived (performance.now()), for the latency histogram. */
 const STARTED = Symbol("ringstore.started");
 type WithRawUrl = { [RAW_URL]?: string; [RAW_TYPE]?: string; [STARTED]?: number };
 /** The stored Content-Type a GET answers with (fastify would replace one it cannot parse). */
@@ -215,8 +215,8 @@ export function buildHttpApi(deps: ApiDeps): FastifyInstance {
     // path. Every /kv/ request is routed to one fixed path, its original URL kept for parseKey.
     rewriteUrl(req) {
       const url = req.url ?? "/";
-      (req as WithRawUrl)[STARTED] = performance.now();
       if (!url.startsWith("/kv/")) return url;
+      (req as WithRawUrl)[STARTED] = performance.now();
       (req as WithRawUrl)[RAW_URL] = url;
       // A value keeps whatever Content-Type it came with (the contract); fastify would refuse one it
       // cannot parse, so the body parser sees a neutral type and the handler the one sent.

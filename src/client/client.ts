@@ -147,12 +147,14 @@ function query(o: RequestOptions): string {
   return p.length > 0 ? `?${p.join("&")}` : "";
 }
 
+function badArgument(message: string): RingstoreError {
+  return new RingstoreError(0, "bad_argument", message, { error: "bad_argument" });
+}
+
 /** A header value the client was given: refused before anything is sent if HTTP cannot carry it. */
 function headerValue(name: string, v: string): string {
   if (typeof v !== "string" || !/^[\t\x20-\x7e]*$/.test(v))
-    throw new RingstoreError(0, "bad_argument", `${name} must be printable ASCII, got ${JSON.stringify(v)}`, {
-      error: "bad_argument",
-    });
+    throw badArgument(`${name} must be printable ASCII, got ${JSON.stringify(v)}`);
   return v;
 }
 
@@ -160,14 +162,7 @@ function headerValue(name: string, v: string): string {
 function valueBytes(value: unknown): Uint8Array {
   if (typeof value === "string") return Buffer.from(value, "utf8");
   if (value instanceof Uint8Array) return value;
-  throw new RingstoreError(
-    0,
-    "bad_argument",
-    `a value must be a string or a Uint8Array, got ${typeof value}`,
-    {
-      error: "bad_argument",
-    },
-  );
+  throw badArgument(`a value must be a string or a Uint8Array, got ${typeof value}`);
 }
 
 /** undici's errors about the request as given (not about the network): the caller's mistake. */
@@ -261,7 +256,7 @@ export class RingstoreClient {
   private lastRingFetchAt = 0;
   private readonly refreshTimer: NodeJS.Timeout | undefined;
   private next = 0;
-  private closed = false;
+  /** Set by close(): the client is closed from then on. */
   private closing: Promise<void> | undefined;
 
   /** `nodes`: one API address or several (seeds), each `http://HOST:PORT` or `HOST:PORT`. */
@@ -282,9 +277,17 @@ export class RingstoreClient {
 
   // ------------------------------------------------------------------ plumbing
 
+  private get closed(): boolean {
+    return this.closing !== undefined;
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new RingstoreError(0, "closed", "the client is closed", { error: "closed" });
+  }
+
   private pool(addr: string): Pool {
     // A request failing over while close() runs must not open a pool that nobody closes.
-    if (this.closed) throw new RingstoreError(0, "closed", "the client is closed", { error: "closed" });
+    this.assertOpen();
     let p = this.pools.get(addr);
     if (p === undefined) {
       p = new Pool(`http://${addr}`, {
@@ -387,7 +390,7 @@ export class RingstoreClient {
     body?: Uint8Array,
     waitMs?: number,
   ): Promise<Answer> {
-    if (this.closed) throw new RingstoreError(0, "closed", "the client is closed", {});
+    this.assertOpen();
     if (this.routing === "partition-aware" && this.ring === undefined) await this.loadRing();
     const tried: string[] = [];
     let last: unknown;
@@ -702,7 +705,6 @@ export class RingstoreClient {
   /** This node's view of the cluster (`GET /status`): of `node` if given, else of any node. */
   async status(node?: string): Promise<Record<string, unknown>> {
     let res: Answer;
-    if (this.closed) throw new RingstoreError(0, "closed", "the client is closed", { error: "closed" });
     if (node === undefined) res = await this.send("GET", undefined, "/status");
     else {
       const addr = address(node);
@@ -727,7 +729,6 @@ export class RingstoreClient {
   /** Closes every connection; requests still running fail with `closed`. A second call waits for the first. */
   close(): Promise<void> {
     this.closing ??= (async () => {
-      this.closed = true;
       if (this.refreshTimer !== undefined) clearInterval(this.refreshTimer);
       await this.ringFetch;
       await Promise.all([...this.pools.values()].map((p) => p.close()));

@@ -187,10 +187,7 @@ class Deadline {
 
   /** Resolves when the deadline passes (never, if it is cancelled first). */
   readonly passed = (): Promise<"expired"> =>
-    new Promise((resolve) => {
-      if (this.expired) resolve("expired");
-      else this.waiters.push(() => resolve("expired"));
-    });
+    new Promise((resolve) => this.onExpire(() => resolve("expired")));
 
   onExpire(fn: () => void): void {
     if (this.expired) fn();

@@ -109,21 +109,18 @@ export class Replica {
     let cannot = this.cannotVersion;
     if (cannot !== undefined) throw cannot;
     const release = await this.lock.acquire(key);
+    // The key stays locked past this call only when a set is being stored: every other way out frees it.
+    let storing = false;
     try {
       cannot = this.cannotVersion;
       if (cannot !== undefined) throw cannot;
-      if (abandoned?.() === true) {
-        release();
-        return { kind: "abandoned" };
-      }
+      if (abandoned?.() === true) return { kind: "abandoned" };
       const current = await this.read(key);
       cannot = this.cannotVersion;
       if (cannot !== undefined) throw cannot;
       const { set, written } = update(current, context, this.actor, value);
-      if (set.length > this.maxSiblings) {
-        release();
+      if (set.length > this.maxSiblings)
         return { kind: "too_many_siblings", siblings: current.length, max: this.maxSiblings };
-      }
       const durable = this.storage.put(Replica.dataKey(key), encodeSiblings(set)).catch((err: unknown) => {
         this.failure ??= new CannotVersionError(
           `a local write failed (${(err as Error)?.message ?? String(err)}); this node coordinates no more writes until it is restarted`,
@@ -137,10 +134,10 @@ export class Replica {
         release();
       };
       durable.then(settled, settled);
+      storing = true;
       return { kind: "ok", set, written, durable };
-    } catch (err) {
-      release();
-      throw err;
+    } finally {
+      if (!storing) release();
     }
   }
 
