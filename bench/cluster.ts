@@ -12,9 +12,12 @@
  * starts from the same empty data (the cost of a write grows with the data stored, which would favour
  * whichever ran first). The load generator runs in this process: `--clients` concurrent workers
  * (default 32), each with one request in flight, 100-byte values, for a bounded time per phase (a warm-up
- * not counted, 5 s by default, then `--seconds`). The warm-up is that long because the nodes' JIT is still
- * at work in the first seconds: 4-8 s after start, TurboFan's compiler threads took 20% of a node's CPU
- * (perf), under 3% after 20 s; a server runs warm. Load generators:
+ * not counted, 20 s by default, then `--seconds`). The warm-up is that long because the nodes' JIT is
+ * still at work for the first ~20 s: 4-8 s after start TurboFan's compiler threads took 20% of a node's
+ * CPU, and 14-24 s after start still 11% of the whole machine's (perf -a, 2026-12-01). The same 3-node
+ * put phase ran 3,287 puts/s (575 us of CPU per put, p99 39 ms) after a 5 s warm-up and 4,272 puts/s
+ * (421 us, p99 18 ms) after 25 s. A server runs warm; the figure that counts is the warm one. Load
+ * generators:
  *   lean    partition-aware, over hand-written keep-alive HTTP/1.1 connections (little client CPU; the
  *           reference for the target, as etcd's figures came from its own lean Go benchmark tool)
  *   pool    one undici Pool per node, requests spread over the nodes in turn (no routing)
@@ -60,10 +63,10 @@ type Op = (typeof OPS)[number];
 
 const HELP = `usage: node --import tsx bench/cluster.ts [flags]   (run \`npm run build\` first)
   --seconds S        measured seconds per phase (default 10), after the warm-up
-  --warmup S         warm-up seconds per phase, not counted (default 5: the nodes' JIT warms up)
+  --warmup S         warm-up seconds per phase, not counted (default 20: the nodes' JIT warms up)
   --clients C        concurrent clients (default 32)
   --value-bytes B    value size (default 100)
-  --loadgens LIST    comma list of ${LOADGENS.join(",")} (default all; one node runs pool,client only)
+  --loadgens LIST    comma list of ${LOADGENS.join(",")} (default all; one node runs all but pa)
   --configs LIST     comma list of 3,1: the 3-node cluster, the single node (default 3,1)
   --phases LIST      comma list of puts,gets (default both)
   --durability M     fsync (default), interval or none
@@ -73,6 +76,7 @@ const HELP = `usage: node --import tsx bench/cluster.ts [flags]   (run \`npm run
                      1,1,1 and 2,1,1 show what each replica adds to an operation's cost
   --max-ops N        cap on the operations of one phase (default 2000000)
   --bin FILE         the CLI the nodes run (default dist/cli/main.js; e.g. a build of a clean snapshot)
+  --node-flags=F     flags for every node's node process, one string (e.g. --node-flags="--max-semi-space-size=16")
   --profile DIR      start node n1 of each cluster with --cpu-prof (profile written to DIR at its stop)
   --quiet-wait S     before each phase, wait up to S seconds for other processes to leave the CPU idle
                      (under 25% of one core for 2 s; for shared machines; default 0: do not wait)`;
@@ -88,6 +92,7 @@ interface Config {
   durability: string;
   maxOps: number;
   profileDir: string | undefined;
+  nodeFlags: string[];
   quietWait: number;
   bin: string;
   repeat: number;
@@ -120,6 +125,7 @@ function parseConfig(): Config {
       quorum: { type: "string" },
       repeat: { type: "string" },
       bin: { type: "string" },
+      "node-flags": { type: "string" },
       help: { type: "boolean" },
     },
   });
@@ -142,7 +148,7 @@ function parseConfig(): Config {
   };
   return {
     seconds: num(values.seconds, 10, "seconds", 0.1),
-    warmup: num(values.warmup, 5, "warmup", 0),
+    warmup: num(values.warmup, 20, "warmup", 0),
     clients: Math.floor(num(values.clients, 32, "clients", 1)),
     valueBytes: Math.floor(num(values["value-bytes"], 100, "value-bytes", 0)),
     loadgens: list(values.loadgens, LOADGENS, "loadgens"),
@@ -155,6 +161,7 @@ function parseConfig(): Config {
     quorum: parseQuorumFlag(values.quorum ?? "3,2,2"),
     repeat: Math.floor(num(values.repeat, 1, "repeat", 1)),
     bin: path.resolve(values.bin ?? BIN),
+    nodeFlags: (values["node-flags"] ?? "").split(/\s+/).filter((f) => f !== ""),
   };
 }
 
@@ -324,13 +331,25 @@ async function startCluster(
     cfg.profileDir === undefined
       ? []
       : ["--cpu-prof", `--cpu-prof-dir=${cfg.profileDir}`, `--cpu-prof-name=n1-${label}.cpuprofile`];
-  const first = await startNode("n1", ports[0]!, path.join(root, "n1"), [...q, ...common], prof);
+  const first = await startNode(
+    "n1",
+    ports[0]!,
+    path.join(root, "n1"),
+    [...q, ...common],
+    [...cfg.nodeFlags, ...prof],
+  );
   const nodes = [first];
   const rest = await Promise.all(
     ports
       .slice(1)
       .map((p, i) =>
-        startNode(`n${i + 2}`, p, path.join(root, `n${i + 2}`), ["--join", first.peer, ...common], []),
+        startNode(
+          `n${i + 2}`,
+          p,
+          path.join(root, `n${i + 2}`),
+          ["--join", first.peer, ...common],
+          cfg.nodeFlags,
+        ),
       ),
   );
   nodes.push(...rest);
