@@ -36,6 +36,11 @@ export interface ApiDeps {
   readonly status: () => Promise<unknown>;
   /** The ring as clients need it for routing: partitions, owners, and each member's API address. */
   readonly ring: () => unknown;
+  /**
+   * Starts this node's leave (`POST /cluster/leave`): what to answer, or throws an error with
+   * `code: "leave_refused"` and the reason.
+   */
+  readonly leave?: (force: boolean) => unknown;
 }
 
 type ErrorCode =
@@ -48,6 +53,7 @@ type ErrorCode =
   | "unavailable"
   | "method_not_allowed"
   | "bad_request"
+  | "leave_refused"
   | "internal";
 
 class ApiError extends Error {
@@ -387,6 +393,25 @@ export function buildHttpApi(deps: ApiDeps): FastifyInstance {
   app.get("/health", async (_req, reply) => reply.code(200).send({ status: "ok" }));
   app.get("/status", async (_req, reply) => reply.code(200).send(await deps.status()));
   app.get("/ring", async (_req, reply) => reply.code(200).send(deps.ring()));
+  app.post("/cluster/leave", async (req, reply) => {
+    const leave = deps.leave;
+    if (leave === undefined) return sendError(reply, 404, "not_found", "this node cannot leave a cluster");
+    const force = (req.query as Record<string, unknown>).force;
+    if (force !== undefined && force !== "true" && force !== "false")
+      return sendError(
+        reply,
+        400,
+        "bad_parameter",
+        `force must be true or false, got ${JSON.stringify(force)}`,
+      );
+    try {
+      return reply.code(202).send(leave(force === "true"));
+    } catch (err) {
+      if ((err as { code?: unknown })?.code === "leave_refused")
+        return sendError(reply, 409, "leave_refused", (err as Error).message);
+      throw err;
+    }
+  });
   app.get("/metrics", async (_req, reply) =>
     reply
       .code(200)

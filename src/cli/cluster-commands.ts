@@ -47,3 +47,124 @@ export async function clusterStatusCommand(flags: { node: string; json?: boolean
     await c.close();
   }
 }
+
+interface LeaveStatus {
+  node: { id: string };
+  members: { id: string; api: string; status: string }[];
+  handoff: {
+    state: string;
+    ringVersion: number;
+    keysScanned: number;
+    keysSent: number;
+    storesFailed: number;
+    passesCompleted: number;
+    lastError: string | null;
+  };
+}
+
+async function fetchJson(url: string, init: RequestInit = {}): Promise<{ status: number; body: unknown }> {
+  const res = await fetch(url, { ...init, signal: AbortSignal.timeout(5000) });
+  const text = await res.text();
+  let body: unknown = text;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    // not JSON: keep the text for the message
+  }
+  return { status: res.status, body };
+}
+
+/**
+ * `ringstore cluster leave --node HOST:PORT`: asks that node to leave, then follows its handoff on its
+ * /status until it says `left` (the node then stops by itself). If it stops answering first, another
+ * member is asked whether it left.
+ */
+export async function clusterLeaveCommand(flags: {
+  node: string;
+  force?: boolean;
+  wait: boolean;
+  waitTimeout: string;
+}): Promise<void> {
+  const waitS = Number(flags.waitTimeout);
+  if (!Number.isFinite(waitS) || waitS <= 0)
+    throw new Error(`--wait-timeout must be a positive number of seconds`);
+  const base = `http://${flags.node}`;
+  let started: { status: number; body: unknown };
+  try {
+    started = await fetchJson(`${base}/cluster/leave${flags.force ? "?force=true" : ""}`, { method: "POST" });
+  } catch (err) {
+    throw new Error(`cannot reach ${flags.node}: ${(err as Error).message}`);
+  }
+  if (started.status !== 202) {
+    const b = started.body as { error?: string; message?: string };
+    throw new Error(`${flags.node} refused to leave: ${b?.message ?? JSON.stringify(started.body)}`);
+  }
+  const info = started.body as { node: string; remaining: number };
+  process.stdout.write(
+    `node ${info.node} is leaving: its partitions go to the ${info.remaining} other member(s); it hands its data off, then stops\n`,
+  );
+  if (!flags.wait) return;
+  const deadline = Date.now() + waitS * 1000;
+  let last: LeaveStatus | undefined;
+  let lastLine = "";
+  let unreachableSince: number | undefined;
+  while (Date.now() < deadline) {
+    let s: LeaveStatus | undefined;
+    try {
+      const r = await fetchJson(`${base}/status`);
+      if (r.status === 200) s = r.body as LeaveStatus;
+    } catch {
+      s = undefined;
+    }
+    if (s === undefined) {
+      // It stopped answering: it left and stopped, or it died. Ask the others (gossip may take a moment
+      // to carry the news: only 10 s of silence without it counts as a failed leave).
+      unreachableSince ??= Date.now();
+      if ((await askOthers(last, info.node, flags.node)) === "left") {
+        process.stdout.write(`node ${info.node} has left the cluster and stopped\n`);
+        return;
+      }
+      if (Date.now() - unreachableSince > 10_000)
+        throw new Error(
+          `node ${info.node} stopped answering before it finished handing off; start it again (same --data) and its leave goes on`,
+        );
+    } else {
+      unreachableSince = undefined;
+      last = s;
+      const self = s.members.find((m) => m.id === s!.node.id);
+      const h = s.handoff;
+      const line = `handoff: ${h.state}, ring version ${h.ringVersion}, ${h.keysScanned} keys scanned, ${h.keysSent} copies sent, ${h.storesFailed} failed, ${h.passesCompleted} passes done${h.storesFailed > 0 && h.lastError ? ` (last error: ${h.lastError})` : ""}`;
+      if (line !== lastLine) process.stdout.write(`  ${line}\n`);
+      lastLine = line;
+      if (self?.status === "left") {
+        process.stdout.write(`node ${info.node} has left the cluster; it stops by itself\n`);
+        return;
+      }
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error(
+    `node ${info.node} has not finished leaving after ${waitS} s (it goes on; see cluster status)`,
+  );
+}
+
+/** "left" if another member says `id` has left; undefined if none answers or none knows it yet. */
+async function askOthers(
+  last: LeaveStatus | undefined,
+  id: string,
+  leaving: string,
+): Promise<"left" | undefined> {
+  for (const m of last?.members ?? []) {
+    if (m.id === id || m.api === leaving || m.status === "left") continue;
+    try {
+      const r = await fetchJson(`http://${m.api}/status`);
+      if (r.status !== 200) continue;
+      const me = (r.body as LeaveStatus).members.find((x) => x.id === id);
+      if (me?.status === "left") return "left";
+      return undefined;
+    } catch {
+      // try the next one
+    }
+  }
+  return undefined;
+}

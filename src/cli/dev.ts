@@ -79,6 +79,7 @@ export async function devCommand(flags: DevFlags): Promise<void> {
       );
       child.on("exit", (code, signal) => {
         if (!ready) reject(new Error(`node n${k} exited before serving (code ${code}, signal ${signal})`));
+        else if (!stopping && code === 0) out(`[n${k}] stopped (code 0; a node that left the cluster stops)`);
         else if (!stopping) out(`[n${k}] exited unexpectedly (code ${code}, signal ${signal})`);
       });
     });

@@ -4,13 +4,13 @@
  * - nodes: `start` (one node in the foreground; a new cluster, or `--join` one), `dev` (a local cluster of
  *   N nodes on 127.0.0.1: what `npm start` runs);
  * - keys, through a node's HTTP API: `get`, `put`, `delete` (`--node HOST:PORT`);
- * - the cluster: `cluster status`;
+ * - the cluster: `cluster status`, `cluster leave`;
  * - the storage engine: `demo` (writes, reads, reopens, prints statistics), `storage stats DIR`.
  */
 import { readFileSync } from "node:fs";
 import * as path from "node:path";
 import { Command, InvalidArgumentError } from "commander";
-import { clusterStatusCommand } from "./cluster-commands.js";
+import { clusterLeaveCommand, clusterStatusCommand } from "./cluster-commands.js";
 import { runDemo } from "./demo.js";
 import { devCommand } from "./dev.js";
 import { DEFAULT_NODE, deleteCommand, getCommand, putCommand, startCommand } from "./node-commands.js";
@@ -83,6 +83,14 @@ cluster
   .option("--node <host:port>", "API address of any node", DEFAULT_NODE)
   .option("--json", "print the node's whole /status as JSON")
   .action(clusterStatusCommand);
+cluster
+  .command("leave")
+  .description("that node hands its data off to the nodes that take its partitions, then leaves and stops")
+  .option("--node <host:port>", "API address of the node that leaves", DEFAULT_NODE)
+  .option("--force", "leave even if fewer than N members would remain")
+  .option("--no-wait", "return once the leave has started, without following the handoff")
+  .option("--wait-timeout <s>", "give up following the handoff after this many seconds", "3600")
+  .action(clusterLeaveCommand);
 
 const keyOptions = (c: Command) =>
   c

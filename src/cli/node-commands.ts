@@ -19,8 +19,10 @@ export async function startCommand(flags: StartFlags): Promise<void> {
     gossipIntervalMs: flags.gossipInterval,
     downAfterMs: flags.downAfter,
   });
+  let stopFor: ((why: string) => void) | undefined;
   const node = await startNode(config, {
     explicit: { n: flags.n !== undefined, r: flags.r !== undefined, w: flags.w !== undefined },
+    onLeft: () => stopFor?.("left the cluster (its data is handed off)"),
   });
   const id = node.identity;
   process.stdout.write(
@@ -41,7 +43,13 @@ export async function startCommand(flags: StartFlags): Promise<void> {
       process.stderr.write(`ringstore: ${sig} again, exiting without a clean stop\n`);
       process.exit(1);
     }
-    process.stdout.write(`ringstore node ${node.id}: ${sig}, stopping (finishing requests, closing files)\n`);
+    stopFor?.(sig);
+  };
+  let stopping = false;
+  stopFor = (why) => {
+    if (stopping) return;
+    stopping = true;
+    process.stdout.write(`ringstore node ${node.id}: ${why}, stopping (finishing requests, closing files)\n`);
     node.stop().then(
       () => {
         process.stdout.write(`ringstore node ${node.id}: stopped cleanly\n`);

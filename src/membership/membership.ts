@@ -4,7 +4,7 @@
  *
  * State gossiped (every member's entry, and the ring):
  * - An entry is owned by its member: only the member changes its status (joining -> up -> leaving ->
- *   left) and bumps its incarnation and heartbeat. Merging two views keeps, per member, the entry with
+ *   left) and bumps its incarnation and heartbeat. A leaving member is out of the ring (ringMembers). Merging two views keeps, per member, the entry with
  *   the higher (incarnation, status rank, heartbeat): views converge whatever the order of exchanges.
  * - The ring has a version; the higher version wins. Ring changes are made by one member at a time, the
  *   claimant: the lowest id among members that are up and look alive. It claims the joining members in
@@ -117,8 +117,18 @@ export class Membership {
     return "up";
   }
 
-  /** Members that take part in the ring: joining, up or leaving (not left). */
+  /**
+   * Members the ring is claimed for: joining or up. A leaving member is claimed out at once, so that its
+   * partitions go to the nodes that will keep them while it hands its data off (replication/handoff.ts).
+   */
   ringMembers(): RingMember[] {
+    return this.view()
+      .filter((m) => m.status === "joining" || m.status === "up")
+      .map((m) => ({ id: m.id, weight: m.weight, zone: m.zone }));
+  }
+
+  /** Every member not gone (left), with its zone: what preference lists need to know of placement. */
+  placementMembers(): RingMember[] {
     return this.view()
       .filter((m) => m.status !== "left")
       .map((m) => ({ id: m.id, weight: m.weight, zone: m.zone }));
@@ -200,6 +210,22 @@ export class Membership {
   updateSelf(patch: Partial<Pick<MemberView, "api" | "peer" | "weight" | "zone">>): void {
     const me = this.self;
     this.members.set(me.id, { ...me, ...patch, incarnation: me.incarnation + 1 });
+    this.epoch++;
+  }
+
+  /** This node starts leaving: the claimant claims it out of the ring; it hands its data off meanwhile. */
+  startLeaving(): void {
+    const me = this.self;
+    if (me.status === "leaving" || me.status === "left") return;
+    this.members.set(me.id, { ...me, status: "leaving", incarnation: me.incarnation + 1 });
+    this.epoch++;
+  }
+
+  /** This node has handed everything off and leaves for good. */
+  markLeft(): void {
+    const me = this.self;
+    if (me.status === "left") return;
+    this.members.set(me.id, { ...me, status: "left", incarnation: me.incarnation + 1 });
     this.epoch++;
   }
 

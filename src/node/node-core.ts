@@ -18,6 +18,7 @@ import {
 } from "../replication/cluster-peers.js";
 import { Coordinator, localPeer, type ReplicaPeer } from "../replication/coordinator.js";
 import { ForwardMemo } from "../replication/forward-memo.js";
+import { Handoff } from "../replication/handoff.js";
 import { Replica } from "../replication/replica.js";
 import { PreferenceTable } from "../ring/ring.js";
 import type { Clock, Random, Timers } from "../runtime/runtime.js";
@@ -63,6 +64,13 @@ export interface NodeCoreDeps {
   readonly onReadRepair?: (nodeId: string) => void;
   /** A read or store sent to another replica timed out. */
   readonly onReplicaTimeout?: (op: "read" | "store") => void;
+  /** This node finished leaving (everything handed off, `left` gossiped for a few rounds): stop it. */
+  readonly onLeft?: () => void;
+}
+
+/** Why a leave is refused (the API answers 409 with it). */
+export class LeaveRefusedError extends Error {
+  readonly code = "leave_refused";
 }
 
 export class NodeCore {
@@ -76,6 +84,11 @@ export class NodeCore {
   private readonly peers = new Map<string, ReplicaPeer>();
   private table: PreferenceTable | undefined;
   private tableRingVersion = -1;
+  readonly handoff: Handoff;
+  /** When this (leaving) node first saw a ring without itself; a leave completes only after a pass that
+   * started a settling time later, when every member has the new ring and sends it nothing more. */
+  private outOfRingSince: number | undefined;
+  private leftTimer: { cancel(): void } | undefined;
 
   constructor(private readonly d: NodeCoreDeps) {
     const now = () => d.clock.now();
@@ -137,8 +150,88 @@ export class NodeCore {
       random: d.random,
       intervalMs: d.gossipIntervalMs,
       requestTimeoutMs: Math.max(d.gossipIntervalMs * 2, 500),
-      onChange: d.onViewChange,
+      onChange: () => {
+        this.membershipChanged();
+        d.onViewChange?.();
+      },
     });
+    this.handoff = new Handoff({
+      selfId: d.nodeId,
+      storage: d.storage,
+      peer: peerFor,
+      timers: d.timers,
+      clock: d.clock,
+      current: () => {
+        const table = this.preferences();
+        const ring = this.membership.ring;
+        return table === undefined || ring === null ? undefined : { table, version: ring.version };
+      },
+      leaving: () => this.membership.self.status === "leaving",
+      onPassComplete: (p) => this.handoffPassComplete(p.startedAt),
+      retryMs: Math.max(d.gossipIntervalMs * 4, 1000),
+    });
+  }
+
+  /** How long a leaving node waits, after the ring without it arrived, before its final pass. */
+  private get settleMs(): number {
+    return Math.max(this.d.gossipIntervalMs * 6, 1000);
+  }
+
+  /** Is this node out of the current ring (no partition, not among the members it was claimed for)? */
+  private outOfRing(): boolean {
+    const ring = this.membership.ring;
+    if (ring === null) return false;
+    const me = `${this.d.nodeId}:`;
+    return !ring.owners.includes(this.d.nodeId) && !ring.members.some((k) => k.startsWith(me));
+  }
+
+  private membershipChanged(): void {
+    if (this.membership.self.status === "leaving" && this.outOfRingSince === undefined && this.outOfRing())
+      this.outOfRingSince = this.d.clock.now();
+    this.handoff.kick();
+  }
+
+  private handoffPassComplete(startedAt: number): void {
+    if (this.membership.self.status !== "leaving") return;
+    if (this.outOfRingSince === undefined) return; // the ring without us has not come yet: kick() will
+    const settledAt = this.outOfRingSince + this.settleMs;
+    if (startedAt < settledAt) {
+      // Members may still have written to us under the old ring: one more pass once they all have the new.
+      this.d.timers.after(Math.max(0, settledAt - this.d.clock.now()), () => this.handoff.kick());
+      return;
+    }
+    this.membership.markLeft();
+    this.d.onViewChange?.();
+    // Gossip the news for a few rounds before stopping, so that every member hears it from us.
+    this.leftTimer = this.d.timers.after(this.d.gossipIntervalMs * 4, () => this.d.onLeft?.());
+  }
+
+  /**
+   * Starts this node's leave: it is claimed out of the ring, hands every key it holds to the key's new
+   * replicas, then marks itself left and stops (onLeft). Refused when no member would be left to take the
+   * data, and, unless `force`, when fewer than N members would remain (keys would have fewer copies).
+   */
+  leave(force: boolean): { status: string; remaining: number } {
+    const m = this.membership;
+    const self = m.self;
+    if (self.status === "left") throw new LeaveRefusedError("this node has already left the cluster");
+    const others = m.view().filter((x) => x.id !== self.id && (x.status === "up" || x.status === "joining"));
+    if (self.status !== "leaving") {
+      if (others.length === 0)
+        throw new LeaveRefusedError(
+          "this node is the cluster's only member: there is nobody to hand its data to",
+        );
+      if (self.status === "joining")
+        throw new LeaveRefusedError("this node is still joining; leave once it is up");
+      if (others.length < this.d.cluster.n && !force)
+        throw new LeaveRefusedError(
+          `after this leave the cluster would have ${others.length} member(s), fewer than N=${this.d.cluster.n}: every key would keep only ${others.length} copies (force it with force=true)`,
+        );
+      m.startLeaving();
+      this.d.onViewChange?.();
+      this.membershipChanged();
+    }
+    return { status: "leaving", remaining: others.length };
   }
 
   /** The preference table of the current ring (rebuilt when the ring changes). */
@@ -148,7 +241,7 @@ export class NodeCore {
     if (this.table === undefined || this.tableRingVersion !== ring.version) {
       this.table = new PreferenceTable(
         { partitions: ring.partitions, owners: ring.owners },
-        this.membership.ringMembers(),
+        this.membership.placementMembers(),
         this.d.cluster.n,
       );
       this.tableRingVersion = ring.version;
@@ -163,10 +256,14 @@ export class NodeCore {
 
   start(): void {
     this.gossip.start();
+    this.handoff.start();
+    this.membershipChanged();
   }
 
   stop(): void {
     this.gossip.stop();
+    this.handoff.stop();
+    this.leftTimer?.cancel();
   }
 
   /** Answers one request from a peer. */

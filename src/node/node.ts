@@ -50,6 +50,8 @@ export interface RunningNode {
 export interface StartOptions {
   /** Which of n, r, w the user set explicitly (checked against an existing cluster's settings). */
   readonly explicit?: { n: boolean; r: boolean; w: boolean };
+  /** The node has left its cluster (`cluster leave`): everything handed off; the caller stops it. */
+  readonly onLeft?: () => void;
 }
 
 interface SavedView {
@@ -188,7 +190,14 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
     // ---- the protocol core (membership, replication, gossip), wired to the real adapters
     const view = joinedView ?? saved;
     const prevSelf = view?.members.find((m) => m.id === config.id);
+    if (prevSelf?.status === "left" && joinedView === undefined)
+      throw new ConfigError(
+        `node ${config.id} has left cluster ${id.clusterId} (cluster leave) and handed its data off; the data directory ${config.dataDir} is no longer in use: to run a node again, start it with a new --data (and --join a member)`,
+      );
     const inRing = view?.ring?.owners.includes(config.id) ?? false;
+    // A leave survives a restart: the node goes on handing off, then leaves.
+    const startStatus: MemberView["status"] =
+      prevSelf?.status === "leaving" ? "leaving" : inRing ? "up" : "joining";
     const metrics = new NodeMetrics(() => storage.stats(), { node: config.id });
     const core: NodeCore = new NodeCore({
       nodeId: config.id,
@@ -199,7 +208,7 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
       clock: rt.clock,
       timers: rt.timers,
       random,
-      self: selfEntry(inRing ? "up" : "joining", (prevSelf?.incarnation ?? 0) + 1),
+      self: selfEntry(startStatus, (prevSelf?.incarnation ?? 0) + 1),
       view,
       bootstrapRing: created || (view?.ring == null && config.join.length === 0),
       gossipIntervalMs: config.gossipIntervalMs,
@@ -210,6 +219,7 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
         writeSavedView(config.dataDir, { members: core.membership.view(), ring: core.membership.ring }),
       onReadRepair: () => metrics.readRepairs.inc(),
       onReplicaTimeout: (op) => metrics.replicaRequestTimeouts.inc({ op }),
+      onLeft: () => options.onLeft?.(),
     });
     const membership = core.membership;
     replica = core.replica;
@@ -252,6 +262,7 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
             })),
         };
       },
+      leave: (force) => ({ node: config.id, ...core.leave(force) }),
       status: async () => {
         const t = now();
         const ring = membership.ring;
@@ -293,6 +304,7 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
               };
             }),
           partitions: { total: ring?.partitions ?? 0, owned, replicated },
+          handoff: { ...core.handoff.progress },
           hintedHandoff: { backlog: 0 },
           antiEntropy: { lastExchanges: [] },
           transport: { ...transport.counters },

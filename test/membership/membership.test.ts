@@ -502,4 +502,38 @@ describe("membership over the simulated network", () => {
       );
     assert.deepEqual(versions.get("n4"), [3, 4], "n4 took v3 from its join answer, v4 from gossip");
   });
+
+  test("leave: a leaving member is claimed out at once, its partitions going only to others; left spreads", async () => {
+    const c = await SimCluster.ofFive(SEED);
+    const before = c.node("n1").membership!.ring!;
+    // n1 is the claimant; let the lowest-but-one leave, then the claimant itself.
+    for (const leaver of ["n2", "n1"]) {
+      const prev = c.live()[0]!.membership!.ring!;
+      c.node(leaver).membership!.startLeaving();
+      const out = await c.sched.runUntil(
+        () => c.live().every((n) => !n.membership!.ring!.owners.includes(leaver)),
+        30 * INTERVAL_MS,
+      );
+      assert.ok(out, `${leaver} was not claimed out everywhere\n${c.describe()}`);
+      const ring = c.node(leaver).membership!.ring!;
+      assert.equal(ring.version, prev.version + 1, `one claim for ${leaver}'s leave`);
+      assert.ok(!ring.members.some((k) => k.startsWith(`${leaver}:`)));
+      for (let p = 0; p < PARTITIONS; p++)
+        if (ring.owners[p] !== prev.owners[p]) assert.equal(prev.owners[p], leaver, `partition ${p} moved`);
+      // Still a member (it hands off, gossips) until it marks itself left.
+      assert.equal(c.node("n5").membership!.member(leaver)?.status, "leaving");
+      c.node(leaver).membership!.markLeft();
+      const heard = await c.sched.runUntil(
+        () => c.live().every((n) => n.membership!.member(leaver)?.status === "left"),
+        30 * INTERVAL_MS,
+      );
+      assert.ok(heard, `${leaver}'s left did not spread\n${c.describe()}`);
+    }
+    assert.ok(before.version < c.node("n5").membership!.ring!.version);
+    assert.deepEqual(
+      [...ownership(c.node("n5").membership!.ring!).keys()].sort(),
+      ["n3", "n4", "n5"],
+      "the three that stay own every partition",
+    );
+  });
 });

@@ -1,0 +1,222 @@
+/**
+ * Ownership handoff: when the ring changes, keys move to the nodes that newly replicate them.
+ *
+ * A pass scans this node's sibling sets in key order, a page at a time, and for each key compares its
+ * preference list under the ring the last complete pass was made for (`from`) with the current one
+ * (`to`). A node that is new in the list gets the set with a `store` (a merge at the receiver, so a copy
+ * sent twice or crossing a newer write changes nothing). Who sends:
+ * - a node that is no longer in the key's list sends it to every new member (it is losing the key);
+ * - otherwise only the first node of the old list that keeps the key sends, so that a join costs one
+ *   copy per key (two with a losing node) rather than one from every replica;
+ * - a leaving node sends every key it holds to every member of the key's current list: what it holds
+ *   must survive it, whatever ring it last handed off for.
+ *
+ * A pass that could not deliver everything (a peer down or slow) is run again after `retryMs`; a ring
+ * change during a pass starts a new pass at once, from the same `from`. What `from` is survives only in
+ * memory: a node restarted in the middle of a pass leaves the rest to read repair (and, later,
+ * anti-entropy).
+ *
+ * Everything is bounded: a page of `pageKeys` keys is in memory at a time, with at most `maxInFlight`
+ * stores outstanding, and the pass yields to the event loop between pages. Progress is kept in
+ * `progress` for /status.
+ */
+import type { PreferenceTable } from "../ring/ring.js";
+import type { Clock, Timers } from "../runtime/runtime.js";
+import type { StorageEngine } from "../storage/engine.js";
+import { decodeSiblings } from "../versioning/object-codec.js";
+import type { ReplicaPeer } from "./coordinator.js";
+import { Replica } from "./replica.js";
+
+export interface HandoffDeps {
+  readonly selfId: string;
+  readonly storage: StorageEngine;
+  readonly peer: (nodeId: string) => ReplicaPeer;
+  readonly timers: Timers;
+  readonly clock: Clock;
+  /** The preference table of the current ring, and its version (undefined before the node has a ring). */
+  readonly current: () => { table: PreferenceTable; version: number } | undefined;
+  /** Is this node leaving the cluster? */
+  readonly leaving: () => boolean;
+  /** A pass ended with every key delivered (`ringVersion` is the ring it handed off for). */
+  readonly onPassComplete?: (p: HandoffProgress) => void;
+  readonly pageKeys?: number;
+  readonly maxInFlight?: number;
+  readonly retryMs?: number;
+}
+
+export interface HandoffProgress {
+  /** idle: nothing to do; running: a pass is under way; retrying: the last pass missed some, waiting. */
+  state: "idle" | "running" | "retrying";
+  /** The ring version the current (or last) pass hands off for. */
+  ringVersion: number;
+  /** The pass was made as a leaving node (everything it holds goes). */
+  leaving: boolean;
+  keysScanned: number;
+  keysSent: number;
+  storesFailed: number;
+  passesCompleted: number;
+  startedAt: number;
+  lastCompletedAt: number | null;
+  lastError: string | null;
+}
+
+const NS_DATA = Replica.dataKey(new Uint8Array(0))[0]!;
+
+export class Handoff {
+  /** The ring the last complete pass was for (undefined: the one the node started with). */
+  private from: { table: PreferenceTable; version: number } | undefined;
+  private running = false;
+  private rerun = false;
+  private stopped = false;
+  private retry: { cancel(): void } | undefined;
+  readonly progress: HandoffProgress = {
+    state: "idle",
+    ringVersion: 0,
+    leaving: false,
+    keysScanned: 0,
+    keysSent: 0,
+    storesFailed: 0,
+    passesCompleted: 0,
+    startedAt: 0,
+    lastCompletedAt: null,
+    lastError: null,
+  };
+  private readonly pageKeys: number;
+  private readonly maxInFlight: number;
+  private readonly retryMs: number;
+
+  constructor(private readonly d: HandoffDeps) {
+    this.pageKeys = d.pageKeys ?? 256;
+    this.maxInFlight = d.maxInFlight ?? 16;
+    this.retryMs = d.retryMs ?? 5000;
+  }
+
+  /** The ring this node starts with is taken as handed off for (it held what it holds under it). */
+  start(): void {
+    this.from = this.d.current();
+    if (this.d.leaving()) this.kick();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.retry?.cancel();
+  }
+
+  /** The ring (or this node's leaving) changed: hand off for the new state. */
+  kick(): void {
+    if (this.stopped) return;
+    const to = this.d.current();
+    if (to === undefined) return;
+    if (this.from === undefined) {
+      this.from = to;
+      if (!this.d.leaving()) return;
+    }
+    if (!this.d.leaving() && this.from.version === to.version) return;
+    this.retry?.cancel();
+    this.retry = undefined;
+    if (this.running) {
+      this.rerun = true;
+      return;
+    }
+    void this.run();
+  }
+
+  private async run(): Promise<void> {
+    this.running = true;
+    try {
+      do {
+        this.rerun = false;
+        const to = this.d.current();
+        if (to === undefined || this.stopped) return;
+        const ok = await this.pass(this.from ?? to, to);
+        if (this.stopped) return;
+        if (this.rerun) continue;
+        if (ok) {
+          this.from = to;
+          this.progress.state = "idle";
+          this.progress.passesCompleted++;
+          this.progress.lastCompletedAt = this.d.clock.now();
+          this.d.onPassComplete?.(this.progress);
+        } else {
+          this.progress.state = "retrying";
+          this.retry = this.d.timers.after(this.retryMs, () => {
+            this.retry = undefined;
+            if (this.running) this.rerun = true;
+            else void this.run();
+          });
+        }
+      } while (this.rerun && !this.stopped);
+    } finally {
+      this.running = false;
+    }
+  }
+
+  /** One scan of every stored set; true if every store it needed was acknowledged. */
+  private async pass(
+    from: { table: PreferenceTable; version: number },
+    to: { table: PreferenceTable; version: number },
+  ): Promise<boolean> {
+    const leaving = this.d.leaving();
+    const p = this.progress;
+    p.state = "running";
+    p.ringVersion = to.version;
+    p.leaving = leaving;
+    p.keysScanned = 0;
+    p.keysSent = 0;
+    p.storesFailed = 0;
+    p.startedAt = this.d.clock.now();
+    let after: Uint8Array | undefined;
+    const lt = Uint8Array.of(NS_DATA + 1);
+    for (;;) {
+      if (this.stopped || this.rerun) return false;
+      const page: { key: Uint8Array; value: Uint8Array }[] = [];
+      const range =
+        after === undefined
+          ? { gte: Uint8Array.of(NS_DATA), lt, limit: this.pageKeys }
+          : { gt: after, lt, limit: this.pageKeys };
+      for await (const e of this.d.storage.iterate(range)) page.push(e);
+      if (page.length === 0) return p.storesFailed === 0;
+      after = page[page.length - 1]!.key;
+      const sends: { to: string; key: Uint8Array; value: Uint8Array }[] = [];
+      for (const e of page) {
+        p.keysScanned++;
+        const key = e.key.subarray(1);
+        for (const target of this.targets(key, from.table, to.table, leaving))
+          sends.push({ to: target, key, value: e.value });
+      }
+      await this.send(sends);
+      // Let requests in between pages: a pass over a large store is background work.
+      await new Promise<void>((resolve) => this.d.timers.after(0, resolve));
+    }
+  }
+
+  /** The nodes this node must send `key` to. */
+  private targets(key: Uint8Array, from: PreferenceTable, to: PreferenceTable, leaving: boolean): string[] {
+    const self = this.d.selfId;
+    const now = to.forKey(key);
+    if (leaving) return now.filter((id) => id !== self);
+    const before = from.forKey(key);
+    const gained = now.filter((id) => id !== self && !before.includes(id));
+    if (gained.length === 0) return [];
+    if (!before.includes(self)) return []; // it came to us by a write or repair; the holders send it
+    if (now.includes(self) && before.find((id) => now.includes(id)) !== self) return [];
+    return gained;
+  }
+
+  private async send(sends: readonly { to: string; key: Uint8Array; value: Uint8Array }[]): Promise<void> {
+    let next = 0;
+    const worker = async () => {
+      while (next < sends.length && !this.stopped) {
+        const s = sends[next++]!;
+        try {
+          await this.d.peer(s.to).store(s.key, decodeSiblings(s.value));
+          this.progress.keysSent++;
+        } catch (err) {
+          this.progress.storesFailed++;
+          this.progress.lastError = `${s.to}: ${(err as Error)?.message ?? String(err)}`;
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(this.maxInFlight, sends.length) }, worker));
+  }
+}

@@ -1,0 +1,133 @@
+/**
+ * Ownership handoff with real processes started through the CLI: a node that joins receives the keys of
+ * the partitions it takes from their old holders (no read needed), and `ringstore cluster leave` hands
+ * a node's keys to the nodes that take its partitions, marks it left and stops it.
+ */
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import * as path from "node:path";
+import { after, before, describe, test } from "node:test";
+import { promisify } from "node:util";
+import { Replica } from "../../src/replication/replica.js";
+import { partitionOf } from "../../src/ring/ring.js";
+import { NodeFileSystem } from "../../src/storage/fs/node-file-system.js";
+import { LsmEngine } from "../../src/storage/lsm/lsm-engine.js";
+import { decodeSiblings } from "../../src/versioning/object-codec.js";
+import { http, TestCluster } from "./harness.js";
+
+const run = promisify(execFile);
+const BIN = path.resolve("dist/cli/main.js");
+const KEYS = 300;
+const key = (i: number) => `hk-${i}`;
+
+/** Every key's values straight from a stopped node's storage (key -> sorted values). */
+async function storedAll(dataDir: string): Promise<Map<string, string[]>> {
+  const e = await LsmEngine.open({ dir: path.join(dataDir, "storage"), fs: new NodeFileSystem() });
+  const out = new Map<string, string[]>();
+  try {
+    for (let i = 0; i < KEYS; i++) {
+      const raw = await e.get(Replica.dataKey(Buffer.from(key(i))));
+      if (raw !== undefined)
+        out.set(
+          key(i),
+          decodeSiblings(raw)
+            .map((s) => Buffer.from(s.value.data).toString())
+            .sort(),
+        );
+    }
+  } finally {
+    await e.close();
+  }
+  return out;
+}
+
+interface Status {
+  cluster: { ringVersion: number };
+  members: { id: string; status: string; state: string }[];
+  partitions: { replicated: number[] };
+  handoff: { state: string; ringVersion: number; passesCompleted: number; keysSent: number };
+}
+
+describe("ownership handoff on join and leave", { timeout: 180_000 }, () => {
+  const c = new TestCluster();
+  const status = async (id: string) => (await http(c.url(id, "/status"))).json() as unknown as Status;
+  before(async () => {
+    await c.start("a");
+    await c.start("b", { join: "a" });
+    await c.start("c", { join: "a" });
+    for (const id of ["a", "b", "c"]) await c.converged(id, ["a", "b", "c"]);
+    for (let i = 0; i < KEYS; i++) {
+      const r = await http(c.url("a", `/kv/${key(i)}?w=3`), { method: "PUT", body: `v${i}` });
+      assert.equal(r.status, 204);
+    }
+  });
+  after(() => c.shutdown());
+
+  /** Waits until every listed node has completed a handoff pass for the ring version they all have. */
+  const handedOff = async (ids: string[]) =>
+    c.until(
+      `handoff done on ${ids.join(",")}`,
+      async () => {
+        const ss = await Promise.all(ids.map(status));
+        const v = ss[0]!.cluster.ringVersion;
+        return ss.every(
+          (s) => s.cluster.ringVersion === v && s.handoff.state === "idle" && s.handoff.ringVersion === v,
+        );
+      },
+      30_000,
+    );
+
+  test("a joining node gets the keys of the partitions it takes, without any read", async () => {
+    await c.start("d", { join: "a" });
+    for (const id of ["a", "b", "c", "d"]) await c.converged(id, ["a", "b", "c", "d"]);
+    await c.until("a ring claimed with d", async () => (await status("d")).partitions.replicated.length > 0);
+    await handedOff(["a", "b", "c"]);
+    const replicated = new Set((await status("d")).partitions.replicated);
+    const sent = (await Promise.all(["a", "b", "c"].map(status))).reduce((n, s) => n + s.handoff.keysSent, 0);
+    assert.equal(await c.stop("d"), 0);
+    const held = await storedAll(c.nodes.get("d")!.dataDir);
+    let expected = 0;
+    for (let i = 0; i < KEYS; i++) {
+      if (!replicated.has(partitionOf(Buffer.from(key(i)), 1024))) continue;
+      expected++;
+      assert.deepEqual(held.get(key(i)), [`v${i}`], `${key(i)} on d`);
+    }
+    assert.ok(expected > KEYS / 2, `d replicates ${expected} of the keys (N=3 of 4 nodes)`);
+    assert.ok(sent >= expected, `the holders sent ${sent} copies for ${expected} keys`);
+    await c.start("d");
+    for (const id of ["a", "b", "c", "d"]) await c.converged(id, ["a", "b", "c", "d"]);
+  });
+
+  test("cluster leave: the node hands everything off, is marked left and stops; a leave below N is refused", async () => {
+    const a = c.nodes.get("a")!;
+    const exited = new Promise<number | null>((resolve) => a.child!.on("exit", (code) => resolve(code)));
+    const out = await run(process.execPath, [BIN, "cluster", "leave", "--node", a.api], { timeout: 60_000 });
+    assert.match(out.stdout, /node a is leaving/);
+    assert.match(out.stdout, /node a has left the cluster/);
+    assert.equal(await exited, 0, `a stops by itself after leaving:\n${a.output}`);
+    a.child = undefined;
+    assert.match(a.output, /left the cluster/);
+
+    for (const id of ["b", "c", "d"])
+      await c.until(`${id} to see a left`, async () =>
+        (await status(id)).members.some((m) => m.id === "a" && m.status === "left"),
+      );
+    await handedOff(["b", "c", "d"]);
+    // Three members remain with N=3: one more leave is refused unless forced.
+    const refused = await http(c.url("b", "/cluster/leave"), { method: "POST" });
+    assert.equal(refused.status, 409);
+    assert.equal(refused.json().error, "leave_refused");
+    assert.match(String(refused.json().message), /fewer than N=3/);
+    assert.equal((await http(c.url("b", "/cluster/leave?force=maybe"), { method: "POST" })).status, 400);
+
+    // With N=3 and three members left, each of them holds every key, straight from its own storage.
+    for (const id of ["b", "c", "d"]) {
+      assert.equal(await c.stop(id), 0);
+      const held = await storedAll(c.nodes.get(id)!.dataDir);
+      for (let i = 0; i < KEYS; i++) assert.deepEqual(held.get(key(i)), [`v${i}`], `${key(i)} on ${id}`);
+    }
+
+    // The node that left does not start again on its old data directory.
+    await assert.rejects(c.start("a"), /has left cluster/);
+  });
+});
