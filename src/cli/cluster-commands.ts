@@ -89,6 +89,14 @@ export async function clusterLeaveCommand(flags: {
   if (!Number.isFinite(waitS) || waitS <= 0)
     throw new Error(`--wait-timeout must be a positive number of seconds`);
   const base = `http://${flags.node}`;
+  // The members as the node sees them now: whom to ask whether it left, once it has stopped answering.
+  let last: LeaveStatus | undefined;
+  try {
+    const r = await fetchJson(`${base}/status`);
+    if (r.status === 200) last = r.body as LeaveStatus;
+  } catch {
+    // the POST below says what is wrong
+  }
   let started: { status: number; body: unknown };
   try {
     started = await fetchJson(`${base}/cluster/leave${flags.force ? "?force=true" : ""}`, { method: "POST" });
@@ -105,7 +113,6 @@ export async function clusterLeaveCommand(flags: {
   );
   if (!flags.wait) return;
   const deadline = Date.now() + waitS * 1000;
-  let last: LeaveStatus | undefined;
   let lastLine = "";
   let unreachableSince: number | undefined;
   while (Date.now() < deadline) {
@@ -161,7 +168,6 @@ async function askOthers(
       if (r.status !== 200) continue;
       const me = (r.body as LeaveStatus).members.find((x) => x.id === id);
       if (me?.status === "left") return "left";
-      return undefined;
     } catch {
       // try the next one
     }

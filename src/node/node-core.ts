@@ -89,6 +89,7 @@ export class NodeCore {
    * started a settling time later, when every member has the new ring and sends it nothing more. */
   private outOfRingSince: number | undefined;
   private leftTimer: { cancel(): void } | undefined;
+  private settleTimer: { cancel(): void } | undefined;
 
   constructor(private readonly d: NodeCoreDeps) {
     const now = () => d.clock.now();
@@ -167,6 +168,7 @@ export class NodeCore {
         return table === undefined || ring === null ? undefined : { table, version: ring.version };
       },
       leaving: () => this.membership.self.status === "leaving",
+      leavingReady: () => this.outOfRing(),
       onPassComplete: (p) => this.handoffPassComplete(p.startedAt),
       retryMs: Math.max(d.gossipIntervalMs * 4, 1000),
     });
@@ -186,18 +188,26 @@ export class NodeCore {
   }
 
   private membershipChanged(): void {
-    if (this.membership.self.status === "leaving" && this.outOfRingSince === undefined && this.outOfRing())
-      this.outOfRingSince = this.d.clock.now();
+    if (this.membership.self.status === "leaving") {
+      if (!this.outOfRing()) this.outOfRingSince = undefined;
+      else this.outOfRingSince ??= this.d.clock.now();
+    }
     this.handoff.kick();
   }
 
   private handoffPassComplete(startedAt: number): void {
     if (this.membership.self.status !== "leaving") return;
-    if (this.outOfRingSince === undefined) return; // the ring without us has not come yet: kick() will
+    // A ring that holds us again (a stale claimant) makes us a replica again: wait for the next one.
+    if (!this.outOfRing()) this.outOfRingSince = undefined;
+    if (this.outOfRingSince === undefined) return;
     const settledAt = this.outOfRingSince + this.settleMs;
     if (startedAt < settledAt) {
       // Members may still have written to us under the old ring: one more pass once they all have the new.
-      this.d.timers.after(Math.max(0, settledAt - this.d.clock.now()), () => this.handoff.kick());
+      this.settleTimer?.cancel();
+      this.settleTimer = this.d.timers.after(Math.max(0, settledAt - this.d.clock.now()), () => {
+        this.settleTimer = undefined;
+        this.handoff.rescan();
+      });
       return;
     }
     this.membership.markLeft();
@@ -215,11 +225,16 @@ export class NodeCore {
     const m = this.membership;
     const self = m.self;
     if (self.status === "left") throw new LeaveRefusedError("this node has already left the cluster");
-    const others = m.view().filter((x) => x.id !== self.id && (x.status === "up" || x.status === "joining"));
+    // Only members that are up and look alive count: one of them must claim us out (the claimant), and
+    // they are the ones that will hold the data.
+    const t = this.d.clock.now();
+    const others = m
+      .view()
+      .filter((x) => x.id !== self.id && x.status === "up" && m.liveness(x.id, t) !== "down");
     if (self.status !== "leaving") {
       if (others.length === 0)
         throw new LeaveRefusedError(
-          "this node is the cluster's only member: there is nobody to hand its data to",
+          "no other member is up: there is nobody to claim this node's partitions and take its data",
         );
       if (self.status === "joining")
         throw new LeaveRefusedError("this node is still joining; leave once it is up");
@@ -260,10 +275,12 @@ export class NodeCore {
     this.membershipChanged();
   }
 
-  stop(): void {
+  /** Stops gossip and handoff; resolves once a handoff pass under way has let go of the storage. */
+  stop(): Promise<void> {
     this.gossip.stop();
-    this.handoff.stop();
     this.leftTimer?.cancel();
+    this.settleTimer?.cancel();
+    return this.handoff.stop();
   }
 
   /** Answers one request from a peer. */

@@ -320,7 +320,7 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
     if (membership.self.api !== formatHostPort(apiBound))
       membership.updateSelf({ api: formatHostPort(apiBound) });
     core.start();
-    cleanup.unshift(async () => core.stop());
+    cleanup.unshift(() => core.stop());
     writeSavedView(config.dataDir, { members: membership.view(), ring: membership.ring });
 
     let stopping: Promise<void> | undefined;

@@ -11,12 +11,13 @@
  * - a leaving node sends every key it holds to every member of the key's current list: what it holds
  *   must survive it, whatever ring it last handed off for.
  *
- * A pass that could not deliver everything (a peer down or slow) is run again after `retryMs`; a ring
- * change during a pass starts a new pass at once, from the same `from`. What `from` is survives only in
+ * A pass that could not deliver everything (a peer down or slow, the engine failing) is run again after
+ * `retryMs`, doubled after each failed pass up to `maxRetryMs`; a ring change during a pass starts a new
+ * pass at once, from the same `from`. A leaving node passes only once the ring no longer holds it. What `from` is survives only in
  * memory: a node restarted in the middle of a pass leaves the rest to read repair (and, later,
  * anti-entropy).
  *
- * Everything is bounded: a page of `pageKeys` keys is in memory at a time, with at most `maxInFlight`
+ * Everything is bounded: a page of `pageKeys` keys (or `pageBytes` bytes) is in memory at a time, with at most `maxInFlight`
  * stores outstanding, and the pass yields to the event loop between pages. Progress is kept in
  * `progress` for /status.
  */
@@ -37,11 +38,20 @@ export interface HandoffDeps {
   readonly current: () => { table: PreferenceTable; version: number } | undefined;
   /** Is this node leaving the cluster? */
   readonly leaving: () => boolean;
+  /**
+   * May a leaving node's pass run now? (Not while the ring still holds it: it is still a replica then,
+   * and a pass would only send what the next ring makes it send again.)
+   */
+  readonly leavingReady?: () => boolean;
   /** A pass ended with every key delivered (`ringVersion` is the ring it handed off for). */
   readonly onPassComplete?: (p: HandoffProgress) => void;
   readonly pageKeys?: number;
+  /** A page also ends once its values add up to this many bytes (at least one entry per page). */
+  readonly pageBytes?: number;
   readonly maxInFlight?: number;
+  /** First wait before a pass that missed some stores runs again; doubled per failed pass up to maxRetryMs. */
   readonly retryMs?: number;
+  readonly maxRetryMs?: number;
 }
 
 export interface HandoffProgress {
@@ -65,8 +75,9 @@ const NS_DATA = Replica.dataKey(new Uint8Array(0))[0]!;
 export class Handoff {
   /** The ring the last complete pass was for (undefined: the one the node started with). */
   private from: { table: PreferenceTable; version: number } | undefined;
-  private running = false;
+  private running: Promise<void> | undefined;
   private rerun = false;
+  private retryDelayMs: number;
   private stopped = false;
   private retry: { cancel(): void } | undefined;
   readonly progress: HandoffProgress = {
@@ -82,13 +93,18 @@ export class Handoff {
     lastError: null,
   };
   private readonly pageKeys: number;
+  private readonly pageBytes: number;
   private readonly maxInFlight: number;
   private readonly retryMs: number;
+  private readonly maxRetryMs: number;
 
   constructor(private readonly d: HandoffDeps) {
     this.pageKeys = d.pageKeys ?? 256;
+    this.pageBytes = d.pageBytes ?? 4 << 20;
     this.maxInFlight = d.maxInFlight ?? 16;
     this.retryMs = d.retryMs ?? 5000;
+    this.maxRetryMs = d.maxRetryMs ?? 60_000;
+    this.retryDelayMs = this.retryMs;
   }
 
   /** The ring this node starts with is taken as handed off for (it held what it holds under it). */
@@ -97,9 +113,11 @@ export class Handoff {
     if (this.d.leaving()) this.kick();
   }
 
-  stop(): void {
+  /** Stops passing; resolves once the pass under way (if any) has let go of the storage engine. */
+  stop(): Promise<void> {
     this.stopped = true;
     this.retry?.cancel();
+    return this.running ?? Promise.resolve();
   }
 
   /** The ring (or this node's leaving) changed: hand off for the new state. */
@@ -107,48 +125,85 @@ export class Handoff {
     if (this.stopped) return;
     const to = this.d.current();
     if (to === undefined) return;
+    const leaving = this.d.leaving();
     if (this.from === undefined) {
       this.from = to;
-      if (!this.d.leaving()) return;
+      if (!leaving) return;
     }
-    if (!this.d.leaving() && this.from.version === to.version) return;
+    if (leaving && this.d.leavingReady?.() === false) return;
+    const p = this.progress;
+    // A leaving node's pass for this ring is done; its final one comes from rescan().
+    if (
+      leaving &&
+      this.running === undefined &&
+      p.state === "idle" &&
+      p.leaving &&
+      p.ringVersion === to.version
+    )
+      return;
+    if (!leaving && this.from.version === to.version) return;
+    if (this.running !== undefined) {
+      // A pass for this very ring is under way: nothing new to do.
+      if (this.progress.ringVersion !== to.version || this.progress.leaving !== leaving) this.rerun = true;
+      return;
+    }
     this.retry?.cancel();
     this.retry = undefined;
-    if (this.running) {
+    this.launch();
+  }
+
+  /** Runs a pass for the current ring even if one was completed for it (a leaving node's final pass). */
+  rescan(): void {
+    if (this.stopped) return;
+    if (this.running !== undefined) {
       this.rerun = true;
       return;
     }
-    void this.run();
+    this.retry?.cancel();
+    this.retry = undefined;
+    this.launch();
+  }
+
+  private launch(): void {
+    this.running = this.run().finally(() => {
+      this.running = undefined;
+    });
   }
 
   private async run(): Promise<void> {
-    this.running = true;
-    try {
-      do {
-        this.rerun = false;
-        const to = this.d.current();
-        if (to === undefined || this.stopped) return;
-        const ok = await this.pass(this.from ?? to, to);
-        if (this.stopped) return;
-        if (this.rerun) continue;
-        if (ok) {
-          this.from = to;
-          this.progress.state = "idle";
-          this.progress.passesCompleted++;
-          this.progress.lastCompletedAt = this.d.clock.now();
-          this.d.onPassComplete?.(this.progress);
-        } else {
-          this.progress.state = "retrying";
-          this.retry = this.d.timers.after(this.retryMs, () => {
-            this.retry = undefined;
-            if (this.running) this.rerun = true;
-            else void this.run();
-          });
-        }
-      } while (this.rerun && !this.stopped);
-    } finally {
-      this.running = false;
-    }
+    do {
+      this.rerun = false;
+      const to = this.d.current();
+      if (to === undefined || this.stopped) return;
+      let ok: boolean;
+      try {
+        ok = await this.pass(this.from ?? to, to);
+      } catch (err) {
+        // The storage engine failed or closed under the pass: try again later (or never, once stopped).
+        this.progress.lastError = `scan: ${(err as Error)?.message ?? String(err)}`;
+        ok = false;
+      }
+      if (this.stopped) return;
+      if (this.rerun) continue;
+      if (ok) {
+        this.from = to;
+        this.retryDelayMs = this.retryMs;
+        this.progress.state = "idle";
+        this.progress.passesCompleted++;
+        this.progress.lastCompletedAt = this.d.clock.now();
+        this.d.onPassComplete?.(this.progress);
+      } else {
+        this.progress.state = "retrying";
+        const delay = this.retryDelayMs;
+        this.retryDelayMs = Math.min(this.retryDelayMs * 2, this.maxRetryMs);
+        this.retry = this.d.timers.after(delay, () => {
+          this.retry = undefined;
+          if (this.stopped) return;
+          if (this.running !== undefined) this.rerun = true;
+          else this.launch();
+        });
+      }
+    } while (this.rerun && !this.stopped);
   }
 
   /** One scan of every stored set; true if every store it needed was acknowledged. */
@@ -174,7 +229,12 @@ export class Handoff {
         after === undefined
           ? { gte: Uint8Array.of(NS_DATA), lt, limit: this.pageKeys }
           : { gt: after, lt, limit: this.pageKeys };
-      for await (const e of this.d.storage.iterate(range)) page.push(e);
+      let bytes = 0;
+      for await (const e of this.d.storage.iterate(range)) {
+        page.push(e);
+        bytes += e.key.length + e.value.length;
+        if (bytes >= this.pageBytes) break;
+      }
       if (page.length === 0) return p.storesFailed === 0;
       after = page[page.length - 1]!.key;
       const sends: { to: string; key: Uint8Array; value: Uint8Array }[] = [];

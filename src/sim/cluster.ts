@@ -273,7 +273,7 @@ export class SimCluster {
     node.state = "crashed";
     this.net.crash(node.address);
     node.timers.halt();
-    node.core.stop();
+    void node.core.stop();
     node.fs?.crash({ unsynced, random });
     this.log(`crash ${id} (unsynced data: ${node.fs === undefined ? "all lost" : unsynced})`);
   }
@@ -346,7 +346,7 @@ export class SimCluster {
 
   stop(): void {
     for (const node of this.nodes) {
-      node.core.stop();
+      void node.core.stop();
       node.timers.halt();
     }
   }

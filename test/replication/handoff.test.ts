@@ -1,0 +1,185 @@
+/**
+ * Handoff (src/replication/handoff.ts) on virtual time, with a real memory engine holding the sets and
+ * peers that record (or refuse) the stores sent to them: who sends what on a join and on a leave, retries
+ * with backoff until every store is acknowledged, and a stop or a failing scan that crash nothing.
+ */
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import type { ReplicaPeer } from "../../src/replication/coordinator.js";
+import { Handoff, type HandoffDeps } from "../../src/replication/handoff.js";
+import { Replica } from "../../src/replication/replica.js";
+import { claim, PreferenceTable, type RingMember } from "../../src/ring/ring.js";
+import { VirtualScheduler } from "../../src/runtime/virtual-runtime.js";
+import { MemoryEngine } from "../../src/storage/memory-engine.js";
+import { update } from "../../src/versioning/dvv.js";
+import { encodeSiblings, type StoredSibling } from "../../src/versioning/object-codec.js";
+
+const Q = 64;
+const N = 3;
+const KEYS = 400;
+
+function ringOf(ids: string[], prev?: ReturnType<typeof claim>) {
+  const members: RingMember[] = ids.map((id) => ({ id, weight: 1 }));
+  const r = claim(prev, members, Q, N);
+  return { ring: r, table: new PreferenceTable(r, members, N) };
+}
+
+function set(i: number): StoredSibling[] {
+  return update([], new Map(), "w1", {
+    data: Buffer.from(`v${i}`),
+    contentType: "text/plain",
+    deleted: false,
+    writtenAtMs: 0,
+  }).set;
+}
+
+/** Holds every key whose old preference list has `self`, as a replica would. */
+async function storeFor(self: string, table: PreferenceTable): Promise<MemoryEngine> {
+  const e = new MemoryEngine();
+  for (let i = 0; i < KEYS; i++) {
+    const key = Buffer.from(`k${i}`);
+    if (table.forKey(key).includes(self)) await e.put(Replica.dataKey(key), encodeSiblings(set(i)));
+  }
+  return e;
+}
+
+class Peers {
+  readonly got = new Map<string, Set<string>>();
+  down = new Set<string>();
+  sends = 0;
+  peer = (id: string): ReplicaPeer => ({
+    nodeId: id,
+    read: async () => [],
+    store: async (key) => {
+      this.sends++;
+      if (this.down.has(id)) throw new Error(`${id} is down`);
+      const s = this.got.get(id) ?? new Set<string>();
+      s.add(Buffer.from(key).toString());
+      this.got.set(id, s);
+    },
+  });
+}
+
+function handoff(
+  sched: VirtualScheduler,
+  self: string,
+  storage: MemoryEngine,
+  peers: Peers,
+  current: () => { table: PreferenceTable; version: number },
+  leaving = false,
+  extra: Partial<HandoffDeps> = {},
+): Handoff {
+  return new Handoff({
+    selfId: self,
+    storage,
+    peer: peers.peer,
+    timers: sched,
+    clock: sched,
+    current,
+    leaving: () => leaving,
+    pageKeys: 32,
+    retryMs: 1000,
+    ...extra,
+  });
+}
+
+describe("handoff", () => {
+  test("a join: each key the joiner takes arrives from the holders, with one sender per key that nobody loses", async () => {
+    const before = ringOf(["a", "b", "c"]);
+    const after = ringOf(["a", "b", "c", "d"], before.ring);
+    const sched = new VirtualScheduler();
+    const peers = new Peers();
+    let cur = { table: before.table, version: 1 };
+    const hs: Handoff[] = [];
+    for (const id of ["a", "b", "c"]) {
+      const h = handoff(sched, id, await storeFor(id, before.table), peers, () => cur);
+      h.start();
+      hs.push(h);
+    }
+    cur = { table: after.table, version: 2 };
+    for (const h of hs) h.kick();
+    assert.ok(await sched.runUntil(() => hs.every((h) => h.progress.passesCompleted === 1), 60_000));
+    let expected = 0;
+    for (let i = 0; i < KEYS; i++) {
+      const key = Buffer.from(`k${i}`);
+      if (!after.table.forKey(key).includes("d")) continue;
+      expected++;
+      assert.ok(peers.got.get("d")?.has(`k${i}`), `k${i} reached d`);
+    }
+    assert.ok(expected > KEYS / 2);
+    assert.deepEqual([...peers.got.keys()], ["d"], "only the joiner gets stores");
+    // With three holders per key, one loses it (sends) and one keeper sends: at most two copies per key.
+    assert.ok(peers.sends <= 2 * expected, `${peers.sends} stores for ${expected} keys`);
+    for (const h of hs) await h.stop();
+  });
+
+  test("a leave: everything goes to the key's current replicas; a replica down is retried with backoff until it is back", async () => {
+    const before = ringOf(["a", "b", "c", "d"]);
+    const after = ringOf(["b", "c", "d"], before.ring);
+    const sched = new VirtualScheduler();
+    const peers = new Peers();
+    peers.down.add("c");
+    const storage = await storeFor("a", before.table);
+    let held = 0;
+    for await (const _ of storage.iterate()) held++;
+    const h = handoff(sched, "a", storage, peers, () => ({ table: after.table, version: 2 }), true);
+    h.start();
+    assert.ok(await sched.runUntil(() => h.progress.state === "retrying", 10_000));
+    const tries: number[] = [];
+    let last = h.progress.startedAt;
+    assert.ok(
+      await sched.runUntil(() => {
+        if (h.progress.startedAt !== last) {
+          tries.push(h.progress.startedAt - last);
+          last = h.progress.startedAt;
+        }
+        return tries.length >= 3;
+      }, 60_000),
+    );
+    assert.ok(tries[1]! > tries[0]! && tries[2]! > tries[1]!, `waits between passes grow: ${tries}`);
+    assert.equal(h.progress.passesCompleted, 0);
+    assert.match(h.progress.lastError ?? "", /c is down/);
+    peers.down.clear();
+    assert.ok(await sched.runUntil(() => h.progress.passesCompleted === 1, 60_000));
+    for (let i = 0; i < KEYS; i++) {
+      const key = Buffer.from(`k${i}`);
+      if (!before.table.forKey(key).includes("a")) continue;
+      for (const id of after.table.forKey(key)) assert.ok(peers.got.get(id)?.has(`k${i}`), `k${i} on ${id}`);
+    }
+    assert.ok(held > 0);
+    await h.stop();
+  });
+
+  test("stop during a pass, or a scan that fails: no crash, no store after the stop", async () => {
+    const before = ringOf(["a", "b", "c"]);
+    const after = ringOf(["a", "b", "c", "d"], before.ring);
+    const sched = new VirtualScheduler();
+    const peers = new Peers();
+    const storage = await storeFor("a", before.table);
+    let cur = { table: before.table, version: 1 };
+    const h = handoff(sched, "a", storage, peers, () => cur);
+    h.start();
+    cur = { table: after.table, version: 2 };
+    h.kick();
+    assert.ok(await sched.runUntil(() => h.progress.keysScanned > 0, 10_000));
+    const stopped = h.stop();
+    await sched.runUntilSettled(stopped, 10_000);
+    const sent = peers.sends;
+    await sched.runFor(10_000);
+    assert.equal(peers.sends, sent, "nothing is sent after stop");
+
+    // A scan that throws (the engine failed) is recorded and retried, never unhandled.
+    const broken = new MemoryEngine();
+    broken.iterate = () => {
+      throw new Error("disk on fire");
+    };
+    let cur2 = { table: before.table, version: 1 };
+    const h2 = handoff(sched, "a", broken, peers, () => cur2);
+    h2.start();
+    cur2 = { table: after.table, version: 2 };
+    h2.kick();
+    assert.ok(await sched.runUntil(() => h2.progress.state === "retrying", 10_000));
+    assert.match(h2.progress.lastError ?? "", /disk on fire/);
+    await h2.stop();
+  });
+});
