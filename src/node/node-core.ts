@@ -53,6 +53,8 @@ export interface NodeCoreDeps {
   readonly self: MemberView;
   /** The last view known (saved, or from the join answer); undefined for a brand-new node. */
   readonly view?: { readonly members: readonly MemberView[]; readonly ring: RingView | null };
+  /** The ring the node's last complete handoff pass was for (saved in members.json), if any. */
+  readonly handedOff?: RingView | null;
   /** Make the first ring (a new cluster of one). */
   readonly bootstrapRing: boolean;
   readonly gossipIntervalMs: number;
@@ -165,7 +167,7 @@ export class NodeCore {
       current: () => {
         const table = this.preferences();
         const ring = this.membership.ring;
-        return table === undefined || ring === null ? undefined : { table, version: ring.version };
+        return table === undefined || ring === null ? undefined : { ring, table, version: ring.version };
       },
       leaving: () => this.membership.self.status === "leaving",
       leavingReady: () => this.outOfRing(),
@@ -196,6 +198,7 @@ export class NodeCore {
   }
 
   private handoffPassComplete(startedAt: number): void {
+    this.d.onViewChange?.(); // saves the ring handed off for
     if (this.membership.self.status !== "leaving") return;
     // A ring that holds us again (a stale claimant) makes us a replica again: wait for the next one.
     if (!this.outOfRing()) this.outOfRingSince = undefined;
@@ -271,7 +274,21 @@ export class NodeCore {
 
   start(): void {
     this.gossip.start();
-    this.handoff.start();
+    // A pass that a stop or crash interrupted runs again from the ring saved as handed off for.
+    const saved = this.d.handedOff;
+    this.handoff.start(
+      saved === undefined || saved === null
+        ? undefined
+        : {
+            ring: saved,
+            version: saved.version,
+            table: new PreferenceTable(
+              { partitions: saved.partitions, owners: saved.owners },
+              this.membership.placementMembers(),
+              this.d.cluster.n,
+            ),
+          },
+    );
     this.membershipChanged();
   }
 

@@ -57,12 +57,30 @@ export interface StartOptions {
 interface SavedView {
   readonly members: MemberView[];
   readonly ring: RingView | null;
+  /** The ring of the last complete handoff pass (handoff.ts); absent in views saved before it existed. */
+  readonly handedOff?: RingView | null;
+}
+
+/** A ring read back from members.json, checked enough to build a preference table from it. */
+function savedRing(x: unknown): RingView | null {
+  const r = x as RingView | null | undefined;
+  if (r === null || typeof r !== "object") return null;
+  const ok =
+    Number.isSafeInteger(r.version) &&
+    Number.isSafeInteger(r.partitions) &&
+    Array.isArray(r.owners) &&
+    r.owners.length === r.partitions &&
+    r.owners.every((o) => typeof o === "string") &&
+    Array.isArray(r.members);
+  return ok ? r : null;
 }
 
 function readSavedView(dataDir: string): SavedView | undefined {
   try {
     const j = JSON.parse(fs.readFileSync(path.join(dataDir, "members.json"), "utf8")) as SavedView;
-    return Array.isArray(j.members) ? j : undefined;
+    if (!Array.isArray(j.members)) return undefined;
+    // An unreadable handed-off ring only costs a pass from the current ring (what it was before it existed).
+    return { ...j, handedOff: savedRing(j.handedOff) };
   } catch {
     // Missing or damaged: the view is a cache; gossip rebuilds it from any reachable member.
     return undefined;
@@ -215,8 +233,13 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
       downAfterMs: config.downAfterMs,
       requestTimeoutMs: config.requestTimeoutMs,
       maxSiblings: config.maxSiblings,
+      handedOff: saved?.handedOff,
       onViewChange: () =>
-        writeSavedView(config.dataDir, { members: core.membership.view(), ring: core.membership.ring }),
+        writeSavedView(config.dataDir, {
+          members: core.membership.view(),
+          ring: core.membership.ring,
+          handedOff: core.handoff.handedOffRing ?? null,
+        }),
       onReadRepair: () => metrics.readRepairs.inc(),
       onReplicaTimeout: (op) => metrics.replicaRequestTimeouts.inc({ op }),
       onLeft: () => options.onLeft?.(),
@@ -321,7 +344,11 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
       membership.updateSelf({ api: formatHostPort(apiBound) });
     core.start();
     cleanup.unshift(() => core.stop());
-    writeSavedView(config.dataDir, { members: membership.view(), ring: membership.ring });
+    writeSavedView(config.dataDir, {
+      members: membership.view(),
+      ring: membership.ring,
+      handedOff: core.handoff.handedOffRing ?? null,
+    });
 
     let stopping: Promise<void> | undefined;
     return {

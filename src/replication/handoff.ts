@@ -6,24 +6,26 @@
  * (`to`). A node that is new in the list gets the set with a `store` (a merge at the receiver, so a copy
  * sent twice or crossing a newer write changes nothing). Who sends:
  * - a node that is no longer in the key's list sends it to every new member (it is losing the key);
- * - otherwise only the first node of the old list that keeps the key sends, so that a join costs one
- *   copy per key (two with a losing node) rather than one from every replica;
+ * - otherwise only the first node of the old list that keeps the key sends, so that a join costs two
+ *   copies per key (the loser's and the first keeper's) rather than one from every replica; when nobody
+ *   loses the key (a cluster of fewer than N nodes growing), every keeper sends;
  * - a leaving node sends every key it holds to every member of the key's current list: what it holds
  *   must survive it, whatever ring it last handed off for.
  *
  * A pass that could not deliver everything (a peer down or slow, the engine failing) is run again after
  * `retryMs`, doubled after each failed pass up to `maxRetryMs`; a ring change during a pass starts a new
- * pass at once, from the same `from`. A leaving node passes only once the ring no longer holds it. What `from` is survives only in
- * memory: a node restarted in the middle of a pass leaves the rest to read repair (and, later,
- * anti-entropy).
+ * pass at once, from the same `from`. A leaving node passes only once the ring no longer holds it. The
+ * node saves `from` with its view (members.json), so a node restarted in the middle of a pass runs it
+ * again.
  *
- * Everything is bounded: a page of `pageKeys` keys (or `pageBytes` bytes) is in memory at a time, with at most `maxInFlight`
- * stores outstanding, and the pass yields to the event loop between pages. Progress is kept in
- * `progress` for /status.
+ * Everything is bounded: a page of `pageKeys` keys (or `pageBytes` bytes) is in memory at a time, with
+ * at most `maxInFlight` stores outstanding, and the pass yields to the event loop between pages.
+ * Progress is kept in `progress` for /status.
  */
 import type { PreferenceTable } from "../ring/ring.js";
 import type { Clock, Timers } from "../runtime/runtime.js";
 import type { StorageEngine } from "../storage/engine.js";
+import type { RingView } from "../transport/messages.js";
 import { decodeSiblings } from "../versioning/object-codec.js";
 import type { ReplicaPeer } from "./coordinator.js";
 import { Replica } from "./replica.js";
@@ -34,8 +36,8 @@ export interface HandoffDeps {
   readonly peer: (nodeId: string) => ReplicaPeer;
   readonly timers: Timers;
   readonly clock: Clock;
-  /** The preference table of the current ring, and its version (undefined before the node has a ring). */
-  readonly current: () => { table: PreferenceTable; version: number } | undefined;
+  /** The current ring, its preference table and version (undefined before the node has a ring). */
+  readonly current: () => HandoffRing | undefined;
   /** Is this node leaving the cluster? */
   readonly leaving: () => boolean;
   /**
@@ -52,6 +54,13 @@ export interface HandoffDeps {
   /** First wait before a pass that missed some stores runs again; doubled per failed pass up to maxRetryMs. */
   readonly retryMs?: number;
   readonly maxRetryMs?: number;
+}
+
+/** A ring as handoff needs it: the view (to save), its preference table, its version. */
+export interface HandoffRing {
+  readonly ring: RingView;
+  readonly table: PreferenceTable;
+  readonly version: number;
 }
 
 export interface HandoffProgress {
@@ -74,7 +83,7 @@ const NS_DATA = Replica.dataKey(new Uint8Array(0))[0]!;
 
 export class Handoff {
   /** The ring the last complete pass was for (undefined: the one the node started with). */
-  private from: { table: PreferenceTable; version: number } | undefined;
+  private from: HandoffRing | undefined;
   private running: Promise<void> | undefined;
   private rerun = false;
   private retryDelayMs: number;
@@ -107,10 +116,19 @@ export class Handoff {
     this.retryDelayMs = this.retryMs;
   }
 
-  /** The ring this node starts with is taken as handed off for (it held what it holds under it). */
-  start(): void {
-    this.from = this.d.current();
-    if (this.d.leaving()) this.kick();
+  /**
+   * Starts from `handedOff`, the ring the last complete pass was for (saved by the node), else from the
+   * ring the node starts with (it held what it holds under that one); a newer current ring is handed off
+   * for at once.
+   */
+  start(handedOff?: HandoffRing): void {
+    this.from = handedOff ?? this.d.current();
+    this.kick();
+  }
+
+  /** The ring the last complete pass was for: what a restart starts from (node.ts saves it). */
+  get handedOffRing(): RingView | undefined {
+    return this.from?.ring;
   }
 
   /** Stops passing; resolves once the pass under way (if any) has let go of the storage engine. */
@@ -207,10 +225,7 @@ export class Handoff {
   }
 
   /** One scan of every stored set; true if every store it needed was acknowledged. */
-  private async pass(
-    from: { table: PreferenceTable; version: number },
-    to: { table: PreferenceTable; version: number },
-  ): Promise<boolean> {
+  private async pass(from: HandoffRing, to: HandoffRing): Promise<boolean> {
     const leaving = this.d.leaving();
     const p = this.progress;
     p.state = "running";
@@ -259,8 +274,12 @@ export class Handoff {
     const gained = now.filter((id) => id !== self && !before.includes(id));
     if (gained.length === 0) return [];
     if (!before.includes(self)) return []; // it came to us by a write or repair; the holders send it
-    if (now.includes(self) && before.find((id) => now.includes(id)) !== self) return [];
-    return gained;
+    if (!now.includes(self)) return gained; // we lose the key: always send
+    // We keep it. If another holder loses it, that one sends, and the first keeper too (in case the loser
+    // is down); if nobody loses it (a cluster growing towards N), every keeper sends: one of them may
+    // have missed a write.
+    if (!before.some((id) => !now.includes(id))) return gained;
+    return before.find((id) => now.includes(id)) === self ? gained : [];
   }
 
   private async send(sends: readonly { to: string; key: Uint8Array; value: Uint8Array }[]): Promise<void> {

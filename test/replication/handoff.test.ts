@@ -6,11 +6,12 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import type { ReplicaPeer } from "../../src/replication/coordinator.js";
-import { Handoff, type HandoffDeps } from "../../src/replication/handoff.js";
+import { Handoff, type HandoffDeps, type HandoffRing } from "../../src/replication/handoff.js";
 import { Replica } from "../../src/replication/replica.js";
 import { claim, PreferenceTable, type RingMember } from "../../src/ring/ring.js";
 import { VirtualScheduler } from "../../src/runtime/virtual-runtime.js";
 import { MemoryEngine } from "../../src/storage/memory-engine.js";
+import type { RingView } from "../../src/transport/messages.js";
 import { update } from "../../src/versioning/dvv.js";
 import { encodeSiblings, type StoredSibling } from "../../src/versioning/object-codec.js";
 
@@ -22,6 +23,10 @@ function ringOf(ids: string[], prev?: ReturnType<typeof claim>) {
   const members: RingMember[] = ids.map((id) => ({ id, weight: 1 }));
   const r = claim(prev, members, Q, N);
   return { ring: r, table: new PreferenceTable(r, members, N) };
+}
+
+function viewOf(r: ReturnType<typeof claim>, version: number): RingView {
+  return { version, partitions: r.partitions, owners: r.owners, members: [] };
 }
 
 function set(i: number): StoredSibling[] {
@@ -65,7 +70,7 @@ function handoff(
   self: string,
   storage: MemoryEngine,
   peers: Peers,
-  current: () => { table: PreferenceTable; version: number },
+  current: () => HandoffRing,
   leaving = false,
   extra: Partial<HandoffDeps> = {},
 ): Handoff {
@@ -84,19 +89,19 @@ function handoff(
 }
 
 describe("handoff", () => {
-  test("a join: each key the joiner takes arrives from the holders, with one sender per key that nobody loses", async () => {
+  test("a join: each key the joiner takes arrives from the holders, at most two copies per key", async () => {
     const before = ringOf(["a", "b", "c"]);
     const after = ringOf(["a", "b", "c", "d"], before.ring);
     const sched = new VirtualScheduler();
     const peers = new Peers();
-    let cur = { table: before.table, version: 1 };
+    let cur = { ring: viewOf(before.ring, 1), table: before.table, version: 1 };
     const hs: Handoff[] = [];
     for (const id of ["a", "b", "c"]) {
       const h = handoff(sched, id, await storeFor(id, before.table), peers, () => cur);
       h.start();
       hs.push(h);
     }
-    cur = { table: after.table, version: 2 };
+    cur = { ring: viewOf(after.ring, 2), table: after.table, version: 2 };
     for (const h of hs) h.kick();
     assert.ok(await sched.runUntil(() => hs.every((h) => h.progress.passesCompleted === 1), 60_000));
     let expected = 0;
@@ -113,6 +118,46 @@ describe("handoff", () => {
     for (const h of hs) await h.stop();
   });
 
+  test("a restart resumes from the ring saved as handed off for, not from the ring it starts with", async () => {
+    const before = ringOf(["a", "b", "c"]);
+    const after = ringOf(["a", "b", "c", "d"], before.ring);
+    const sched = new VirtualScheduler();
+    const peers = new Peers();
+    const storage = await storeFor("a", before.table);
+    const cur = () => ({ ring: viewOf(after.ring, 2), table: after.table, version: 2 });
+    // Without the saved ring, the node takes the current one as done: nothing to send.
+    const fresh = handoff(sched, "a", storage, peers, cur);
+    fresh.start();
+    await sched.runFor(5000);
+    assert.equal(peers.sends, 0);
+    await fresh.stop();
+    const h = handoff(sched, "a", storage, peers, cur);
+    h.start({ ring: viewOf(before.ring, 1), table: before.table, version: 1 });
+    assert.ok(await sched.runUntil(() => h.progress.passesCompleted === 1, 60_000));
+    assert.ok(peers.sends > 0 && peers.got.has("d"));
+    assert.equal(h.handedOffRing?.version, 2);
+    await h.stop();
+  });
+
+  test("a cluster growing towards N: every keeper sends, so a keeper that missed writes costs nothing", async () => {
+    const before = ringOf(["a", "b"]);
+    const after = ringOf(["a", "b", "c"], before.ring);
+    const sched = new VirtualScheduler();
+    const peers = new Peers();
+    let cur = { ring: viewOf(before.ring, 1), table: before.table, version: 1 };
+    // a missed every write (it was down); b holds them all.
+    const hs = [
+      handoff(sched, "a", new MemoryEngine(), peers, () => cur),
+      handoff(sched, "b", await storeFor("b", before.table), peers, () => cur),
+    ];
+    for (const h of hs) h.start();
+    cur = { ring: viewOf(after.ring, 2), table: after.table, version: 2 };
+    for (const h of hs) h.kick();
+    assert.ok(await sched.runUntil(() => hs.every((h) => h.progress.passesCompleted === 1), 60_000));
+    for (let i = 0; i < KEYS; i++) assert.ok(peers.got.get("c")?.has(`k${i}`), `k${i} reached c`);
+    for (const h of hs) await h.stop();
+  });
+
   test("a leave: everything goes to the key's current replicas; a replica down is retried with backoff until it is back", async () => {
     const before = ringOf(["a", "b", "c", "d"]);
     const after = ringOf(["b", "c", "d"], before.ring);
@@ -122,7 +167,14 @@ describe("handoff", () => {
     const storage = await storeFor("a", before.table);
     let held = 0;
     for await (const _ of storage.iterate()) held++;
-    const h = handoff(sched, "a", storage, peers, () => ({ table: after.table, version: 2 }), true);
+    const h = handoff(
+      sched,
+      "a",
+      storage,
+      peers,
+      () => ({ ring: viewOf(after.ring, 2), table: after.table, version: 2 }),
+      true,
+    );
     h.start();
     assert.ok(await sched.runUntil(() => h.progress.state === "retrying", 10_000));
     const tries: number[] = [];
@@ -156,10 +208,10 @@ describe("handoff", () => {
     const sched = new VirtualScheduler();
     const peers = new Peers();
     const storage = await storeFor("a", before.table);
-    let cur = { table: before.table, version: 1 };
+    let cur = { ring: viewOf(before.ring, 1), table: before.table, version: 1 };
     const h = handoff(sched, "a", storage, peers, () => cur);
     h.start();
-    cur = { table: after.table, version: 2 };
+    cur = { ring: viewOf(after.ring, 2), table: after.table, version: 2 };
     h.kick();
     assert.ok(await sched.runUntil(() => h.progress.keysScanned > 0, 10_000));
     const stopped = h.stop();
@@ -173,10 +225,10 @@ describe("handoff", () => {
     broken.iterate = () => {
       throw new Error("disk on fire");
     };
-    let cur2 = { table: before.table, version: 1 };
+    let cur2 = { ring: viewOf(before.ring, 1), table: before.table, version: 1 };
     const h2 = handoff(sched, "a", broken, peers, () => cur2);
     h2.start();
-    cur2 = { table: after.table, version: 2 };
+    cur2 = { ring: viewOf(after.ring, 2), table: after.table, version: 2 };
     h2.kick();
     assert.ok(await sched.runUntil(() => h2.progress.state === "retrying", 10_000));
     assert.match(h2.progress.lastError ?? "", /disk on fire/);
