@@ -90,9 +90,12 @@ export interface SimNode {
   readonly clock: Clock;
   readonly transport: SimTransport;
   /** What node.ts keeps in members.json: the last view, rewritten on every change. */
-  saved: { members: MemberView[]; ring: RingView | null };
-  /** "starting": a restart is reopening its storage (which takes virtual time: syncs are slow). */
-  state: "up" | "crashed" | "starting";
+  saved: { members: MemberView[]; ring: RingView | null; handedOff?: RingView | null };
+  /**
+   * "starting": a restart is reopening its storage (which takes virtual time: syncs are slow). "left":
+   * it left the cluster (`leave`) and stopped, as node.ts stops a node that left.
+   */
+  state: "up" | "crashed" | "starting" | "left";
   paused: boolean;
   /** Incarnations of this node (1 + restarts). */
   generation: number;
@@ -243,8 +246,21 @@ export class SimCluster {
       downAfterMs: c.downAfterMs,
       requestTimeoutMs: c.requestTimeoutMs,
       maxSiblings: c.maxSiblings,
+      handedOff: node.saved.handedOff,
       onViewChange: () => {
-        node.saved = { members: core.membership.view(), ring: core.membership.ring };
+        node.saved = {
+          members: core.membership.view(),
+          ring: core.membership.ring,
+          handedOff: core.handoff.handedOffRing ?? null,
+        };
+      },
+      onLeft: () => {
+        if (node.core !== core || node.state !== "up") return;
+        node.state = "left";
+        this.net.crash(node.address);
+        node.timers.halt();
+        void core.stop();
+        this.log(`${node.id} left the cluster and stopped`);
       },
       onReadRepair: () => {
         this.readRepairs.count++;
@@ -298,12 +314,18 @@ export class SimCluster {
     const view = node.saved;
     const prevSelf = view.members.find((m) => m.id === id);
     const inRing = view.ring?.owners.includes(id) ?? false;
-    const self = this.entry(id, inRing ? "up" : "joining", (prevSelf?.incarnation ?? 0) + 1);
+    // As node.ts: a leave survives the restart.
+    const status = prevSelf?.status === "leaving" ? "leaving" : inRing ? "up" : "joining";
+    const self = this.entry(id, status, (prevSelf?.incarnation ?? 0) + 1);
     node.core = this.makeCore(node, self, view, false);
     node.state = "up";
     this.net.restart(node.address, (from, body) => this.dispatch(node, from, body));
     node.core.start();
-    node.saved = { members: node.core.membership.view(), ring: node.core.membership.ring };
+    node.saved = {
+      members: node.core.membership.view(),
+      ring: node.core.membership.ring,
+      handedOff: node.core.handoff.handedOffRing ?? null,
+    };
     this.log(`restart ${id} (generation ${node.generation}, actor ${node.actor})`);
   }
 
@@ -332,20 +354,87 @@ export class SimCluster {
     return new Promise((resolve) => node.waiting.push(resolve));
   }
 
-  /** Every node up, and each sees every other as up with the same ring version. */
+  /** An id for a node that joins: never one used before. */
+  nextNodeId(): string {
+    return SimCluster.idOf(this.nodes.length);
+  }
+
+  /** The nodes that have not left the cluster. */
+  members(): SimNode[] {
+    return this.nodes.filter((n) => n.state !== "left");
+  }
+
+  /** Every member up, and each sees every other as up with the same ring version. */
   converged(): boolean {
-    const version = this.nodes[0]?.core.membership.ring?.version;
-    for (const a of this.nodes) {
+    const members = this.members();
+    const version = members[0]?.core.membership.ring?.version;
+    for (const a of members) {
       if (a.state !== "up" || a.paused) return false;
       const m = a.core.membership;
       if (m.ring?.version !== version) return false;
-      for (const b of this.nodes) if (a !== b && m.liveness(b.id, a.clock.now()) !== "up") return false;
+      for (const b of members) if (a !== b && m.liveness(b.id, a.clock.now()) !== "up") return false;
     }
     return true;
   }
 
+  /**
+   * A new node joins through `via`, as `ringstore start --join` does: it asks to join, takes the view
+   * from the answer, and gossips as `joining` until a ring is claimed with it.
+   */
+  async join(id: string, via: string): Promise<SimNode> {
+    if (this.byId.has(id)) throw new Error(`sim: ${id} exists`);
+    const fs = this.config.storage === "lsm" ? new MemoryFileSystem() : undefined;
+    if (fs !== undefined) await fs.mkdirp(DATA_DIR);
+    const address = `sim:${id}`;
+    let node: SimNode | undefined;
+    const transport = this.net.transport({
+      address,
+      nodeId: id,
+      clusterId: CLUSTER_ID,
+      handler: (from, body) => this.dispatch(node!, from, body),
+    });
+    const self = this.entry(id, "joining", 1);
+    // Asked again until answered, as an operator runs `ringstore start --join` again with the same id: a
+    // request whose answer was lost has already admitted the member, and only this id can take that entry.
+    let answer: ResponseBody | undefined;
+    for (let attempt = 1; answer === undefined; attempt++) {
+      try {
+        answer = await transport.request(`sim:${via}`, { op: "join", member: self }, 2000);
+      } catch (err) {
+        if (attempt >= 200) throw err;
+        await new Promise<void>((resolve) => this.sched.after(500, resolve));
+      }
+    }
+    if (answer.op !== "joined") throw new Error(`sim: unexpected answer ${answer.op} to join`);
+    node = {
+      id,
+      address,
+      actor: this.actorOf(id, 1),
+      core: undefined as unknown as NodeCore,
+      storage: undefined as unknown as StorageEngine,
+      fs,
+      disk: undefined,
+      timers: this.sched.group(),
+      clock: this.sched,
+      transport,
+      saved: { members: [...answer.members], ring: answer.ring },
+      state: "up",
+      paused: false,
+      generation: 1,
+      waiting: [],
+    };
+    node.storage = await this.openStorage(node);
+    node.core = this.makeCore(node, self, { members: answer.members, ring: answer.ring }, false);
+    this.nodes.push(node);
+    this.byId.set(id, node);
+    node.core.start();
+    this.log(`${id} joined through ${via}`);
+    return node;
+  }
+
   stop(): void {
     for (const node of this.nodes) {
+      if (node.state === "left") continue;
       void node.core.stop();
       node.timers.halt();
     }

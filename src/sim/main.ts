@@ -3,7 +3,7 @@
  * measures wall time; the runs themselves are deterministic, simulator.ts).
  *
  *   npm run sim -- --seed S [--nodes 5] [--ops 300] [--clients 6] [--keys 6] [--storage lsm|memory]
- *                  [--faults none|standard|heavy] [--dup-requests] [--verbose]
+ *                  [--faults none|standard|heavy] [--dup-requests] [--membership] [--verbose]
  *   npm run sim -- --runs N [same options]      sweep N random seeds (storage alternates unless given)
  *
  * A failing run prints its seed, its anomalies and the command that replays it; the exit code is 1.
@@ -34,6 +34,7 @@ const { values } = parseArgs({
     faults: { type: "string", default: DEFAULT_SIM_OPTIONS.faults },
     bug: { type: "string" },
     "dup-requests": { type: "boolean", default: false },
+    membership: { type: "boolean", default: false },
     verbose: { type: "boolean", short: "v", default: false },
     help: { type: "boolean", short: "h", default: false },
   },
@@ -44,6 +45,7 @@ function usage(message?: string): never {
   console.error(
     "usage: npm run sim -- [--seed S | --runs N] [--nodes >=5] [--ops N] [--clients N] [--keys N]\n" +
       "                      [--storage lsm|memory] [--faults none|standard|heavy|on|off] [--dup-requests]\n" +
+      "                      [--membership]   (nodes join and leave during the run)\n" +
       "                      [--verbose]",
   );
   process.exit(message === undefined ? 0 : 2);
@@ -90,6 +92,7 @@ function options(seed: number, storage: StorageKind): SimOptions {
     faults: values.faults as FaultProfile,
     ...(values.bug === undefined ? {} : { bug: values.bug as PlantedBug }),
     ...(values["dup-requests"] ? { duplicateRequests: true } : {}),
+    ...(values.membership ? { membership: true } : {}),
   };
 }
 
@@ -103,7 +106,8 @@ function summary(r: SimResult, wallMs: number): string {
       `${w.readsUnavailable} reads unavailable, ${r.readRepairs} read repairs, most siblings read ${w.maxSiblingsRead}`,
     `  faults: ${f.partitions} partitions, ${f.oneWayCuts} one-way cuts, ${f.isolations} isolations, ` +
       `${f.crashes} crashes, ${f.restarts} restarts, ${f.pauses} pauses, ${f.bursts} bursts, ${f.slowDisks} slow disks, ` +
-      `${f.skewedNodes} skewed clocks (up to ${f.maxSkewMs} ms)`,
+      `${f.skewedNodes} skewed clocks (up to ${f.maxSkewMs} ms)` +
+      (r.options.membership === true ? `, ${f.joins} joins, ${f.leaves} leaves` : ""),
     `  messages: ${n.sent} sent, ${n.droppedRandom} lost, ${n.droppedCut} cut, ${n.duplicated} duplicated, ` +
       `${n.delayed} delayed, ${n.timeouts} timeouts`,
     `  ${(r.virtualMs / 1000).toFixed(1)} s virtual, ${r.steps} timers, ${wallMs.toFixed(0)} ms wall; history ${r.hash.slice(0, 16)}`,

@@ -22,7 +22,16 @@ import type { VirtualScheduler } from "../runtime/virtual-runtime.js";
 import type { SimFaults, SimNetwork } from "../transport/sim-transport.js";
 import type { SimCluster } from "./cluster.js";
 
-export type FaultKind = "partition" | "one-way" | "isolate" | "crash" | "pause" | "burst" | "slow-disk";
+export type FaultKind =
+  | "partition"
+  | "one-way"
+  | "isolate"
+  | "crash"
+  | "pause"
+  | "burst"
+  | "slow-disk"
+  /** A membership change: a new node joins, or (once the cluster has grown) a member leaves. */
+  | "membership";
 export const FAULT_KINDS: readonly FaultKind[] = [
   "partition",
   "one-way",
@@ -56,6 +65,8 @@ export interface FaultCounts {
   pauses: number;
   bursts: number;
   slowDisks: number;
+  joins: number;
+  leaves: number;
   /** Nodes whose clock is skewed, and the largest offset (ms). */
   skewedNodes: number;
   maxSkewMs: number;
@@ -71,6 +82,8 @@ export class Nemesis {
     pauses: 0,
     bursts: 0,
     slowDisks: 0,
+    joins: 0,
+    leaves: 0,
     skewedNodes: 0,
     maxSkewMs: 0,
   };
@@ -81,6 +94,8 @@ export class Nemesis {
   private readonly plan: FaultKind[];
   /** Restarts in progress (the LSM engine reopens asynchronously). */
   private readonly restarting = new Set<Promise<void>>();
+  /** A join in progress (its request, then opening its storage). */
+  private joining: Promise<void> | undefined;
   readonly errors: unknown[] = [];
 
   constructor(
@@ -180,7 +195,9 @@ export class Nemesis {
         return "started";
       }
       case "crash": {
-        const crashed = this.cluster.nodes.filter((n) => n.state !== "up").length;
+        const crashed = this.cluster.nodes.filter(
+          (n) => n.state === "crashed" || n.state === "starting",
+        ).length;
         if (this.counts.crashes >= this.cfg.maxCrashes) return "skipped";
         if (crashed >= this.cfg.maxCrashed) return "busy";
         // A node whose disk is slow is the likelier victim (a failing device often ends in a crash), and
@@ -224,6 +241,8 @@ export class Nemesis {
         });
         return "started";
       }
+      case "membership":
+        return this.membership();
       case "burst": {
         if (this.burst) return "busy";
         this.burst = true;
@@ -249,6 +268,38 @@ export class Nemesis {
     }
   }
 
+  /** One membership change at a time: a join while the cluster has its starting size, else a leave. */
+  private membership(): "started" | "busy" {
+    const members = this.cluster.members();
+    if (this.joining !== undefined) return "busy";
+    if (members.some((n) => n.core.membership.self.status !== "up")) return "busy";
+    const up = members.filter((n) => n.state === "up" && !n.paused);
+    const pick = up[Math.floor(this.random.next() * up.length)];
+    if (pick === undefined) return "busy";
+    if (members.length > this.cluster.config.nodes) {
+      try {
+        pick.core.leave(false);
+      } catch (err) {
+        this.log(`leave ${pick.id} refused: ${(err as Error).message}`);
+        return "busy";
+      }
+      this.counts.leaves++;
+      this.log(`${pick.id} starts leaving`);
+      return "started";
+    }
+    const id = this.cluster.nextNodeId();
+    this.joining = this.cluster.join(id, pick.id).then(
+      () => {
+        this.counts.joins++;
+      },
+      (err: unknown) => this.log(`join ${id} through ${pick.id} failed: ${(err as Error).message}`),
+    );
+    void this.joining.then(() => {
+      this.joining = undefined;
+    });
+    return "started";
+  }
+
   private restart(id: string): void {
     const node = this.cluster.byId.get(id)!;
     if (node.state !== "crashed") return;
@@ -265,9 +316,13 @@ export class Nemesis {
     void p.then(() => this.restarting.delete(p));
   }
 
-  /** True while a restart is still reopening its storage. */
+  /** True while a restart is still reopening its storage, a join is under way, or a member is leaving. */
   get busy(): boolean {
-    return this.restarting.size > 0;
+    return (
+      this.restarting.size > 0 ||
+      this.joining !== undefined ||
+      this.cluster.members().some((n) => n.core.membership.self.status === "leaving")
+    );
   }
 
   /** Stops injecting, and undoes every fault in force: network healed, nodes resumed and restarted. */

@@ -55,6 +55,11 @@ export interface SimOptions {
    * shows what a retried request does (a forwarded write applied twice: see the report in test/sim).
    */
   readonly duplicateRequests?: boolean;
+  /**
+   * Membership changes among the faults: nodes join (a new node through a random member) and, once the
+   * cluster has grown, members leave (handing their data off), one change at a time.
+   */
+  readonly membership?: boolean;
 }
 
 export const DEFAULT_SIM_OPTIONS: Omit<SimOptions, "seed"> = {
@@ -87,7 +92,10 @@ const MAX_STEPS = 5_000_000;
 function nemesisConfig(o: SimOptions): NemesisConfig {
   const maxCrashes = o.storage === "memory" ? 1 : Number.POSITIVE_INFINITY;
   // The memory engine has no disk to slow down.
-  const kinds = o.storage === "memory" ? FAULT_KINDS.filter((k) => k !== "slow-disk") : FAULT_KINDS;
+  const kinds = [
+    ...(o.storage === "memory" ? FAULT_KINDS.filter((k) => k !== "slow-disk") : FAULT_KINDS),
+    ...(o.membership === true ? (["membership"] as const) : []),
+  ];
   switch (o.faults) {
     case "none":
       return {
@@ -157,6 +165,7 @@ export function replayCommand(o: SimOptions): string {
   if (o.faults !== d.faults) parts.push(`--faults ${o.faults}`);
   if (o.bug !== undefined) parts.push(`--bug ${o.bug}`);
   if (o.duplicateRequests === true) parts.push("--dup-requests");
+  if (o.membership === true) parts.push("--membership");
   return parts.join(" ");
 }
 
@@ -302,7 +311,8 @@ export async function runSimulation(o: SimOptions): Promise<SimResult> {
   for (const [i, key] of keys.entries()) {
     let ok = false;
     for (let attempt = 0; attempt < 5 && !ok; attempt++) {
-      const node = cluster.nodes[(i + attempt) % cluster.nodes.length]!;
+      const members = cluster.members();
+      const node = members[(i + attempt) % members.length]!;
       const out = await sched.runUntilSettled(node.core.router.get(Buffer.from(key), N, 2000), 10_000);
       ok = out.kind === "ok";
     }
@@ -315,19 +325,21 @@ export async function runSimulation(o: SimOptions): Promise<SimResult> {
   const finalKeys = new Map<string, Map<string, FinalSibling[]>>();
   for (const key of keys) {
     const k = Buffer.from(key);
-    const prefs = cluster.nodes[0]!.core.preferenceList(k);
-    for (const node of cluster.nodes.slice(1)) {
+    const members = cluster.members();
+    const prefs = members[0]!.core.preferenceList(k);
+    for (const node of members.slice(1)) {
       const p = node.core.preferenceList(k);
       if (p.join() !== prefs.join())
-        fail(
-          "liveness",
-          key,
-          `preference lists differ: ${cluster.nodes[0]!.id} [${prefs}] ${node.id} [${p}]`,
-        );
+        fail("liveness", key, `preference lists differ: ${members[0]!.id} [${prefs}] ${node.id} [${p}]`);
     }
     const replicas = new Map<string, FinalSibling[]>();
     for (const id of prefs) {
-      const sibs = await sched.runUntilSettled(cluster.byId.get(id)!.core.replica.read(k), 1000);
+      const node = cluster.byId.get(id);
+      if (node === undefined || node.state !== "up") {
+        fail("liveness", key, `replica ${id} of the final ring is not a running member`);
+        continue;
+      }
+      const sibs = await sched.runUntilSettled(node.core.replica.read(k), 1000);
       replicas.set(id, sibs.map(finalSibling));
     }
     finalKeys.set(key, replicas);

@@ -116,6 +116,34 @@ describe("simulator: fixed seeds", () => {
   });
 });
 
+describe("simulator: nodes join and leave among the faults", () => {
+  const seeds: [number, StorageKind, FaultProfile][] = [
+    [101, "lsm", "standard"],
+    [102, "lsm", "heavy"],
+    [103, "memory", "standard"],
+    [104, "lsm", "heavy"],
+  ];
+  const done: SimResult[] = [];
+  for (const [seed, storage, faults] of seeds)
+    test(`seed ${seed}, ${storage} storage, faults ${faults}, membership changes: every checker passes`, async () => {
+      const r = await runSimulation({ ...options(seed, storage, faults), membership: true });
+      done.push(r);
+      assert.deepEqual(r.anomalies, [], explain(r));
+      assert.ok(r.faults.joins >= 1, `seed ${seed}: ${JSON.stringify(r.faults)}`);
+    });
+
+  test("the fixed seeds had joins and leaves (a leave waits for its handoff: one per short run at most)", () => {
+    assert.ok(done.reduce((a, r) => a + r.faults.leaves, 0) >= 2, JSON.stringify(done.map((r) => r.faults)));
+  });
+
+  test("membership changes are deterministic too", async () => {
+    const a = await runSimulation({ ...options(105, "lsm", "heavy"), membership: true });
+    const b = await runSimulation({ ...options(105, "lsm", "heavy"), membership: true });
+    assert.equal(a.hash, b.hash);
+    assert.deepEqual(a.trace, b.trace);
+  });
+});
+
 describe("simulator: determinism", () => {
   test("the same seed gives the same history, byte for byte (and the same trace)", async () => {
     for (const storage of ["lsm", "memory"] as const) {
