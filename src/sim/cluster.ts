@@ -344,7 +344,8 @@ export class SimCluster {
     node.paused = false;
     this.log(`resume ${id}`);
     node.timers.resume();
-    this.net.resume(node.address);
+    // Its overdue timers ran just now: one may have ended its leave (onLeft), and its address is gone.
+    if (node.state !== "left") this.net.resume(node.address);
     for (const wake of node.waiting.splice(0)) wake();
   }
 

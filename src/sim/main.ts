@@ -134,6 +134,15 @@ if (values.runs === undefined) {
   process.exitCode = r.anomalies.length === 0 ? 0 : 1;
 } else {
   const runs = int(values.runs, "--runs", 1);
+  // An exception thrown from a timer of the run (a bug in the simulator or the node) escapes the run's
+  // promise: name the seed before dying.
+  let current: SimOptions | undefined;
+  process.on("uncaughtException", (err) => {
+    console.error(err);
+    if (current !== undefined)
+      console.log(`FAILED: seed ${current.seed} threw. Replay: ${replayCommand(current)}`);
+    process.exit(1);
+  });
   // Random seeds: the sweep itself is the one place that may use the machine's randomness.
   const base = Math.floor(Math.random() * 0x1_0000_0000);
   const failures: SimResult[] = [];
@@ -143,7 +152,8 @@ if (values.runs === undefined) {
     const seed = (base + i * 0x9e37_79b1) >>> 0;
     const storage = (storageArg as StorageKind | undefined) ?? (i % 2 === 0 ? "lsm" : "memory");
     const t = performance.now();
-    const r = await runSimulation(options(seed, storage));
+    current = options(seed, storage);
+    const r = await runSimulation(current);
     const wall = performance.now() - t;
     walls.push(wall);
     if (values.verbose) console.log(summary(r, wall));

@@ -1,0 +1,369 @@
+/**
+ * What the parts of a replicated put cost, each alone, in CPU time per operation: the floor under
+ * `npm run bench:cluster`'s figures, and the budget its target leaves.
+ *
+ *   npm run bench:costs                      # node --import tsx bench/costs.ts (about 1.5 minutes)
+ *   node --import tsx bench/costs.ts --seconds 3
+ *
+ * Each part runs alone on the machine, 32 operations in flight (as bench:cluster's clients), a warm-up,
+ * then `--seconds` measured; CPU is process.cpuUsage of every process involved (all their threads):
+ *   http-bare     a node:http server answering 204 to a 100-byte PUT, driven by a hand-written
+ *                 keep-alive HTTP/1.1 client (bench:cluster's lean load generator does the same):
+ *                 server and client CPU per request. The reference of the run.
+ *   http-fastify  the same through fastify (as the node's API is built).
+ *   peer-ping     a `ping` request and its answer between two processes over the node's TCP transport
+ *                 (framing, MessagePack, ids, deadlines): both sides' CPU per round trip.
+ *   peer-store    the same with a `store` message of a 100-byte value's sibling set, answered at once.
+ *   replica-merge Replica.merge on the LSM engine (fsync, group commit, flush and compaction threads):
+ *                 what a replica does for each `store` it gets, durable before it returns.
+ *   replica-write Replica.coordinate: what the coordinator does for its own copy of a put.
+ * Then the sum for one put at N=3 (one HTTP request and its client, the coordinator's write, two peer
+ * stores and two replica merges), as a rate if every core did nothing else, against the target of
+ * bench:cluster (12,000 puts/s on this machine's cores). The parts run alone: in the cluster they share
+ * two cores with three other busy processes, and pay for it (cache, scheduling), so the cluster's CPU
+ * per put is higher than this sum.
+ *
+ * Every loop is bounded in time; child processes are stopped by PID (also on error); temp dirs removed.
+ */
+import { type ChildProcess, fork } from "node:child_process";
+import * as fs from "node:fs";
+import * as http from "node:http";
+import * as net from "node:net";
+import * as os from "node:os";
+import * as path from "node:path";
+import { performance } from "node:perf_hooks";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { Replica } from "../src/replication/replica.js";
+import { systemRuntime } from "../src/runtime/system-runtime.js";
+import { workerCompactionExecutor } from "../src/storage/compaction-worker.js";
+import { NodeFileSystem } from "../src/storage/fs/node-file-system.js";
+import { LsmEngine } from "../src/storage/lsm/lsm-engine.js";
+import { TcpTransport } from "../src/transport/tcp-transport.js";
+import { EMPTY_VECTOR, update } from "../src/versioning/dvv.js";
+import { encodeSiblings } from "../src/versioning/object-codec.js";
+
+const SELF = fileURLToPath(import.meta.url);
+const TARGET_PUTS = 12_000;
+const CONCURRENCY = 32;
+const VALUE = { data: Buffer.alloc(100, 97), contentType: "application/octet-stream", deleted: false, writtenAtMs: 0 };
+
+const cpuNow = () => {
+  const u = process.cpuUsage();
+  return u.user + u.system;
+};
+
+// ------------------------------------------------------------------ child: the server side of a part
+
+async function child(kind: string): Promise<void> {
+  let port = 0;
+  let close: () => Promise<void>;
+  if (kind === "http-bare") {
+    const srv = http.createServer((req, res) => {
+      req.on("data", () => undefined);
+      req.on("end", () => {
+        res.statusCode = 204;
+        res.end();
+      });
+    });
+    await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
+    port = (srv.address() as net.AddressInfo).port;
+    close = () => new Promise((r) => srv.close(() => r()));
+  } else if (kind === "http-fastify") {
+    const { default: Fastify } = await import("fastify");
+    const app = Fastify();
+    app.addContentTypeParser("*", { parseAs: "buffer" }, (_r, b, done) => done(null, b));
+    app.put("/kv/*", async (_req, reply) => reply.code(204).send());
+    await app.listen({ port: 0, host: "127.0.0.1" });
+    port = (app.server.address() as net.AddressInfo).port;
+    close = () => app.close();
+  } else {
+    const rt = systemRuntime();
+    const t = await TcpTransport.listen({
+      host: "127.0.0.1",
+      port: 0,
+      nodeId: "server",
+      clusterId: "bench",
+      timers: rt.timers,
+      clock: rt.clock,
+      handler: async (_from, body) => (body.op === "store" ? { op: "stored" } : { op: "pong" }),
+    });
+    port = Number(t.address.slice(t.address.lastIndexOf(":") + 1));
+    close = () => t.close();
+  }
+  process.send!({ port });
+  process.on("message", (m: string) => {
+    if (m === "cpu") process.send!({ cpu: cpuNow() });
+    else void close().then(() => process.exit(0));
+  });
+}
+
+// ------------------------------------------------------------------ parent: drive and measure
+
+interface Result {
+  name: string;
+  ops: number;
+  seconds: number;
+  /** CPU per operation, microseconds: the side that serves, and the side that asks. */
+  serverUs: number;
+  clientUs: number;
+}
+
+const children = new Set<ChildProcess>();
+
+async function withChild<T>(kind: string, fn: (port: number, cpu: () => Promise<number>) => Promise<T>): Promise<T> {
+  const c = fork(SELF, ["--child", kind], { execArgv: ["--import", "tsx"], stdio: ["ignore", "inherit", "inherit", "ipc"] });
+  children.add(c);
+  try {
+    const port = await new Promise<number>((resolve, reject) => {
+      c.once("message", (m: { port: number }) => resolve(m.port));
+      c.once("exit", (code) => reject(new Error(`${kind} server exited with ${code}`)));
+    });
+    const cpu = () =>
+      new Promise<number>((resolve) => {
+        c.once("message", (m: { cpu: number }) => resolve(m.cpu));
+        c.send("cpu");
+      });
+    return await fn(port, cpu);
+  } finally {
+    c.send("stop");
+    await new Promise<void>((r) => {
+      const t = setTimeout(() => {
+        c.kill("SIGKILL");
+        r();
+      }, 5000);
+      c.once("exit", () => {
+        clearTimeout(t);
+        r();
+      });
+    });
+    children.delete(c);
+  }
+}
+
+/** Runs `op` with CONCURRENCY in flight for warmup + seconds; counts the measured window only. */
+async function drive(
+  op: () => Promise<void>,
+  warmupS: number,
+  seconds: number,
+  serverCpu: () => Promise<number>,
+): Promise<{ ops: number; seconds: number; serverUs: number; clientUs: number }> {
+  let measuring = false;
+  let ops = 0;
+  const endAt = performance.now() + (warmupS + seconds) * 1000;
+  let s0 = 0;
+  let c0 = 0;
+  let t0 = 0;
+  const start = setTimeout(async () => {
+    s0 = await serverCpu();
+    c0 = cpuNow();
+    t0 = performance.now();
+    ops = 0;
+    measuring = true;
+  }, warmupS * 1000);
+  await Promise.all(
+    Array.from({ length: CONCURRENCY }, async () => {
+      while (performance.now() < endAt) {
+        await op();
+        ops++;
+      }
+    }),
+  );
+  clearTimeout(start);
+  const el = (performance.now() - t0) / 1000;
+  const c1 = cpuNow();
+  const s1 = await serverCpu();
+  if (!measuring || ops === 0) throw new Error("nothing measured: raise --seconds");
+  return { ops, seconds: el, serverUs: (s1 - s0) / ops, clientUs: (c1 - c0) / ops };
+}
+
+/** A minimal keep-alive HTTP/1.1 client: one connection per in-flight slot, 100-byte PUTs, 204s back. */
+function httpClient(port: number): { op: () => Promise<void>; close: () => void } {
+  const body = Buffer.alloc(100, 97);
+  const free: { s: net.Socket; wait?: () => void; buf: string }[] = [];
+  const all: net.Socket[] = [];
+  let n = 0;
+  for (let i = 0; i < CONCURRENCY; i++) {
+    const s = net.connect(port, "127.0.0.1");
+    s.setNoDelay(true);
+    const slot: { s: net.Socket; wait?: () => void; buf: string } = { s, buf: "" };
+    s.on("data", (d: Buffer) => {
+      slot.buf += d.toString("latin1");
+      const j = slot.buf.indexOf("\r\n\r\n");
+      if (j >= 0) {
+        slot.buf = slot.buf.slice(j + 4);
+        const w = slot.wait;
+        slot.wait = undefined;
+        free.push(slot);
+        w?.();
+      }
+    });
+    free.push(slot);
+    all.push(s);
+  }
+  return {
+    op: () =>
+      new Promise<void>((resolve) => {
+        const slot = free.pop()!;
+        slot.wait = resolve;
+        slot.s.write(
+          Buffer.concat([
+            Buffer.from(
+              `PUT /kv/k${n++} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/octet-stream\r\nContent-Length: 100\r\n\r\n`,
+            ),
+            body,
+          ]),
+        );
+      }),
+    close: () => {
+      for (const s of all) s.destroy();
+    },
+  };
+}
+
+async function httpPart(kind: "http-bare" | "http-fastify", warmup: number, seconds: number): Promise<Result> {
+  return withChild(kind, async (port, cpu) => {
+    const c = httpClient(port);
+    try {
+      return { name: kind, ...(await drive(c.op, warmup, seconds, cpu)) };
+    } finally {
+      c.close();
+    }
+  });
+}
+
+async function peerPart(kind: "peer-ping" | "peer-store", warmup: number, seconds: number): Promise<Result> {
+  return withChild(kind, async (port, cpu) => {
+    const rt = systemRuntime();
+    const t = await TcpTransport.listen({
+      host: "127.0.0.1",
+      port: 0,
+      nodeId: "client",
+      clusterId: "bench",
+      timers: rt.timers,
+      clock: rt.clock,
+      handler: async () => ({ op: "pong" }),
+    });
+    const set = encodeSiblings(update([], EMPTY_VECTOR, "a1", VALUE).set);
+    let k = 0;
+    const body = () =>
+      kind === "peer-ping"
+        ? ({ op: "ping" } as const)
+        : ({ op: "store", key: Buffer.from(`key-${k++}`), set } as const);
+    try {
+      const r = await drive(
+        async () => {
+          await t.request(`127.0.0.1:${port}`, body(), 5000);
+        },
+        warmup,
+        seconds,
+        cpu,
+      );
+      return { name: kind, ...r };
+    } finally {
+      await t.close();
+    }
+  });
+}
+
+async function replicaPart(kind: "replica-merge" | "replica-write", warmup: number, seconds: number): Promise<Result> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "ringstore-costs-"));
+  const rt = systemRuntime();
+  const engine = await LsmEngine.open({
+    dir,
+    fs: new NodeFileSystem(),
+    timers: rt.timers,
+    options: { durability: "fsync", walSyncOnEventLoop: false },
+    compactor: workerCompactionExecutor(),
+  });
+  try {
+    const replica = new Replica(engine, "bench1", 64);
+    // What a replica receives: a set another node versioned (prepared outside the measured loop).
+    const incoming = update([], EMPTY_VECTOR, "other1", VALUE).set;
+    let k = 0;
+    const op =
+      kind === "replica-merge"
+        ? async () => {
+            await replica.merge(Buffer.from(`key-${k++}`), incoming);
+          }
+        : async () => {
+            await replica.coordinate(Buffer.from(`key-${k++}`), EMPTY_VECTOR, VALUE);
+          };
+    // All in this process: the "server" CPU is ours (every thread of it), the client side none.
+    const r = await drive(op, warmup, seconds, async () => cpuNow());
+    return { name: kind, ops: r.ops, seconds: r.seconds, serverUs: r.serverUs, clientUs: 0 };
+  } finally {
+    await engine.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      seconds: { type: "string", default: "8" },
+      warmup: { type: "string", default: "4" },
+      child: { type: "string" },
+      help: { type: "boolean", default: false },
+    },
+  });
+  if (values.child !== undefined) return child(values.child);
+  if (values.help) {
+    console.log("usage: node --import tsx bench/costs.ts [--seconds S (8)] [--warmup S (4)]");
+    return;
+  }
+  const seconds = Number(values.seconds);
+  const warmup = Number(values.warmup);
+  if (!(seconds > 0) || !(warmup >= 0)) throw new Error("--seconds must be > 0 and --warmup >= 0");
+  const cpus = os.cpus();
+  console.log("machine");
+  console.log(`  cpu        ${cpus[0]?.model ?? "?"}, ${cpus.length} cores`);
+  console.log(`  os         ${os.type()} ${os.release()} ${os.arch()}, node ${process.version}`);
+  console.log(`  temp dir   ${os.tmpdir()}`);
+  console.log(`each part alone: ${CONCURRENCY} in flight, ${warmup} s warm-up + ${seconds} s; CPU us per operation\n`);
+  const rows: Result[] = [];
+  const show = (r: Result, ref: Result | undefined) => {
+    const total = r.serverUs + r.clientUs;
+    const ratio = ref === undefined ? "" : `${(total / (ref.serverUs + ref.clientUs)).toFixed(2)}x http-bare`;
+    console.log(
+      `  ${r.name.padEnd(14)} ${String(Math.round(r.ops / r.seconds)).padStart(7)}/s  server ${r.serverUs.toFixed(1).padStart(6)}  client ${r.clientUs.toFixed(1).padStart(6)}  total ${total.toFixed(1).padStart(6)}  ${ratio}`,
+    );
+  };
+  for (const part of [
+    () => httpPart("http-bare", warmup, seconds),
+    () => httpPart("http-fastify", warmup, seconds),
+    () => peerPart("peer-ping", warmup, seconds),
+    () => peerPart("peer-store", warmup, seconds),
+    () => replicaPart("replica-merge", warmup, seconds),
+    () => replicaPart("replica-write", warmup, seconds),
+  ]) {
+    const r = await part();
+    rows.push(r);
+    show(r, rows[0]);
+  }
+  const by = (n: string) => rows.find((r) => r.name === n)!;
+  const total = (r: Result) => r.serverUs + r.clientUs;
+  const put = total(by("http-fastify")) + total(by("replica-write")) + 2 * total(by("peer-store")) + 2 * total(by("replica-merge"));
+  const cores = cpus.length;
+  console.log(
+    `\none put at N=3, parts alone (fastify request and its client, coordinator's write, 2 peer stores, 2 replica merges): ${put.toFixed(0)} us`,
+  );
+  console.log(
+    `  with all ${cores} cores doing nothing else: at most ${Math.round((cores * 1e6) / put)} puts/s; ` +
+      `the target (${TARGET_PUTS}/s) leaves ${((cores * 1e6) / TARGET_PUTS).toFixed(0)} us per put: ` +
+      `${(put / ((cores * 1e6) / TARGET_PUTS)).toFixed(2)}x the budget, before the versioning, routing and ` +
+      "quorum logic and the cost of sharing the cores",
+  );
+}
+
+const onSignal = () => {
+  for (const c of children) c.kill("SIGKILL");
+  process.exit(1);
+};
+process.on("SIGINT", onSignal);
+process.on("SIGTERM", onSignal);
+main().catch((err: unknown) => {
+  for (const c of children) c.kill("SIGKILL");
+  console.error(err);
+  process.exit(1);
+});
