@@ -46,7 +46,12 @@ import { encodeSiblings } from "../src/versioning/object-codec.js";
 const SELF = fileURLToPath(import.meta.url);
 const TARGET_PUTS = 12_000;
 const CONCURRENCY = 32;
-const VALUE = { data: Buffer.alloc(100, 97), contentType: "application/octet-stream", deleted: false, writtenAtMs: 0 };
+const VALUE = {
+  data: Buffer.alloc(100, 97),
+  contentType: "application/octet-stream",
+  deleted: false,
+  writtenAtMs: 0,
+};
 
 const cpuNow = () => {
   const u = process.cpuUsage();
@@ -111,8 +116,14 @@ interface Result {
 
 const children = new Set<ChildProcess>();
 
-async function withChild<T>(kind: string, fn: (port: number, cpu: () => Promise<number>) => Promise<T>): Promise<T> {
-  const c = fork(SELF, ["--child", kind], { execArgv: ["--import", "tsx"], stdio: ["ignore", "inherit", "inherit", "ipc"] });
+async function withChild<T>(
+  kind: string,
+  fn: (port: number, cpu: () => Promise<number>) => Promise<T>,
+): Promise<T> {
+  const c = fork(SELF, ["--child", kind], {
+    execArgv: ["--import", "tsx"],
+    stdio: ["ignore", "inherit", "inherit", "ipc"],
+  });
   children.add(c);
   try {
     const port = await new Promise<number>((resolve, reject) => {
@@ -221,7 +232,11 @@ function httpClient(port: number): { op: () => Promise<void>; close: () => void 
   };
 }
 
-async function httpPart(kind: "http-bare" | "http-fastify", warmup: number, seconds: number): Promise<Result> {
+async function httpPart(
+  kind: "http-bare" | "http-fastify",
+  warmup: number,
+  seconds: number,
+): Promise<Result> {
   return withChild(kind, async (port, cpu) => {
     const c = httpClient(port);
     try {
@@ -266,7 +281,11 @@ async function peerPart(kind: "peer-ping" | "peer-store", warmup: number, second
   });
 }
 
-async function replicaPart(kind: "replica-merge" | "replica-write", warmup: number, seconds: number): Promise<Result> {
+async function replicaPart(
+  kind: "replica-merge" | "replica-write",
+  warmup: number,
+  seconds: number,
+): Promise<Result> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "ringstore-costs-"));
   const rt = systemRuntime();
   const engine = await LsmEngine.open({
@@ -320,7 +339,9 @@ async function main(): Promise<void> {
   console.log(`  cpu        ${cpus[0]?.model ?? "?"}, ${cpus.length} cores`);
   console.log(`  os         ${os.type()} ${os.release()} ${os.arch()}, node ${process.version}`);
   console.log(`  temp dir   ${os.tmpdir()}`);
-  console.log(`each part alone: ${CONCURRENCY} in flight, ${warmup} s warm-up + ${seconds} s; CPU us per operation\n`);
+  console.log(
+    `each part alone: ${CONCURRENCY} in flight, ${warmup} s warm-up + ${seconds} s; CPU us per operation\n`,
+  );
   const rows: Result[] = [];
   const show = (r: Result, ref: Result | undefined) => {
     const total = r.serverUs + r.clientUs;
@@ -343,7 +364,11 @@ async function main(): Promise<void> {
   }
   const by = (n: string) => rows.find((r) => r.name === n)!;
   const total = (r: Result) => r.serverUs + r.clientUs;
-  const put = total(by("http-fastify")) + total(by("replica-write")) + 2 * total(by("peer-store")) + 2 * total(by("replica-merge"));
+  const put =
+    total(by("http-fastify")) +
+    total(by("replica-write")) +
+    2 * total(by("peer-store")) +
+    2 * total(by("replica-merge"));
   const cores = cpus.length;
   console.log(
     `\none put at N=3, parts alone (fastify request and its client, coordinator's write, 2 peer stores, 2 replica merges): ${put.toFixed(0)} us`,

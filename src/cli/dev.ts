@@ -4,6 +4,7 @@
  * (or restarts it, if its data exists); the others join through it. Ctrl-C stops every node cleanly.
  */
 import { type ChildProcess, spawn } from "node:child_process";
+import * as fs from "node:fs";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -26,6 +27,18 @@ function prefixLines(prefix: string, onLine: (l: string) => void) {
   };
 }
 
+/** Did the node of this data directory leave its cluster (its saved view says so)? */
+function leftEarlier(dataDir: string, id: string): boolean {
+  try {
+    const view = JSON.parse(fs.readFileSync(path.join(dataDir, "members.json"), "utf8")) as {
+      members?: { id?: unknown; status?: unknown }[];
+    };
+    return view.members?.some((m) => m.id === id && m.status === "left") === true;
+  } catch {
+    return false; // no view yet (a new node) or an unreadable one: start it, and let it say what is wrong
+  }
+}
+
 export async function devCommand(flags: DevFlags): Promise<void> {
   const count = Number(flags.nodes);
   const base = Number(flags.basePort);
@@ -43,8 +56,16 @@ export async function devCommand(flags: DevFlags): Promise<void> {
   let stopping = false;
   const out = (s: string) => process.stdout.write(`${s}\n`);
 
+  const left = new Set<number>();
   const startOne = (k: number): Promise<void> =>
     new Promise((resolve, reject) => {
+      if (leftEarlier(path.join(flags.data, `n${k}`), `n${k}`)) {
+        left.add(k);
+        out(
+          `[n${k}] left the cluster earlier (cluster leave): not started; remove ${path.join(flags.data, `n${k}`)} to run a new node in its place`,
+        );
+        return resolve();
+      }
       const args = [
         main,
         "start",
@@ -120,7 +141,9 @@ export async function devCommand(flags: DevFlags): Promise<void> {
     `local cluster of ${count} node(s), N=${n} R=${quorum} W=${quorum}, data in ${path.resolve(flags.data)}:`,
   );
   for (let k = 1; k <= count; k++)
-    out(`  n${k}  API http://127.0.0.1:${base + k}  peer 127.0.0.1:${base + 1000 + k}`);
+    out(
+      `  n${k}  API http://127.0.0.1:${base + k}  peer 127.0.0.1:${base + 1000 + k}${left.has(k) ? "  (left the cluster)" : ""}`,
+    );
   out(
     `try: npx ringstore put hello world && npx ringstore get hello --node 127.0.0.1:${base + Math.min(2, count)}`,
   );

@@ -12,9 +12,11 @@
  * - a leaving node sends every key it holds to every member of the key's current list: what it holds
  *   must survive it, whatever ring it last handed off for.
  *
- * A pass that could not deliver everything (a peer down or slow, the engine failing) is run again after
- * `retryMs`, doubled after each failed pass up to `maxRetryMs`; a ring change during a pass starts a new
- * pass at once, from the same `from`. A leaving node passes only once the ring no longer holds it. The
+ * What a pass could not deliver (a peer down, partitioned or slow) is sent again on its own (each key
+ * as stored by then) after `retryMs`, then after waits doubling up to `maxRetryMs`, until it all
+ * arrived; only a pass that missed more than it can remember (10,000 stores), or whose scan failed,
+ * runs again whole. A ring change during a pass (or its retries) starts a new pass at once, from the
+ * same `from`. A leaving node passes only once the ring no longer holds it. The
  * node saves `from` with its view (members.json), so a node restarted in the middle of a pass runs it
  * again.
  *
@@ -80,15 +82,20 @@ export interface HandoffProgress {
 }
 
 const NS_DATA = Replica.dataKey(new Uint8Array(0))[0]!;
+/** Missed stores remembered for a resend; a pass that misses more runs again whole. */
+const MAX_FAILED = 10_000;
 
 export class Handoff {
   /** The ring the last complete pass was for (undefined: the one the node started with). */
   private from: HandoffRing | undefined;
   private running: Promise<void> | undefined;
   private rerun = false;
-  private retryDelayMs: number;
+  /** Wakes a retry that is waiting (stop, or a newer ring). */
+  private wake: (() => void) | undefined;
+  /** The stores the current pass could not deliver (bounded; past the bound, a whole pass again). */
+  private failed: { key: Uint8Array; to: string }[] = [];
+  private failedOverflow = false;
   private stopped = false;
-  private retry: { cancel(): void } | undefined;
   readonly progress: HandoffProgress = {
     state: "idle",
     ringVersion: 0,
@@ -112,8 +119,7 @@ export class Handoff {
     this.pageBytes = d.pageBytes ?? 4 << 20;
     this.maxInFlight = d.maxInFlight ?? 16;
     this.retryMs = d.retryMs ?? 5000;
-    this.maxRetryMs = d.maxRetryMs ?? 60_000;
-    this.retryDelayMs = this.retryMs;
+    this.maxRetryMs = d.maxRetryMs ?? 30_000;
   }
 
   /**
@@ -134,7 +140,7 @@ export class Handoff {
   /** Stops passing; resolves once the pass under way (if any) has let go of the storage engine. */
   stop(): Promise<void> {
     this.stopped = true;
-    this.retry?.cancel();
+    this.wake?.();
     return this.running ?? Promise.resolve();
   }
 
@@ -151,35 +157,27 @@ export class Handoff {
     if (leaving && this.d.leavingReady?.() === false) return;
     const p = this.progress;
     // A leaving node's pass for this ring is done; its final one comes from rescan().
-    if (
-      leaving &&
-      this.running === undefined &&
-      p.state === "idle" &&
-      p.leaving &&
-      p.ringVersion === to.version
-    )
-      return;
-    if (!leaving && this.from.version === to.version) return;
+    if (leaving && this.running === undefined && p.leaving && p.ringVersion === to.version) return;
+    if (!leaving && this.from.version === to.version && this.running === undefined) return;
     if (this.running !== undefined) {
-      // A pass for this very ring is under way: nothing new to do.
-      if (this.progress.ringVersion !== to.version || this.progress.leaving !== leaving) this.rerun = true;
+      // A pass for this very ring is under way (or retrying what it missed): nothing new to do.
+      if (p.ringVersion !== to.version || p.leaving !== leaving) this.restart();
       return;
     }
-    this.retry?.cancel();
-    this.retry = undefined;
     this.launch();
   }
 
   /** Runs a pass for the current ring even if one was completed for it (a leaving node's final pass). */
   rescan(): void {
     if (this.stopped) return;
-    if (this.running !== undefined) {
-      this.rerun = true;
-      return;
-    }
-    this.retry?.cancel();
-    this.retry = undefined;
-    this.launch();
+    if (this.running !== undefined) this.restart();
+    else this.launch();
+  }
+
+  /** The pass under way starts over (at its next page, or at once if it is waiting to retry). */
+  private restart(): void {
+    this.rerun = true;
+    this.wake?.();
   }
 
   private launch(): void {
@@ -188,40 +186,71 @@ export class Handoff {
     });
   }
 
+  /** Waits `ms`, or less if stop() or a restart wakes it. */
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const t = this.d.timers.after(ms, () => {
+        this.wake = undefined;
+        resolve();
+      });
+      this.wake = () => {
+        this.wake = undefined;
+        t.cancel();
+        resolve();
+      };
+    });
+  }
+
   private async run(): Promise<void> {
     do {
       this.rerun = false;
       const to = this.d.current();
       if (to === undefined || this.stopped) return;
-      let ok: boolean;
-      try {
-        ok = await this.pass(this.from ?? to, to);
-      } catch (err) {
-        // The storage engine failed or closed under the pass: try again later (or never, once stopped).
-        this.progress.lastError = `scan: ${(err as Error)?.message ?? String(err)}`;
-        ok = false;
+      const from = this.from ?? to;
+      let ok = await this.guarded(() => this.pass(from, to));
+      let delay = this.retryMs;
+      // What a pass could not deliver (a replica down, partitioned or slow) is sent again on its own,
+      // waiting longer each time; the whole pass runs again only if it missed too much to remember.
+      while (!ok && !this.stopped && !this.rerun) {
+        this.progress.state = "retrying";
+        await this.sleep(delay);
+        delay = Math.min(delay * 2, this.maxRetryMs);
+        if (this.stopped || this.rerun) break;
+        ok = await this.guarded(() => (this.failedOverflow ? this.pass(from, to) : this.resend()));
       }
       if (this.stopped) return;
       if (this.rerun) continue;
-      if (ok) {
-        this.from = to;
-        this.retryDelayMs = this.retryMs;
-        this.progress.state = "idle";
-        this.progress.passesCompleted++;
-        this.progress.lastCompletedAt = this.d.clock.now();
-        this.d.onPassComplete?.(this.progress);
-      } else {
-        this.progress.state = "retrying";
-        const delay = this.retryDelayMs;
-        this.retryDelayMs = Math.min(this.retryDelayMs * 2, this.maxRetryMs);
-        this.retry = this.d.timers.after(delay, () => {
-          this.retry = undefined;
-          if (this.stopped) return;
-          if (this.running !== undefined) this.rerun = true;
-          else this.launch();
-        });
-      }
+      this.from = to;
+      this.progress.state = "idle";
+      this.progress.passesCompleted++;
+      this.progress.lastCompletedAt = this.d.clock.now();
+      this.d.onPassComplete?.(this.progress);
     } while (this.rerun && !this.stopped);
+  }
+
+  /** Runs a pass or a resend; a storage failure (the engine failed or closed) counts as a miss. */
+  private async guarded(fn: () => Promise<boolean>): Promise<boolean> {
+    try {
+      return await fn();
+    } catch (err) {
+      this.progress.lastError = `scan: ${(err as Error)?.message ?? String(err)}`;
+      this.failedOverflow = true; // what it had not read yet is unknown: the next try is a whole pass
+      return false;
+    }
+  }
+
+  /** Sends again what the pass could not deliver, each key as it is stored now. */
+  private async resend(): Promise<boolean> {
+    const missed = this.failed;
+    this.failed = [];
+    this.progress.storesFailed = 0;
+    const sends: { to: string; key: Uint8Array; value: Uint8Array }[] = [];
+    for (const m of missed) {
+      const value = await this.d.storage.get(Replica.dataKey(m.key));
+      if (value !== undefined) sends.push({ to: m.to, key: m.key, value });
+    }
+    await this.send(sends);
+    return this.failed.length === 0 && !this.failedOverflow;
   }
 
   /** One scan of every stored set; true if every store it needed was acknowledged. */
@@ -235,6 +264,8 @@ export class Handoff {
     p.keysSent = 0;
     p.storesFailed = 0;
     p.startedAt = this.d.clock.now();
+    this.failed = [];
+    this.failedOverflow = false;
     let after: Uint8Array | undefined;
     const lt = Uint8Array.of(NS_DATA + 1);
     for (;;) {
@@ -293,6 +324,8 @@ export class Handoff {
         } catch (err) {
           this.progress.storesFailed++;
           this.progress.lastError = `${s.to}: ${(err as Error)?.message ?? String(err)}`;
+          if (this.failed.length < MAX_FAILED) this.failed.push({ key: Uint8Array.from(s.key), to: s.to });
+          else this.failedOverflow = true;
         }
       }
     };

@@ -158,7 +158,7 @@ describe("handoff", () => {
     for (const h of hs) await h.stop();
   });
 
-  test("a leave: everything goes to the key's current replicas; a replica down is retried with backoff until it is back", async () => {
+  test("a leave: everything goes to the key's current replicas; what a replica down missed is retried with backoff until it is back", async () => {
     const before = ringOf(["a", "b", "c", "d"]);
     const after = ringOf(["b", "c", "d"], before.ring);
     const sched = new VirtualScheduler();
@@ -167,6 +167,13 @@ describe("handoff", () => {
     const storage = await storeFor("a", before.table);
     let held = 0;
     for await (const _ of storage.iterate()) held++;
+    // When stores to c are tried: after the pass, only what c missed is tried again, less and less often.
+    const triedAt: number[] = [];
+    const store = peers.peer;
+    peers.peer = (id) => {
+      const p = store(id);
+      return id !== "c" ? p : { ...p, store: (k, set) => (triedAt.push(sched.now()), p.store(k, set)) };
+    };
     const h = handoff(
       sched,
       "a",
@@ -176,21 +183,28 @@ describe("handoff", () => {
       true,
     );
     h.start();
-    assert.ok(await sched.runUntil(() => h.progress.state === "retrying", 10_000));
-    const tries: number[] = [];
-    let last = h.progress.startedAt;
     assert.ok(
-      await sched.runUntil(() => {
-        if (h.progress.startedAt !== last) {
-          tries.push(h.progress.startedAt - last);
-          last = h.progress.startedAt;
-        }
-        return tries.length >= 3;
-      }, 60_000),
+      await sched.runUntil(() => h.progress.state === "retrying", 10_000),
+      `state ${JSON.stringify(h.progress)}`,
     );
-    assert.ok(tries[1]! > tries[0]! && tries[2]! > tries[1]!, `waits between passes grow: ${tries}`);
+    const toOthers = () => peers.sends - triedAt.length;
+    const afterPass = toOthers();
+    const passEnd = sched.now();
+    const retries = () => [...new Set(triedAt.filter((t) => t > passEnd))];
+    assert.ok(
+      await sched.runUntil(() => retries().length >= 4, 120_000),
+      `retries ${retries()} state ${JSON.stringify(h.progress)}`,
+    );
+    const times = [passEnd, ...retries()];
+    const gaps = times.slice(1).map((t, i) => t - times[i]!);
+    assert.ok(
+      gaps.every((g, i) => i === 0 || g > gaps[i - 1]!),
+      `waits between retries grow: ${gaps}`,
+    );
     assert.equal(h.progress.passesCompleted, 0);
     assert.match(h.progress.lastError ?? "", /c is down/);
+    assert.equal(h.progress.keysScanned, held, "no second scan: only the missed stores are retried");
+    assert.equal(toOthers(), afterPass, "the retries go to c alone");
     peers.down.clear();
     assert.ok(await sched.runUntil(() => h.progress.passesCompleted === 1, 60_000));
     for (let i = 0; i < KEYS; i++) {
