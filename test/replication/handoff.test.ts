@@ -172,7 +172,14 @@ describe("handoff", () => {
     const store = peers.peer;
     peers.peer = (id) => {
       const p = store(id);
-      return id !== "c" ? p : { ...p, store: (k, set) => (triedAt.push(sched.now()), p.store(k, set)) };
+      if (id !== "c") return p;
+      return {
+        ...p,
+        store: (k, set) => {
+          triedAt.push(sched.now());
+          return p.store(k, set);
+        },
+      };
     };
     const h = handoff(
       sched,
