@@ -243,7 +243,7 @@ export class NodeCore {
         throw new LeaveRefusedError("this node is still joining; leave once it is up");
       if (others.length < this.d.cluster.n && !force)
         throw new LeaveRefusedError(
-          `after this leave the cluster would have ${others.length} member(s), fewer than N=${this.d.cluster.n}: every key would keep only ${others.length} copies (force it with force=true)`,
+          `after this leave the cluster would have ${others.length} member(s), fewer than N=${this.d.cluster.n}: every key would keep only ${others.length} copies ("cluster leave --force", or force=true, leaves anyway)`,
         );
       m.startLeaving();
       this.d.onViewChange?.();
