@@ -360,9 +360,18 @@ export class SimCluster {
     return SimCluster.idOf(this.nodes.length);
   }
 
-  /** The nodes that have not left the cluster. */
+  /** The nodes that have not left the cluster (nor marked themselves left, about to stop). */
   members(): SimNode[] {
-    return this.nodes.filter((n) => n.state !== "left");
+    return this.nodes.filter((n) => n.state !== "left" && n.core.membership.self.status !== "left");
+  }
+
+  /** A member is leaving, or has left and not stopped yet. */
+  leaving(): boolean {
+    return this.nodes.some(
+      (n) =>
+        (n.state === "up" && n.core.membership.self.status === "left") ||
+        (n.state !== "left" && n.core.membership.self.status === "leaving"),
+    );
   }
 
   /** Every member up, and each sees every other as up with the same ring version. */

@@ -318,11 +318,7 @@ export class Nemesis {
 
   /** True while a restart is still reopening its storage, a join is under way, or a member is leaving. */
   get busy(): boolean {
-    return (
-      this.restarting.size > 0 ||
-      this.joining !== undefined ||
-      this.cluster.members().some((n) => n.core.membership.self.status === "leaving")
-    );
+    return this.restarting.size > 0 || this.joining !== undefined || this.cluster.leaving();
   }
 
   /** Stops injecting, and undoes every fault in force: network healed, nodes resumed and restarted. */
