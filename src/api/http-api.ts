@@ -41,6 +41,8 @@ export interface ApiDeps {
    * `code: "leave_refused"` and the reason.
    */
   readonly leave?: (force: boolean) => unknown;
+  /** Removes another member on its behalf (`POST /cluster/remove?id=ID`); throws `remove_refused`. */
+  readonly remove?: (id: string, force: boolean) => unknown;
 }
 
 type ErrorCode =
@@ -54,6 +56,7 @@ type ErrorCode =
   | "method_not_allowed"
   | "bad_request"
   | "leave_refused"
+  | "remove_refused"
   | "internal";
 
 class ApiError extends Error {
@@ -393,24 +396,39 @@ export function buildHttpApi(deps: ApiDeps): FastifyInstance {
   app.get("/health", async (_req, reply) => reply.code(200).send({ status: "ok" }));
   app.get("/status", async (_req, reply) => reply.code(200).send(await deps.status()));
   app.get("/ring", async (_req, reply) => reply.code(200).send(deps.ring()));
+  /** `force` from the query: true, false (absent), or an ApiError. */
+  const forceOf = (q: Record<string, unknown>): boolean => {
+    const force = q.force;
+    if (force !== undefined && force !== "true" && force !== "false")
+      throw new ApiError(400, "bad_parameter", `force must be true or false, got ${JSON.stringify(force)}`);
+    return force === "true";
+  };
+  /** Runs a membership operation: 202 with its answer, 409 with the reason it was refused. */
+  const membershipOp = (reply: FastifyReply, run: () => unknown) => {
+    try {
+      return reply.code(202).send(run());
+    } catch (err) {
+      const code = (err as { code?: unknown })?.code;
+      if (code === "leave_refused" || code === "remove_refused")
+        return sendError(reply, 409, code, (err as Error).message);
+      throw err;
+    }
+  };
   app.post("/cluster/leave", async (req, reply) => {
     const leave = deps.leave;
     if (leave === undefined) return sendError(reply, 404, "not_found", "this node cannot leave a cluster");
-    const force = (req.query as Record<string, unknown>).force;
-    if (force !== undefined && force !== "true" && force !== "false")
-      return sendError(
-        reply,
-        400,
-        "bad_parameter",
-        `force must be true or false, got ${JSON.stringify(force)}`,
-      );
-    try {
-      return reply.code(202).send(leave(force === "true"));
-    } catch (err) {
-      if ((err as { code?: unknown })?.code === "leave_refused")
-        return sendError(reply, 409, "leave_refused", (err as Error).message);
-      throw err;
-    }
+    const force = forceOf(req.query as Record<string, unknown>);
+    return membershipOp(reply, () => leave(force));
+  });
+  app.post("/cluster/remove", async (req, reply) => {
+    const remove = deps.remove;
+    if (remove === undefined) return sendError(reply, 404, "not_found", "this node cannot remove members");
+    const q = req.query as Record<string, unknown>;
+    const force = forceOf(q);
+    if (typeof q.id !== "string" || q.id === "")
+      return sendError(reply, 400, "bad_parameter", "id (the member to remove) is required, once");
+    const id = q.id;
+    return membershipOp(reply, () => remove(id, force));
   });
   app.get("/metrics", async (_req, reply) =>
     reply

@@ -174,3 +174,32 @@ async function askOthers(
   }
   return undefined;
 }
+
+/**
+ * `ringstore cluster remove --node HOST:PORT --id ID`: asks a live member to remove member ID on its
+ * behalf, for a node that is gone for good and cannot leave by itself.
+ */
+export async function clusterRemoveCommand(flags: {
+  node: string;
+  id: string;
+  force?: boolean;
+}): Promise<void> {
+  const q = new URLSearchParams({ id: flags.id });
+  if (flags.force) q.set("force", "true");
+  let res: { status: number; body: unknown };
+  try {
+    res = await fetchJson(`http://${flags.node}/cluster/remove?${q}`, { method: "POST" });
+  } catch (err) {
+    throw new Error(`cannot reach ${flags.node}: ${(err as Error).message}`);
+  }
+  if (res.status !== 202) {
+    const b = res.body as { message?: string };
+    throw new Error(`${flags.node} refused to remove ${flags.id}: ${b?.message ?? JSON.stringify(res.body)}`);
+  }
+  const r = res.body as { removed: string; remaining: number };
+  process.stdout.write(
+    `member ${r.removed} is removed: its partitions go to the ${r.remaining} remaining member(s), and the ` +
+      `other replicas of its keys send them to their new replicas (handoff in each node's /status); ` +
+      `if ${r.removed} ever runs again, it stops\n`,
+  );
+}

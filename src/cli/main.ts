@@ -4,13 +4,13 @@
  * - nodes: `start` (one node in the foreground; a new cluster, or `--join` one), `dev` (a local cluster of
  *   N nodes on 127.0.0.1: what `npm start` runs);
  * - keys, through a node's HTTP API: `get`, `put`, `delete` (`--node HOST:PORT`);
- * - the cluster: `cluster status`, `cluster leave`;
+ * - the cluster: `cluster status`, `cluster leave`, `cluster remove`;
  * - the storage engine: `demo` (writes, reads, reopens, prints statistics), `storage stats DIR`.
  */
 import { readFileSync } from "node:fs";
 import * as path from "node:path";
 import { Command, InvalidArgumentError } from "commander";
-import { clusterLeaveCommand, clusterStatusCommand } from "./cluster-commands.js";
+import { clusterLeaveCommand, clusterRemoveCommand, clusterStatusCommand } from "./cluster-commands.js";
 import { runDemo } from "./demo.js";
 import { devCommand } from "./dev.js";
 import { DEFAULT_NODE, deleteCommand, getCommand, putCommand, startCommand } from "./node-commands.js";
@@ -91,6 +91,13 @@ cluster
   .option("--no-wait", "return once the leave has started, without following the handoff")
   .option("--wait-timeout <s>", "give up following the handoff after this many seconds", "3600")
   .action(clusterLeaveCommand);
+cluster
+  .command("remove")
+  .description("remove a member that is gone for good (down, its data lost or unreachable) on its behalf")
+  .requiredOption("--id <id>", "the id of the member to remove")
+  .option("--node <host:port>", "API address of any live member", DEFAULT_NODE)
+  .option("--force", "remove it even if it does not look down, or if fewer than N members would remain")
+  .action(clusterRemoveCommand);
 
 const keyOptions = (c: Command) =>
   c

@@ -22,7 +22,12 @@ export async function startCommand(flags: StartFlags): Promise<void> {
   let stopFor: ((why: string) => void) | undefined;
   const node = await startNode(config, {
     explicit: { n: flags.n !== undefined, r: flags.r !== undefined, w: flags.w !== undefined },
-    onLeft: () => stopFor?.("left the cluster (its data is handed off)"),
+    onLeft: (how) =>
+      stopFor?.(
+        how === "left"
+          ? "left the cluster (its data is handed off)"
+          : "removed from the cluster by an operator (cluster remove)",
+      ),
   });
   const id = node.identity;
   process.stdout.write(

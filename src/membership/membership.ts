@@ -46,8 +46,13 @@ interface Local {
 
 const STATUS_RANK: Record<MemberView["status"], number> = { joining: 0, up: 1, leaving: 2, left: 3 };
 
-/** Does `a` supersede `b` (both entries of the same member)? */
+/**
+ * Does `a` supersede `b` (both entries of the same member)? `left` is final: it supersedes every entry
+ * that is not `left`, and none supersedes it, so a departed id never comes back (a node that left or was
+ * removed stops when it hears it, and its id cannot join again).
+ */
 export function newerEntry(a: MemberView, b: MemberView): boolean {
+  if ((a.status === "left") !== (b.status === "left")) return a.status === "left";
   if (a.incarnation !== b.incarnation) return a.incarnation > b.incarnation;
   if (a.status !== b.status) return STATUS_RANK[a.status] > STATUS_RANK[b.status];
   return a.heartbeat > b.heartbeat;
@@ -166,14 +171,24 @@ export class Membership {
     let changed = false;
     for (const m of members) {
       if (m.id === this.config.selfId) {
-        // Someone holds a newer entry for us than we do (we restarted): jump past it.
         const me = this.self;
-        if (newerEntry(m, me) && m.status !== "left")
+        if (!newerEntry(m, me)) continue;
+        if (m.status === "left") {
+          // An operator removed us (cluster remove) while we were down: we are gone; the node stops.
+          this.members.set(me.id, {
+            ...me,
+            status: "left",
+            incarnation: Math.max(me.incarnation, m.incarnation),
+          });
+          changed = true;
+        } else {
+          // Someone holds a newer entry for us than we do (we restarted): jump past it.
           this.members.set(me.id, {
             ...me,
             incarnation: m.incarnation + 1,
             heartbeat: Math.max(me.heartbeat, m.heartbeat) + 1,
           });
+        }
         continue;
       }
       const cur = this.members.get(m.id);
@@ -226,6 +241,18 @@ export class Membership {
     const me = this.self;
     if (me.status === "left") return;
     this.members.set(me.id, { ...me, status: "left", incarnation: me.incarnation + 1 });
+    this.epoch++;
+  }
+
+  /**
+   * Marks another member left on its behalf: an operator's word that it is gone for good (cluster
+   * remove). The claimant claims it out of the ring; the keepers of its keys send them to their new
+   * replicas (handoff); if it ever runs again, it hears that it left and stops.
+   */
+  remove(id: string): void {
+    const m = this.members.get(id);
+    if (m === undefined || m.status === "left" || id === this.config.selfId) return;
+    this.members.set(id, { ...m, status: "left", incarnation: m.incarnation + 1 });
     this.epoch++;
   }
 

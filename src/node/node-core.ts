@@ -66,13 +66,21 @@ export interface NodeCoreDeps {
   readonly onReadRepair?: (nodeId: string) => void;
   /** A read or store sent to another replica timed out. */
   readonly onReplicaTimeout?: (op: "read" | "store") => void;
-  /** This node finished leaving (everything handed off, `left` gossiped for a few rounds): stop it. */
-  readonly onLeft?: () => void;
+  /**
+   * This node is out of the cluster: it finished leaving (everything handed off, `left` gossiped for a few
+   * rounds), or it heard that an operator removed it. Stop it.
+   */
+  readonly onLeft?: (how: "left" | "removed") => void;
 }
 
-/** Why a leave is refused (the API answers 409 with it). */
-export class LeaveRefusedError extends Error {
-  readonly code = "leave_refused";
+/** Why a leave or a removal is refused (the API answers 409 with the code and the reason). */
+export class MembershipRefusedError extends Error {
+  constructor(
+    readonly code: "leave_refused" | "remove_refused",
+    message: string,
+  ) {
+    super(message);
+  }
 }
 
 export class NodeCore {
@@ -190,6 +198,12 @@ export class NodeCore {
   }
 
   private membershipChanged(): void {
+    // Left without finishing a leave of its own: an operator removed it (cluster remove) while it was
+    // away. It takes no part any more; the others already gave its partitions away.
+    if (this.membership.self.status === "left" && this.leftTimer === undefined) {
+      this.leftTimer = this.d.timers.after(0, () => this.d.onLeft?.("removed"));
+      return;
+    }
     if (this.membership.self.status === "leaving") {
       if (!this.outOfRing()) this.outOfRingSince = undefined;
       else this.outOfRingSince ??= this.d.clock.now();
@@ -216,7 +230,48 @@ export class NodeCore {
     this.membership.markLeft();
     this.d.onViewChange?.();
     // Gossip the news for a few rounds before stopping, so that every member hears it from us.
-    this.leftTimer = this.d.timers.after(this.d.gossipIntervalMs * 4, () => this.d.onLeft?.());
+    this.leftTimer = this.d.timers.after(this.d.gossipIntervalMs * 4, () => this.d.onLeft?.("left"));
+  }
+
+  /**
+   * Removes member `id` on its behalf (`cluster remove`): for a node that is gone for good and cannot
+   * leave by itself. Its partitions go to the others, and the keepers of its keys send them to their new
+   * replicas. Refused for this node itself (it leaves), for an unknown or departed id, for a member this
+   * node does not see down (unless `force`: a live node would go on serving from a view that has no place
+   * for it), and, unless `force`, when fewer than N members would remain.
+   */
+  remove(id: string, force: boolean): { removed: string; remaining: number } {
+    const m = this.membership;
+    const target = m.member(id);
+    if (id === this.d.nodeId)
+      throw new MembershipRefusedError(
+        "remove_refused",
+        "a node does not remove itself: make it leave (cluster leave), with its data",
+      );
+    if (target === undefined)
+      throw new MembershipRefusedError("remove_refused", `no member ${id} in this node's view`);
+    if (target.status === "left")
+      throw new MembershipRefusedError("remove_refused", `member ${id} has already left`);
+    const t = this.d.clock.now();
+    if (m.liveness(id, t) !== "down" && !force)
+      throw new MembershipRefusedError(
+        "remove_refused",
+        `member ${id} is ${m.liveness(id, t)}, not down, as this node sees it: make it leave with its data (cluster leave --node its API), or remove it anyway with force`,
+      );
+    const others = m
+      .view()
+      .filter(
+        (x) => x.id !== id && x.status === "up" && (x.id === this.d.nodeId || m.liveness(x.id, t) !== "down"),
+      );
+    if (others.length < this.d.cluster.n && !force)
+      throw new MembershipRefusedError(
+        "remove_refused",
+        `after removing ${id} the cluster would have ${others.length} member(s), fewer than N=${this.d.cluster.n}: every key would keep only ${others.length} copies (force it to remove anyway)`,
+      );
+    m.remove(id);
+    this.d.onViewChange?.();
+    this.membershipChanged();
+    return { removed: id, remaining: others.length };
   }
 
   /**
@@ -227,7 +282,8 @@ export class NodeCore {
   leave(force: boolean): { status: string; remaining: number } {
     const m = this.membership;
     const self = m.self;
-    if (self.status === "left") throw new LeaveRefusedError("this node has already left the cluster");
+    if (self.status === "left")
+      throw new MembershipRefusedError("leave_refused", "this node has already left the cluster");
     // Only members that are up and look alive count: one of them must claim us out (the claimant), and
     // they are the ones that will hold the data.
     const t = this.d.clock.now();
@@ -236,13 +292,15 @@ export class NodeCore {
       .filter((x) => x.id !== self.id && x.status === "up" && m.liveness(x.id, t) !== "down");
     if (self.status !== "leaving") {
       if (others.length === 0)
-        throw new LeaveRefusedError(
+        throw new MembershipRefusedError(
+          "leave_refused",
           "no other member is up: there is nobody to claim this node's partitions and take its data",
         );
       if (self.status === "joining")
-        throw new LeaveRefusedError("this node is still joining; leave once it is up");
+        throw new MembershipRefusedError("leave_refused", "this node is still joining; leave once it is up");
       if (others.length < this.d.cluster.n && !force)
-        throw new LeaveRefusedError(
+        throw new MembershipRefusedError(
+          "leave_refused",
           `after this leave the cluster would have ${others.length} member(s), fewer than N=${this.d.cluster.n}: every key would keep only ${others.length} copies ("cluster leave --force", or force=true, leaves anyway)`,
         );
       m.startLeaving();
@@ -309,6 +367,13 @@ export class NodeCore {
       case "gossip":
         return this.gossip.onGossip(_from, body);
       case "join": {
+        if (this.membership.member(body.member.id)?.status === "left")
+          throw Object.assign(
+            new Error(
+              `node id ${body.member.id} has left this cluster (or was removed) and cannot join again: start the node with another --id`,
+            ),
+            { code: "ERR_REJECTED" },
+          );
         this.membership.admit(body.member, d.clock.now());
         return {
           op: "joined",

@@ -50,8 +50,11 @@ export interface RunningNode {
 export interface StartOptions {
   /** Which of n, r, w the user set explicitly (checked against an existing cluster's settings). */
   readonly explicit?: { n: boolean; r: boolean; w: boolean };
-  /** The node has left its cluster (`cluster leave`): everything handed off; the caller stops it. */
-  readonly onLeft?: () => void;
+  /**
+   * The node is out of its cluster: it left (`cluster leave`, everything handed off), or it heard that an
+   * operator removed it (`cluster remove`). The caller stops it.
+   */
+  readonly onLeft?: (how: "left" | "removed") => void;
 }
 
 interface SavedView {
@@ -210,7 +213,7 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
     const prevSelf = view?.members.find((m) => m.id === config.id);
     if (prevSelf?.status === "left" && joinedView === undefined)
       throw new ConfigError(
-        `node ${config.id} has left cluster ${id.clusterId} (cluster leave) and handed its data off; the data directory ${config.dataDir} is no longer in use: to run a node again, start it with a new --data (and --join a member)`,
+        `node ${config.id} has left cluster ${id.clusterId} (cluster leave, or removed by cluster remove); the data directory ${config.dataDir} is no longer in use: to run a node again, start it with a new --data and a new --id (and --join a member)`,
       );
     const inRing = view?.ring?.owners.includes(config.id) ?? false;
     // A leave survives a restart: the node goes on handing off, then leaves.
@@ -242,7 +245,7 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
         }),
       onReadRepair: () => metrics.readRepairs.inc(),
       onReplicaTimeout: (op) => metrics.replicaRequestTimeouts.inc({ op }),
-      onLeft: () => options.onLeft?.(),
+      onLeft: (how) => options.onLeft?.(how),
     });
     const membership = core.membership;
     replica = core.replica;
@@ -286,6 +289,7 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
         };
       },
       leave: (force) => ({ node: config.id, ...core.leave(force) }),
+      remove: (rid, force) => ({ node: config.id, ...core.remove(rid, force) }),
       status: async () => {
         const t = now();
         const ring = membership.ring;

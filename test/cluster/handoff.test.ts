@@ -200,3 +200,81 @@ describe("a leave that crashes half-way, with writes going on", { timeout: 180_0
     for (const k of acked.keys()) assert.ok((copies.get(k) ?? 0) >= 2, `${k}: ${copies.get(k) ?? 0} copies`);
   });
 });
+
+describe("cluster remove: a member gone for good", { timeout: 180_000 }, () => {
+  const c = new TestCluster();
+  after(() => c.shutdown());
+
+  test("a dead member is removed on its behalf; its keys reach their new replicas; it stops if it comes back, and its id cannot join again", async () => {
+    for (const id of ["a", "b", "c", "d"]) await c.start(id, id === "a" ? {} : { join: "a" });
+    for (const id of ["a", "b", "c", "d"]) await c.converged(id, ["a", "b", "c", "d"]);
+    for (let i = 0; i < KEYS; i++)
+      assert.equal((await http(c.url("b", `/kv/${key(i)}`), { method: "PUT", body: `v${i}` })).status, 204);
+    // Refused: a live member, this node itself, an unknown id, a missing id.
+    const live = await http(c.url("a", "/cluster/remove?id=d"), { method: "POST" });
+    assert.equal(live.status, 409);
+    assert.equal(live.json().error, "remove_refused");
+    assert.match(String(live.json().message), /not down/);
+    assert.equal((await http(c.url("a", "/cluster/remove?id=a"), { method: "POST" })).status, 409);
+    assert.equal((await http(c.url("a", "/cluster/remove?id=zz"), { method: "POST" })).status, 409);
+    assert.equal((await http(c.url("a", "/cluster/remove"), { method: "POST" })).status, 400);
+
+    await c.kill("d");
+    await c.until(
+      "a to see d down",
+      async () => {
+        const s = (await http(c.url("a", "/status"))).json() as unknown as Status;
+        return s.members.some((m) => m.id === "d" && m.state === "down");
+      },
+      20_000,
+    );
+    const out = await run(
+      process.execPath,
+      [BIN, "cluster", "remove", "--node", c.nodes.get("a")!.api, "--id", "d"],
+      {
+        timeout: 30_000,
+      },
+    );
+    assert.match(out.stdout, /member d is removed/);
+    for (const id of ["a", "b", "c"])
+      await c.until(`${id} to see d left`, async () => {
+        const s = (await http(c.url(id, "/status"))).json() as unknown as Status;
+        return s.members.some((m) => m.id === "d" && m.status === "left") && s.cluster.ringVersion > 0;
+      });
+    await c.until(
+      "handoff done on a, b, c for a ring without d",
+      async () => {
+        const ss = await Promise.all(
+          ["a", "b", "c"].map(async (id) => (await http(c.url(id, "/status"))).json() as unknown as Status),
+        );
+        const v = ss[0]!.cluster.ringVersion;
+        return ss.every(
+          (s) => s.cluster.ringVersion === v && s.handoff.state === "idle" && s.handoff.ringVersion === v,
+        );
+      },
+      30_000,
+    );
+
+    // d comes back on its old data: it hears it was removed, and stops by itself.
+    const d = await c.start("d");
+    const code = await new Promise<number | null>((resolve) => {
+      if (d.child!.exitCode !== null) resolve(d.child!.exitCode);
+      else d.child!.on("exit", (x) => resolve(x));
+    });
+    assert.equal(code, 0);
+    assert.match(d.output, /removed from the cluster/);
+    d.child = undefined;
+    // A new node under the id d cannot join.
+    await assert.rejects(
+      c.start("d2", { join: "a", args: ["--id", "d"] }),
+      /cannot join again|has left this cluster/,
+    );
+
+    // Three members, N=3: each holds every key, from the others' handoff alone (no read was made).
+    for (const id of ["a", "b", "c"]) {
+      assert.equal(await c.stop(id), 0);
+      const held = await storedAll(c.nodes.get(id)!.dataDir);
+      for (let i = 0; i < KEYS; i++) assert.deepEqual(held.get(key(i)), [`v${i}`], `${key(i)} on ${id}`);
+    }
+  });
+});

@@ -503,6 +503,40 @@ describe("membership over the simulated network", () => {
     assert.deepEqual(versions.get("n4"), [3, 4], "n4 took v3 from its join answer, v4 from gossip");
   });
 
+  test("remove: a crashed member is removed on its behalf, claimed out, and hears it when it restarts; left is final", async () => {
+    const c = await SimCluster.ofFive(SEED);
+    c.crash("n4");
+    assert.ok(
+      await c.sched.runUntil(
+        () => c.live().every((n) => n.membership!.liveness("n4", c.sched.now()) === "down"),
+        30_000,
+      ),
+    );
+    c.node("n2").membership!.remove("n4");
+    const out = await c.sched.runUntil(
+      () =>
+        c
+          .live()
+          .every(
+            (n) =>
+              n.membership!.member("n4")?.status === "left" && !n.membership!.ring!.owners.includes("n4"),
+          ),
+      30 * INTERVAL_MS,
+    );
+    assert.ok(out, `n4 was not removed everywhere\n${c.describe()}`);
+    // n4 restarts from its saved view (it was up then, with a higher incarnation): it hears it is gone.
+    c.restart("n4");
+    assert.ok(
+      await c.sched.runUntil(() => c.node("n4").membership!.self.status === "left", 30 * INTERVAL_MS),
+      `n4 did not learn it was removed\n${c.describe()}`,
+    );
+    await c.sched.runFor(20 * INTERVAL_MS);
+    for (const n of c.live()) {
+      assert.equal(n.membership!.member("n4")?.status, "left", `${n.id} keeps n4 left`);
+      assert.ok(!n.membership!.ring!.owners.includes("n4"));
+    }
+  });
+
   test("leave: a leaving member is claimed out at once, its partitions going only to others; left spreads", async () => {
     const c = await SimCluster.ofFive(SEED);
     const before = c.node("n1").membership!.ring!;
