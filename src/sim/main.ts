@@ -107,7 +107,7 @@ function summary(r: SimResult, wallMs: number): string {
     `  faults: ${f.partitions} partitions, ${f.oneWayCuts} one-way cuts, ${f.isolations} isolations, ` +
       `${f.crashes} crashes, ${f.restarts} restarts, ${f.pauses} pauses, ${f.bursts} bursts, ${f.slowDisks} slow disks, ` +
       `${f.skewedNodes} skewed clocks (up to ${f.maxSkewMs} ms)` +
-      (r.options.membership === true ? `, ${f.joins} joins, ${f.leaves} leaves` : ""),
+      (r.options.membership === true ? `, ${f.joins} joins, ${f.leaves} leaves, ${f.removals} removals` : ""),
     `  messages: ${n.sent} sent, ${n.droppedRandom} lost, ${n.droppedCut} cut, ${n.duplicated} duplicated, ` +
       `${n.delayed} delayed, ${n.timeouts} timeouts`,
     `  ${(r.virtualMs / 1000).toFixed(1)} s virtual, ${r.steps} timers, ${wallMs.toFixed(0)} ms wall; history ${r.hash.slice(0, 16)}`,

@@ -67,6 +67,8 @@ export interface FaultCounts {
   slowDisks: number;
   joins: number;
   leaves: number;
+  /** Crashed members removed on their behalf (cluster remove). */
+  removals: number;
   /** Nodes whose clock is skewed, and the largest offset (ms). */
   skewedNodes: number;
   maxSkewMs: number;
@@ -84,6 +86,7 @@ export class Nemesis {
     slowDisks: 0,
     joins: 0,
     leaves: 0,
+    removals: 0,
     skewedNodes: 0,
     maxSkewMs: 0,
   };
@@ -268,7 +271,10 @@ export class Nemesis {
     }
   }
 
-  /** One membership change at a time: a join while the cluster has its starting size, else a leave. */
+  /**
+   * One membership change at a time: a join while the cluster has its starting size, else a leave (or
+   * the removal of a crashed member).
+   */
   private membership(): "started" | "busy" {
     const members = this.cluster.members();
     if (this.joining !== undefined) return "busy";
@@ -277,6 +283,21 @@ export class Nemesis {
     const pick = up[Math.floor(this.random.next() * up.length)];
     if (pick === undefined) return "busy";
     if (members.length > this.cluster.config.nodes) {
+      // Half the time a crashed member, if any, is removed on its behalf instead (as for a dead machine);
+      // the nemesis still restarts it later, and it must hear that it is gone and stop.
+      const crashed = members.filter((n) => n.state === "crashed");
+      if (crashed.length > 0 && this.random.next() < 0.5) {
+        const victim = crashed[0]!;
+        try {
+          pick.core.remove(victim.id, false);
+        } catch (err) {
+          this.log(`${pick.id} refuses to remove ${victim.id}: ${(err as Error).message}`);
+          return "busy";
+        }
+        this.counts.removals++;
+        this.log(`${pick.id} removes ${victim.id}`);
+        return "started";
+      }
       try {
         pick.core.leave(false);
       } catch (err) {
