@@ -20,14 +20,18 @@ export async function startCommand(flags: StartFlags): Promise<void> {
     downAfterMs: flags.downAfter,
   });
   let stopFor: ((why: string) => void) | undefined;
+  // The node may hear that it is out of the cluster before startNode returns: keep the reason till then.
+  let outBeforeStart: string | undefined;
   const node = await startNode(config, {
     explicit: { n: flags.n !== undefined, r: flags.r !== undefined, w: flags.w !== undefined },
-    onLeft: (how) =>
-      stopFor?.(
+    onLeft: (how) => {
+      const why =
         how === "left"
           ? "left the cluster (its data is handed off)"
-          : "removed from the cluster by an operator (cluster remove)",
-      ),
+          : "removed from the cluster by an operator (cluster remove)";
+      if (stopFor === undefined) outBeforeStart = why;
+      else stopFor(why);
+    },
   });
   const id = node.identity;
   process.stdout.write(
@@ -68,6 +72,7 @@ export async function startCommand(flags: StartFlags): Promise<void> {
   };
   process.on("SIGTERM", onSignal);
   process.on("SIGINT", onSignal);
+  if (outBeforeStart !== undefined) stopFor(outBeforeStart);
 }
 
 interface KeyFlags {

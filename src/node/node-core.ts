@@ -73,6 +73,9 @@ export interface NodeCoreDeps {
   readonly onLeft?: (how: "left" | "removed") => void;
 }
 
+/** How long a removed node tries to hand off what it holds before it stops anyway. */
+const REMOVED_HANDOFF_MS = 30_000;
+
 /** Why a leave or a removal is refused (the API answers 409 with the code and the reason). */
 export class MembershipRefusedError extends Error {
   constructor(
@@ -100,6 +103,8 @@ export class NodeCore {
   private outOfRingSince: number | undefined;
   private leftTimer: { cancel(): void } | undefined;
   private settleTimer: { cancel(): void } | undefined;
+  /** This node heard it was removed: it stops once its handoff pass is done (or REMOVED_HANDOFF_MS). */
+  private removedStop = false;
 
   constructor(private readonly d: NodeCoreDeps) {
     const now = () => d.clock.now();
@@ -177,7 +182,8 @@ export class NodeCore {
         const ring = this.membership.ring;
         return table === undefined || ring === null ? undefined : { ring, table, version: ring.version };
       },
-      leaving: () => this.membership.self.status === "leaving",
+      leaving: () => this.membership.self.status === "leaving" || this.membership.self.status === "left",
+      gone: (id) => this.membership.member(id)?.status === "left",
       leavingReady: () => this.outOfRing(),
       onPassComplete: (p) => this.handoffPassComplete(p.startedAt),
       retryMs: Math.max(d.gossipIntervalMs * 4, 1000),
@@ -199,9 +205,13 @@ export class NodeCore {
 
   private membershipChanged(): void {
     // Left without finishing a leave of its own: an operator removed it (cluster remove) while it was
-    // away. It takes no part any more; the others already gave its partitions away.
+    // away (or cut off). The others already gave its partitions away; before it stops, it sends what it
+    // holds to the keys' replicas, as a leaving node does (a write only it took would be lost
+    // otherwise), for a bounded time: a removed node may be unable to reach anyone.
     if (this.membership.self.status === "left" && this.leftTimer === undefined) {
-      this.leftTimer = this.d.timers.after(0, () => this.d.onLeft?.("removed"));
+      this.removedStop = true;
+      this.leftTimer = this.d.timers.after(REMOVED_HANDOFF_MS, () => this.d.onLeft?.("removed"));
+      this.handoff.rescan();
       return;
     }
     if (this.membership.self.status === "leaving") {
@@ -213,6 +223,13 @@ export class NodeCore {
 
   private handoffPassComplete(startedAt: number): void {
     this.d.onViewChange?.(); // saves the ring handed off for
+    if (this.removedStop) {
+      // A removed node handed off what it held: stop now.
+      this.leftTimer?.cancel();
+      this.leftTimer = this.d.timers.after(0, () => this.d.onLeft?.("removed"));
+      this.removedStop = false;
+      return;
+    }
     if (this.membership.self.status !== "leaving") return;
     // A ring that holds us again (a stale claimant) makes us a replica again: wait for the next one.
     if (!this.outOfRing()) this.outOfRingSince = undefined;

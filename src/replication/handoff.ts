@@ -40,8 +40,10 @@ export interface HandoffDeps {
   readonly clock: Clock;
   /** The current ring, its preference table and version (undefined before the node has a ring). */
   readonly current: () => HandoffRing | undefined;
-  /** Is this node leaving the cluster? */
+  /** Is this node leaving the cluster (or removed from it, handing off what it holds before it stops)? */
   readonly leaving: () => boolean;
+  /** Has this member left the cluster (or been removed)? Its keys must come from the others. */
+  readonly gone?: (nodeId: string) => boolean;
   /**
    * May a leaving node's pass run now? (Not while the ring still holds it: it is still a replica then,
    * and a pass would only send what the next ring makes it send again.)
@@ -183,6 +185,8 @@ export class Handoff {
   private launch(): void {
     this.running = this.run().finally(() => {
       this.running = undefined;
+      // A newer ring that came as the run was ending.
+      if (this.rerun && !this.stopped) this.launch();
     });
   }
 
@@ -241,15 +245,30 @@ export class Handoff {
 
   /** Sends again what the pass could not deliver, each key as it is stored now. */
   private async resend(): Promise<boolean> {
-    const missed = this.failed;
+    const missed = this.failed.sort((a, b) => Buffer.compare(a.key, b.key));
     this.failed = [];
     this.progress.storesFailed = 0;
-    const sends: { to: string; key: Uint8Array; value: Uint8Array }[] = [];
-    for (const m of missed) {
-      const value = await this.d.storage.get(Replica.dataKey(m.key));
-      if (value !== undefined) sends.push({ to: m.to, key: m.key, value });
+    // Paged like a pass: one read per key (a key missed by several targets is read once), at most a
+    // page's keys and bytes in memory, a yield between pages, and a stop or a newer ring ends it.
+    let i = 0;
+    while (i < missed.length) {
+      if (this.stopped || this.rerun) return false;
+      const sends: { to: string; key: Uint8Array; value: Uint8Array }[] = [];
+      let bytes = 0;
+      let keys = 0;
+      while (i < missed.length && keys < this.pageKeys && bytes < this.pageBytes) {
+        const key = missed[i]!.key;
+        const targets: string[] = [];
+        while (i < missed.length && Buffer.compare(missed[i]!.key, key) === 0) targets.push(missed[i++]!.to);
+        keys++;
+        const value = await this.d.storage.get(Replica.dataKey(key));
+        if (value === undefined) continue;
+        bytes += value.length;
+        for (const to of targets) sends.push({ to, key, value });
+      }
+      await this.send(sends);
+      await new Promise<void>((resolve) => this.d.timers.after(0, resolve));
     }
-    await this.send(sends);
     return this.failed.length === 0 && !this.failedOverflow;
   }
 
@@ -306,17 +325,18 @@ export class Handoff {
     if (gained.length === 0) return [];
     if (!before.includes(self)) return []; // it came to us by a write or repair; the holders send it
     if (!now.includes(self)) return gained; // we lose the key: always send
-    // We keep it. If another holder loses it, that one sends, and the first keeper too (in case the loser
-    // is down); if nobody loses it (a cluster growing towards N), every keeper sends: one of them may
-    // have missed a write.
-    if (!before.some((id) => !now.includes(id))) return gained;
+    // We keep it. If another holder loses it and is still a member, that one sends, and the first keeper
+    // too (in case the loser is down). If nobody loses it (a cluster growing towards N), or every loser is
+    // gone (removed: it will send nothing), every keeper sends: one of them may have missed a write.
+    const losers = before.filter((id) => !now.includes(id));
+    if (losers.every((id) => this.d.gone?.(id) === true)) return gained;
     return before.find((id) => now.includes(id)) === self ? gained : [];
   }
 
   private async send(sends: readonly { to: string; key: Uint8Array; value: Uint8Array }[]): Promise<void> {
     let next = 0;
     const worker = async () => {
-      while (next < sends.length && !this.stopped) {
+      while (next < sends.length && !this.stopped && !this.rerun) {
         const s = sends[next++]!;
         try {
           await this.d.peer(s.to).store(s.key, decodeSiblings(s.value));

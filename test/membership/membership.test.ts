@@ -19,7 +19,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { GossipDriver } from "../../src/membership/gossip-driver.js";
-import { type Liveness, Membership } from "../../src/membership/membership.js";
+import { type Liveness, Membership, newerEntry } from "../../src/membership/membership.js";
 import { ownership } from "../../src/ring/ring.js";
 import {
   derivedRandom,
@@ -501,6 +501,24 @@ describe("membership over the simulated network", () => {
         `${id} saw ring versions ${seen}`,
       );
     assert.deepEqual(versions.get("n4"), [3, 4], "n4 took v3 from its join answer, v4 from gossip");
+  });
+
+  test("left is final: it supersedes any other entry, whatever the incarnations, and nothing supersedes it", () => {
+    const e = (status: MemberView["status"], incarnation: number): MemberView => ({
+      id: "x",
+      api: "",
+      peer: "",
+      weight: 1,
+      zone: undefined,
+      status,
+      incarnation,
+      heartbeat: 0,
+    });
+    assert.ok(newerEntry(e("left", 1), e("up", 9)));
+    assert.ok(!newerEntry(e("up", 9), e("left", 1)));
+    assert.ok(!newerEntry(e("joining", 10), e("left", 2)));
+    assert.ok(newerEntry(e("left", 3), e("left", 2)));
+    assert.ok(newerEntry(e("up", 3), e("joining", 2)));
   });
 
   test("remove: a crashed member is removed on its behalf, claimed out, and hears it when it restarts; left is final", async () => {

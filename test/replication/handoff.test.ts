@@ -158,6 +158,67 @@ describe("handoff", () => {
     for (const h of hs) await h.stop();
   });
 
+  test("a removed member's keys: every keeper sends, since the loser never will", async () => {
+    const before = ringOf(["a", "b", "c", "x"]);
+    const after = ringOf(["a", "b", "c"], before.ring);
+    const sched = new VirtualScheduler();
+    const peers = new Peers();
+    let cur = { ring: viewOf(before.ring, 1), table: before.table, version: 1 };
+    // The keepers: one holds every key, one missed every write. x (removed) sends nothing.
+    const full = new Set(["a"]);
+    const hs: Handoff[] = [];
+    for (const id of ["a", "b", "c"]) {
+      const storage = full.has(id) ? await storeFor(id, before.table) : new MemoryEngine();
+      const h = handoff(sched, id, storage, peers, () => cur, false, { gone: (n) => n === "x" });
+      h.start();
+      hs.push(h);
+    }
+    cur = { ring: viewOf(after.ring, 2), table: after.table, version: 2 };
+    for (const h of hs) h.kick();
+    assert.ok(await sched.runUntil(() => hs.every((h) => h.progress.passesCompleted === 1), 60_000));
+    for (let i = 0; i < KEYS; i++) {
+      const k = Buffer.from(`k${i}`);
+      const was = before.table.forKey(k);
+      const now = after.table.forKey(k);
+      if (!was.includes("a")) continue; // only a holds anything here
+      for (const id of now)
+        if (!was.includes(id) && id !== "a")
+          assert.ok(peers.got.get(id)?.has(`k${i}`), `k${i} reached ${id}`);
+    }
+    for (const h of hs) await h.stop();
+  });
+
+  test("a newer ring during the wait for a retry starts a new pass at once; stop ends the wait", async () => {
+    const r1 = ringOf(["a", "b", "c"]);
+    const r2 = ringOf(["a", "b", "c", "d"], r1.ring);
+    const r3 = ringOf(["a", "b", "c", "d", "e"], r2.ring);
+    const sched = new VirtualScheduler();
+    const peers = new Peers();
+    peers.down.add("d");
+    let cur = { ring: viewOf(r1.ring, 1), table: r1.table, version: 1 };
+    const h = handoff(sched, "a", await storeFor("a", r1.table), peers, () => cur, false, {
+      retryMs: 60_000,
+    });
+    h.start();
+    cur = { ring: viewOf(r2.ring, 2), table: r2.table, version: 2 };
+    h.kick();
+    assert.ok(await sched.runUntil(() => h.progress.state === "retrying", 10_000));
+    const t0 = sched.now();
+    cur = { ring: viewOf(r3.ring, 3), table: r3.table, version: 3 };
+    peers.down.clear();
+    h.kick();
+    assert.ok(await sched.runUntil(() => h.progress.passesCompleted === 1, 10_000));
+    assert.ok(sched.now() - t0 < 1000, "it did not wait out the 60 s retry");
+    assert.equal(h.progress.ringVersion, 3);
+    // A wait for a retry ends with stop().
+    peers.down.add("b");
+    cur = { ring: viewOf(r1.ring, 4), table: r1.table, version: 4 };
+    h.kick();
+    assert.ok(await sched.runUntil(() => h.progress.state === "retrying", 10_000));
+    const stopped = h.stop();
+    await sched.runUntilSettled(stopped, 1000);
+  });
+
   test("a leave: everything goes to the key's current replicas; what a replica down missed is retried with backoff until it is back", async () => {
     const before = ringOf(["a", "b", "c", "d"]);
     const after = ringOf(["b", "c", "d"], before.ring);
