@@ -388,6 +388,19 @@ export class SimCluster {
   }
 
   /**
+   * Converged, and quiet: every member is `up` (no join or leave under way) and has no handoff pass
+   * running or waiting to retry, so what is on each replica no longer moves by itself.
+   */
+  settled(): boolean {
+    return (
+      this.converged() &&
+      this.members().every(
+        (n) => n.core.membership.self.status === "up" && n.core.handoff.progress.state === "idle",
+      )
+    );
+  }
+
+  /**
    * A new node joins through `via`, as `ringstore start --join` does: it asks to join, takes the view
    * from the answer, and gossips as `joining` until a ring is claimed with it.
    */
