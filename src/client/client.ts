@@ -60,6 +60,11 @@ export interface ClientOptions {
    * Default 2000 ms, doubled for each failure in a row (up to 32x); a success clears it.
    */
   readonly avoidAfterFailureMs?: number;
+  /**
+   * The clock (milliseconds) the client times its avoidance of failed nodes and its ring refreshes by.
+   * Default `Date.now`; tests give a fake one to make those timings deterministic.
+   */
+  readonly clock?: () => number;
 }
 
 export interface UpdateOptions extends RequestOptions {
@@ -251,6 +256,7 @@ export class RingstoreClient {
   private readonly routing: Routing;
   private readonly httpTimeoutMs: number;
   private readonly avoidMs: number;
+  private readonly now: () => number;
   private ring: RingView | undefined;
   private ringFetch: Promise<void> | undefined;
   private lastRingFetchAt = 0;
@@ -268,6 +274,7 @@ export class RingstoreClient {
     this.routing = options.routing ?? "none";
     this.httpTimeoutMs = options.httpTimeoutMs ?? 10_000;
     this.avoidMs = options.avoidAfterFailureMs ?? 2000;
+    this.now = options.clock ?? Date.now;
     if (this.routing === "partition-aware") {
       const every = options.ringRefreshMs ?? 5000;
       this.refreshTimer = setInterval(() => this.refreshRing(), every);
@@ -314,7 +321,7 @@ export class RingstoreClient {
     // every avoidMs.
     const k = Math.min(5, this.failuresInARow.get(addr) ?? 0);
     this.failuresInARow.set(addr, k + 1);
-    this.avoidUntil.set(addr, Date.now() + this.avoidMs * 2 ** k);
+    this.avoidUntil.set(addr, this.now() + this.avoidMs * 2 ** k);
     if (this.routing === "partition-aware") this.refreshRing(250);
   }
 
@@ -323,7 +330,7 @@ export class RingstoreClient {
    * that is up (partition-aware), else the next seed; undefined when every such node failed lately.
    */
   private primary(key: string | Uint8Array | undefined): string | undefined {
-    const now = this.avoidUntil.size === 0 ? 0 : Date.now();
+    const now = this.avoidUntil.size === 0 ? 0 : this.now();
     const ring = this.ring;
     if (this.routing === "partition-aware" && ring !== undefined) {
       if (key === undefined) return undefined;
@@ -345,7 +352,7 @@ export class RingstoreClient {
   /** Nodes to try for a request, best first; nodes that failed lately come last. */
   private candidates(keyIn: string | Uint8Array | undefined): string[] {
     const key = keyIn === undefined ? undefined : keyBytes(keyIn);
-    const now = Date.now();
+    const now = this.now();
     const out: string[] = [];
     const seen = new Set<string>();
     const add = (a: string | undefined) => {
@@ -474,7 +481,7 @@ export class RingstoreClient {
   /** Starts a fetch of /ring unless one is running or one started less than `minGapMs` ago. */
   private refreshRing(minGapMs = 0): void {
     if (this.closed || this.ringFetch !== undefined) return;
-    const now = Date.now();
+    const now = this.now();
     if (now - this.lastRingFetchAt < minGapMs) return;
     this.lastRingFetchAt = now;
     this.ringFetch = this.fetchRing()
@@ -485,7 +492,7 @@ export class RingstoreClient {
   }
 
   private async fetchRing(): Promise<void> {
-    const now = Date.now();
+    const now = this.now();
     const known = this.ring === undefined ? [] : [...this.ring.members.values()];
     const order = [
       ...known.filter((m) => m.state === "up").map((m) => m.api),
