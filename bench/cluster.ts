@@ -3,7 +3,7 @@
  * durability fsync) on 127.0.0.1, and of ONE node (N=R=W=1, fsync) in the same run, with their ratio,
  * checked against the target (3x a 3-member etcd measured on this machine; PASS/MISS).
  *
- *   npm run build && node --import tsx bench/cluster.ts                 # 5 s warm-up + 10 s per phase, about 5 minutes
+ *   npm run build && node --import tsx bench/cluster.ts                 # 20 s warm-up + 10 s per phase, about 8 minutes
  *   node --import tsx bench/cluster.ts --seconds 3 --loadgens pool      # quicker
  *   node --import tsx bench/cluster.ts --help                           # every flag
  *

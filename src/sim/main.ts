@@ -45,8 +45,9 @@ function usage(message?: string): never {
   console.error(
     "usage: npm run sim -- [--seed S | --runs N] [--nodes >=5] [--ops N] [--clients N] [--keys N]\n" +
       "                      [--storage lsm|memory] [--faults none|standard|heavy|on|off] [--dup-requests]\n" +
-      "                      [--membership]   (nodes join and leave during the run)\n" +
-      "                      [--verbose]",
+      "                      [--membership]   (nodes join, leave and are removed during the run)\n" +
+      "                      [--bug drop-store|ignore-context|no-fsync|keep-actor|no-forward-memo|retry-forward]\n" +
+      "                      (a planted bug, to see the checkers catch it) [--verbose]",
   );
   process.exit(message === undefined ? 0 : 2);
 }
