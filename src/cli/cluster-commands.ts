@@ -30,6 +30,7 @@ export async function clusterStatusCommand(flags: { node: string; json?: boolean
       node: { id: string };
       cluster: { id: string; n: number; r: number; w: number; partitions: number; ringVersion: number };
       members: StatusMember[];
+      handoff?: LeaveStatus["handoff"];
     };
     if (flags.json) {
       process.stdout.write(`${JSON.stringify(s, null, 2)}\n`);
@@ -43,6 +44,12 @@ export async function clusterStatusCommand(flags: { node: string; json?: boolean
     for (const m of s.members)
       rows.push([m.id, m.state, m.api, m.peer, String(m.partitions), String(m.weight), m.zone ?? "-"]);
     process.stdout.write(`${table(rows)}\n`);
+    const h = s.handoff;
+    if (h !== undefined && h.state !== "idle")
+      process.stdout.write(
+        `\nhandoff on ${s.node.id}: ${h.state} for ring version ${h.ringVersion}, ${h.keysScanned} keys scanned, ` +
+          `${h.keysSent} copies sent, ${h.storesFailed} failed${h.lastError ? ` (last error: ${h.lastError})` : ""}\n`,
+      );
   } finally {
     await c.close();
   }
