@@ -40,6 +40,7 @@ import { workerCompactionExecutor } from "../src/storage/compaction-worker.js";
 import { NodeFileSystem } from "../src/storage/fs/node-file-system.js";
 import { LsmEngine } from "../src/storage/lsm/lsm-engine.js";
 import { TcpTransport } from "../src/transport/tcp-transport.js";
+import type { RequestHandler } from "../src/transport/transport.js";
 import { EMPTY_VECTOR, update } from "../src/versioning/dvv.js";
 import { encodeSiblings } from "../src/versioning/object-codec.js";
 
@@ -57,6 +58,20 @@ const cpuNow = () => {
   const u = process.cpuUsage();
   return u.user + u.system;
 };
+
+/** A node's TCP transport on a free loopback port, in cluster "bench". */
+function listenPeer(nodeId: string, handler: RequestHandler): Promise<TcpTransport> {
+  const rt = systemRuntime();
+  return TcpTransport.listen({
+    host: "127.0.0.1",
+    port: 0,
+    nodeId,
+    clusterId: "bench",
+    timers: rt.timers,
+    clock: rt.clock,
+    handler,
+  });
+}
 
 // ------------------------------------------------------------------ child: the server side of a part
 
@@ -83,16 +98,9 @@ async function child(kind: string): Promise<void> {
     port = (app.server.address() as net.AddressInfo).port;
     close = () => app.close();
   } else {
-    const rt = systemRuntime();
-    const t = await TcpTransport.listen({
-      host: "127.0.0.1",
-      port: 0,
-      nodeId: "server",
-      clusterId: "bench",
-      timers: rt.timers,
-      clock: rt.clock,
-      handler: async (_from, body) => (body.op === "store" ? { op: "stored" } : { op: "pong" }),
-    });
+    const t = await listenPeer("server", async (_from, body) =>
+      body.op === "store" ? { op: "stored" } : { op: "pong" },
+    );
     port = Number(t.address.slice(t.address.lastIndexOf(":") + 1));
     close = () => t.close();
   }
@@ -249,16 +257,7 @@ async function httpPart(
 
 async function peerPart(kind: "peer-ping" | "peer-store", warmup: number, seconds: number): Promise<Result> {
   return withChild(kind, async (port, cpu) => {
-    const rt = systemRuntime();
-    const t = await TcpTransport.listen({
-      host: "127.0.0.1",
-      port: 0,
-      nodeId: "client",
-      clusterId: "bench",
-      timers: rt.timers,
-      clock: rt.clock,
-      handler: async () => ({ op: "pong" }),
-    });
+    const t = await listenPeer("client", async () => ({ op: "pong" }));
     const set = encodeSiblings(update([], EMPTY_VECTOR, "a1", VALUE).set);
     let k = 0;
     const body = () =>

@@ -606,34 +606,34 @@ export class RingstoreClient {
     value: string | Uint8Array,
     options: RequestOptions & { context?: string | undefined; contentType?: string } = {},
   ): Promise<string> {
-    const headers: Record<string, string> = {
+    const headers = {
       "content-type": headerValue("contentType", options.contentType ?? "application/octet-stream"),
     };
-    if (options.context !== undefined) headers["x-context"] = headerValue("context", options.context);
-    const res = await this.send(
-      "PUT",
-      key,
-      `/kv/${encodeKey(key)}${query(options)}`,
-      headers,
-      valueBytes(value),
-      options.timeoutMs,
-    );
-    if (res.status === 200 || res.status === 204) return res.headers["x-context"] as string;
-    return this.fail(res);
+    return this.writeKey("PUT", key, options, headers, valueBytes(value));
   }
 
   async delete(
     key: string | Uint8Array,
     options: RequestOptions & { context?: string | undefined } = {},
   ): Promise<string> {
-    const headers: Record<string, string> = {};
+    return this.writeKey("DELETE", key, options, {}, undefined);
+  }
+
+  /** A PUT or DELETE of a key: with the context's header, if any; returns the new version's context. */
+  private async writeKey(
+    method: "PUT" | "DELETE",
+    key: string | Uint8Array,
+    options: RequestOptions & { context?: string | undefined },
+    headers: Record<string, string>,
+    body: Uint8Array | undefined,
+  ): Promise<string> {
     if (options.context !== undefined) headers["x-context"] = headerValue("context", options.context);
     const res = await this.send(
-      "DELETE",
+      method,
       key,
       `/kv/${encodeKey(key)}${query(options)}`,
       headers,
-      undefined,
+      body,
       options.timeoutMs,
     );
     if (res.status === 200 || res.status === 204) return res.headers["x-context"] as string;

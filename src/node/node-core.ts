@@ -250,6 +250,13 @@ export class NodeCore {
     this.leftTimer = this.d.timers.after(this.d.gossipIntervalMs * 4, () => this.d.onLeft?.("left"));
   }
 
+  /** The members other than `id` that are up and look alive from here: those that would remain. */
+  private upMembersBut(id: string): MemberView[] {
+    const m = this.membership;
+    const t = this.d.clock.now();
+    return m.view().filter((x) => x.id !== id && x.status === "up" && m.liveness(x.id, t) !== "down");
+  }
+
   /**
    * Removes member `id` on its behalf (`cluster remove`): for a node that is gone for good and cannot
    * leave by itself. Its partitions go to the others, and the keepers of its keys send them to their new
@@ -275,11 +282,7 @@ export class NodeCore {
         "remove_refused",
         `member ${id} is ${m.liveness(id, t)}, not down, as this node sees it: make it leave with its data (cluster leave --node its API), or remove it anyway with force`,
       );
-    const others = m
-      .view()
-      .filter(
-        (x) => x.id !== id && x.status === "up" && (x.id === this.d.nodeId || m.liveness(x.id, t) !== "down"),
-      );
+    const others = this.upMembersBut(id);
     if (others.length < this.d.cluster.n && !force)
       throw new MembershipRefusedError(
         "remove_refused",
@@ -303,10 +306,7 @@ export class NodeCore {
       throw new MembershipRefusedError("leave_refused", "this node has already left the cluster");
     // Only members that are up and look alive count: one of them must claim us out (the claimant), and
     // they are the ones that will hold the data.
-    const t = this.d.clock.now();
-    const others = m
-      .view()
-      .filter((x) => x.id !== self.id && x.status === "up" && m.liveness(x.id, t) !== "down");
+    const others = this.upMembersBut(self.id);
     if (self.status !== "leaving") {
       if (others.length === 0)
         throw new MembershipRefusedError(

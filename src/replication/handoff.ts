@@ -232,6 +232,11 @@ export class Handoff {
     } while (this.rerun && !this.stopped);
   }
 
+  /** Lets requests in between pages: a pass over a large store is background work. */
+  private betweenPages(): Promise<void> {
+    return new Promise((resolve) => this.d.timers.after(0, resolve));
+  }
+
   /** Runs a pass or a resend; a storage failure (the engine failed or closed) counts as a miss. */
   private async guarded(fn: () => Promise<boolean>): Promise<boolean> {
     try {
@@ -267,7 +272,7 @@ export class Handoff {
         for (const to of targets) sends.push({ to, key, value });
       }
       await this.send(sends);
-      await new Promise<void>((resolve) => this.d.timers.after(0, resolve));
+      await this.betweenPages();
     }
     return this.failed.length === 0 && !this.failedOverflow;
   }
@@ -310,8 +315,7 @@ export class Handoff {
           sends.push({ to: target, key, value: e.value });
       }
       await this.send(sends);
-      // Let requests in between pages: a pass over a large store is background work.
-      await new Promise<void>((resolve) => this.d.timers.after(0, resolve));
+      await this.betweenPages();
     }
   }
 

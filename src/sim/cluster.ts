@@ -178,35 +178,8 @@ export class SimCluster {
     const ids = Array.from({ length: this.config.nodes }, (_, i) => SimCluster.idOf(i));
     const members = ids.map((id) => this.entry(id, "up", 1));
     for (const [i, id] of ids.entries()) {
-      const fs = this.config.storage === "lsm" ? new MemoryFileSystem() : undefined;
-      if (fs !== undefined) await fs.mkdirp(DATA_DIR);
-      const address = `sim:${id}`;
-      let node: SimNode | undefined;
-      const transport = this.net.transport({
-        address,
-        nodeId: id,
-        clusterId: CLUSTER_ID,
-        handler: (from, body) => this.dispatch(node!, from, body),
-      });
-      if (this.config.bug === "retry-forward") forgetMaybeDelivered(transport);
       const { offsetMs, drift } = this.skew[i] ?? { offsetMs: 0, drift: 0 };
-      node = {
-        id,
-        address,
-        actor: this.actorOf(id, 1),
-        core: undefined as unknown as NodeCore,
-        storage: undefined as unknown as StorageEngine,
-        fs,
-        disk: undefined,
-        timers: this.sched.group(),
-        clock: skewedClock(this.sched, offsetMs, drift),
-        transport,
-        saved: { members, ring: null },
-        state: "up",
-        paused: false,
-        generation: 1,
-        waiting: [],
-      };
+      const node = await this.newNode(id, skewedClock(this.sched, offsetMs, drift), { members, ring: null });
       node.storage = await this.openStorage(node);
       const founder = i === 0;
       const ring = founder ? null : this.nodes[0]!.core.membership.ring;
@@ -221,6 +194,42 @@ export class SimCluster {
       const core = node.core;
       node.timers.after(Math.floor(phase.next() * this.config.gossipIntervalMs), () => core.start());
     }
+  }
+
+  /**
+   * A node's process before its core exists: its empty file system (LSM storage), its address on the
+   * network (requests go to whatever core it has), its clock and timers, and the view it starts from.
+   */
+  private async newNode(id: string, clock: Clock, saved: SimNode["saved"]): Promise<SimNode> {
+    const fs = this.config.storage === "lsm" ? new MemoryFileSystem() : undefined;
+    if (fs !== undefined) await fs.mkdirp(DATA_DIR);
+    const address = `sim:${id}`;
+    let node: SimNode | undefined;
+    const transport = this.net.transport({
+      address,
+      nodeId: id,
+      clusterId: CLUSTER_ID,
+      handler: (from, body) => this.dispatch(node!, from, body),
+    });
+    if (this.config.bug === "retry-forward") forgetMaybeDelivered(transport);
+    node = {
+      id,
+      address,
+      actor: this.actorOf(id, 1),
+      core: undefined as unknown as NodeCore,
+      storage: undefined as unknown as StorageEngine,
+      fs,
+      disk: undefined,
+      timers: this.sched.group(),
+      clock,
+      transport,
+      saved,
+      state: "up",
+      paused: false,
+      generation: 1,
+      waiting: [],
+    };
+    return node;
   }
 
   private makeCore(
@@ -406,46 +415,21 @@ export class SimCluster {
    */
   async join(id: string, via: string): Promise<SimNode> {
     if (this.byId.has(id)) throw new Error(`sim: ${id} exists`);
-    const fs = this.config.storage === "lsm" ? new MemoryFileSystem() : undefined;
-    if (fs !== undefined) await fs.mkdirp(DATA_DIR);
-    const address = `sim:${id}`;
-    let node: SimNode | undefined;
-    const transport = this.net.transport({
-      address,
-      nodeId: id,
-      clusterId: CLUSTER_ID,
-      handler: (from, body) => this.dispatch(node!, from, body),
-    });
+    const node = await this.newNode(id, this.sched, { members: [], ring: null });
     const self = this.entry(id, "joining", 1);
     // Asked again until answered, as an operator runs `ringstore start --join` again with the same id: a
     // request whose answer was lost has already admitted the member, and only this id can take that entry.
     let answer: ResponseBody | undefined;
     for (let attempt = 1; answer === undefined; attempt++) {
       try {
-        answer = await transport.request(`sim:${via}`, { op: "join", member: self }, 2000);
+        answer = await node.transport.request(`sim:${via}`, { op: "join", member: self }, 2000);
       } catch (err) {
         if (attempt >= 200) throw err;
         await new Promise<void>((resolve) => this.sched.after(500, resolve));
       }
     }
     if (answer.op !== "joined") throw new Error(`sim: unexpected answer ${answer.op} to join`);
-    node = {
-      id,
-      address,
-      actor: this.actorOf(id, 1),
-      core: undefined as unknown as NodeCore,
-      storage: undefined as unknown as StorageEngine,
-      fs,
-      disk: undefined,
-      timers: this.sched.group(),
-      clock: this.sched,
-      transport,
-      saved: { members: [...answer.members], ring: answer.ring },
-      state: "up",
-      paused: false,
-      generation: 1,
-      waiting: [],
-    };
+    node.saved = { members: [...answer.members], ring: answer.ring };
     node.storage = await this.openStorage(node);
     node.core = this.makeCore(node, self, { members: answer.members, ring: answer.ring }, false);
     this.nodes.push(node);

@@ -48,9 +48,32 @@ interface Status {
   handoff: { state: string; ringVersion: number; passesCompleted: number; keysSent: number };
 }
 
+const statusOf = async (c: TestCluster, id: string) =>
+  (await http(c.url(id, "/status"))).json() as unknown as Status;
+
+/** Waits until every listed node has completed a handoff pass for the ring version they all have. */
+const handedOff = (c: TestCluster, ids: string[], ms = 30_000) =>
+  c.until(
+    `handoff done on ${ids.join(",")}`,
+    async () => {
+      const ss = await Promise.all(ids.map((id) => statusOf(c, id)));
+      const v = ss[0]!.cluster.ringVersion;
+      return ss.every(
+        (s) => s.cluster.ringVersion === v && s.handoff.state === "idle" && s.handoff.ringVersion === v,
+      );
+    },
+    ms,
+  );
+
+/** Four nodes a, b, c, d (N=3), every one seeing the others up. */
+async function startFour(c: TestCluster): Promise<void> {
+  for (const id of ["a", "b", "c", "d"]) await c.start(id, id === "a" ? {} : { join: "a" });
+  for (const id of ["a", "b", "c", "d"]) await c.converged(id, ["a", "b", "c", "d"]);
+}
+
 describe("ownership handoff on join and leave", { timeout: 180_000 }, () => {
   const c = new TestCluster();
-  const status = async (id: string) => (await http(c.url(id, "/status"))).json() as unknown as Status;
+  const status = (id: string) => statusOf(c, id);
   before(async () => {
     await c.start("a");
     await c.start("b", { join: "a" });
@@ -63,25 +86,11 @@ describe("ownership handoff on join and leave", { timeout: 180_000 }, () => {
   });
   after(() => c.shutdown());
 
-  /** Waits until every listed node has completed a handoff pass for the ring version they all have. */
-  const handedOff = async (ids: string[]) =>
-    c.until(
-      `handoff done on ${ids.join(",")}`,
-      async () => {
-        const ss = await Promise.all(ids.map(status));
-        const v = ss[0]!.cluster.ringVersion;
-        return ss.every(
-          (s) => s.cluster.ringVersion === v && s.handoff.state === "idle" && s.handoff.ringVersion === v,
-        );
-      },
-      30_000,
-    );
-
   test("a joining node gets the keys of the partitions it takes, without any read", async () => {
     await c.start("d", { join: "a" });
     for (const id of ["a", "b", "c", "d"]) await c.converged(id, ["a", "b", "c", "d"]);
     await c.until("a ring claimed with d", async () => (await status("d")).partitions.replicated.length > 0);
-    await handedOff(["a", "b", "c"]);
+    await handedOff(c, ["a", "b", "c"]);
     const replicated = new Set((await status("d")).partitions.replicated);
     const sent = (await Promise.all(["a", "b", "c"].map(status))).reduce((n, s) => n + s.handoff.keysSent, 0);
     assert.equal(await c.stop("d"), 0);
@@ -100,19 +109,18 @@ describe("ownership handoff on join and leave", { timeout: 180_000 }, () => {
 
   test("cluster leave: the node hands everything off, is marked left and stops; a leave below N is refused", async () => {
     const a = c.nodes.get("a")!;
-    const exited = new Promise<number | null>((resolve) => a.child!.on("exit", (code) => resolve(code)));
+    const exited = c.exited("a");
     const out = await run(process.execPath, [BIN, "cluster", "leave", "--node", a.api], { timeout: 60_000 });
     assert.match(out.stdout, /node a is leaving/);
     assert.match(out.stdout, /node a has left the cluster/);
     assert.equal(await exited, 0, `a stops by itself after leaving:\n${a.output}`);
-    a.child = undefined;
     assert.match(a.output, /left the cluster/);
 
     for (const id of ["b", "c", "d"])
       await c.until(`${id} to see a left`, async () =>
         (await status(id)).members.some((m) => m.id === "a" && m.status === "left"),
       );
-    await handedOff(["b", "c", "d"]);
+    await handedOff(c, ["b", "c", "d"]);
     // Three members remain with N=3: one more leave is refused unless forced.
     const refused = await http(c.url("b", "/cluster/leave"), { method: "POST" });
     assert.equal(refused.status, 409);
@@ -137,8 +145,7 @@ describe("a leave that crashes half-way, with writes going on", { timeout: 180_0
   after(() => c.shutdown());
 
   test("SIGKILLed while leaving, the node resumes its leave on restart; no acknowledged write is lost", async () => {
-    for (const id of ["a", "b", "c", "d"]) await c.start(id, id === "a" ? {} : { join: "a" });
-    for (const id of ["a", "b", "c", "d"]) await c.converged(id, ["a", "b", "c", "d"]);
+    await startFour(c);
     for (let i = 0; i < KEYS; i++)
       assert.equal(
         (await http(c.url("b", `/kv/${key(i)}?w=3`), { method: "PUT", body: `v${i}` })).status,
@@ -160,23 +167,14 @@ describe("a leave that crashes half-way, with writes going on", { timeout: 180_0
     assert.equal((await http(c.url("d", "/cluster/leave"), { method: "POST" })).status, 202, "idempotent");
     await new Promise((r) => setTimeout(r, 300));
     await c.kill("d");
-    const restarted = await c.start("d");
-    const exited = new Promise<number | null>((resolve) => {
-      if (restarted.child!.exitCode !== null) resolve(restarted.child!.exitCode);
-      else restarted.child!.on("exit", (code) => resolve(code));
-    });
-    const code = await Promise.race([
-      exited,
-      new Promise<string>((r) => setTimeout(() => r("still running after 60 s"), 60_000)),
-    ]);
-    assert.equal(code, 0, `d finishes its leave after the restart and stops:\n${d.output}`);
-    d.child = undefined;
+    await c.start("d");
+    assert.equal(await c.exited("d"), 0, `d finishes its leave after the restart and stops:\n${d.output}`);
     writing = false;
     await Promise.all(writers);
     assert.ok(acked.size > 50, `${acked.size} writes acknowledged during the leave`);
     for (const id of ["a", "b", "c"])
       await c.until(`${id} to see d left`, async () => {
-        const s = (await http(c.url(id, "/status"))).json() as unknown as Status;
+        const s = await statusOf(c, id);
         return s.members.some((m) => m.id === "d" && m.status === "left");
       });
     // Three members, N=3: each holds every key written (to all three) before the leave, and every write
@@ -206,8 +204,7 @@ describe("cluster remove: a member gone for good", { timeout: 180_000 }, () => {
   after(() => c.shutdown());
 
   test("a dead member is removed on its behalf; its keys reach their new replicas; it stops if it comes back, and its id cannot join again", async () => {
-    for (const id of ["a", "b", "c", "d"]) await c.start(id, id === "a" ? {} : { join: "a" });
-    for (const id of ["a", "b", "c", "d"]) await c.converged(id, ["a", "b", "c", "d"]);
+    await startFour(c);
     for (let i = 0; i < KEYS; i++)
       assert.equal((await http(c.url("b", `/kv/${key(i)}`), { method: "PUT", body: `v${i}` })).status, 204);
     // Refused: a live member, this node itself, an unknown id, a missing id.
@@ -238,33 +235,16 @@ describe("cluster remove: a member gone for good", { timeout: 180_000 }, () => {
     assert.match(out.stdout, /member d is removed/);
     for (const id of ["a", "b", "c"])
       await c.until(`${id} to see d left, and a ring without d`, async () => {
-        const s = (await http(c.url(id, "/status"))).json() as unknown as Status;
+        const s = await statusOf(c, id);
         const ring = (await http(c.url(id, "/ring"))).json() as { owners: string[] };
         return s.members.some((m) => m.id === "d" && m.status === "left") && !ring.owners.includes("d");
       });
-    await c.until(
-      "handoff done on a, b, c for a ring without d",
-      async () => {
-        const ss = await Promise.all(
-          ["a", "b", "c"].map(async (id) => (await http(c.url(id, "/status"))).json() as unknown as Status),
-        );
-        const v = ss[0]!.cluster.ringVersion;
-        return ss.every(
-          (s) => s.cluster.ringVersion === v && s.handoff.state === "idle" && s.handoff.ringVersion === v,
-        );
-      },
-      30_000,
-    );
+    await handedOff(c, ["a", "b", "c"]);
 
     // d comes back on its old data: it hears it was removed, and stops by itself.
     const d = await c.start("d");
-    const code = await new Promise<number | null>((resolve) => {
-      if (d.child!.exitCode !== null) resolve(d.child!.exitCode);
-      else d.child!.on("exit", (x) => resolve(x));
-    });
-    assert.equal(code, 0);
+    assert.equal(await c.exited("d"), 0);
     assert.match(d.output, /removed from the cluster/);
-    d.child = undefined;
     // A new node under the id d cannot join.
     await assert.rejects(
       c.start("d2", { join: "a", args: ["--id", "d"] }),

@@ -112,6 +112,27 @@ export class TestCluster {
     return code;
   }
 
+  /**
+   * Resolves with the exit code once node `id`'s process exits by itself (at once if it already has),
+   * and forgets the process; with "still running after ...", instead, if it has not within `ms`.
+   */
+  exited(id: string, ms = 60_000): Promise<number | null | string> {
+    const n = this.nodes.get(id)!;
+    const c = n.child!;
+    const exit = new Promise<number | null>((resolve) => {
+      if (c.exitCode !== null) resolve(c.exitCode);
+      else c.on("exit", (code) => resolve(code));
+    }).then((code) => {
+      if (n.child === c) n.child = undefined;
+      return code;
+    });
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<string>((resolve) => {
+      timer = setTimeout(() => resolve(`still running after ${ms / 1000} s`), ms);
+    });
+    return Promise.race([exit, late]).finally(() => clearTimeout(timer));
+  }
+
   /** Polls `fn` until it returns true, at most `ms`. */
   async until(what: string, fn: () => Promise<boolean>, ms = 10_000): Promise<void> {
     const end = Date.now() + ms;

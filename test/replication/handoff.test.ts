@@ -29,6 +29,18 @@ function viewOf(r: ReturnType<typeof claim>, version: number): RingView {
   return { version, partitions: r.partitions, owners: r.owners, members: [] };
 }
 
+/** A ring from ringOf as handoff sees it, at `version`. */
+function at(r: ReturnType<typeof ringOf>, version: number): HandoffRing {
+  return { ring: viewOf(r.ring, version), table: r.table, version };
+}
+
+/** The usual setting: a, b, c, and the ring after d joins; a scheduler and recording peers. */
+function joinOfD() {
+  const before = ringOf(["a", "b", "c"]);
+  const after = ringOf(["a", "b", "c", "d"], before.ring);
+  return { before, after, sched: new VirtualScheduler(), peers: new Peers() };
+}
+
 function set(i: number): StoredSibling[] {
   return update([], new Map(), "w1", {
     data: Buffer.from(`v${i}`),
@@ -90,18 +102,15 @@ function handoff(
 
 describe("handoff", () => {
   test("a join: each key the joiner takes arrives from the holders, at most two copies per key", async () => {
-    const before = ringOf(["a", "b", "c"]);
-    const after = ringOf(["a", "b", "c", "d"], before.ring);
-    const sched = new VirtualScheduler();
-    const peers = new Peers();
-    let cur = { ring: viewOf(before.ring, 1), table: before.table, version: 1 };
+    const { before, after, sched, peers } = joinOfD();
+    let cur = at(before, 1);
     const hs: Handoff[] = [];
     for (const id of ["a", "b", "c"]) {
       const h = handoff(sched, id, await storeFor(id, before.table), peers, () => cur);
       h.start();
       hs.push(h);
     }
-    cur = { ring: viewOf(after.ring, 2), table: after.table, version: 2 };
+    cur = at(after, 2);
     for (const h of hs) h.kick();
     assert.ok(await sched.runUntil(() => hs.every((h) => h.progress.passesCompleted === 1), 60_000));
     let expected = 0;
@@ -119,12 +128,9 @@ describe("handoff", () => {
   });
 
   test("a restart resumes from the ring saved as handed off for, not from the ring it starts with", async () => {
-    const before = ringOf(["a", "b", "c"]);
-    const after = ringOf(["a", "b", "c", "d"], before.ring);
-    const sched = new VirtualScheduler();
-    const peers = new Peers();
+    const { before, after, sched, peers } = joinOfD();
     const storage = await storeFor("a", before.table);
-    const cur = () => ({ ring: viewOf(after.ring, 2), table: after.table, version: 2 });
+    const cur = () => at(after, 2);
     // Without the saved ring, the node takes the current one as done: nothing to send.
     const fresh = handoff(sched, "a", storage, peers, cur);
     fresh.start();
@@ -132,7 +138,7 @@ describe("handoff", () => {
     assert.equal(peers.sends, 0);
     await fresh.stop();
     const h = handoff(sched, "a", storage, peers, cur);
-    h.start({ ring: viewOf(before.ring, 1), table: before.table, version: 1 });
+    h.start(at(before, 1));
     assert.ok(await sched.runUntil(() => h.progress.passesCompleted === 1, 60_000));
     assert.ok(peers.sends > 0 && peers.got.has("d"));
     assert.equal(h.handedOffRing?.version, 2);
@@ -144,14 +150,14 @@ describe("handoff", () => {
     const after = ringOf(["a", "b", "c"], before.ring);
     const sched = new VirtualScheduler();
     const peers = new Peers();
-    let cur = { ring: viewOf(before.ring, 1), table: before.table, version: 1 };
+    let cur = at(before, 1);
     // a missed every write (it was down); b holds them all.
     const hs = [
       handoff(sched, "a", new MemoryEngine(), peers, () => cur),
       handoff(sched, "b", await storeFor("b", before.table), peers, () => cur),
     ];
     for (const h of hs) h.start();
-    cur = { ring: viewOf(after.ring, 2), table: after.table, version: 2 };
+    cur = at(after, 2);
     for (const h of hs) h.kick();
     assert.ok(await sched.runUntil(() => hs.every((h) => h.progress.passesCompleted === 1), 60_000));
     for (let i = 0; i < KEYS; i++) assert.ok(peers.got.get("c")?.has(`k${i}`), `k${i} reached c`);
@@ -163,7 +169,7 @@ describe("handoff", () => {
     const after = ringOf(["a", "b", "c"], before.ring);
     const sched = new VirtualScheduler();
     const peers = new Peers();
-    let cur = { ring: viewOf(before.ring, 1), table: before.table, version: 1 };
+    let cur = at(before, 1);
     // The keepers: one holds every key, one missed every write. x (removed) sends nothing.
     const full = new Set(["a"]);
     const hs: Handoff[] = [];
@@ -173,7 +179,7 @@ describe("handoff", () => {
       h.start();
       hs.push(h);
     }
-    cur = { ring: viewOf(after.ring, 2), table: after.table, version: 2 };
+    cur = at(after, 2);
     for (const h of hs) h.kick();
     assert.ok(await sched.runUntil(() => hs.every((h) => h.progress.passesCompleted === 1), 60_000));
     for (let i = 0; i < KEYS; i++) {
@@ -195,16 +201,16 @@ describe("handoff", () => {
     const sched = new VirtualScheduler();
     const peers = new Peers();
     peers.down.add("d");
-    let cur = { ring: viewOf(r1.ring, 1), table: r1.table, version: 1 };
+    let cur = at(r1, 1);
     const h = handoff(sched, "a", await storeFor("a", r1.table), peers, () => cur, false, {
       retryMs: 60_000,
     });
     h.start();
-    cur = { ring: viewOf(r2.ring, 2), table: r2.table, version: 2 };
+    cur = at(r2, 2);
     h.kick();
     assert.ok(await sched.runUntil(() => h.progress.state === "retrying", 10_000));
     const t0 = sched.now();
-    cur = { ring: viewOf(r3.ring, 3), table: r3.table, version: 3 };
+    cur = at(r3, 3);
     peers.down.clear();
     h.kick();
     assert.ok(await sched.runUntil(() => h.progress.passesCompleted === 1, 10_000));
@@ -212,7 +218,7 @@ describe("handoff", () => {
     assert.equal(h.progress.ringVersion, 3);
     // A wait for a retry ends with stop().
     peers.down.add("b");
-    cur = { ring: viewOf(r1.ring, 4), table: r1.table, version: 4 };
+    cur = at(r1, 4);
     h.kick();
     assert.ok(await sched.runUntil(() => h.progress.state === "retrying", 10_000));
     const stopped = h.stop();
@@ -242,14 +248,7 @@ describe("handoff", () => {
         },
       };
     };
-    const h = handoff(
-      sched,
-      "a",
-      storage,
-      peers,
-      () => ({ ring: viewOf(after.ring, 2), table: after.table, version: 2 }),
-      true,
-    );
+    const h = handoff(sched, "a", storage, peers, () => at(after, 2), true);
     h.start();
     assert.ok(
       await sched.runUntil(() => h.progress.state === "retrying", 10_000),
@@ -285,15 +284,12 @@ describe("handoff", () => {
   });
 
   test("stop during a pass, or a scan that fails: no crash, no store after the stop", async () => {
-    const before = ringOf(["a", "b", "c"]);
-    const after = ringOf(["a", "b", "c", "d"], before.ring);
-    const sched = new VirtualScheduler();
-    const peers = new Peers();
+    const { before, after, sched, peers } = joinOfD();
     const storage = await storeFor("a", before.table);
-    let cur = { ring: viewOf(before.ring, 1), table: before.table, version: 1 };
+    let cur = at(before, 1);
     const h = handoff(sched, "a", storage, peers, () => cur);
     h.start();
-    cur = { ring: viewOf(after.ring, 2), table: after.table, version: 2 };
+    cur = at(after, 2);
     h.kick();
     assert.ok(await sched.runUntil(() => h.progress.keysScanned > 0, 10_000));
     const stopped = h.stop();
@@ -307,10 +303,10 @@ describe("handoff", () => {
     broken.iterate = () => {
       throw new Error("disk on fire");
     };
-    let cur2 = { ring: viewOf(before.ring, 1), table: before.table, version: 1 };
+    let cur2 = at(before, 1);
     const h2 = handoff(sched, "a", broken, peers, () => cur2);
     h2.start();
-    cur2 = { ring: viewOf(after.ring, 2), table: after.table, version: 2 };
+    cur2 = at(after, 2);
     h2.kick();
     assert.ok(await sched.runUntil(() => h2.progress.state === "retrying", 10_000));
     assert.match(h2.progress.lastError ?? "", /disk on fire/);
