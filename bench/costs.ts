@@ -10,7 +10,9 @@
  *   http-bare     a node:http server answering 204 to a 100-byte PUT, driven by a hand-written
  *                 keep-alive HTTP/1.1 client (bench:cluster's lean load generator does the same):
  *                 server and client CPU per request. The reference of the run.
- *   http-fastify  the same through fastify (as the node's API is built).
+ *   http-api      the same through the node's own API layer (api/http-api.ts: routing, key and
+ *                 parameter parsing, body limit, the context token's MAC, metrics), its service
+ *                 answering every write at once: what the API adds to a bare server.
  *   peer-ping     a `ping` request and its answer between two processes over the node's TCP transport
  *                 (framing, MessagePack, ids, deadlines): both sides' CPU per round trip.
  *   peer-store    the same with a `store` message of a 100-byte value's sibling set, answered at once.
@@ -34,6 +36,8 @@ import * as path from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { buildHttpApi } from "../src/api/http-api.js";
+import { NodeMetrics } from "../src/api/metrics.js";
 import { Replica } from "../src/replication/replica.js";
 import { systemRuntime } from "../src/runtime/system-runtime.js";
 import { workerCompactionExecutor } from "../src/storage/compaction-worker.js";
@@ -89,14 +93,32 @@ async function child(kind: string): Promise<void> {
     await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
     port = (srv.address() as net.AddressInfo).port;
     close = () => new Promise((r) => srv.close(() => r()));
-  } else if (kind === "http-fastify") {
-    const { default: Fastify } = await import("fastify");
-    const app = Fastify();
-    app.addContentTypeParser("*", { parseAs: "buffer" }, (_r, b, done) => done(null, b));
-    app.put("/kv/*", async (_req, reply) => reply.code(204).send());
-    await app.listen({ port: 0, host: "127.0.0.1" });
-    port = (app.server.address() as net.AddressInfo).port;
-    close = () => app.close();
+  } else if (kind === "http-api") {
+    const done = update([], EMPTY_VECTOR, "a1", VALUE);
+    const api = buildHttpApi({
+      service: {
+        get: async () => ({ kind: "ok", siblings: done.set, replied: 1 }),
+        write: async () => ({ kind: "ok", written: done.written, set: done.set, acked: 1 }),
+      },
+      secret: Buffer.alloc(32, 7),
+      n: 1,
+      r: 1,
+      w: 1,
+      requestTimeoutMs: 1000,
+      maxTimeoutMs: 60_000,
+      limits: { maxKeyBytes: 1024, maxValueBytes: 1 << 20, maxContextChars: 8192 },
+      metrics: new NodeMetrics(
+        () => {
+          throw new Error("not scraped in this benchmark");
+        },
+        { node: "bench" },
+      ),
+      now: () => 0,
+      status: async () => ({}),
+      ring: () => ({}),
+    });
+    port = await api.listen("127.0.0.1", 0);
+    close = () => api.close();
   } else {
     const t = await listenPeer("server", async (_from, body) =>
       body.op === "store" ? { op: "stored" } : { op: "pong" },
@@ -240,11 +262,7 @@ function httpClient(port: number): { op: () => Promise<void>; close: () => void 
   };
 }
 
-async function httpPart(
-  kind: "http-bare" | "http-fastify",
-  warmup: number,
-  seconds: number,
-): Promise<Result> {
+async function httpPart(kind: "http-bare" | "http-api", warmup: number, seconds: number): Promise<Result> {
   return withChild(kind, async (port, cpu) => {
     const c = httpClient(port);
     try {
@@ -351,7 +369,7 @@ async function main(): Promise<void> {
   };
   for (const part of [
     () => httpPart("http-bare", warmup, seconds),
-    () => httpPart("http-fastify", warmup, seconds),
+    () => httpPart("http-api", warmup, seconds),
     () => peerPart("peer-ping", warmup, seconds),
     () => peerPart("peer-store", warmup, seconds),
     () => replicaPart("replica-merge", warmup, seconds),
@@ -364,13 +382,13 @@ async function main(): Promise<void> {
   const by = (n: string) => rows.find((r) => r.name === n)!;
   const total = (r: Result) => r.serverUs + r.clientUs;
   const put =
-    total(by("http-fastify")) +
+    total(by("http-api")) +
     total(by("replica-write")) +
     2 * total(by("peer-store")) +
     2 * total(by("replica-merge"));
   const cores = cpus.length;
   console.log(
-    `\none put at N=3, parts alone (fastify request and its client, coordinator's write, 2 peer stores, 2 replica merges): ${put.toFixed(0)} us`,
+    `\none put at N=3, parts alone (API request and its client, coordinator's write, 2 peer stores, 2 replica merges): ${put.toFixed(0)} us`,
   );
   console.log(
     `  with all ${cores} cores doing nothing else: at most ${Math.round((cores * 1e6) / put)} puts/s; ` +

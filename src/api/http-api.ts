@@ -5,10 +5,21 @@
  * This layer only translates: it parses and validates everything about a request before any state
  * changes (so a bad key, context or parameter changes nothing), asks the coordinator, and renders the
  * outcome. Every error response is `{"error": code, "message": text, ...details}`.
+ *
+ * It is built on node:http alone, its few routes matched by hand. It was built on fastify first; the
+ * framework cost 10-20 us of CPU a request over bare node:http (`npm run bench:costs`), about 12% of a
+ * single node's busy time in a profile of a GET and PUT load, and its general machinery (a router for
+ * raw-byte keys it could not parse, a content-type parser to bypass, hooks to undo a rewritten URL and
+ * a replaced Content-Type) only stood between the contract and the wire. Here a value's body is read
+ * into a buffer of at most the value limit; a larger one is answered 413 at once (from its
+ * Content-Length when it has one, and before the body is sent when the client asks
+ * `Expect: 100-continue`) while the rest of it is read and dropped, so the client reads the 413 rather
+ * than a reset connection.
  */
 import * as http from "node:http";
 import type { Socket } from "node:net";
-import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
+import { performance } from "node:perf_hooks";
+import { parse as parseQueryString } from "node:querystring";
 import type { KvService } from "../replication/coordinator.js";
 import { decodeContext, encodeContext, InvalidContextError } from "../versioning/context-token.js";
 import { contextOf, type VersionVector } from "../versioning/dvv.js";
@@ -68,19 +79,6 @@ class ApiError extends Error {
   ) {
     super(message);
   }
-}
-
-function sendError(
-  reply: FastifyReply,
-  status: number,
-  code: ErrorCode,
-  message: string,
-  details = {},
-): FastifyReply {
-  return reply
-    .code(status)
-    .header("content-type", "application/json; charset=utf-8")
-    .send(JSON.stringify({ error: code, message, ...details }));
 }
 
 const HEX = /^[0-9a-fA-F]{2}$/;
@@ -151,7 +149,7 @@ function parseTimeout(v: string | undefined, dflt: number, max: number): number 
   return Number(v);
 }
 
-function contextHeader(req: FastifyRequest): string | undefined {
+function contextHeader(req: http.IncomingMessage): string | undefined {
   const h = req.headers["x-context"];
   if (h === undefined) return undefined;
   // Node joins repeated headers with ", ", which no token contains (base64url).
@@ -166,19 +164,6 @@ function historyOf(s: StoredSibling): VersionVector {
   if ((out.get(s.dot.actor) ?? 0) < s.dot.counter) out.set(s.dot.actor, s.dot.counter);
   return out;
 }
-
-/** Where the original URL of a /kv/ request is kept once routing has been pointed at KV_ROUTE. */
-const RAW_URL = Symbol("ringstore.rawUrl");
-/** A /kv/ request's own Content-Type, kept as sent (fastify refuses a type it cannot parse with 415). */
-const RAW_TYPE = Symbol("ringstore.rawContentType");
-/** When a /kv/ request arrived (performance.now()), for the latency histogram. */
-const STARTED = Symbol("ringstore.started");
-type WithRawUrl = { [RAW_URL]?: string; [RAW_TYPE]?: string; [STARTED]?: number };
-/** The stored Content-Type a GET answers with (fastify would replace one it cannot parse). */
-const VALUE_TYPE = Symbol("ringstore.valueType");
-type WithValueType = { [VALUE_TYPE]?: string };
-const KV_ROUTE = "/kv/_";
-const KV_OPS: Record<string, string> = { GET: "get", HEAD: "get", PUT: "put", DELETE: "delete" };
 
 /**
  * Requests Node's HTTP parser refuses before any route sees them (malformed, or a request line and
@@ -210,120 +195,248 @@ function clientError(maxKeyBytes: number) {
   };
 }
 
-function rawUrlOf(req: FastifyRequest): string {
-  return (req.raw as WithRawUrl)[RAW_URL] ?? req.raw.url ?? "";
+const JSON_TYPE = "application/json; charset=utf-8";
+/**
+ * How much of a body over the value limit is read and dropped after the 413, so that a client still
+ * sending reads the answer rather than a reset connection; past this the connection is closed.
+ */
+const DRAIN_LIMIT_BYTES = 64 * 1024 * 1024;
+/** How long close() lets requests in flight finish before it closes their connections. */
+const CLOSE_GRACE_MS = 5000;
+/** As fastify had it, and longer than clients' idle timeouts (undici 4 s): the server never closes first. */
+const KEEP_ALIVE_TIMEOUT_MS = 72_000;
+
+/** The node's HTTP API: its server, and how it starts and stops. */
+export interface HttpApi {
+  readonly server: http.Server;
+  /** Listens on host:port (port 0: any free port); resolves to the port bound. */
+  listen(host: string, port: number): Promise<number>;
+  /**
+   * Stops listening. Requests in flight finish (for up to 5 s); a request that arrives on an open
+   * connection meanwhile gets 503 `unavailable` with `stopping: true`, and the connection is closed.
+   */
+  close(): Promise<void>;
 }
 
-export function buildHttpApi(deps: ApiDeps): FastifyInstance {
-  const app = Fastify({
-    logger: false,
-    bodyLimit: deps.limits.maxValueBytes,
-    // While the node stops, requests still arriving get the contract's 503 (below), not fastify's own.
-    return503OnClosing: false,
-    // Keys are raw bytes, and a percent-encoded byte need not be UTF-8: the router would refuse such a
-    // path. Every /kv/ request is routed to one fixed path, its original URL kept for parseKey.
-    rewriteUrl(req) {
-      const url = req.url ?? "/";
-      if (!url.startsWith("/kv/")) return url;
-      (req as WithRawUrl)[STARTED] = performance.now();
-      (req as WithRawUrl)[RAW_URL] = url;
-      // A value keeps whatever Content-Type it came with (the contract); fastify would refuse one it
-      // cannot parse, so the body parser sees a neutral type and the handler the one sent.
-      const ct = req.headers["content-type"];
-      if (ct !== undefined) {
-        (req as WithRawUrl)[RAW_TYPE] = ct;
-        req.headers["content-type"] = "application/octet-stream";
-      }
-      const q = url.indexOf("?");
-      return q < 0 ? KV_ROUTE : KV_ROUTE + url.slice(q);
-    },
-    frameworkErrors(err, _req, reply) {
-      sendError(reply, 400, "bad_request", err.message);
-    },
-    clientErrorHandler: clientError(deps.limits.maxKeyBytes),
-  });
-  let closing = false;
-  app.addHook("preClose", (done) => {
-    closing = true;
-    done();
-  });
-  app.addHook("onRequest", (_req, reply, done) => {
-    if (!closing) return done();
-    reply.header("connection", "close");
-    sendError(reply, 503, "unavailable", "this node is stopping: send the request to another node", {
-      stopping: true,
-    });
-  });
-  app.removeAllContentTypeParsers();
-  app.addContentTypeParser("*", { parseAs: "buffer" }, (_req, body, done) => done(null, body));
+type Query = Record<string, string | string[] | undefined>;
 
+/** One request as the handlers see it. */
+interface Call {
+  readonly req: http.IncomingMessage;
+  readonly res: http.ServerResponse;
+  readonly method: string;
+  /** The URL as sent, and its path (before any `?`), still percent-encoded. */
+  readonly rawUrl: string;
+  readonly path: string;
+  /** The operation a /kv/ request is counted under in the metrics (get, put, delete), else undefined. */
+  readonly op: string | undefined;
+  /** When it arrived (performance.now()), for the latency histogram. */
+  readonly started: number;
+  /** The client sent `Expect: 100-continue` and waits for a 100 before it sends the body. */
+  awaitingContinue: boolean;
+}
+
+function kvOp(method: string): string | undefined {
+  switch (method) {
+    case "GET":
+    case "HEAD":
+      return "get";
+    case "PUT":
+      return "put";
+    case "DELETE":
+      return "delete";
+    default:
+      return undefined;
+  }
+}
+
+function queryOf(c: Call): Query {
+  const q = c.rawUrl.indexOf("?");
+  return q < 0 ? {} : parseQueryString(c.rawUrl.slice(q + 1));
+}
+
+interface Route {
+  /** GET routes answer HEAD as well. */
+  readonly method: "GET" | "POST";
+  readonly run: (c: Call) => Promise<void> | void;
+}
+
+export function buildHttpApi(deps: ApiDeps): HttpApi {
   const m = deps.metrics;
   const secret = deps.secret;
+  const limits = deps.limits;
+  let closing = false;
 
-  // Counted once the response has gone, with its final status: errors raised before the handler (413)
-  // or by it (400) included.
-  app.addHook("onResponse", (req, reply, done) => {
-    const raw = req.raw as WithRawUrl;
-    const op = raw[RAW_URL] === undefined ? undefined : KV_OPS[req.method];
-    if (op !== undefined)
-      m.observeRequest(op, reply.statusCode, (performance.now() - (raw[STARTED] ?? 0)) / 1000);
-    done();
-  });
+  /** Writes the whole response, once; counts a /kv/ request under its final status. */
+  const respond = (
+    c: Call,
+    status: number,
+    headers: http.OutgoingHttpHeaders,
+    body: Buffer | string | undefined,
+  ): void => {
+    const res = c.res;
+    if (res.headersSent || res.destroyed) return;
+    if (status !== 204)
+      headers["content-length"] =
+        body === undefined ? 0 : typeof body === "string" ? Buffer.byteLength(body) : body.length;
+    // A client still waiting for a 100 Continue will not send its body on this connection.
+    if (c.awaitingContinue) headers.connection = "close";
+    res.writeHead(status, headers);
+    res.end(body);
+    if (closing) res.once("finish", () => server.closeIdleConnections());
+    if (c.op !== undefined) m.observeRequest(c.op, status, (performance.now() - c.started) / 1000);
+  };
+  const sendJson = (c: Call, status: number, value: unknown, headers: http.OutgoingHttpHeaders = {}) => {
+    headers["content-type"] = JSON_TYPE;
+    respond(c, status, headers, JSON.stringify(value));
+  };
+  const sendError = (
+    c: Call,
+    status: number,
+    code: ErrorCode,
+    message: string,
+    details: Record<string, unknown> = {},
+    headers: http.OutgoingHttpHeaders = {},
+  ) => sendJson(c, status, { error: code, message, ...details }, headers);
 
-  const kvGet = async (req: FastifyRequest, reply: FastifyReply) => {
-    const q = req.query as Record<string, unknown>;
-    const key = parseKey(rawUrlOf(req), deps.limits.maxKeyBytes);
+  const fail = (c: Call, err: unknown): void => {
+    if (err instanceof ApiError) {
+      sendError(c, err.status, err.code, err.message, err.details);
+      return;
+    }
+    if (c.res.headersSent || c.res.destroyed || c.req.destroyed) return;
+    sendError(c, 500, "internal", `internal error: ${(err as Error)?.message ?? String(err)}`);
+  };
+
+  const tooLarge = (c: Call): void => {
+    const headers: http.OutgoingHttpHeaders = {};
+    const declared = Number(c.req.headers["content-length"]);
+    if (!c.awaitingContinue) {
+      if (declared > DRAIN_LIMIT_BYTES) headers.connection = "close";
+      else {
+        // Read and drop the rest, so that the client reads the 413; bounded.
+        let dropped = 0;
+        c.req.on("data", (chunk: Buffer) => {
+          dropped += chunk.length;
+          if (dropped > DRAIN_LIMIT_BYTES) c.req.socket.destroy();
+        });
+        c.req.resume();
+      }
+    }
+    sendError(
+      c,
+      413,
+      "value_too_large",
+      `the value exceeds ${limits.maxValueBytes} bytes; nothing was stored`,
+      { limit: limits.maxValueBytes },
+      headers,
+    );
+  };
+
+  /** The request's body, or undefined when it is over the value limit (the 413 is sent). */
+  const readBody = (c: Call): Promise<Buffer | undefined> => {
+    const limit = limits.maxValueBytes;
+    if (Number(c.req.headers["content-length"]) > limit) {
+      tooLarge(c);
+      return Promise.resolve(undefined);
+    }
+    if (c.awaitingContinue) {
+      c.res.writeContinue();
+      c.awaitingContinue = false;
+    }
+    const req = c.req;
+    return new Promise((resolve, reject) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      const done = () => {
+        req.off("data", onData);
+        req.off("end", onEnd);
+        req.off("close", onClose);
+      };
+      const onData = (chunk: Buffer) => {
+        size += chunk.length;
+        if (size > limit) {
+          done();
+          tooLarge(c);
+          resolve(undefined);
+        } else chunks.push(chunk);
+      };
+      const onEnd = () => {
+        done();
+        resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size));
+      };
+      const onClose = () => {
+        done();
+        reject(new Error("the client closed the connection before the request's body arrived"));
+      };
+      req.on("data", onData);
+      req.on("end", onEnd);
+      req.on("close", onClose);
+    });
+  };
+
+  const kvGet = async (c: Call): Promise<void> => {
+    const key = parseKey(c.rawUrl, limits.maxKeyBytes);
+    const q = queryOf(c);
     const r = parseQuorum(single(q, "r"), "r", deps.r, deps.n);
     const timeout = parseTimeout(single(q, "timeout"), deps.requestTimeoutMs, deps.maxTimeoutMs);
     const out = await deps.service.get(key, r, timeout);
     if (out.kind === "unavailable") {
       m.replicaTimeouts.inc();
       return sendError(
-        reply,
+        c,
         503,
         "unavailable",
         `only ${out.replied} of the ${out.needed} replicas needed replied in time`,
-        {
-          needed: out.needed,
-          replied: out.replied,
-        },
+        { needed: out.needed, replied: out.replied },
       );
     }
     const sibs = out.siblings;
     m.siblings.observe(sibs.length);
     const live = sibs.filter((s) => !s.value.deleted);
-    if (sibs.length > 0) reply.header("x-context", encodeContext(contextOf(sibs), key, secret));
+    const headers: http.OutgoingHttpHeaders = {};
+    const context = sibs.length > 0 ? encodeContext(contextOf(sibs), key, secret) : undefined;
+    if (context !== undefined) headers["x-context"] = context;
     if (live.length === 0)
-      return sendError(reply, 404, "not_found", sibs.length > 0 ? "the key is deleted" : "no such key");
+      return sendError(
+        c,
+        404,
+        "not_found",
+        sibs.length > 0 ? "the key is deleted" : "no such key",
+        {},
+        headers,
+      );
     if (sibs.length === 1) {
       const v = live[0]!.value;
-      (reply as unknown as WithValueType)[VALUE_TYPE] = v.contentType;
-      return reply.code(200).header("content-type", v.contentType).send(Buffer.from(v.data));
+      // The value's own Content-Type, as stored, even where it is not a valid media type.
+      headers["content-type"] = v.contentType;
+      return respond(c, 200, headers, Buffer.from(v.data));
     }
-    return reply
-      .code(300)
-      .header("content-type", "application/json; charset=utf-8")
-      .send(
-        JSON.stringify({
-          context: reply.getHeader("x-context"),
-          siblings: sibs.map((s) => ({
-            value: s.value.deleted ? "" : Buffer.from(s.value.data).toString("base64"),
-            contentType: s.value.contentType,
-            deleted: s.value.deleted,
-          })),
-        }),
-      );
+    sendJson(
+      c,
+      300,
+      {
+        context,
+        siblings: sibs.map((s) => ({
+          value: s.value.deleted ? "" : Buffer.from(s.value.data).toString("base64"),
+          contentType: s.value.contentType,
+          deleted: s.value.deleted,
+        })),
+      },
+      headers,
+    );
   };
 
-  const kvWrite = async (req: FastifyRequest, reply: FastifyReply, deleted: boolean) => {
-    const q = req.query as Record<string, unknown>;
-    const key = parseKey(rawUrlOf(req), deps.limits.maxKeyBytes);
+  const kvWrite = async (c: Call, deleted: boolean): Promise<void> => {
+    // Everything but the body is checked first: a bad request is refused before its body is read.
+    const key = parseKey(c.rawUrl, limits.maxKeyBytes);
+    const q = queryOf(c);
     const w = parseQuorum(single(q, "w"), "w", deps.w, deps.n);
     const timeout = parseTimeout(single(q, "timeout"), deps.requestTimeoutMs, deps.maxTimeoutMs);
-    const token = contextHeader(req);
+    const token = contextHeader(c.req);
     let context: VersionVector = new Map();
     if (token !== undefined) {
-      if (token.length > deps.limits.maxContextChars)
+      if (token.length > limits.maxContextChars)
         throw new ApiError(400, "bad_context", "X-Context is too long");
       try {
         context = decodeContext(token, key, secret);
@@ -332,19 +445,26 @@ export function buildHttpApi(deps: ApiDeps): FastifyInstance {
         throw err;
       }
     }
-    const body = deleted ? Buffer.alloc(0) : ((req.body as Buffer | undefined) ?? Buffer.alloc(0));
-    const sent = (req.raw as WithRawUrl)[RAW_TYPE];
+    // A DELETE's body, if any, is read (within the same limit) and dropped.
+    const body = await readBody(c);
+    if (body === undefined) return;
+    const sent = c.req.headers["content-type"];
     const ct = deleted ? "" : sent === undefined || sent === "" ? "application/octet-stream" : sent;
     const out = await deps.service.write(
       key,
       context,
-      { data: body, contentType: ct, deleted, writtenAtMs: Math.max(0, Math.floor(deps.now())) },
+      {
+        data: deleted ? Buffer.alloc(0) : body,
+        contentType: ct,
+        deleted,
+        writtenAtMs: Math.max(0, Math.floor(deps.now())),
+      },
       w,
       timeout,
     );
     if (out.kind === "too_many_siblings")
       return sendError(
-        reply,
+        c,
         409,
         "too_many_siblings",
         `the key already holds ${out.siblings} siblings (the maximum is ${out.max}): read it, resolve the siblings, and write back with the context`,
@@ -353,7 +473,7 @@ export function buildHttpApi(deps: ApiDeps): FastifyInstance {
     if (out.kind === "unavailable") {
       m.replicaTimeouts.inc();
       return sendError(
-        reply,
+        c,
         503,
         "unavailable",
         `only ${out.acked} of the ${out.needed} replica acknowledgements needed arrived in time; the write may have been applied on some replicas (it is not rolled back)`,
@@ -361,101 +481,168 @@ export function buildHttpApi(deps: ApiDeps): FastifyInstance {
       );
     }
     m.siblings.observe(out.set.length);
-    return reply
-      .code(204)
-      .header("x-context", encodeContext(historyOf(out.written), key, secret))
-      .send();
+    respond(c, 204, { "x-context": encodeContext(historyOf(out.written), key, secret) }, undefined);
   };
 
-  app.get(
-    KV_ROUTE,
-    {
-      // The value's own Content-Type, as stored, even where it is not a media type fastify can parse.
-      onSend: (_req, reply, payload, done) => {
-        const t = (reply as unknown as WithValueType)[VALUE_TYPE];
-        if (t !== undefined) reply.header("content-type", t);
-        done(null, payload);
-      },
-    },
-    kvGet,
-  );
-  app.put(KV_ROUTE, (req, reply) => kvWrite(req, reply, false));
-  app.delete(KV_ROUTE, (req, reply) => kvWrite(req, reply, true));
-  app.route({
-    method: ["POST", "PATCH", "OPTIONS"],
-    url: KV_ROUTE,
-    handler: async (req, reply) =>
-      sendError(
-        reply.header("allow", "GET, PUT, DELETE"),
-        405,
-        "method_not_allowed",
-        `${req.method} is not supported on /kv/`,
-      ),
-  });
-
-  app.get("/health", async (_req, reply) => reply.code(200).send({ status: "ok" }));
-  app.get("/status", async (_req, reply) => reply.code(200).send(await deps.status()));
-  app.get("/ring", async (_req, reply) => reply.code(200).send(deps.ring()));
   /** `force` from the query: true, false (absent), or an ApiError. */
-  const forceOf = (q: Record<string, unknown>): boolean => {
+  const forceOf = (q: Query): boolean => {
     const force = q.force;
     if (force !== undefined && force !== "true" && force !== "false")
       throw new ApiError(400, "bad_parameter", `force must be true or false, got ${JSON.stringify(force)}`);
     return force === "true";
   };
   /** Runs a membership operation: 202 with its answer, 409 with the reason it was refused. */
-  const membershipOp = (reply: FastifyReply, run: () => unknown) => {
+  const membershipOp = (c: Call, run: () => unknown): void => {
+    let answer: unknown;
     try {
-      return reply.code(202).send(run());
+      answer = run();
     } catch (err) {
       const code = (err as { code?: unknown })?.code;
-      if (code === "leave_refused" || code === "remove_refused")
-        return sendError(reply, 409, code, (err as Error).message);
-      throw err;
+      if (code !== "leave_refused" && code !== "remove_refused") throw err;
+      sendError(c, 409, code, (err as Error).message);
+      return;
+    }
+    sendJson(c, 202, answer);
+  };
+
+  const routes = new Map<string, Route>([
+    ["/health", { method: "GET", run: (c) => sendJson(c, 200, { status: "ok" }) }],
+    ["/status", { method: "GET", run: async (c) => sendJson(c, 200, await deps.status()) }],
+    ["/ring", { method: "GET", run: (c) => sendJson(c, 200, deps.ring()) }],
+    [
+      "/metrics",
+      {
+        method: "GET",
+        run: async (c) => respond(c, 200, { "content-type": m.contentType }, await m.render()),
+      },
+    ],
+    [
+      "/cluster/leave",
+      {
+        method: "POST",
+        run: (c) => {
+          const leave = deps.leave;
+          if (leave === undefined) return sendError(c, 404, "not_found", "this node cannot leave a cluster");
+          const force = forceOf(queryOf(c));
+          membershipOp(c, () => leave(force));
+        },
+      },
+    ],
+    [
+      "/cluster/remove",
+      {
+        method: "POST",
+        run: (c) => {
+          const remove = deps.remove;
+          if (remove === undefined) return sendError(c, 404, "not_found", "this node cannot remove members");
+          const q = queryOf(c);
+          const force = forceOf(q);
+          if (typeof q.id !== "string" || q.id === "")
+            return sendError(c, 400, "bad_parameter", "id (the member to remove) is required, once");
+          const id = q.id;
+          membershipOp(c, () => remove(id, force));
+        },
+      },
+    ],
+  ]);
+
+  const route = (c: Call): Promise<void> | void => {
+    if (c.path.startsWith("/kv/")) {
+      switch (c.method) {
+        case "GET":
+        case "HEAD":
+          return kvGet(c);
+        case "PUT":
+          return kvWrite(c, false);
+        case "DELETE":
+          return kvWrite(c, true);
+        default:
+          return sendError(
+            c,
+            405,
+            "method_not_allowed",
+            `${c.method} is not supported on /kv/`,
+            {},
+            { allow: "GET, HEAD, PUT, DELETE" },
+          );
+      }
+    }
+    const r = routes.get(c.path);
+    if (r === undefined) return sendError(c, 404, "not_found", `no route for ${c.method} ${c.path}`);
+    if (c.method !== r.method && !(r.method === "GET" && c.method === "HEAD"))
+      return sendError(
+        c,
+        405,
+        "method_not_allowed",
+        `${c.method} is not supported on ${c.path}`,
+        {},
+        { allow: r.method === "GET" ? "GET, HEAD" : r.method },
+      );
+    return r.run(c);
+  };
+
+  const onRequest = (req: http.IncomingMessage, res: http.ServerResponse, awaitingContinue: boolean) => {
+    const rawUrl = req.url ?? "/";
+    const method = req.method ?? "GET";
+    const q = rawUrl.indexOf("?");
+    const path = q < 0 ? rawUrl : rawUrl.slice(0, q);
+    const c: Call = {
+      req,
+      res,
+      method,
+      rawUrl,
+      path,
+      op: path.startsWith("/kv/") ? kvOp(method) : undefined,
+      started: performance.now(),
+      awaitingContinue,
+    };
+    if (closing)
+      return sendError(
+        c,
+        503,
+        "unavailable",
+        "this node is stopping: send the request to another node",
+        { stopping: true },
+        { connection: "close" },
+      );
+    try {
+      const done = route(c);
+      if (done !== undefined) done.catch((err: unknown) => fail(c, err));
+    } catch (err) {
+      fail(c, err);
     }
   };
-  app.post("/cluster/leave", async (req, reply) => {
-    const leave = deps.leave;
-    if (leave === undefined) return sendError(reply, 404, "not_found", "this node cannot leave a cluster");
-    const force = forceOf(req.query as Record<string, unknown>);
-    return membershipOp(reply, () => leave(force));
-  });
-  app.post("/cluster/remove", async (req, reply) => {
-    const remove = deps.remove;
-    if (remove === undefined) return sendError(reply, 404, "not_found", "this node cannot remove members");
-    const q = req.query as Record<string, unknown>;
-    const force = forceOf(q);
-    if (typeof q.id !== "string" || q.id === "")
-      return sendError(reply, 400, "bad_parameter", "id (the member to remove) is required, once");
-    const id = q.id;
-    return membershipOp(reply, () => remove(id, force));
-  });
-  app.get("/metrics", async (_req, reply) =>
-    reply
-      .code(200)
-      .header("content-type", m.contentType)
-      .send(await m.render()),
-  );
 
-  app.setNotFoundHandler((req, reply) => {
-    sendError(reply, 404, "not_found", `no route for ${req.method} ${rawUrlOf(req).split("?")[0]}`);
-  });
-  app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, req, reply) => {
-    if (err instanceof ApiError) return sendError(reply, err.status, err.code, err.message, err.details);
-    if (err.code === "FST_ERR_CTP_BODY_TOO_LARGE" || err.statusCode === 413)
-      return sendError(
-        reply,
-        413,
-        "value_too_large",
-        `the value exceeds ${deps.limits.maxValueBytes} bytes; nothing was stored`,
-        {
-          limit: deps.limits.maxValueBytes,
-        },
-      );
-    if (err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 500)
-      return sendError(reply, err.statusCode, "bad_request", err.message);
-    req.log.error({ err }, "request failed");
-    return sendError(reply, 500, "internal", `internal error: ${err.message}`);
-  });
-  return app;
+  const server = http.createServer({ keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS }, (req, res) =>
+    onRequest(req, res, false),
+  );
+  // Expect: 100-continue: the request is checked before the client sends its body (a value over the
+  // limit gets its 413 without being sent at all).
+  server.on("checkContinue", (req, res) => onRequest(req, res, true));
+  server.on("clientError", clientError(limits.maxKeyBytes));
+
+  return {
+    server,
+    listen: (host, port) =>
+      new Promise<number>((resolve, reject) => {
+        server.once("error", reject);
+        server.listen(port, host, () => {
+          server.off("error", reject);
+          const addr = server.address();
+          resolve(addr !== null && typeof addr === "object" ? addr.port : port);
+        });
+      }),
+    close: () =>
+      new Promise<void>((resolve) => {
+        closing = true;
+        if (!server.listening) return resolve();
+        const force = setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS);
+        force.unref();
+        server.close(() => {
+          clearTimeout(force);
+          resolve();
+        });
+        server.closeIdleConnections();
+      }),
+  };
 }

@@ -339,9 +339,7 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
         };
       },
     });
-    await app.listen({ host: config.api.host, port: config.api.port });
-    const addr = app.server.address();
-    if (addr !== null && typeof addr === "object") apiBound = { host: config.api.host, port: addr.port };
+    apiBound = { host: config.api.host, port: await app.listen(config.api.host, config.api.port) };
     cleanup.unshift(() => app.close());
     // Port 0 may have been asked for: gossip the address actually bound.
     if (membership.self.api !== formatHostPort(apiBound))

@@ -185,6 +185,80 @@ describe("single node", () => {
     assert.equal((await req(`${url}/kv/too-big`)).status, 404, "nothing of a refused value is stored");
   });
 
+  /** Opens a connection, lets `writes` send on it, and collects what comes back until `until` matches. */
+  const raw = (writes: (s: net.Socket) => void, until: RegExp) =>
+    new Promise<string>((resolve, reject) => {
+      const s = net.connect(node.api.port, "127.0.0.1", () => writes(s));
+      let got = "";
+      const finish = () => {
+        s.destroy();
+        resolve(got);
+      };
+      s.on("data", (d) => {
+        got += d.toString("latin1");
+        if (until.test(got)) finish();
+      });
+      s.on("close", finish);
+      s.on("error", reject);
+      s.setTimeout(10_000, finish);
+    });
+
+  test("a value far over the limit gets its 413, not a reset, and the connection stays usable", async () => {
+    const body = Buffer.alloc(4 * 1024 * 1024, 7);
+    const got = await raw((s) => {
+      s.write(`PUT /kv/huge HTTP/1.1\r\nhost: x\r\ncontent-length: ${body.length}\r\n\r\n`);
+      s.write(body);
+      s.write("GET /health HTTP/1.1\r\nhost: x\r\n\r\n");
+    }, /"status":"ok"/);
+    assert.match(got, /^HTTP\/1\.1 413 /);
+    assert.match(got, /"error":"value_too_large"/);
+    assert.match(got, /HTTP\/1\.1 200 [\s\S]*"status":"ok"/, "the next request on the connection is served");
+    // Without a Content-Length (chunked), the limit is found while reading.
+    const chunk = Buffer.alloc(512 * 1024, 1);
+    const chunked = await raw((s) => {
+      s.write("PUT /kv/huge HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n");
+      for (let i = 0; i < 3; i++)
+        s.write(Buffer.concat([Buffer.from(`${chunk.length.toString(16)}\r\n`), chunk, Buffer.from("\r\n")]));
+      s.write("0\r\n\r\n");
+    }, /value_too_large/);
+    assert.match(chunked, /^HTTP\/1\.1 413 /);
+    assert.equal((await req(`${url}/kv/huge`)).status, 404, "nothing of it is stored");
+  });
+
+  test("Expect: 100-continue: a value over the limit is refused before it is sent; one within it is taken", async () => {
+    const refused = await raw(
+      (s) =>
+        s.write(
+          `PUT /kv/cont HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\ncontent-length: ${2 * 1024 * 1024}\r\n\r\n`,
+        ),
+      /value_too_large/,
+    );
+    assert.match(refused, /^HTTP\/1\.1 413 /, "no 100 Continue first");
+    const taken = await raw((s) => {
+      s.write("PUT /kv/cont HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\ncontent-length: 5\r\n\r\n");
+      s.once("data", () => s.write("hello"));
+    }, /HTTP\/1\.1 204 /);
+    assert.match(taken, /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 204 /);
+    assert.equal((await req(`${url}/kv/cont`)).body.toString(), "hello");
+  });
+
+  test("HEAD answers as GET without a body; a route's other methods get 405 with Allow", async () => {
+    await put("headed", "twelve bytes", { "content-type": "text/plain" });
+    const h = await raw((s) => s.write("HEAD /kv/headed HTTP/1.1\r\nhost: x\r\n\r\n"), /\r\n\r\n/);
+    assert.match(h, /^HTTP\/1\.1 200 /);
+    assert.match(h, /content-length: 12\r\n/i);
+    assert.match(h, /x-context: /i);
+    assert.ok(h.endsWith("\r\n\r\n"), "no body");
+    assert.equal((await req(`${url}/health`, { method: "HEAD" })).status, 200);
+    const wrong = await req(`${url}/cluster/leave`);
+    assert.equal(wrong.status, 405);
+    assert.equal(wrong.json().error, "method_not_allowed");
+    assert.equal(wrong.headers.get("allow"), "POST");
+    const kv = await req(`${url}/kv/x`, { method: "PATCH", body: "v" });
+    assert.equal(kv.status, 405);
+    assert.equal(kv.headers.get("allow"), "GET, HEAD, PUT, DELETE");
+  });
+
   test("garbage contexts get 400 bad_context and change nothing", async () => {
     await put("guarded", "original");
     const good = (await req(`${url}/kv/guarded`)).headers.get("x-context")!;
