@@ -15,6 +15,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { crc32 } from "node:zlib";
 import { ConfigError } from "./config.js";
+import { writeFileDurably } from "./durable-file.js";
 import type { ClusterSettings } from "./node-core.js";
 
 /** Who this node is, and the cluster settings it holds (N, R, W and Q fixed at the cluster's creation). */
@@ -55,23 +56,8 @@ export function readIdentity(dataDir: string): NodeIdentity | undefined {
 
 export function writeIdentity(dataDir: string, id: NodeIdentity): void {
   fs.mkdirSync(dataDir, { recursive: true });
-  const p = path.join(dataDir, FILE);
-  const tmp = `${p}.tmp`;
   const body = `${JSON.stringify({ format: "ringstore-node", version: 1, ...id, crc32: checksum(id) }, null, 2)}\n`;
-  const fd = fs.openSync(tmp, "w");
-  try {
-    fs.writeSync(fd, body);
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-  fs.renameSync(tmp, p);
-  const dfd = fs.openSync(dataDir, "r");
-  try {
-    fs.fsyncSync(dfd);
-  } finally {
-    fs.closeSync(dfd);
-  }
+  writeFileDurably(path.join(dataDir, FILE), body);
 }
 
 /** Checks a found identity against the command line: same node id, and no contradicting N/R/W. */

@@ -3,7 +3,10 @@
  * clock, timers, TCP) into the storage engine, the replica, membership, the coordinator and the APIs.
  *
  * Data directory layout: `node.json` (identity, identity.ts), `members.json` (the last membership view
- * and ring, so that a restarted node finds its peers again) and `storage/` (the LSM engine).
+ * and ring, so that a restarted node finds its peers again, and its own status: a node that left stays
+ * out; JSON `{format: "ringstore-members", version: 1, members, ring, handedOff, crc32}`, the crc over
+ * the JSON of the three fields) and `storage/` (the LSM engine). Both files are replaced durably
+ * (durable-file.ts): a crash leaves the old file or the new one.
  *
  * Start-up:
  * - a directory without identity and no --join: a new cluster of one (its ring made here);
@@ -14,6 +17,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { crc32 } from "node:zlib";
 import { buildHttpApi } from "../api/http-api.js";
 import { NodeMetrics } from "../api/metrics.js";
 import type { Replica } from "../replication/replica.js";
@@ -27,6 +31,7 @@ import { TcpTransport } from "../transport/tcp-transport.js";
 import { TransportError } from "../transport/transport.js";
 import { MAX_CONTEXT_TOKEN_CHARS } from "../versioning/context-token.js";
 import { ConfigError, formatHostPort, type HostPort, type NodeConfig } from "./config.js";
+import { writeFileDurably } from "./durable-file.js";
 import {
   checkIdentity,
   type NodeIdentity,
@@ -78,22 +83,53 @@ function savedRing(x: unknown): RingView | null {
   return ok ? r : null;
 }
 
+const VIEW_FILE = "members.json";
+const VIEW_FORMAT = "ringstore-members";
+
+function viewChecksum(v: SavedView): number {
+  return crc32(JSON.stringify({ members: v.members, ring: v.ring, handedOff: v.handedOff ?? null }));
+}
+
+/**
+ * The saved view, undefined when there is none yet. A file that is damaged (not JSON, unknown format,
+ * checksum mismatch) stops the start with a ConfigError: the view holds this node's own status (a node
+ * that left must not come back), so it is not silently replaced. A view saved before the file had a
+ * format and checksum is read as it is.
+ */
 function readSavedView(dataDir: string): SavedView | undefined {
+  const p = path.join(dataDir, VIEW_FILE);
+  let text: string;
   try {
-    const j = JSON.parse(fs.readFileSync(path.join(dataDir, "members.json"), "utf8")) as SavedView;
-    if (!Array.isArray(j.members)) return undefined;
-    // An unreadable handed-off ring only costs a pass from the current ring (what it was before it existed).
-    return { ...j, handedOff: savedRing(j.handedOff) };
-  } catch {
-    // Missing or damaged: the view is a cache; gossip rebuilds it from any reachable member.
-    return undefined;
+    text = fs.readFileSync(p, "utf8");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw err;
   }
+  const damaged = (why: string) =>
+    new ConfigError(
+      `${p} is damaged (${why}): it holds this node's last membership view and its own status; if the node has not left its cluster, remove the file and start the node with --join MEMBER to fetch the view again`,
+    );
+  let j: SavedView & { format?: unknown; version?: unknown; crc32?: unknown };
+  try {
+    j = JSON.parse(text);
+  } catch {
+    throw damaged("not valid JSON");
+  }
+  if (j === null || typeof j !== "object" || !Array.isArray(j.members)) throw damaged("no member list");
+  if (j.format !== undefined) {
+    if (j.format !== VIEW_FORMAT || j.version !== 1) throw damaged("unknown format");
+    if (j.crc32 !== viewChecksum(j)) throw damaged("checksum mismatch");
+  }
+  // An unreadable handed-off ring only costs a pass from the current ring (what it was before it existed).
+  return { members: j.members, ring: j.ring ?? null, handedOff: savedRing(j.handedOff) };
 }
 
 function writeSavedView(dataDir: string, v: SavedView): void {
-  const p = path.join(dataDir, "members.json");
-  fs.writeFileSync(`${p}.tmp`, JSON.stringify(v));
-  fs.renameSync(`${p}.tmp`, p);
+  const body = { members: v.members, ring: v.ring, handedOff: v.handedOff ?? null };
+  writeFileDurably(
+    path.join(dataDir, VIEW_FILE),
+    JSON.stringify({ format: VIEW_FORMAT, version: 1, ...body, crc32: viewChecksum(body) }),
+  );
 }
 
 export async function startNode(config: NodeConfig, options: StartOptions = {}): Promise<RunningNode> {
@@ -179,7 +215,7 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
       identity = renewActor(identity);
       writeIdentity(config.dataDir, identity);
     }
-    writeMarker(marker);
+    writeFileDurably(marker, `${process.pid}\n`);
     const id = identity;
     transport.setCluster(id.clusterId);
 
@@ -367,23 +403,6 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
   } catch (err) {
     await runAll(cleanup);
     throw err;
-  }
-}
-
-/** Creates the running marker durably (file fsync, then directory fsync). */
-function writeMarker(file: string): void {
-  const fd = fs.openSync(file, "w");
-  try {
-    fs.writeSync(fd, `${process.pid}\n`);
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-  const dir = fs.openSync(path.dirname(file), "r");
-  try {
-    fs.fsyncSync(dir);
-  } finally {
-    fs.closeSync(dir);
   }
 }
 

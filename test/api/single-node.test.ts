@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import * as net from "node:net";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
@@ -450,6 +450,29 @@ test("a node whose data belongs to one cluster refuses --join to another, saying
   } finally {
     await a.node.stop();
   }
+});
+
+test("members.json carries a format and a checksum; a damaged one stops the start, saying so", async () => {
+  const { node } = await start("view");
+  await node.stop();
+  const file = path.join(root, "view", "members.json");
+  const saved = JSON.parse(readFileSync(file, "utf8")) as Record<string, unknown>;
+  assert.equal(saved.format, "ringstore-members");
+  assert.equal(saved.version, 1);
+  assert.equal(typeof saved.crc32, "number");
+  // Still JSON, but a member's weight changed: the checksum catches it.
+  const text = readFileSync(file, "utf8");
+  assert.match(text, /"weight":1\b/);
+  writeFileSync(file, text.replace(/"weight":1\b/, '"weight":2'));
+  await assert.rejects(start("view"), /members\.json is damaged \(checksum mismatch\).*--join/);
+  writeFileSync(file, '{"members": [');
+  await assert.rejects(start("view"), /members\.json is damaged \(not valid JSON\)/);
+  // A view saved before the format existed (no format, no checksum) is read as it is.
+  const { format: _f, version: _v, crc32: _c, ...legacy } = saved;
+  writeFileSync(file, JSON.stringify(legacy));
+  const again = await start("view");
+  await again.node.stop();
+  assert.equal((JSON.parse(readFileSync(file, "utf8")) as { format?: string }).format, "ringstore-members");
 });
 
 test("too many siblings: writes past the limit get 409 until resolved", async () => {
