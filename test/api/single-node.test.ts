@@ -608,7 +608,17 @@ test("a node that is stopping finishes the request in flight and answers the nex
     s.write("PUT /kv/a HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\n12345");
     await sleep(100);
     const stopping = node.stop();
-    await sleep(100);
+    // The API stops listening as it starts turning requests away: wait for that, not for a guessed time.
+    const refused = () =>
+      new Promise<boolean>((resolve) => {
+        const probe = net.connect(node.api.port, "127.0.0.1");
+        probe.on("connect", () => {
+          probe.destroy();
+          resolve(false);
+        });
+        probe.on("error", () => resolve(true));
+      });
+    for (let i = 0; i < 500 && !(await refused()); i++) await sleep(10);
     // ...completes; a request that comes after it on the same connection is turned away.
     s.write("67890GET /kv/a HTTP/1.1\r\nhost: x\r\n\r\n");
     await stopping;
