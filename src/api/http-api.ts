@@ -234,7 +234,17 @@ interface Call {
   readonly started: number;
   /** The client sent `Expect: 100-continue` and waits for a 100 before it sends the body. */
   awaitingContinue: boolean;
+  /** Its place among the requests received on its connection (1, 2, ...; see lastOnSocket). */
+  readonly seq: number;
 }
+
+/**
+ * The number of the last request received on each connection. While the node stops, the answer to a
+ * connection's last request says `Connection: close` (the client then opens no new request on it); an
+ * answer to an earlier one does not, or Node would close the connection before the answers queued
+ * behind it (pipelined requests) went out.
+ */
+const lastOnSocket = new WeakMap<Socket, number>();
 
 function kvOp(method: string): string | undefined {
   switch (method) {
@@ -252,7 +262,9 @@ function kvOp(method: string): string | undefined {
 
 function queryOf(c: Call): Query {
   const q = c.rawUrl.indexOf("?");
-  return q < 0 ? {} : parseQueryString(c.rawUrl.slice(q + 1));
+  // maxKeys 0: every parameter is read (querystring stops at 1,000 by default: a parameter after them
+  // would be silently ignored); the request line's length bounds their number.
+  return q < 0 ? {} : parseQueryString(c.rawUrl.slice(q + 1), "&", "=", { maxKeys: 0 });
 }
 
 interface Route {
@@ -279,11 +291,12 @@ export function buildHttpApi(deps: ApiDeps): HttpApi {
     if (status !== 204)
       headers["content-length"] =
         body === undefined ? 0 : typeof body === "string" ? Buffer.byteLength(body) : body.length;
-    // A client still waiting for a 100 Continue will not send its body on this connection.
-    if (c.awaitingContinue) headers.connection = "close";
+    // A client still waiting for a 100 Continue will not send its body on this connection; a stopping
+    // node takes no further request on it.
+    if (c.awaitingContinue || (closing && lastOnSocket.get(c.req.socket) === c.seq))
+      headers.connection = "close";
     res.writeHead(status, headers);
     res.end(body);
-    if (closing) res.once("finish", () => server.closeIdleConnections());
     if (c.op !== undefined) m.observeRequest(c.op, status, (performance.now() - c.started) / 1000);
   };
   const sendJson = (c: Call, status: number, value: unknown, headers: http.OutgoingHttpHeaders = {}) => {
@@ -304,7 +317,7 @@ export function buildHttpApi(deps: ApiDeps): HttpApi {
       sendError(c, err.status, err.code, err.message, err.details);
       return;
     }
-    if (c.res.headersSent || c.res.destroyed || c.req.destroyed) return;
+    if (c.res.headersSent || c.res.destroyed) return;
     sendError(c, 500, "internal", `internal error: ${(err as Error)?.message ?? String(err)}`);
   };
 
@@ -586,6 +599,8 @@ export function buildHttpApi(deps: ApiDeps): HttpApi {
     const method = req.method ?? "GET";
     const q = rawUrl.indexOf("?");
     const path = q < 0 ? rawUrl : rawUrl.slice(0, q);
+    const seq = (lastOnSocket.get(req.socket) ?? 0) + 1;
+    lastOnSocket.set(req.socket, seq);
     const c: Call = {
       req,
       res,
@@ -595,16 +610,12 @@ export function buildHttpApi(deps: ApiDeps): HttpApi {
       op: path.startsWith("/kv/") ? kvOp(method) : undefined,
       started: performance.now(),
       awaitingContinue,
+      seq,
     };
     if (closing)
-      return sendError(
-        c,
-        503,
-        "unavailable",
-        "this node is stopping: send the request to another node",
-        { stopping: true },
-        { connection: "close" },
-      );
+      return sendError(c, 503, "unavailable", "this node is stopping: send the request to another node", {
+        stopping: true,
+      });
     try {
       const done = route(c);
       if (done !== undefined) done.catch((err: unknown) => fail(c, err));

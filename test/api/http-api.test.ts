@@ -1,0 +1,163 @@
+/**
+ * The HTTP layer alone (api/http-api.ts) over a service the test controls: what it answers when the
+ * service fails, and how it stops. The contract as a whole is tested on a real node (single-node.test.ts).
+ */
+import assert from "node:assert/strict";
+import * as net from "node:net";
+import { test } from "node:test";
+import { buildHttpApi, type HttpApi } from "../../src/api/http-api.js";
+import { NodeMetrics } from "../../src/api/metrics.js";
+import type { KvService, ReadOutcome, WriteOutcome } from "../../src/replication/coordinator.js";
+import { EMPTY_VECTOR, update } from "../../src/versioning/dvv.js";
+
+const VALUE = { data: Buffer.from("v"), contentType: "text/plain", deleted: false, writtenAtMs: 0 };
+const DONE = update([], EMPTY_VECTOR, "a1", VALUE);
+const OK_WRITE: WriteOutcome = { kind: "ok", written: DONE.written, set: DONE.set, acked: 1 };
+const OK_READ: ReadOutcome = { kind: "ok", siblings: DONE.set, replied: 1 };
+
+async function withApi(
+  service: KvService,
+  fn: (api: HttpApi, port: number, metrics: NodeMetrics) => Promise<void>,
+): Promise<void> {
+  const metrics = new NodeMetrics(
+    () => {
+      throw new Error("storage statistics are not part of this test");
+    },
+    { node: "t" },
+  );
+  const api = buildHttpApi({
+    service,
+    secret: Buffer.alloc(32, 1),
+    n: 1,
+    r: 1,
+    w: 1,
+    requestTimeoutMs: 1000,
+    maxTimeoutMs: 60_000,
+    limits: { maxKeyBytes: 1024, maxValueBytes: 1024, maxContextChars: 8192 },
+    metrics,
+    now: () => 0,
+    status: async () => ({}),
+    ring: () => ({}),
+  });
+  const port = await api.listen("127.0.0.1", 0);
+  try {
+    await fn(api, port, metrics);
+  } finally {
+    await api.close();
+  }
+}
+
+/** One connection: send raw requests, read raw answers. */
+function connection(port: number) {
+  const s = net.connect(port, "127.0.0.1");
+  let got = "";
+  let closed = false;
+  const waiters: (() => void)[] = [];
+  const wake = () => {
+    for (const w of waiters.splice(0)) w();
+  };
+  s.on("data", (d) => {
+    got += d.toString("latin1");
+    wake();
+  });
+  s.on("close", () => {
+    closed = true;
+    wake();
+  });
+  s.on("error", () => undefined);
+  return {
+    write: (text: string) => s.write(text),
+    /** Waits (up to 5 s) until what arrived matches, or the connection closed. */
+    async until(re: RegExp): Promise<string> {
+      const end = Date.now() + 5000;
+      while (!re.test(got) && !closed && Date.now() < end)
+        await new Promise<void>((r) => {
+          waiters.push(r);
+          setTimeout(r, 50);
+        });
+      return got;
+    },
+    get closed() {
+      return closed;
+    },
+    destroy: () => s.destroy(),
+  };
+}
+
+test("a service that fails gives 500 internal for GET, PUT and DELETE, counted under that status", async () => {
+  const boom = async (): Promise<never> => {
+    throw new Error("disk on fire");
+  };
+  await withApi({ get: boom, write: boom }, async (_api, port, metrics) => {
+    for (const [method, body] of [
+      ["GET", undefined],
+      ["PUT", "value"],
+      ["DELETE", undefined],
+    ] as const) {
+      const r = await fetch(`http://127.0.0.1:${port}/kv/k`, {
+        method,
+        body,
+        signal: AbortSignal.timeout(5000),
+      });
+      assert.equal(r.status, 500, method);
+      const j = (await r.json()) as { error: string; message: string };
+      assert.equal(j.error, "internal");
+      assert.match(j.message, /disk on fire/);
+    }
+    const text = await metrics.registry.getSingleMetricAsString("ringstore_requests_total");
+    for (const op of ["get", "put", "delete"])
+      assert.match(text, new RegExp(`op="${op}",status="500"[^\\n]* 1`));
+  });
+});
+
+test("stopping: the request in flight finishes and its answer closes the connection; close() waits for it", async () => {
+  let release!: () => void;
+  const gate = new Promise<void>((r) => {
+    release = r;
+  });
+  let entered!: () => void;
+  const inService = new Promise<void>((r) => {
+    entered = r;
+  });
+  await withApi(
+    {
+      get: async () => OK_READ,
+      write: async () => {
+        entered();
+        await gate;
+        return OK_WRITE;
+      },
+    },
+    async (api, port) => {
+      const c = connection(port);
+      try {
+        c.write("PUT /kv/k HTTP/1.1\r\nhost: x\r\ncontent-length: 1\r\n\r\nv");
+        await inService; // the write is in the service when the stop begins
+        let closedApi = false;
+        const closing = api.close().then(() => {
+          closedApi = true;
+        });
+        await new Promise((r) => setTimeout(r, 50));
+        assert.equal(closedApi, false, "close() waits for the request in flight");
+        release();
+        const got = await c.until(/\r\n\r\n/);
+        assert.match(got, /^HTTP\/1\.1 204 /);
+        assert.match(got, /\r\nconnection: close\r\n/i, "a keep-alive client sends nothing more on it");
+        await closing;
+        await c.until(/$^/);
+        assert.ok(c.closed, "the server closed the connection");
+      } finally {
+        c.destroy();
+      }
+    },
+  );
+});
+
+test("every query parameter counts, however many come before it", async () => {
+  await withApi({ get: async () => OK_READ, write: async () => OK_WRITE }, async (_api, port) => {
+    const many = Array.from({ length: 1200 }, (_, i) => `p${i}=1`).join("&");
+    const r = await fetch(`http://127.0.0.1:${port}/kv/k?${many}&r=0`, { signal: AbortSignal.timeout(5000) });
+    assert.equal(r.status, 400);
+    assert.equal(((await r.json()) as { error: string }).error, "bad_parameter");
+  });
+});
