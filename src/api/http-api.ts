@@ -48,12 +48,12 @@ export interface ApiDeps {
   /** The ring as clients need it for routing: partitions, owners, and each member's API address. */
   readonly ring: () => unknown;
   /**
-   * Starts this node's leave (`POST /cluster/leave`): what to answer, or throws an error with
+   * Starts this node's leave (`POST /cluster/leave`): what to answer, or rejects with an error with
    * `code: "leave_refused"` and the reason.
    */
-  readonly leave?: (force: boolean) => unknown;
-  /** Removes another member on its behalf (`POST /cluster/remove?id=ID`); throws `remove_refused`. */
-  readonly remove?: (id: string, force: boolean) => unknown;
+  readonly leave?: (force: boolean) => Promise<unknown>;
+  /** Removes another member on its behalf (`POST /cluster/remove?id=ID`); rejects with `remove_refused`. */
+  readonly remove?: (id: string, force: boolean) => Promise<unknown>;
 }
 
 type ErrorCode =
@@ -505,10 +505,10 @@ export function buildHttpApi(deps: ApiDeps): HttpApi {
     return force === "true";
   };
   /** Runs a membership operation: 202 with its answer, 409 with the reason it was refused. */
-  const membershipOp = (c: Call, run: () => unknown): void => {
+  const membershipOp = async (c: Call, run: () => Promise<unknown>): Promise<void> => {
     let answer: unknown;
     try {
-      answer = run();
+      answer = await run();
     } catch (err) {
       const code = (err as { code?: unknown })?.code;
       if (code !== "leave_refused" && code !== "remove_refused") throw err;
@@ -537,7 +537,7 @@ export function buildHttpApi(deps: ApiDeps): HttpApi {
           const leave = deps.leave;
           if (leave === undefined) return sendError(c, 404, "not_found", "this node cannot leave a cluster");
           const force = forceOf(queryOf(c));
-          membershipOp(c, () => leave(force));
+          return membershipOp(c, () => leave(force));
         },
       },
     ],
@@ -553,7 +553,7 @@ export function buildHttpApi(deps: ApiDeps): HttpApi {
           if (typeof q.id !== "string" || q.id === "")
             return sendError(c, 400, "bad_parameter", "id (the member to remove) is required, once");
           const id = q.id;
-          membershipOp(c, () => remove(id, force));
+          return membershipOp(c, () => remove(id, force));
         },
       },
     ],

@@ -76,6 +76,12 @@ export interface NodeCoreDeps {
 /** How long a removed node tries to hand off what it holds before it stops anyway. */
 const REMOVED_HANDOFF_MS = 30_000;
 
+/**
+ * How long the claimant counts a departure it approved before the member's own status (leaving, left)
+ * reaches it by gossip; an approval whose departure never started lapses then.
+ */
+const DEPARTURE_APPROVAL_MS = 30_000;
+
 /** Why a leave or a removal is refused (the API answers 409 with the code and the reason). */
 export class MembershipRefusedError extends Error {
   constructor(
@@ -95,6 +101,8 @@ export class NodeCore {
   /** Outcomes of the forwarded writes coordinated here, by request id (a duplicate gets the same one). */
   readonly forwarded: ForwardMemo<ResponseBody>;
   private readonly peers = new Map<string, ReplicaPeer>();
+  /** Departures this node approved as the claimant: member id -> until when they count (clock ms). */
+  private readonly approvedDepartures = new Map<string, number>();
   private table: PreferenceTable | undefined;
   private tableRingVersion = -1;
   readonly handoff: Handoff;
@@ -258,13 +266,85 @@ export class NodeCore {
   }
 
   /**
+   * The claimant's check of a departure (a peer's `depart`, or one of this node's own when it is the
+   * claimant): refused for an unknown or departed member, when no other member is up to take the data,
+   * and, unless forced, when fewer than N members would remain. Departures it approved in the last 30 s
+   * count as done already, so two asked for at once on different nodes cannot both pass. (That holds
+   * while the members agree on who the claimant is; a node asked answers even if it is not.)
+   */
+  approveDeparture(
+    id: string,
+    how: "leave" | "remove",
+    force: boolean,
+  ): { refused: string | null; remaining: number } {
+    const now = this.d.clock.now();
+    for (const [x, until] of this.approvedDepartures) if (until <= now) this.approvedDepartures.delete(x);
+    const target = this.membership.member(id);
+    if (target === undefined) return { refused: `no member ${id} in the claimant's view`, remaining: 0 };
+    if (target.status === "left") return { refused: `member ${id} has already left`, remaining: 0 };
+    const pending = [...this.approvedDepartures.keys()].filter((x) => x !== id);
+    const remaining = this.upMembersBut(id).filter((x) => !pending.includes(x.id)).length;
+    const also =
+      pending.length === 0
+        ? ""
+        : ` (counting the departure of ${pending.join(", ")}, approved by the claimant ${this.d.nodeId})`;
+    if (remaining === 0)
+      return { refused: `no other member would remain up${also}: nobody would take the data`, remaining };
+    if (remaining < this.d.cluster.n && !force)
+      return {
+        refused: `after this ${how === "leave" ? "leave" : "removal"} the cluster would have ${remaining} member(s), fewer than N=${this.d.cluster.n}${also}: every key would keep only ${remaining} copies`,
+        remaining,
+      };
+    this.approvedDepartures.set(id, now + DEPARTURE_APPROVAL_MS);
+    return { refused: null, remaining };
+  }
+
+  /** Has the claimant (this node, or the member it sees as the claimant) approve a departure. */
+  private async approvedByClaimant(
+    id: string,
+    how: "leave" | "remove",
+    force: boolean,
+    code: "leave_refused" | "remove_refused",
+    forceHint: string,
+  ): Promise<number> {
+    const claimant = this.membership.claimant(this.d.clock.now());
+    let verdict: { refused: string | null; remaining: number };
+    if (claimant === undefined || claimant === this.d.nodeId) verdict = this.approveDeparture(id, how, force);
+    else {
+      const addr = this.membership.member(claimant)?.peer;
+      try {
+        if (addr === undefined) throw new Error("no address known");
+        const res = await this.d.transport.request(
+          addr,
+          { op: "depart", id, how, force },
+          this.d.requestTimeoutMs,
+        );
+        if (res.op !== "departure") throw new Error(`unexpected answer ${res.op}`);
+        verdict = res;
+      } catch (err) {
+        throw new MembershipRefusedError(
+          code,
+          `the claimant ${claimant}, which approves every leave and removal, did not answer (${(err as Error).message}): try again`,
+        );
+      }
+    }
+    if (verdict.refused !== null)
+      throw new MembershipRefusedError(
+        code,
+        `${verdict.refused}${verdict.refused.includes("fewer than N") ? ` (${forceHint})` : ""}`,
+      );
+    return verdict.remaining;
+  }
+
+  /**
    * Removes member `id` on its behalf (`cluster remove`): for a node that is gone for good and cannot
    * leave by itself. Its partitions go to the others, and the keepers of its keys send them to their new
    * replicas. Refused for this node itself (it leaves), for an unknown or departed id, for a member this
    * node does not see down (unless `force`: a live node would go on serving from a view that has no place
-   * for it), and, unless `force`, when fewer than N members would remain.
+   * for it), and, unless `force`, when fewer than N members would remain, as this node and the claimant
+   * (which approves every departure) see it.
    */
-  remove(id: string, force: boolean): { removed: string; remaining: number } {
+  async remove(id: string, force: boolean): Promise<{ removed: string; remaining: number }> {
     const m = this.membership;
     const target = m.member(id);
     if (id === this.d.nodeId)
@@ -288,18 +368,26 @@ export class NodeCore {
         "remove_refused",
         `after removing ${id} the cluster would have ${others.length} member(s), fewer than N=${this.d.cluster.n}: every key would keep only ${others.length} copies (force it to remove anyway)`,
       );
+    const remaining = await this.approvedByClaimant(
+      id,
+      "remove",
+      force,
+      "remove_refused",
+      "force it to remove anyway",
+    );
     m.remove(id);
     this.d.onViewChange?.();
     this.membershipChanged();
-    return { removed: id, remaining: others.length };
+    return { removed: id, remaining };
   }
 
   /**
    * Starts this node's leave: it is claimed out of the ring, hands every key it holds to the key's new
    * replicas, then marks itself left and stops (onLeft). Refused when no member would be left to take the
-   * data, and, unless `force`, when fewer than N members would remain (keys would have fewer copies).
+   * data, and, unless `force`, when fewer than N members would remain, as this node and the claimant
+   * (which approves every departure) see it.
    */
-  leave(force: boolean): { status: string; remaining: number } {
+  async leave(force: boolean): Promise<{ status: string; remaining: number }> {
     const m = this.membership;
     const self = m.self;
     if (self.status === "left")
@@ -307,24 +395,27 @@ export class NodeCore {
     // Only members that are up and look alive count: one of them must claim us out (the claimant), and
     // they are the ones that will hold the data.
     const others = this.upMembersBut(self.id);
-    if (self.status !== "leaving") {
-      if (others.length === 0)
-        throw new MembershipRefusedError(
-          "leave_refused",
-          "no other member is up: there is nobody to claim this node's partitions and take its data",
-        );
-      if (self.status === "joining")
-        throw new MembershipRefusedError("leave_refused", "this node is still joining; leave once it is up");
-      if (others.length < this.d.cluster.n && !force)
-        throw new MembershipRefusedError(
-          "leave_refused",
-          `after this leave the cluster would have ${others.length} member(s), fewer than N=${this.d.cluster.n}: every key would keep only ${others.length} copies ("cluster leave --force", or force=true, leaves anyway)`,
-        );
-      m.startLeaving();
-      this.d.onViewChange?.();
-      this.membershipChanged();
-    }
-    return { status: "leaving", remaining: others.length };
+    if (self.status === "leaving") return { status: "leaving", remaining: others.length };
+    if (others.length === 0)
+      throw new MembershipRefusedError(
+        "leave_refused",
+        "no other member is up: there is nobody to claim this node's partitions and take its data",
+      );
+    if (self.status === "joining")
+      throw new MembershipRefusedError("leave_refused", "this node is still joining; leave once it is up");
+    const forceHint = '"cluster leave --force", or force=true, leaves anyway';
+    if (others.length < this.d.cluster.n && !force)
+      throw new MembershipRefusedError(
+        "leave_refused",
+        `after this leave the cluster would have ${others.length} member(s), fewer than N=${this.d.cluster.n}: every key would keep only ${others.length} copies (${forceHint})`,
+      );
+    const remaining = await this.approvedByClaimant(self.id, "leave", force, "leave_refused", forceHint);
+    if (m.self.status === "left")
+      throw new MembershipRefusedError("leave_refused", "this node has already left the cluster");
+    m.startLeaving();
+    this.d.onViewChange?.();
+    this.membershipChanged();
+    return { status: "leaving", remaining };
   }
 
   /** The preference table of the current ring (rebuilt when the ring changes). */
@@ -417,6 +508,8 @@ export class NodeCore {
       case "store":
         await this.replica.merge(body.key, decodeSiblings(body.set));
         return { op: "stored" };
+      case "depart":
+        return { op: "departure", ...this.approveDeparture(body.id, body.how, body.force) };
       case "coordinate":
         // The request id makes the write idempotent: a second copy gets the first one's outcome.
         return this.forwarded.run(body.requestId, `${body.key.length}:${hash32(body.key, 0)}`, () =>

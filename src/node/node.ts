@@ -324,8 +324,8 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
             })),
         };
       },
-      leave: (force) => ({ node: config.id, ...core.leave(force) }),
-      remove: (rid, force) => ({ node: config.id, ...core.remove(rid, force) }),
+      leave: async (force) => ({ node: config.id, ...(await core.leave(force)) }),
+      remove: async (rid, force) => ({ node: config.id, ...(await core.remove(rid, force)) }),
       status: async () => {
         const t = now();
         const ring = membership.ring;

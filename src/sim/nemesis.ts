@@ -20,7 +20,7 @@
 import type { Random, TimerHandle } from "../runtime/runtime.js";
 import type { VirtualScheduler } from "../runtime/virtual-runtime.js";
 import type { SimFaults, SimNetwork } from "../transport/sim-transport.js";
-import type { SimCluster } from "./cluster.js";
+import type { SimCluster, SimNode } from "./cluster.js";
 
 export type FaultKind =
   | "partition"
@@ -97,8 +97,13 @@ export class Nemesis {
   private readonly plan: FaultKind[];
   /** Restarts in progress (the LSM engine reopens asynchronously). */
   private readonly restarting = new Set<Promise<void>>();
-  /** A join in progress (its request, then opening its storage). */
-  private joining: Promise<void> | undefined;
+  /** A membership change asked for and not yet answered (a join, or the approval of a leave or removal). */
+  private changing: Promise<void> | undefined;
+  /**
+   * The node a leave or removal was asked on, and its generation then: if it crashes before the answer,
+   * the request dies with it (as with a real process) and its promise never settles.
+   */
+  private changingOn: { node: SimNode; generation: number } | undefined;
   readonly errors: unknown[] = [];
 
   constructor(
@@ -277,7 +282,7 @@ export class Nemesis {
    */
   private membership(): "started" | "busy" {
     const members = this.cluster.members();
-    if (this.joining !== undefined) return "busy";
+    if (this.changePending()) return "busy";
     if (members.some((n) => n.core.membership.self.status !== "up")) return "busy";
     const up = members.filter((n) => n.state === "up" && !n.paused);
     const pick = up[Math.floor(this.random.next() * up.length)];
@@ -288,37 +293,57 @@ export class Nemesis {
       const crashed = members.filter((n) => n.state === "crashed");
       if (crashed.length > 0 && this.random.next() < 0.5) {
         const victim = crashed[0]!;
-        try {
-          pick.core.remove(victim.id, false);
-        } catch (err) {
-          this.log(`${pick.id} refuses to remove ${victim.id}: ${(err as Error).message}`);
-          return "busy";
+        // Asks the claimant to approve it first (a peer request), so it completes later.
+        this.changing = pick.core.remove(victim.id, false).then(
+          () => {
+            this.counts.removals++;
+            this.log(`${pick.id} removes ${victim.id}`);
+          },
+          (err: unknown) => this.log(`${pick.id} refuses to remove ${victim.id}: ${(err as Error).message}`),
+        );
+      } else
+        this.changing = pick.core.leave(false).then(
+          () => {
+            this.counts.leaves++;
+            this.log(`${pick.id} starts leaving`);
+          },
+          (err: unknown) => this.log(`leave ${pick.id} refused: ${(err as Error).message}`),
+        );
+      const mine = this.changing;
+      this.changingOn = { node: pick, generation: pick.generation };
+      void mine.then(() => {
+        if (this.changing === mine) {
+          this.changing = undefined;
+          this.changingOn = undefined;
         }
-        this.counts.removals++;
-        this.log(`${pick.id} removes ${victim.id}`);
-        return "started";
-      }
-      try {
-        pick.core.leave(false);
-      } catch (err) {
-        this.log(`leave ${pick.id} refused: ${(err as Error).message}`);
-        return "busy";
-      }
-      this.counts.leaves++;
-      this.log(`${pick.id} starts leaving`);
+      });
       return "started";
     }
     const id = this.cluster.nextNodeId();
-    this.joining = this.cluster.join(id, pick.id).then(
+    this.changing = this.cluster.join(id, pick.id).then(
       () => {
         this.counts.joins++;
       },
       (err: unknown) => this.log(`join ${id} through ${pick.id} failed: ${(err as Error).message}`),
     );
-    void this.joining.then(() => {
-      this.joining = undefined;
+    const joining = this.changing;
+    this.changingOn = undefined;
+    void joining.then(() => {
+      if (this.changing === joining) this.changing = undefined;
     });
     return "started";
+  }
+
+  private changePending(): boolean {
+    if (this.changing === undefined) return false;
+    const on = this.changingOn;
+    if (on !== undefined && (on.node.state !== "up" || on.node.generation !== on.generation)) {
+      this.log(`the membership change asked on ${on.node.id} died with it`);
+      this.changing = undefined;
+      this.changingOn = undefined;
+      return false;
+    }
+    return true;
   }
 
   private restart(id: string): void {
@@ -337,9 +362,12 @@ export class Nemesis {
     void p.then(() => this.restarting.delete(p));
   }
 
-  /** True while a restart is still reopening its storage, a join is under way, or a member is leaving. */
+  /**
+   * True while a restart is still reopening its storage, a join or a departure is being asked for, or a
+   * member is leaving.
+   */
   get busy(): boolean {
-    return this.restarting.size > 0 || this.joining !== undefined || this.cluster.leaving();
+    return this.restarting.size > 0 || this.changePending() || this.cluster.leaving();
   }
 
   /** Stops injecting, and undoes every fault in force: network healed, nodes resumed and restarted. */

@@ -13,9 +13,10 @@ import { Packr } from "msgpackr";
 
 /**
  * Checked for equality in the handshake (tcp-transport.ts): nodes of different versions refuse each
- * other. 2: `coordinate` carries a `requestId` (forwarded writes are idempotent).
+ * other. 2: `coordinate` carries a `requestId` (forwarded writes are idempotent). 3: `depart` (a leave
+ * or a removal is approved by the claimant, which serializes them).
  */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 /** Longest `coordinate` request id (the forwarder's node id, 16 hex digits, a counter). */
 export const MAX_REQUEST_ID_CHARS = 128;
 /** Largest frame accepted: 64 siblings of 1 MiB plus overhead fit easily. */
@@ -76,6 +77,17 @@ export type RequestBody =
   | {
       readonly op: "join";
       readonly member: MemberView;
+    }
+  | {
+      /**
+       * Asks the claimant to approve that member `id` departs: it leaves by itself, or is removed on its
+       * behalf. The claimant answers from its view and the departures it approved lately, so two started
+       * at once on different nodes cannot both pass the check that N members remain.
+       */
+      readonly op: "depart";
+      readonly id: string;
+      readonly how: "leave" | "remove";
+      readonly force: boolean;
     };
 
 export type ResponseBody =
@@ -84,6 +96,8 @@ export type ResponseBody =
   | { readonly op: "read"; readonly set: Uint8Array | null }
   | { readonly op: "stored" }
   | { readonly op: "coordinated"; readonly outcome: Uint8Array }
+  /** The claimant's answer to `depart`: `refused` says why, or is null; `remaining`: members left after it. */
+  | { readonly op: "departure"; readonly refused: string | null; readonly remaining: number }
   | { readonly op: "gossip"; readonly members: readonly MemberView[]; readonly ring: RingView | null }
   | {
       readonly op: "joined";
@@ -225,6 +239,12 @@ function requestBody(v: unknown): RequestBody {
       return { op, members: arr(o, "members", MAX_MEMBERS).map(member), ring: ring(o.ring) };
     case "join":
       return { op, member: member(o.member) };
+    case "depart": {
+      const how = str(o, "how", 16);
+      if (how !== "leave" && how !== "remove")
+        throw new ProtocolError(`unknown departure ${JSON.stringify(how)}`);
+      return { op, id: str(o, "id", 64), how, force: bool(o, "force") };
+    }
     default:
       throw new ProtocolError(`unknown request op ${JSON.stringify(op)}`);
   }
@@ -243,6 +263,12 @@ function responseBody(v: unknown): ResponseBody {
       return { op, set: o.set === null || o.set === undefined ? null : bytes(o, "set") };
     case "coordinated":
       return { op, outcome: bytes(o, "outcome") };
+    case "departure":
+      return {
+        op,
+        refused: o.refused === null || o.refused === undefined ? null : str(o, "refused", 4096),
+        remaining: int(o, "remaining", 0, MAX_MEMBERS),
+      };
     case "gossip":
       return { op, members: arr(o, "members", MAX_MEMBERS).map(member), ring: ring(o.ring) };
     case "joined":

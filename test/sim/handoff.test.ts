@@ -102,7 +102,7 @@ test("simulated join: the new node gets its keys by handoff, no read needed", as
 test("simulated leave with a crash half-way: the leave resumes after the restart, every key keeps N copies", async () => {
   const { sched, cluster, trace } = await startCluster(5);
   const n2 = cluster.byId.get("n2")!;
-  n2.core.leave(false);
+  await sched.runUntilSettled(n2.core.leave(false), 5000);
   assert.equal(n2.core.membership.self.status, "leaving");
   // Out of the ring, handing off (or waiting out the settle time): crash it.
   assert.ok(await sched.runUntil(() => n2.core.handoff.progress.keysScanned > 0, 20_000), trace.join("\n"));
@@ -124,10 +124,70 @@ test("simulated leave with a crash half-way: the leave resumes after the restart
     assert.ok(!n.core.membership.ring!.owners.includes("n2"), `${n.id}'s ring has no n2`);
   assert.deepEqual(await missing(sched, cluster), []);
   // A second leave would leave three members: still allowed (N=3); a third is refused without force.
-  cluster.byId.get("n3")!.core.leave(false);
+  await sched.runUntilSettled(cluster.byId.get("n3")!.core.leave(false), 5000);
   assert.ok(await sched.runUntil(() => cluster.byId.get("n3")!.state === "left", 60_000), trace.join("\n"));
-  assert.throws(() => cluster.byId.get("n4")!.core.leave(false), /fewer than N=3/);
+  await assert.rejects(
+    sched.runUntilSettled(cluster.byId.get("n4")!.core.leave(false), 5000),
+    /fewer than N=3/,
+  );
   assert.ok(await sched.runUntil(() => settled(cluster), 60_000));
   assert.deepEqual(await missing(sched, cluster), []);
   cluster.stop();
+});
+
+test("departures asked for at once on different nodes: the claimant lets through only those that keep N members", async () => {
+  const settle = (p: Promise<unknown>) =>
+    p.then(
+      () => "ok",
+      (err: Error & { code?: string }) => `${err.code}: ${err.message}`,
+    );
+  // Four members, N=3: one may go. Each node alone sees three others up and would pass its own check;
+  // n1, the lowest id, is the claimant and approves the first departure it hears of.
+  const a = await startCluster(4);
+  const three = await a.sched.runUntilSettled(
+    Promise.all(["n2", "n3", "n4"].map((id) => settle(a.cluster.byId.get(id)!.core.leave(false)))),
+    5000,
+  );
+  assert.equal(three.filter((x) => x === "ok").length, 1, three.join("\n"));
+  for (const x of three.filter((y) => y !== "ok"))
+    assert.match(
+      x,
+      /^leave_refused: .*fewer than N=3 \(counting the departure of n\d, approved by the claimant n1\)/,
+    );
+  a.cluster.stop();
+
+  // Five members, one of them crashed: two may go. The claimant's own leave (approved where it is asked),
+  // another leave, and the removal of the crashed member asked for on a third node.
+  const b = await startCluster(5);
+  b.cluster.crash("n5", "drop", () => 0.5);
+  assert.ok(
+    await b.sched.runUntil(
+      () =>
+        ["n2", "n3"].every(
+          (id) => b.cluster.byId.get(id)!.core.membership.liveness("n5", b.sched.now()) === "down",
+        ),
+      10_000,
+    ),
+    b.trace.join("\n"),
+  );
+  await b.sched.runFor(3000); // the nodes' own clocks may run behind the scheduler's
+  const mixed = await b.sched.runUntilSettled(
+    Promise.all([
+      settle(b.cluster.byId.get("n1")!.core.leave(false)),
+      settle(b.cluster.byId.get("n2")!.core.leave(false)),
+      settle(b.cluster.byId.get("n3")!.core.remove("n5", false)),
+    ]),
+    5000,
+  );
+  assert.deepEqual(
+    mixed.map((x) => x.split(":")[0]),
+    ["ok", "leave_refused", "ok"],
+    mixed.join("\n"),
+  );
+  // Forced, a departure below N is approved.
+  assert.equal(
+    await b.sched.runUntilSettled(settle(b.cluster.byId.get("n2")!.core.remove("n4", true)), 5000),
+    "ok",
+  );
+  b.cluster.stop();
 });

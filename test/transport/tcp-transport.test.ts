@@ -149,6 +149,12 @@ function echo(body: RequestBody): ResponseBody {
         members: [body.member],
         ring: ringView,
       };
+    case "depart":
+      return {
+        op: "departure",
+        refused: body.force ? null : `${body.how} of ${body.id} refused`,
+        remaining: 2,
+      };
   }
 }
 
@@ -439,6 +445,8 @@ describe("request/response", () => {
       },
       { op: "gossip", members: [], ring: null },
       { op: "join", member: member("c") },
+      { op: "depart", id: "c", how: "leave", force: false },
+      { op: "depart", id: "d", how: "remove", force: true },
     ];
     for (const body of bodies) {
       const res = await client.request(server.address, body, 2000);
@@ -959,6 +967,18 @@ describe("garbage on the peer port closes that connection and nothing else", () 
           id: 1,
           deadlineMs: 5,
           body: { op: "join", member: { ...member("m"), status: "zombie" } },
+        }),
+      ]),
+    ],
+    [
+      "a departure of an unknown kind",
+      Buffer.concat([
+        wire(hello()),
+        wireRaw({
+          t: "req",
+          id: 1,
+          deadlineMs: 5,
+          body: { op: "depart", id: "m", how: "vanish", force: false },
         }),
       ]),
     ],
