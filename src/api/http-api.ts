@@ -504,15 +504,21 @@ export function buildHttpApi(deps: ApiDeps): HttpApi {
       throw new ApiError(400, "bad_parameter", `force must be true or false, got ${JSON.stringify(force)}`);
     return force === "true";
   };
-  /** Runs a membership operation: 202 with its answer, 409 with the reason it was refused. */
+  /**
+   * Runs a membership operation: 202 with its answer, 409 with the reason it was refused, 503 when it
+   * could not be decided now.
+   */
   const membershipOp = async (c: Call, run: () => Promise<unknown>): Promise<void> => {
     let answer: unknown;
     try {
       answer = await run();
     } catch (err) {
       const code = (err as { code?: unknown })?.code;
-      if (code !== "leave_refused" && code !== "remove_refused") throw err;
-      sendError(c, 409, code, (err as Error).message);
+      // Refused for now (the claimant could not decide it): 503, ask again; refused for good: 409.
+      if (code === "unavailable") sendError(c, 503, code, (err as Error).message);
+      else if (code === "leave_refused" || code === "remove_refused")
+        sendError(c, 409, code, (err as Error).message);
+      else throw err;
       return;
     }
     sendJson(c, 202, answer);

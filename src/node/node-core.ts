@@ -82,15 +82,34 @@ const REMOVED_HANDOFF_MS = 30_000;
  */
 const DEPARTURE_APPROVAL_MS = 30_000;
 
-/** Why a leave or a removal is refused (the API answers 409 with the code and the reason). */
+/**
+ * Why a leave or a removal is refused: `leave_refused` and `remove_refused` for good (the API answers
+ * 409), `unavailable` for now (the claimant could not decide it: the API answers 503; asking again a
+ * moment later may succeed).
+ */
 export class MembershipRefusedError extends Error {
   constructor(
-    readonly code: "leave_refused" | "remove_refused",
+    readonly code: "leave_refused" | "remove_refused" | "unavailable",
     message: string,
   ) {
     super(message);
   }
 }
+
+/** The claimant's verdict on a departure (the `departure` answer). */
+export interface DepartureVerdict {
+  /** Why it is refused, or null. */
+  readonly refused: string | null;
+  /** The refusal is for now (this node is not the claimant, or an approval of its own is under way). */
+  readonly retry: boolean;
+  /** The refusal is that fewer than N members would remain: forcing the departure gets past it. */
+  readonly forceable: boolean;
+  /** Members that would remain up. */
+  readonly remaining: number;
+}
+
+/** At most this many departing ids are named in a refusal (the answer's text is bounded). */
+const MAX_NAMED_DEPARTURES = 3;
 
 export class NodeCore {
   readonly membership: Membership;
@@ -267,36 +286,60 @@ export class NodeCore {
 
   /**
    * The claimant's check of a departure (a peer's `depart`, or one of this node's own when it is the
-   * claimant): refused for an unknown or departed member, when no other member is up to take the data,
-   * and, unless forced, when fewer than N members would remain. Departures it approved in the last 30 s
-   * count as done already, so two asked for at once on different nodes cannot both pass. (That holds
-   * while the members agree on who the claimant is; a node asked answers even if it is not.)
+   * claimant). Refused for now when this node is not the claimant as it sees the cluster (the asker's
+   * view is older or newer; asking again once gossip has settled reaches the right one), and for its own
+   * leave while departures it approved have not shown in its view yet (its successor as claimant would
+   * not know of them). Refused for good for an unknown or departed member, when no other member would be
+   * up to take the data, and, unless forced, when fewer than N members would remain. Departures it
+   * approved count as done until the member's own status shows them (leaving, left) or 30 s pass, so two
+   * asked for at once on different nodes cannot both pass. That holds while the members agree on who
+   * the claimant is: views that disagree for longer (a partition) can still approve one each.
    */
-  approveDeparture(
-    id: string,
-    how: "leave" | "remove",
-    force: boolean,
-  ): { refused: string | null; remaining: number } {
+  approveDeparture(id: string, how: "leave" | "remove", force: boolean): DepartureVerdict {
+    const m = this.membership;
     const now = this.d.clock.now();
-    for (const [x, until] of this.approvedDepartures) if (until <= now) this.approvedDepartures.delete(x);
-    const target = this.membership.member(id);
-    if (target === undefined) return { refused: `no member ${id} in the claimant's view`, remaining: 0 };
-    if (target.status === "left") return { refused: `member ${id} has already left`, remaining: 0 };
+    for (const [x, until] of this.approvedDepartures)
+      if (until <= now || m.member(x)?.status !== "up") this.approvedDepartures.delete(x);
+    const no = (refused: string, retry = false, forceable = false, remaining = 0): DepartureVerdict => ({
+      refused,
+      retry,
+      forceable,
+      remaining,
+    });
+    const claimant = m.claimant(now);
+    if (claimant !== this.d.nodeId)
+      return no(
+        `${this.d.nodeId} is not the claimant (${claimant ?? "no member"} is, as ${this.d.nodeId} sees the cluster): try again in a moment`,
+        true,
+      );
     const pending = [...this.approvedDepartures.keys()].filter((x) => x !== id);
+    const named =
+      pending.length <= MAX_NAMED_DEPARTURES
+        ? pending.join(", ")
+        : `${pending.slice(0, MAX_NAMED_DEPARTURES).join(", ")} and ${pending.length - MAX_NAMED_DEPARTURES} more`;
+    if (id === this.d.nodeId && pending.length > 0)
+      return no(
+        `the claimant ${id} approved the departure of ${named}, which has not started yet: try again in a moment`,
+        true,
+      );
+    const target = m.member(id);
+    if (target === undefined) return no(`no member ${id} in the claimant's view`);
+    if (target.status === "left") return no(`member ${id} has already left`);
     const remaining = this.upMembersBut(id).filter((x) => !pending.includes(x.id)).length;
     const also =
       pending.length === 0
         ? ""
-        : ` (counting the departure of ${pending.join(", ")}, approved by the claimant ${this.d.nodeId})`;
-    if (remaining === 0)
-      return { refused: `no other member would remain up${also}: nobody would take the data`, remaining };
+        : ` (counting the departure of ${named}, approved by the claimant ${this.d.nodeId})`;
+    if (remaining === 0) return no(`no other member would remain up${also}: nobody would take the data`);
     if (remaining < this.d.cluster.n && !force)
-      return {
-        refused: `after this ${how === "leave" ? "leave" : "removal"} the cluster would have ${remaining} member(s), fewer than N=${this.d.cluster.n}${also}: every key would keep only ${remaining} copies`,
+      return no(
+        `after this ${how === "leave" ? "leave" : "removal"} the cluster would have ${remaining} member(s), fewer than N=${this.d.cluster.n}${also}: every key would keep only ${remaining} copies`,
+        false,
+        true,
         remaining,
-      };
+      );
     this.approvedDepartures.set(id, now + DEPARTURE_APPROVAL_MS);
-    return { refused: null, remaining };
+    return { refused: null, retry: false, forceable: false, remaining };
   }
 
   /** Has the claimant (this node, or the member it sees as the claimant) approve a departure. */
@@ -308,7 +351,7 @@ export class NodeCore {
     forceHint: string,
   ): Promise<number> {
     const claimant = this.membership.claimant(this.d.clock.now());
-    let verdict: { refused: string | null; remaining: number };
+    let verdict: DepartureVerdict;
     if (claimant === undefined || claimant === this.d.nodeId) verdict = this.approveDeparture(id, how, force);
     else {
       const addr = this.membership.member(claimant)?.peer;
@@ -323,15 +366,15 @@ export class NodeCore {
         verdict = res;
       } catch (err) {
         throw new MembershipRefusedError(
-          code,
+          "unavailable",
           `the claimant ${claimant}, which approves every leave and removal, did not answer (${(err as Error).message}): try again`,
         );
       }
     }
     if (verdict.refused !== null)
       throw new MembershipRefusedError(
-        code,
-        `${verdict.refused}${verdict.refused.includes("fewer than N") ? ` (${forceHint})` : ""}`,
+        verdict.retry ? "unavailable" : code,
+        verdict.forceable ? `${verdict.refused} (${forceHint})` : verdict.refused,
       );
     return verdict.remaining;
   }
@@ -375,6 +418,15 @@ export class NodeCore {
       "remove_refused",
       "force it to remove anyway",
     );
+    // The view may have moved while the claimant was asked.
+    if (m.member(id)?.status === "left")
+      throw new MembershipRefusedError("remove_refused", `member ${id} has already left`);
+    const after = m.liveness(id, this.d.clock.now());
+    if (after !== "down" && !force)
+      throw new MembershipRefusedError(
+        "remove_refused",
+        `member ${id} is ${after} again, not down, as this node sees it: make it leave with its data, or remove it anyway with force`,
+      );
     m.remove(id);
     this.d.onViewChange?.();
     this.membershipChanged();
@@ -412,6 +464,7 @@ export class NodeCore {
     const remaining = await this.approvedByClaimant(self.id, "leave", force, "leave_refused", forceHint);
     if (m.self.status === "left")
       throw new MembershipRefusedError("leave_refused", "this node has already left the cluster");
+    if (m.self.status === "leaving") return { status: "leaving", remaining };
     m.startLeaving();
     this.d.onViewChange?.();
     this.membershipChanged();

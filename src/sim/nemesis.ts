@@ -282,7 +282,12 @@ export class Nemesis {
    */
   private membership(): "started" | "busy" {
     const members = this.cluster.members();
-    if (this.changePending()) return "busy";
+    if (this.changing !== undefined && !this.changeAlive()) {
+      this.log(`the membership change asked on ${this.changingOn?.node.id} died with it`);
+      this.changing = undefined;
+      this.changingOn = undefined;
+    }
+    if (this.changing !== undefined) return "busy";
     if (members.some((n) => n.core.membership.self.status !== "up")) return "busy";
     const up = members.filter((n) => n.state === "up" && !n.paused);
     const pick = up[Math.floor(this.random.next() * up.length)];
@@ -293,13 +298,17 @@ export class Nemesis {
       const crashed = members.filter((n) => n.state === "crashed");
       if (crashed.length > 0 && this.random.next() < 0.5) {
         const victim = crashed[0]!;
-        // Asks the claimant to approve it first (a peer request), so it completes later.
+        // Asks the claimant to approve it first (a peer request), so it completes later. A refusal is
+        // tried again at a later turn, as "busy" would have been.
         this.changing = pick.core.remove(victim.id, false).then(
           () => {
             this.counts.removals++;
             this.log(`${pick.id} removes ${victim.id}`);
           },
-          (err: unknown) => this.log(`${pick.id} refuses to remove ${victim.id}: ${(err as Error).message}`),
+          (err: unknown) => {
+            this.log(`${pick.id} refuses to remove ${victim.id}: ${(err as Error).message}`);
+            this.plan.unshift("membership");
+          },
         );
       } else
         this.changing = pick.core.leave(false).then(
@@ -307,7 +316,10 @@ export class Nemesis {
             this.counts.leaves++;
             this.log(`${pick.id} starts leaving`);
           },
-          (err: unknown) => this.log(`leave ${pick.id} refused: ${(err as Error).message}`),
+          (err: unknown) => {
+            this.log(`leave ${pick.id} refused: ${(err as Error).message}`);
+            this.plan.unshift("membership");
+          },
         );
       const mine = this.changing;
       this.changingOn = { node: pick, generation: pick.generation };
@@ -334,16 +346,11 @@ export class Nemesis {
     return "started";
   }
 
-  private changePending(): boolean {
+  /** A membership change asked for can still complete (it was not asked on a node that crashed since). */
+  private changeAlive(): boolean {
     if (this.changing === undefined) return false;
     const on = this.changingOn;
-    if (on !== undefined && (on.node.state !== "up" || on.node.generation !== on.generation)) {
-      this.log(`the membership change asked on ${on.node.id} died with it`);
-      this.changing = undefined;
-      this.changingOn = undefined;
-      return false;
-    }
-    return true;
+    return on === undefined || (on.node.state === "up" && on.node.generation === on.generation);
   }
 
   private restart(id: string): void {
@@ -367,7 +374,7 @@ export class Nemesis {
    * member is leaving.
    */
   get busy(): boolean {
-    return this.restarting.size > 0 || this.changePending() || this.cluster.leaving();
+    return this.restarting.size > 0 || this.changeAlive() || this.cluster.leaving();
   }
 
   /** Stops injecting, and undoes every fault in force: network healed, nodes resumed and restarted. */

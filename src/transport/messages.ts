@@ -96,8 +96,17 @@ export type ResponseBody =
   | { readonly op: "read"; readonly set: Uint8Array | null }
   | { readonly op: "stored" }
   | { readonly op: "coordinated"; readonly outcome: Uint8Array }
-  /** The claimant's answer to `depart`: `refused` says why, or is null; `remaining`: members left after it. */
-  | { readonly op: "departure"; readonly refused: string | null; readonly remaining: number }
+  /**
+   * The claimant's answer to `depart`: `refused` says why, or is null; `retry`: refused for now (ask
+   * again); `forceable`: refused because fewer than N would remain; `remaining`: members left after it.
+   */
+  | {
+      readonly op: "departure";
+      readonly refused: string | null;
+      readonly retry: boolean;
+      readonly forceable: boolean;
+      readonly remaining: number;
+    }
   | { readonly op: "gossip"; readonly members: readonly MemberView[]; readonly ring: RingView | null }
   | {
       readonly op: "joined";
@@ -267,6 +276,8 @@ function responseBody(v: unknown): ResponseBody {
       return {
         op,
         refused: o.refused === null || o.refused === undefined ? null : str(o, "refused", 4096),
+        retry: bool(o, "retry"),
+        forceable: bool(o, "forceable"),
         remaining: int(o, "remaining", 0, MAX_MEMBERS),
       };
     case "gossip":

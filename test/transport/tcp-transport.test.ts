@@ -153,6 +153,8 @@ function echo(body: RequestBody): ResponseBody {
       return {
         op: "departure",
         refused: body.force ? null : `${body.how} of ${body.id} refused`,
+        retry: body.how === "remove",
+        forceable: !body.force,
         remaining: 2,
       };
   }
