@@ -26,7 +26,7 @@ import type { StorageEngine } from "../storage/engine.js";
 import type { MemberView, RequestBody, ResponseBody, RingView } from "../transport/messages.js";
 import type { Transport } from "../transport/transport.js";
 import type { Actor } from "../versioning/dvv.js";
-import { decodeSiblings, encodeSiblings } from "../versioning/object-codec.js";
+import { decodeSiblings, encodeSiblings, type StoredSibling } from "../versioning/object-codec.js";
 
 /** The cluster-wide settings a node holds in its identity. */
 export interface ClusterSettings {
@@ -108,6 +108,12 @@ export interface DepartureVerdict {
   readonly remaining: number;
 }
 
+/**
+ * Stores for keys this node does not replicate (see forwardStray) sent on at once; past this, what
+ * arrives is left to the next handoff pass or to read repair (and counted).
+ */
+const MAX_STRAYS_IN_FLIGHT = 64;
+
 /** At most this many departing ids are named in a refusal (the answer's text is bounded). */
 const MAX_NAMED_DEPARTURES = 3;
 
@@ -122,6 +128,10 @@ export class NodeCore {
   private readonly peers = new Map<string, ReplicaPeer>();
   /** Departures this node approved as the claimant: member id -> until when they count (clock ms). */
   private readonly approvedDepartures = new Map<string, number>();
+  private readonly peerFor: (nid: string) => ReplicaPeer;
+  private straysInFlight = 0;
+  /** Stores that came for keys this node does not replicate: sent on to the replicas, or not (bound). */
+  readonly strayStores = { forwarded: 0, dropped: 0 };
   private table: PreferenceTable | undefined;
   private tableRingVersion = -1;
   readonly handoff: Handoff;
@@ -166,6 +176,7 @@ export class NodeCore {
       }
       return p;
     };
+    this.peerFor = peerFor;
     this.coordinator = new Coordinator({
       local: this.replica,
       localNodeId: d.nodeId,
@@ -558,9 +569,11 @@ export class NodeCore {
         const set = await this.replica.read(body.key);
         return { op: "read", set: set.length === 0 ? null : encodeSiblings(set) };
       }
-      case "store":
-        await this.replica.merge(body.key, decodeSiblings(body.set));
+      case "store": {
+        const { set, changed } = await this.replica.mergeChanged(body.key, decodeSiblings(body.set));
+        if (changed) this.forwardStray(body.key, set);
         return { op: "stored" };
+      }
       case "depart":
         return { op: "departure", ...this.approveDeparture(body.id, body.how, body.force) };
       case "coordinate":
@@ -569,6 +582,28 @@ export class NodeCore {
           this.coordinateForwarded(body),
         );
     }
+  }
+
+  /**
+   * A store that brought something new for a key this node does not replicate under its ring: the writer
+   * (a coordinator, or a repair) went by an older ring, so the key's replicas of the current ring may
+   * lack it (a joiner would, until a read repaired it). The set as merged here is sent on to them, in the
+   * background, at most 64 at a time. Only a change is sent on, so two nodes whose rings differ do not
+   * pass a set back and forth: the second time it is not new. A node whose own ring is the older one
+   * sends to the old replicas, which is only redundant.
+   */
+  private forwardStray(key: Uint8Array, set: readonly StoredSibling[]): void {
+    const list = this.preferenceList(key);
+    if (list.length === 0 || list.includes(this.d.nodeId)) return;
+    if (this.straysInFlight >= MAX_STRAYS_IN_FLIGHT) {
+      this.strayStores.dropped++;
+      return;
+    }
+    this.straysInFlight++;
+    this.strayStores.forwarded++;
+    void Promise.allSettled(list.map((id) => this.peerFor(id).store(key, set))).finally(() => {
+      this.straysInFlight--;
+    });
   }
 
   /** Coordinates a write another node forwarded here (without the memo: `dispatch` adds it). */

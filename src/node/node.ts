@@ -368,6 +368,7 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
             }),
           partitions: { total: ring?.partitions ?? 0, owned, replicated },
           handoff: { ...core.handoff.progress },
+          strayStores: { ...core.strayStores },
           hintedHandoff: { backlog: 0 },
           antiEntropy: { lastExchanges: [] },
           transport: { ...transport.counters },

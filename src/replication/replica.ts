@@ -171,11 +171,20 @@ export class Replica {
 
   /** Folds `incoming` into the stored set; returns the merged set. Writes only if something changed. */
   async merge(key: Uint8Array, incoming: readonly StoredSibling[]): Promise<StoredSibling[]> {
+    return (await this.mergeChanged(key, incoming)).set;
+  }
+
+  /** `merge`, saying also whether the stored set changed (the incoming set held something new). */
+  async mergeChanged(
+    key: Uint8Array,
+    incoming: readonly StoredSibling[],
+  ): Promise<{ set: StoredSibling[]; changed: boolean }> {
     return this.lock.run(key, async () => {
       const current = await this.read(key);
       const merged = merge(current, incoming);
-      if (!sameDots(current, merged)) await this.storage.put(Replica.dataKey(key), encodeSiblings(merged));
-      return merged;
+      const changed = !sameDots(current, merged);
+      if (changed) await this.storage.put(Replica.dataKey(key), encodeSiblings(merged));
+      return { set: merged, changed };
     });
   }
 }

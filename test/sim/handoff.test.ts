@@ -10,7 +10,8 @@ import { test } from "node:test";
 import { derivedRandom, VirtualScheduler } from "../../src/runtime/virtual-runtime.js";
 import { SimCluster, type SimNode } from "../../src/sim/cluster.js";
 import { SimNetwork } from "../../src/transport/sim-transport.js";
-import { EMPTY_VECTOR } from "../../src/versioning/dvv.js";
+import { EMPTY_VECTOR, update } from "../../src/versioning/dvv.js";
+import { encodeSiblings } from "../../src/versioning/object-codec.js";
 
 const EPOCH_MS = 1_700_000_000_000;
 const SEED = process.env.SIM_SEED !== undefined ? Number(process.env.SIM_SEED) : 7;
@@ -252,5 +253,49 @@ test("departures while the claimant changes: a node that is not the claimant, or
     await sched.runUntilSettled(settle(core("n4").leave(false)), 5000),
     /^leave_refused: .*fewer than N=3/,
   );
+  cluster.stop();
+});
+
+test("a store for a key this node does not replicate (its writer's ring was older) is sent on to the key's replicas", async () => {
+  const { sched, cluster } = await startCluster(5);
+  const k = key(0);
+  const list = cluster.members()[0]!.core.preferenceList(k);
+  const stray = cluster.members().find((n) => !list.includes(n.id))!;
+  // A write versioned by a coordinator that still had an older ring, stored on a node that is not a
+  // replica any more (and on none of the current ones).
+  const late = update([], EMPTY_VECTOR, "old-writer", {
+    data: Buffer.from("late"),
+    contentType: "",
+    deleted: false,
+    writtenAtMs: 0,
+  }).set;
+  const store = { op: "store", key: k, set: encodeSiblings(late) } as const;
+  await sched.runUntilSettled(stray.core.dispatch("n9", store), 2000);
+  await sched.runFor(2000);
+  for (const id of list) {
+    const sibs = await sched.runUntilSettled(cluster.byId.get(id)!.core.replica.read(k), 1000);
+    assert.deepEqual(sibs.map((s) => Buffer.from(s.value.data).toString()).sort(), ["late", "v0"], id);
+  }
+  assert.deepEqual(stray.core.strayStores, { forwarded: 1, dropped: 0 });
+  // The same set again brings nothing new: it is not sent on again (no ping-pong between two rings).
+  await sched.runUntilSettled(stray.core.dispatch("n9", store), 2000);
+  assert.equal(stray.core.strayStores.forwarded, 1);
+  // A replica of the key keeps what it is sent.
+  const replica = cluster.byId.get(list[0]!)!;
+  await sched.runUntilSettled(
+    replica.core.dispatch("n9", {
+      ...store,
+      set: encodeSiblings(
+        update(late, EMPTY_VECTOR, "w2", {
+          data: Buffer.from("x"),
+          contentType: "",
+          deleted: false,
+          writtenAtMs: 0,
+        }).set,
+      ),
+    }),
+    2000,
+  );
+  assert.equal(replica.core.strayStores.forwarded, 0);
   cluster.stop();
 });
