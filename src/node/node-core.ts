@@ -593,6 +593,9 @@ export class NodeCore {
    * sends to the old replicas, which is only redundant.
    */
   private forwardStray(key: Uint8Array, set: readonly StoredSibling[]): void {
+    // A joining node's ring is older than the one that sends it keys (it is joining until it hears of a
+    // ring claimed with it): what it is sent is not stray.
+    if (this.membership.self.status === "joining") return;
     const list = this.preferenceList(key);
     if (list.length === 0 || list.includes(this.d.nodeId)) return;
     if (this.straysInFlight >= MAX_STRAYS_IN_FLIGHT) {

@@ -96,6 +96,8 @@ test("simulated join: the new node gets its keys by handoff, no read needed", as
   const held = cluster.members()[0]!.core.partitionsHeld();
   assert.ok(held.replicated.length > 0);
   assert.ok(n6.core.partitionsHeld().replicated.length > 0, "n6 replicates partitions");
+  // What it was sent while joining was not stray (its ring was the older one): none sent on.
+  assert.deepEqual(n6.core.strayStores, { forwarded: 0, dropped: 0 });
   assert.deepEqual(await missing(sched, cluster), []);
   cluster.stop();
 });
