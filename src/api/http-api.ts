@@ -287,7 +287,13 @@ export function buildHttpApi(deps: ApiDeps): HttpApi {
     body: Buffer | string | undefined,
   ): void => {
     const res = c.res;
-    if (res.headersSent || res.destroyed) return;
+    if (res.headersSent) return;
+    if (res.destroyed) {
+      // The client went away before its answer (nginx's 499): counted, so that the metrics show
+      // requests that were worked on (a write may have been applied) but never answered.
+      if (c.op !== undefined) m.observeRequest(c.op, 499, (performance.now() - c.started) / 1000);
+      return;
+    }
     if (status !== 204)
       headers["content-length"] =
         body === undefined ? 0 : typeof body === "string" ? Buffer.byteLength(body) : body.length;

@@ -161,3 +161,39 @@ test("every query parameter counts, however many come before it", async () => {
     assert.equal(((await r.json()) as { error: string }).error, "bad_parameter");
   });
 });
+
+test("a request whose client goes away before the answer is counted under 499", async () => {
+  let release!: () => void;
+  const gate = new Promise<void>((r) => {
+    release = r;
+  });
+  let entered!: () => void;
+  const inService = new Promise<void>((r) => {
+    entered = r;
+  });
+  await withApi(
+    {
+      get: async () => OK_READ,
+      write: async () => {
+        entered();
+        await gate;
+        return OK_WRITE;
+      },
+    },
+    async (_api, port, metrics) => {
+      const c = connection(port);
+      c.write("PUT /kv/k HTTP/1.1\r\nhost: x\r\ncontent-length: 1\r\n\r\nv");
+      await inService;
+      c.destroy();
+      await c.until(/$^/);
+      await new Promise((r) => setTimeout(r, 50)); // the server sees the close
+      release();
+      const count = async () =>
+        /op="put",status="499"[^\n]* 1/.test(
+          await metrics.registry.getSingleMetricAsString("ringstore_requests_total"),
+        );
+      for (let i = 0; i < 100 && !(await count()); i++) await new Promise((r) => setTimeout(r, 10));
+      assert.ok(await count(), "counted under 499");
+    },
+  );
+});
