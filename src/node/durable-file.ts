@@ -10,7 +10,7 @@ export function writeFileDurably(file: string, text: string): void {
   const tmp = `${file}.tmp`;
   const fd = fs.openSync(tmp, "w");
   try {
-    fs.writeSync(fd, text);
+    fs.writeFileSync(fd, text); // every byte (a single writeSync may write fewer)
     fs.fsyncSync(fd);
   } finally {
     fs.closeSync(fd);

@@ -110,7 +110,8 @@ export interface DepartureVerdict {
 
 /**
  * Stores for keys this node does not replicate (see forwardStray) sent on at once; past this, what
- * arrives is left to the next handoff pass or to read repair (and counted).
+ * arrives is not sent on (counted): read repair brings it to the replicas that lack it (anti-entropy,
+ * when it exists).
  */
 const MAX_STRAYS_IN_FLIGHT = 64;
 
@@ -129,9 +130,13 @@ export class NodeCore {
   /** Departures this node approved as the claimant: member id -> until when they count (clock ms). */
   private readonly approvedDepartures = new Map<string, number>();
   private readonly peerFor: (nid: string) => ReplicaPeer;
-  private straysInFlight = 0;
-  /** Stores that came for keys this node does not replicate: sent on to the replicas, or not (bound). */
-  readonly strayStores = { forwarded: 0, dropped: 0 };
+  private strays = 0;
+  /**
+   * Stores that came for keys this node does not replicate: sent on to the replicas (`failed`: of those,
+   * sends that every replica refused or missed), or not sent on (`dropped`: over the bound; left to read
+   * repair).
+   */
+  readonly strayStores = { forwarded: 0, failed: 0, dropped: 0 };
   private table: PreferenceTable | undefined;
   private tableRingVersion = -1;
   readonly handoff: Handoff;
@@ -571,7 +576,7 @@ export class NodeCore {
       }
       case "store": {
         const { set, changed } = await this.replica.mergeChanged(body.key, decodeSiblings(body.set));
-        if (changed) this.forwardStray(body.key, set);
+        if (changed && body.handoff !== true) this.forwardStray(body.key, set);
         return { op: "stored" };
       }
       case "depart":
@@ -588,9 +593,10 @@ export class NodeCore {
    * A store that brought something new for a key this node does not replicate under its ring: the writer
    * (a coordinator, or a repair) went by an older ring, so the key's replicas of the current ring may
    * lack it (a joiner would, until a read repaired it). The set as merged here is sent on to them, in the
-   * background, at most 64 at a time. Only a change is sent on, so two nodes whose rings differ do not
-   * pass a set back and forth: the second time it is not new. A node whose own ring is the older one
-   * sends to the old replicas, which is only redundant.
+   * background, at most 64 at a time (past that, read repair). Only a change is sent on, so two nodes
+   * whose rings differ stop after one exchange. Not sent on: handoff's stores (their sender has the
+   * newer ring), and anything while this node is joining (its ring is the older one). A node whose own
+   * ring is otherwise older sends a redundant copy to the old replicas.
    */
   private forwardStray(key: Uint8Array, set: readonly StoredSibling[]): void {
     // A joining node's ring is older than the one that sends it keys (it is joining until it hears of a
@@ -598,15 +604,21 @@ export class NodeCore {
     if (this.membership.self.status === "joining") return;
     const list = this.preferenceList(key);
     if (list.length === 0 || list.includes(this.d.nodeId)) return;
-    if (this.straysInFlight >= MAX_STRAYS_IN_FLIGHT) {
+    if (this.strays >= MAX_STRAYS_IN_FLIGHT) {
       this.strayStores.dropped++;
       return;
     }
-    this.straysInFlight++;
+    this.strays++;
     this.strayStores.forwarded++;
-    void Promise.allSettled(list.map((id) => this.peerFor(id).store(key, set))).finally(() => {
-      this.straysInFlight--;
+    void Promise.allSettled(list.map((id) => this.peerFor(id).store(key, set))).then((all) => {
+      this.strays--;
+      if (all.every((r) => r.status === "rejected")) this.strayStores.failed++;
     });
+  }
+
+  /** Stray stores being sent on now. */
+  get straysInFlight(): number {
+    return this.strays;
   }
 
   /** Coordinates a write another node forwarded here (without the memo: `dispatch` adds it). */

@@ -90,11 +90,15 @@ function viewChecksum(v: SavedView): number {
   return crc32(JSON.stringify({ members: v.members, ring: v.ring, handedOff: v.handedOff ?? null }));
 }
 
+/** How every saved view of this format begins (writeSavedView puts the format first). */
+const VIEW_HEADER = `{"format":"${VIEW_FORMAT}"`;
+
 /**
- * The saved view, undefined when there is none yet. A file that is damaged (not JSON, unknown format,
- * checksum mismatch) stops the start with a ConfigError: the view holds this node's own status (a node
- * that left must not come back), so it is not silently replaced. A view saved before the file had a
- * format and checksum is read as it is.
+ * The saved view, undefined when there is none yet. A file of this format that is damaged (not JSON, a
+ * checksum mismatch) or of another version stops the start with a ConfigError: the view holds this
+ * node's own status (a node that left must not come back), so it is not silently replaced. A view saved
+ * before the file had a format (written without fsync, so a crash could leave it torn) is read if it
+ * can be, and treated as missing if not, as it always was.
  */
 function readSavedView(dataDir: string): SavedView | undefined {
   const p = path.join(dataDir, VIEW_FILE);
@@ -105,21 +109,32 @@ function readSavedView(dataDir: string): SavedView | undefined {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
     throw err;
   }
+  type Saved = SavedView & { format?: unknown; version?: unknown; crc32?: unknown };
+  if (!text.startsWith(VIEW_HEADER)) {
+    try {
+      const legacy = JSON.parse(text) as Saved;
+      if (legacy === null || typeof legacy !== "object" || !Array.isArray(legacy.members)) return undefined;
+      return { members: legacy.members, ring: legacy.ring ?? null, handedOff: savedRing(legacy.handedOff) };
+    } catch {
+      return undefined;
+    }
+  }
   const damaged = (why: string) =>
     new ConfigError(
       `${p} is damaged (${why}): it holds this node's last membership view and its own status; if the node has not left its cluster, remove the file and start the node with --join MEMBER to fetch the view again`,
     );
-  let j: SavedView & { format?: unknown; version?: unknown; crc32?: unknown };
+  let j: Saved;
   try {
     j = JSON.parse(text);
   } catch {
     throw damaged("not valid JSON");
   }
-  if (j === null || typeof j !== "object" || !Array.isArray(j.members)) throw damaged("no member list");
-  if (j.format !== undefined) {
-    if (j.format !== VIEW_FORMAT || j.version !== 1) throw damaged("unknown format");
-    if (j.crc32 !== viewChecksum(j)) throw damaged("checksum mismatch");
-  }
+  if (j.version !== 1)
+    throw new ConfigError(
+      `${p} has format version ${JSON.stringify(j.version)}; this build reads version 1 (was it written by a newer ringstore?)`,
+    );
+  if (!Array.isArray(j.members)) throw damaged("no member list");
+  if (j.crc32 !== viewChecksum(j)) throw damaged("checksum mismatch");
   // An unreadable handed-off ring only costs a pass from the current ring (what it was before it existed).
   return { members: j.members, ring: j.ring ?? null, handedOff: savedRing(j.handedOff) };
 }

@@ -52,9 +52,10 @@ export function remotePeer(
         if (res.op !== "read") throw new Error(`unexpected answer ${res.op} to read`);
         return res.set === null ? [] : decodeSiblings(res.set);
       }),
-    store: (key, set) =>
+    store: (key, set, handoff) =>
       call("store", async (addr) => {
-        const res = await transport.request(addr, { op: "store", key, set: encodeSiblings(set) }, timeoutMs);
+        const body = { op: "store", key, set: encodeSiblings(set) } as const;
+        const res = await transport.request(addr, handoff === true ? { ...body, handoff } : body, timeoutMs);
         if (res.op !== "stored") throw new Error(`unexpected answer ${res.op} to store`);
       }),
   };

@@ -26,8 +26,11 @@ import type { Replica } from "./replica.js";
 export interface ReplicaPeer {
   readonly nodeId: string;
   read(key: Uint8Array): Promise<StoredSibling[]>;
-  /** Merges `set` into the replica's copy; resolves once durable there. */
-  store(key: Uint8Array, set: readonly StoredSibling[]): Promise<void>;
+  /**
+   * Merges `set` into the replica's copy; resolves once durable there. `handoff`: sent by ownership
+   * handoff (the replica does not send it on as a stray store).
+   */
+  store(key: Uint8Array, set: readonly StoredSibling[], handoff?: boolean): Promise<void>;
 }
 
 export function localPeer(nodeId: string, replica: Replica): ReplicaPeer {

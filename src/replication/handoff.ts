@@ -343,7 +343,7 @@ export class Handoff {
       while (next < sends.length && !this.stopped && !this.rerun) {
         const s = sends[next++]!;
         try {
-          await this.d.peer(s.to).store(s.key, decodeSiblings(s.value));
+          await this.d.peer(s.to).store(s.key, decodeSiblings(s.value), true);
           this.progress.keysSent++;
         } catch (err) {
           this.progress.storesFailed++;

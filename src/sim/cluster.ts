@@ -404,7 +404,10 @@ export class SimCluster {
     return (
       this.converged() &&
       this.members().every(
-        (n) => n.core.membership.self.status === "up" && n.core.handoff.progress.state === "idle",
+        (n) =>
+          n.core.membership.self.status === "up" &&
+          n.core.handoff.progress.state === "idle" &&
+          n.core.straysInFlight === 0,
       )
     );
   }

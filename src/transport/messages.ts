@@ -56,7 +56,13 @@ export type RequestBody =
   | { readonly op: "ping" }
   | { readonly op: "probe"; readonly target: string }
   | { readonly op: "read"; readonly key: Uint8Array }
-  | { readonly op: "store"; readonly key: Uint8Array; readonly set: Uint8Array }
+  | {
+      readonly op: "store";
+      readonly key: Uint8Array;
+      readonly set: Uint8Array;
+      /** Sent by ownership handoff (never sent on as a stray store: the sender's ring is the newer one). */
+      readonly handoff?: boolean;
+    }
   | {
       readonly op: "coordinate";
       /**
@@ -229,8 +235,10 @@ function requestBody(v: unknown): RequestBody {
       return { op, target: str(o, "target", 300) };
     case "read":
       return { op, key: bytes(o, "key", 65536) };
-    case "store":
-      return { op, key: bytes(o, "key", 65536), set: bytes(o, "set") };
+    case "store": {
+      const store = { op, key: bytes(o, "key", 65536), set: bytes(o, "set") } as const;
+      return o.handoff === undefined ? store : { ...store, handoff: bool(o, "handoff") };
+    }
     case "coordinate":
       return {
         op,
