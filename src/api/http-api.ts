@@ -573,13 +573,13 @@ export function buildHttpApi(deps: ApiDeps): HttpApi {
 
   const route = (c: Call): Promise<void> | void => {
     if (c.path.startsWith("/kv/")) {
-      switch (c.method) {
-        case "GET":
-        case "HEAD":
+      // c.op: the operation kvOp read from the method (GET and HEAD are get).
+      switch (c.op) {
+        case "get":
           return kvGet(c);
-        case "PUT":
+        case "put":
           return kvWrite(c, false);
-        case "DELETE":
+        case "delete":
           return kvWrite(c, true);
         default:
           return sendError(

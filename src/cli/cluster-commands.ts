@@ -81,6 +81,21 @@ async function fetchJson(url: string, init: RequestInit = {}): Promise<{ status:
   return { status: res.status, body };
 }
 
+/** POSTs a membership change to `node`; its 202 answer, or an error saying why it was refused. */
+async function postMembership(node: string, pathAndQuery: string, what: string): Promise<unknown> {
+  let res: { status: number; body: unknown };
+  try {
+    res = await fetchJson(`http://${node}${pathAndQuery}`, { method: "POST" });
+  } catch (err) {
+    throw new Error(`cannot reach ${node}: ${(err as Error).message}`);
+  }
+  if (res.status !== 202) {
+    const b = res.body as { message?: string };
+    throw new Error(`${node} refused to ${what}: ${b?.message ?? JSON.stringify(res.body)}`);
+  }
+  return res.body;
+}
+
 /**
  * `ringstore cluster leave --node HOST:PORT`: asks that node to leave, then follows its handoff on its
  * /status until it says `left` (the node then stops by itself). If it stops answering first, another
@@ -104,17 +119,11 @@ export async function clusterLeaveCommand(flags: {
   } catch {
     // the POST below says what is wrong
   }
-  let started: { status: number; body: unknown };
-  try {
-    started = await fetchJson(`${base}/cluster/leave${flags.force ? "?force=true" : ""}`, { method: "POST" });
-  } catch (err) {
-    throw new Error(`cannot reach ${flags.node}: ${(err as Error).message}`);
-  }
-  if (started.status !== 202) {
-    const b = started.body as { error?: string; message?: string };
-    throw new Error(`${flags.node} refused to leave: ${b?.message ?? JSON.stringify(started.body)}`);
-  }
-  const info = started.body as { node: string; remaining: number };
+  const info = (await postMembership(
+    flags.node,
+    `/cluster/leave${flags.force ? "?force=true" : ""}`,
+    "leave",
+  )) as { node: string; remaining: number };
   process.stdout.write(
     `node ${info.node} is leaving: its partitions go to the ${info.remaining} other member(s); it hands its data off, then stops\n`,
   );
@@ -193,17 +202,10 @@ export async function clusterRemoveCommand(flags: {
 }): Promise<void> {
   const q = new URLSearchParams({ id: flags.id });
   if (flags.force) q.set("force", "true");
-  let res: { status: number; body: unknown };
-  try {
-    res = await fetchJson(`http://${flags.node}/cluster/remove?${q}`, { method: "POST" });
-  } catch (err) {
-    throw new Error(`cannot reach ${flags.node}: ${(err as Error).message}`);
-  }
-  if (res.status !== 202) {
-    const b = res.body as { message?: string };
-    throw new Error(`${flags.node} refused to remove ${flags.id}: ${b?.message ?? JSON.stringify(res.body)}`);
-  }
-  const r = res.body as { removed: string; remaining: number };
+  const r = (await postMembership(flags.node, `/cluster/remove?${q}`, `remove ${flags.id}`)) as {
+    removed: string;
+    remaining: number;
+  };
   process.stdout.write(
     `member ${r.removed} is removed: its partitions go to the ${r.remaining} remaining member(s), and the ` +
       `other replicas of its keys send them to their new replicas (handoff in each node's /status); ` +

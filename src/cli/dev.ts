@@ -4,9 +4,9 @@
  * (or restarts it, if its data exists); the others join through it. Ctrl-C stops every node cleanly.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import * as fs from "node:fs";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
+import { readSavedView } from "../node/saved-view.js";
 
 export interface DevFlags {
   nodes: string;
@@ -30,12 +30,9 @@ function prefixLines(prefix: string, onLine: (l: string) => void) {
 /** Did the node of this data directory leave its cluster (its saved view says so)? */
 function leftEarlier(dataDir: string, id: string): boolean {
   try {
-    const view = JSON.parse(fs.readFileSync(path.join(dataDir, "members.json"), "utf8")) as {
-      members?: { id?: unknown; status?: unknown }[];
-    };
-    return view.members?.some((m) => m.id === id && m.status === "left") === true;
+    return readSavedView(dataDir)?.members.some((m) => m.id === id && m.status === "left") === true;
   } catch {
-    return false; // no view yet (a new node) or an unreadable one: start it, and let it say what is wrong
+    return false; // an unreadable view: start the node, and let it say what is wrong
   }
 }
 

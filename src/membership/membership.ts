@@ -278,13 +278,16 @@ export class Membership {
 
   // ------------------------------------------------------------------ ring changes
 
+  /** The members that are up and do not look down from here. */
+  upAndAlive(now: number): MemberView[] {
+    return this.view().filter((m) => m.status === "up" && this.liveness(m.id, now) !== "down");
+  }
+
   /** The claimant: the lowest id among up members that look alive from here. */
   claimant(now: number): string | undefined {
-    const ids = this.view()
-      .filter((m) => m.status === "up" && this.liveness(m.id, now) !== "down")
+    return this.upAndAlive(now)
       .map((m) => m.id)
-      .sort();
-    return ids[0];
+      .sort()[0];
   }
 
   /** The claimant re-claims when the ring's members (or their weights) differ from the current members. */

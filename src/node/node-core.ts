@@ -96,17 +96,8 @@ export class MembershipRefusedError extends Error {
   }
 }
 
-/** The claimant's verdict on a departure (the `departure` answer). */
-export interface DepartureVerdict {
-  /** Why it is refused, or null. */
-  readonly refused: string | null;
-  /** The refusal is for now (this node is not the claimant, or an approval of its own is under way). */
-  readonly retry: boolean;
-  /** The refusal is that fewer than N members would remain: forcing the departure gets past it. */
-  readonly forceable: boolean;
-  /** Members that would remain up. */
-  readonly remaining: number;
-}
+/** The claimant's verdict on a departure: the `departure` answer (messages.ts) without its op. */
+export type DepartureVerdict = Omit<Extract<ResponseBody, { op: "departure" }>, "op">;
 
 /**
  * Stores for keys this node does not replicate (see forwardStray) sent on at once; past this, what
@@ -295,9 +286,7 @@ export class NodeCore {
 
   /** The members other than `id` that are up and look alive from here: those that would remain. */
   private upMembersBut(id: string): MemberView[] {
-    const m = this.membership;
-    const t = this.d.clock.now();
-    return m.view().filter((x) => x.id !== id && x.status === "up" && m.liveness(x.id, t) !== "down");
+    return this.membership.upAndAlive(this.d.clock.now()).filter((x) => x.id !== id);
   }
 
   /**
@@ -363,9 +352,9 @@ export class NodeCore {
     id: string,
     how: "leave" | "remove",
     force: boolean,
-    code: "leave_refused" | "remove_refused",
     forceHint: string,
   ): Promise<number> {
+    const code = how === "leave" ? "leave_refused" : "remove_refused";
     const claimant = this.membership.claimant(this.d.clock.now());
     let verdict: DepartureVerdict;
     if (claimant === undefined || claimant === this.d.nodeId) verdict = this.approveDeparture(id, how, force);
@@ -427,13 +416,7 @@ export class NodeCore {
         "remove_refused",
         `after removing ${id} the cluster would have ${others.length} member(s), fewer than N=${this.d.cluster.n}: every key would keep only ${others.length} copies (force it to remove anyway)`,
       );
-    const remaining = await this.approvedByClaimant(
-      id,
-      "remove",
-      force,
-      "remove_refused",
-      "force it to remove anyway",
-    );
+    const remaining = await this.approvedByClaimant(id, "remove", force, "force it to remove anyway");
     // The view may have moved while the claimant was asked.
     if (m.member(id)?.status === "left")
       throw new MembershipRefusedError("remove_refused", `member ${id} has already left`);
@@ -477,7 +460,7 @@ export class NodeCore {
         "leave_refused",
         `after this leave the cluster would have ${others.length} member(s), fewer than N=${this.d.cluster.n}: every key would keep only ${others.length} copies (${forceHint})`,
       );
-    const remaining = await this.approvedByClaimant(self.id, "leave", force, "leave_refused", forceHint);
+    const remaining = await this.approvedByClaimant(self.id, "leave", force, forceHint);
     if (m.self.status === "left")
       throw new MembershipRefusedError("leave_refused", "this node has already left the cluster");
     if (m.self.status === "leaving") return { status: "leaving", remaining };
@@ -636,6 +619,15 @@ export class NodeCore {
       body.timeoutMs,
     );
     return { op: "coordinated", outcome: encodeWriteOutcome(out) };
+  }
+
+  /** What a node saves to find its place again after a restart: members, ring, last handed-off ring. */
+  viewToSave(): { members: MemberView[]; ring: RingView | null; handedOff: RingView | null } {
+    return {
+      members: this.membership.view(),
+      ring: this.membership.ring,
+      handedOff: this.handoff.handedOffRing ?? null,
+    };
   }
 
   /** The partitions this node owns (first in their preference list) and those it holds a replica of. */

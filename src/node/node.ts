@@ -2,11 +2,9 @@
  * The composition root: builds a node from its validated config by wiring the real adapters (disk,
  * clock, timers, TCP) into the storage engine, the replica, membership, the coordinator and the APIs.
  *
- * Data directory layout: `node.json` (identity, identity.ts), `members.json` (the last membership view
- * and ring, so that a restarted node finds its peers again, and its own status: a node that left stays
- * out; JSON `{format: "ringstore-members", version: 1, members, ring, handedOff, crc32}`, the crc over
- * the JSON of the three fields) and `storage/` (the LSM engine). Both files are replaced durably
- * (durable-file.ts): a crash leaves the old file or the new one.
+ * Data directory layout: `node.json` (identity, identity.ts), `members.json` (the saved view,
+ * saved-view.ts) and `storage/` (the LSM engine). Both files are replaced durably (durable-file.ts): a
+ * crash leaves the old file or the new one.
  *
  * Start-up:
  * - a directory without identity and no --join: a new cluster of one (its ring made here);
@@ -17,7 +15,6 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { crc32 } from "node:zlib";
 import { buildHttpApi } from "../api/http-api.js";
 import { NodeMetrics } from "../api/metrics.js";
 import type { Replica } from "../replication/replica.js";
@@ -26,7 +23,7 @@ import { systemRuntime } from "../runtime/system-runtime.js";
 import { workerCompactionExecutor } from "../storage/compaction-worker.js";
 import { NodeFileSystem } from "../storage/fs/node-file-system.js";
 import { LsmEngine } from "../storage/lsm/lsm-engine.js";
-import type { MemberView, RequestBody, ResponseBody, RingView } from "../transport/messages.js";
+import type { MemberView, RequestBody, ResponseBody } from "../transport/messages.js";
 import { TcpTransport } from "../transport/tcp-transport.js";
 import { TransportError } from "../transport/transport.js";
 import { MAX_CONTEXT_TOKEN_CHARS } from "../versioning/context-token.js";
@@ -41,6 +38,7 @@ import {
   writeIdentity,
 } from "./identity.js";
 import { NodeCore } from "./node-core.js";
+import { readSavedView, type SavedView, writeSavedView } from "./saved-view.js";
 
 export interface RunningNode {
   readonly id: string;
@@ -60,91 +58,6 @@ export interface StartOptions {
    * operator removed it (`cluster remove`). The caller stops it.
    */
   readonly onLeft?: (how: "left" | "removed") => void;
-}
-
-interface SavedView {
-  readonly members: MemberView[];
-  readonly ring: RingView | null;
-  /** The ring of the last complete handoff pass (handoff.ts); absent in views saved before it existed. */
-  readonly handedOff?: RingView | null;
-}
-
-/** A ring read back from members.json, checked enough to build a preference table from it. */
-function savedRing(x: unknown): RingView | null {
-  const r = x as RingView | null | undefined;
-  if (r === null || typeof r !== "object") return null;
-  const ok =
-    Number.isSafeInteger(r.version) &&
-    Number.isSafeInteger(r.partitions) &&
-    Array.isArray(r.owners) &&
-    r.owners.length === r.partitions &&
-    r.owners.every((o) => typeof o === "string") &&
-    Array.isArray(r.members);
-  return ok ? r : null;
-}
-
-const VIEW_FILE = "members.json";
-const VIEW_FORMAT = "ringstore-members";
-
-function viewChecksum(v: SavedView): number {
-  return crc32(JSON.stringify({ members: v.members, ring: v.ring, handedOff: v.handedOff ?? null }));
-}
-
-/** How every saved view of this format begins (writeSavedView puts the format first). */
-const VIEW_HEADER = `{"format":"${VIEW_FORMAT}"`;
-
-/**
- * The saved view, undefined when there is none yet. A file of this format that is damaged (not JSON, a
- * checksum mismatch) or of another version stops the start with a ConfigError: the view holds this
- * node's own status (a node that left must not come back), so it is not silently replaced. A view saved
- * before the file had a format (written without fsync, so a crash could leave it torn) is read if it
- * can be, and treated as missing if not, as it always was.
- */
-function readSavedView(dataDir: string): SavedView | undefined {
-  const p = path.join(dataDir, VIEW_FILE);
-  let text: string;
-  try {
-    text = fs.readFileSync(p, "utf8");
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-    throw err;
-  }
-  type Saved = SavedView & { format?: unknown; version?: unknown; crc32?: unknown };
-  if (!text.startsWith(VIEW_HEADER)) {
-    try {
-      const legacy = JSON.parse(text) as Saved;
-      if (legacy === null || typeof legacy !== "object" || !Array.isArray(legacy.members)) return undefined;
-      return { members: legacy.members, ring: legacy.ring ?? null, handedOff: savedRing(legacy.handedOff) };
-    } catch {
-      return undefined;
-    }
-  }
-  const damaged = (why: string) =>
-    new ConfigError(
-      `${p} is damaged (${why}): it holds this node's last membership view and its own status; if the node has not left its cluster, remove the file and start the node with --join MEMBER to fetch the view again`,
-    );
-  let j: Saved;
-  try {
-    j = JSON.parse(text);
-  } catch {
-    throw damaged("not valid JSON");
-  }
-  if (j.version !== 1)
-    throw new ConfigError(
-      `${p} has format version ${JSON.stringify(j.version)}; this build reads version 1 (was it written by a newer ringstore?)`,
-    );
-  if (!Array.isArray(j.members)) throw damaged("no member list");
-  if (j.crc32 !== viewChecksum(j)) throw damaged("checksum mismatch");
-  // An unreadable handed-off ring only costs a pass from the current ring (what it was before it existed).
-  return { members: j.members, ring: j.ring ?? null, handedOff: savedRing(j.handedOff) };
-}
-
-function writeSavedView(dataDir: string, v: SavedView): void {
-  const body = { members: v.members, ring: v.ring, handedOff: v.handedOff ?? null };
-  writeFileDurably(
-    path.join(dataDir, VIEW_FILE),
-    JSON.stringify({ format: VIEW_FORMAT, version: 1, ...body, crc32: viewChecksum(body) }),
-  );
 }
 
 export async function startNode(config: NodeConfig, options: StartOptions = {}): Promise<RunningNode> {
@@ -288,12 +201,7 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
       requestTimeoutMs: config.requestTimeoutMs,
       maxSiblings: config.maxSiblings,
       handedOff: saved?.handedOff,
-      onViewChange: () =>
-        writeSavedView(config.dataDir, {
-          members: core.membership.view(),
-          ring: core.membership.ring,
-          handedOff: core.handoff.handedOffRing ?? null,
-        }),
+      onViewChange: () => writeSavedView(config.dataDir, core.viewToSave()),
       onReadRepair: () => metrics.readRepairs.inc(),
       onReplicaTimeout: (op) => metrics.replicaRequestTimeouts.inc({ op }),
       onLeft: (how) => options.onLeft?.(how),
@@ -398,11 +306,7 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
       membership.updateSelf({ api: formatHostPort(apiBound) });
     core.start();
     cleanup.unshift(() => core.stop());
-    writeSavedView(config.dataDir, {
-      members: membership.view(),
-      ring: membership.ring,
-      handedOff: core.handoff.handedOffRing ?? null,
-    });
+    writeSavedView(config.dataDir, core.viewToSave());
 
     let stopping: Promise<void> | undefined;
     return {

@@ -257,11 +257,7 @@ export class SimCluster {
       maxSiblings: c.maxSiblings,
       handedOff: node.saved.handedOff,
       onViewChange: () => {
-        node.saved = {
-          members: core.membership.view(),
-          ring: core.membership.ring,
-          handedOff: core.handoff.handedOffRing ?? null,
-        };
+        node.saved = core.viewToSave();
       },
       onLeft: () => {
         if (node.core !== core || node.state !== "up") return;
@@ -330,11 +326,7 @@ export class SimCluster {
     node.state = "up";
     this.net.restart(node.address, (from, body) => this.dispatch(node, from, body));
     node.core.start();
-    node.saved = {
-      members: node.core.membership.view(),
-      ring: node.core.membership.ring,
-      handedOff: node.core.handoff.handedOffRing ?? null,
-    };
+    node.saved = node.core.viewToSave();
     this.log(`restart ${id} (generation ${node.generation}, actor ${node.actor})`);
   }
 

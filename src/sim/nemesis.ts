@@ -296,11 +296,12 @@ export class Nemesis {
       // Half the time a crashed member, if any, is removed on its behalf instead (as for a dead machine);
       // the nemesis still restarts it later, and it must hear that it is gone and stop.
       const crashed = members.filter((n) => n.state === "crashed");
+      let asked: Promise<void>;
       if (crashed.length > 0 && this.random.next() < 0.5) {
         const victim = crashed[0]!;
         // Asks the claimant to approve it first (a peer request), so it completes later. A refusal is
         // tried again at a later turn, as "busy" would have been.
-        this.changing = pick.core.remove(victim.id, false).then(
+        asked = pick.core.remove(victim.id, false).then(
           () => {
             this.counts.removals++;
             this.log(`${pick.id} removes ${victim.id}`);
@@ -311,7 +312,7 @@ export class Nemesis {
           },
         );
       } else
-        this.changing = pick.core.leave(false).then(
+        asked = pick.core.leave(false).then(
           () => {
             this.counts.leaves++;
             this.log(`${pick.id} starts leaving`);
@@ -321,29 +322,32 @@ export class Nemesis {
             this.plan.unshift("membership");
           },
         );
-      const mine = this.changing;
-      this.changingOn = { node: pick, generation: pick.generation };
-      void mine.then(() => {
-        if (this.changing === mine) {
-          this.changing = undefined;
-          this.changingOn = undefined;
-        }
-      });
+      this.track(asked, { node: pick, generation: pick.generation });
       return "started";
     }
     const id = this.cluster.nextNodeId();
-    this.changing = this.cluster.join(id, pick.id).then(
-      () => {
-        this.counts.joins++;
-      },
-      (err: unknown) => this.log(`join ${id} through ${pick.id} failed: ${(err as Error).message}`),
+    this.track(
+      this.cluster.join(id, pick.id).then(
+        () => {
+          this.counts.joins++;
+        },
+        (err: unknown) => this.log(`join ${id} through ${pick.id} failed: ${(err as Error).message}`),
+      ),
+      undefined,
     );
-    const joining = this.changing;
-    this.changingOn = undefined;
-    void joining.then(() => {
-      if (this.changing === joining) this.changing = undefined;
-    });
     return "started";
+  }
+
+  /** `p` is the membership change under way (asked on `on`, if a node's crash can cut it off). */
+  private track(p: Promise<void>, on: { node: SimNode; generation: number } | undefined): void {
+    this.changing = p;
+    this.changingOn = on;
+    void p.then(() => {
+      if (this.changing === p) {
+        this.changing = undefined;
+        this.changingOn = undefined;
+      }
+    });
   }
 
   /** A membership change asked for can still complete (it was not asked on a node that crashed since). */

@@ -47,6 +47,41 @@ async function withApi(
   }
 }
 
+/**
+ * A service whose writes wait until `release()`; `inService` resolves once a write has reached it.
+ */
+function heldWrites(): { service: KvService; inService: Promise<void>; release: () => void } {
+  let release!: () => void;
+  const gate = new Promise<void>((r) => {
+    release = r;
+  });
+  let entered!: () => void;
+  const inService = new Promise<void>((r) => {
+    entered = r;
+  });
+  const service: KvService = {
+    get: async () => OK_READ,
+    write: async () => {
+      entered();
+      await gate;
+      return OK_WRITE;
+    },
+  };
+  return { service, inService, release };
+}
+
+/** Resolves once the server holds no connection (it has seen every client close). */
+async function noConnections(api: HttpApi): Promise<void> {
+  for (let i = 0; i < 500; i++) {
+    const n = await new Promise<number>((resolve, reject) =>
+      api.server.getConnections((err, count) => (err ? reject(err) : resolve(count))),
+    );
+    if (n === 0) return;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error("the server still holds a connection after 5 s");
+}
+
 /** One connection: send raw requests, read raw answers. */
 function connection(port: number) {
   const s = net.connect(port, "127.0.0.1");
@@ -111,46 +146,29 @@ test("a service that fails gives 500 internal for GET, PUT and DELETE, counted u
 });
 
 test("stopping: the request in flight finishes and its answer closes the connection; close() waits for it", async () => {
-  let release!: () => void;
-  const gate = new Promise<void>((r) => {
-    release = r;
+  const { service, inService, release } = heldWrites();
+  await withApi(service, async (api, port) => {
+    const c = connection(port);
+    try {
+      c.write("PUT /kv/k HTTP/1.1\r\nhost: x\r\ncontent-length: 1\r\n\r\nv");
+      await inService; // the write is in the service when the stop begins
+      let closedApi = false;
+      const closing = api.close().then(() => {
+        closedApi = true;
+      });
+      await new Promise((r) => setTimeout(r, 50));
+      assert.equal(closedApi, false, "close() waits for the request in flight");
+      release();
+      const got = await c.until(/\r\n\r\n/);
+      assert.match(got, /^HTTP\/1\.1 204 /);
+      assert.match(got, /\r\nconnection: close\r\n/i, "a keep-alive client sends nothing more on it");
+      await closing;
+      await c.until(/$^/);
+      assert.ok(c.closed, "the server closed the connection");
+    } finally {
+      c.destroy();
+    }
   });
-  let entered!: () => void;
-  const inService = new Promise<void>((r) => {
-    entered = r;
-  });
-  await withApi(
-    {
-      get: async () => OK_READ,
-      write: async () => {
-        entered();
-        await gate;
-        return OK_WRITE;
-      },
-    },
-    async (api, port) => {
-      const c = connection(port);
-      try {
-        c.write("PUT /kv/k HTTP/1.1\r\nhost: x\r\ncontent-length: 1\r\n\r\nv");
-        await inService; // the write is in the service when the stop begins
-        let closedApi = false;
-        const closing = api.close().then(() => {
-          closedApi = true;
-        });
-        await new Promise((r) => setTimeout(r, 50));
-        assert.equal(closedApi, false, "close() waits for the request in flight");
-        release();
-        const got = await c.until(/\r\n\r\n/);
-        assert.match(got, /^HTTP\/1\.1 204 /);
-        assert.match(got, /\r\nconnection: close\r\n/i, "a keep-alive client sends nothing more on it");
-        await closing;
-        await c.until(/$^/);
-        assert.ok(c.closed, "the server closed the connection");
-      } finally {
-        c.destroy();
-      }
-    },
-  );
 });
 
 test("every query parameter counts, however many come before it", async () => {
@@ -163,37 +181,19 @@ test("every query parameter counts, however many come before it", async () => {
 });
 
 test("a request whose client goes away before the answer is counted under 499", async () => {
-  let release!: () => void;
-  const gate = new Promise<void>((r) => {
-    release = r;
+  const { service, inService, release } = heldWrites();
+  await withApi(service, async (api, port, metrics) => {
+    const c = connection(port);
+    c.write("PUT /kv/k HTTP/1.1\r\nhost: x\r\ncontent-length: 1\r\n\r\nv");
+    await inService;
+    c.destroy();
+    await noConnections(api); // the server has seen the close
+    release();
+    const count = async () =>
+      /op="put",status="499"[^\n]* 1/.test(
+        await metrics.registry.getSingleMetricAsString("ringstore_requests_total"),
+      );
+    for (let i = 0; i < 100 && !(await count()); i++) await new Promise((r) => setTimeout(r, 10));
+    assert.ok(await count(), "counted under 499");
   });
-  let entered!: () => void;
-  const inService = new Promise<void>((r) => {
-    entered = r;
-  });
-  await withApi(
-    {
-      get: async () => OK_READ,
-      write: async () => {
-        entered();
-        await gate;
-        return OK_WRITE;
-      },
-    },
-    async (_api, port, metrics) => {
-      const c = connection(port);
-      c.write("PUT /kv/k HTTP/1.1\r\nhost: x\r\ncontent-length: 1\r\n\r\nv");
-      await inService;
-      c.destroy();
-      await c.until(/$^/);
-      await new Promise((r) => setTimeout(r, 50)); // the server sees the close
-      release();
-      const count = async () =>
-        /op="put",status="499"[^\n]* 1/.test(
-          await metrics.registry.getSingleMetricAsString("ringstore_requests_total"),
-        );
-      for (let i = 0; i < 100 && !(await count()); i++) await new Promise((r) => setTimeout(r, 10));
-      assert.ok(await count(), "counted under 499");
-    },
-  );
 });

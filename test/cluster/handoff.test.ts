@@ -65,6 +65,15 @@ const handedOff = (c: TestCluster, ids: string[], ms = 30_000) =>
     ms,
   );
 
+/** Writes key(i) = v(i) for every i < KEYS through node `via`, each acknowledged (204). */
+async function putKeys(c: TestCluster, via: string, query = ""): Promise<void> {
+  for (let i = 0; i < KEYS; i++)
+    assert.equal(
+      (await http(c.url(via, `/kv/${key(i)}${query}`), { method: "PUT", body: `v${i}` })).status,
+      204,
+    );
+}
+
 /** Four nodes a, b, c, d (N=3), every one seeing the others up. */
 async function startFour(c: TestCluster): Promise<void> {
   for (const id of ["a", "b", "c", "d"]) await c.start(id, id === "a" ? {} : { join: "a" });
@@ -79,10 +88,7 @@ describe("ownership handoff on join and leave", { timeout: 180_000 }, () => {
     await c.start("b", { join: "a" });
     await c.start("c", { join: "a" });
     for (const id of ["a", "b", "c"]) await c.converged(id, ["a", "b", "c"]);
-    for (let i = 0; i < KEYS; i++) {
-      const r = await http(c.url("a", `/kv/${key(i)}?w=3`), { method: "PUT", body: `v${i}` });
-      assert.equal(r.status, 204);
-    }
+    await putKeys(c, "a", "?w=3");
   });
   after(() => c.shutdown());
 
@@ -146,11 +152,7 @@ describe("a leave that crashes half-way, with writes going on", { timeout: 180_0
 
   test("SIGKILLed while leaving, the node resumes its leave on restart; no acknowledged write is lost", async () => {
     await startFour(c);
-    for (let i = 0; i < KEYS; i++)
-      assert.equal(
-        (await http(c.url("b", `/kv/${key(i)}?w=3`), { method: "PUT", body: `v${i}` })).status,
-        204,
-      );
+    await putKeys(c, "b", "?w=3");
 
     // Writers through a, b and c (every one bounded in count) while d leaves.
     const acked = new Map<string, string>();
@@ -205,8 +207,7 @@ describe("cluster remove: a member gone for good", { timeout: 180_000 }, () => {
 
   test("a dead member is removed on its behalf; its keys reach their new replicas; it stops if it comes back, and its id cannot join again", async () => {
     await startFour(c);
-    for (let i = 0; i < KEYS; i++)
-      assert.equal((await http(c.url("b", `/kv/${key(i)}`), { method: "PUT", body: `v${i}` })).status, 204);
+    await putKeys(c, "b");
     // Refused: a live member, this node itself, an unknown id, a missing id.
     const live = await http(c.url("a", "/cluster/remove?id=d"), { method: "POST" });
     assert.equal(live.status, 409);

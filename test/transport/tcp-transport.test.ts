@@ -934,6 +934,9 @@ describe("garbage on the peer port closes that connection and nothing else", () 
     garbage(t, Buffer.concat([wire(hello()), frameBytes(randomBytes(50))]), true),
   );
 
+  /** A hello, then a request frame whose body is encoded as given (no validation on the way out). */
+  const requestAfterHello = (body: unknown) =>
+    Buffer.concat([wire(hello()), wireRaw({ t: "req", id: 1, deadlineMs: 5, body })]);
   const invalid: [string, Buffer][] = [
     ["a frame that is not MessagePack", frameBytes(Buffer.from([0xc1, 0xc1, 0xc1]))],
     ["an empty frame", frameBytes(Buffer.alloc(0))],
@@ -945,10 +948,7 @@ describe("garbage on the peer port closes that connection and nothing else", () 
       wireRaw({ t: "hello", v: 1, cluster: CLUSTER, node: "n".repeat(65) }),
     ],
     ["a welcome instead of hello", wire({ t: "welcome", v: 1, cluster: CLUSTER, node: "x" })],
-    [
-      "an unknown op after hello",
-      Buffer.concat([wire(hello()), wireRaw({ t: "req", id: 1, deadlineMs: 5, body: { op: "drop-table" } })]),
-    ],
+    ["an unknown op after hello", requestAfterHello({ op: "drop-table" })],
     [
       "a negative request id",
       Buffer.concat([wire(hello()), wireRaw({ t: "req", id: -1, deadlineMs: 5, body: { op: "ping" } })]),
@@ -962,27 +962,11 @@ describe("garbage on the peer port closes that connection and nothing else", () 
     ],
     [
       "a member with an unknown status",
-      Buffer.concat([
-        wire(hello()),
-        wireRaw({
-          t: "req",
-          id: 1,
-          deadlineMs: 5,
-          body: { op: "join", member: { ...member("m"), status: "zombie" } },
-        }),
-      ]),
+      requestAfterHello({ op: "join", member: { ...member("m"), status: "zombie" } }),
     ],
     [
       "a departure of an unknown kind",
-      Buffer.concat([
-        wire(hello()),
-        wireRaw({
-          t: "req",
-          id: 1,
-          deadlineMs: 5,
-          body: { op: "depart", id: "m", how: "vanish", force: false },
-        }),
-      ]),
+      requestAfterHello({ op: "depart", id: "m", how: "vanish", force: false }),
     ],
     [
       "a response sent to the server",
