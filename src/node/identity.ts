@@ -15,7 +15,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { crc32 } from "node:zlib";
 import { ConfigError } from "./config.js";
-import { writeFileDurably } from "./durable-file.js";
+import { readFileIfExists, writeFileDurably } from "./durable-file.js";
 import type { ClusterSettings } from "./node-core.js";
 
 /** Who this node is, and the cluster settings it holds (N, R, W and Q fixed at the cluster's creation). */
@@ -34,13 +34,8 @@ function checksum(id: NodeIdentity): number {
 
 export function readIdentity(dataDir: string): NodeIdentity | undefined {
   const p = path.join(dataDir, FILE);
-  let text: string;
-  try {
-    text = fs.readFileSync(p, "utf8");
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-    throw err;
-  }
+  const text = readFileIfExists(p);
+  if (text === undefined) return undefined;
   let j: NodeIdentity & { format?: string; version?: number; crc32?: number };
   try {
     j = JSON.parse(text);

@@ -4,12 +4,11 @@
  * node that left stays out). JSON `{format: "ringstore-members", version: 1, members, ring, handedOff,
  * crc32}`, the crc over the JSON of the three fields; replaced durably (durable-file.ts).
  */
-import * as fs from "node:fs";
 import * as path from "node:path";
 import { crc32 } from "node:zlib";
 import type { MemberView, RingView } from "../transport/messages.js";
 import { ConfigError } from "./config.js";
-import { writeFileDurably } from "./durable-file.js";
+import { readFileIfExists, writeFileDurably } from "./durable-file.js";
 
 export interface SavedView {
   readonly members: MemberView[];
@@ -56,13 +55,8 @@ const VIEW_HEADER = `{"format":"${VIEW_FORMAT}"`;
  */
 export function readSavedView(dataDir: string): SavedView | undefined {
   const p = path.join(dataDir, VIEW_FILE);
-  let text: string;
-  try {
-    text = fs.readFileSync(p, "utf8");
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-    throw err;
-  }
+  const text = readFileIfExists(p);
+  if (text === undefined) return undefined;
   type Saved = SavedView & { format?: unknown; version?: unknown; crc32?: unknown };
   if (!text.startsWith(VIEW_HEADER)) {
     try {
