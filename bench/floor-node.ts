@@ -57,6 +57,10 @@ const split = (a: string): [string, number] => {
 fs.mkdirSync(values.data, { recursive: true });
 const fd = fs.openSync(path.join(values.data, "floor.wal"), "w");
 let walPos = 0;
+// Grown ahead in zeroed steps, as the node's WAL is (LsmOptions.walPreallocateBytes): an fdatasync that
+// does not change the file's size need not commit the file system's journal.
+const PREALLOCATE = 1 << 20;
+let walAllocated = 0;
 let walSyncs = 0;
 let sequence = 0;
 let pending: { record: Buffer; done: () => void }[] = [];
@@ -74,6 +78,12 @@ function commit(): void {
   const group = pending;
   pending = [];
   const all = group.length === 1 ? group[0]!.record : Buffer.concat(group.map((g) => g.record));
+  if (walPos + all.length > walAllocated) {
+    const grow = Math.max(PREALLOCATE, walPos + all.length - walAllocated);
+    const zeros = Buffer.alloc(grow);
+    for (let off = 0; off < grow; ) off += fs.writeSync(fd, zeros, off, grow - off, walAllocated + off);
+    walAllocated += grow;
+  }
   for (let off = 0; off < all.length; ) off += fs.writeSync(fd, all, off, all.length - off, walPos + off);
   walPos += all.length;
   const after = (err: Error | null) => {
