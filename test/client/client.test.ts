@@ -335,15 +335,20 @@ describe("the client against a three-node cluster (N=3, R=2, W=2)", { timeout: 6
     await new Promise((r) => setTimeout(r, 300));
     killedAt = Date.now();
     await c.kill(victim);
-    await new Promise((r) => setTimeout(r, 1500));
-    stop = true;
-    await Promise.all(load);
+    // The node is gone (its exit was seen): an operation started after this must not fail.
+    const deadAt = Date.now();
+    try {
+      await c.until("20 writes to succeed after the kill", async () => okAfterKill > 20, 30_000);
+    } finally {
+      stop = true;
+      await Promise.all(load);
+    }
 
     // Only a write in flight when the node died may fail (it may have been applied: not resent).
     for (const f of failures) {
       assert.ok(
-        f.at <= killedAt + 50,
-        `an operation started ${f.at - killedAt} ms after the kill failed: ${f.err}`,
+        f.at <= deadAt + 50,
+        `an operation started ${f.at - deadAt} ms after the node died failed: ${f.err}`,
       );
       assert.ok(f.err instanceof RingstoreError && f.err.code === "unreachable", String(f.err));
     }

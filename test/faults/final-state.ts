@@ -40,6 +40,20 @@ export interface ConvergeReport {
   readonly readRepairs: number;
 }
 
+/** The read repair counter once it has not moved for three samples 300 ms apart (at most ~15 s). */
+async function repairsSettled(c: FaultCluster): Promise<number> {
+  let last = await readRepairs(c);
+  let still = 0;
+  const end = Date.now() + 15_000;
+  while (still < 3 && Date.now() < end) {
+    await sleep(300);
+    const now = await readRepairs(c);
+    still = now === last ? still + 1 : 0;
+    last = now;
+  }
+  return last;
+}
+
 async function readRepairs(c: FaultCluster): Promise<number> {
   let total = 0;
   for (const n of c.nodes) {
@@ -83,8 +97,9 @@ export async function converge(
           }
         }),
       );
-    await sleep(600); // repairs go out after the reply
-    const after = await readRepairs(c);
+    // Repairs go out after the reply: wait until the nodes' repair counter has stood still for three
+    // samples in a row (at least 900 ms), or 15 s, rather than a fixed time a loaded machine can outrun.
+    const after = await repairsSettled(c);
     const stable = [...seen.values()].every((s) => s.size === 1) && after === before;
     before = after;
     if (stable && rounds >= 2) break;

@@ -1003,6 +1003,7 @@ describe("garbage on the peer port closes that connection and nothing else", () 
     const raw = await RawPeer.connect(tc, port);
     const bytes = wire(hello(), { t: "req", id: 3, deadlineMs: 1000, body: read("slowly") });
     raw.write(bytes.subarray(0, bytes.length - 3));
+    await raw.waitFrames(1);
     await sleep(30);
     assert.equal(raw.frames.length, 1); // the welcome only
     raw.write(bytes.subarray(bytes.length - 3));
