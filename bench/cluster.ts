@@ -373,6 +373,43 @@ async function startCluster(
   return { nodes, root };
 }
 
+let floorScript: string | undefined;
+
+/**
+ * bench/floor-node.ts compiled by tsc into a temp dir (once a run), so that the floor runs as plain
+ * JavaScript, as the nodes run dist/: under tsx, esbuild's keepNames wraps every closure the code
+ * creates in a __name() call, which costs CPU on each request (~8 us per request in the API layer, as
+ * measured by running bench:costs' http-api part from src and from dist).
+ */
+function compiledFloor(): string {
+  if (floorScript !== undefined) return floorScript;
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "ringstore-bench-floor-js-"));
+  tempDirs.add(dir);
+  execFileSync(
+    path.join(REPO, "node_modules/.bin/tsc"),
+    [
+      "--ignoreConfig",
+      FLOOR_NODE,
+      "--outDir",
+      dir,
+      "--target",
+      "es2022",
+      "--module",
+      "nodenext",
+      "--moduleResolution",
+      "nodenext",
+      "--types",
+      "node",
+      "--skipLibCheck",
+      "--strict",
+    ],
+    { cwd: REPO, stdio: ["ignore", "inherit", "inherit"] },
+  );
+  fs.writeFileSync(path.join(dir, "package.json"), '{ "type": "module" }\n');
+  floorScript = path.join(dir, "floor-node.js");
+  return floorScript;
+}
+
 /**
  * Three floor nodes (bench/floor-node.ts), each linked to the two others, under the same node flags and
  * durability; resolves once every one has both of its peer links up (at most 30 s).
@@ -380,15 +417,14 @@ async function startCluster(
 async function startFloor(cfg: Config, root: string): Promise<NodeProc[]> {
   if (cfg.durability !== "fsync" && cfg.durability !== "none")
     throw new Error(`the floor runs with --durability fsync or none, not ${cfg.durability}`);
+  const script = compiledFloor();
   const ports = await freePorts(6);
   const peers = ports.slice(3).map((p) => `127.0.0.1:${p}`);
   const nodes = await Promise.all(
     [0, 1, 2].map((i) =>
       spawnNode(`f${i + 1}`, [
         ...cfg.nodeFlags,
-        "--import",
-        "tsx",
-        FLOOR_NODE,
+        script,
         "--api",
         `127.0.0.1:${ports[i]}`,
         "--peer",

@@ -2,8 +2,8 @@
  * What the parts of a replicated put cost, each alone, in CPU time per operation: the floor under
  * `npm run bench:cluster`'s figures, and the budget its target leaves.
  *
- *   npm run bench:costs                      # node --import tsx bench/costs.ts (about 1.5 minutes)
- *   node --import tsx bench/costs.ts --seconds 3
+ *   npm run bench:costs                      # npm run build && node --import tsx bench/costs.ts (~1.5 min)
+ *   node --import tsx bench/costs.ts --seconds 3     # after npm run build: the parts run dist/
  *
  * Each part runs alone on the machine, 32 operations in flight (as bench:cluster's clients), a warm-up,
  * then `--seconds` measured; CPU is process.cpuUsage of every process involved (all their threads):
@@ -34,21 +34,40 @@ import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import { performance } from "node:perf_hooks";
-import { fileURLToPath } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
-import { buildHttpApi } from "../src/api/http-api.js";
-import { NodeMetrics } from "../src/api/metrics.js";
-import { Replica } from "../src/replication/replica.js";
-import { systemRuntime } from "../src/runtime/system-runtime.js";
-import { workerCompactionExecutor } from "../src/storage/compaction-worker.js";
-import { NodeFileSystem } from "../src/storage/fs/node-file-system.js";
-import { LsmEngine } from "../src/storage/lsm/lsm-engine.js";
-import { TcpTransport } from "../src/transport/tcp-transport.js";
+import type { TcpTransport as TcpTransportType } from "../src/transport/tcp-transport.js";
 import type { RequestHandler } from "../src/transport/transport.js";
-import { EMPTY_VECTOR, update } from "../src/versioning/dvv.js";
-import { encodeSiblings } from "../src/versioning/object-codec.js";
 
 const SELF = fileURLToPath(import.meta.url);
+
+// The parts run the built code (dist/, as the nodes do), typed by its sources. Run from src under tsx,
+// esbuild's keepNames wraps each closure the code creates in a __name() call, which costs CPU on every
+// request: the API layer measured ~8 us more per request from src than from dist.
+const DIST = path.resolve(path.dirname(SELF), "../dist");
+if (!fs.existsSync(path.join(DIST, "api/http-api.js")))
+  throw new Error(`${DIST} is missing: run \`npm run build\` first (npm run bench:costs does)`);
+const load = <T>(rel: string): Promise<T> => import(pathToFileURL(path.join(DIST, rel)).href) as Promise<T>;
+const { buildHttpApi } = await load<typeof import("../src/api/http-api.js")>("api/http-api.js");
+const { NodeMetrics } = await load<typeof import("../src/api/metrics.js")>("api/metrics.js");
+const { Replica } = await load<typeof import("../src/replication/replica.js")>("replication/replica.js");
+const { systemRuntime } =
+  await load<typeof import("../src/runtime/system-runtime.js")>("runtime/system-runtime.js");
+const { workerCompactionExecutor } = await load<typeof import("../src/storage/compaction-worker.js")>(
+  "storage/compaction-worker.js",
+);
+const { NodeFileSystem } = await load<typeof import("../src/storage/fs/node-file-system.js")>(
+  "storage/fs/node-file-system.js",
+);
+const { LsmEngine } =
+  await load<typeof import("../src/storage/lsm/lsm-engine.js")>("storage/lsm/lsm-engine.js");
+const { TcpTransport } = await load<typeof import("../src/transport/tcp-transport.js")>(
+  "transport/tcp-transport.js",
+);
+const { EMPTY_VECTOR, update } = await load<typeof import("../src/versioning/dvv.js")>("versioning/dvv.js");
+const { encodeSiblings } = await load<typeof import("../src/versioning/object-codec.js")>(
+  "versioning/object-codec.js",
+);
 const TARGET_PUTS = 12_000;
 const CONCURRENCY = 32;
 const VALUE = {
@@ -64,7 +83,7 @@ const cpuNow = () => {
 };
 
 /** A node's TCP transport on a free loopback port, in cluster "bench". */
-function listenPeer(nodeId: string, handler: RequestHandler): Promise<TcpTransport> {
+function listenPeer(nodeId: string, handler: RequestHandler): Promise<TcpTransportType> {
   const rt = systemRuntime();
   return TcpTransport.listen({
     host: "127.0.0.1",
