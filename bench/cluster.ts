@@ -7,9 +7,11 @@
  * of one peer at R=2) with none of the node's other work (versions, LSM, checksums, MessagePack, ring,
  * metrics). It is the least Node does for this load here: what the node could reach at best, and, if
  * the floor is below the target, a measurement that the target is out of Node's reach on this machine.
+ * The floor always runs N3R2W2 (whatever --quorum says), with the lean load generator only, as
+ * JavaScript compiled by tsc into a temp dir (not under tsx: see compiledFloor).
  *
- *   npm run build && node --import tsx bench/cluster.ts                 # 20 s warm-up + 10 s per phase, about 8 minutes
- *   node --import tsx bench/cluster.ts --seconds 3 --loadgens pool      # quicker
+ *   npm run build && node --import tsx bench/cluster.ts                 # 20 s warm-up + 10 s per phase, about 9 minutes
+ *   node --import tsx bench/cluster.ts --seconds 3 --loadgens lean      # quicker
  *   node --import tsx bench/cluster.ts --help                           # every flag
  *
  * Nodes are real processes started through the built CLI (`dist/cli/main.js start`, or `--bin`), each
@@ -80,7 +82,8 @@ const HELP = `usage: node --import tsx bench/cluster.ts [flags]   (run \`npm run
                      bench/floor-node.ts processes: the same protocol shape with none of the node's
                      work, the least Node does here; lean load generator only) (default 3,1,floor)
   --phases LIST      comma list of puts,gets (default both)
-  --durability M     fsync (default), interval or none
+  --durability M     fsync (default), interval or none (the floor knows fsync and none: with interval it
+                     is left out of the default configs, and asking for it is an error)
   --repeat K         run everything K times (fresh clusters each time) and report each phase's median
                      run, with the range (default 1; the machine's noise is often 20-30% run to run)
   --quorum N,R,W     the 3-node cluster's N, R and W (default 3,2,2; the target applies to 3,2,2 only).
@@ -117,6 +120,20 @@ function parseQuorumFlag(v: string): readonly [number, number, number] {
   if (m === null || r > n || w > n)
     throw new Error(`--quorum must be N,R,W with 1 <= R,W <= N <= 3 (3 nodes), got "${v}"`);
   return [n, r, w];
+}
+
+/** --configs as sizes; the floor has no "interval" durability, so it is left out of the default then. */
+function configsOf(
+  v: string | undefined,
+  durability: string,
+  list: <T extends string>(v: string | undefined, all: readonly T[], name: string) => T[],
+): Size[] {
+  const all = list(v ?? (durability === "interval" ? "3,1" : undefined), SIZES, "configs");
+  if (all.includes("floor") && durability === "interval")
+    throw new Error(
+      "the floor runs with --durability fsync or none, not interval: leave it out of --configs",
+    );
+  return all.map((s) => (s === "floor" ? s : (Number(s) as 1 | 3)));
 }
 
 function parseConfig(): Config {
@@ -163,7 +180,7 @@ function parseConfig(): Config {
     clients: Math.floor(num(values.clients, 32, "clients", 1)),
     valueBytes: Math.floor(num(values["value-bytes"], 100, "value-bytes", 0)),
     loadgens: list(values.loadgens, LOADGENS, "loadgens"),
-    configs: list(values.configs, SIZES, "configs").map((s) => (s === "floor" ? s : (Number(s) as 1 | 3))),
+    configs: configsOf(values.configs, values.durability ?? "fsync", list),
     phases: list(values.phases, OPS, "phases"),
     durability: values.durability ?? "fsync",
     maxOps: Math.floor(num(values["max-ops"], 2_000_000, "max-ops", 1)),

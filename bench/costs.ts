@@ -1,9 +1,12 @@
 /**
- * What the parts of a replicated put cost, each alone, in CPU time per operation: the floor under
+ * What the parts of a replicated put cost, each alone, in CPU time per operation: a lower bound under
  * `npm run bench:cluster`'s figures, and the budget its target leaves.
  *
  *   npm run bench:costs                      # npm run build && node --import tsx bench/costs.ts (~1.5 min)
- *   node --import tsx bench/costs.ts --seconds 3     # after npm run build: the parts run dist/
+ *   node --import tsx bench/costs.ts --seconds 3     # after npm run build: the node's code runs from dist/
+ *
+ * The node's code runs from dist/; the harness (the bare http server, the clients, the service stub)
+ * runs under tsx, in this process and in the forked children.
  *
  * Each part runs alone on the machine, 32 operations in flight (as bench:cluster's clients), a warm-up,
  * then `--seconds` measured; CPU is process.cpuUsage of every process involved (all their threads):

@@ -6,6 +6,9 @@
  *   node --import tsx bench/floor-node.ts --api HOST:PORT --peer HOST:PORT --peers HOST:PORT,... --data DIR
  *                                         [--durability fsync|none]
  *
+ * bench:cluster runs a copy compiled by tsc, not this file under tsx (whose keepNames wrappers cost CPU
+ * on every request: gets measured ~25% slower under tsx); run it that way to reproduce its figures.
+ *
  * What it does, and nothing more: every member replicates every key (N = the member count).
  *   PUT /kv/KEY   appends the value to its write-ahead file (group commit: the writes of a loop turn in
  *                 one write, then one fdatasync through the thread pool, as a ringstore node does), sends
@@ -13,7 +16,8 @@
  *                 once two copies are durable (W=2, its own counting).
  *   GET /kv/KEY   looks the key up in its in-memory map and asks one peer (in turn) for its copy (R=2),
  *                 answers 200 with whichever copy exists, or 404.
- *   GET /status   { storage: { walSyncs, sequence }, peersConnected } (what bench:cluster reads).
+ *   GET /status   { storage: { walSyncs, sequence }, peersConnected } (what bench:cluster reads;
+ *                 peersConnected counts this node's outgoing links, the ones its requests go on).
  * What it leaves out, which is what the node's extra cost buys: versions (no vector clocks, no siblings,
  * no read before a write, no context token), an LSM engine (a Map instead; the file is never read back),
  * checksums, MessagePack, the ring, membership and gossip, metrics, validation, limits beyond a frame and
@@ -43,7 +47,9 @@ const { values } = parseArgs({
   },
 });
 if (values.api === undefined || values.peer === undefined || values.data === undefined)
-  throw new Error("usage: floor-node.ts --api HOST:PORT --peer HOST:PORT --peers HOST:PORT,... --data DIR");
+  throw new Error(
+    "usage: floor-node.ts --api HOST:PORT --peer HOST:PORT --peers HOST:PORT,... --data DIR [--durability fsync|none]",
+  );
 if (values.durability !== "fsync" && values.durability !== "none")
   throw new Error(`--durability must be fsync or none, got ${values.durability}`);
 const fsync = values.durability === "fsync";
