@@ -1014,10 +1014,19 @@ describe("garbage on the peer port closes that connection and nothing else", () 
 
 // ------------------------------------------------------------------ a misbehaving server
 
+/**
+ * `n` bytes of garbage whose first four announce a frame over the cap, so that it is refused at once.
+ * Random bytes alone announce a length within the cap about one time in 40; the client then waits for
+ * the rest of that frame until its connect timeout, and fails with ERR_UNREACHABLE, not ERR_PROTOCOL.
+ */
+function garbageBytes(n: number): Buffer {
+  return Buffer.concat([Buffer.from([0xff, 0xff, 0xff, 0xff]), randomBytes(n - 4)]);
+}
+
 describe("a misbehaving server fails only the requests to it", () => {
   test("garbage instead of welcome: ERR_PROTOCOL, then backoff", T, async (t) => {
     const c = scope(t);
-    const raw = await RawServer.start(c, (send) => send(randomBytes(40)));
+    const raw = await RawServer.start(c, (send) => send(garbageBytes(40)));
     const client = await listen(c, { limits: { backoffMinMs: 5000 } });
     await failsWith(client.request(raw.address, { op: "ping" }, 2000), "ERR_PROTOCOL");
     await failsAtOnce(client.request(raw.address, { op: "ping" }, 2000), "ERR_UNREACHABLE");
@@ -1445,7 +1454,7 @@ describe("maybeDelivered: whether a failed request may have reached the peer's h
         "connect timed out",
       );
 
-      const garbled = await RawServer.start(c, (send) => send(randomBytes(30)));
+      const garbled = await RawServer.start(c, (send) => send(garbageBytes(30)));
       assert.equal(
         delivered(await settle(client.request(garbled.address, read("k"), 2000)), "ERR_PROTOCOL"),
         false,
