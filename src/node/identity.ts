@@ -78,7 +78,12 @@ export function checkIdentity(
  * replicas hold it, and reusing the old actor could name a different write with the same dot.
  */
 export function renewActor(id: NodeIdentity): NodeIdentity {
-  return { ...id, actor: `${id.nodeId}.${randomBytes(4).toString("hex")}` };
+  // Never the actor it replaces (a draw of the same 4 bytes, one time in 2^32, would reuse its dots).
+  for (let i = 0; i < 100; i++) {
+    const actor = `${id.nodeId}.${randomBytes(4).toString("hex")}`;
+    if (actor !== id.actor) return { ...id, actor };
+  }
+  throw new Error("the random source drew the same actor 100 times in a row");
 }
 
 /** A new identity: for a new cluster (cluster fields made here) or for a node that joined one. */
