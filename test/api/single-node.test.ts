@@ -1,6 +1,6 @@
 /**
  * The public HTTP contract (../shared/spec/http-api.md) on a cluster of one node (N=R=W=1), driven over
- * real HTTP against a node started in this process; one test runs the built CLI as a child process.
+ * real HTTP against a node started in this process; some tests run the built CLI as a child process.
  */
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
@@ -586,6 +586,28 @@ test("the CLI runs a node that stops cleanly on SIGTERM", { timeout: 30_000 }, a
   } finally {
     if (child.exitCode === null) child.kill("SIGKILL");
   }
+});
+
+test("the CLI on a Node.js without zlib.crc32 says it is too old and exits 1, before loading anything", () => {
+  // A preload takes crc32 away, as a Node.js older than 20.15 lacks it, and syncs the ESM view of zlib.
+  const preload = path.join(root, "no-crc32.cjs");
+  writeFileSync(
+    preload,
+    'const z = require("node:zlib"); delete z.crc32; require("node:module").syncBuiltinESMExports();\n',
+  );
+  const cli = path.resolve("dist/cli/main.js");
+  const old = spawnSync(process.execPath, ["-r", preload, cli, "--version"], {
+    encoding: "utf8",
+    timeout: 20_000,
+  });
+  assert.equal(old.status, 1);
+  assert.match(
+    old.stderr,
+    /^ringstore: this Node\.js \(v[0-9.]+\) is too old: ringstore needs 20\.15 or later/,
+  );
+  const ok = spawnSync(process.execPath, [cli, "--version"], { encoding: "utf8", timeout: 20_000 });
+  assert.equal(ok.status, 0, ok.stderr);
+  assert.match(ok.stdout, /^[0-9]+\.[0-9]+\.[0-9]+\n$/);
 });
 
 test("CLI key commands: a bad --timeout and an unreachable node give clear errors and exit 1", () => {

@@ -1,0 +1,141 @@
+/**
+ * The `ringstore` command line (the contract's forms: ../shared/spec/http-api.md), loaded by main.ts
+ * once it has checked that this Node.js has what the node needs:
+ * - nodes: `start` (one node in the foreground; a new cluster, or `--join` one), `dev` (a local cluster of
+ *   N nodes on 127.0.0.1: what `npm start` runs);
+ * - keys, through a node's HTTP API: `get`, `put`, `delete` (`--node HOST:PORT`);
+ * - the cluster: `cluster status`, `cluster leave`, `cluster remove`;
+ * - the storage engine: `demo` (writes, reads, reopens, prints statistics), `storage stats DIR`.
+ */
+import { readFileSync } from "node:fs";
+import * as path from "node:path";
+import { Command, InvalidArgumentError } from "commander";
+import { clusterLeaveCommand, clusterRemoveCommand, clusterStatusCommand } from "./cluster-commands.js";
+import { runDemo } from "./demo.js";
+import { devCommand } from "./dev.js";
+import { DEFAULT_NODE, deleteCommand, getCommand, putCommand, startCommand } from "./node-commands.js";
+import { printStorageStats } from "./storage-stats.js";
+
+function packageVersion(): string {
+  const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as {
+    version: string;
+  };
+  return pkg.version;
+}
+
+function positiveInt(v: string): number {
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n <= 0)
+    throw new InvalidArgumentError(`expected a positive integer, got "${v}"`);
+  return n;
+}
+
+const program = new Command();
+program
+  .name("ringstore")
+  .description("A leaderless, Dynamo-style distributed key-value store")
+  .version(packageVersion());
+
+program
+  .command("demo")
+  .description("write, read, reopen and print statistics of the storage engine, on data under --data")
+  .option("--data <dir>", "data directory", "./data")
+  .option("--keys <n>", "keys to write", positiveInt, 200_000)
+  .action(async (opts: { data: string; keys: number }) => {
+    await runDemo(path.join(opts.data, "demo"), opts.keys);
+  });
+
+program
+  .command("start")
+  .description("run one node in the foreground (a new cluster of one, or joining one with --join)")
+  .requiredOption("--id <id>", "this node's id (letters, digits, _ . -)")
+  .requiredOption("--api <host:port>", "address of the client HTTP API")
+  .requiredOption("--peer <host:port>", "address for node-to-node traffic")
+  .requiredOption("--data <dir>", "data directory")
+  .option("--join <host:port,...>", "peer address(es) of a member of the cluster to join")
+  .option("--n <n>", "replicas per key (fixed when the cluster is created; default 3)")
+  .option("--r <r>", "default read quorum (default 2)")
+  .option("--w <w>", "default write quorum (default 2)")
+  .option("--timeout <ms>", "default time the coordinator waits for replicas", "5000")
+  .option("--durability <mode>", "fsync (default), interval or none", "fsync")
+  .option("--max-key-bytes <n>", "largest key accepted", "1024")
+  .option("--max-value-bytes <n>", "largest value accepted", String(1024 * 1024))
+  .option("--max-siblings <n>", "siblings a key may hold before writes are refused", "64")
+  .option("--weight <w>", "relative capacity: the node's share of the ring follows it", "1")
+  .option("--zone <zone>", "failure zone: a key's replicas go to distinct zones first")
+  .option("--partitions <q>", "ring partitions, a power of two (fixed when the cluster is created)", "1024")
+  .option("--gossip-interval <ms>", "time between gossip rounds", "500")
+  .option("--down-after <ms>", "a member silent this long is down", "5000")
+  .action(startCommand);
+
+program
+  .command("dev")
+  .description("run a local cluster on 127.0.0.1: node k serves its API on port 8000+k, peers on 9000+k")
+  .option("--nodes <n>", "number of nodes", "3")
+  .option("--data <dir>", "data directory (one folder per node)", "./data")
+  .option("--base-port <port>", "API ports are base+k, peer ports base+1000+k", "8000")
+  .action(devCommand);
+
+const cluster = program.command("cluster").description("look at and operate the cluster");
+cluster
+  .command("status")
+  .description("the members and their states, as a table")
+  .option("--node <host:port>", "API address of any node", DEFAULT_NODE)
+  .option("--json", "print the node's whole /status as JSON")
+  .action(clusterStatusCommand);
+cluster
+  .command("leave")
+  .description("that node hands its data off to the nodes that take its partitions, then leaves and stops")
+  .option("--node <host:port>", "API address of the node that leaves", DEFAULT_NODE)
+  .option("--force", "leave even if fewer than N members would remain")
+  .option("--no-wait", "return once the leave has started, without following the handoff")
+  .option("--wait-timeout <s>", "give up following the handoff after this many seconds", "3600")
+  .action(clusterLeaveCommand);
+cluster
+  .command("remove")
+  .description("remove a member that is gone for good (down, its data lost or unreachable) on its behalf")
+  .requiredOption("--id <id>", "the id of the member to remove")
+  .option("--node <host:port>", "API address of any live member", DEFAULT_NODE)
+  .option("--force", "remove it even if it does not look down, or if fewer than N members would remain")
+  .action(clusterRemoveCommand);
+
+const keyOptions = (c: Command) =>
+  c
+    .option("--node <host:port>", "API address of any node", DEFAULT_NODE)
+    .option("--timeout <ms>", "time the coordinator waits for replicas");
+
+keyOptions(
+  program.command("get <key>").description("read a key: its value, or its siblings and their context"),
+)
+  .option("--r <r>", "read quorum: 1..N, one, quorum or all")
+  .option("--json", "print the result as JSON")
+  .action(getCommand);
+keyOptions(program.command("put <key> [value]").description("write a key (VALUE, or the contents of --file)"))
+  .option("--file <f>", "read the value from a file")
+  .option("--context <c>", "context of the versions this write replaces (from get)")
+  .option("--content-type <type>", "content type to store with the value")
+  .option("--w <w>", "write quorum: 1..N, one, quorum or all")
+  .action(putCommand);
+keyOptions(
+  program
+    .command("delete <key>")
+    .description("delete a key: everything a read finds now, or what --context covers"),
+)
+  .option("--context <c>", "delete only the versions this context covers (default: read the key first)")
+  .option("--w <w>", "write quorum: 1..N, one, quorum or all")
+  .action(deleteCommand);
+
+const storage = program.command("storage").description("inspect a storage engine's data directory");
+storage
+  .command("stats")
+  .description("open a data directory (recovering it if needed) and print its statistics")
+  .requiredOption("--data <dir>", "the engine's directory")
+  .action(async (opts: { data: string }) => {
+    await printStorageStats(opts.data);
+  });
+
+program.parseAsync(process.argv).catch((err: unknown) => {
+  const e = err as { code?: string; message?: string };
+  process.stderr.write(`ringstore: ${e.message ?? String(err)}${e.code ? ` (${e.code})` : ""}\n`);
+  process.exitCode = 1;
+});
