@@ -203,6 +203,14 @@ const JSON_TYPE = "application/json; charset=utf-8";
 const DRAIN_LIMIT_BYTES = 64 * 1024 * 1024;
 /** How long close() lets requests in flight finish before it closes their connections. */
 const CLOSE_GRACE_MS = 5000;
+/**
+ * How long close() keeps listening and keeps idle keep-alive connections open, answering every request
+ * with 503 `stopping` (and Connection: close), before it stops listening and closes the idle ones.
+ * Closing an idle connection at once races with a client that has just sent a request on it: the client
+ * sees a reset, cannot tell whether its write was applied, and must report "may have been applied". A
+ * 503 `stopping` says the request was not applied, so the client can send it to another node.
+ */
+const STOP_DRAIN_MS = 300;
 /** As fastify had it, and longer than clients' idle timeouts (undici 4 s): the server never closes first. */
 const KEEP_ALIVE_TIMEOUT_MS = 72_000;
 
@@ -212,8 +220,11 @@ export interface HttpApi {
   /** Listens on host:port (port 0: any free port); resolves to the port bound. */
   listen(host: string, port: number): Promise<number>;
   /**
-   * Stops listening. Requests in flight finish (for up to 5 s); a request that arrives on an open
-   * connection meanwhile gets 503 `unavailable` with `stopping: true`, and the connection is closed.
+   * Stops the API. From the call on, every new request gets 503 `unavailable` with `stopping: true` (and
+   * its connection is closed after the answer); requests in flight finish (for up to 5 s). While any
+   * connection is open it keeps listening for STOP_DRAIN_MS first, so that a request sent on an idle
+   * keep-alive connection gets that 503 instead of a reset; then it stops listening and closes the idle
+   * connections. Calls after the first return the same promise.
    */
   close(): Promise<void>;
 }
@@ -278,6 +289,7 @@ export function buildHttpApi(deps: ApiDeps): HttpApi {
   const secret = deps.secret;
   const limits = deps.limits;
   let closing = false;
+  let stopped: Promise<void> | undefined;
 
   /** Writes the whole response, once; counts a /kv/ request under its final status. */
   const respond = (
@@ -656,16 +668,22 @@ export function buildHttpApi(deps: ApiDeps): HttpApi {
         });
       }),
     close: () =>
-      new Promise<void>((resolve) => {
+      (stopped ??= new Promise<void>((resolve) => {
         closing = true;
         if (!server.listening) return resolve();
-        const force = setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS);
-        force.unref();
-        server.close(() => {
-          clearTimeout(force);
-          resolve();
+        const shut = () => {
+          const force = setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS);
+          force.unref();
+          // Stops listening and closes the idle connections (Node does both in close()).
+          server.close(() => {
+            clearTimeout(force);
+            resolve();
+          });
+        };
+        server.getConnections((err, open) => {
+          if (err !== null || open === 0) shut();
+          else setTimeout(shut, STOP_DRAIN_MS);
         });
-        server.closeIdleConnections();
-      }),
+      })),
   };
 }

@@ -15,8 +15,9 @@
  * hop a non-replica coordinator makes to forward a write. Any node still serves any key: routing is an
  * optimisation, never needed for correctness.
  *
- * Failover. A request that could not be delivered (connection refused, connect timeout) moves on to the
- * next node. A read also moves on after any network error; a write whose connection broke after it was
+ * Failover. A request that could not be delivered (connection refused, connect timeout), or that a
+ * stopping node turned away (503 with `stopping: true`: it did nothing with it), moves on to the next
+ * node. A read also moves on after any network error; a write whose connection broke after it was
  * sent does not (it may have been applied: sending it again would store a second version of it), and
  * fails with `unreachable`. One undici `Pool` per node, with a bounded number of connections.
  */
@@ -194,6 +195,15 @@ const NOT_DELIVERED = new Set([
   "EAI_AGAIN",
   "UND_ERR_CONNECT_TIMEOUT",
 ]);
+
+/** A node's 503 that says it is stopping (`"stopping": true`): it did nothing with the request. */
+function isStoppingAnswer(body: Buffer): boolean {
+  try {
+    return (JSON.parse(body.toString("utf8")) as { stopping?: unknown }).stopping === true;
+  } catch {
+    return false;
+  }
+}
 
 function errorCode(err: unknown): string | undefined {
   let e = err as { code?: unknown; cause?: unknown; errors?: unknown } | undefined;
@@ -413,6 +423,13 @@ export class RingstoreClient {
             : { method, path, headers, body, ...timeouts },
         );
         const buf = Buffer.from(await res.body.arrayBuffer());
+        if (res.statusCode === 503 && isStoppingAnswer(buf)) {
+          // The node is stopping and turned the request away before doing anything with it: not
+          // applied, so it goes to another node like a refused connection (a write too).
+          last = new Error(`${addr} is stopping`);
+          this.markFailed(addr);
+          return undefined;
+        }
         if (this.avoidUntil.size > 0) {
           this.avoidUntil.delete(addr);
           this.failuresInARow.delete(addr);

@@ -16,7 +16,7 @@ export interface GossipDriverDeps {
   readonly random: Random;
   readonly intervalMs: number;
   readonly requestTimeoutMs: number;
-  /** Called after every change of membership epoch (ring or a member's status). */
+  /** Called after every change of membership epoch (the ring, or a member's status or place). */
   readonly onChange?: () => void;
 }
 

@@ -58,6 +58,11 @@ export function newerEntry(a: MemberView, b: MemberView): boolean {
   return a.heartbeat > b.heartbeat;
 }
 
+/** Whether two entries of a member give the same addresses, weight and zone. */
+function samePlace(a: MemberView, b: MemberView): boolean {
+  return a.api === b.api && a.peer === b.peer && a.weight === b.weight && a.zone === b.zone;
+}
+
 /** "id:weight" per ring member, sorted: what a ring was claimed for. */
 export function ringMemberKeys(members: readonly RingMember[]): string[] {
   return members.map((m) => `${m.id}:${m.weight}`).sort();
@@ -85,7 +90,8 @@ export class Membership {
   private readonly members = new Map<string, MemberView>();
   private readonly local = new Map<string, Local>();
   private ringView: RingView | null = null;
-  /** Bumped whenever the ring or any member's status changes (consumers rebuild derived tables). */
+  /** Bumped whenever the ring, a member's status, or its addresses, weight or zone change (the view
+   * node.ts saves; consumers rebuild derived tables). */
   epoch = 0;
 
   constructor(
@@ -193,7 +199,10 @@ export class Membership {
       }
       const cur = this.members.get(m.id);
       if (cur === undefined || newerEntry(m, cur)) {
-        if (cur === undefined || cur.status !== m.status) changed = true;
+        // A new status, or new addresses or placement (a member restarted elsewhere: port 0, a new IP),
+        // is a change of the view that is saved (members.json): a node that restarts finds its peers at
+        // the addresses it saved. Heartbeats alone are not.
+        if (cur === undefined || cur.status !== m.status || !samePlace(cur, m)) changed = true;
         this.members.set(m.id, m);
         const l = this.local.get(m.id);
         if (l === undefined) this.local.set(m.id, { lastProgressAt: now, suspectUntil: 0 });

@@ -145,6 +145,31 @@ test("a service that fails gives 500 internal for GET, PUT and DELETE, counted u
   });
 });
 
+test("stopping: a request sent on an idle keep-alive connection gets 503 stopping, not a reset", async () => {
+  await withApi({ get: async () => OK_READ, write: async () => OK_WRITE }, async (api, port) => {
+    const c = connection(port);
+    try {
+      c.write("PUT /kv/k HTTP/1.1\r\nhost: x\r\ncontent-length: 1\r\n\r\nv");
+      assert.match(await c.until(/\r\n\r\n/), /^HTTP\/1\.1 204 /);
+      // The connection is idle when the stop begins; the client sends its next write on it at once, as
+      // a client that has just picked it from its pool does. Closing idle connections at once would
+      // answer it with a reset: the client could not tell whether the write was applied.
+      const closing = api.close();
+      c.write("PUT /kv/k HTTP/1.1\r\nhost: x\r\ncontent-length: 1\r\n\r\nv");
+      const got = await c.until(/"stopping":true/);
+      const second = got.slice(got.indexOf("HTTP/1.1", 5));
+      assert.match(second, /^HTTP\/1\.1 503 /);
+      assert.match(second, /\r\nconnection: close\r\n/i);
+      assert.match(second, /"error":"unavailable"/);
+      await closing;
+      await c.until(/$^/);
+      assert.ok(c.closed, "the server closed the connection after its 503");
+    } finally {
+      c.destroy();
+    }
+  });
+});
+
 test("stopping: the request in flight finishes and its answer closes the connection; close() waits for it", async () => {
   const { service, inService, release } = heldWrites();
   await withApi(service, async (api, port) => {

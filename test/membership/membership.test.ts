@@ -521,6 +521,52 @@ describe("membership over the simulated network", () => {
     assert.ok(newerEntry(e("up", 3), e("joining", 2)));
   });
 
+  test("a member's new addresses change the saved view (epoch); its heartbeats alone do not", () => {
+    const entry = (over: Partial<MemberView>): MemberView => ({
+      id: "x",
+      api: "127.0.0.1:8001",
+      peer: "127.0.0.1:9001",
+      weight: 1,
+      zone: undefined,
+      status: "up",
+      incarnation: 1,
+      heartbeat: 1,
+      ...over,
+    });
+    const m = new Membership(
+      {
+        selfId: "me",
+        partitions: PARTITIONS,
+        n: N,
+        downAfterMs: DOWN_AFTER_MS,
+        suspectForMs: SUSPECT_FOR_MS,
+        fanout: 3,
+      },
+      { ...entry({}), id: "me", api: "127.0.0.1:8000", peer: "127.0.0.1:9000" },
+      0,
+    );
+    m.merge([entry({})], null, 0);
+    let epoch = m.epoch;
+    m.merge([entry({ heartbeat: 2 })], null, 10);
+    assert.equal(m.epoch, epoch, "a heartbeat is not a change of the saved view");
+    // x restarted on another port (port 0, or a new IP): the view node.ts saves must follow, or a node
+    // restarted later would look for x where it no longer is.
+    m.merge(
+      [entry({ incarnation: 2, heartbeat: 1, peer: "127.0.0.1:9101", api: "127.0.0.1:8101" })],
+      null,
+      20,
+    );
+    assert.ok(m.epoch > epoch, "new addresses are a change of the saved view");
+    assert.equal(m.member("x")?.peer, "127.0.0.1:9101");
+    epoch = m.epoch;
+    m.merge(
+      [entry({ incarnation: 2, heartbeat: 5, peer: "127.0.0.1:9101", api: "127.0.0.1:8101", weight: 2 })],
+      null,
+      30,
+    );
+    assert.ok(m.epoch > epoch, "a new weight is a change of the saved view");
+  });
+
   test("remove: a crashed member is removed on its behalf, claimed out, and hears it when it restarts; left is final", async () => {
     const c = await SimCluster.ofFive(SEED);
     c.crash("n4");
