@@ -636,10 +636,19 @@ export function buildHttpApi(deps: ApiDeps): HttpApi {
       awaitingContinue,
       seq,
     };
-    if (closing)
-      return sendError(c, 503, "unavailable", "this node is stopping: send the request to another node", {
-        stopping: true,
-      });
+    if (closing) {
+      const refuse = () =>
+        sendError(c, 503, "unavailable", "this node is stopping: send the request to another node", {
+          stopping: true,
+        });
+      // The answer closes the connection: read and drop the body first, or the client, still sending it,
+      // could get a reset instead of this 503 and not know that nothing was applied. (A client waiting
+      // for 100 Continue sends no body.) The close's 5 s bound covers a body that never ends.
+      if (awaitingContinue) return refuse();
+      req.once("end", refuse);
+      req.resume();
+      return;
+    }
     try {
       const done = route(c);
       if (done !== undefined) done.catch((err: unknown) => fail(c, err));
@@ -667,10 +676,12 @@ export function buildHttpApi(deps: ApiDeps): HttpApi {
           resolve(addr !== null && typeof addr === "object" ? addr.port : port);
         });
       }),
-    close: () =>
-      (stopped ??= new Promise<void>((resolve) => {
-        closing = true;
-        if (!server.listening) return resolve();
+    close: () => {
+      if (stopped !== undefined) return stopped;
+      // Not listening (never started): nothing to stop, and a later listen() serves as usual.
+      if (!server.listening) return Promise.resolve();
+      closing = true;
+      stopped = new Promise<void>((resolve) => {
         const shut = () => {
           const force = setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS);
           force.unref();
@@ -684,6 +695,8 @@ export function buildHttpApi(deps: ApiDeps): HttpApi {
           if (err !== null || open === 0) shut();
           else setTimeout(shut, STOP_DRAIN_MS);
         });
-      })),
+      });
+      return stopped;
+    },
   };
 }

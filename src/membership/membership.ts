@@ -90,8 +90,10 @@ export class Membership {
   private readonly members = new Map<string, MemberView>();
   private readonly local = new Map<string, Local>();
   private ringView: RingView | null = null;
-  /** Bumped whenever the ring, a member's status, or its addresses, weight or zone change (the view
-   * node.ts saves; consumers rebuild derived tables). */
+  /**
+   * Bumped whenever the ring, a member's status, or its addresses, weight or zone change: the view
+   * node.ts saves on each bump. (The preference table follows the ring's version, not this.)
+   */
   epoch = 0;
 
   constructor(

@@ -637,7 +637,8 @@ test("a node that is stopping finishes the request in flight and answers the nex
     s.write("PUT /kv/a HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\n12345");
     await sleep(100);
     const stopping = node.stop();
-    // The API stops listening as it starts turning requests away: wait for that, not for a guessed time.
+    // The API turns requests away at once and stops listening after a short drain: wait for that, not
+    // for a guessed time.
     const refused = () =>
       new Promise<boolean>((resolve) => {
         const probe = net.connect(node.api.port, "127.0.0.1");

@@ -507,3 +507,58 @@ test("a node that keeps failing is tried less and less often", async () => {
     await new Promise<void>((r) => healthy.close(() => r()));
   }
 });
+
+test("a write a stopping node turned away goes to the next node once; one that got a plain 503 is not resent", async () => {
+  // Node s answers every request 503; with `stopping: true` (it did nothing with the request) or without
+  // (a quorum not met: the write may have been applied). Node h stores it.
+  let stopping = true;
+  const hits = { s: 0, h: 0 };
+  const s = http.createServer((req, res) => {
+    hits.s++;
+    req.resume();
+    req.on("end", () => {
+      res.writeHead(503, { "content-type": "application/json", connection: "close" });
+      res.end(
+        JSON.stringify(
+          stopping
+            ? { error: "unavailable", message: "this node is stopping", stopping: true }
+            : { error: "unavailable", message: "only 1 of 2 acknowledgements", needed: 2, acked: 1 },
+        ),
+      );
+    });
+  });
+  const h = http.createServer((req, res) => {
+    hits.h++;
+    req.resume();
+    req.on("end", () => {
+      res.writeHead(204, { "x-context": "AQ" });
+      res.end();
+    });
+  });
+  const listen = (srv: net.Server) =>
+    new Promise<number>((resolve) =>
+      srv.listen(0, "127.0.0.1", () => resolve((srv.address() as net.AddressInfo).port)),
+    );
+  const [ps, ph] = [await listen(s), await listen(h)];
+  const c = new RingstoreClient([`127.0.0.1:${ps}`, `127.0.0.1:${ph}`]);
+  try {
+    await c.put("k", "v"); // to s first (the seeds in turn), then h
+    assert.deepEqual(hits, { s: 1, h: 1 });
+    stopping = false;
+    // s is avoided for a while after turning the write away: a fresh client goes to it first again.
+    const fresh = new RingstoreClient([`127.0.0.1:${ps}`, `127.0.0.1:${ph}`]);
+    try {
+      await assert.rejects(
+        fresh.put("k", "v"),
+        (e: unknown) => e instanceof RingstoreError && e.code === "unavailable",
+      );
+      assert.deepEqual(hits, { s: 2, h: 1 }, "a write that may have been applied is not sent again");
+    } finally {
+      await fresh.close();
+    }
+  } finally {
+    await c.close();
+    await new Promise<void>((r) => s.close(() => r()));
+    await new Promise<void>((r) => h.close(() => r()));
+  }
+});
