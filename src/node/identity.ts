@@ -80,10 +80,15 @@ export function checkIdentity(
 export function renewActor(id: NodeIdentity): NodeIdentity {
   // Never the actor it replaces (a draw of the same 4 bytes, one time in 2^32, would reuse its dots).
   for (let i = 0; i < 100; i++) {
-    const actor = `${id.nodeId}.${randomBytes(4).toString("hex")}`;
+    const actor = freshActor(id.nodeId);
     if (actor !== id.actor) return { ...id, actor };
   }
   throw new Error("the random source drew the same actor 100 times in a row");
+}
+
+/** The node id and a random epoch. */
+function freshActor(nodeId: string): string {
+  return `${nodeId}.${randomBytes(4).toString("hex")}`;
 }
 
 /** A new identity: for a new cluster (cluster fields made here) or for a node that joined one. */
@@ -96,7 +101,7 @@ export function newIdentity(
 ): NodeIdentity {
   return {
     nodeId,
-    actor: `${nodeId}.${randomBytes(4).toString("hex")}`,
+    actor: freshActor(nodeId),
     clusterId: cluster?.clusterId ?? randomBytes(8).toString("hex"),
     clusterSecret: cluster?.clusterSecret ?? randomBytes(32).toString("base64"),
     n: cluster?.n ?? settings.n,

@@ -82,6 +82,19 @@ async function noConnections(api: HttpApi): Promise<void> {
   throw new Error("the server still holds a connection after 5 s");
 }
 
+/** A one-byte PUT of key k, as raw HTTP/1.1. */
+const PUT_K = "PUT /kv/k HTTP/1.1\r\nhost: x\r\ncontent-length: 1\r\n\r\nv";
+
+/** Runs `fn` with one raw connection to `port`, destroyed afterwards (also when `fn` fails). */
+async function withConnection(port: number, fn: (c: ReturnType<typeof connection>) => Promise<void>) {
+  const c = connection(port);
+  try {
+    await fn(c);
+  } finally {
+    c.destroy();
+  }
+}
+
 /** One connection: send raw requests, read raw answers. */
 function connection(port: number) {
   const s = net.connect(port, "127.0.0.1");
@@ -115,6 +128,11 @@ function connection(port: number) {
     get closed() {
       return closed;
     },
+    /** Waits (up to 5 s) until the server closes the connection; whether it did. */
+    async untilClosed(): Promise<boolean> {
+      await this.until(/$^/);
+      return closed;
+    },
     destroy: () => s.destroy(),
   };
 }
@@ -146,36 +164,31 @@ test("a service that fails gives 500 internal for GET, PUT and DELETE, counted u
 });
 
 test("stopping: a request sent on an idle keep-alive connection gets 503 stopping, not a reset", async () => {
-  await withApi({ get: async () => OK_READ, write: async () => OK_WRITE }, async (api, port) => {
-    const c = connection(port);
-    try {
-      c.write("PUT /kv/k HTTP/1.1\r\nhost: x\r\ncontent-length: 1\r\n\r\nv");
+  await withApi({ get: async () => OK_READ, write: async () => OK_WRITE }, async (api, port) =>
+    withConnection(port, async (c) => {
+      c.write(PUT_K);
       assert.match(await c.until(/\r\n\r\n/), /^HTTP\/1\.1 204 /);
       // The connection is idle when the stop begins; the client sends its next write on it at once, as
       // a client that has just picked it from its pool does. Closing idle connections at once would
       // answer it with a reset: the client could not tell whether the write was applied.
       const closing = api.close();
-      c.write("PUT /kv/k HTTP/1.1\r\nhost: x\r\ncontent-length: 1\r\n\r\nv");
+      c.write(PUT_K);
       const got = await c.until(/"stopping":true/);
       const second = got.slice(got.indexOf("HTTP/1.1", 5));
       assert.match(second, /^HTTP\/1\.1 503 /);
       assert.match(second, /\r\nconnection: close\r\n/i);
       assert.match(second, /"error":"unavailable"/);
       await closing;
-      await c.until(/$^/);
-      assert.ok(c.closed, "the server closed the connection after its 503");
-    } finally {
-      c.destroy();
-    }
-  });
+      assert.ok(await c.untilClosed(), "the server closed the connection after its 503");
+    }),
+  );
 });
 
 test("stopping: the request in flight finishes and its answer closes the connection; close() waits for it", async () => {
   const { service, inService, release } = heldWrites();
-  await withApi(service, async (api, port) => {
-    const c = connection(port);
-    try {
-      c.write("PUT /kv/k HTTP/1.1\r\nhost: x\r\ncontent-length: 1\r\n\r\nv");
+  await withApi(service, async (api, port) =>
+    withConnection(port, async (c) => {
+      c.write(PUT_K);
       await inService; // the write is in the service when the stop begins
       let closedApi = false;
       const closing = api.close().then(() => {
@@ -188,12 +201,9 @@ test("stopping: the request in flight finishes and its answer closes the connect
       assert.match(got, /^HTTP\/1\.1 204 /);
       assert.match(got, /\r\nconnection: close\r\n/i, "a keep-alive client sends nothing more on it");
       await closing;
-      await c.until(/$^/);
-      assert.ok(c.closed, "the server closed the connection");
-    } finally {
-      c.destroy();
-    }
-  });
+      assert.ok(await c.untilClosed(), "the server closed the connection");
+    }),
+  );
 });
 
 test("every query parameter counts, however many come before it", async () => {
@@ -209,7 +219,7 @@ test("a request whose client goes away before the answer is counted under 499", 
   const { service, inService, release } = heldWrites();
   await withApi(service, async (api, port, metrics) => {
     const c = connection(port);
-    c.write("PUT /kv/k HTTP/1.1\r\nhost: x\r\ncontent-length: 1\r\n\r\nv");
+    c.write(PUT_K);
     await inService;
     c.destroy();
     await noConnections(api); // the server has seen the close

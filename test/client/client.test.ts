@@ -473,6 +473,13 @@ describe("the client's own checks (no cluster needed)", () => {
   });
 });
 
+/** Listens on a free loopback port; resolves to it. */
+function listen(srv: net.Server): Promise<number> {
+  return new Promise<number>((resolve) =>
+    srv.listen(0, "127.0.0.1", () => resolve((srv.address() as net.AddressInfo).port)),
+  );
+}
+
 test("a node that keeps failing is tried less and less often", async () => {
   // It accepts each connection and drops it at once: every request to it fails without a wait.
   let tries = 0;
@@ -484,10 +491,6 @@ test("a node that keeps failing is tried less and less often", async () => {
     res.writeHead(404, { "content-type": "application/json" });
     res.end(JSON.stringify({ error: "not_found", message: "no such key" }));
   });
-  const listen = (srv: net.Server) =>
-    new Promise<number>((resolve) =>
-      srv.listen(0, "127.0.0.1", () => resolve((srv.address() as net.AddressInfo).port)),
-    );
   const [pf, ph] = [await listen(failing), await listen(healthy)];
   // The client's clock is ours: each request takes 10 ms of it, so 300 requests span 3 s, whatever
   // the machine's speed.
@@ -535,10 +538,6 @@ test("a write a stopping node turned away goes to the next node once; one that g
       res.end();
     });
   });
-  const listen = (srv: net.Server) =>
-    new Promise<number>((resolve) =>
-      srv.listen(0, "127.0.0.1", () => resolve((srv.address() as net.AddressInfo).port)),
-    );
   const [ps, ph] = [await listen(s), await listen(h)];
   const c = new RingstoreClient([`127.0.0.1:${ps}`, `127.0.0.1:${ph}`]);
   try {

@@ -143,14 +143,31 @@ export class TestCluster {
     }
   }
 
-  /** Waits until node `id` sees every listed member up. */
-  async converged(id: string, members: string[]): Promise<void> {
-    await this.until(`${id} to see ${members.join(",")} up`, async () => {
-      const s = (await (await fetch(this.url(id, "/status"))).json()) as {
-        members: { id: string; state: string }[];
-      };
-      return members.every((m) => s.members.some((x) => x.id === m && x.state === "up"));
-    });
+  /**
+   * Waits until node `id` sees every listed member up; with `atAddresses`, up at the API and peer
+   * addresses it has now (a node just restarted takes its saved members as up for a while, wherever
+   * they are).
+   */
+  async converged(id: string, members: string[], opts: { atAddresses?: boolean; ms?: number } = {}) {
+    const where = opts.atAddresses === true ? " at their addresses" : "";
+    await this.until(
+      `${id} to see ${members.join(",")} up${where}`,
+      async () => {
+        const s = (await (await fetch(this.url(id, "/status"))).json()) as {
+          members: { id: string; state: string; api: string; peer: string }[];
+        };
+        return members.every((m) => {
+          const n = this.nodes.get(m);
+          return s.members.some(
+            (x) =>
+              x.id === m &&
+              x.state === "up" &&
+              (opts.atAddresses !== true || (x.api === n?.api && x.peer === n?.peer)),
+          );
+        });
+      },
+      opts.ms,
+    );
   }
 
   async shutdown(): Promise<void> {

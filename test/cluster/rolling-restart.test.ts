@@ -24,29 +24,11 @@ test("a rolling restart that moves every node: all rejoin from their saved views
   await c.start("a");
   await c.start("b", { join: "a" });
   await c.start("c", { join: "a" });
-  /** Every node sees every member up at the addresses it has now (not only up: a node just restarted
-   * takes its saved members as alive for a while, wherever they are). */
-  const rejoined = (what: string) =>
-    c.until(
-      what,
-      async () => {
-        for (const x of ids) {
-          const s = (await (await fetch(c.url(x, "/status"))).json()) as {
-            members: { id: string; peer: string; api: string; state: string }[];
-          };
-          for (const id of ids) {
-            const n = c.nodes.get(id)!;
-            if (
-              !s.members.some((m) => m.id === id && m.state === "up" && m.peer === n.peer && m.api === n.api)
-            )
-              return false;
-          }
-        }
-        return true;
-      },
-      20_000,
-    );
-  await rejoined("the cluster to form");
+  // Up at the addresses each has now, on every node.
+  const rejoined = async () => {
+    for (const x of ids) await c.converged(x, ids, { atAddresses: true, ms: 20_000 });
+  };
+  await rejoined();
 
   // Every address a node has had: the client skips for a while one that refuses connections.
   const addresses = new Set(ids.map((id) => c.nodes.get(id)!.api));
@@ -74,7 +56,7 @@ test("a rolling restart that moves every node: all rejoin from their saved views
       assert.equal(await c.stop(id), 0, `${id} stops cleanly`);
       await c.start(id);
       addresses.add(c.nodes.get(id)!.api);
-      await rejoined(`every node to see every member at its address after ${id}'s restart`);
+      await rejoined();
       db = new RingstoreClient([...addresses]);
       clients.push(db);
       const base = ok;
