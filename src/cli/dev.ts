@@ -6,7 +6,8 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
-import { readSavedView } from "../node/saved-view.js";
+import { DataDir } from "../node/data-dir.js";
+import { NodeFileSystem } from "../storage/fs/node-file-system.js";
 
 export interface DevFlags {
   nodes: string;
@@ -28,9 +29,10 @@ function prefixLines(prefix: string, onLine: (l: string) => void) {
 }
 
 /** Did the node of this data directory leave its cluster (its saved view says so)? */
-function leftEarlier(dataDir: string, id: string): boolean {
+async function leftEarlier(dataDir: string, id: string): Promise<boolean> {
   try {
-    return readSavedView(dataDir)?.members.some((m) => m.id === id && m.status === "left") === true;
+    const view = await new DataDir(new NodeFileSystem(), dataDir).readView();
+    return view?.members.some((m) => m.id === id && m.status === "left") === true;
   } catch {
     return false; // an unreadable view: start the node, and let it say what is wrong
   }
@@ -54,9 +56,10 @@ export async function devCommand(flags: DevFlags): Promise<void> {
   const out = (s: string) => process.stdout.write(`${s}\n`);
 
   const left = new Set<number>();
-  const startOne = (k: number): Promise<void> =>
-    new Promise((resolve, reject) => {
-      if (leftEarlier(path.join(flags.data, `n${k}`), `n${k}`)) {
+  const startOne = async (k: number): Promise<void> => {
+    const gone = await leftEarlier(path.join(flags.data, `n${k}`), `n${k}`);
+    return new Promise((resolve, reject) => {
+      if (gone) {
         left.add(k);
         out(
           `[n${k}] left the cluster earlier (cluster leave): not started; remove ${path.join(flags.data, `n${k}`)} to run a new node in its place`,
@@ -101,6 +104,7 @@ export async function devCommand(flags: DevFlags): Promise<void> {
         else if (!stopping) out(`[n${k}] exited unexpectedly (code ${code}, signal ${signal})`);
       });
     });
+  };
 
   const stopAll = async () => {
     stopping = true;

@@ -1,14 +1,14 @@
 /**
  * The node's saved view, `members.json` in its data directory: the members, the ring, and the ring of its
  * last complete handoff pass, so that a restarted node finds its peers again and knows its own status (a
- * node that left stays out). JSON `{format: "ringstore-members", version: 1, members, ring, handedOff,
- * crc32}`, the crc over the JSON of the three fields; replaced durably (durable-file.ts).
+ * node that left stays out). This file holds the format; data-dir.ts reads and writes it.
+ *
+ * JSON `{format: "ringstore-members", version: 1, members, ring, handedOff, crc32}`, the crc over the JSON
+ * of the three fields.
  */
-import * as path from "node:path";
 import { crc32 } from "node:zlib";
 import type { MemberView, RingView } from "../transport/messages.js";
 import { ConfigError } from "./config.js";
-import { readFileIfExists, writeFileDurably } from "./durable-file.js";
 
 export interface SavedView {
   readonly members: MemberView[];
@@ -31,7 +31,6 @@ function savedRing(x: unknown): RingView | null {
   return ok ? r : null;
 }
 
-const VIEW_FILE = "members.json";
 const VIEW_FORMAT = "ringstore-members";
 
 function viewChecksum(v: SavedView): number {
@@ -43,20 +42,17 @@ function viewOf(j: SavedView): SavedView {
   return { members: j.members, ring: j.ring ?? null, handedOff: savedRing(j.handedOff) };
 }
 
-/** How every saved view of this format begins (writeSavedView puts the format first). */
+/** How every saved view of this format begins (encodeView puts the format first). */
 const VIEW_HEADER = `{"format":"${VIEW_FORMAT}"`;
 
 /**
- * The saved view, undefined when there is none yet. A file of this format that is damaged (not JSON, a
- * checksum mismatch) or of another version stops the start with a ConfigError: the view holds this
- * node's own status (a node that left must not come back), so it is not silently replaced. A view saved
- * before the file had a format (written without fsync, so a crash could leave it torn) is read if it
- * can be, and treated as missing if not, as it always was.
+ * The view in members.json's text (`file` names it in errors). A file of this format that is damaged (not
+ * JSON, a checksum mismatch) or of another version is a ConfigError: the view holds this node's own
+ * status (a node that left must not come back), so it is not silently replaced. A view saved before the
+ * file had a format (written without fsync, so a crash could leave it torn) is read if it can be, and
+ * treated as missing (undefined) if not.
  */
-export function readSavedView(dataDir: string): SavedView | undefined {
-  const p = path.join(dataDir, VIEW_FILE);
-  const text = readFileIfExists(p);
-  if (text === undefined) return undefined;
+export function decodeView(text: string, file: string): SavedView | undefined {
   type Saved = SavedView & { format?: unknown; version?: unknown; crc32?: unknown };
   if (!text.startsWith(VIEW_HEADER)) {
     try {
@@ -69,7 +65,7 @@ export function readSavedView(dataDir: string): SavedView | undefined {
   }
   const damaged = (why: string) =>
     new ConfigError(
-      `${p} is damaged (${why}): it holds this node's last membership view and its own status; if the node has not left its cluster, remove the file and start the node with --join MEMBER to fetch the view again`,
+      `${file} is damaged (${why}): it holds this node's last membership view and its own status; if the node has not left its cluster, remove the file and start the node with --join MEMBER to fetch the view again`,
     );
   let j: Saved;
   try {
@@ -79,17 +75,13 @@ export function readSavedView(dataDir: string): SavedView | undefined {
   }
   if (j.version !== 1)
     throw new ConfigError(
-      `${p} has format version ${JSON.stringify(j.version)}; this build reads version 1 (was it written by a newer ringstore?)`,
+      `${file} has format version ${JSON.stringify(j.version)}; this build reads version 1 (was it written by a newer ringstore?)`,
     );
   if (!Array.isArray(j.members)) throw damaged("no member list");
   if (j.crc32 !== viewChecksum(j)) throw damaged("checksum mismatch");
   return viewOf(j);
 }
 
-/** Saves a node's view durably. */
-export function writeSavedView(dataDir: string, body: SavedView): void {
-  writeFileDurably(
-    path.join(dataDir, VIEW_FILE),
-    JSON.stringify({ format: VIEW_FORMAT, version: 1, ...body, crc32: viewChecksum(body) }),
-  );
+export function encodeView(body: SavedView): string {
+  return JSON.stringify({ format: VIEW_FORMAT, version: 1, ...body, crc32: viewChecksum(body) });
 }

@@ -1,25 +1,28 @@
 /**
- * A whole ringstore cluster in one process: N nodes, each the real `NodeCore` (membership and gossip,
- * replica, coordinator, router, peer dispatch) over the simulated network (SimNetwork) and one virtual
- * scheduler, each with its own storage engine: the LSM engine on its own MemoryFileSystem (durability
- * "fsync", as a node runs it) or the memory engine.
+ * A whole ringstore cluster in one process: N nodes, each started by the real start-up (node/boot.ts:
+ * the start plan, the data directory's files, the protocol core) over the simulated network (SimNetwork),
+ * one virtual scheduler, and its own MemoryFileSystem holding its data directory (node.json,
+ * members.json, the running marker and, with LSM storage, the engine's files, behind a disk with latency).
+ * With the memory engine the data is in memory and only the node's small files are on its "disk".
  *
  * It is node.ts with the world swapped out, and the faults a world can inflict:
  * - `crash(id)`: the process dies. Its transport is dropped (SimNetwork.crash), its timers halted, and
  *   its file system loses what was not fsynced (MemoryFileSystem.crash, "drop", "torn" or "zeroed"
  *   tails). With the memory engine the data is gone entirely.
- * - `restart(id)`: as node.ts starts a node on an existing data directory after an unclean stop: reopen
- *   the LSM engine on the crashed file system, rebuild NodeCore under the same node id and a new actor
- *   (node.ts renews the actor after any unclean stop: the coordinator's copy of a version it had already
- *   sent to other replicas may be lost, and its old dots must not be reused), from the view node.ts
- *   would have saved in members.json (kept here in `saved`, rewritten on every view change), with the
- *   incarnation one above the saved one. A memory-engine node lost all its data.
+ * - `restart(id)`: boots the node again on its crashed disk, as `ringstore start` does: the running
+ *   marker it left says the stop was unclean, so the real start plan renews its actor.
  * - `pause(id)` / `resume(id)`: the process stops (its timers and its network input wait) and goes on.
+ * - `join(id, via)`: a new node boots with --join, asking again until admitted.
  * - clock skew: each node reads its own clock, virtual time plus an offset and a drift (skewedClock).
  *
- * Deterministic: node ids, actors, every random stream come from the run's seed.
+ * The cluster's first nodes start as if a previous run had formed it: each one's identity and view are
+ * written to its disk, then it boots as a restarted node (the first one makes the ring). Deterministic:
+ * node ids, actors, every random stream come from the run's seed.
  */
-import { NodeCore } from "../node/node-core.js";
+import { type BootedNode, bootNode, type NodeEnv } from "../node/boot.js";
+import { DataDir } from "../node/data-dir.js";
+import type { NodeCore } from "../node/node-core.js";
+import { coordinateForwarded } from "../node/peer-dispatch.js";
 import type { Clock } from "../runtime/runtime.js";
 import {
   derivedRandom,
@@ -29,11 +32,12 @@ import {
   type VirtualScheduler,
 } from "../runtime/virtual-runtime.js";
 import type { StorageEngine } from "../storage/engine.js";
+import type { FileSystem } from "../storage/fs/file-system.js";
 import { MemoryFileSystem } from "../storage/fs/memory-file-system.js";
 import { LsmEngine } from "../storage/lsm/lsm-engine.js";
 import type { Durability } from "../storage/lsm/options.js";
 import { MemoryEngine } from "../storage/memory-engine.js";
-import type { MemberView, RequestBody, ResponseBody, RingView } from "../transport/messages.js";
+import type { MemberView, RequestBody, ResponseBody } from "../transport/messages.js";
 import type { SimNetwork, SimTransport } from "../transport/sim-transport.js";
 import { TransportError } from "../transport/transport.js";
 import { SlowDisk } from "./slow-disk.js";
@@ -79,21 +83,24 @@ export interface ClusterConfig {
 export interface SimNode {
   readonly id: string;
   readonly address: string;
-  /** The coordinating actor: node id and data epoch (identity.ts's `actor`). */
+  /** The coordinating actor of the current incarnation (node.json's `actor`). */
   actor: string;
   core: NodeCore;
   storage: StorageEngine;
-  readonly fs: MemoryFileSystem | undefined;
+  /** The node's disk: its data directory, kept across crashes (what was synced survives). */
+  readonly fs: MemoryFileSystem;
   /** The latency layer over `fs` of the current incarnation (LSM storage only). */
   disk: SlowDisk | undefined;
+  /** The booted node of the current incarnation. */
+  booted: BootedNode | undefined;
+  /** How it answers peers now ("starting" until its boot serves its core's answers). */
+  handler: (from: string, body: RequestBody) => Promise<ResponseBody>;
   timers: TimerGroup;
   readonly clock: Clock;
   readonly transport: SimTransport;
-  /** What node.ts keeps in members.json: the last view, rewritten on every change. */
-  saved: { members: MemberView[]; ring: RingView | null; handedOff?: RingView | null };
   /**
-   * "starting": a restart is reopening its storage (which takes virtual time: syncs are slow). "left":
-   * it left the cluster (`leave`) and stopped, as node.ts stops a node that left.
+   * "starting": a boot is under way (it takes virtual time: syncs are slow). "left": it left the cluster
+   * (`leave`) and stopped, as node.ts stops a node that left.
    */
   state: "up" | "crashed" | "starting" | "left";
   paused: boolean;
@@ -104,7 +111,7 @@ export interface SimNode {
 }
 
 const CLUSTER_ID = "sim";
-const DATA_DIR = "/data/storage";
+const DATA_DIR = "/data";
 
 /** Small tables and memtables, so that a run of a few hundred writes flushes and compacts. */
 const LSM_OPTIONS = {
@@ -117,6 +124,10 @@ const LSM_OPTIONS = {
   // Syncs must take virtual time (SlowDisk): the asynchronous path, not a blocking one.
   walSyncOnEventLoop: false,
 } as const;
+
+/** How often, and how long apart, a joining node boots again when its join is not answered. */
+const JOIN_ATTEMPTS = 200;
+const JOIN_RETRY_MS = 500;
 
 export class SimCluster {
   readonly nodes: SimNode[] = [];
@@ -146,10 +157,6 @@ export class SimCluster {
     return `n${i + 1}`;
   }
 
-  private actorOf(id: string, generation: number): string {
-    return `${id}.${deriveSeed(this.config.seed, `actor/${id}/${generation}`).toString(36)}`;
-  }
-
   private entry(id: string, status: MemberView["status"], incarnation: number): MemberView {
     return {
       id,
@@ -163,68 +170,95 @@ export class SimCluster {
     };
   }
 
-  /** Opens the node's storage; syncs take virtual time on its timers (halted when the node crashes). */
-  private async openStorage(node: SimNode): Promise<StorageEngine> {
-    const fs = node.fs;
-    if (fs === undefined) return new MemoryEngine();
-    const durability: Durability = this.config.bug === "no-fsync" ? "none" : "fsync";
-    const random = derivedRandom(this.config.seed, `disk/${node.id}/${node.generation}`);
-    node.disk = new SlowDisk(fs, node.timers, random);
-    return LsmEngine.open({ dir: DATA_DIR, fs: node.disk, options: { ...LSM_OPTIONS, durability } });
-  }
-
-  /** Builds every node, the first one claiming the ring over all of them (as bench/gossip.ts does). */
-  async start(): Promise<void> {
-    const ids = Array.from({ length: this.config.nodes }, (_, i) => SimCluster.idOf(i));
-    const members = ids.map((id) => this.entry(id, "up", 1));
-    for (const [i, id] of ids.entries()) {
-      const { offsetMs, drift } = this.skew[i] ?? { offsetMs: 0, drift: 0 };
-      const node = await this.newNode(id, skewedClock(this.sched, offsetMs, drift), { members, ring: null });
-      node.storage = await this.openStorage(node);
-      const founder = i === 0;
-      const ring = founder ? null : this.nodes[0]!.core.membership.ring;
-      node.core = this.makeCore(node, members[i]!, { members, ring }, founder);
-      node.saved = { members: node.core.membership.view(), ring: node.core.membership.ring };
-      this.nodes.push(node);
-      this.byId.set(id, node);
-    }
-    // Gossip starts at seeded phases, as processes started one after the other.
-    const phase = derivedRandom(this.config.seed, "gossip-phase");
-    for (const node of this.nodes) {
-      const core = node.core;
-      node.timers.after(Math.floor(phase.next() * this.config.gossipIntervalMs), () => core.start());
-    }
-  }
-
   /**
-   * A node's process before its core exists: its empty file system (LSM storage), its address on the
-   * network (requests go to whatever core it has), its clock and timers, and the view it starts from.
+   * Boots the node's current incarnation on its disk, as `ringstore start` does (`join`: --join seeds).
+   * Its peers get "starting" errors until the core answers them.
    */
-  private async newNode(id: string, clock: Clock, saved: SimNode["saved"]): Promise<SimNode> {
-    const fs = this.config.storage === "lsm" ? new MemoryFileSystem() : undefined;
-    if (fs !== undefined) await fs.mkdirp(DATA_DIR);
+  private async boot(node: SimNode, join: readonly string[]): Promise<void> {
+    const c = this.config;
+    const random = derivedRandom(c.seed, `disk/${node.id}/${node.generation}`);
+    node.disk = c.storage === "lsm" ? new SlowDisk(node.fs, node.timers, random) : undefined;
+    const fs: FileSystem = node.disk ?? node.fs;
+    const entropy = derivedRandom(c.seed, `entropy/${node.id}/${node.generation}`);
+    const env: NodeEnv = {
+      clock: node.clock,
+      timers: node.timers,
+      random: derivedRandom(c.seed, `node/${node.id}/${node.generation}`),
+      fs,
+      entropy: (n) => Uint8Array.from({ length: n }, () => Math.floor(entropy.next() * 256)),
+    };
+    let booted: BootedNode | undefined;
+    node.booted = undefined;
+    const durability: Durability = c.bug === "no-fsync" ? "none" : "fsync";
+    booted = await bootNode(
+      {
+        nodeId: node.id,
+        dataDir: DATA_DIR,
+        join,
+        settings: { n: c.n, r: c.r, w: c.w, partitions: c.partitions },
+        explicit: { n: false, r: false, w: false },
+        api: `api:${node.id}`,
+        weight: 1,
+        zone: undefined,
+        gossipIntervalMs: c.gossipIntervalMs,
+        downAfterMs: c.downAfterMs,
+        requestTimeoutMs: c.requestTimeoutMs,
+        maxSiblings: c.maxSiblings,
+      },
+      {
+        env,
+        transport: node.transport,
+        serve: (handler) => {
+          node.handler = handler;
+        },
+        openStorage: async (dir) =>
+          c.storage === "memory"
+            ? new MemoryEngine()
+            : LsmEngine.open({ dir, fs, options: { ...LSM_OPTIONS, durability } }),
+        onLeft: () => {
+          if (node.booted !== booted || node.state !== "up") return;
+          node.state = "left";
+          this.net.crash(node.address);
+          node.timers.halt();
+          void booted!.core.stop();
+          this.log(`${node.id} left the cluster and stopped`);
+        },
+        onReadRepair: () => {
+          this.readRepairs.count++;
+        },
+      },
+    );
+    node.booted = booted;
+    node.core = booted.core;
+    node.storage = booted.storage;
+    node.actor = booted.identity.actor;
+  }
+
+  /** A node's process before it boots: its disk, its address on the network, its clock and timers. */
+  private newNode(id: string, clock: Clock): SimNode {
     const address = `sim:${id}`;
     let node: SimNode | undefined;
     const transport = this.net.transport({
       address,
       nodeId: id,
-      clusterId: CLUSTER_ID,
+      clusterId: "",
       handler: (from, body) => this.dispatch(node!, from, body),
     });
     if (this.config.bug === "retry-forward") forgetMaybeDelivered(transport);
     node = {
       id,
       address,
-      actor: this.actorOf(id, 1),
+      actor: "",
       core: undefined as unknown as NodeCore,
       storage: undefined as unknown as StorageEngine,
-      fs,
+      fs: new MemoryFileSystem(),
       disk: undefined,
+      booted: undefined,
+      handler: starting,
       timers: this.sched.group(),
       clock,
       transport,
-      saved,
-      state: "up",
+      state: "starting",
       paused: false,
       generation: 1,
       waiting: [],
@@ -232,54 +266,52 @@ export class SimCluster {
     return node;
   }
 
-  private makeCore(
-    node: SimNode,
-    self: MemberView,
-    view: { members: readonly MemberView[]; ring: RingView | null },
-    bootstrapRing: boolean,
-  ): NodeCore {
-    const c = this.config;
-    const core: NodeCore = new NodeCore({
-      nodeId: node.id,
-      actor: node.actor,
-      cluster: this.cluster,
-      transport: node.transport,
-      storage: node.storage,
-      clock: node.clock,
-      timers: node.timers,
-      random: derivedRandom(c.seed, `node/${node.id}/${node.generation}`),
-      self,
-      view,
-      bootstrapRing,
-      gossipIntervalMs: c.gossipIntervalMs,
-      downAfterMs: c.downAfterMs,
-      requestTimeoutMs: c.requestTimeoutMs,
-      maxSiblings: c.maxSiblings,
-      handedOff: node.saved.handedOff,
-      onViewChange: () => {
-        node.saved = core.viewToSave();
-      },
-      onLeft: () => {
-        if (node.core !== core || node.state !== "up") return;
-        node.state = "left";
-        this.net.crash(node.address);
-        node.timers.halt();
-        void core.stop();
-        this.log(`${node.id} left the cluster and stopped`);
-      },
-      onReadRepair: () => {
-        this.readRepairs.count++;
-      },
-    });
-    return core;
+  /**
+   * Starts the first nodes as a cluster a previous run formed: each one's node.json and members.json (all
+   * of them up; the ring made by the first when it boots) are written to its disk, then it boots, the
+   * others at seeded phases, as processes started one after the other.
+   */
+  async start(): Promise<void> {
+    const ids = Array.from({ length: this.config.nodes }, (_, i) => SimCluster.idOf(i));
+    const members = ids.map((id) => this.entry(id, "up", 1));
+    const phase = derivedRandom(this.config.seed, "gossip-phase");
+    const boots: Promise<void>[] = [];
+    for (const [i, id] of ids.entries()) {
+      const { offsetMs, drift } = this.skew[i] ?? { offsetMs: 0, drift: 0 };
+      const node = this.newNode(id, skewedClock(this.sched, offsetMs, drift));
+      this.nodes.push(node);
+      this.byId.set(id, node);
+      const dir = new DataDir(node.fs, DATA_DIR);
+      await node.fs.mkdirp(DATA_DIR);
+      await dir.writeIdentity({
+        nodeId: id,
+        actor: `${id}.${deriveSeed(this.config.seed, `actor/${id}/1`).toString(36)}`,
+        ...this.cluster,
+        createdAt: new Date(0).toISOString(),
+      });
+      const ring = i === 0 ? null : this.nodes[0]!.core.membership.ring;
+      await dir.writeView({ members, ring });
+      const up = async () => {
+        await this.boot(node, []);
+        node.state = "up";
+      };
+      if (i === 0) await up();
+      else {
+        const at = Math.floor(phase.next() * this.config.gossipIntervalMs);
+        boots.push(new Promise<void>((resolve) => node.timers.after(at, resolve)).then(up));
+      }
+    }
+    await Promise.all(boots);
   }
 
   private dispatch(node: SimNode, from: string, body: RequestBody): Promise<ResponseBody> {
+    const handler = node.handler;
+    if (handler === starting) return handler(from, body);
     if (this.config.bug === "drop-store" && node === this.nodes[0] && body.op === "store")
       return Promise.resolve({ op: "stored" });
     if (this.config.bug === "no-forward-memo" && body.op === "coordinate")
-      return node.core.coordinateForwarded(body);
-    return node.core.dispatch(from, body);
+      return coordinateForwarded(node.core.coordinator, body);
+    return handler(from, body);
   }
 
   // ------------------------------------------------------------------ faults
@@ -294,42 +326,37 @@ export class SimCluster {
     node.state = "crashed";
     this.net.crash(node.address);
     node.timers.halt();
+    node.booted?.views.halt();
     void node.core.stop();
-    node.fs?.crash({ unsynced, random });
-    this.log(`crash ${id} (unsynced data: ${node.fs === undefined ? "all lost" : unsynced})`);
+    node.fs.crash({ unsynced, random });
+    this.log(`crash ${id} (unsynced data: ${this.config.storage === "memory" ? "all lost" : unsynced})`);
   }
 
-  /** Restarts a crashed node from its (crashed) disk and saved view. */
+  /** Restarts a crashed node from its (crashed) disk, as `ringstore start` on its data directory. */
   async restart(id: string): Promise<void> {
     const node = this.byId.get(id)!;
     if (node.state !== "crashed") throw new Error(`sim: ${id} is not crashed`);
     node.state = "starting";
     node.generation++;
-    // Every restart follows a crash: a new actor, as node.ts takes after an unclean stop (the coordinator's
-    // own copy of a version it had already sent may be lost; with the memory engine everything is).
-    if (this.config.bug !== "keep-actor" || node.fs === undefined)
-      node.actor = this.actorOf(id, node.generation);
     node.timers = this.sched.group();
+    // The planted bug: the node believes its last stop was clean, so it keeps its actor.
+    if (this.config.bug === "keep-actor" && this.config.storage === "lsm") {
+      const marker = `${DATA_DIR}/running`;
+      if (await node.fs.exists(marker)) await node.fs.unlink(marker);
+    }
+    node.handler = starting;
+    this.net.restart(node.address, (from, body) => this.dispatch(node, from, body));
     try {
-      node.storage = await this.openStorage(node);
+      await this.boot(node, []);
     } catch (err) {
       node.state = "crashed"; // it stays down; the nemesis reports the failed restart
+      this.net.crash(node.address);
+      node.timers.halt();
       throw err;
     }
-    const view = node.saved;
-    const prevSelf = view.members.find((m) => m.id === id);
-    const inRing = view.ring?.owners.includes(id) ?? false;
-    // As node.ts: a leave survives the restart.
-    const status = prevSelf?.status === "leaving" ? "leaving" : inRing ? "up" : "joining";
-    const self = this.entry(id, status, (prevSelf?.incarnation ?? 0) + 1);
-    node.core = this.makeCore(node, self, view, false);
     node.state = "up";
-    this.net.restart(node.address, (from, body) => this.dispatch(node, from, body));
-    node.core.start();
-    node.saved = node.core.viewToSave();
     this.log(`restart ${id} (generation ${node.generation}, actor ${node.actor})`);
   }
-
   pause(id: string): void {
     const node = this.byId.get(id)!;
     if (node.state !== "up" || node.paused) throw new Error(`sim: ${id} cannot be paused`);
@@ -399,48 +426,49 @@ export class SimCluster {
         (n) =>
           n.core.membership.self.status === "up" &&
           n.core.handoff.progress.state === "idle" &&
-          n.core.straysInFlight === 0,
+          n.core.strays.straysInFlight === 0,
       )
     );
   }
 
   /**
    * A new node joins through `via`, as `ringstore start --join` does: it asks to join, takes the view
-   * from the answer, and gossips as `joining` until a ring is claimed with it.
+   * from the answer, and gossips as `joining` until a ring is claimed with it. A boot whose join was not
+   * answered wrote nothing, so it is started again, as an operator runs the command again with the same
+   * id (a request whose answer was lost has already admitted the member; only this id can take the entry).
    */
   async join(id: string, via: string): Promise<SimNode> {
     if (this.byId.has(id)) throw new Error(`sim: ${id} exists`);
-    const node = await this.newNode(id, this.sched, { members: [], ring: null });
-    const self = this.entry(id, "joining", 1);
-    // Asked again until answered, as an operator runs `ringstore start --join` again with the same id: a
-    // request whose answer was lost has already admitted the member, and only this id can take that entry.
-    let answer: ResponseBody | undefined;
-    for (let attempt = 1; answer === undefined; attempt++) {
+    const node = this.newNode(id, this.sched);
+    for (let attempt = 1; ; attempt++) {
       try {
-        answer = await node.transport.request(`sim:${via}`, { op: "join", member: self }, 2000);
+        await this.boot(node, [`sim:${via}`]);
+        break;
       } catch (err) {
-        if (attempt >= 200) throw err;
-        await new Promise<void>((resolve) => this.sched.after(500, resolve));
+        if (attempt >= JOIN_ATTEMPTS) throw err;
+        await new Promise<void>((resolve) => this.sched.after(JOIN_RETRY_MS, resolve));
       }
     }
-    if (answer.op !== "joined") throw new Error(`sim: unexpected answer ${answer.op} to join`);
-    node.saved = { members: [...answer.members], ring: answer.ring };
-    node.storage = await this.openStorage(node);
-    node.core = this.makeCore(node, self, { members: answer.members, ring: answer.ring }, false);
+    node.state = "up";
     this.nodes.push(node);
     this.byId.set(id, node);
-    node.core.start();
     this.log(`${id} joined through ${via}`);
     return node;
   }
 
   stop(): void {
     for (const node of this.nodes) {
-      if (node.state === "left") continue;
+      if (node.state === "left" || node.booted === undefined) continue;
+      node.booted.views.halt();
       void node.core.stop();
       node.timers.halt();
     }
   }
+}
+
+/** A node's answer to peers while it boots. */
+async function starting(_from: string, _body: RequestBody): Promise<ResponseBody> {
+  throw Object.assign(new Error("node is starting"), { code: "ERR_STARTING" });
 }
 
 /** The planted `retry-forward` bug: failures of forwarded writes lose their "maybe delivered" flag. */

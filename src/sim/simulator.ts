@@ -251,7 +251,7 @@ export async function runSimulation(o: SimOptions): Promise<SimResult> {
     skew,
     log,
   );
-  await sched.runUntilSettled(cluster.start(), 1000);
+  await sched.runUntilSettled(cluster.start(), 10_000);
   log(
     `started ${o.nodes} nodes (${o.storage} storage, faults ${o.faults}${o.bug ? `, planted bug ${o.bug}` : ""})`,
   );

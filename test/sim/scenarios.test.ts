@@ -51,7 +51,7 @@ async function startCluster(bug: PlantedBug | undefined) {
     [],
     () => undefined,
   );
-  await sched.runUntilSettled(cluster.start(), 1000);
+  await sched.runUntilSettled(cluster.start(), 10_000);
   await sched.runFor(2000);
   return { sched, cluster };
 }

@@ -1,0 +1,236 @@
+/**
+ * A node's start-up and clean stop over its environment: the same code for a real process (node.ts, with
+ * the real disk, clock and TCP) and for every node of the simulator (src/sim/cluster.ts, with a memory
+ * file system, virtual time and a simulated network).
+ *
+ * Start-up, in this order, so that a start refused for any reason leaves the data directory as it was:
+ * 1. read the identity, the saved view and the running marker, and decide (start-plan.ts): refusals here
+ *    write nothing;
+ * 2. take the data directory's lock (a second node on the same directory is refused here);
+ * 3. for a new node given --join, ask the cluster to admit it; for a node with data given --join, check
+ *    the peers belong to its cluster;
+ * 4. only then write: the identity (new, joined, or with a renewed actor) and the running marker;
+ * 5. open the storage engine, build the protocol core, answer peers, start gossip and handoff, save the
+ *    view.
+ * The caller binds its ports (peer, API) before calling, so a port in use also refuses the start before
+ * anything is written.
+ */
+import type { Runtime } from "../runtime/runtime.js";
+import type { StorageEngine } from "../storage/engine.js";
+import type { FileSystem } from "../storage/fs/file-system.js";
+import type { MemberView, RequestBody, ResponseBody } from "../transport/messages.js";
+import type { Transport } from "../transport/transport.js";
+import { DataDir } from "./data-dir.js";
+import { type Entropy, type NodeIdentity, newIdentity, renewActor } from "./identity.js";
+import { checkJoinTargets, joinVia } from "./join.js";
+import { NodeCore } from "./node-core.js";
+import type { SavedView } from "./saved-view.js";
+import { planSelf, planStart } from "./start-plan.js";
+import { ViewSaver } from "./view-saver.js";
+
+/** Everything a node reaches the world through. */
+export interface NodeEnv extends Runtime {
+  readonly fs: FileSystem;
+  readonly entropy: Entropy;
+}
+
+export interface BootConfig {
+  readonly nodeId: string;
+  readonly dataDir: string;
+  /** Peer addresses given with --join. */
+  readonly join: readonly string[];
+  /** N, R, W and Q for a new cluster (a joiner takes the cluster's). */
+  readonly settings: {
+    readonly n: number;
+    readonly r: number;
+    readonly w: number;
+    readonly partitions: number;
+  };
+  readonly explicit: { readonly n: boolean; readonly r: boolean; readonly w: boolean };
+  /** The addresses this node gossips (as bound), its weight and zone. */
+  readonly api: string;
+  readonly weight: number;
+  readonly zone: string | undefined;
+  readonly gossipIntervalMs: number;
+  readonly downAfterMs: number;
+  readonly requestTimeoutMs: number;
+  readonly maxSiblings: number;
+}
+
+export interface BootDeps {
+  readonly env: NodeEnv;
+  /** The peer transport, bound; requests to it are refused until `serve` gives it the node's handler. */
+  readonly transport: Transport;
+  readonly serve: (handler: (from: string, body: RequestBody) => Promise<ResponseBody>) => void;
+  /** Opens the storage engine in `dir`. */
+  readonly openStorage: (dir: string) => Promise<StorageEngine>;
+  readonly onReadRepair?: (nodeId: string) => void;
+  readonly onReplicaTimeout?: (op: "read" | "store") => void;
+  readonly onLeft?: (how: "left" | "removed") => void;
+  /** A background save of the view failed (it is retried). */
+  readonly onViewSaveError?: (err: Error) => void;
+}
+
+export interface BootedNode {
+  readonly identity: NodeIdentity;
+  /** This start created a new cluster. */
+  readonly created: boolean;
+  readonly core: NodeCore;
+  readonly storage: StorageEngine;
+  readonly views: ViewSaver;
+  readonly dataDir: DataDir;
+  /**
+   * A clean stop: gossip and handoff stop, the view is saved, every versioned set is stored (or failed),
+   * the engine closes, and the running marker goes (unless a write failed: the next start then renews the
+   * actor, as after a crash); then the lock is released. Calls after the first return the same promise.
+   */
+  stop(): Promise<void>;
+}
+
+export async function bootNode(config: BootConfig, deps: BootDeps): Promise<BootedNode> {
+  const { env, transport } = deps;
+  const dir = new DataDir(env.fs, config.dataDir);
+  const found = await dir.readIdentity();
+  const saved = await dir.readView();
+  const plan = planStart({
+    nodeId: config.nodeId,
+    dataDir: config.dataDir,
+    join: config.join,
+    settings: config.settings,
+    explicit: config.explicit,
+    identity: found,
+    saved,
+    uncleanStop: await dir.uncleanStop(),
+  });
+  const release = await dir.lock();
+  let storage: StorageEngine | undefined;
+  let core: NodeCore | undefined;
+  try {
+    const selfEntry = (status: MemberView["status"], incarnation: number): MemberView => ({
+      id: config.nodeId,
+      api: config.api,
+      peer: transport.address,
+      weight: config.weight,
+      zone: config.zone,
+      status,
+      incarnation,
+      heartbeat: 0,
+    });
+    let identity: NodeIdentity;
+    let view: SavedView | undefined = saved;
+    let write = true;
+    switch (plan.kind) {
+      case "create":
+        identity = newIdentity(config.nodeId, undefined, config.settings, env.entropy, env.clock.now());
+        break;
+      case "join": {
+        const answer = await joinVia(transport, plan.seeds, selfEntry("joining", 0));
+        identity = newIdentity(
+          config.nodeId,
+          {
+            clusterId: answer.clusterId,
+            clusterSecret: answer.secret,
+            n: answer.n,
+            r: answer.r,
+            w: answer.w,
+            partitions: answer.ring?.partitions ?? config.settings.partitions,
+          },
+          config.settings,
+          env.entropy,
+          env.clock.now(),
+        );
+        view = { members: [...answer.members], ring: answer.ring };
+        break;
+      }
+      case "rejoin":
+        // The handshake names our cluster, so that a peer of another cluster refuses us.
+        transport.setCluster(plan.identity.clusterId);
+        if (plan.checkSeeds.length > 0)
+          await checkJoinTargets(transport, plan.checkSeeds, config.dataDir, plan.identity.clusterId);
+        identity = plan.renewActor ? renewActor(plan.identity, env.entropy) : plan.identity;
+        write = plan.renewActor;
+        break;
+    }
+    if (write) await dir.writeIdentity(identity);
+    await dir.markRunning();
+    transport.setCluster(identity.clusterId);
+    storage = await deps.openStorage(dir.storageDir);
+
+    const self = planSelf(config.nodeId, view, plan.kind === "create", config.join);
+    const views = new ViewSaver(
+      () => core!.viewToSave(),
+      (v) => dir.writeView(v),
+      env.timers,
+      deps.onViewSaveError,
+    );
+    core = new NodeCore({
+      nodeId: config.nodeId,
+      actor: identity.actor,
+      cluster: identity,
+      transport,
+      storage,
+      clock: env.clock,
+      timers: env.timers,
+      random: env.random,
+      self: selfEntry(self.status, self.incarnation),
+      view,
+      bootstrapRing: self.bootstrapRing,
+      gossipIntervalMs: config.gossipIntervalMs,
+      downAfterMs: config.downAfterMs,
+      requestTimeoutMs: config.requestTimeoutMs,
+      maxSiblings: config.maxSiblings,
+      handedOff: saved?.handedOff,
+      views,
+      onReadRepair: deps.onReadRepair,
+      onReplicaTimeout: deps.onReplicaTimeout,
+      onLeft: deps.onLeft,
+    });
+    deps.serve(core.dispatch);
+    core.start();
+    await views.persist();
+
+    const engine = storage;
+    const booted = core;
+    let stopping: Promise<void> | undefined;
+    return {
+      identity,
+      created: plan.kind === "create",
+      core: booted,
+      storage: engine,
+      views,
+      dataDir: dir,
+      stop: () => {
+        stopping ??= runAll([
+          () => booted.stop(),
+          () => views.flush(),
+          async () => {
+            // Version nothing more, and let every versioned set reach the disk (or fail) before the engine
+            // closes: the stop is clean only if every version this node sent to others is durable here.
+            await booted.replica.seal();
+            await engine.close();
+            if (booted.replica.writeFailure === undefined && engine.failure === undefined)
+              await dir.markStopped();
+          },
+          release,
+        ]);
+        return stopping;
+      },
+    };
+  } catch (err) {
+    await runAll([async () => core?.stop(), async () => storage?.close(), release]).catch(() => undefined);
+    throw err;
+  }
+}
+
+/** Runs every step in order; throws the first error after trying them all. */
+export async function runAll(steps: readonly (() => Promise<unknown>)[]): Promise<void> {
+  let first: unknown;
+  for (const s of steps) {
+    try {
+      await s();
+    } catch (err) {
+      first ??= err;
+    }
+  }
+  if (first !== undefined) throw first;
+}

@@ -1,0 +1,57 @@
+/**
+ * Where keys live under the current ring: the preference table of the ring this node holds (rebuilt when
+ * the ring's version changes), a key's preference list, and the partitions this node owns or replicates.
+ */
+import type { Membership } from "../membership/membership.js";
+import { PreferenceTable } from "../ring/ring.js";
+import type { RingView } from "../transport/messages.js";
+
+export class Placement {
+  private table: PreferenceTable | undefined;
+  private tableRingVersion = -1;
+
+  constructor(
+    private readonly membership: Membership,
+    private readonly selfId: string,
+    private readonly n: number,
+  ) {}
+
+  /** The preference table of a ring, over the members as they are placed now. */
+  tableOf(ring: RingView): PreferenceTable {
+    return new PreferenceTable(
+      { partitions: ring.partitions, owners: ring.owners },
+      this.membership.placementMembers(),
+      this.n,
+    );
+  }
+
+  /** The preference table of the current ring (undefined before the node has a ring). */
+  current(): PreferenceTable | undefined {
+    const ring = this.membership.ring;
+    if (ring === null) return undefined;
+    if (this.table === undefined || this.tableRingVersion !== ring.version) {
+      this.table = this.tableOf(ring);
+      this.tableRingVersion = ring.version;
+    }
+    return this.table;
+  }
+
+  /** The key's preference list: node ids, in order ([] before the node has a ring). */
+  preferenceList(key: Uint8Array): readonly string[] {
+    return this.current()?.forKey(key) ?? [];
+  }
+
+  /** The partitions this node owns (first in their preference list) and those it holds a replica of. */
+  partitionsHeld(): { owned: number[]; replicated: number[] } {
+    const ring = this.membership.ring;
+    const pt = this.current();
+    const owned: number[] = [];
+    const replicated: number[] = [];
+    if (ring !== null && pt !== undefined)
+      for (let p = 0; p < ring.partitions; p++) {
+        if (ring.owners[p] === this.selfId) owned.push(p);
+        if (pt.forPartition(p).includes(this.selfId)) replicated.push(p);
+      }
+    return { owned, replicated };
+  }
+}
