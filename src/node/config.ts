@@ -59,6 +59,14 @@ export class ConfigError extends Error {
   }
 }
 
+/** The start is refused because this node left its cluster (or was removed): its directory is out of use. */
+export class NodeLeftError extends ConfigError {
+  constructor(message: string) {
+    super(message);
+    this.name = "NodeLeftError";
+  }
+}
+
 /** Parses HOST:PORT (IPv6 as [::1]:PORT). Port 0 asks the OS for a free port. */
 export function parseHostPort(v: string, what: string): HostPort {
   const m = /^(?:\[([0-9a-fA-F:.]+)\]|([A-Za-z0-9.-]+)):([0-9]{1,5})$/.exec(v.trim());

@@ -14,7 +14,7 @@
  * and a node whose saved view says it left (its directory is out of use for good).
  */
 import type { MemberView } from "../transport/messages.js";
-import { ConfigError } from "./config.js";
+import { NodeLeftError } from "./config.js";
 import { checkIdentity, type NodeIdentity } from "./identity.js";
 import type { SavedView } from "./saved-view.js";
 
@@ -48,7 +48,7 @@ export function planStart(f: StartFacts): StartPlan {
   if (f.identity !== undefined) checkIdentity(f.identity, f.dataDir, f.nodeId, f.settings, f.explicit);
   const joining = f.identity === undefined && f.join.length > 0;
   if (!joining && f.saved?.members.find((m) => m.id === f.nodeId)?.status === "left")
-    throw new ConfigError(
+    throw new NodeLeftError(
       `node ${f.nodeId} has left cluster ${f.identity?.clusterId ?? "(unknown)"} (cluster leave, or removed by cluster remove); the data directory ${f.dataDir} is no longer in use: to run a node again, start it with a new --data and a new --id (and --join a member)`,
     );
   if (f.identity === undefined) return joining ? { kind: "join", seeds: f.join } : { kind: "create" };

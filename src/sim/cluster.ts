@@ -20,6 +20,7 @@
  * node ids, actors, every random stream come from the run's seed.
  */
 import { type BootedNode, bootNode, type NodeEnv } from "../node/boot.js";
+import { NodeLeftError } from "../node/config.js";
 import { DataDir } from "../node/data-dir.js";
 import type { NodeCore } from "../node/node-core.js";
 import { coordinateForwarded } from "../node/peer-dispatch.js";
@@ -349,6 +350,15 @@ export class SimCluster {
     try {
       await this.boot(node, []);
     } catch (err) {
+      if (err instanceof NodeLeftError) {
+        // It had left (or heard it was removed) and crashed before it stopped: its start is refused, as
+        // `ringstore start` refuses it, and it stays out of the cluster.
+        node.state = "left";
+        this.net.crash(node.address);
+        node.timers.halt();
+        this.log(`restart ${id} refused: it had left the cluster; it stays out`);
+        return;
+      }
       node.state = "crashed"; // it stays down; the nemesis reports the failed restart
       this.net.crash(node.address);
       node.timers.halt();
