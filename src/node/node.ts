@@ -17,6 +17,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { buildHttpApi } from "../api/http-api.js";
 import { NodeMetrics } from "../api/metrics.js";
+import { ringDocument, statusDocument } from "../api/views.js";
 import type { Replica } from "../replication/replica.js";
 import { seededRandom } from "../runtime/runtime.js";
 import { systemRuntime } from "../runtime/system-runtime.js";
@@ -227,33 +228,19 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
       metrics,
       now,
       ring: () => {
-        const ring = membership.ring;
         const t = now();
-        return {
-          version: ring?.version ?? 0,
-          partitions: ring?.partitions ?? 0,
+        return ringDocument({
+          ring: membership.ring,
           n: id.n,
-          hash: "murmur3-x86-32, seed 0x52494e47, partition = floor(hash * partitions / 2^32)",
-          owners: ring?.owners ?? [],
-          members: membership
-            .view()
-            .filter((m) => m.status !== "left")
-            .map((m) => ({
-              id: m.id,
-              api: m.api,
-              zone: m.zone ?? null,
-              weight: m.weight,
-              state: membership.liveness(m.id, t),
-            })),
-        };
+          members: membership.view(),
+          liveness: (mid) => membership.liveness(mid, t),
+        });
       },
       leave: async (force) => ({ node: config.id, ...(await core.leave(force)) }),
       remove: async (rid, force) => ({ node: config.id, ...(await core.remove(rid, force)) }),
       status: async () => {
         const t = now();
-        const ring = membership.ring;
-        const { owned, replicated } = core.partitionsHeld();
-        return {
+        return statusDocument({
           node: {
             id: config.id,
             actor: id.actor,
@@ -263,40 +250,16 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
             weight: config.weight,
             zone: config.zone ?? null,
           },
-          cluster: {
-            id: id.clusterId,
-            n: id.n,
-            r: id.r,
-            w: id.w,
-            partitions: id.partitions,
-            ringVersion: ring?.version ?? 0,
-          },
-          members: membership
-            .view()
-            .sort((a, b) => (a.id < b.id ? -1 : 1))
-            .map((m) => {
-              const live = membership.liveness(m.id, t);
-              return {
-                id: m.id,
-                api: m.api,
-                peer: m.peer,
-                state: live === "up" ? m.status : m.status === "left" ? "left" : live,
-                status: m.status,
-                weight: m.weight,
-                zone: m.zone ?? null,
-                incarnation: m.incarnation,
-                heartbeat: m.heartbeat,
-                partitions: ring?.owners.filter((o) => o === m.id).length ?? 0,
-              };
-            }),
-          partitions: { total: ring?.partitions ?? 0, owned, replicated },
-          handoff: { ...core.handoff.progress },
-          strayStores: { ...core.strayStores },
-          hintedHandoff: { backlog: 0 },
-          antiEntropy: { lastExchanges: [] },
-          transport: { ...transport.counters },
+          cluster: { id: id.clusterId, n: id.n, r: id.r, w: id.w, partitions: id.partitions },
+          ring: membership.ring,
+          members: membership.view(),
+          liveness: (mid) => membership.liveness(mid, t),
+          partitions: core.partitionsHeld(),
+          handoff: core.handoff.progress,
+          strayStores: core.strayStores,
+          transport: transport.counters,
           storage: storage.stats(),
-        };
+        });
       },
     });
     apiBound = { host: config.api.host, port: await app.listen(config.api.host, config.api.port) };
