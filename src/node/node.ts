@@ -15,7 +15,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { buildHttpApi } from "../api/http-api.js";
+import { buildHttpApi, type MembershipOutcome } from "../api/http-api.js";
 import { NodeMetrics } from "../api/metrics.js";
 import { ringDocument, statusDocument } from "../api/views.js";
 import type { Replica } from "../replication/replica.js";
@@ -38,7 +38,7 @@ import {
   renewActor,
   writeIdentity,
 } from "./identity.js";
-import { NodeCore } from "./node-core.js";
+import { MembershipRefusedError, NodeCore } from "./node-core.js";
 import { readSavedView, type SavedView, writeSavedView } from "./saved-view.js";
 
 export interface RunningNode {
@@ -236,8 +236,9 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
           liveness: (mid) => membership.liveness(mid, t),
         });
       },
-      leave: async (force) => ({ node: config.id, ...(await core.leave(force)) }),
-      remove: async (rid, force) => ({ node: config.id, ...(await core.remove(rid, force)) }),
+      leave: (force) => membershipOutcome(async () => ({ node: config.id, ...(await core.leave(force)) })),
+      remove: (rid, force) =>
+        membershipOutcome(async () => ({ node: config.id, ...(await core.remove(rid, force)) })),
       status: async () => {
         const t = now();
         return statusDocument({
@@ -286,6 +287,19 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
   } catch (err) {
     await runAll(cleanup);
     throw err;
+  }
+}
+
+/**
+ * A leave or a removal as the API takes it: the core's refusal (MembershipRefusedError) is an outcome,
+ * refused for good or unavailable for now; any other error stays an error.
+ */
+async function membershipOutcome<A>(run: () => Promise<A>): Promise<MembershipOutcome<A>> {
+  try {
+    return { kind: "accepted", answer: await run() };
+  } catch (err) {
+    if (!(err instanceof MembershipRefusedError)) throw err;
+    return { kind: err.code === "unavailable" ? "unavailable" : "refused", reason: err.message };
   }
 }
 
