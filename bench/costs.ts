@@ -136,8 +136,10 @@ async function child(kind: string): Promise<void> {
         { node: "bench" },
       ),
       now: () => 0,
-      status: async () => ({}),
-      ring: () => ({}),
+      status: () => Promise.reject(new Error("/status is not asked in this benchmark")),
+      ring: () => {
+        throw new Error("/ring is not asked in this benchmark");
+      },
     });
     port = await api.listen("127.0.0.1", 0);
     close = () => api.close();

@@ -196,10 +196,14 @@ const NOT_DELIVERED = new Set([
   "UND_ERR_CONNECT_TIMEOUT",
 ]);
 
-/** A node's 503 that says it is stopping (`"stopping": true`): it did nothing with the request. */
+/**
+ * A node's 503 that says it is stopping or still starting (`"stopping": true`, `"starting": true`): it
+ * did nothing with the request.
+ */
 function isStoppingAnswer(body: Buffer): boolean {
   try {
-    return (JSON.parse(body.toString("utf8")) as { stopping?: unknown }).stopping === true;
+    const j = JSON.parse(body.toString("utf8")) as { stopping?: unknown; starting?: unknown };
+    return j.stopping === true || j.starting === true;
   } catch {
     return false;
   }
@@ -426,7 +430,7 @@ export class RingstoreClient {
         if (res.statusCode === 503 && isStoppingAnswer(buf)) {
           // The node is stopping and turned the request away before doing anything with it: not
           // applied, so it goes to another node like a refused connection (a write too).
-          last = new Error(`${addr} is stopping`);
+          last = new Error(`${addr} is stopping or starting`);
           this.markFailed(addr);
           return undefined;
         }

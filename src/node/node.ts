@@ -6,11 +6,13 @@
  */
 import { randomBytes, randomInt } from "node:crypto";
 import * as path from "node:path";
-import { buildHttpApi } from "../api/http-api.js";
+import { createApi, type MembershipOutcome, serveApi } from "../api/http-api.js";
 import { NodeMetrics } from "../api/metrics.js";
+import { ringDocument, statusDocument } from "../api/views.js";
 import { seededRandom } from "../runtime/runtime.js";
 import { systemRuntime } from "../runtime/system-runtime.js";
 import { workerCompactionExecutor } from "../storage/compaction-worker.js";
+import type { StorageEngine } from "../storage/engine.js";
 import { NodeFileSystem } from "../storage/fs/node-file-system.js";
 import { LsmEngine } from "../storage/lsm/lsm-engine.js";
 import type { RequestBody, ResponseBody } from "../transport/messages.js";
@@ -18,6 +20,7 @@ import { TcpTransport } from "../transport/tcp-transport.js";
 import { MAX_CONTEXT_TOKEN_CHARS } from "../versioning/context-token.js";
 import { type BootedNode, bootNode, type NodeEnv, runAll } from "./boot.js";
 import { formatHostPort, type HostPort, type NodeConfig } from "./config.js";
+import { MembershipRefusedError } from "./departures.js";
 import type { NodeIdentity } from "./identity.js";
 
 export interface RunningNode {
@@ -74,7 +77,15 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
   };
   const cleanup: (() => Promise<unknown>)[] = [() => transport.close()];
   try {
-    let metrics: NodeMetrics | undefined;
+    // The API's port is bound before anything is written too; it answers 503 `starting` until served.
+    let engine: StorageEngine | undefined;
+    const metrics = new NodeMetrics(() => engine!.stats(), { node: config.id });
+    const app = createApi({ maxKeyBytes: config.maxKeyBytes, maxValueBytes: config.maxValueBytes, metrics });
+    const apiBound: HostPort = {
+      host: config.api.host,
+      port: await app.listen(config.api.host, config.api.port),
+    };
+    cleanup.unshift(() => app.close());
     const node: BootedNode = await bootNode(
       {
         nodeId: config.id,
@@ -82,7 +93,7 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
         join: config.join.map(formatHostPort),
         settings: { n: config.n, r: config.r, w: config.w, partitions: config.partitions },
         explicit: options.explicit ?? { n: false, r: false, w: false },
-        api: formatHostPort(config.api),
+        api: formatHostPort(apiBound),
         weight: config.weight,
         zone: config.zone,
         gossipIntervalMs: config.gossipIntervalMs,
@@ -110,8 +121,8 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
             },
             now,
           ),
-        onReadRepair: () => metrics?.readRepairs.inc(),
-        onReplicaTimeout: (op) => metrics?.replicaRequestTimeouts.inc({ op }),
+        onReadRepair: () => metrics.readRepairs.inc(),
+        onReplicaTimeout: (op) => metrics.replicaRequestTimeouts.inc({ op }),
         onLeft: (how) => options.onLeft?.(how),
         onViewSaveError: (err) =>
           process.stderr.write(
@@ -119,13 +130,12 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
           ),
       },
     );
-    cleanup.unshift(() => node.stop());
+    // Stopping: the API first (no new requests), then the node, then the peer port.
+    cleanup.splice(1, 0, () => node.stop());
     const { identity: id, core, storage } = node;
     const membership = core.membership;
-    metrics = new NodeMetrics(() => storage.stats(), { node: config.id });
-
-    let apiBound: HostPort = config.api;
-    const app = buildHttpApi({
+    engine = storage;
+    serveApi(app, {
       service: core.router,
       secret: Buffer.from(id.clusterSecret, "base64"),
       n: id.n,
@@ -141,33 +151,20 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
       metrics,
       now,
       ring: () => {
-        const ring = membership.ring;
         const t = now();
-        return {
-          version: ring?.version ?? 0,
-          partitions: ring?.partitions ?? 0,
+        return ringDocument({
+          ring: membership.ring,
           n: id.n,
-          hash: "murmur3-x86-32, seed 0x52494e47, partition = floor(hash * partitions / 2^32)",
-          owners: ring?.owners ?? [],
-          members: membership
-            .view()
-            .filter((m) => m.status !== "left")
-            .map((m) => ({
-              id: m.id,
-              api: m.api,
-              zone: m.zone ?? null,
-              weight: m.weight,
-              state: membership.liveness(m.id, t),
-            })),
-        };
+          members: membership.view(),
+          liveness: (mid) => membership.liveness(mid, t),
+        });
       },
-      leave: async (force) => ({ node: config.id, ...(await core.leave(force)) }),
-      remove: async (rid, force) => ({ node: config.id, ...(await core.remove(rid, force)) }),
+      leave: (force) => membershipOutcome(async () => ({ node: config.id, ...(await core.leave(force)) })),
+      remove: (rid, force) =>
+        membershipOutcome(async () => ({ node: config.id, ...(await core.remove(rid, force)) })),
       status: async () => {
         const t = now();
-        const ring = membership.ring;
-        const { owned, replicated } = core.placement.partitionsHeld();
-        return {
+        return statusDocument({
           node: {
             id: config.id,
             actor: id.actor,
@@ -177,51 +174,19 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
             weight: config.weight,
             zone: config.zone ?? null,
           },
-          cluster: {
-            id: id.clusterId,
-            n: id.n,
-            r: id.r,
-            w: id.w,
-            partitions: id.partitions,
-            ringVersion: ring?.version ?? 0,
-          },
-          members: membership
-            .view()
-            .sort((a, b) => (a.id < b.id ? -1 : 1))
-            .map((m) => {
-              const live = membership.liveness(m.id, t);
-              return {
-                id: m.id,
-                api: m.api,
-                peer: m.peer,
-                state: live === "up" ? m.status : m.status === "left" ? "left" : live,
-                status: m.status,
-                weight: m.weight,
-                zone: m.zone ?? null,
-                incarnation: m.incarnation,
-                heartbeat: m.heartbeat,
-                partitions: ring?.owners.filter((o) => o === m.id).length ?? 0,
-              };
-            }),
-          partitions: { total: ring?.partitions ?? 0, owned, replicated },
-          handoff: { ...core.handoff.progress },
-          strayStores: { ...core.strays.counts },
-          viewSaves: { ...node.views.status },
-          hintedHandoff: { backlog: 0 },
-          antiEntropy: { lastExchanges: [] },
-          transport: { ...transport.counters },
+          cluster: { id: id.clusterId, n: id.n, r: id.r, w: id.w, partitions: id.partitions },
+          ring: membership.ring,
+          members: membership.view(),
+          liveness: (mid) => membership.liveness(mid, t),
+          partitions: core.placement.partitionsHeld(),
+          handoff: core.handoff.progress,
+          strayStores: core.strays.counts,
+          viewSaves: node.views.status,
+          transport: transport.counters,
           storage: storage.stats(),
-        };
+        });
       },
     });
-    apiBound = { host: config.api.host, port: await app.listen(config.api.host, config.api.port) };
-    cleanup.unshift(() => app.close());
-    // Port 0 may have been asked for: gossip the address actually bound.
-    if (membership.self.api !== formatHostPort(apiBound)) {
-      membership.updateSelf({ api: formatHostPort(apiBound) });
-      node.views.save();
-    }
-
     let stopping: Promise<void> | undefined;
     return {
       id: config.id,
@@ -237,5 +202,18 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
   } catch (err) {
     await runAll(cleanup);
     throw err;
+  }
+}
+
+/**
+ * A leave or a removal as the API takes it: the core's refusal (MembershipRefusedError) is an outcome,
+ * refused for good or unavailable for now; any other error stays an error.
+ */
+async function membershipOutcome<A>(run: () => Promise<A>): Promise<MembershipOutcome<A>> {
+  try {
+    return { kind: "accepted", answer: await run() };
+  } catch (err) {
+    if (!(err instanceof MembershipRefusedError)) throw err;
+    return { kind: err.code === "unavailable" ? "unavailable" : "refused", reason: err.message };
   }
 }

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import * as net from "node:net";
 import { test } from "node:test";
-import { buildHttpApi, type HttpApi } from "../../src/api/http-api.js";
+import { type ApiDeps, buildHttpApi, createApi, type HttpApi, serveApi } from "../../src/api/http-api.js";
 import { NodeMetrics } from "../../src/api/metrics.js";
 import type { KvService, ReadOutcome, WriteOutcome } from "../../src/replication/coordinator.js";
 import { EMPTY_VECTOR, update } from "../../src/versioning/dvv.js";
@@ -18,6 +18,7 @@ const OK_READ: ReadOutcome = { kind: "ok", siblings: DONE.set, replied: 1 };
 async function withApi(
   service: KvService,
   fn: (api: HttpApi, port: number, metrics: NodeMetrics) => Promise<void>,
+  more: Partial<ApiDeps> = {},
 ): Promise<void> {
   const metrics = new NodeMetrics(
     () => {
@@ -36,8 +37,11 @@ async function withApi(
     limits: { maxKeyBytes: 1024, maxValueBytes: 1024, maxContextChars: 8192 },
     metrics,
     now: () => 0,
-    status: async () => ({}),
-    ring: () => ({}),
+    status: () => Promise.reject(new Error("/status is not part of this test")),
+    ring: () => {
+      throw new Error("/ring is not part of this test");
+    },
+    ...more,
   });
   const port = await api.listen("127.0.0.1", 0);
   try {
@@ -231,4 +235,113 @@ test("a request whose client goes away before the answer is counted under 499", 
     for (let i = 0; i < 100 && !(await count()); i++) await new Promise((r) => setTimeout(r, 10));
     assert.ok(await count(), "counted under 499");
   });
+});
+
+test("membership operations: accepted is 202 with the answer, refused 409, unavailable 503, an error 500", async () => {
+  const answers = {
+    leave: [
+      { kind: "accepted", answer: { node: "t", status: "leaving", remaining: 3 } },
+      { kind: "refused", reason: "too few would remain" },
+      { kind: "unavailable", reason: "the claimant did not answer" },
+    ],
+    remove: [
+      { kind: "accepted", answer: { node: "t", removed: "x", remaining: 2 } },
+      { kind: "refused", reason: "x is up" },
+      { kind: "unavailable", reason: "the claimant did not answer" },
+    ],
+  } as const;
+  let i = 0;
+  const asked: unknown[] = [];
+  await withApi(
+    { get: async () => OK_READ, write: async () => OK_WRITE },
+    async (_api, port) => {
+      const post = async (path: string) => {
+        const r = await fetch(`http://127.0.0.1:${port}${path}`, {
+          method: "POST",
+          signal: AbortSignal.timeout(5000),
+        });
+        return [r.status, await r.json()];
+      };
+      for (const [op, path, refused] of [
+        ["leave", "/cluster/leave?force=true", "leave_refused"],
+        ["remove", "/cluster/remove?id=x", "remove_refused"],
+      ] as const) {
+        i = 0;
+        assert.deepEqual(await post(path), [202, answers[op][0].answer]);
+        assert.deepEqual(await post(path), [409, { error: refused, message: answers[op][1].reason }]);
+        assert.deepEqual(await post(path), [503, { error: "unavailable", message: answers[op][2].reason }]);
+        const [status, body] = await post(path);
+        assert.equal(status, 500);
+        assert.equal((body as { error: string }).error, "internal");
+      }
+    },
+    {
+      leave: async (force) => {
+        asked.push(["leave", force]);
+        if (i === 3) throw new Error("disk on fire");
+        return answers.leave[i++]!;
+      },
+      remove: async (id, force) => {
+        asked.push(["remove", id, force]);
+        if (i === 3) throw new Error("disk on fire");
+        return answers.remove[i++]!;
+      },
+    },
+  );
+  assert.deepEqual(asked, [
+    ...Array.from({ length: 4 }, () => ["leave", true]),
+    ...Array.from({ length: 4 }, () => ["remove", "x", false]),
+  ]);
+});
+
+test("starting: a bound API answers 503 starting (nothing done) until the node serves it", async () => {
+  const metrics = new NodeMetrics(
+    () => {
+      throw new Error("storage statistics are not part of this test");
+    },
+    { node: "t" },
+  );
+  const api = createApi({ maxKeyBytes: 1024, maxValueBytes: 1024, metrics });
+  const port = await api.listen("127.0.0.1", 0);
+  try {
+    for (const init of [
+      { method: "GET" },
+      { method: "PUT", body: "v" },
+      { method: "GET", path: "/health" },
+    ]) {
+      const res = await fetch(`http://127.0.0.1:${port}${init.path ?? "/kv/k"}`, init);
+      assert.equal(res.status, 503, init.method);
+      const body = (await res.json()) as { error: string; starting?: boolean };
+      assert.equal(body.error, "unavailable");
+      assert.equal(body.starting, true);
+    }
+    const writes: string[] = [];
+    serveApi(api, {
+      service: {
+        get: async () => OK_READ,
+        write: async (key) => {
+          writes.push(Buffer.from(key).toString());
+          return OK_WRITE;
+        },
+      },
+      secret: Buffer.alloc(32, 1),
+      n: 1,
+      r: 1,
+      w: 1,
+      requestTimeoutMs: 1000,
+      maxTimeoutMs: 60_000,
+      limits: { maxKeyBytes: 1024, maxValueBytes: 1024, maxContextChars: 8192 },
+      metrics,
+      now: () => 0,
+      status: () => Promise.reject(new Error("/status is not part of this test")),
+      ring: () => {
+        throw new Error("/ring is not part of this test");
+      },
+    });
+    assert.equal((await fetch(`http://127.0.0.1:${port}/health`)).status, 200);
+    assert.equal((await fetch(`http://127.0.0.1:${port}/kv/k2`, { method: "PUT", body: "v" })).status, 204);
+    assert.deepEqual(writes, ["k2"]);
+  } finally {
+    await api.close();
+  }
 });

@@ -1,0 +1,145 @@
+/**
+ * `GET`, `HEAD`, `PUT` and `DELETE /kv/{key}` (../shared/spec/http-api.md): each checks everything about
+ * its request before any state changes (a bad key, context or parameter changes nothing), asks the
+ * coordinator, and renders its outcome (status, X-Context, value or siblings).
+ */
+import type * as http from "node:http";
+import type { KvService } from "../replication/coordinator.js";
+import { encodeContext } from "../versioning/context-token.js";
+import { contextOf, type VersionVector } from "../versioning/dvv.js";
+import type { StoredSibling } from "../versioning/object-codec.js";
+import type { Call } from "./http-server.js";
+import type { NodeMetrics } from "./metrics.js";
+import { parseContext, parseKey, parseQuorum, parseTimeout, single } from "./params.js";
+
+export interface ApiLimits {
+  readonly maxKeyBytes: number;
+  readonly maxValueBytes: number;
+  readonly maxContextChars: number;
+}
+
+/** What the key-value routes need. */
+export interface KvRouteDeps {
+  readonly service: KvService;
+  /** Signs and checks context tokens. */
+  readonly secret: Uint8Array;
+  /** N, and the default R and W. */
+  readonly n: number;
+  readonly r: number;
+  readonly w: number;
+  readonly requestTimeoutMs: number;
+  readonly maxTimeoutMs: number;
+  readonly limits: ApiLimits;
+  readonly metrics: NodeMetrics;
+  /** Wall clock for writtenAt (tombstone expiry); never used to order versions. */
+  readonly now: () => number;
+}
+
+export interface KvRoutes {
+  /** GET and HEAD. */
+  get(c: Call): Promise<void>;
+  put(c: Call): Promise<void>;
+  delete(c: Call): Promise<void>;
+}
+
+/** The causal history of one version: its context plus its own dot. */
+function historyOf(s: StoredSibling): VersionVector {
+  const out = new Map(s.context);
+  if ((out.get(s.dot.actor) ?? 0) < s.dot.counter) out.set(s.dot.actor, s.dot.counter);
+  return out;
+}
+
+export function kvRoutes(deps: KvRouteDeps): KvRoutes {
+  const m = deps.metrics;
+  const secret = deps.secret;
+  const limits = deps.limits;
+
+  const get = async (c: Call): Promise<void> => {
+    const key = parseKey(c.rawUrl, limits.maxKeyBytes);
+    const q = c.query();
+    const r = parseQuorum(single(q, "r"), "r", deps.r, deps.n);
+    const timeout = parseTimeout(single(q, "timeout"), deps.requestTimeoutMs, deps.maxTimeoutMs);
+    const out = await deps.service.get(key, r, timeout);
+    if (out.kind === "unavailable") {
+      m.replicaTimeouts.inc();
+      return c.error(
+        503,
+        "unavailable",
+        `only ${out.replied} of the ${out.needed} replicas needed replied in time`,
+        { needed: out.needed, replied: out.replied },
+      );
+    }
+    const sibs = out.siblings;
+    m.siblings.observe(sibs.length);
+    const live = sibs.filter((s) => !s.value.deleted);
+    const headers: http.OutgoingHttpHeaders = {};
+    const context = sibs.length > 0 ? encodeContext(contextOf(sibs), key, secret) : undefined;
+    if (context !== undefined) headers["x-context"] = context;
+    if (live.length === 0)
+      return c.error(404, "not_found", sibs.length > 0 ? "the key is deleted" : "no such key", {}, headers);
+    if (sibs.length === 1) {
+      const v = live[0]!.value;
+      // The value's own Content-Type, as stored, even where it is not a valid media type.
+      headers["content-type"] = v.contentType;
+      return c.respond(200, headers, Buffer.from(v.data));
+    }
+    c.json(
+      300,
+      {
+        context,
+        siblings: sibs.map((s) => ({
+          value: s.value.deleted ? "" : Buffer.from(s.value.data).toString("base64"),
+          contentType: s.value.contentType,
+          deleted: s.value.deleted,
+        })),
+      },
+      headers,
+    );
+  };
+
+  const write = async (c: Call, deleted: boolean): Promise<void> => {
+    // Everything but the body is checked first: a bad request is refused before its body is read.
+    const key = parseKey(c.rawUrl, limits.maxKeyBytes);
+    const q = c.query();
+    const w = parseQuorum(single(q, "w"), "w", deps.w, deps.n);
+    const timeout = parseTimeout(single(q, "timeout"), deps.requestTimeoutMs, deps.maxTimeoutMs);
+    const context = parseContext(c.req.headers, key, secret, limits.maxContextChars);
+    // A DELETE's body, if any, is read (within the same limit) and dropped.
+    const body = await c.readBody();
+    if (body === undefined) return;
+    const sent = c.req.headers["content-type"];
+    const ct = deleted ? "" : sent === undefined || sent === "" ? "application/octet-stream" : sent;
+    const out = await deps.service.write(
+      key,
+      context,
+      {
+        data: deleted ? Buffer.alloc(0) : body,
+        contentType: ct,
+        deleted,
+        writtenAtMs: Math.max(0, Math.floor(deps.now())),
+      },
+      w,
+      timeout,
+    );
+    if (out.kind === "too_many_siblings")
+      return c.error(
+        409,
+        "too_many_siblings",
+        `the key already holds ${out.siblings} siblings (the maximum is ${out.max}): read it, resolve the siblings, and write back with the context`,
+        { siblings: out.siblings, max: out.max },
+      );
+    if (out.kind === "unavailable") {
+      m.replicaTimeouts.inc();
+      return c.error(
+        503,
+        "unavailable",
+        `only ${out.acked} of the ${out.needed} replica acknowledgements needed arrived in time; the write may have been applied on some replicas (it is not rolled back)`,
+        { needed: out.needed, acked: out.acked },
+      );
+    }
+    m.siblings.observe(out.set.length);
+    c.respond(204, { "x-context": encodeContext(historyOf(out.written), key, secret) }, undefined);
+  };
+
+  return { get, put: (c) => write(c, false), delete: (c) => write(c, true) };
+}

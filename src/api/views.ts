@@ -1,0 +1,280 @@
+/**
+ * The documents of the operational endpoints, field by field: `GET /ring` (what a client needs to route
+ * a key to its replicas: src/client/client.ts reads it), `GET /status` (this node's view of the
+ * cluster: `ringstore cluster status` and `cluster leave` read it), and the answers to
+ * `POST /cluster/leave` and `POST /cluster/remove`.
+ *
+ * The builders are pure: they take the node's facts, its view of the members, a liveness function read
+ * at one instant, the ring and the counters, and return the document. Their field order is the order of
+ * the JSON sent, which clients and scripts may have come to rely on: keep it.
+ */
+import type { Liveness } from "../membership/membership.js";
+import type { HandoffProgress } from "../replication/handoff.js";
+import type { EngineStats } from "../storage/engine.js";
+import type { MemberView, RingView } from "../transport/messages.js";
+
+/** How a key's partition is computed (src/ring/ring.ts's partitionOf), for clients in other languages. */
+export const RING_HASH = "murmur3-x86-32, seed 0x52494e47, partition = floor(hash * partitions / 2^32)";
+
+// ------------------------------------------------------------------ GET /ring
+
+/** `GET /ring`: the ring as clients need it for partition-aware routing. */
+export interface RingDocument {
+  /** The ring's version (0: no ring yet). */
+  readonly version: number;
+  /** Q, the number of partitions (0: no ring yet). */
+  readonly partitions: number;
+  /** N, the replicas of each key: a key's preference list is the first N distinct members from its partition. */
+  readonly n: number;
+  /** How a key's partition is computed (RING_HASH). */
+  readonly hash: string;
+  /** The member owning each partition, by partition (Q entries; empty without a ring). */
+  readonly owners: readonly string[];
+  /** Every member that has not left, in the order of this node's view. */
+  readonly members: readonly RingMember[];
+}
+
+export interface RingMember {
+  readonly id: string;
+  /** Its client API address, host:port (port 0: not yet known). */
+  readonly api: string;
+  readonly zone: string | null;
+  readonly weight: number;
+  /** Whether this node hears from it: up, suspect or down. */
+  readonly state: Liveness;
+}
+
+/** What the ring document is built from. */
+export interface RingInputs {
+  readonly ring: RingView | null;
+  readonly n: number;
+  /** The members as this node sees them. */
+  readonly members: readonly MemberView[];
+  /** A member's liveness as this node sees it, all read at one instant. */
+  readonly liveness: (id: string) => Liveness;
+}
+
+export function ringDocument(i: RingInputs): RingDocument {
+  const ring = i.ring;
+  return {
+    version: ring?.version ?? 0,
+    partitions: ring?.partitions ?? 0,
+    n: i.n,
+    hash: RING_HASH,
+    owners: ring?.owners ?? [],
+    members: i.members
+      .filter((m) => m.status !== "left")
+      .map((m) => ({
+        id: m.id,
+        api: m.api,
+        zone: m.zone ?? null,
+        weight: m.weight,
+        state: i.liveness(m.id),
+      })),
+  };
+}
+
+// ------------------------------------------------------------------ GET /status
+
+/** `GET /status`: this node, its cluster, its view of every member, and what it is doing. */
+export interface StatusDocument {
+  readonly node: StatusNode;
+  readonly cluster: StatusCluster;
+  /** Every member this node knows of (also those that left), by id. */
+  readonly members: readonly StatusMember[];
+  readonly partitions: StatusPartitions;
+  /** This node's ownership handoff: its current or last pass. */
+  readonly handoff: HandoffProgress;
+  readonly strayStores: StrayStores;
+  /** Saves of this node's view (members.json): a failing disk shows here, the node keeps running. */
+  readonly viewSaves: ViewSaves;
+  readonly hintedHandoff: { readonly backlog: number };
+  /** The last anti-entropy exchanges (none until anti-entropy exists). */
+  readonly antiEntropy: { readonly lastExchanges: readonly [] };
+  /** The peer transport's counters. */
+  readonly transport: TransportCounters;
+  /** The storage engine's statistics. */
+  readonly storage: EngineStats;
+}
+
+/** The node's own facts. */
+export interface StatusNode {
+  readonly id: string;
+  /** The actor that names the versions this node coordinates (renewed after an unclean stop). */
+  readonly actor: string;
+  /** Its client API and peer addresses as bound, host:port. */
+  readonly api: string;
+  readonly peer: string;
+  /** Its data directory, as an absolute path. */
+  readonly dataDir: string;
+  readonly weight: number;
+  readonly zone: string | null;
+}
+
+/** The cluster-wide settings, and the ring this node has. */
+export interface StatusCluster {
+  readonly id: string;
+  readonly n: number;
+  readonly r: number;
+  readonly w: number;
+  /** Q, the ring's partition count, as set when the cluster was created. */
+  readonly partitions: number;
+  /** The version of the ring this node has (0: none yet). */
+  readonly ringVersion: number;
+}
+
+export interface StatusMember {
+  readonly id: string;
+  readonly api: string;
+  readonly peer: string;
+  /**
+   * What an operator wants to know at a glance: the member's own status while this node hears from it
+   * (joining, up, leaving), `left` once it left, else its liveness (suspect, down).
+   */
+  readonly state: MemberView["status"] | Liveness;
+  /** The status the member itself gossips: joining, up, leaving, left. */
+  readonly status: MemberView["status"];
+  readonly weight: number;
+  readonly zone: string | null;
+  readonly incarnation: number;
+  readonly heartbeat: number;
+  /** The partitions it owns in this node's ring. */
+  readonly partitions: number;
+}
+
+export interface StatusPartitions {
+  /** Q (0: no ring yet). */
+  readonly total: number;
+  /** The partitions this node owns, and those it holds a replica of (owned ones included). */
+  readonly owned: readonly number[];
+  readonly replicated: readonly number[];
+}
+
+/** Stores that came for keys this node does not replicate. */
+export interface StrayStores {
+  /** Sent on to the key's replicas. */
+  readonly forwarded: number;
+  /** Of those, sends that every replica refused or missed. */
+  readonly failed: number;
+  /** Not sent on (over the bound): left to read repair. */
+  readonly dropped: number;
+}
+
+export interface ViewSaves {
+  /** Saves that succeeded, and that failed (each failed retry counts). */
+  readonly saved: number;
+  readonly failed: number;
+  /** The last failure's message while saves are failing, else null. */
+  readonly lastError: string | null;
+  /** A save is waiting to be retried. */
+  readonly retrying: boolean;
+}
+
+export interface TransportCounters {
+  /** Incoming connections closed for a malformed or unexpected frame. */
+  readonly protocolErrors: number;
+  /** Handshakes refused (another protocol version, another cluster). */
+  readonly rejectedHandshakes: number;
+  /** Requests refused because their connection had too many in flight. */
+  readonly overloaded: number;
+}
+
+/** What the status document is built from. */
+export interface StatusInputs {
+  readonly node: StatusNode;
+  /** The cluster's settings; the ring version comes from `ring`. */
+  readonly cluster: Omit<StatusCluster, "ringVersion">;
+  readonly ring: RingView | null;
+  readonly members: readonly MemberView[];
+  /** A member's liveness as this node sees it, all read at one instant. */
+  readonly liveness: (id: string) => Liveness;
+  readonly partitions: { readonly owned: readonly number[]; readonly replicated: readonly number[] };
+  readonly handoff: HandoffProgress;
+  readonly strayStores: StrayStores;
+  readonly viewSaves: ViewSaves;
+  readonly transport: TransportCounters;
+  readonly storage: EngineStats;
+}
+
+/** A member's state as /status shows it (StatusMember.state). */
+export function memberState(m: MemberView, live: Liveness): StatusMember["state"] {
+  return live === "up" ? m.status : m.status === "left" ? "left" : live;
+}
+
+/** The status document; the counters are copied (the document does not change as they do). */
+export function statusDocument(i: StatusInputs): StatusDocument {
+  const ring = i.ring;
+  const n = i.node;
+  const c = i.cluster;
+  const t = i.transport;
+  const s = i.strayStores;
+  return {
+    node: {
+      id: n.id,
+      actor: n.actor,
+      api: n.api,
+      peer: n.peer,
+      dataDir: n.dataDir,
+      weight: n.weight,
+      zone: n.zone,
+    },
+    cluster: { id: c.id, n: c.n, r: c.r, w: c.w, partitions: c.partitions, ringVersion: ring?.version ?? 0 },
+    members: [...i.members]
+      .sort((a, b) => (a.id < b.id ? -1 : 1))
+      .map((m) => ({
+        id: m.id,
+        api: m.api,
+        peer: m.peer,
+        state: memberState(m, i.liveness(m.id)),
+        status: m.status,
+        weight: m.weight,
+        zone: m.zone ?? null,
+        incarnation: m.incarnation,
+        heartbeat: m.heartbeat,
+        partitions: ring?.owners.filter((o) => o === m.id).length ?? 0,
+      })),
+    partitions: {
+      total: ring?.partitions ?? 0,
+      owned: i.partitions.owned,
+      replicated: i.partitions.replicated,
+    },
+    handoff: { ...i.handoff },
+    strayStores: { forwarded: s.forwarded, failed: s.failed, dropped: s.dropped },
+    viewSaves: {
+      saved: i.viewSaves.saved,
+      failed: i.viewSaves.failed,
+      lastError: i.viewSaves.lastError,
+      retrying: i.viewSaves.retrying,
+    },
+    hintedHandoff: { backlog: 0 },
+    antiEntropy: { lastExchanges: [] },
+    transport: {
+      protocolErrors: t.protocolErrors,
+      rejectedHandshakes: t.rejectedHandshakes,
+      overloaded: t.overloaded,
+    },
+    storage: i.storage,
+  };
+}
+
+// ------------------------------------------------------------------ POST /cluster/leave, /cluster/remove
+
+/** The 202 answer to `POST /cluster/leave`: the leave has started. */
+export interface LeaveAnswer {
+  /** The node leaving (this one). */
+  readonly node: string;
+  /** Its status now: leaving. */
+  readonly status: string;
+  /** The members that stay up to take its data. */
+  readonly remaining: number;
+}
+
+/** The 202 answer to `POST /cluster/remove`: the member is removed. */
+export interface RemoveAnswer {
+  /** The node that removed it (this one). */
+  readonly node: string;
+  /** The member removed. */
+  readonly removed: string;
+  /** The members that stay up to take its data. */
+  readonly remaining: number;
+}
