@@ -67,15 +67,18 @@ export class LockedError extends StorageError {
   readonly dir: string;
   /** The holder's pid as its LOCK file gives it, if readable: for messages, never to decide. */
   readonly holderPid: number | undefined;
-  constructor(dir: string, holderPid: number | undefined) {
-    const who = holderPid === undefined ? "another process" : `another process (pid ${holderPid})`;
-    super(
-      "ERR_LOCKED",
-      `data directory ${dir} is in use: ${who} holds its lock. Stop that ringstore node (or the command using the directory) first; the lock is released the moment its process exits`,
-    );
+  /** Only readers (read-only opens, which write no pid) hold it. */
+  readonly readers: boolean;
+  constructor(dir: string, holder: { readonly pid?: number | undefined; readonly readers?: boolean }) {
+    const readers = holder.readers === true;
+    const who = readers
+      ? "a read-only inspection (ringstore storage stats) is reading it; try again once it has finished"
+      : `another process${holder.pid === undefined ? "" : ` (pid ${holder.pid})`} holds its lock. Stop that ringstore node (or the command using the directory) first; the lock is released the moment its process exits`;
+    super("ERR_LOCKED", `data directory ${dir} is in use: ${who}`);
     this.name = "LockedError";
     this.dir = dir;
-    this.holderPid = holderPid;
+    this.holderPid = readers ? undefined : holder.pid;
+    this.readers = readers;
   }
 }
 

@@ -98,13 +98,21 @@ function isZombie(pid: number): boolean {
   return state === "Z" && fs.readdirSync(`/proc/${pid}/task`).length === 1;
 }
 
-async function rejectsLocked(fn: () => Promise<unknown>, pid: number | undefined, what: string) {
+/** Refused by a holder: a writer with pid `holder`, or "readers" (read-only opens, which write no pid). */
+async function rejectsLocked(fn: () => Promise<unknown>, holder: number | "readers", what: string) {
   await assert.rejects(fn, (err: unknown) => {
     assert.ok(err instanceof LockedError, `${what}: ${String(err)}`);
     assert.equal(err.code, "ERR_LOCKED", what);
-    assert.equal(err.holderPid, pid, `${what}: the holder's pid`);
-    if (pid !== undefined) assert.match(err.message, new RegExp(`pid ${pid}\\b`), what);
-    assert.match(err.message, /Stop that ringstore node/, `${what}: the message says what to do`);
+    if (holder === "readers") {
+      assert.equal(err.readers, true, what);
+      assert.equal(err.holderPid, undefined, what);
+      assert.match(err.message, /a read-only inspection .* is reading it; try again/, what);
+    } else {
+      assert.equal(err.readers, false, what);
+      assert.equal(err.holderPid, holder, `${what}: the holder's pid`);
+      assert.match(err.message, new RegExp(`pid ${holder}\\b`), what);
+      assert.match(err.message, /Stop that ringstore node/, `${what}: the message says what to do`);
+    }
     return true;
   });
 }
@@ -199,15 +207,17 @@ describe("the data-directory lock (NodeFileSystem)", { timeout: TEST_TIMEOUT_MS 
     assert.deepEqual(fs.readdirSync(dir), [], "a shared hold of a never-locked directory creates no LOCK");
     await none();
     await (await nfs.lock(dir))();
+    // The pid a writer killed with SIGKILL leaves behind: a writer refused by readers must not name it.
+    fs.writeFileSync(path.join(dir, "LOCK"), "4194000\n");
     const lockBefore = fs.statSync(path.join(dir, "LOCK"));
     const r1 = await nfs.lockShared(dir);
     const r2 = await nfs.lockShared(dir);
-    await rejectsLocked(() => nfs.lock(dir), undefined, "a writer while readers hold it");
+    await rejectsLocked(() => nfs.lock(dir), "readers", "a writer while readers hold it");
     await r1();
-    await rejectsLocked(() => nfs.lock(dir), undefined, "a writer while one reader holds it");
+    await rejectsLocked(() => nfs.lock(dir), "readers", "a writer while one reader holds it");
     await r2();
     const lockAfter = fs.statSync(path.join(dir, "LOCK"));
-    assert.equal(lockAfter.size, 0);
+    assert.equal(fs.readFileSync(path.join(dir, "LOCK"), "utf8"), "4194000\n");
     assert.equal(lockAfter.mtimeMs, lockBefore.mtimeMs, "readers never wrote LOCK");
     await (await nfs.lock(dir))();
   });

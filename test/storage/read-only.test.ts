@@ -11,6 +11,7 @@ import { seededRandom } from "../../src/runtime/runtime.js";
 import {
   CorruptionError,
   type FileSystem,
+  LockedError,
   LsmEngine,
   type LsmOptions,
   MemoryFileSystem,
@@ -216,7 +217,12 @@ describe("LsmEngine.openReadOnly", () => {
     await w.close();
     const r1 = await LsmEngine.openReadOnly({ dir: DIR, fs });
     const r2 = await LsmEngine.openReadOnly({ dir: DIR, fs });
-    await rejectsWithCode(() => LsmEngine.open({ dir: DIR, fs }), "ERR_LOCKED", "writer vs two readers");
+    const byReaders = await rejectsWithCode(
+      () => LsmEngine.open({ dir: DIR, fs }),
+      "ERR_LOCKED",
+      "writer vs two readers",
+    );
+    assert.ok(byReaders instanceof LockedError && byReaders.readers, "the refusal says readers hold it");
     await r1.close();
     await rejectsWithCode(() => LsmEngine.open({ dir: DIR, fs }), "ERR_LOCKED", "writer vs one reader");
     assert.equal(Buffer.from((await r2.get(Buffer.from("k")))!).toString(), "v");

@@ -121,6 +121,27 @@ describe("ringstore storage stats", { timeout: 120_000 }, () => {
     assert.deepEqual(tree(dir), before, "names, sizes and contents unchanged");
   });
 
+  test("a node's data directory whose own LOCK is held (a node starting up) is refused", async () => {
+    const root = tempDir();
+    fs.writeFileSync(path.join(root, "node.json"), "{}\n");
+    const store = await LsmEngine.open({ dir: path.join(root, "storage"), fs: new NodeFileSystem() });
+    await store.put(Buffer.from("k"), Buffer.from("v"));
+    await store.close();
+    const release = await new NodeFileSystem().lock(root);
+    try {
+      const before = tree(root);
+      const r = stats(root);
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, new RegExp(`a ringstore node is running on ${root} \\(pid ${process.pid}\\)`));
+      assert.deepEqual(tree(root), before);
+    } finally {
+      await release();
+    }
+    const r = stats(root);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /live keys +1\n/);
+  });
+
   test("a node's data directory: refused while the node runs, read through storage/ once it stopped", async () => {
     const cluster = new TestCluster();
     clusters.push(cluster);

@@ -204,7 +204,8 @@ export class MemoryFileSystem implements FileSystem {
 
   async lock(dir: string): Promise<() => Promise<void>> {
     const d = this.norm(dir);
-    if (this.locks.has(d)) throw new LockedError(dir, undefined);
+    const held = this.locks.get(d);
+    if (held !== undefined) throw new LockedError(dir, { readers: held !== "exclusive" });
     this.locks.set(d, "exclusive");
     return this.releaser(() => this.locks.delete(d));
   }
@@ -212,7 +213,7 @@ export class MemoryFileSystem implements FileSystem {
   async lockShared(dir: string): Promise<() => Promise<void>> {
     const d = this.norm(dir);
     const held = this.locks.get(d);
-    if (held === "exclusive") throw new LockedError(dir, undefined);
+    if (held === "exclusive") throw new LockedError(dir, {});
     this.locks.set(d, (held ?? 0) + 1);
     return this.releaser(() => {
       const n = this.locks.get(d);

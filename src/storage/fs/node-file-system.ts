@@ -200,7 +200,13 @@ export class NodeFileSystem implements FileSystem {
     const p = path.join(dir, LOCK_FILE);
     const fd = await fsOpen(p, fs.constants.O_RDWR | fs.constants.O_CREAT);
     try {
-      if (!tryLockFile(this.fileLocks(), fd, p, false)) throw new LockedError(dir, holderPid(fd));
+      const locks = this.fileLocks();
+      if (!tryLockFile(locks, fd, p, false)) {
+        // A shared lock taken where the exclusive one was refused: only readers hold it (they write no
+        // pid, so the pid in LOCK would be a past holder's). Closing the file drops it again.
+        if (tryLockFile(locks, fd, p, true)) throw new LockedError(dir, { readers: true });
+        throw new LockedError(dir, { pid: holderPid(fd) });
+      }
       fs.ftruncateSync(fd, 0);
       fs.writeSync(fd, `${process.pid}\n`, 0);
     } catch (err) {
@@ -232,7 +238,7 @@ export class NodeFileSystem implements FileSystem {
       throw err;
     }
     try {
-      if (!tryLockFile(this.fileLocks(), fd, p, true)) throw new LockedError(dir, holderPid(fd));
+      if (!tryLockFile(this.fileLocks(), fd, p, true)) throw new LockedError(dir, { pid: holderPid(fd) });
     } catch (err) {
       await fsClose(fd);
       throw err;
