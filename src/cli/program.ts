@@ -5,7 +5,8 @@
  *   N nodes on 127.0.0.1: what `npm start` runs);
  * - keys, through a node's HTTP API: `get`, `put`, `delete` (`--node HOST:PORT`);
  * - the cluster: `cluster status`, `cluster leave`, `cluster remove`;
- * - the storage engine: `demo` (writes, reads, reopens, prints statistics), `storage stats DIR`.
+ * - the storage engine: `demo` (writes, reads, reopens, prints statistics), `storage stats --data DIR`
+ *   (read-only).
  */
 import { readFileSync } from "node:fs";
 import * as path from "node:path";
@@ -128,8 +129,8 @@ keyOptions(
 const storage = program.command("storage").description("inspect a storage engine's data directory");
 storage
   .command("stats")
-  .description("open a data directory (recovering it if needed) and print its statistics")
-  .requiredOption("--data <dir>", "the engine's directory")
+  .description("print a stopped store's statistics, read-only (changes nothing; refuses a store in use)")
+  .requiredOption("--data <dir>", "a node's data directory, or a store's directory")
   .action(async (opts: { data: string }) => {
     await printStorageStats(opts.data);
   });

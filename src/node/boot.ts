@@ -102,7 +102,7 @@ export async function bootNode(config: BootConfig, deps: BootDeps): Promise<Boot
     saved,
     uncleanStop: await dir.uncleanStop(),
   });
-  const release = await dir.lock();
+  const release = await dir.lock(env.timers);
   let storage: StorageEngine | undefined;
   let core: NodeCore | undefined;
   try {

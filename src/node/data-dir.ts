@@ -11,11 +11,14 @@
  * and the directory is fsynced, so a crash at any instant leaves either the old file or the new one.
  */
 import * as path from "node:path";
+import type { Timers } from "../runtime/runtime.js";
 import type { FileSystem } from "../storage/fs/file-system.js";
 import { decodeIdentity, encodeIdentity, type NodeIdentity } from "./identity.js";
 import { decodeView, encodeView, type SavedView } from "./saved-view.js";
 
 const IDENTITY = "node.json";
+const LOCK_WAIT_MS = 1000;
+const LOCK_RETRY_MS = 50;
 const VIEW = "members.json";
 const RUNNING = "running";
 
@@ -92,9 +95,20 @@ export class DataDir {
     await this.fs.syncDir(this.root);
   }
 
-  /** Creates the directory if needed and takes its lock (ERR_LOCKED if a live node holds it). */
-  async lock(): Promise<() => Promise<void>> {
+  /**
+   * Creates the directory if needed and takes its lock (ERR_LOCKED if a live process holds it). A
+   * process killed a moment ago may still hold it while the kernel tears it down (a few ms): the lock is
+   * asked again for up to LOCK_WAIT_MS before the refusal stands.
+   */
+  async lock(timers: Timers): Promise<() => Promise<void>> {
     await this.fs.mkdirp(this.root);
-    return this.fs.lock(this.root);
+    for (let waited = 0; ; waited += LOCK_RETRY_MS) {
+      try {
+        return await this.fs.lock(this.root);
+      } catch (err) {
+        if ((err as { code?: unknown }).code !== "ERR_LOCKED" || waited >= LOCK_WAIT_MS) throw err;
+        await new Promise<void>((resolve) => timers.after(LOCK_RETRY_MS, resolve));
+      }
+    }
   }
 }

@@ -126,4 +126,7 @@ export class SlowDisk implements FileSystem {
   lock(dir: string): Promise<() => Promise<void>> {
     return this.inner.lock(dir);
   }
+  lockShared(dir: string): Promise<() => Promise<void>> {
+    return this.inner.lockShared(dir);
+  }
 }

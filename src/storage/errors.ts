@@ -7,14 +7,20 @@
  * - `InvalidArgumentError` (`ERR_INVALID_ARGUMENT`): a caller passed a bad key, value or option.
  * - `StorageIoError` (`ERR_IO`): the file system failed; the engine stops taking writes after one
  *   (it cannot know what reached the disk), and reports it on every later write.
- * - `LockedError` (`ERR_LOCKED`): another live process holds the data directory.
+ * - `LockedError` (`ERR_LOCKED`): another process (or another engine in this one) holds the data
+ *   directory's lock. It names the holder's pid when the LOCK file gives it (for the message only).
+ * - `NoStoreError` (`ERR_NOT_FOUND`): a read-only open found no store: the directory is missing or holds
+ *   none of a store's files (a read-only open never creates one).
+ * - `ReadOnlyError` (`ERR_READ_ONLY`): a write, or a flush, to an engine opened read-only.
  */
 export type StorageErrorCode =
   | "ERR_CORRUPTION"
   | "ERR_CLOSED"
   | "ERR_INVALID_ARGUMENT"
   | "ERR_IO"
-  | "ERR_LOCKED";
+  | "ERR_LOCKED"
+  | "ERR_NOT_FOUND"
+  | "ERR_READ_ONLY";
 
 export class StorageError extends Error {
   readonly code: StorageErrorCode;
@@ -54,5 +60,40 @@ export class StorageIoError extends StorageError {
   constructor(message: string, cause: unknown) {
     super("ERR_IO", message, { cause });
     this.name = "StorageIoError";
+  }
+}
+
+export class LockedError extends StorageError {
+  readonly dir: string;
+  /** The holder's pid as its LOCK file gives it, if readable: for messages, never to decide. */
+  readonly holderPid: number | undefined;
+  /** Only readers (read-only opens, which write no pid) hold it. */
+  readonly readers: boolean;
+  constructor(dir: string, holder: { readonly pid?: number | undefined; readonly readers?: boolean }) {
+    const readers = holder.readers === true;
+    const who = readers
+      ? "a read-only inspection (ringstore storage stats) is reading it; try again once it has finished"
+      : `another process${holder.pid === undefined ? "" : ` (pid ${holder.pid})`} holds its lock. Stop that ringstore node (or the command using the directory) first; the lock is released the moment its process exits`;
+    super("ERR_LOCKED", `data directory ${dir} is in use: ${who}`);
+    this.name = "LockedError";
+    this.dir = dir;
+    this.holderPid = readers ? undefined : holder.pid;
+    this.readers = readers;
+  }
+}
+
+export class NoStoreError extends StorageError {
+  readonly dir: string;
+  constructor(dir: string, why: string, options?: { cause?: unknown }) {
+    super("ERR_NOT_FOUND", `no store in ${dir}: ${why}`, options);
+    this.name = "NoStoreError";
+    this.dir = dir;
+  }
+}
+
+export class ReadOnlyError extends StorageError {
+  constructor(what: string) {
+    super("ERR_READ_ONLY", `${what}: the storage engine was opened read-only`);
+    this.name = "ReadOnlyError";
   }
 }

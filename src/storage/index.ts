@@ -15,13 +15,16 @@ export type { EngineStats, Entry, LevelStats, RangeOptions, StorageEngine, Write
 export {
   CorruptionError,
   InvalidArgumentError,
+  LockedError,
+  NoStoreError,
+  ReadOnlyError,
   StorageClosedError,
   StorageError,
   StorageIoError,
 } from "./errors.js";
 export type { FileSystem, RandomAccessFile, WritableFile } from "./fs/file-system.js";
 export { type CrashOptions, MemoryFileSystem } from "./fs/memory-file-system.js";
-export { NodeFileSystem } from "./fs/node-file-system.js";
+export { type FileLocks, NodeFileSystem } from "./fs/node-file-system.js";
 export { LsmEngine, type LsmEngineConfig } from "./lsm/lsm-engine.js";
 export { DEFAULT_LSM_OPTIONS, type Durability, type LsmOptions } from "./lsm/options.js";
 export { MemoryEngine } from "./memory-engine.js";
@@ -31,14 +34,21 @@ export type StorageConfig =
       readonly kind: "lsm";
       readonly dir: string;
       readonly options?: Partial<LsmOptions>;
-      /** Run compactions and flushes in worker threads (default true). */
+      /** Run compactions and flushes in worker threads (default true; unused when read-only). */
       readonly compactionWorker?: boolean;
+      /** Open for inspection: LsmEngine.openReadOnly (writes nothing; a missing store is an error). */
+      readonly readOnly?: boolean;
     }
   | { readonly kind: "memory" };
 
 export async function openStorage(config: StorageConfig): Promise<StorageEngine> {
   if (config.kind === "memory") return new MemoryEngine();
   const rt = systemRuntime();
+  if (config.readOnly === true)
+    return LsmEngine.openReadOnly(
+      { dir: config.dir, fs: new NodeFileSystem(), options: config.options ?? {} },
+      () => rt.clock.now(),
+    );
   return LsmEngine.open(
     {
       dir: config.dir,

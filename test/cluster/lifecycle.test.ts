@@ -66,6 +66,15 @@ describe("a refused start writes nothing", () => {
     for (const f of ["node.json", "running"]) assert.equal(now[f], before[f], `${f} changed`);
   });
 
+  test("a node SIGKILLed restarts at once on its directory (the lock dies with its process)", async () => {
+    await cluster.start("k1");
+    for (let i = 0; i < 3; i++) {
+      await cluster.kill("k1");
+      const again = await cluster.start("k1");
+      assert.match(again.output, /serving the API/);
+    }
+  });
+
   test("a start whose API port is taken fails before it writes its identity; the retry then works", async () => {
     const holder = net.createServer();
     await new Promise<void>((resolve) => holder.listen(0, "127.0.0.1", resolve));

@@ -8,6 +8,7 @@ import { describe, test } from "node:test";
 import { DataDir } from "../../src/node/data-dir.js";
 import { encodeIdentity, type NodeIdentity } from "../../src/node/identity.js";
 import { seededRandom } from "../../src/runtime/runtime.js";
+import { VirtualScheduler } from "../../src/runtime/virtual-runtime.js";
 import type { FileSystem, WritableFile } from "../../src/storage/fs/file-system.js";
 import { MemoryFileSystem } from "../../src/storage/fs/memory-file-system.js";
 import type { MemberView } from "../../src/transport/messages.js";
@@ -114,6 +115,7 @@ function cutAt(inner: MemoryFileSystem, at: number, unsynced: "drop" | "torn" | 
       return inner.syncDir(d);
     },
     lock: (d) => inner.lock(d),
+    lockShared: (d) => inner.lockShared(d),
   };
 }
 
@@ -159,7 +161,7 @@ describe("the data directory's files under power loss", () => {
   test("the running marker survives a crash and goes at a clean stop", async () => {
     const mem = new MemoryFileSystem();
     const dir = new DataDir(mem, ROOT);
-    await dir.lock();
+    await dir.lock(new VirtualScheduler());
     assert.equal(await dir.uncleanStop(), false);
     await dir.markRunning();
     mem.crash();
@@ -172,7 +174,7 @@ describe("the data directory's files under power loss", () => {
   test("a damaged identity or view is reported, never served", async () => {
     const mem = new MemoryFileSystem();
     const dir = new DataDir(mem, ROOT);
-    await dir.lock();
+    await dir.lock(new VirtualScheduler());
     await dir.writeIdentity(identity("n1.a"));
     await dir.writeView({ members: [member("n1", 1)], ring: null });
     for (const [file, pattern] of [
@@ -186,18 +188,25 @@ describe("the data directory's files under power loss", () => {
     }
   });
 
-  test("a second lock of the directory is refused while the first is held", async () => {
+  test("a second lock of the directory is refused while the first is held, after a short wait", async () => {
     const mem = new MemoryFileSystem();
-    const release = await new DataDir(mem, ROOT).lock();
-    await assert.rejects(new DataDir(mem, ROOT).lock(), { code: "ERR_LOCKED" });
-    await release();
-    await (await new DataDir(mem, ROOT).lock())();
+    const sched = new VirtualScheduler();
+    const release = await new DataDir(mem, ROOT).lock(sched);
+    const start = sched.now();
+    await assert.rejects(sched.runUntilSettled(new DataDir(mem, ROOT).lock(sched), 5000), {
+      code: "ERR_LOCKED",
+    });
+    assert.ok(sched.now() - start >= 1000, "it waited for a holder that was going away");
+    // A holder that lets go within the wait (a process the kernel is still tearing down): taken.
+    const second = new DataDir(mem, ROOT).lock(sched);
+    sched.after(200, () => void release());
+    await (await sched.runUntilSettled(second, 5000))();
   });
 
   test("the identity format round-trips and refuses another format", async () => {
     const mem = new MemoryFileSystem();
     const dir = new DataDir(mem, ROOT);
-    await dir.lock();
+    await dir.lock(new VirtualScheduler());
     await dir.writeIdentity(identity("n1.x"));
     assert.deepEqual(await dir.readIdentity(), identity("n1.x"));
     const other = encodeIdentity(identity("n1.x")).replace('"version": 1', '"version": 2');

@@ -202,6 +202,7 @@ class ProcessFs implements FileSystem {
   truncate = (p: string, n: number) => this.call(() => this.fs.truncate(p, n));
   syncDir = (d: string) => this.call(() => this.fs.syncDir(d));
   lock = (d: string) => this.call(() => this.fs.lock(d));
+  lockShared = (d: string) => this.call(() => this.fs.lockShared(d));
 }
 
 /** Power loss: the running process dies, then the file system keeps only what was durable. */

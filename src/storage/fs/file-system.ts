@@ -71,7 +71,16 @@ export interface FileSystem {
   syncDir(dir: string): Promise<void>;
   /**
    * Takes the exclusive lock of a data directory, so that two engines never open it at once. Fails with a
-   * StorageError of code ERR_LOCKED if another live holder has it. The returned function releases it.
+   * LockedError (code ERR_LOCKED) while another holder has it, exclusive or shared. A holder's death
+   * releases it (the kernel's lock goes with the process; the memory twin's with a crash). The returned
+   * function releases it.
    */
   lock(dir: string): Promise<() => Promise<void>>;
+  /**
+   * A shared hold of the same lock, for a read-only open: it writes nothing, creates no file (a directory
+   * that was never locked has nothing to hold, and the hold is empty), and fails with a LockedError while
+   * an exclusive holder has the lock. Shared holders do not exclude each other. The returned function
+   * releases it.
+   */
+  lockShared(dir: string): Promise<() => Promise<void>>;
 }

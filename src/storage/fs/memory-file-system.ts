@@ -9,7 +9,7 @@
  * file's new size before its data. Handles opened before a crash fail afterwards.
  */
 import * as path from "node:path";
-import { StorageError } from "../errors.js";
+import { LockedError } from "../errors.js";
 import type { FileSystem, RandomAccessFile, WritableFile } from "./file-system.js";
 
 interface Inode {
@@ -36,7 +36,8 @@ export class MemoryFileSystem implements FileSystem {
   private durableEntries = new Map<string, Inode>();
   private readonly dirs = new Set<string>(["/", "."]);
   private generation = 0;
-  private readonly locks = new Set<string>();
+  /** Directory -> its lock's holders: "exclusive", or the number of shared holders. */
+  private readonly locks = new Map<string, "exclusive" | number>();
   /** Counts of calls, for tests that check the engine syncs what it must. */
   syncs = 0;
   dirSyncs = 0;
@@ -203,11 +204,33 @@ export class MemoryFileSystem implements FileSystem {
 
   async lock(dir: string): Promise<() => Promise<void>> {
     const d = this.norm(dir);
-    if (this.locks.has(d)) throw new StorageError("ERR_LOCKED", `data directory ${dir} is already open`);
-    this.locks.add(d);
+    const held = this.locks.get(d);
+    if (held !== undefined) throw new LockedError(dir, { readers: held !== "exclusive" });
+    this.locks.set(d, "exclusive");
+    return this.releaser(() => this.locks.delete(d));
+  }
+
+  async lockShared(dir: string): Promise<() => Promise<void>> {
+    const d = this.norm(dir);
+    const held = this.locks.get(d);
+    if (held === "exclusive") throw new LockedError(dir, {});
+    this.locks.set(d, (held ?? 0) + 1);
+    return this.releaser(() => {
+      const n = this.locks.get(d);
+      if (typeof n !== "number" || n < 1) throw new Error(`lockShared: ${d} has no shared holder to release`);
+      if (n === 1) this.locks.delete(d);
+      else this.locks.set(d, n - 1);
+    });
+  }
+
+  /** A release that acts once, and not at all after a crash (which released every lock already). */
+  private releaser(release: () => void): () => Promise<void> {
     const gen = this.generation;
+    let done = false;
     return async () => {
-      if (gen === this.generation) this.locks.delete(d);
+      if (done || gen !== this.generation) return;
+      done = true;
+      release();
     };
   }
 

@@ -1,10 +1,14 @@
 /**
  * The real file system, through node:fs. The only file of the storage layer that touches the disk.
  * Callback-style fs calls wrapped in promises: measurably cheaper per call than FileHandle methods.
+ *
+ * The directory lock is an advisory lock the kernel holds for the open file (see `lock`); Node.js has no
+ * API for one, so it comes from the fs-native-extensions addon (prebuilt inside its npm package).
  */
 import * as fs from "node:fs";
+import { createRequire } from "node:module";
 import * as path from "node:path";
-import { StorageError } from "../errors.js";
+import { LockedError, StorageIoError } from "../errors.js";
 import type { FileSystem, RandomAccessFile, WritableFile } from "./file-system.js";
 
 function fsWrite(fd: number, data: Uint8Array, offset: number, length: number): Promise<number> {
@@ -118,6 +122,12 @@ class NodeRandomAccessFile implements RandomAccessFile {
 }
 
 export class NodeFileSystem implements FileSystem {
+  /**
+   * `locks` replaces the OS's lock calls, for a test that shows what happens on a file system without
+   * file locks (none is at hand to mount); everything else always uses the real ones.
+   */
+  constructor(private readonly locks?: FileLocks) {}
+
   async mkdirp(dir: string): Promise<void> {
     await fs.promises.mkdir(dir, { recursive: true });
   }
@@ -177,30 +187,72 @@ export class NodeFileSystem implements FileSystem {
   }
 
   /**
-   * A LOCK file holding the owner's pid, created exclusively. A lock left by a dead process (crash) is
-   * taken over; one held by a live process other than this one is refused.
+   * An exclusive advisory lock on `dir/LOCK`, held by this open file: on Linux an open-file-description
+   * lock (fcntl F_OFD_SETLK), which the kernel drops when the file's last descriptor closes, so when the
+   * process exits or is killed (a zombie holds no files). No stale lock survives a crash, a reboot or a
+   * reused pid, and whether the lock is free is never decided from a pid. Two opens in one process
+   * conflict too (each open is its own description). The holder's pid is written into LOCK for messages;
+   * a release empties the file again. LOCK itself is never removed: a holder that unlinked it could let
+   * a second process lock a new LOCK while a third still held the old one. A file system that cannot
+   * lock is an error, never a reason to run unlocked.
    */
   async lock(dir: string): Promise<() => Promise<void>> {
-    const p = path.join(dir, "LOCK");
-    for (let attempt = 0; attempt < 2; attempt++) {
-      try {
-        const fd = await fsOpen(p, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL);
-        fs.writeSync(fd, `${process.pid}\n`);
-        await fsClose(fd);
-        return async () => {
-          await fs.promises.rm(p, { force: true });
-        };
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+    const p = path.join(dir, LOCK_FILE);
+    const fd = await fsOpen(p, fs.constants.O_RDWR | fs.constants.O_CREAT);
+    try {
+      const locks = this.fileLocks();
+      if (!tryLockFile(locks, fd, p, false)) {
+        // A shared lock taken where the exclusive one was refused: only readers hold it (they write no
+        // pid, so the pid in LOCK would be a past holder's). Closing the file drops it again.
+        if (tryLockFile(locks, fd, p, true)) throw new LockedError(dir, { readers: true });
+        throw new LockedError(dir, { pid: holderPid(fd) });
       }
-      const holder = Number.parseInt((await fs.promises.readFile(p, "utf8").catch(() => "")).trim(), 10);
-      if (Number.isSafeInteger(holder) && holder > 0 && holder !== process.pid && processAlive(holder))
-        throw new StorageError("ERR_LOCKED", `data directory ${dir} is in use by process ${holder}`);
-      if (holder === process.pid)
-        throw new StorageError("ERR_LOCKED", `data directory ${dir} is already open in this process`);
-      await fs.promises.rm(p, { force: true });
+      fs.ftruncateSync(fd, 0);
+      fs.writeSync(fd, `${process.pid}\n`, 0);
+    } catch (err) {
+      await fsClose(fd);
+      throw err;
     }
-    throw new StorageError("ERR_LOCKED", `could not take the lock of ${dir}`);
+    let released = false;
+    return async () => {
+      if (released) return;
+      released = true;
+      try {
+        fs.ftruncateSync(fd, 0);
+      } finally {
+        // Closing the file releases the lock whatever happens to the rest.
+        await fsClose(fd);
+      }
+    };
+  }
+
+  /** See FileSystem.lockShared: a shared lock on `dir/LOCK` through a read-only descriptor, if LOCK exists. */
+  async lockShared(dir: string): Promise<() => Promise<void>> {
+    const p = path.join(dir, LOCK_FILE);
+    let fd: number;
+    try {
+      fd = await fsOpen(p, fs.constants.O_RDONLY);
+    } catch (err) {
+      // Never locked, so held by no one; a read-only open does not create it.
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return async () => {};
+      throw err;
+    }
+    try {
+      if (!tryLockFile(this.fileLocks(), fd, p, true)) throw new LockedError(dir, { pid: holderPid(fd) });
+    } catch (err) {
+      await fsClose(fd);
+      throw err;
+    }
+    let released = false;
+    return async () => {
+      if (released) return;
+      released = true;
+      await fsClose(fd);
+    };
+  }
+
+  private fileLocks(): FileLocks {
+    return this.locks ?? nativeFileLocks();
   }
 
   async syncDir(dir: string): Promise<void> {
@@ -213,11 +265,62 @@ export class NodeFileSystem implements FileSystem {
   }
 }
 
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
+const LOCK_FILE = "LOCK";
+
+/** The advisory-lock calls of fs-native-extensions, on a file descriptor (whole file). */
+export interface FileLocks {
+  /** True if taken; false if another holder has a conflicting lock; throws on any other failure. */
+  tryLock(fd: number, offset: number, length: number, opts: { shared: boolean }): boolean;
+}
+
+let native: FileLocks | undefined;
+
+/** Loaded at the first lock, so that a platform without the addon fails there, with a sentence. */
+function nativeFileLocks(): FileLocks {
+  if (native === undefined) {
+    try {
+      native = createRequire(import.meta.url)("fs-native-extensions") as FileLocks;
+    } catch (err) {
+      throw new StorageIoError(
+        `cannot load the file-lock addon (fs-native-extensions) on ${process.platform}-${process.arch}: ringstore locks its data directory with it and will not run unlocked`,
+        err,
+      );
+    }
   }
+  return native;
+}
+
+/** Errors of fcntl/flock that mean the file system (or kernel) has no such lock, not that it is taken. */
+const LOCKS_UNSUPPORTED = new Set(["ENOLCK", "EINVAL", "EOPNOTSUPP", "ENOTSUP", "ENOSYS"]);
+
+function tryLockFile(locks: FileLocks, fd: number, p: string, shared: boolean): boolean {
+  try {
+    return locks.tryLock(fd, 0, 0, { shared });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    // POSIX lets a refused lock fail with EACCES as well as EAGAIN (which the addon reports as false).
+    if (code === "EACCES") return false;
+    if (code !== undefined && LOCKS_UNSUPPORTED.has(code))
+      throw new StorageIoError(
+        `cannot lock ${p}: its file system does not support file locks (${code}); ringstore will not run on a data directory it cannot lock: put it on a local file system (ext4, xfs, btrfs, tmpfs)`,
+        err,
+      );
+    throw new StorageIoError(`cannot lock ${p}`, err);
+  }
+}
+
+/** The pid a LOCK file names (for a message), or undefined if it names none. */
+function holderPid(fd: number): number | undefined {
+  const buf = Buffer.alloc(32);
+  let n: number;
+  try {
+    n = fs.readSync(fd, buf, 0, buf.length, 0);
+  } catch (err) {
+    // Only a message loses its pid: the lock itself was decided by the kernel.
+    void err;
+    return undefined;
+  }
+  const m = /^(\d{1,10})\n?$/.exec(buf.toString("latin1", 0, n));
+  const pid = m === null ? Number.NaN : Number(m[1]);
+  return Number.isSafeInteger(pid) && pid > 0 ? pid : undefined;
 }

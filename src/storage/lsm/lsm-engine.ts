@@ -19,6 +19,11 @@
  *
  * Errors: a failed WAL or manifest write puts the engine in a failed state (it cannot know what reached
  * the disk); every later write fails with that error, reads go on. Reopening recovers.
+ *
+ * Read-only open (`openReadOnly`, for inspection): the same recovery reads, and no write of any kind. It
+ * creates no directory and no file, takes a shared hold of the lock (refused while a writer has the
+ * directory), replays the WALs into memtables kept in memory (a torn tail is skipped as on recovery,
+ * corruption fails the open), and never flushes, compacts, writes a manifest, renames or deletes.
  */
 import * as path from "node:path";
 import type { Timers } from "../../runtime/runtime.js";
@@ -36,6 +41,8 @@ import {
 import {
   CorruptionError,
   InvalidArgumentError,
+  NoStoreError,
+  ReadOnlyError,
   StorageClosedError,
   StorageError,
   StorageIoError,
@@ -66,7 +73,7 @@ import {
   RECORD_TYPE_BATCH,
   WAL_MAGIC,
 } from "./log-format.js";
-import { ManifestWriter, readCurrent, readManifest } from "./manifest.js";
+import { CURRENT_FILE, ManifestWriter, readCurrent, readManifest } from "./manifest.js";
 import { Memtable, sharedBuffer } from "./memtable.js";
 import { MergingIterator, RunIterator, type SourceIterator } from "./merge.js";
 import { type LsmOptions, resolveLsmOptions } from "./options.js";
@@ -129,6 +136,8 @@ class Signal {
 
 export class LsmEngine implements StorageEngine {
   readonly kind = "lsm" as const;
+  /** Opened by openReadOnly: nothing is ever written, and `wal` and `manifest` stay unset. */
+  readonly readOnly: boolean;
   private readonly o: LsmOptions;
   private readonly fs: FileSystem;
   private readonly dir: string;
@@ -201,7 +210,8 @@ export class LsmEngine implements StorageEngine {
   private manifestBytesBefore = 0;
   private readonly now: () => number;
 
-  private constructor(config: LsmEngineConfig, now: () => number) {
+  private constructor(config: LsmEngineConfig, now: () => number, readOnly: boolean) {
+    this.readOnly = readOnly;
     this.o = resolveLsmOptions(config.options);
     if (this.o.durability === "interval" && config.timers === undefined)
       throw new InvalidArgumentError("durability 'interval' needs timers");
@@ -227,18 +237,49 @@ export class LsmEngine implements StorageEngine {
    * if anything acknowledged cannot be read back intact. `now` is only used for stall-time statistics.
    */
   static async open(config: LsmEngineConfig, now: () => number = () => 0): Promise<LsmEngine> {
-    const e = new LsmEngine(config, now);
+    const e = new LsmEngine(config, now, false);
     await e.fs.mkdirp(e.dir);
     e.unlock = await e.fs.lock(e.dir);
+    await e.recoverOrRelease();
+    return e;
+  }
+
+  /**
+   * Opens the store in `config.dir` for reading only, writing nothing (see the file comment). Fails with
+   * a NoStoreError (ERR_NOT_FOUND) if the directory is missing or holds no store, a LockedError
+   * (ERR_LOCKED) while a writer has it open, a CorruptionError as `open` does. Writes and `flush` fail
+   * with a ReadOnlyError (ERR_READ_ONLY). `compactor` and `timers` are not used.
+   */
+  static async openReadOnly(config: LsmEngineConfig, now: () => number = () => 0): Promise<LsmEngine> {
+    const e = new LsmEngine(config, now, true);
+    let names: string[];
     try {
-      await e.recover();
+      names = await e.fs.readdir(e.dir);
     } catch (err) {
-      await e.tables.closeAll();
-      await e.compactor.close();
-      await e.unlock();
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === "ENOENT") throw new NoStoreError(e.dir, "no such directory", { cause: err });
+      if (code === "ENOTDIR") throw new NoStoreError(e.dir, "not a directory", { cause: err });
+      throw new StorageIoError(`cannot list ${e.dir}`, err);
+    }
+    if (!names.some((n) => n === CURRENT_FILE || FILE_NAME.test(n) || MANIFEST_NAME.test(n)))
+      throw new NoStoreError(
+        e.dir,
+        "the directory holds no CURRENT, manifest, write-ahead log or table file",
+      );
+    e.unlock = await e.fs.lockShared(e.dir);
+    await e.recoverOrRelease();
+    return e;
+  }
+
+  private async recoverOrRelease(): Promise<void> {
+    try {
+      await this.recover();
+    } catch (err) {
+      await this.tables.closeAll();
+      await this.compactor.close();
+      await this.unlock?.();
       throw err;
     }
-    return e;
   }
 
   // ---------------------------------------------------------------- recovery
@@ -300,9 +341,11 @@ export class LsmEngine implements StorageEngine {
         this.tables.release(r.fileNumber);
       }
 
-    // Replay the WALs the manifest still needs, oldest first, into memtables flushed as new runs.
+    // Replay the WALs the manifest still needs, oldest first, into memtables flushed as new runs (read-only:
+    // kept in memory as frozen memtables, newest last, as the write path keeps them).
     const replay = wals.filter((n) => n >= this.logNumber).sort((a, b) => a - b);
     const addRuns: Run[] = [];
+    const frozen: Memtable[] = [];
     let mem = new Memtable(0);
     for (const n of replay) {
       const p = path.join(this.dir, walFileName(n));
@@ -320,11 +363,22 @@ export class LsmEngine implements StorageEngine {
         if (ops.length > 0) mem.addBatch(rec.payload, 4, rec.payload.length, ops.length, rec.sequence);
         if (ops.length > 0) this.lastSequence = Math.max(this.lastSequence, rec.sequence + ops.length - 1);
         if (mem.bytes >= this.o.memtableBytes) {
-          const run = await this.writeMemtable(mem, version.runs.length === 0 && addRuns.length === 0);
-          if (run) addRuns.push(run);
+          if (this.readOnly) {
+            frozen.push(mem);
+          } else {
+            const run = await this.writeMemtable(mem, version.runs.length === 0 && addRuns.length === 0);
+            if (run) addRuns.push(run);
+          }
           mem = new Memtable(0);
         }
       }
+    }
+    if (this.readOnly) {
+      this.imms = frozen;
+      this.mem = mem;
+      this.visibleSequence = this.lastSequence;
+      this.installVersion(version);
+      return;
     }
     if (mem.entries > 0) {
       const run = await this.writeMemtable(mem, version.runs.length === 0 && addRuns.length === 0);
@@ -425,6 +479,7 @@ export class LsmEngine implements StorageEngine {
   async write(ops: readonly WriteOp[]): Promise<void> {
     if (this.closed) throw new StorageClosedError();
     if (this.failed) throw this.failed;
+    if (this.readOnly) throw new ReadOnlyError("write refused");
     const userBytes = this.validate(ops);
     if (ops.length === 0) return;
     if (this.payloadLength > LOG_RECORD_MAX_PAYLOAD_BYTES)
@@ -658,6 +713,8 @@ export class LsmEngine implements StorageEngine {
   // ---------------------------------------------------------------- background work
 
   private scheduleBackground(): void {
+    // A read-only engine's frozen memtables are never flushed, nor its runs compacted.
+    if (this.readOnly) return;
     if (this.failed) {
       this.backgroundDone.signal();
       return;
@@ -861,6 +918,7 @@ export class LsmEngine implements StorageEngine {
   }
 
   private async deleteTable(n: number): Promise<void> {
+    if (this.readOnly) throw new Error(`deleteTable(${n}): a read-only engine never replaces a version`);
     try {
       await this.tables.forget(n);
       await this.fs.unlink(path.join(this.dir, tableFileName(n)));
@@ -1056,6 +1114,7 @@ export class LsmEngine implements StorageEngine {
   /** Freezes the active memtable and flushes it (and any other frozen one) to tables. */
   async flush(): Promise<void> {
     if (this.closed) throw new StorageClosedError();
+    if (this.readOnly) throw new ReadOnlyError("flush refused");
     if (!this.writerRunning && this.queue.length > 0) void this.runWriter();
     while (this.writerRunning) await this.writerIdle.wait();
     if (this.mem.entries > 0) await this.rollMemtable();
@@ -1073,6 +1132,12 @@ export class LsmEngine implements StorageEngine {
 
   private async doClose(): Promise<void> {
     this.closed = true;
+    if (this.readOnly) {
+      await this.tables.closeAll();
+      await this.compactor.close();
+      await this.unlock?.();
+      return;
+    }
     // Writes accepted before the close are written first (a writer start may still be scheduled).
     if (!this.writerRunning && this.queue.length > 0) void this.runWriter();
     while (this.writerRunning) await this.writerIdle.wait();
