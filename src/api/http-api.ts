@@ -64,6 +64,7 @@ type ErrorCode =
   | "not_found"
   | "too_many_siblings"
   | "unavailable"
+  | "overloaded"
   | "method_not_allowed"
   | "bad_request"
   | "leave_refused"
@@ -511,6 +512,17 @@ export function buildHttpApi(deps: ApiDeps): HttpApi {
         { needed: out.needed, acked: out.acked },
       );
     }
+    if (out.kind === "overloaded")
+      return sendError(
+        c,
+        503,
+        "overloaded",
+        out.limit === "waiters_per_key"
+          ? `the key has too many writes waiting on this node (${out.max}); the write was NOT applied: retry it later`
+          : `this node has writes under way to too many keys (${out.max}); the write was NOT applied: retry it later`,
+        { limit: out.limit, max: out.max, applied: false },
+        { "retry-after": "1" },
+      );
     m.siblings.observe(out.set.length);
     respond(c, 204, { "x-context": encodeContext(historyOf(out.written), key, secret) }, undefined);
   };
