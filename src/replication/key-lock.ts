@@ -1,7 +1,8 @@
 /**
  * Per-key mutual exclusion for read-modify-write of a key's sibling set on one node. Two writes of the
  * same key through the same node must not both read the old set and then overwrite each other's result.
- * The key is handed to its waiters one at a time, in the order they asked.
+ * The key is handed to its waiters one at a time, in the order they asked. The map holds only keys with
+ * a holder or a waiter.
  *
  * Bounded: a key holds at most `waitersMax` waiters besides its holder, and at most `keysMax` keys are
  * held at once. Past either bound `acquire` fails at once with KeyLockOverloadedError (ERR_OVERLOADED):
@@ -51,9 +52,15 @@ export class KeyLockOverloadedError extends Error {
   }
 }
 
-/** A key's holder (implicit) and its waiters, first in line first. */
+/**
+ * A key held: the tail of its chain of holders (each waiter waits for the one before it), and how many
+ * are waiting. The chain of promises, rather than a queue of callbacks, is kept on purpose: it hands the
+ * key on in the same promise turns as before the bound existed, so the simulator's seeds replay the same
+ * histories.
+ */
 interface Held {
-  readonly waiters: (() => void)[];
+  tail: Promise<void>;
+  waiters: number;
 }
 
 export class KeyLock {
@@ -78,26 +85,47 @@ export class KeyLock {
 
   /** Waiters queued for `key` now, its holder not counted. */
   waiting(key: Uint8Array): number {
-    return this.held.get(keyString(key))?.waiters.length ?? 0;
+    return this.held.get(keyString(key))?.waiters ?? 0;
   }
 
   /**
    * Waits for the key, then holds it until the returned release is called (once). Rejects at once, with
    * KeyLockOverloadedError, when the key already has `waitersMax` waiters or `keysMax` keys are held.
    */
-  acquire(key: Uint8Array): Promise<() => void> {
+  async acquire(key: Uint8Array): Promise<() => void> {
     const k = keyString(key);
-    const h = this.held.get(k);
+    let h = this.held.get(k);
+    if (h === undefined && this.held.size >= this.limits.keysMax)
+      throw new KeyLockOverloadedError("keys_locked", this.limits.keysMax);
+    if (h !== undefined && h.waiters >= this.limits.waitersMax)
+      throw new KeyLockOverloadedError("waiters_per_key", this.limits.waitersMax);
+    let unblock!: () => void;
+    const mine = new Promise<void>((r) => {
+      unblock = r;
+    });
+    const prev = h?.tail;
+    const tail = prev === undefined ? mine : prev.then(() => mine);
     if (h === undefined) {
-      if (this.held.size >= this.limits.keysMax)
-        return Promise.reject(new KeyLockOverloadedError("keys_locked", this.limits.keysMax));
-      const mine: Held = { waiters: [] };
-      this.held.set(k, mine);
-      return Promise.resolve(this.releaser(k, mine));
+      h = { tail, waiters: 0 };
+      this.held.set(k, h);
+    } else h.tail = tail;
+    if (prev !== undefined) {
+      h.waiters++;
+      await prev;
+      h.waiters--;
     }
-    if (h.waiters.length >= this.limits.waitersMax)
-      return Promise.reject(new KeyLockOverloadedError("waiters_per_key", this.limits.waitersMax));
-    return new Promise((resolve) => h.waiters.push(() => resolve(this.releaser(k, h))));
+    const entry = h;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      unblock();
+      // Nobody chained behind this holder: the key is free.
+      if (entry.tail === tail) {
+        assert(entry.waiters === 0, () => `a key freed with ${entry.waiters} waiters`);
+        this.held.delete(k);
+      }
+    };
   }
 
   async run<T>(key: Uint8Array, fn: () => Promise<T>): Promise<T> {
@@ -107,19 +135,6 @@ export class KeyLock {
     } finally {
       release();
     }
-  }
-
-  /** Hands the key to its next waiter, or frees it. */
-  private releaser(k: string, h: Held): () => void {
-    let released = false;
-    return () => {
-      if (released) return;
-      released = true;
-      assert(this.held.get(k) === h, "a key lock was released by a holder it no longer had");
-      const next = h.waiters.shift();
-      if (next !== undefined) next();
-      else this.held.delete(k);
-    };
   }
 }
 
