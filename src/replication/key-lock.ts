@@ -22,9 +22,10 @@ import { assert } from "../core/assert.js";
 export const keyLockWaitersMax = 256;
 
 /**
- * Keys locked at once. Each is a write or a merge under way on this node. At the bench's 12,000
- * puts/s per node, a replica versions or merges ~36,000 keys/s (its own writes and two peers'
- * stores), each locked for 2-10 ms: 70-360 keys at once. 16,384 leaves room for bursts and a slow disk
+ * Keys locked at once. Each is a write or a merge under way on this node. At 12,000 puts/s through
+ * the cluster (bench:cluster's target), a node versions or merges at most 36,000 keys/s (each put locks
+ * its key on each of its 3 replicas), each locked for 2-10 ms: 70-360 keys at once. 16,384 leaves room
+ * for bursts and a slow disk
  * (a stalled one locks one key per write until the bound, then refuses), at ~200 bytes of bookkeeping
  * per key (3 MiB; the values are held by their requests).
  */
@@ -54,9 +55,8 @@ export class KeyLockOverloadedError extends Error {
 
 /**
  * A key held: the tail of its chain of holders (each waiter waits for the one before it), and how many
- * are waiting. The chain of promises, rather than a queue of callbacks, is kept on purpose: it hands the
- * key on in the same promise turns as before the bound existed, so the simulator's seeds replay the same
- * histories.
+ * are waiting. Do not "simplify" the chain into a queue of callbacks: that hands the key on a promise
+ * turn sooner, which changes the interleavings (and so the histories) the simulator's seeds replay.
  */
 interface Held {
   tail: Promise<void>;
