@@ -13,6 +13,7 @@ export type ErrorCode =
   | "not_found"
   | "too_many_siblings"
   | "unavailable"
+  | "overloaded"
   | "method_not_allowed"
   | "bad_request"
   | "leave_refused"

@@ -137,6 +137,16 @@ export function kvRoutes(deps: KvRouteDeps): KvRoutes {
         { needed: out.needed, acked: out.acked },
       );
     }
+    if (out.kind === "overloaded")
+      return c.error(
+        503,
+        "overloaded",
+        out.limit === "waiters_per_key"
+          ? `the key has too many writes waiting on this node (${out.max}); the write was NOT applied: retry it later`
+          : `this node has writes under way to too many keys (${out.max}); the write was NOT applied: retry it later`,
+        { limit: out.limit, max: out.max, applied: false },
+        { "retry-after": "1" },
+      );
     m.siblings.observe(out.set.length);
     c.respond(204, { "x-context": encodeContext(historyOf(out.written), key, secret) }, undefined);
   };

@@ -18,7 +18,12 @@
  *   member that gossips with it, so a member is down only when nobody hears from it: the evidence of
  *   others, which one bad link cannot fake. When its heartbeat moves again, it is up again.
  * The time to detect a crash is bounded by downAfterMs plus the time gossip takes to stop carrying news.
+ *
+ * Invariants asserted (every change of an entry or the ring goes through setEntry and setRing): an
+ * entry that is `left` stays `left`; the ring's version never decreases, and the first ring is made only
+ * where there is none; a ring is claimed only by a claimant that is an up member.
  */
+import { assert } from "../core/assert.js";
 
 import { claim, type Ring, type RingMember } from "../ring/ring.js";
 import type { Random } from "../runtime/runtime.js";
@@ -147,12 +152,33 @@ export class Membership {
       .map((m) => ({ id: m.id, weight: m.weight, zone: m.zone }));
   }
 
+  /** Every change of a member's entry: `left` is final. */
+  private setEntry(id: string, next: MemberView): void {
+    assert(next.id === id, () => `the entry of ${next.id} stored as ${id}'s`);
+    const cur = this.members.get(id);
+    assert(
+      cur === undefined || cur.status !== "left" || next.status === "left",
+      () => `member ${next.id} would go from left back to ${next.status}`,
+    );
+    this.members.set(id, next);
+  }
+
+  /** Every change of the ring: its version never goes back. */
+  private setRing(next: RingView): void {
+    const cur = this.ringView;
+    assert(
+      cur === null || next.version >= cur.version,
+      () => `the ring would go from version ${cur?.version} back to ${next.version}`,
+    );
+    this.ringView = next;
+  }
+
   // ------------------------------------------------------------------ inputs
 
   /** One gossip round: bumps our heartbeat; returns the peers to gossip with this round. */
   tick(now: number, random: Random): string[] {
     const me = this.self;
-    this.members.set(me.id, { ...me, heartbeat: me.heartbeat + 1 });
+    this.setEntry(me.id, { ...me, heartbeat: me.heartbeat + 1 });
     this.local.get(me.id)!.lastProgressAt = now;
     this.maybeClaim(now);
     this.maybeBecomeUp();
@@ -183,7 +209,7 @@ export class Membership {
         if (!newerEntry(m, me)) continue;
         if (m.status === "left") {
           // An operator removed us (cluster remove) while we were down: we are gone; the node stops.
-          this.members.set(me.id, {
+          this.setEntry(me.id, {
             ...me,
             status: "left",
             incarnation: Math.max(me.incarnation, m.incarnation),
@@ -191,7 +217,7 @@ export class Membership {
           changed = true;
         } else {
           // Someone holds a newer entry for us than we do (we restarted): jump past it.
-          this.members.set(me.id, {
+          this.setEntry(me.id, {
             ...me,
             incarnation: m.incarnation + 1,
             heartbeat: Math.max(me.heartbeat, m.heartbeat) + 1,
@@ -205,7 +231,7 @@ export class Membership {
         // is a change of the view that is saved (members.json): a node that restarts finds its peers at
         // the addresses it saved. Heartbeats alone are not.
         if (cur === undefined || cur.status !== m.status || !samePlace(cur, m)) changed = true;
-        this.members.set(m.id, m);
+        this.setEntry(m.id, m);
         const l = this.local.get(m.id);
         if (l === undefined) this.local.set(m.id, { lastProgressAt: now, suspectUntil: 0 });
         else if (cur === undefined || m.heartbeat > cur.heartbeat || m.incarnation > cur.incarnation)
@@ -214,7 +240,7 @@ export class Membership {
     }
     if (ring !== null && (this.ringView === null || compareRings(ring, this.ringView) > 0)) {
       changed = true;
-      this.ringView = ring;
+      this.setRing(ring);
     }
     if (changed) this.epoch++;
     this.maybeBecomeUp();
@@ -235,7 +261,7 @@ export class Membership {
   /** Changes our own entry (addresses, weight, zone), bumping the incarnation so that it wins everywhere. */
   updateSelf(patch: Partial<Pick<MemberView, "api" | "peer" | "weight" | "zone">>): void {
     const me = this.self;
-    this.members.set(me.id, { ...me, ...patch, incarnation: me.incarnation + 1 });
+    this.setEntry(me.id, { ...me, ...patch, incarnation: me.incarnation + 1 });
     this.epoch++;
   }
 
@@ -243,7 +269,7 @@ export class Membership {
   startLeaving(): void {
     const me = this.self;
     if (me.status === "leaving" || me.status === "left") return;
-    this.members.set(me.id, { ...me, status: "leaving", incarnation: me.incarnation + 1 });
+    this.setEntry(me.id, { ...me, status: "leaving", incarnation: me.incarnation + 1 });
     this.epoch++;
   }
 
@@ -251,7 +277,7 @@ export class Membership {
   markLeft(): void {
     const me = this.self;
     if (me.status === "left") return;
-    this.members.set(me.id, { ...me, status: "left", incarnation: me.incarnation + 1 });
+    this.setEntry(me.id, { ...me, status: "left", incarnation: me.incarnation + 1 });
     this.epoch++;
   }
 
@@ -263,22 +289,23 @@ export class Membership {
   remove(id: string): void {
     const m = this.members.get(id);
     if (m === undefined || m.status === "left" || id === this.config.selfId) return;
-    this.members.set(id, { ...m, status: "left", incarnation: m.incarnation + 1 });
+    this.setEntry(id, { ...m, status: "left", incarnation: m.incarnation + 1 });
     this.epoch++;
   }
 
   /** Creates the first ring (a new cluster of one). */
   bootstrapRing(): void {
+    assert(this.ringView === null, () => `a first ring made over ring version ${this.ringView?.version}`);
     const members = this.ringMembers();
     const r = claim(undefined, members, this.config.partitions, this.config.n);
-    this.ringView = {
+    this.setRing({
       version: 1,
       partitions: r.partitions,
       owners: r.owners,
       members: ringMemberKeys(members),
-    };
+    });
     const me = this.self;
-    this.members.set(me.id, { ...me, status: "up", incarnation: me.incarnation + 1 });
+    this.setEntry(me.id, { ...me, status: "up", incarnation: me.incarnation + 1 });
     this.epoch++;
   }
 
@@ -304,18 +331,22 @@ export class Membership {
   /** The claimant re-claims when the ring's members (or their weights) differ from the current members. */
   private maybeClaim(now: number): void {
     if (this.ringView === null || this.claimant(now) !== this.config.selfId) return;
+    assert(
+      this.self.status === "up",
+      () => `the claimant ${this.config.selfId} is ${this.self.status}, not up`,
+    );
     const members = this.ringMembers();
     const keys = ringMemberKeys(members);
     if (keys.length === this.ringView.members.length && keys.every((k, i) => k === this.ringView!.members[i]))
       return;
     const prev: Ring = { partitions: this.ringView.partitions, owners: this.ringView.owners };
     const next = claim(prev, members, this.ringView.partitions, this.config.n);
-    this.ringView = {
+    this.setRing({
       version: this.ringView.version + 1,
       partitions: next.partitions,
       owners: next.owners,
       members: keys,
-    };
+    });
     this.epoch++;
   }
 
@@ -323,7 +354,7 @@ export class Membership {
   private maybeBecomeUp(): void {
     const me = this.self;
     if (me.status === "joining" && this.ringView?.members.some((k) => k.startsWith(`${me.id}:`))) {
-      this.members.set(me.id, { ...me, status: "up", incarnation: me.incarnation + 1 });
+      this.setEntry(me.id, { ...me, status: "up", incarnation: me.incarnation + 1 });
       this.epoch++;
     }
   }

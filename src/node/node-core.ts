@@ -149,7 +149,7 @@ export class NodeCore {
     });
     this.handoff = new Handoff({
       selfId: d.nodeId,
-      storage: d.storage,
+      replica: this.replica,
       peer: peerFor,
       timers: d.timers,
       clock: d.clock,

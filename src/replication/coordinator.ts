@@ -12,13 +12,21 @@
  *   versions the write, and stores the resulting set locally while sending it to the other replicas;
  *   it answers once `w` replicas made it durable (its own copy counts as one). Fewer by the deadline
  *   (waiting for the key's lock included): `unavailable` (the write is not rolled back; replicas that
- *   have it keep it).
+ *   have it keep it). The key's lock full (too many writes of the key waiting on this node, or too many
+ *   keys locked): `overloaded` at once, and nothing was versioned or sent.
  *
  * Outcomes are returned values, not exceptions: quorum not met is an expected protocol outcome.
+ *
+ * Invariants asserted: r and w are whole numbers of at least 1; an ok read replied at least r times and
+ * its merged set holds only mutually concurrent siblings (none covered by another's context); an ok
+ * write has at least w acknowledgements, no more than it asked for, and its written sibling is in its
+ * set with this node's actor. (More than the replicas available is no bug: a cluster with fewer members
+ * than N answers `unavailable`.)
  * Deterministic: time comes from the injected Timers; no I/O except through ReplicaPeer.
  */
+import { assert, unreachable } from "../core/assert.js";
 import type { Random, TimerHandle, Timers } from "../runtime/runtime.js";
-import { merge, type VersionVector } from "../versioning/dvv.js";
+import { covers, dotEquals, merge, type VersionVector } from "../versioning/dvv.js";
 import type { StoredSibling, StoredValue } from "../versioning/object-codec.js";
 import type { Replica } from "./replica.js";
 
@@ -55,7 +63,12 @@ export type WriteOutcome =
       readonly acked: number;
     }
   | { readonly kind: "too_many_siblings"; readonly siblings: number; readonly max: number }
-  | { readonly kind: "unavailable"; readonly needed: number; readonly acked: number };
+  | { readonly kind: "unavailable"; readonly needed: number; readonly acked: number }
+  /**
+   * Refused at once, nothing applied: the key's lock on the coordinating node is full (`waiters_per_key`:
+   * the key has `max` writes waiting; `keys_locked`: `max` keys have writes under way). Retry later.
+   */
+  | { readonly kind: "overloaded"; readonly limit: "waiters_per_key" | "keys_locked"; readonly max: number };
 
 /** Everything the API needs from the replication layer: a coordinator, or a router in front of one. */
 export interface KvService {
@@ -269,6 +282,34 @@ function holdsAll(have: readonly StoredSibling[], merged: readonly StoredSibling
   return merged.every((s) => dots.has(dotKey(s)));
 }
 
+/** A merged set holds only mutually concurrent siblings: none is covered by another's context. */
+function assertConcurrent(set: readonly StoredSibling[]): void {
+  if (set.length < 2) return;
+  for (const s of set)
+    for (const t of set)
+      assert(
+        s === t || !covers(t.context, s.dot),
+        () => `a merged read holds ${dotKey(s)}, which the sibling ${dotKey(t)} supersedes`,
+      );
+}
+
+function assertOkWrite(
+  out: Extract<WriteOutcome, { kind: "ok" }>,
+  w: number,
+  asked: number,
+  actor: string,
+): void {
+  assert(out.acked >= w && out.acked <= asked, () => `ok write with ${out.acked} acks of ${asked}, w=${w}`);
+  assert(
+    out.written.dot.actor === actor,
+    () => `a write coordinated by ${actor} has the dot ${dotKey(out.written)}`,
+  );
+  assert(
+    out.set.some((s) => dotEquals(s.dot, out.written.dot)),
+    () => `the written sibling ${dotKey(out.written)} is not in its set [${out.set.map(dotKey).join(", ")}]`,
+  );
+}
+
 export class Coordinator implements KvService {
   constructor(private readonly deps: CoordinatorDeps) {}
 
@@ -278,6 +319,7 @@ export class Coordinator implements KvService {
   }
 
   async get(key: Uint8Array, r: number, timeoutMs: number): Promise<ReadOutcome> {
+    assert(Number.isInteger(r) && r >= 1, () => `read quorum r=${r}`);
     const replicas = this.deps.replicasFor(key);
     // This node's own replica first (no network), then the others from a random one on, so that reads
     // (and their repairs) spread over every replica rather than always the first ones of the list.
@@ -299,6 +341,7 @@ export class Coordinator implements KvService {
     if (got.ok.length < r) return { kind: "unavailable", needed: r, replied: got.ok.length };
     let siblings: StoredSibling[] = [];
     for (const x of got.ok) siblings = merge(siblings, x.set);
+    assertConcurrent(siblings);
     if (got.asked.length > 1) this.repairLater(key, got.asked, timeoutMs);
     return { kind: "ok", siblings, replied: got.ok.length };
   }
@@ -339,6 +382,7 @@ export class Coordinator implements KvService {
     w: number,
     timeoutMs: number,
   ): Promise<WriteOutcome> {
+    assert(Number.isInteger(w) && w >= 1, () => `write quorum w=${w}`);
     const deadline = new Deadline(this.deps.timers, timeoutMs);
     try {
       // The key may be locked behind a write still waiting for a slow disk: the wait counts against the
@@ -349,7 +393,15 @@ export class Coordinator implements KvService {
         versioning.catch(() => undefined);
         return { kind: "unavailable", needed: w, acked: 0 };
       }
-      if (res.kind === "too_many_siblings") return res;
+      switch (res.kind) {
+        case "ok":
+          break;
+        case "too_many_siblings":
+        case "overloaded":
+          return res;
+        default:
+          return unreachable(res, "version result");
+      }
       // The local write and the other replicas' stores go at once; any w of them make the quorum. (Safe
       // for the dot: see Replica.version.) The local copy counts only if this node is a replica of the
       // key: a forwarded write may arrive after a ring change made it one no longer.
@@ -361,7 +413,9 @@ export class Coordinator implements KvService {
       const got = await collect(isReplica ? [res.durable, ...stores] : stores, w, deadline, this.deps.timers);
       const acked = got.ok.length;
       if (acked < w) return { kind: "unavailable", needed: w, acked };
-      return { kind: "ok", written: res.written, set: res.set, acked };
+      const out: WriteOutcome = { kind: "ok", written: res.written, set: res.set, acked };
+      assertOkWrite(out, w, stores.length + (isReplica ? 1 : 0), this.deps.local.actor);
+      return out;
     } finally {
       deadline.cancel();
     }

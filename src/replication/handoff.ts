@@ -23,18 +23,22 @@
  * Everything is bounded: a page of `pageKeys` keys (or `pageBytes` bytes) is in memory at a time, with
  * at most `maxInFlight` stores outstanding, and the pass yields to the event loop between pages.
  * Progress is kept in `progress` for /status.
+ *
+ * Invariants asserted: a node never sends a key to itself, and the ring a completed pass was for never
+ * goes back (a pass for an older ring would hand keys back to where they no longer belong).
  */
+import { assert } from "../core/assert.js";
 import type { PreferenceTable } from "../ring/ring.js";
 import type { Clock, Timers } from "../runtime/runtime.js";
-import type { StorageEngine } from "../storage/engine.js";
 import type { RingView } from "../transport/messages.js";
 import { decodeSiblings } from "../versioning/object-codec.js";
 import type { ReplicaPeer } from "./coordinator.js";
-import { Replica } from "./replica.js";
+import type { StoredSets } from "./replica.js";
 
 export interface HandoffDeps {
   readonly selfId: string;
-  readonly storage: StorageEngine;
+  /** This node's replica: what handoff scans and reads (it never touches the engine's keys). */
+  readonly replica: StoredSets;
   readonly peer: (nodeId: string) => ReplicaPeer;
   readonly timers: Timers;
   readonly clock: Clock;
@@ -83,7 +87,6 @@ export interface HandoffProgress {
   lastError: string | null;
 }
 
-const NS_DATA = Replica.dataKey(new Uint8Array(0))[0]!;
 /** Missed stores remembered for a resend; a pass that misses more runs again whole. */
 const MAX_FAILED = 10_000;
 
@@ -224,6 +227,11 @@ export class Handoff {
       }
       if (this.stopped) return;
       if (this.rerun) continue;
+      const done = this.from;
+      assert(
+        done === undefined || to.version >= done.version,
+        () => `a handoff pass completed for ring ${to.version} after one for ring ${done?.version}`,
+      );
       this.from = to;
       this.progress.state = "idle";
       this.progress.passesCompleted++;
@@ -266,7 +274,7 @@ export class Handoff {
         const targets: string[] = [];
         while (i < missed.length && Buffer.compare(missed[i]!.key, key) === 0) targets.push(missed[i++]!.to);
         keys++;
-        const value = await this.d.storage.get(Replica.dataKey(key));
+        const value = await this.d.replica.readRaw(key);
         if (value === undefined) continue;
         bytes += value.length;
         for (const to of targets) sends.push({ to, key, value });
@@ -291,28 +299,16 @@ export class Handoff {
     this.failed = [];
     this.failedOverflow = false;
     let after: Uint8Array | undefined;
-    const lt = Uint8Array.of(NS_DATA + 1);
     for (;;) {
       if (this.stopped || this.rerun) return false;
-      const page: { key: Uint8Array; value: Uint8Array }[] = [];
-      const range =
-        after === undefined
-          ? { gte: Uint8Array.of(NS_DATA), lt, limit: this.pageKeys }
-          : { gt: after, lt, limit: this.pageKeys };
-      let bytes = 0;
-      for await (const e of this.d.storage.iterate(range)) {
-        page.push(e);
-        bytes += e.key.length + e.value.length;
-        if (bytes >= this.pageBytes) break;
-      }
+      const page = await this.d.replica.scan(after, this.pageKeys, this.pageBytes);
       if (page.length === 0) return p.storesFailed === 0;
       after = page[page.length - 1]!.key;
       const sends: { to: string; key: Uint8Array; value: Uint8Array }[] = [];
       for (const e of page) {
         p.keysScanned++;
-        const key = e.key.subarray(1);
-        for (const target of this.targets(key, from.table, to.table, leaving))
-          sends.push({ to: target, key, value: e.value });
+        for (const target of this.targets(e.key, from.table, to.table, leaving))
+          sends.push({ to: target, key: e.key, value: e.value });
       }
       await this.send(sends);
       await this.betweenPages();
@@ -342,6 +338,7 @@ export class Handoff {
     const worker = async () => {
       while (next < sends.length && !this.stopped && !this.rerun) {
         const s = sends[next++]!;
+        assert(s.to !== this.d.selfId, () => `handoff would send a key to itself (${s.to})`);
         try {
           await this.d.peer(s.to).store(s.key, decodeSiblings(s.value), true);
           this.progress.keysSent++;

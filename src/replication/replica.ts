@@ -9,24 +9,47 @@
  *   actor's dots gap-free at every replica).
  * - `merge` folds in a set received from elsewhere (replication, read repair, handoff, anti-entropy).
  *
- * Storage layout: the engine key is a one-byte namespace followed by the user key; namespace `d` holds
- * sibling sets. Other namespaces (hints, metadata) share the engine later without colliding.
+ * The sets live in the storage engine's `data` keyspace (keyspaces.ts); `scan` and `readRaw` give them
+ * to handoff (and later anti-entropy) without anyone else touching the engine's keys.
+ *
+ * The key lock is bounded (key-lock.ts): a write that finds it full is refused at once (`overloaded`,
+ * nothing versioned), and a merge that finds it full fails with KeyLockOverloadedError (ERR_OVERLOADED,
+ * which the peer transport passes back as such).
+ *
+ * Invariants asserted: a versioned write's dot is new (its counter is above every counter of this
+ * actor in the set it replaces, so no dot is ever issued twice), and a merge's result covers both of
+ * its inputs (nothing received or held is dropped without being superseded).
  */
+import { assert } from "../core/assert.js";
 import type { StorageEngine } from "../storage/engine.js";
-import { type Actor, merge, update, type VersionVector } from "../versioning/dvv.js";
+import {
+  type Actor,
+  assertFreshDot,
+  assertMergeCovers,
+  merge,
+  update,
+  type VersionVector,
+} from "../versioning/dvv.js";
 import {
   decodeSiblings,
   encodeSiblings,
   type StoredSibling,
   type StoredValue,
 } from "../versioning/object-codec.js";
-import { KeyLock } from "./key-lock.js";
+import { KeyLock, KeyLockOverloadedError } from "./key-lock.js";
+import { DATA } from "./keyspaces.js";
 
-const NS_DATA = 0x64; // "d"
+/** The key lock refused the write (too many writes wait for the key, or too many keys are locked). */
+export interface Overloaded {
+  readonly kind: "overloaded";
+  readonly limit: KeyLockOverloadedError["limit"];
+  readonly max: number;
+}
 
 export type CoordinateResult =
   | { readonly kind: "ok"; readonly set: StoredSibling[]; readonly written: StoredSibling }
-  | { readonly kind: "too_many_siblings"; readonly siblings: number; readonly max: number };
+  | { readonly kind: "too_many_siblings"; readonly siblings: number; readonly max: number }
+  | Overloaded;
 
 export type VersionResult =
   | {
@@ -37,6 +60,7 @@ export type VersionResult =
       readonly durable: Promise<void>;
     }
   | { readonly kind: "too_many_siblings"; readonly siblings: number; readonly max: number }
+  | Overloaded
   /** The caller gave up (its deadline passed) before the key was free: nothing was versioned. */
   | { readonly kind: "abandoned" };
 
@@ -51,8 +75,17 @@ export class CannotVersionError extends Error {
   }
 }
 
+/** One stored set as a scan returns it: the user key and the set's bytes as stored (object-codec.ts). */
+export interface StoredEntry {
+  readonly key: Uint8Array;
+  readonly value: Uint8Array;
+}
+
+/** What handoff reads of a replica: its sets, in pages, and one set's stored bytes. */
+export type StoredSets = Pick<Replica, "scan" | "readRaw">;
+
 export class Replica {
-  private readonly lock = new KeyLock();
+  private readonly lock: KeyLock;
   private failure: CannotVersionError | undefined;
   private sealed: CannotVersionError | undefined;
   /** The local writes of versioned sets not yet settled. */
@@ -62,19 +95,39 @@ export class Replica {
     private readonly storage: StorageEngine,
     readonly actor: Actor,
     private readonly maxSiblings: number,
-  ) {}
-
-  static dataKey(key: Uint8Array): Buffer {
-    const k = Buffer.allocUnsafe(key.length + 1);
-    k[0] = NS_DATA;
-    k.set(key, 1);
-    return k;
+    lock: KeyLock = new KeyLock(),
+  ) {
+    this.lock = lock;
   }
 
   /** The key's sibling set ([] if the key was never written here). */
   async read(key: Uint8Array): Promise<StoredSibling[]> {
-    const raw = await this.storage.get(Replica.dataKey(key));
+    const raw = await this.readRaw(key);
     return raw === undefined ? [] : decodeSiblings(raw);
+  }
+
+  /** The key's sibling set as stored (encoded), or undefined if the key was never written here. */
+  readRaw(key: Uint8Array): Promise<Uint8Array | undefined> {
+    return this.storage.get(DATA.encode(key));
+  }
+
+  /**
+   * One page of the stored sets, in key order: the keys after `after` (from the first if undefined), at
+   * most `maxKeys` of them, ending also once the page holds `maxBytes` (engine keys and values as
+   * stored; at least one entry). An empty page means the scan is done; the next page starts after the
+   * last key of this one. Each page reads its own snapshot: a set written between pages is seen if its
+   * key comes later. Keys are views into the engine's buffers: copy one to keep it.
+   */
+  async scan(after: Uint8Array | undefined, maxKeys: number, maxBytes: number): Promise<StoredEntry[]> {
+    assert(maxKeys >= 1 && maxBytes >= 1, () => `scan page of ${maxKeys} keys, ${maxBytes} bytes`);
+    const page: StoredEntry[] = [];
+    let bytes = 0;
+    for await (const e of this.storage.iterate(DATA.after(after, maxKeys))) {
+      page.push({ key: DATA.decode(e.key), value: e.value });
+      bytes += e.key.length + e.value.length;
+      if (bytes >= maxBytes) break;
+    }
+    return page;
   }
 
   /** Why this replica versions nothing now (undefined: it can coordinate writes). */
@@ -108,7 +161,14 @@ export class Replica {
   ): Promise<VersionResult> {
     let cannot = this.cannotVersion;
     if (cannot !== undefined) throw cannot;
-    const release = await this.lock.acquire(key);
+    let release: () => void;
+    try {
+      release = await this.lock.acquire(key);
+    } catch (err) {
+      if (err instanceof KeyLockOverloadedError)
+        return { kind: "overloaded", limit: err.limit, max: err.max };
+      throw err;
+    }
     // The key stays locked past this call only when a set is being stored: every other way out frees it.
     let storing = false;
     try {
@@ -119,9 +179,10 @@ export class Replica {
       cannot = this.cannotVersion;
       if (cannot !== undefined) throw cannot;
       const { set, written } = update(current, context, this.actor, value);
+      assertFreshDot(current, context, this.actor, written.dot);
       if (set.length > this.maxSiblings)
         return { kind: "too_many_siblings", siblings: current.length, max: this.maxSiblings };
-      const durable = this.storage.put(Replica.dataKey(key), encodeSiblings(set)).catch((err: unknown) => {
+      const durable = this.storage.put(DATA.encode(key), encodeSiblings(set)).catch((err: unknown) => {
         this.failure ??= new CannotVersionError(
           `a local write failed (${(err as Error)?.message ?? String(err)}); this node coordinates no more writes until it is restarted`,
           err,
@@ -144,7 +205,7 @@ export class Replica {
   /** `version`, resolving once the new set is durable here. */
   async coordinate(key: Uint8Array, context: VersionVector, value: StoredValue): Promise<CoordinateResult> {
     const res = await this.version(key, context, value);
-    if (res.kind === "abandoned") throw new Error("unreachable: coordinate never abandons");
+    assert(res.kind !== "abandoned", "coordinate never abandons");
     if (res.kind === "ok") await res.durable;
     return res;
   }
@@ -169,7 +230,10 @@ export class Replica {
     while (this.pending.size > 0) await Promise.allSettled([...this.pending]);
   }
 
-  /** Folds `incoming` into the stored set; returns the merged set. Writes only if something changed. */
+  /**
+   * Folds `incoming` into the stored set; returns the merged set. Writes only if something changed.
+   * Rejects with KeyLockOverloadedError (ERR_OVERLOADED) at once if the key lock is full.
+   */
   async merge(key: Uint8Array, incoming: readonly StoredSibling[]): Promise<StoredSibling[]> {
     return (await this.mergeChanged(key, incoming)).set;
   }
@@ -182,8 +246,9 @@ export class Replica {
     return this.lock.run(key, async () => {
       const current = await this.read(key);
       const merged = merge(current, incoming);
+      assertMergeCovers(merged, current, incoming);
       const changed = !sameDots(current, merged);
-      if (changed) await this.storage.put(Replica.dataKey(key), encodeSiblings(merged));
+      if (changed) await this.storage.put(DATA.encode(key), encodeSiblings(merged));
       return { set: merged, changed };
     });
   }

@@ -15,7 +15,12 @@
  * (or gone) and gives them to nodes below it. So a join moves about Q/(S+1) partitions, all to the new
  * node, and a leave moves only the leaver's partitions. Everything here is a pure function of its
  * inputs: every node that applies the same claim to the same ring gets the same ring.
+ *
+ * Invariants asserted: a key's partition is in [0, Q); targets sum to Q; a claimed ring gives every
+ * partition to a member, each member exactly its target; every preference list holds distinct nodes of
+ * the ring, as many as it can (min(n, distinct owners)).
  */
+import { assert } from "../core/assert.js";
 import { hash32 } from "../core/hash.js";
 
 export interface RingMember {
@@ -36,7 +41,9 @@ const RING_SEED = 0x52494e47; // "RING"
 
 /** The partition of a key: its 32-bit hash scaled to [0, Q). Q must be a valid partition count (claim checks). */
 export function partitionOf(key: Uint8Array, partitions: number): number {
-  return Math.floor((hash32(key, RING_SEED) * partitions) / 0x1_0000_0000);
+  const p = Math.floor((hash32(key, RING_SEED) * partitions) / 0x1_0000_0000);
+  assert(p >= 0 && p < partitions, () => `partition ${p} of ${partitions}`);
+  return p;
 }
 
 /**
@@ -77,7 +84,7 @@ export function targetCounts(
     const e = order[i]!;
     out.set(e.id, out.get(e.id)! + 1);
   }
-  if (given !== partitions) throw new Error("targetCounts: rounding did not reach Q");
+  assert(given === partitions, () => `targets sum to ${given}, not Q=${partitions}`);
   return out;
 }
 
@@ -173,13 +180,22 @@ export function claim(
       }
     }
     const chosen = best ?? fallback;
-    if (chosen === undefined)
-      throw new Error("claim: a partition is left without an owner (targets do not sum to Q)");
+    assert(
+      chosen !== undefined,
+      () => `claim left partition ${p} without an owner (targets do not sum to Q)`,
+    );
     owners[p] = chosen;
     const c = count.get(chosen)! + 1;
     count.set(chosen, c);
     if (c >= targets.get(chosen)!) hungry = hungry.filter((id) => id !== chosen);
   }
+  for (const m of members)
+    assert(
+      count.get(m.id) === targets.get(m.id),
+      () => `claim gave ${m.id} ${count.get(m.id)} partitions, its target is ${targets.get(m.id)}`,
+    );
+  for (let p = 0; p < partitions; p++)
+    assert(count.has(owners[p] ?? ""), () => `claim left partition ${p} to ${owners[p]}, not a member`);
   return { partitions, owners: owners as string[] };
 }
 
@@ -220,6 +236,10 @@ export class PreferenceTable {
         if (usedZones.size === Math.min(zones, want) && chosen.length + backup.length >= want) break;
       }
       while (chosen.length < want && backup.length > 0) chosen.push(backup.shift()!);
+      assert(
+        chosen.length === want && chosen.every((id, i) => chosen.indexOf(id) === i),
+        () => `preference list of partition ${p} is [${chosen}], wanted ${want} distinct nodes`,
+      );
       this.lists[p] = chosen;
     }
   }

@@ -24,7 +24,12 @@
  * write's context does not cover the first write's dot, so both stay as siblings.
  *
  * Do not "optimise" `merge` into comparing whole vectors: dominance is decided by dots against contexts.
+ *
+ * Postconditions of `update` and `merge` are asserted (core/assert.ts) whenever the sets are small
+ * (CHECKED_SIBLINGS_MAX), which is nearly every call: a key usually holds one or two siblings, and the
+ * checks are quadratic in the siblings, like merge itself.
  */
+import { assert } from "../core/assert.js";
 
 export type Actor = string;
 
@@ -43,6 +48,12 @@ export interface Sibling<V> {
 }
 
 export const EMPTY_VECTOR: VersionVector = new Map();
+
+/**
+ * Sets up to this many siblings (both inputs together) get their postconditions checked: at most
+ * 8 x 8 = 64 dot comparisons per call, against the encode and fsync that follow every update and merge.
+ */
+export const CHECKED_SIBLINGS_MAX = 8;
 
 export function covers(vv: VersionVector, dot: Dot): boolean {
   return (vv.get(dot.actor) ?? 0) >= dot.counter;
@@ -105,8 +116,9 @@ export function merge<V>(a: readonly Sibling<V>[], b: readonly Sibling<V>[]): Si
     seen.add(id);
     all.push(s);
   }
-  const out = all.filter((s) => !all.some((t) => t !== s && covers(t.context, s.dot)));
-  return sortSiblings(out);
+  const out = sortSiblings(all.filter((s) => !all.some((t) => t !== s && covers(t.context, s.dot))));
+  if (a.length + b.length <= CHECKED_SIBLINGS_MAX) assertMerged(a, b, out);
+  return out;
 }
 
 /** The counter the next write by `actor` gets: one above any it could have issued before. */
@@ -133,10 +145,126 @@ export function update<V>(
   const written: Sibling<V> = { dot: { actor, counter: nextCounter(set, context, actor) }, context, value };
   const kept = set.filter((s) => !covers(context, s.dot));
   kept.push(written);
-  return { set: sortSiblings(kept), written };
+  const out = sortSiblings(kept);
+  if (set.length < CHECKED_SIBLINGS_MAX) assertUpdated(set, context, actor, written, out);
+  return { set: out, written };
 }
 
 /** True when a and b are concurrent: neither's context covers the other's dot. */
 export function concurrent<V>(a: Sibling<V>, b: Sibling<V>): boolean {
   return !covers(a.context, b.dot) && !covers(b.context, a.dot);
+}
+
+// ------------------------------------------------------------------ invariants (core/assert.ts)
+
+/**
+ * merge's postconditions: the result is sorted by dot with no dot twice, every sibling of it comes from
+ * an input, none is covered by another's context, and every input sibling that no other input covers is
+ * in it (a concurrent write is never lost).
+ */
+export function assertMerged<V>(
+  a: readonly Sibling<V>[],
+  b: readonly Sibling<V>[],
+  out: readonly Sibling<V>[],
+): void {
+  const has = (set: readonly Sibling<V>[], d: Dot) => set.some((x) => dotEquals(x.dot, d));
+  for (let i = 0; i < out.length; i++) {
+    const s = out[i]!;
+    assert(i === 0 || compareDots(out[i - 1]!.dot, s.dot) < 0, () => `merge result not sorted: ${dots(out)}`);
+    assert(has(a, s.dot) || has(b, s.dot), () => `merge made up the sibling ${dotString(s.dot)}`);
+    for (const t of out)
+      assert(
+        t === s || !covers(t.context, s.dot),
+        () => `merge kept ${dotString(s.dot)}, which ${dotString(t.dot)} supersedes`,
+      );
+  }
+  for (const s of [...a, ...b]) {
+    if (has(out, s.dot)) continue;
+    const coveredBy = (x: Sibling<V>) => !dotEquals(x.dot, s.dot) && covers(x.context, s.dot);
+    assert(
+      a.some(coveredBy) || b.some(coveredBy),
+      () => `merge lost the concurrent sibling ${dotString(s.dot)}`,
+    );
+  }
+}
+
+/**
+ * update's postconditions: the new sibling carries the client's context and a fresh dot of `actor`
+ * (assertFreshDot); the result is sorted, holds the new sibling, and holds exactly the old siblings the
+ * context does not cover.
+ */
+export function assertUpdated<V>(
+  set: readonly Sibling<V>[],
+  context: VersionVector,
+  actor: Actor,
+  written: Sibling<V>,
+  out: readonly Sibling<V>[],
+): void {
+  assert(written.context === context, () => `update's sibling ${dotString(written.dot)} lost its context`);
+  assertFreshDot(set, context, actor, written.dot);
+  let kept = 0;
+  for (const s of set) {
+    const inOut = out.includes(s);
+    assert(
+      inOut !== covers(context, s.dot),
+      () => `update ${inOut ? "kept" : "dropped"} ${dotString(s.dot)} (its context covers it: ${!inOut})`,
+    );
+    if (inOut) kept++;
+  }
+  assert(out.length === kept + 1 && out.includes(written), () => `update's result ${dots(out)}`);
+  for (let i = 1; i < out.length; i++)
+    assert(compareDots(out[i - 1]!.dot, out[i]!.dot) < 0, () => `update's result not sorted: ${dots(out)}`);
+}
+
+/**
+ * A write's dot is new: a dot of `actor` above every counter of `actor` that `set` (its dots and
+ * contexts) or the client's `context` knows, so an actor never issues one dot twice (two different
+ * writes would share a name, and one would hide the other). O(siblings).
+ */
+export function assertFreshDot<V>(
+  set: readonly Sibling<V>[],
+  context: VersionVector,
+  actor: Actor,
+  dot: Dot,
+): void {
+  const n = dot.counter;
+  assert(
+    dot.actor === actor && Number.isSafeInteger(n) && n >= 1,
+    () => `a write versioned by ${actor} got the dot ${dotString(dot)}`,
+  );
+  assert(
+    (context.get(actor) ?? 0) < n,
+    () => `the dot ${dotString(dot)} is covered by the write's own context`,
+  );
+  for (const s of set)
+    assert(
+      (s.dot.actor !== actor || s.dot.counter < n) && (s.context.get(actor) ?? 0) < n,
+      () => `the dot ${dotString(dot)} reuses a counter of the set it replaced (sibling ${dotString(s.dot)})`,
+    );
+}
+
+/**
+ * A merge's result covers both of its inputs: every sibling of `a` and `b` is in `merged` or superseded
+ * by it (covered by its causal context). O(siblings x actors).
+ */
+export function assertMergeCovers<V>(
+  merged: readonly Sibling<V>[],
+  a: readonly Sibling<V>[],
+  b: readonly Sibling<V>[],
+): void {
+  // covers(contextOf(merged), d), without building the vector.
+  const covered = (d: Dot) =>
+    merged.some((t) => covers(t.context, d) || (t.dot.actor === d.actor && t.dot.counter >= d.counter));
+  for (const s of a)
+    assert(covered(s.dot), () => `a merge dropped the sibling ${dotString(s.dot)}, which it does not cover`);
+  for (const s of b)
+    assert(covered(s.dot), () => `a merge dropped the sibling ${dotString(s.dot)}, which it does not cover`);
+}
+
+function dotString(d: Dot): string {
+  return `${d.counter}@${d.actor}`;
+}
+
+function dots<V>(set: readonly Sibling<V>[]): string {
+  return `[${set.map((s) => dotString(s.dot)).join(", ")}]`;
 }

@@ -167,6 +167,27 @@ test("a service that fails gives 500 internal for GET, PUT and DELETE, counted u
   });
 });
 
+test("a write refused by an overloaded key lock gives 503 overloaded, saying it was not applied", async () => {
+  const overloaded: WriteOutcome = { kind: "overloaded", limit: "waiters_per_key", max: 256 };
+  await withApi({ get: async () => OK_READ, write: async () => overloaded }, async (_api, port) => {
+    for (const method of ["PUT", "DELETE"]) {
+      const r = await fetch(`http://127.0.0.1:${port}/kv/k`, {
+        method,
+        body: method === "PUT" ? "value" : undefined,
+        signal: AbortSignal.timeout(5000),
+      });
+      assert.equal(r.status, 503, method);
+      assert.equal(r.headers.get("retry-after"), "1");
+      const j = (await r.json()) as Record<string, unknown>;
+      assert.equal(j.error, "overloaded");
+      assert.equal(j.applied, false);
+      assert.equal(j.limit, "waiters_per_key");
+      assert.equal(j.max, 256);
+      assert.match(String(j.message), /too many writes waiting.*NOT applied.*retry/);
+    }
+  });
+});
+
 test("stopping: a request sent on an idle keep-alive connection gets 503 stopping, not a reset", async () => {
   await withApi({ get: async () => OK_READ, write: async () => OK_WRITE }, async (api, port) =>
     withConnection(port, async (c) => {

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import * as net from "node:net";
 import * as path from "node:path";
 import { after, before, describe, test } from "node:test";
-import { Replica } from "../../src/replication/replica.js";
+import { DATA } from "../../src/replication/keyspaces.js";
 import { NodeFileSystem } from "../../src/storage/fs/node-file-system.js";
 import { LsmEngine } from "../../src/storage/lsm/lsm-engine.js";
 import { decodeSiblings } from "../../src/versioning/object-codec.js";
@@ -16,7 +16,7 @@ import { http, TestCluster } from "./harness.js";
 async function storedValues(dataDir: string, key: string): Promise<string[]> {
   const e = await LsmEngine.open({ dir: path.join(dataDir, "storage"), fs: new NodeFileSystem() });
   try {
-    const raw = await e.get(Replica.dataKey(Buffer.from(key)));
+    const raw = await e.get(DATA.encode(Buffer.from(key)));
     if (raw === undefined) return [];
     return decodeSiblings(raw)
       .map((s) => (s.value.deleted ? "<deleted>" : Buffer.from(s.value.data).toString()))

@@ -8,7 +8,7 @@ import { execFile } from "node:child_process";
 import * as path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { promisify } from "node:util";
-import { Replica } from "../../src/replication/replica.js";
+import { DATA } from "../../src/replication/keyspaces.js";
 import { partitionOf } from "../../src/ring/ring.js";
 import { NodeFileSystem } from "../../src/storage/fs/node-file-system.js";
 import { LsmEngine } from "../../src/storage/lsm/lsm-engine.js";
@@ -26,7 +26,7 @@ async function storedAll(dataDir: string): Promise<Map<string, string[]>> {
   const out = new Map<string, string[]>();
   try {
     for (let i = 0; i < KEYS; i++) {
-      const raw = await e.get(Replica.dataKey(Buffer.from(key(i))));
+      const raw = await e.get(DATA.encode(Buffer.from(key(i))));
       if (raw !== undefined)
         out.set(
           key(i),
@@ -189,9 +189,9 @@ describe("a leave that crashes half-way, with writes going on", { timeout: 180_0
       const e = await LsmEngine.open({ dir, fs: new NodeFileSystem() });
       try {
         for (let i = 0; i < KEYS; i++)
-          assert.ok(await e.get(Replica.dataKey(Buffer.from(key(i)))), `${key(i)} on ${id}`);
+          assert.ok(await e.get(DATA.encode(Buffer.from(key(i)))), `${key(i)} on ${id}`);
         for (const k of acked.keys())
-          if ((await e.get(Replica.dataKey(Buffer.from(k)))) !== undefined)
+          if ((await e.get(DATA.encode(Buffer.from(k)))) !== undefined)
             copies.set(k, (copies.get(k) ?? 0) + 1);
       } finally {
         await e.close();

@@ -16,7 +16,7 @@
  * on other nodes are reported separately (strict quorums never put one there).
  */
 import * as path from "node:path";
-import { Replica } from "../../src/replication/replica.js";
+import { DATA } from "../../src/replication/keyspaces.js";
 import { PreferenceTable } from "../../src/ring/ring.js";
 import type { CartValue, FinalSibling, FinalState } from "../../src/sim/history.js";
 import { NodeFileSystem } from "../../src/storage/fs/node-file-system.js";
@@ -136,9 +136,8 @@ async function readDisk(dataDir: string): Promise<Map<string, FinalSibling[]>> {
   const e = await LsmEngine.open({ dir: path.join(dataDir, "storage"), fs: new NodeFileSystem() });
   const out = new Map<string, FinalSibling[]>();
   try {
-    const prefix = Replica.dataKey(Buffer.alloc(0));
-    for await (const { key, value } of e.iterate({ gte: prefix, lt: Buffer.from([prefix[0]! + 1]) }))
-      out.set(Buffer.from(key.subarray(1)).toString("utf8"), decodeSiblings(value).map(finalSibling));
+    for await (const { key, value } of e.iterate(DATA.range))
+      out.set(Buffer.from(DATA.decode(key)).toString("utf8"), decodeSiblings(value).map(finalSibling));
   } finally {
     await e.close();
   }

@@ -635,3 +635,75 @@ describe("membership over the simulated network", () => {
     );
   });
 });
+
+describe("membership invariants", () => {
+  const entry = (id: string, status: MemberView["status"], incarnation = 1): MemberView => ({
+    id,
+    api: `${id}:8000`,
+    peer: `${id}:9000`,
+    weight: 1,
+    zone: undefined,
+    status,
+    incarnation,
+    heartbeat: 1,
+  });
+  const config = {
+    selfId: "me",
+    partitions: PARTITIONS,
+    n: N,
+    downAfterMs: DOWN_AFTER_MS,
+    suspectForMs: 1000,
+    fanout: 3,
+  };
+  /** The private paths every change goes through, reached as a bug elsewhere in the class would. */
+  const internals = (m: Membership) =>
+    m as unknown as {
+      setEntry(id: string, e: MemberView): void;
+      setRing(r: RingView): void;
+      maybeClaim(now: number): void;
+      claimant(now: number): string | undefined;
+    };
+
+  test("an entry never comes back from left; the ring version never goes back; one first ring", () => {
+    const m = new Membership(config, entry("me", "joining"), 0);
+    m.bootstrapRing();
+    assert.throws(() => m.bootstrapRing(), {
+      code: "ERR_INVARIANT",
+      message: /first ring made over ring version 1/,
+    });
+    m.merge([entry("x", "up")], null, 0);
+    m.remove("x");
+    assert.equal(m.member("x")?.status, "left");
+    // Gossip cannot bring it back (newerEntry), and a change that tried would be caught.
+    m.merge([entry("x", "up", 99)], null, 0);
+    assert.equal(m.member("x")?.status, "left");
+    assert.throws(() => internals(m).setEntry("x", entry("x", "up", 100)), {
+      code: "ERR_INVARIANT",
+      message: /x would go from left back to up/,
+    });
+    assert.throws(() => internals(m).setEntry("y", entry("x", "up")), { code: "ERR_INVARIANT" });
+    const ring = m.ring!;
+    m.merge([], { ...ring, version: 0 }, 0);
+    assert.equal(m.ring!.version, ring.version, "an older ring from gossip is ignored");
+    assert.throws(() => internals(m).setRing({ ...ring, version: ring.version - 1 }), {
+      code: "ERR_INVARIANT",
+      message: /from version 1 back to 0/,
+    });
+  });
+
+  test("only an up member claims: a claimant that is not up is caught", () => {
+    const m = new Membership(config, entry("me", "joining"), 0);
+    m.merge(
+      [entry("a", "up")],
+      { version: 1, partitions: PARTITIONS, owners: Array(PARTITIONS).fill("a"), members: ["a:1"] },
+      0,
+    );
+    assert.equal(m.self.status, "joining");
+    const bug = internals(m);
+    bug.claimant = () => "me"; // a claimant choice that forgot to look at the status
+    assert.throws(() => bug.maybeClaim(0), {
+      code: "ERR_INVARIANT",
+      message: /claimant me is joining, not up/,
+    });
+  });
+});

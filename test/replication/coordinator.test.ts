@@ -12,11 +12,13 @@ import {
   type ReadPolicy,
   type ReplicaPeer,
 } from "../../src/replication/coordinator.js";
+import { KeyLock } from "../../src/replication/key-lock.js";
 import { Replica } from "../../src/replication/replica.js";
 import { seededRandom } from "../../src/runtime/runtime.js";
 import { VirtualScheduler } from "../../src/runtime/virtual-runtime.js";
-import { MemoryEngine } from "../../src/storage/index.js";
-import { EMPTY_VECTOR } from "../../src/versioning/dvv.js";
+import { SlowDisk } from "../../src/sim/slow-disk.js";
+import { LsmEngine, MemoryEngine, MemoryFileSystem } from "../../src/storage/index.js";
+import { EMPTY_VECTOR, update } from "../../src/versioning/dvv.js";
 import type { StoredValue } from "../../src/versioning/object-codec.js";
 
 const KEY = Buffer.from("k");
@@ -26,6 +28,9 @@ const value = (text: string): StoredValue => ({
   deleted: false,
   writtenAtMs: 0,
 });
+
+const texts = (set: readonly { value: StoredValue }[]): string[] =>
+  set.map((x) => Buffer.from(x.value.data).toString()).sort();
 
 interface Node {
   readonly id: string;
@@ -186,6 +191,122 @@ describe("Coordinator writes", () => {
       5000,
     );
     assert.deepEqual(late, { kind: "unavailable", needed: 2, acked: 1 });
+  });
+});
+
+describe("Coordinator: a key with too many writes waiting", () => {
+  test("is refused at once with `overloaded`, nothing versioned or sent; what was admitted runs on", async () => {
+    const sched = new VirtualScheduler();
+    const mem = new MemoryFileSystem();
+    await mem.mkdirp("/db");
+    const disk = new SlowDisk(mem, sched, seededRandom(5));
+    const engine = await sched.runUntilSettled(
+      LsmEngine.open({ dir: "/db", fs: disk, options: { durability: "fsync", walSyncOnEventLoop: false } }),
+      10_000,
+    );
+    const local = new Replica(engine, "a", 64, new KeyLock({ waitersMax: 2 }));
+    const others = ["b", "c"].map((id) => ({
+      id,
+      replica: new Replica(new MemoryEngine(), id, 64),
+      stores: 0,
+    }));
+    const co = new Coordinator({
+      local,
+      localNodeId: "a",
+      replicasFor: () => [
+        localPeer("a", local),
+        ...others.map(
+          (o): ReplicaPeer => ({
+            nodeId: o.id,
+            read: (key) => o.replica.read(key),
+            store: async (key, set) => {
+              o.stores++;
+              await o.replica.merge(key, set);
+            },
+          }),
+        ),
+      ],
+      timers: sched,
+      random: seededRandom(1),
+      reads: NEVER_FULL,
+    });
+    disk.stalled = true;
+    // The first write is acknowledged by b and c; this node's own copy waits for the disk, holding the key.
+    const first = await sched.runUntilSettled(co.write(KEY, EMPTY_VECTOR, value("w1"), 2, 1000), 1000);
+    assert.equal(first.kind, "ok");
+    const waiting = [
+      co.write(KEY, EMPTY_VECTOR, value("w2"), 2, 1000),
+      co.write(KEY, EMPTY_VECTOR, value("w3"), 2, 1000),
+    ];
+    await sched.runFor(10);
+    const t0 = sched.now();
+    const refused = await sched.runUntilSettled(co.write(KEY, EMPTY_VECTOR, value("w4"), 2, 1000), 1000);
+    assert.deepEqual(refused, { kind: "overloaded", limit: "waiters_per_key", max: 2 });
+    assert.equal(sched.now(), t0, "refused without waiting");
+    assert.deepEqual(
+      others.map((o) => o.stores),
+      [1, 1],
+      "nothing of the refused write was sent",
+    );
+    // The admitted ones time out while the disk hangs, then give up their turn: nothing more is versioned.
+    assert.deepEqual(await sched.runUntilSettled(Promise.all(waiting), 5000), [
+      { kind: "unavailable", needed: 2, acked: 0 },
+      { kind: "unavailable", needed: 2, acked: 0 },
+    ]);
+    disk.stalled = false;
+    await sched.runFor(1000);
+    assert.deepEqual(texts(await local.read(KEY)), ["w1"]);
+    const again = await sched.runUntilSettled(co.write(KEY, EMPTY_VECTOR, value("w5"), 2, 1000), 5000);
+    assert.equal(again.kind, "ok");
+    await sched.runUntilSettled(engine.close(), 10_000);
+  });
+});
+
+describe("Coordinator invariants", () => {
+  test("r or w below 1 is a bug of the caller (the API checks them): an InvariantError, not an outcome", async () => {
+    const sched = new VirtualScheduler();
+    const { coordinator } = cluster(["a", "b", "c"], sched);
+    const co = coordinator("a", NEVER_FULL);
+    await assert.rejects(co.get(KEY, 0, 1000), { code: "ERR_INVARIANT" });
+    await assert.rejects(co.write(KEY, EMPTY_VECTOR, value("v"), 0, 1000), { code: "ERR_INVARIANT" });
+    await assert.rejects(co.write(KEY, EMPTY_VECTOR, value("v"), 1.5, 1000), { code: "ERR_INVARIANT" });
+  });
+
+  test("an ok write whose written sibling is not in its set, or not of this node's actor, is caught", async () => {
+    const sched = new VirtualScheduler();
+    const { nodes, coordinator } = cluster(["a", "b", "c"], sched);
+    const local = nodes.get("a")!.replica;
+    const v = (actor: string) => update([], EMPTY_VECTOR, actor, value("v"));
+    // A replica whose versioning is broken: the written sibling is missing from the set sent out.
+    const first = v("a");
+    const lost = update(first.set, EMPTY_VECTOR, "a", value("w"));
+    local.version = async () => ({
+      kind: "ok",
+      set: first.set,
+      written: lost.written,
+      durable: Promise.resolve(),
+    });
+    await assert.rejects(
+      sched.runUntilSettled(coordinator("a", NEVER_FULL).write(KEY, EMPTY_VECTOR, value("v"), 2, 500), 5000),
+      {
+        code: "ERR_INVARIANT",
+        message: /the written sibling 2@a is not in its set \[1@a\]/,
+      },
+    );
+    const other = update([], EMPTY_VECTOR, "b", value("v"));
+    local.version = async () => ({
+      kind: "ok",
+      set: other.set,
+      written: other.written,
+      durable: Promise.resolve(),
+    });
+    await assert.rejects(
+      sched.runUntilSettled(coordinator("a", NEVER_FULL).write(KEY, EMPTY_VECTOR, value("v"), 2, 500), 5000),
+      {
+        code: "ERR_INVARIANT",
+        message: /coordinated by a has the dot 1@b/,
+      },
+    );
   });
 });
 

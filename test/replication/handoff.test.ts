@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import type { ReplicaPeer } from "../../src/replication/coordinator.js";
 import { Handoff, type HandoffDeps, type HandoffRing } from "../../src/replication/handoff.js";
+import { DATA } from "../../src/replication/keyspaces.js";
 import { Replica } from "../../src/replication/replica.js";
 import { claim, PreferenceTable, type RingMember } from "../../src/ring/ring.js";
 import { VirtualScheduler } from "../../src/runtime/virtual-runtime.js";
@@ -55,7 +56,7 @@ async function storeFor(self: string, table: PreferenceTable): Promise<MemoryEng
   const e = new MemoryEngine();
   for (let i = 0; i < KEYS; i++) {
     const key = Buffer.from(`k${i}`);
-    if (table.forKey(key).includes(self)) await e.put(Replica.dataKey(key), encodeSiblings(set(i)));
+    if (table.forKey(key).includes(self)) await e.put(DATA.encode(key), encodeSiblings(set(i)));
   }
   return e;
 }
@@ -88,7 +89,7 @@ function handoff(
 ): Handoff {
   return new Handoff({
     selfId: self,
-    storage,
+    replica: new Replica(storage, self, 64),
     peer: peers.peer,
     timers: sched,
     clock: sched,
@@ -311,5 +312,47 @@ describe("handoff", () => {
     assert.ok(await sched.runUntil(() => h2.progress.state === "retrying", 10_000));
     assert.match(h2.progress.lastError ?? "", /disk on fire/);
     await h2.stop();
+  });
+});
+
+describe("handoff invariants", () => {
+  /** The private steps of a pass, reached as a bug in the code that calls them would. */
+  const internals = (h: Handoff) =>
+    h as unknown as {
+      send(sends: readonly { to: string; key: Uint8Array; value: Uint8Array }[]): Promise<void>;
+      run(): Promise<void>;
+    };
+
+  test("a store to itself is caught before it is sent", async () => {
+    const { before, sched, peers } = joinOfD();
+    const storage = await storeFor("a", before.table);
+    const h = handoff(sched, "a", storage, peers, () => at(before, 1));
+    const set = encodeSiblings(
+      update([], new Map(), "w1", {
+        data: Buffer.from("v"),
+        contentType: "t",
+        deleted: false,
+        writtenAtMs: 0,
+      }).set,
+    );
+    await assert.rejects(internals(h).send([{ to: "a", key: Buffer.from("k"), value: set }]), {
+      code: "ERR_INVARIANT",
+      message: /send a key to itself \(a\)/,
+    });
+    assert.equal(peers.sends, 0);
+  });
+
+  test("a pass that would complete for an older ring than the last one is caught", async () => {
+    const { before, after, sched, peers } = joinOfD();
+    const storage = await storeFor("a", before.table);
+    let cur: HandoffRing | undefined;
+    const h = handoff(sched, "a", storage, peers, () => cur as HandoffRing);
+    h.start(at(after, 5)); // the saved ring: a pass was completed for version 5
+    cur = at(before, 4); // a current ring older than that: only a bug elsewhere could give it
+    await assert.rejects(sched.runUntilSettled(internals(h).run(), 60_000), {
+      code: "ERR_INVARIANT",
+      message: /completed for ring 4 after one for ring 5/,
+    });
+    await h.stop();
   });
 });

@@ -423,6 +423,13 @@ describe("partitionOf", () => {
     );
   });
 
+  test("asserted: a partition count that claim would refuse (0, none) is a bug, caught at the lookup", () => {
+    assert.throws(() => partitionOf(Buffer.from("k"), 0), {
+      code: "ERR_INVARIANT",
+      message: /partition 0 of 0/,
+    });
+  });
+
   /** Pearson's chi-square of keys over Q=256 partitions; about 255 +- 23 for a uniform hash. */
   const chiSquare = (keys: Iterable<Uint8Array>, q: number): { chi2: number; n: number } => {
     const counts = new Array<number>(q).fill(0);

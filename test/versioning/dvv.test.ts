@@ -20,6 +20,11 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import fc from "fast-check";
 import {
+  assertFreshDot,
+  assertMergeCovers,
+  assertMerged,
+  assertUpdated,
+  CHECKED_SIBLINGS_MAX,
   concurrent,
   contextOf,
   covers,
@@ -76,6 +81,8 @@ interface Coverage {
   writesSupersedingSiblings: number;
   syncsDroppingVersions: number;
   replicasWithThreeSiblings: number;
+  /** Sets past CHECKED_SIBLINGS_MAX, where update and merge skip their own checks. */
+  largeSets: number;
 }
 
 const newCoverage = (): Coverage => ({
@@ -84,6 +91,7 @@ const newCoverage = (): Coverage => ({
   writesSupersedingSiblings: 0,
   syncsDroppingVersions: 0,
   replicasWithThreeSiblings: 0,
+  largeSets: 0,
 });
 
 function assertCovered(c: Coverage): void {
@@ -205,6 +213,10 @@ class World {
     const id = this.events.length;
     const value = `e${id}`;
     const { set, written } = update(before, context, actor, value);
+    // The invariants the code asserts, checked here on sets of every size (update and merge check
+    // their own only on small sets).
+    assertUpdated(before, context, actor, written, set);
+    if (set.length > CHECKED_SIBLINGS_MAX) this.coverage.largeSets++;
     assert.equal(written.dot.actor, actor, `${where}: the new dot is not the coordinator's`);
     assert.ok(!this.byDot.has(dotKey(written.dot)), `${where}: update reused the dot ${dotKey(written.dot)}`);
     assert.equal(written.value, value);
@@ -239,6 +251,10 @@ class World {
 
   sync(from: number, to: number): void {
     const merged = merge(this.sets[to]!, this.sets[from]!);
+    // What Replica.merge asserts: the result covers both inputs. It holds only because contexts are
+    // causally closed in any real history (stale contexts included), which these runs produce.
+    assertMerged(this.sets[to]!, this.sets[from]!, merged);
+    assertMergeCovers(merged, this.sets[to]!, this.sets[from]!);
     const total = new Set([...this.sets[to]!, ...this.sets[from]!].map((s) => dotKey(s.dot))).size;
     if (merged.length < total) this.coverage.syncsDroppingVersions++;
     this.sets[to] = merged;
@@ -528,5 +544,41 @@ describe("dotted version vectors by example", () => {
     c = merge(c, a);
     assert.deepEqual(show(c), ["a:2=v2", "c:1=v3"]);
     assert.deepEqual(show(merge(a, c)), show(c));
+  });
+});
+
+describe("the invariants dvv asserts catch a broken result", () => {
+  const a1 = update([], EMPTY_VECTOR, "a", put("a1")).written;
+  const b1 = update([], EMPTY_VECTOR, "b", put("b1")).written;
+  const a2 = update([a1], contextOf([a1]), "a", put("a2")).written; // supersedes a1
+  const INVARIANT = (message: RegExp) => ({ code: "ERR_INVARIANT", message });
+
+  test("merge: a lost concurrent sibling, a superseded one kept, an unsorted or made-up result", () => {
+    assertMerged([a1], [b1], [a1, b1]);
+    assert.throws(() => assertMerged([a1], [b1], [a1]), INVARIANT(/lost the concurrent sibling 1@b/));
+    assert.throws(() => assertMerged([a1], [a2], [a1, a2]), INVARIANT(/kept 1@a, which 2@a supersedes/));
+    assert.throws(() => assertMerged([a1], [b1], [b1, a1]), INVARIANT(/not sorted/));
+    assert.throws(() => assertMerged([a1], [], [a1, b1]), INVARIANT(/made up the sibling 1@b/));
+    assertMergeCovers([a2], [a1], [a2]);
+    assert.throws(() => assertMergeCovers([a1], [a1], [b1]), INVARIANT(/dropped the sibling 1@b/));
+  });
+
+  test("update: a reused dot, a dot inside its own context, a covered sibling kept or a concurrent one dropped", () => {
+    const ok = update([b1], EMPTY_VECTOR, "a", put("x"));
+    assertUpdated([b1], EMPTY_VECTOR, "a", ok.written, ok.set);
+    const reused = { ...ok.written, dot: { actor: "a", counter: 1 } };
+    assert.throws(() => assertFreshDot([a1], EMPTY_VECTOR, "a", reused.dot), INVARIANT(/reuses a counter/));
+    assert.throws(
+      () => assertFreshDot([], contextOf([a1]), "a", reused.dot),
+      INVARIANT(/the write.s own context/),
+    );
+    assert.throws(() => assertFreshDot([], EMPTY_VECTOR, "b", reused.dot), INVARIANT(/versioned by b/));
+    assert.throws(
+      () => assertUpdated([b1], EMPTY_VECTOR, "a", ok.written, [ok.written]),
+      INVARIANT(/dropped 1@b/),
+    );
+    const seen = contextOf([b1]);
+    const w = update([b1], seen, "a", put("y")).written;
+    assert.throws(() => assertUpdated([b1], seen, "a", w, [w, b1]), INVARIANT(/kept 1@b/));
   });
 });

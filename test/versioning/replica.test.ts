@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import fc from "fast-check";
-import { KeyLock } from "../../src/replication/key-lock.js";
+import { KeyLock, keyLockWaitersMax } from "../../src/replication/key-lock.js";
 import { type CoordinateResult, Replica } from "../../src/replication/replica.js";
 import { seededRandom } from "../../src/runtime/runtime.js";
 import { VirtualScheduler } from "../../src/runtime/virtual-runtime.js";
@@ -262,6 +262,51 @@ describe("Replica", () => {
     await sched.runUntilSettled(s.durable, 10_000);
     assert.deepEqual([first.written.dot.counter, s.written.dot.counter], [1, 2]);
     assert.deepEqual(texts(await a.read(KEY)), ["v1", "v2"]);
+    await sched.runUntilSettled(engine.close(), 10_000);
+  });
+
+  test("a hot key on a stalled disk: writes queue up to the bound, then are refused at once; other keys still take writes; the queue drains when the disk is back", async () => {
+    const { sched, disk, engine } = await slowDiskEngine();
+    const a = new Replica(engine, "a", 1000);
+    disk.stalled = true;
+    // The first write holds the key while its put waits for the disk; the next ones queue behind it.
+    const first = await sched.runUntilSettled(a.version(KEY, EMPTY_VECTOR, value("w0")), 1000);
+    assert.equal(first.kind, "ok");
+    const queued = Array.from({ length: keyLockWaitersMax }, (_, i) =>
+      a.version(KEY, EMPTY_VECTOR, value(`w${i + 1}`)),
+    );
+    await sched.runFor(1000);
+    // One more: refused without waiting for anything (no virtual time passes), nothing versioned.
+    let refused: Awaited<ReturnType<Replica["version"]>> | undefined;
+    void a.version(KEY, EMPTY_VECTOR, value("one too many")).then((r) => {
+      refused = r;
+    });
+    await new Promise<void>((r) => setImmediate(r));
+    assert.deepEqual(refused, { kind: "overloaded", limit: "waiters_per_key", max: keyLockWaitersMax });
+    // A merge from a peer is refused the same way, with a typed error the transport passes on.
+    await assert.rejects(a.merge(KEY, []), { code: "ERR_OVERLOADED", limit: "waiters_per_key" });
+    // Another key is not held up by the hot one: it is versioned (its put waits for the disk too).
+    const other = await sched.runUntilSettled(
+      a.version(Buffer.from("other"), EMPTY_VECTOR, value("o")),
+      1000,
+    );
+    assert.equal(other.kind, "ok");
+    disk.stalled = false;
+    const results = await sched.runUntilSettled(Promise.all(queued), 600_000);
+    for (const r of results) assert.equal(r.kind, "ok");
+    if (first.kind === "ok") await first.durable;
+    for (const r of results) if (r.kind === "ok") await sched.runUntilSettled(r.durable, 10_000);
+    const stored = await a.read(KEY);
+    assert.equal(
+      stored.length,
+      keyLockWaitersMax + 1,
+      "every admitted write is a sibling; the refused one is not",
+    );
+    assert.ok(!texts(stored).includes("one too many"));
+    assert.equal(
+      (await sched.runUntilSettled(a.version(KEY, contextOf(stored), value("after")), 1000)).kind,
+      "ok",
+    );
     await sched.runUntilSettled(engine.close(), 10_000);
   });
 
