@@ -1,6 +1,7 @@
 /** `ringstore start`, and the key commands `get`, `put`, `delete` that talk to a node's API. */
 import { readFileSync } from "node:fs";
 import { type GetResult, RingstoreClient, RingstoreError } from "../client/client.js";
+import { onInvariantBroken } from "../core/assert.js";
 import { ConfigError, formatHostPort, type NodeConfigInput, validateNodeConfig } from "../node/config.js";
 import { startNode } from "../node/node.js";
 
@@ -13,6 +14,12 @@ export interface StartFlags extends Omit<NodeConfigInput, "timeoutMs" | "gossipI
 }
 
 export async function startCommand(flags: StartFlags): Promise<void> {
+  // A broken invariant stops the node at once: its state may be wrong, and nothing it would do next can
+  // be trusted. The running marker stays, so the next start takes a new actor.
+  onInvariantBroken((err) => {
+    process.stderr.write(`ringstore node ${flags.id ?? ""}: stopping at once: ${err.stack ?? err.message}\n`);
+    process.exit(70);
+  });
   const config = validateNodeConfig({
     ...flags,
     timeoutMs: flags.timeout,

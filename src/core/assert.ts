@@ -19,9 +19,26 @@ export class InvariantError extends Error {
   }
 }
 
+let broken: ((err: InvariantError) => void) | undefined;
+
+/**
+ * Sets what a broken invariant does before the InvariantError is thrown: a node's process stops there
+ * (cli/node-commands.ts), so that no catch on the way (a request's 500, a background task's retry) can
+ * swallow it. Without a handler (tests, the simulator) the error is only thrown.
+ */
+export function onInvariantBroken(handler: ((err: InvariantError) => void) | undefined): void {
+  broken = handler;
+}
+
+function fail(message: string): never {
+  const err = new InvariantError(message);
+  broken?.(err);
+  throw err;
+}
+
 /** Throws an InvariantError with `message` unless `condition` holds. */
 export function assert(condition: unknown, message: string | (() => string)): asserts condition {
-  if (!condition) throw new InvariantError(typeof message === "string" ? message : message());
+  if (!condition) fail(typeof message === "string" ? message : message());
 }
 
 /**
@@ -29,7 +46,7 @@ export function assert(condition: unknown, message: string | (() => string)): as
  * a variant is left unhandled, and at run time it fails loudly if a value outside the union got in.
  */
 export function unreachable(x: never, what = "value"): never {
-  throw new InvariantError(`unexpected ${what}: ${describe(x)}`);
+  return fail(`unexpected ${what}: ${describe(x)}`);
 }
 
 function describe(x: unknown): string {

@@ -4,7 +4,12 @@
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { InvariantError, assert as invariant, unreachable } from "../../src/core/assert.js";
+import {
+  InvariantError,
+  assert as invariant,
+  onInvariantBroken,
+  unreachable,
+} from "../../src/core/assert.js";
 
 test("assert throws InvariantError (ERR_INVARIANT) with its message, and nothing when the condition holds", () => {
   invariant(true, "never shown");
@@ -46,4 +51,19 @@ test("unreachable names the value that got past an exhaustive switch", () => {
   const cyclic: Record<string, unknown> = {};
   cyclic.self = cyclic;
   assert.throws(() => unreachable(cyclic as never), { code: "ERR_INVARIANT" });
+});
+
+test("a broken invariant reaches the handler at its site, before any catch on the way can swallow it", () => {
+  const seen: string[] = [];
+  onInvariantBroken((err) => seen.push(err.message));
+  try {
+    try {
+      invariant(1 + 1 === 3, "arithmetic");
+    } catch {
+      // a request's catch-all, say
+    }
+    assert.deepEqual(seen, ["invariant broken: arithmetic"]);
+  } finally {
+    onInvariantBroken(undefined);
+  }
 });
