@@ -4,7 +4,7 @@
  * coordinator, and renders its outcome (status, X-Context, value or siblings).
  */
 import type * as http from "node:http";
-import type { KvService } from "../replication/coordinator.js";
+import type { KvService, TooFewReplicas } from "../replication/coordinator.js";
 import { encodeContext } from "../versioning/context-token.js";
 import { contextOf, type VersionVector } from "../versioning/dvv.js";
 import type { StoredSibling } from "../versioning/object-codec.js";
@@ -60,6 +60,7 @@ export function kvRoutes(deps: KvRouteDeps): KvRoutes {
     const r = parseQuorum(single(q, "r"), "r", deps.r, deps.n);
     const timeout = parseTimeout(single(q, "timeout"), deps.requestTimeoutMs, deps.maxTimeoutMs);
     const out = await deps.service.get(key, r, timeout);
+    if (out.kind === "too_few_replicas") return tooFewReplicas(c, "r", out, "nothing was read");
     if (out.kind === "unavailable") {
       m.replicaTimeouts.inc();
       return c.error(
@@ -137,6 +138,8 @@ export function kvRoutes(deps: KvRouteDeps): KvRoutes {
         { needed: out.needed, acked: out.acked },
       );
     }
+    if (out.kind === "too_few_replicas")
+      return tooFewReplicas(c, "w", out, "nothing was written: the write was NOT applied");
     if (out.kind === "overloaded")
       return c.error(
         503,
@@ -152,4 +155,14 @@ export function kvRoutes(deps: KvRouteDeps): KvRoutes {
   };
 
   return { get, put: (c) => write(c, false), delete: (c) => write(c, true) };
+}
+
+/** 503 for a quorum larger than the key's replicas in the ring: nothing was asked. */
+function tooFewReplicas(c: Call, which: "r" | "w", out: TooFewReplicas, what: string): void {
+  c.error(
+    503,
+    "unavailable",
+    `too few replicas are up: ${which}=${out.needed} needs ${out.needed} replicas, and this key has ${out.replicas} in the cluster (it has fewer members than that); ${what}`,
+    { needed: out.needed, replicas: out.replicas, ...(which === "w" ? { applied: false } : {}) },
+  );
 }

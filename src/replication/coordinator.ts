@@ -51,9 +51,21 @@ export function localPeer(nodeId: string, replica: Replica): ReplicaPeer {
   };
 }
 
+/**
+ * The key has fewer replicas in the ring than the quorum asked for (a cluster with fewer members than
+ * N): nothing was asked, and for a write nothing was applied.
+ */
+export interface TooFewReplicas {
+  readonly kind: "too_few_replicas";
+  readonly needed: number;
+  /** The key's replicas in the ring. */
+  readonly replicas: number;
+}
+
 export type ReadOutcome =
   | { readonly kind: "ok"; readonly siblings: StoredSibling[]; readonly replied: number }
-  | { readonly kind: "unavailable"; readonly needed: number; readonly replied: number };
+  | { readonly kind: "unavailable"; readonly needed: number; readonly replied: number }
+  | TooFewReplicas;
 
 export type WriteOutcome =
   | {
@@ -64,6 +76,7 @@ export type WriteOutcome =
     }
   | { readonly kind: "too_many_siblings"; readonly siblings: number; readonly max: number }
   | { readonly kind: "unavailable"; readonly needed: number; readonly acked: number }
+  | TooFewReplicas
   /**
    * Refused at once, nothing applied: the key's lock on the coordinating node is full (`waiters_per_key`:
    * the key has `max` writes waiting; `keys_locked`: `max` keys have writes under way). Retry later.
@@ -321,6 +334,7 @@ export class Coordinator implements KvService {
   async get(key: Uint8Array, r: number, timeoutMs: number): Promise<ReadOutcome> {
     assert(Number.isInteger(r) && r >= 1, () => `read quorum r=${r}`);
     const replicas = this.deps.replicasFor(key);
+    if (replicas.length < r) return { kind: "too_few_replicas", needed: r, replicas: replicas.length };
     // This node's own replica first (no network), then the others from a random one on, so that reads
     // (and their repairs) spread over every replica rather than always the first ones of the list.
     const own = replicas.filter((p) => p.nodeId === this.deps.localNodeId);
@@ -383,6 +397,8 @@ export class Coordinator implements KvService {
     timeoutMs: number,
   ): Promise<WriteOutcome> {
     assert(Number.isInteger(w) && w >= 1, () => `write quorum w=${w}`);
+    const count = this.deps.replicasFor(key).length;
+    if (count < w) return { kind: "too_few_replicas", needed: w, replicas: count };
     const deadline = new Deadline(this.deps.timers, timeoutMs);
     try {
       // The key may be locked behind a write still waiting for a slow disk: the wait counts against the

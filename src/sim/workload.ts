@@ -253,12 +253,15 @@ export class Workload {
 
 function describeRead(r: ReadOutcome | "timeout" | "error"): string {
   if (typeof r === "string") return r;
+  if (r.kind === "too_few_replicas") return `too few replicas (${r.replicas}/${r.needed})`;
   return r.kind === "ok" ? "ok" : `unavailable (${r.replied}/${r.needed})`;
 }
 
 function outcomeOf(out: WriteOutcome | "timeout" | "error"): Outcome {
   if (typeof out === "string") return "unknown";
   if (out.kind === "ok") return "ok";
-  if (out.kind === "too_many_siblings") return "failed";
+  // Refused before anything was versioned or applied.
+  if (out.kind === "too_many_siblings" || out.kind === "overloaded" || out.kind === "too_few_replicas")
+    return "failed";
   return "unknown";
 }

@@ -504,6 +504,27 @@ test("too many siblings: writes past the limit get 409 until resolved", async ()
   }
 });
 
+test("a quorum larger than the key's replicas in the cluster: 503 saying too few are up; a write is not applied", async () => {
+  const { node, url } = await start("few", { n: 3, r: 1, w: 1 });
+  try {
+    const read = await req(`${url}/kv/k?r=all`);
+    assert.equal(read.status, 503);
+    assert.equal(read.json().error, "unavailable");
+    assert.match(
+      String(read.json().message),
+      /too few replicas are up: r=3 needs 3 replicas, and this key has 1/,
+    );
+    assert.deepEqual([read.json().needed, read.json().replicas], [3, 1]);
+    const write = await req(`${url}/kv/k?w=3`, { method: "PUT", body: "v" });
+    assert.equal(write.status, 503);
+    assert.match(String(write.json().message), /w=3 needs 3 .*NOT applied/);
+    assert.equal(write.json().applied, false);
+    assert.equal((await req(`${url}/kv/k?r=1`)).status, 404, "the refused write left nothing");
+  } finally {
+    await node.stop();
+  }
+});
+
 test("a restart keeps every key, version and context", async () => {
   let { node, url } = await start("restart");
   await req(`${url}/kv/a`, { method: "PUT", body: "1" });
