@@ -17,7 +17,6 @@ const CORE = [
   "src/replication",
   "src/membership",
   "src/transport/messages.ts",
-  "src/transport/sim-transport.ts",
   "src/node/node-core.ts",
   "src/sim",
 ];

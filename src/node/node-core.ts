@@ -9,22 +9,22 @@
 import { hash32 } from "../core/hash.js";
 import { GossipDriver } from "../membership/gossip-driver.js";
 import { Membership } from "../membership/membership.js";
-import {
-  decodeVector,
-  encodeWriteOutcome,
-  type PeerDirectory,
-  Router,
-  remotePeer,
-} from "../replication/cluster-peers.js";
 import { Coordinator, localPeer, type ReplicaPeer } from "../replication/coordinator.js";
 import { ForwardMemo } from "../replication/forward-memo.js";
 import { Handoff } from "../replication/handoff.js";
+import { type PeerDirectory, remotePeer } from "../replication/remote-replica.js";
 import { Replica } from "../replication/replica.js";
+import { Router } from "../replication/router.js";
 import { PreferenceTable } from "../ring/ring.js";
 import type { Clock, Random, Timers } from "../runtime/runtime.js";
 import type { StorageEngine } from "../storage/engine.js";
-import type { MemberView, RequestBody, ResponseBody, RingView } from "../transport/messages.js";
-import type { Transport } from "../transport/transport.js";
+import type { AnswerOf, MemberView, RingView } from "../transport/messages.js";
+import {
+  type PeerHandlers,
+  peerHandler,
+  type RequestHandler,
+  type Transport,
+} from "../transport/transport.js";
 import type { Actor } from "../versioning/dvv.js";
 import { decodeSiblings, encodeSiblings, type StoredSibling } from "../versioning/object-codec.js";
 
@@ -96,8 +96,8 @@ export class MembershipRefusedError extends Error {
   }
 }
 
-/** The claimant's verdict on a departure: the `departure` answer (messages.ts) without its op. */
-export type DepartureVerdict = Omit<Extract<ResponseBody, { op: "departure" }>, "op">;
+/** The claimant's verdict on a departure: the `departure` answer (messages.ts) without its kind. */
+export type DepartureVerdict = Omit<AnswerOf<"depart">, "kind">;
 
 /**
  * Stores for keys this node does not replicate (see forwardStray) sent on at once; past this, what
@@ -116,7 +116,11 @@ export class NodeCore {
   readonly router: Router;
   readonly gossip: GossipDriver;
   /** Outcomes of the forwarded writes coordinated here, by request id (a duplicate gets the same one). */
-  readonly forwarded: ForwardMemo<ResponseBody>;
+  readonly forwarded: ForwardMemo<AnswerOf<"coordinate">>;
+  /** Answers the requests of peers, one handler per request kind. */
+  readonly handlers: PeerHandlers;
+  /** The same, as the transport's handler. */
+  readonly dispatch: RequestHandler;
   private readonly peers = new Map<string, ReplicaPeer>();
   /** Departures this node approved as the claimant: member id -> until when they count (clock ms). */
   private readonly approvedDepartures = new Map<string, number>();
@@ -189,9 +193,11 @@ export class NodeCore {
       preferenceList: (key) => this.preferenceList(key),
       random: d.random,
     });
-    this.forwarded = new ForwardMemo<ResponseBody>({ clock: d.clock }, (res) =>
-      res.op === "coordinated" ? res.outcome.length : 0,
+    this.forwarded = new ForwardMemo<AnswerOf<"coordinate">>({ clock: d.clock }, ({ outcome }) =>
+      outcome.kind === "ok" ? outcome.written.length + outcome.set.length : 0,
     );
+    this.handlers = this.peerHandlers();
+    this.dispatch = peerHandler(this.handlers);
     this.gossip = new GossipDriver({
       membership,
       transport: d.transport,
@@ -362,13 +368,11 @@ export class NodeCore {
       const addr = this.membership.member(claimant)?.peer;
       try {
         if (addr === undefined) throw new Error("no address known");
-        const res = await this.d.transport.request(
+        verdict = await this.d.transport.request(
           addr,
-          { op: "depart", id, how, force },
+          { kind: "depart", id, how, force },
           this.d.requestTimeoutMs,
         );
-        if (res.op !== "departure") throw new Error(`unexpected answer ${res.op}`);
-        verdict = res;
       } catch (err) {
         throw new MembershipRefusedError(
           "unavailable",
@@ -518,15 +522,13 @@ export class NodeCore {
     return this.handoff.stop();
   }
 
-  /** Answers one request from a peer. */
-  async dispatch(_from: string, body: RequestBody): Promise<ResponseBody> {
+  /** The answer to each kind of peer request. */
+  private peerHandlers(): PeerHandlers {
     const d = this.d;
-    switch (body.op) {
-      case "ping":
-        return { op: "pong" };
-      case "gossip":
-        return this.gossip.onGossip(_from, body);
-      case "join": {
+    return {
+      ping: () => ({ kind: "pong" }),
+      gossip: (from, body) => this.gossip.onGossip(from, body),
+      join: (_from, body) => {
         if (this.membership.member(body.member.id)?.status === "left")
           throw Object.assign(
             new Error(
@@ -536,7 +538,7 @@ export class NodeCore {
           );
         this.membership.admit(body.member, d.clock.now());
         return {
-          op: "joined",
+          kind: "joined",
           clusterId: d.cluster.clusterId,
           secret: d.cluster.clusterSecret,
           n: d.cluster.n,
@@ -545,31 +547,33 @@ export class NodeCore {
           members: this.membership.view(),
           ring: this.membership.ring,
         };
-      }
-      case "probe": {
-        const alive = await d.transport.request(body.target, { op: "ping" }, d.requestTimeoutMs).then(
+      },
+      probe: async (_from, body) => {
+        const alive = await d.transport.request(body.target, { kind: "ping" }, d.requestTimeoutMs).then(
           () => true,
           () => false,
         );
-        return { op: "probed", alive };
-      }
-      case "read": {
+        return { kind: "probed", alive };
+      },
+      read: async (_from, body) => {
         const set = await this.replica.read(body.key);
-        return { op: "read", set: set.length === 0 ? null : encodeSiblings(set) };
-      }
-      case "store": {
+        return { kind: "read", set: set.length === 0 ? null : encodeSiblings(set) };
+      },
+      store: async (_from, body) => {
         const { set, changed } = await this.replica.mergeChanged(body.key, decodeSiblings(body.set));
         if (changed && body.handoff !== true) this.forwardStray(body.key, set);
-        return { op: "stored" };
-      }
-      case "depart":
-        return { op: "departure", ...this.approveDeparture(body.id, body.how, body.force) };
-      case "coordinate":
-        // The request id makes the write idempotent: a second copy gets the first one's outcome.
-        return this.forwarded.run(body.requestId, `${body.key.length}:${hash32(body.key, 0)}`, () =>
-          this.coordinateForwarded(body),
-        );
-    }
+        return { kind: "stored" };
+      },
+      depart: (_from, body) => ({
+        kind: "departure",
+        ...this.approveDeparture(body.id, body.how, body.force),
+      }),
+      // The request id makes the write idempotent: a second copy gets the first one's outcome.
+      coordinate: (_from, body) =>
+        this.forwarded.run(body.requestId, `${body.key.length}:${hash32(body.key, 0)}`, () =>
+          this.router.coordinateForwarded(body),
+        ),
+    };
   }
 
   /**
@@ -602,23 +606,6 @@ export class NodeCore {
   /** Stray stores being sent on now. */
   get straysInFlight(): number {
     return this.strays;
-  }
-
-  /** Coordinates a write another node forwarded here (without the memo: `dispatch` adds it). */
-  async coordinateForwarded(body: Extract<RequestBody, { op: "coordinate" }>): Promise<ResponseBody> {
-    const out = await this.coordinator.write(
-      body.key,
-      decodeVector(body.context),
-      {
-        data: body.value,
-        contentType: body.contentType,
-        deleted: body.deleted,
-        writtenAtMs: body.writtenAtMs,
-      },
-      body.w,
-      body.timeoutMs,
-    );
-    return { op: "coordinated", outcome: encodeWriteOutcome(out) };
   }
 
   /** What a node saves to find its place again after a restart: members, ring, last handed-off ring. */

@@ -23,9 +23,9 @@ import { systemRuntime } from "../runtime/system-runtime.js";
 import { workerCompactionExecutor } from "../storage/compaction-worker.js";
 import { NodeFileSystem } from "../storage/fs/node-file-system.js";
 import { LsmEngine } from "../storage/lsm/lsm-engine.js";
-import type { MemberView, RequestBody, ResponseBody } from "../transport/messages.js";
+import type { MemberView } from "../transport/messages.js";
 import { TcpTransport } from "../transport/tcp-transport.js";
-import { TransportError } from "../transport/transport.js";
+import { type RequestHandler, TransportError } from "../transport/transport.js";
 import { MAX_CONTEXT_TOKEN_CHARS } from "../versioning/context-token.js";
 import { ConfigError, formatHostPort, type HostPort, type NodeConfig } from "./config.js";
 import { writeFileDurably } from "./durable-file.js";
@@ -70,7 +70,7 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
   if (identity !== undefined) checkIdentity(identity, config.dataDir, config.id, config, explicit);
 
   // Requests arrive as soon as the peer port listens; until the node is assembled they are refused.
-  let dispatch: (from: string, body: RequestBody) => Promise<ResponseBody> = async () => {
+  let dispatch: RequestHandler = async () => {
     throw Object.assign(new Error("node is starting"), { code: "ERR_STARTING" });
   };
   const transport = await TcpTransport.listen({
@@ -352,7 +352,7 @@ async function checkJoinTargets(
 ): Promise<void> {
   for (const seed of seeds) {
     try {
-      await transport.request(seed, { op: "ping" }, 2000);
+      await transport.request(seed, { kind: "ping" }, 2000);
       return;
     } catch (err) {
       if (err instanceof TransportError && err.code === "ERR_REJECTED")
@@ -367,9 +367,7 @@ async function joinVia(transport: TcpTransport, seeds: readonly string[], self: 
   const errors: string[] = [];
   for (const seed of seeds) {
     try {
-      const res = await transport.request(seed, { op: "join", member: self }, 5000);
-      if (res.op !== "joined") throw new Error(`unexpected answer ${res.op}`);
-      return res;
+      return await transport.request(seed, { kind: "join", member: self }, 5000);
     } catch (err) {
       errors.push(`${seed}: ${(err as Error).message}`);
     }

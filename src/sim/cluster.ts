@@ -33,9 +33,9 @@ import { MemoryFileSystem } from "../storage/fs/memory-file-system.js";
 import { LsmEngine } from "../storage/lsm/lsm-engine.js";
 import type { Durability } from "../storage/lsm/options.js";
 import { MemoryEngine } from "../storage/memory-engine.js";
-import type { MemberView, RequestBody, ResponseBody, RingView } from "../transport/messages.js";
-import type { SimNetwork, SimTransport } from "../transport/sim-transport.js";
+import type { AnswerBody, AnswerOf, MemberView, RequestBody, RingView } from "../transport/messages.js";
 import { TransportError } from "../transport/transport.js";
+import type { SimNetwork, SimTransport } from "./sim-network.js";
 import { SlowDisk } from "./slow-disk.js";
 
 export type StorageKind = "lsm" | "memory";
@@ -274,11 +274,11 @@ export class SimCluster {
     return core;
   }
 
-  private dispatch(node: SimNode, from: string, body: RequestBody): Promise<ResponseBody> {
-    if (this.config.bug === "drop-store" && node === this.nodes[0] && body.op === "store")
-      return Promise.resolve({ op: "stored" });
-    if (this.config.bug === "no-forward-memo" && body.op === "coordinate")
-      return node.core.coordinateForwarded(body);
+  private dispatch(node: SimNode, from: string, body: RequestBody): Promise<AnswerBody> {
+    if (this.config.bug === "drop-store" && node === this.nodes[0] && body.kind === "store")
+      return Promise.resolve({ kind: "stored" });
+    if (this.config.bug === "no-forward-memo" && body.kind === "coordinate")
+      return node.core.router.coordinateForwarded(body);
     return node.core.dispatch(from, body);
   }
 
@@ -414,16 +414,15 @@ export class SimCluster {
     const self = this.entry(id, "joining", 1);
     // Asked again until answered, as an operator runs `ringstore start --join` again with the same id: a
     // request whose answer was lost has already admitted the member, and only this id can take that entry.
-    let answer: ResponseBody | undefined;
+    let answer: AnswerOf<"join"> | undefined;
     for (let attempt = 1; answer === undefined; attempt++) {
       try {
-        answer = await node.transport.request(`sim:${via}`, { op: "join", member: self }, 2000);
+        answer = await node.transport.request(`sim:${via}`, { kind: "join", member: self }, 2000);
       } catch (err) {
         if (attempt >= 200) throw err;
         await new Promise<void>((resolve) => this.sched.after(500, resolve));
       }
     }
-    if (answer.op !== "joined") throw new Error(`sim: unexpected answer ${answer.op} to join`);
     node.saved = { members: [...answer.members], ring: answer.ring };
     node.storage = await this.openStorage(node);
     node.core = this.makeCore(node, self, { members: answer.members, ring: answer.ring }, false);
@@ -448,7 +447,7 @@ function forgetMaybeDelivered(t: SimTransport): void {
   const request = t.request.bind(t);
   t.request = (address, body, timeoutMs) =>
     request(address, body, timeoutMs).catch((err: unknown) => {
-      if (body.op === "coordinate" && err instanceof TransportError)
+      if (body.kind === "coordinate" && err instanceof TransportError)
         throw new TransportError("ERR_UNREACHABLE", err.message, { maybeDelivered: false });
       throw err;
     });
