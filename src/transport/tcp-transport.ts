@@ -5,7 +5,8 @@
  *   on decode (messages.ts). Garbage from a peer closes that connection and nothing else.
  * - Handshake: the connecting side says `hello` with protocol version, cluster id and node id; the other
  *   answers `welcome` or `reject` (other cluster, other version). A node that is not yet in a cluster
- *   says cluster "" and may then only send `join` and `ping`.
+ *   says cluster "" and may then only send `join` and `ping`. A listener that answers in HTTP (a node's
+ *   API port given where its peer port belongs) is recognised and named in the error.
  * - Requests carry an id and a deadline; an answer that comes after the deadline is dropped. An answer of
  *   another kind than its request expects fails that request with ERR_PROTOCOL.
  * - Reconnect with exponential backoff: while a peer is in backoff, requests to it fail at once
@@ -58,6 +59,12 @@ function splitAddress(address: string): { host: string; port: number } {
 
 const MAX_ERROR_CODE_CHARS = 64;
 const MAX_ERROR_MESSAGE_CHARS = 4096;
+/**
+ * How an HTTP server's answer begins. Read as a frame's length prefix it announces 1213486160 bytes, far
+ * over the cap: a peer connection that starts with it reached an HTTP port (a node's API port, given to
+ * --join where its peer port belongs), and the error says so.
+ */
+const HTTP_HEAD = Buffer.from("HTTP");
 
 /**
  * The code and message of an error frame from whatever a handler rejected with (any value, even
@@ -160,6 +167,8 @@ class OutConnection {
         fail(new TransportError("ERR_UNREACHABLE", `connecting to ${this.address} timed out`)),
       );
       const reader = new FrameReader();
+      /** The first bytes received, until the handshake completes (to recognise an HTTP answer). */
+      let head = Buffer.alloc(0);
       s.on("connect", () => {
         s.write(
           frameBytes(
@@ -175,6 +184,8 @@ class OutConnection {
       s.on("data", (chunk: Buffer) => {
         // Only what comes after the handshake shows that requests are being answered.
         if (this.ready) this.lastReceivedAt = this.owner.clock.now();
+        else if (head.length < HTTP_HEAD.length)
+          head = Buffer.concat([head, chunk.subarray(0, HTTP_HEAD.length - head.length)]);
         let frames: Buffer[];
         try {
           frames = reader.push(chunk);
@@ -219,7 +230,15 @@ class OutConnection {
         } catch (err) {
           connectTimer.cancel();
           fail(
-            new TransportError("ERR_PROTOCOL", `bad frame from ${this.address}: ${(err as Error).message}`),
+            !this.ready && head.equals(HTTP_HEAD)
+              ? new TransportError(
+                  "ERR_PROTOCOL",
+                  `${this.address} answered in HTTP: that is a node's API port; --join takes a member's peer address (its --peer)`,
+                )
+              : new TransportError(
+                  "ERR_PROTOCOL",
+                  `bad frame from ${this.address}: ${(err as Error).message}`,
+                ),
           );
         }
       });

@@ -6,7 +6,7 @@
  *
  * - frames of several MiB arrive whole; error messages longer than an err frame allows;
  * - handshake frames: other cluster or protocol version refused with a reject frame; the handshake of
- *   protocols 1-3 (discriminant `t`) still refused by version;
+ *   protocols 1-3 (discriminant `t`) still refused by version; an HTTP listener recognised;
  * - garbage (random bytes, oversized length, invalid messages, requests before hello) closes only that
  *   connection; a partial frame is not garbage; a misbehaving server fails only the requests to it;
  * - unreachable peers: fast ERR_UNREACHABLE, exponential backoff, reconnect, peer restart;
@@ -23,6 +23,7 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import * as http from "node:http";
 import * as net from "node:net";
 import * as path from "node:path";
 import { after, before, describe, type TestContext, test } from "node:test";
@@ -444,6 +445,36 @@ describe("handshake", () => {
       assert.equal((oldServer.raw[0] as { t?: unknown }).t, "hello");
     },
   );
+
+  test("a listener that answers in HTTP (a node's API port given for its peer port): ERR_PROTOCOL saying so", {
+    ...T,
+  }, async (t) => {
+    const c = scope(t);
+    const api = http.createServer((_req, res) => res.end("a node's API"));
+    await new Promise<void>((resolve) => api.listen(0, HOST, resolve));
+    c.add(
+      () =>
+        new Promise<void>((resolve) => {
+          api.closeAllConnections();
+          api.close(() => resolve());
+        }),
+    );
+    const address = `${HOST}:${(api.address() as net.AddressInfo).port}`;
+    const client = await listen(c);
+    const e = await failsWith(
+      client.request(address, { kind: "join", member: member("newcomer") }, 2000),
+      "ERR_PROTOCOL",
+    );
+    assert.equal(
+      e.message,
+      `${address} answered in HTTP: that is a node's API port; --join takes a member's peer address (its --peer)`,
+    );
+    assert.equal(e.maybeDelivered, false);
+    // Other garbage before the handshake is not taken for HTTP.
+    const garbled = await RawServer.start(c, (send) => send(Buffer.from("HTTQ/1.1 400 Bad Request\r\n\r\n")));
+    const other = await failsWith(client.request(garbled.address, { kind: "ping" }, 2000), "ERR_PROTOCOL");
+    assert.match(other.message, /^bad frame from/);
+  });
 });
 
 // ------------------------------------------------------------------ garbage
