@@ -145,7 +145,7 @@ async function child(kind: string): Promise<void> {
     close = () => api.close();
   } else {
     const t = await listenPeer("server", async (_from, body) =>
-      body.op === "store" ? { op: "stored" } : { op: "pong" },
+      body.kind === "store" ? { kind: "stored" } : { kind: "pong" },
     );
     port = Number(t.address.slice(t.address.lastIndexOf(":") + 1));
     close = () => t.close();
@@ -299,13 +299,13 @@ async function httpPart(kind: "http-bare" | "http-api", warmup: number, seconds:
 
 async function peerPart(kind: "peer-ping" | "peer-store", warmup: number, seconds: number): Promise<Result> {
   return withChild(kind, async (port, cpu) => {
-    const t = await listenPeer("client", async () => ({ op: "pong" }));
+    const t = await listenPeer("client", async () => ({ kind: "pong" }));
     const set = encodeSiblings(update([], EMPTY_VECTOR, "a1", VALUE).set);
     let k = 0;
     const body = () =>
       kind === "peer-ping"
-        ? ({ op: "ping" } as const)
-        : ({ op: "store", key: Buffer.from(`key-${k++}`), set } as const);
+        ? ({ kind: "ping" } as const)
+        : ({ kind: "store", key: Buffer.from(`key-${k++}`), set } as const);
     try {
       const r = await drive(
         async () => {

@@ -1,6 +1,6 @@
 /**
  * bench:gossip: how fast the real membership code spreads news. Membership + GossipDriver, unchanged,
- * on SimTransport and one virtual clock, for clusters of 10, 100 and 1000 nodes.
+ * on the simulated network (src/sim/sim-network.ts) and one virtual clock, for clusters of 10, 100 and 1000 nodes.
  *
  *   node --import tsx bench/gossip.ts [--sizes 10,100,1000] [--trials K] [--seed N] [--codec] [--partitions Q]
  *
@@ -38,14 +38,14 @@ import {
   type TimerGroup,
   VirtualScheduler,
 } from "../src/runtime/virtual-runtime.js";
+import { SimNetwork, type SimTransport } from "../src/sim/sim-network.js";
 import {
+  type AnswerBody,
   encodeFrame,
   type MemberView,
   type RequestBody,
-  type ResponseBody,
   type RingView,
 } from "../src/transport/messages.js";
-import { SimNetwork, type SimTransport } from "../src/transport/sim-transport.js";
 
 const { values } = parseArgs({
   options: {
@@ -161,18 +161,18 @@ async function runTrial(n: number, seed: number): Promise<Trial> {
   };
 
   // node.ts's dispatch, for the requests membership uses.
-  const dispatch = async (node: BenchNode, from: string, body: RequestBody): Promise<ResponseBody> => {
+  const dispatch = async (node: BenchNode, from: string, body: RequestBody): Promise<AnswerBody> => {
     const m = node.membership;
     const g = node.gossip;
     if (m === undefined || g === undefined)
       throw Object.assign(new Error("starting"), { code: "ERR_STARTING" });
-    switch (body.op) {
+    switch (body.kind) {
       case "gossip":
         return g.onGossip(from, body);
       case "join":
         m.admit(body.member, sched.now());
         return {
-          op: "joined",
+          kind: "joined",
           clusterId: CLUSTER,
           secret: "c2VjcmV0",
           n: N,
@@ -182,9 +182,9 @@ async function runTrial(n: number, seed: number): Promise<Trial> {
           ring: m.ring,
         };
       case "ping":
-        return { op: "pong" };
+        return { kind: "pong" };
       default:
-        throw Object.assign(new Error(`${body.op} is not served`), { code: "ERR_UNSUPPORTED" });
+        throw Object.assign(new Error(`${body.kind} is not served`), { code: "ERR_UNSUPPORTED" });
     }
   };
   const attach = (id: string, clusterId: string): BenchNode => {
@@ -247,10 +247,10 @@ async function runTrial(n: number, seed: number): Promise<Trial> {
     sched.after(Math.floor(choose.next() * INTERVAL_MS), () => g.start());
   }
   const gossipBytes = encodeFrame({
-    t: "req",
+    kind: "req",
     id: 1,
     deadlineMs: REQUEST_TIMEOUT_MS,
-    body: { op: "gossip", members, ring },
+    body: { kind: "gossip", members, ring },
   }).length;
   // Per round a node sends `fanout` requests and gets their answers, and answers about as many: all full size.
   const perNodeBytesPerSec = 4 * FANOUT * gossipBytes * (1000 / INTERVAL_MS);
@@ -267,10 +267,9 @@ async function runTrial(n: number, seed: number): Promise<Trial> {
   const joiner = attach(joinId, "");
   const t0 = sched.now();
   const answer = await sched.runUntilSettled(
-    joiner.transport.request(addrOf(via), { op: "join", member: entry(joinId, "joining", 0) }, 5000),
+    joiner.transport.request(addrOf(via), { kind: "join", member: entry(joinId, "joining", 0) }, 5000),
     10_000,
   );
-  if (answer.op !== "joined") throw new Error(`join answered ${answer.op}`);
   joiner.transport.setCluster(answer.clusterId);
   startMembership(joiner, entry(joinId, "joining", 1), answer.members, answer.ring).start();
   const everyone = n + 1;

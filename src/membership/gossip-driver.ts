@@ -1,10 +1,10 @@
 /**
  * Drives a Membership state machine: a gossip round every `intervalMs` (push-pull with `fanout` peers),
  * and the answer to gossip from others. Time, randomness and the network come in through interfaces, so
- * the same driver runs over TCP in a node and over the simulated transport in bench:gossip.
+ * the same driver runs over TCP in a node and over the simulated network in bench:gossip.
  */
 import type { Clock, Random, Timers } from "../runtime/runtime.js";
-import type { RequestBody, ResponseBody } from "../transport/messages.js";
+import type { AnswerOf, RequestOf } from "../transport/messages.js";
 import type { Transport } from "../transport/transport.js";
 import type { Membership } from "./membership.js";
 
@@ -62,11 +62,11 @@ export class GossipDriver {
     for (const id of peers) {
       const addr = m.member(id)?.peer;
       if (addr === undefined) continue;
-      const body: RequestBody = { op: "gossip", members: m.view(), ring: m.ring };
+      const body = { kind: "gossip", members: m.view(), ring: m.ring } as const;
       this.d.transport.request(addr, body, this.d.requestTimeoutMs).then(
         (res) => {
           m.contactSucceeded(id);
-          if (res.op === "gossip") m.merge(res.members, res.ring, this.d.clock.now());
+          m.merge(res.members, res.ring, this.d.clock.now());
           this.changed();
         },
         () => m.contactFailed(id, this.d.clock.now()),
@@ -75,7 +75,7 @@ export class GossipDriver {
   }
 
   /** Answers a gossip request from member `from`: merge theirs, return ours. */
-  onGossip(from: string, body: Extract<RequestBody, { op: "gossip" }>): ResponseBody {
+  onGossip(from: string, body: RequestOf<"gossip">): AnswerOf<"gossip"> {
     const m = this.d.membership;
     // It just reached us, so it is alive: no reason to keep waiting out a reconnect backoff.
     const addr = m.member(from)?.peer;
@@ -83,6 +83,6 @@ export class GossipDriver {
     m.contactSucceeded(from);
     m.merge(body.members, body.ring, this.d.clock.now());
     this.changed();
-    return { op: "gossip", members: m.view(), ring: m.ring };
+    return { kind: "gossip", members: m.view(), ring: m.ring };
   }
 }

@@ -18,8 +18,8 @@
 import type { Runtime } from "../runtime/runtime.js";
 import type { StorageEngine } from "../storage/engine.js";
 import type { FileSystem } from "../storage/fs/file-system.js";
-import type { MemberView, RequestBody, ResponseBody } from "../transport/messages.js";
-import type { Transport } from "../transport/transport.js";
+import type { MemberView } from "../transport/messages.js";
+import type { RequestHandler, Transport } from "../transport/transport.js";
 import { DataDir } from "./data-dir.js";
 import { type Entropy, type NodeIdentity, newIdentity, renewActor } from "./identity.js";
 import { checkJoinTargets, joinVia } from "./join.js";
@@ -61,7 +61,7 @@ export interface BootDeps {
   readonly env: NodeEnv;
   /** The peer transport, bound; requests to it are refused until `serve` gives it the node's handler. */
   readonly transport: Transport;
-  readonly serve: (handler: (from: string, body: RequestBody) => Promise<ResponseBody>) => void;
+  readonly serve: (handler: RequestHandler) => void;
   /** Opens the storage engine in `dir`. */
   readonly openStorage: (dir: string) => Promise<StorageEngine>;
   readonly onReadRepair?: (nodeId: string) => void;

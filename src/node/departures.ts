@@ -90,10 +90,9 @@ export class Departures {
         if (addr === undefined) throw new Error("no address known");
         const res = await this.d.transport.request(
           addr,
-          { op: "depart", id, how, force },
+          { kind: "depart", id, how, force },
           this.d.requestTimeoutMs,
         );
-        if (res.op !== "departure") throw new Error(`unexpected answer ${res.op}`);
         verdict = res;
       } catch (err) {
         throw new MembershipRefusedError(

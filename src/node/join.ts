@@ -2,7 +2,7 @@
  * The start-up's exchanges with the cluster: asking a member to admit a new node (`join`), and, for a node
  * with data given --join, checking that the peers named belong to its own cluster.
  */
-import type { MemberView, ResponseBody } from "../transport/messages.js";
+import type { AnswerOf, MemberView } from "../transport/messages.js";
 import { type Transport, TransportError } from "../transport/transport.js";
 import { ConfigError } from "./config.js";
 
@@ -10,7 +10,7 @@ import { ConfigError } from "./config.js";
 const JOIN_TIMEOUT_MS = 5000;
 const CHECK_TIMEOUT_MS = 2000;
 
-export type JoinAnswer = Extract<ResponseBody, { op: "joined" }>;
+export type JoinAnswer = AnswerOf<"join">;
 
 /** Asks each seed in turn to admit `self`; the first answer wins. ConfigError if none does. */
 export async function joinVia(
@@ -21,8 +21,7 @@ export async function joinVia(
   const errors: string[] = [];
   for (const seed of seeds) {
     try {
-      const res = await transport.request(seed, { op: "join", member: self }, JOIN_TIMEOUT_MS);
-      if (res.op !== "joined") throw new Error(`unexpected answer ${res.op}`);
+      const res = await transport.request(seed, { kind: "join", member: self }, JOIN_TIMEOUT_MS);
       return res;
     } catch (err) {
       errors.push(`${seed}: ${(err as Error).message}`);
@@ -44,7 +43,7 @@ export async function checkJoinTargets(
 ): Promise<void> {
   for (const seed of seeds) {
     try {
-      await transport.request(seed, { op: "ping" }, CHECK_TIMEOUT_MS);
+      await transport.request(seed, { kind: "ping" }, CHECK_TIMEOUT_MS);
       return;
     } catch (err) {
       if (err instanceof TransportError && err.code === "ERR_REJECTED")

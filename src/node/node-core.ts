@@ -10,20 +10,26 @@
  */
 import { GossipDriver } from "../membership/gossip-driver.js";
 import { Membership } from "../membership/membership.js";
-import { type PeerDirectory, Router, remotePeer } from "../replication/cluster-peers.js";
 import { Coordinator, localPeer, type ReplicaPeer } from "../replication/coordinator.js";
 import { ForwardMemo } from "../replication/forward-memo.js";
 import { Handoff } from "../replication/handoff.js";
+import { type PeerDirectory, remotePeer } from "../replication/remote-replica.js";
 import { Replica } from "../replication/replica.js";
+import { Router } from "../replication/router.js";
 import type { Clock, Random, Timers } from "../runtime/runtime.js";
 import type { StorageEngine } from "../storage/engine.js";
-import type { MemberView, RequestBody, ResponseBody, RingView } from "../transport/messages.js";
-import type { Transport } from "../transport/transport.js";
+import type { AnswerOf, MemberView, RingView } from "../transport/messages.js";
+import {
+  type PeerHandlers,
+  peerHandler,
+  type RequestHandler,
+  type Transport,
+} from "../transport/transport.js";
 import type { Actor } from "../versioning/dvv.js";
 import { Departures } from "./departures.js";
 import type { ClusterSettings } from "./identity.js";
 import { LeaveCompletion } from "./leave-completion.js";
-import { dispatchTo, type PeerHandlers, peerHandlers } from "./peer-dispatch.js";
+import { peerHandlers } from "./peer-dispatch.js";
 import { Placement } from "./placement.js";
 import type { SavedView } from "./saved-view.js";
 import { StrayForwarder } from "./stray-forwarder.js";
@@ -72,10 +78,10 @@ export class NodeCore {
   readonly departures: Departures;
   readonly strays: StrayForwarder;
   /** Outcomes of the forwarded writes coordinated here, by request id (a duplicate gets the same one). */
-  readonly forwarded: ForwardMemo<ResponseBody>;
+  readonly forwarded: ForwardMemo<AnswerOf<"coordinate">>;
   readonly handlers: PeerHandlers;
   /** The transport's request handler. */
-  readonly dispatch: (from: string, body: RequestBody) => Promise<ResponseBody>;
+  readonly dispatch: RequestHandler;
   private readonly completion: LeaveCompletion;
   private readonly peers = new Map<string, ReplicaPeer>();
 
@@ -130,8 +136,8 @@ export class NodeCore {
       preferenceList: list,
       random: d.random,
     });
-    this.forwarded = new ForwardMemo<ResponseBody>({ clock: d.clock }, (res) =>
-      res.op === "coordinated" ? res.outcome.length : 0,
+    this.forwarded = new ForwardMemo<AnswerOf<"coordinate">>({ clock: d.clock }, ({ outcome }) =>
+      outcome.kind === "ok" ? outcome.written.length + outcome.set.length : 0,
     );
     const saveView = () => d.views?.save();
     this.gossip = new GossipDriver({
@@ -200,7 +206,7 @@ export class NodeCore {
       membership,
       gossip: this.gossip,
       replica: this.replica,
-      coordinator: this.coordinator,
+      router: this.router,
       transport: d.transport,
       clock: d.clock,
       requestTimeoutMs: d.requestTimeoutMs,
@@ -208,7 +214,7 @@ export class NodeCore {
       approveDeparture: (id, how, force) => this.departures.approve(id, how, force),
       stored: (key, set) => this.strays.stored(key, set),
     });
-    this.dispatch = dispatchTo(this.handlers);
+    this.dispatch = peerHandler(this.handlers);
   }
 
   /** The key's preference list: node ids, in order ([] before the node has a ring). */

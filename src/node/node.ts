@@ -15,8 +15,8 @@ import { workerCompactionExecutor } from "../storage/compaction-worker.js";
 import type { StorageEngine } from "../storage/engine.js";
 import { NodeFileSystem } from "../storage/fs/node-file-system.js";
 import { LsmEngine } from "../storage/lsm/lsm-engine.js";
-import type { RequestBody, ResponseBody } from "../transport/messages.js";
 import { TcpTransport } from "../transport/tcp-transport.js";
+import type { RequestHandler } from "../transport/transport.js";
 import { MAX_CONTEXT_TOKEN_CHARS } from "../versioning/context-token.js";
 import { type BootedNode, bootNode, type NodeEnv, runAll } from "./boot.js";
 import { formatHostPort, type HostPort, type NodeConfig } from "./config.js";
@@ -59,7 +59,7 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
   const now = () => env.clock.now();
 
   // Requests arrive as soon as the peer port listens; until the node is assembled they are refused.
-  let dispatch: (from: string, body: RequestBody) => Promise<ResponseBody> = async () => {
+  let dispatch: RequestHandler = async () => {
     throw Object.assign(new Error("node is starting"), { code: "ERR_STARTING" });
   };
   const transport = await TcpTransport.listen({

@@ -1,6 +1,6 @@
 /**
  * Idempotent forwarded writes. A node that is not a replica of a key forwards a write to one that is
- * (`coordinate`, see cluster-peers.ts#Router). On a network that may deliver a request twice, running
+ * (`coordinate`, see router.ts). On a network that may deliver a request twice, running
  * the handler twice would version the one client write twice: two dots, two siblings of one value. So
  * the forwarder names each `coordinate` request (`ForwardIds`), and the coordinating node keeps a memo
  * from that name to the promise of the outcome (`ForwardMemo`): a second copy, whether it arrives while

@@ -23,7 +23,6 @@ import { type BootedNode, bootNode, type NodeEnv } from "../node/boot.js";
 import { NodeLeftError } from "../node/config.js";
 import { DataDir } from "../node/data-dir.js";
 import type { NodeCore } from "../node/node-core.js";
-import { coordinateForwarded } from "../node/peer-dispatch.js";
 import type { Clock } from "../runtime/runtime.js";
 import {
   derivedRandom,
@@ -38,9 +37,9 @@ import { MemoryFileSystem } from "../storage/fs/memory-file-system.js";
 import { LsmEngine } from "../storage/lsm/lsm-engine.js";
 import type { Durability } from "../storage/lsm/options.js";
 import { MemoryEngine } from "../storage/memory-engine.js";
-import type { MemberView, RequestBody, ResponseBody } from "../transport/messages.js";
-import type { SimNetwork, SimTransport } from "../transport/sim-transport.js";
-import { TransportError } from "../transport/transport.js";
+import type { AnswerBody, MemberView, RequestBody } from "../transport/messages.js";
+import { type RequestHandler, TransportError } from "../transport/transport.js";
+import type { SimNetwork, SimTransport } from "./sim-network.js";
 import { SlowDisk } from "./slow-disk.js";
 
 export type StorageKind = "lsm" | "memory";
@@ -95,7 +94,7 @@ export interface SimNode {
   /** The booted node of the current incarnation. */
   booted: BootedNode | undefined;
   /** How it answers peers now ("starting" until its boot serves its core's answers). */
-  handler: (from: string, body: RequestBody) => Promise<ResponseBody>;
+  handler: RequestHandler;
   timers: TimerGroup;
   readonly clock: Clock;
   readonly transport: SimTransport;
@@ -305,13 +304,13 @@ export class SimCluster {
     await Promise.all(boots);
   }
 
-  private dispatch(node: SimNode, from: string, body: RequestBody): Promise<ResponseBody> {
+  private dispatch(node: SimNode, from: string, body: RequestBody): Promise<AnswerBody> {
     const handler = node.handler;
     if (handler === starting) return handler(from, body);
-    if (this.config.bug === "drop-store" && node === this.nodes[0] && body.op === "store")
-      return Promise.resolve({ op: "stored" });
-    if (this.config.bug === "no-forward-memo" && body.op === "coordinate")
-      return coordinateForwarded(node.core.coordinator, body);
+    if (this.config.bug === "drop-store" && node === this.nodes[0] && body.kind === "store")
+      return Promise.resolve({ kind: "stored" });
+    if (this.config.bug === "no-forward-memo" && body.kind === "coordinate")
+      return node.core.router.coordinateForwarded(body);
     return handler(from, body);
   }
 
@@ -477,7 +476,7 @@ export class SimCluster {
 }
 
 /** A node's answer to peers while it boots. */
-async function starting(_from: string, _body: RequestBody): Promise<ResponseBody> {
+async function starting(_from: string, _body: RequestBody): Promise<AnswerBody> {
   throw Object.assign(new Error("node is starting"), { code: "ERR_STARTING" });
 }
 
@@ -486,7 +485,7 @@ function forgetMaybeDelivered(t: SimTransport): void {
   const request = t.request.bind(t);
   t.request = (address, body, timeoutMs) =>
     request(address, body, timeoutMs).catch((err: unknown) => {
-      if (body.op === "coordinate" && err instanceof TransportError)
+      if (body.kind === "coordinate" && err instanceof TransportError)
         throw new TransportError("ERR_UNREACHABLE", err.message, { maybeDelivered: false });
       throw err;
     });

@@ -19,8 +19,8 @@
  */
 import type { Random, TimerHandle } from "../runtime/runtime.js";
 import type { VirtualScheduler } from "../runtime/virtual-runtime.js";
-import type { SimFaults, SimNetwork } from "../transport/sim-transport.js";
 import type { SimCluster, SimNode } from "./cluster.js";
+import type { SimFaults, SimNetwork } from "./sim-network.js";
 
 export type FaultKind =
   | "partition"

@@ -3,7 +3,7 @@
  * faults (nemesis.ts) and concurrent cart clients (workload.ts), judged by the checkers (checker.ts).
  *
  * A run, all in virtual time (runtime/virtual-runtime.ts) on the simulated network
- * (transport/sim-transport.ts), everything drawn from one seed:
+ * (sim-network.ts), everything drawn from one seed:
  * 1. start the nodes (every node up, one ring), let gossip settle (`warmupMs`);
  * 2. chaos: the clients run their operations while the nemesis injects faults; clock skew throughout;
  * 3. heal: every fault undone (network healed, paused nodes resumed, crashed nodes restarted), then wait
@@ -25,12 +25,12 @@ import { createHash } from "node:crypto";
 import type { KvService } from "../replication/coordinator.js";
 import { derivedRandom, VirtualScheduler } from "../runtime/virtual-runtime.js";
 import { DEFAULT_LSM_OPTIONS } from "../storage/lsm/options.js";
-import { NO_FAULTS, type SimCounters, SimNetwork } from "../transport/sim-transport.js";
 import { EMPTY_VECTOR } from "../versioning/dvv.js";
 import { checkHistory } from "./checker.js";
 import { type PlantedBug, SimCluster, type SimNode, type StorageKind } from "./cluster.js";
 import type { Anomaly, FinalSibling, FinalState, History } from "./history.js";
 import { FAULT_KINDS, type FaultCounts, Nemesis, type NemesisConfig } from "./nemesis.js";
+import { NO_FAULTS, type SimCounters, SimNetwork } from "./sim-network.js";
 import { finalSibling, keyName, Workload, type WorkloadStats } from "./workload.js";
 
 export type FaultProfile = "none" | "standard" | "heavy";

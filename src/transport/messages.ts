@@ -1,26 +1,61 @@
 /**
- * Node-to-node messages: a closed union, versioned, decoded with validation.
+ * Node-to-node messages: closed unions, versioned, decoded with validation, each answer typed by its
+ * request.
  *
  * A connection starts with a handshake (`hello` -> `welcome` | `reject`): both sides state the protocol
  * version and the cluster id, and a peer of another cluster or an incompatible version is refused. After
- * it, frames carry requests (`req`, with an id and a deadline) and their answers (`res` or `err`).
+ * it, frames carry requests (`req`, with an id and a deadline) and their answers (`ans`, or `err`). Every
+ * union, frames and bodies alike, is discriminated by a field named `kind`.
+ *
+ * Each request kind has exactly one answer kind (`ANSWER_KIND`; `AnswerOf<K>` is its type). The
+ * transports check it: an answer of another kind fails the request with ERR_PROTOCOL, so a caller of
+ * `Transport.request` gets the answer type of its request and never checks for a stray one.
  *
  * Every frame is a MessagePack map (msgpackr with useRecords:false: standard MessagePack, no shared
  * structures). `decodeFrame` checks every field's type and bound and throws ProtocolError otherwise, so a
- * peer sending garbage gets an error and its connection closed, never a crash.
+ * peer sending garbage gets an error and its connection closed, never a crash. Nothing inside a frame is
+ * a second MessagePack document: a forwarded write's context and outcome are fields of the message,
+ * validated here like the rest.
+ *
+ * Sibling sets (`store`'s and `read`'s `set`, an ok outcome's `written` and `set`) travel as the bytes of
+ * the stored object format (versioning/object-codec.ts: magic, version, CRC, the same bytes as on disk),
+ * checked here only as bytes within the frame cap and decoded, with their own validation, by the
+ * replication layer where they are used. They are not decoded here, for three reasons: a set whose
+ * object bytes are bad fails only the request that carried it, where a frame that fails to decode closes
+ * the connection and every request in flight on it; the forwarded-write memo bounds what it keeps by
+ * the exact bytes of the outcomes; and the simulated network, with its codec off, passes bodies by
+ * reference, where bytes are safe to share between nodes and decoded sets (with their mutable maps) are
+ * not. (The layers would allow it: transport/ may depend on versioning/, which is below it.)
  */
 import { Packr } from "msgpackr";
 
 /**
  * Checked for equality in the handshake (tcp-transport.ts): nodes of different versions refuse each
  * other. 2: `coordinate` carries a `requestId` (forwarded writes are idempotent). 3: `depart` (a leave
- * or a removal is approved by the claimant, which serializes them).
+ * or a removal is approved by the claimant, which serializes them). 4: every union is discriminated by
+ * `kind` (frames were `t`, bodies `op`), an answer frame is `ans` (was `res`), and `coordinate`'s context
+ * and `coordinated`'s outcome are fields of the message (a list of [actor, counter] entries, a closed
+ * union) instead of nested MessagePack blobs.
  */
-export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = 4;
 /** Longest `coordinate` request id (the forwarder's node id, 16 hex digits, a counter). */
 export const MAX_REQUEST_ID_CHARS = 128;
+/** Longest deadline a request frame carries (a longer timeout is sent as this). */
+export const MAX_DEADLINE_MS = 3_600_000;
 /** Largest frame accepted: 64 siblings of 1 MiB plus overhead fit easily. */
 export const MAX_FRAME_BYTES = 96 * 1024 * 1024;
+/** Longest actor in a context (a node id of at most 64 characters, a dot, 8 hex digits). */
+export const MAX_ACTOR_CHARS = 128;
+/**
+ * Most entries in a forwarded write's context. The context comes from a client's token, at most 8192
+ * characters (versioning/context-token.ts): 6144 bytes, which hold fewer than 600 actors of the
+ * shortest form a node makes (a one-character id, a dot, 8 hex digits).
+ */
+export const MAX_CONTEXT_ENTRIES = 1024;
+/** Largest key in a message (the API's limit is lower). */
+const MAX_KEY_BYTES = 65536;
+/** Largest replication factor, and so the largest count of replicas in an answer. */
+const MAX_REPLICAS = 64;
 
 export class ProtocolError extends Error {
   readonly code = "ERR_PROTOCOL";
@@ -52,26 +87,45 @@ export interface RingView {
   readonly members: readonly string[];
 }
 
-export type RequestBody =
-  | { readonly op: "ping" }
-  | { readonly op: "probe"; readonly target: string }
-  | { readonly op: "read"; readonly key: Uint8Array }
+/** A version vector on the wire: [actor, counter] entries, no actor twice, every counter >= 1. */
+export type WireContext = readonly (readonly [actor: string, counter: number])[];
+
+/**
+ * The outcome of a forwarded write, mirroring replication/coordinator.ts's WriteOutcome: the written
+ * version and the key's sibling set as stored-object bytes (`written` is a set of one).
+ */
+export type WireWriteOutcome =
+  | { readonly kind: "ok"; readonly written: Uint8Array; readonly set: Uint8Array; readonly acked: number }
+  | { readonly kind: "too_many_siblings"; readonly siblings: number; readonly max: number }
+  | { readonly kind: "unavailable"; readonly needed: number; readonly acked: number }
+  | { readonly kind: "too_few_replicas"; readonly needed: number; readonly replicas: number }
   | {
-      readonly op: "store";
+      readonly kind: "overloaded";
+      readonly limit: "waiters_per_key" | "keys_locked";
+      readonly max: number;
+    };
+
+export type RequestBody =
+  | { readonly kind: "ping" }
+  | { readonly kind: "probe"; readonly target: string }
+  | { readonly kind: "read"; readonly key: Uint8Array }
+  | {
+      readonly kind: "store";
       readonly key: Uint8Array;
+      /** The sibling set, as stored-object bytes. */
       readonly set: Uint8Array;
       /** Sent by ownership handoff (never sent on as a stray store: the sender's ring is the newer one). */
       readonly handoff?: boolean;
     }
   | {
-      readonly op: "coordinate";
+      readonly kind: "coordinate";
       /**
        * Names this forwarded write, uniquely across the cluster and restarts (replication/forward-memo.ts):
        * a copy of the request that arrives again gets the first one's outcome and applies nothing.
        */
       readonly requestId: string;
       readonly key: Uint8Array;
-      readonly context: Uint8Array;
+      readonly context: WireContext;
       readonly value: Uint8Array;
       readonly contentType: string;
       readonly deleted: boolean;
@@ -79,9 +133,9 @@ export type RequestBody =
       readonly w: number;
       readonly timeoutMs: number;
     }
-  | { readonly op: "gossip"; readonly members: readonly MemberView[]; readonly ring: RingView | null }
+  | { readonly kind: "gossip"; readonly members: readonly MemberView[]; readonly ring: RingView | null }
   | {
-      readonly op: "join";
+      readonly kind: "join";
       readonly member: MemberView;
     }
   | {
@@ -90,32 +144,33 @@ export type RequestBody =
        * behalf. The claimant answers from its view and the departures it approved lately, so two started
        * at once on different nodes cannot both pass the check that N members remain.
        */
-      readonly op: "depart";
+      readonly kind: "depart";
       readonly id: string;
       readonly how: "leave" | "remove";
       readonly force: boolean;
     };
 
-export type ResponseBody =
-  | { readonly op: "pong" }
-  | { readonly op: "probed"; readonly alive: boolean }
-  | { readonly op: "read"; readonly set: Uint8Array | null }
-  | { readonly op: "stored" }
-  | { readonly op: "coordinated"; readonly outcome: Uint8Array }
+export type AnswerBody =
+  | { readonly kind: "pong" }
+  | { readonly kind: "probed"; readonly alive: boolean }
+  /** The sibling set as stored-object bytes; null when the replica holds nothing for the key. */
+  | { readonly kind: "read"; readonly set: Uint8Array | null }
+  | { readonly kind: "stored" }
+  | { readonly kind: "coordinated"; readonly outcome: WireWriteOutcome }
   /**
    * The claimant's answer to `depart`: `refused` says why, or is null; `retry`: refused for now (ask
    * again); `forceable`: refused because fewer than N would remain; `remaining`: members left after it.
    */
   | {
-      readonly op: "departure";
+      readonly kind: "departure";
       readonly refused: string | null;
       readonly retry: boolean;
       readonly forceable: boolean;
       readonly remaining: number;
     }
-  | { readonly op: "gossip"; readonly members: readonly MemberView[]; readonly ring: RingView | null }
+  | { readonly kind: "gossip"; readonly members: readonly MemberView[]; readonly ring: RingView | null }
   | {
-      readonly op: "joined";
+      readonly kind: "joined";
       readonly clusterId: string;
       readonly secret: string;
       readonly n: number;
@@ -125,18 +180,56 @@ export type ResponseBody =
       readonly ring: RingView | null;
     };
 
+export type RequestKind = RequestBody["kind"];
+export type AnswerKind = AnswerBody["kind"];
+/** The request body of kind K. */
+export type RequestOf<K extends RequestKind> = Extract<RequestBody, { readonly kind: K }>;
+
+/** The one answer kind of each request kind. */
+export const ANSWER_KIND = {
+  ping: "pong",
+  probe: "probed",
+  read: "read",
+  store: "stored",
+  coordinate: "coordinated",
+  gossip: "gossip",
+  join: "joined",
+  depart: "departure",
+} as const satisfies { readonly [K in RequestKind]: AnswerKind };
+
+/** The answer body to a request of kind K (a union of kinds gives the union of their answers). */
+export type AnswerOf<K extends RequestKind> = Extract<AnswerBody, { readonly kind: (typeof ANSWER_KIND)[K] }>;
+
+/** A request's timeout as its frame carries it: whole milliseconds, within the decoder's range. */
+export function wireDeadlineMs(timeoutMs: number): number {
+  return Math.min(MAX_DEADLINE_MS, Math.max(0, Math.ceil(timeoutMs)));
+}
+
+/** Is `answer` of the kind that a request of kind `request` expects? */
+export function answers<K extends RequestKind>(request: K, answer: AnswerBody): answer is AnswerOf<K> {
+  return ANSWER_KIND[request] === answer.kind;
+}
+
 export type Frame =
-  | { readonly t: "hello"; readonly v: number; readonly cluster: string; readonly node: string }
-  | { readonly t: "welcome"; readonly v: number; readonly cluster: string; readonly node: string }
-  | { readonly t: "reject"; readonly reason: string }
-  | { readonly t: "req"; readonly id: number; readonly deadlineMs: number; readonly body: RequestBody }
-  | { readonly t: "res"; readonly id: number; readonly body: ResponseBody }
-  | { readonly t: "err"; readonly id: number; readonly code: string; readonly message: string };
+  | { readonly kind: "hello"; readonly v: number; readonly cluster: string; readonly node: string }
+  | { readonly kind: "welcome"; readonly v: number; readonly cluster: string; readonly node: string }
+  | { readonly kind: "reject"; readonly reason: string }
+  | { readonly kind: "req"; readonly id: number; readonly deadlineMs: number; readonly body: RequestBody }
+  | { readonly kind: "ans"; readonly id: number; readonly body: AnswerBody }
+  | { readonly kind: "err"; readonly id: number; readonly code: string; readonly message: string };
 
 const packr = new Packr({ useRecords: false, mapsAsObjects: true, int64AsType: "number" });
 
+/**
+ * Handshake frames also carry their kind as `t`, the discriminant of protocols 1-3, and `decodeFrame`
+ * reads a handshake frame that has only `t`: so a node of an older protocol and one of this still
+ * understand each other's hello, welcome and reject, and refuse each other by version number, as the
+ * handshake promises, instead of by a frame neither can read.
+ */
+const HANDSHAKE_KINDS: ReadonlySet<unknown> = new Set(["hello", "welcome", "reject"]);
+
 export function encodeFrame(f: Frame): Buffer {
-  return packr.pack(f);
+  return packr.pack(HANDSHAKE_KINDS.has(f.kind) ? { ...f, t: f.kind } : f);
 }
 
 // ------------------------------------------------------------------ validation
@@ -225,84 +318,132 @@ function ring(v: unknown): RingView | null {
   return { version: int(o, "version"), partitions, owners: owners as string[], members: members as string[] };
 }
 
+function context(o: Obj, k: string): WireContext {
+  const entries = arr(o, k, MAX_CONTEXT_ENTRIES);
+  const seen = new Set<string>();
+  return entries.map((e) => {
+    if (!Array.isArray(e) || e.length !== 2) throw new ProtocolError(`${k} entry is not [actor, counter]`);
+    const [actor, counter] = e as unknown[];
+    if (typeof actor !== "string" || actor.length === 0 || actor.length > MAX_ACTOR_CHARS)
+      throw new ProtocolError(`${k} actor is not a string of 1..${MAX_ACTOR_CHARS} chars`);
+    if (typeof counter !== "number" || !Number.isSafeInteger(counter) || counter < 1)
+      throw new ProtocolError(`${k} counter of ${actor} is not a positive integer`);
+    if (seen.has(actor)) throw new ProtocolError(`${k} names actor ${actor} twice`);
+    seen.add(actor);
+    return [actor, counter] as const;
+  });
+}
+
+function writeOutcome(v: unknown): WireWriteOutcome {
+  const o = obj(v, "outcome");
+  const kind = str(o, "kind", 32);
+  switch (kind) {
+    case "ok":
+      return {
+        kind,
+        written: bytes(o, "written"),
+        set: bytes(o, "set"),
+        acked: int(o, "acked", 0, MAX_REPLICAS),
+      };
+    case "too_many_siblings":
+      return { kind, siblings: int(o, "siblings"), max: int(o, "max") };
+    case "unavailable":
+      return { kind, needed: int(o, "needed", 0, MAX_REPLICAS), acked: int(o, "acked", 0, MAX_REPLICAS) };
+    case "too_few_replicas":
+      return {
+        kind,
+        needed: int(o, "needed", 0, MAX_REPLICAS),
+        replicas: int(o, "replicas", 0, MAX_REPLICAS),
+      };
+    case "overloaded": {
+      const limit = str(o, "limit", 32);
+      if (limit !== "waiters_per_key" && limit !== "keys_locked")
+        throw new ProtocolError(`unknown overload limit ${JSON.stringify(limit)}`);
+      return { kind, limit, max: int(o, "max") };
+    }
+    default:
+      throw new ProtocolError(`unknown outcome kind ${JSON.stringify(kind)}`);
+  }
+}
+
 function requestBody(v: unknown): RequestBody {
   const o = obj(v, "request body");
-  const op = str(o, "op", 32);
-  switch (op) {
+  const kind = str(o, "kind", 32);
+  switch (kind) {
     case "ping":
-      return { op };
+      return { kind };
     case "probe":
-      return { op, target: str(o, "target", 300) };
+      return { kind, target: str(o, "target", 300) };
     case "read":
-      return { op, key: bytes(o, "key", 65536) };
+      return { kind, key: bytes(o, "key", MAX_KEY_BYTES) };
     case "store": {
-      const store = { op, key: bytes(o, "key", 65536), set: bytes(o, "set") } as const;
+      const store = { kind, key: bytes(o, "key", MAX_KEY_BYTES), set: bytes(o, "set") } as const;
       return o.handoff === undefined ? store : { ...store, handoff: bool(o, "handoff") };
     }
     case "coordinate":
       return {
-        op,
+        kind,
         requestId: requestId(o, "requestId"),
-        key: bytes(o, "key", 65536),
-        context: bytes(o, "context", 65536),
+        key: bytes(o, "key", MAX_KEY_BYTES),
+        context: context(o, "context"),
         value: bytes(o, "value"),
         contentType: str(o, "contentType", 1024),
         deleted: bool(o, "deleted"),
         writtenAtMs: int(o, "writtenAtMs"),
-        w: int(o, "w", 1, 64),
+        w: int(o, "w", 1, MAX_REPLICAS),
         timeoutMs: int(o, "timeoutMs", 1, 3_600_000),
       };
     case "gossip":
-      return { op, members: arr(o, "members", MAX_MEMBERS).map(member), ring: ring(o.ring) };
+      return { kind, members: arr(o, "members", MAX_MEMBERS).map(member), ring: ring(o.ring) };
     case "join":
-      return { op, member: member(o.member) };
+      return { kind, member: member(o.member) };
     case "depart": {
       const how = str(o, "how", 16);
       if (how !== "leave" && how !== "remove")
         throw new ProtocolError(`unknown departure ${JSON.stringify(how)}`);
-      return { op, id: str(o, "id", 64), how, force: bool(o, "force") };
+      return { kind, id: str(o, "id", 64), how, force: bool(o, "force") };
     }
     default:
-      throw new ProtocolError(`unknown request op ${JSON.stringify(op)}`);
+      throw new ProtocolError(`unknown request kind ${JSON.stringify(kind)}`);
   }
 }
 
-function responseBody(v: unknown): ResponseBody {
-  const o = obj(v, "response body");
-  const op = str(o, "op", 32);
-  switch (op) {
+function answerBody(v: unknown): AnswerBody {
+  const o = obj(v, "answer body");
+  const kind = str(o, "kind", 32);
+  switch (kind) {
     case "pong":
     case "stored":
-      return { op };
+      return { kind };
     case "probed":
-      return { op, alive: bool(o, "alive") };
+      return { kind, alive: bool(o, "alive") };
     case "read":
-      return { op, set: o.set === null || o.set === undefined ? null : bytes(o, "set") };
+      return { kind, set: o.set === null || o.set === undefined ? null : bytes(o, "set") };
     case "coordinated":
-      return { op, outcome: bytes(o, "outcome") };
+      return { kind, outcome: writeOutcome(o.outcome) };
     case "departure":
       return {
-        op,
+        kind,
         refused: o.refused === null || o.refused === undefined ? null : str(o, "refused", 4096),
         retry: bool(o, "retry"),
         forceable: bool(o, "forceable"),
         remaining: int(o, "remaining", 0, MAX_MEMBERS),
       };
     case "gossip":
-      return { op, members: arr(o, "members", MAX_MEMBERS).map(member), ring: ring(o.ring) };
+      return { kind, members: arr(o, "members", MAX_MEMBERS).map(member), ring: ring(o.ring) };
     case "joined":
       return {
-        op,
+        kind,
         clusterId: str(o, "clusterId", 64),
         secret: str(o, "secret", 128),
-        n: int(o, "n", 1, 64),
-        r: int(o, "r", 1, 64),
-        w: int(o, "w", 1, 64),
+        n: int(o, "n", 1, MAX_REPLICAS),
+        r: int(o, "r", 1, MAX_REPLICAS),
+        w: int(o, "w", 1, MAX_REPLICAS),
         members: arr(o, "members", MAX_MEMBERS).map(member),
         ring: ring(o.ring),
       };
     default:
-      throw new ProtocolError(`unknown response op ${JSON.stringify(op)}`);
+      throw new ProtocolError(`unknown answer kind ${JSON.stringify(kind)}`);
   }
 }
 
@@ -315,25 +456,25 @@ export function decodeFrame(buf: Uint8Array): Frame {
     throw new ProtocolError(`frame is not MessagePack: ${(err as Error).message}`);
   }
   const o = obj(raw, "frame");
-  const t = str(o, "t", 16);
-  switch (t) {
+  const kind = o.kind === undefined && HANDSHAKE_KINDS.has(o.t) ? (o.t as string) : str(o, "kind", 16);
+  switch (kind) {
     case "hello":
     case "welcome":
-      return { t, v: int(o, "v", 0, 1000), cluster: str(o, "cluster", 64), node: str(o, "node", 64) };
+      return { kind, v: int(o, "v", 0, 1000), cluster: str(o, "cluster", 64), node: str(o, "node", 64) };
     case "reject":
-      return { t, reason: str(o, "reason", 1000) };
+      return { kind, reason: str(o, "reason", 1000) };
     case "req":
       return {
-        t,
+        kind,
         id: int(o, "id"),
-        deadlineMs: int(o, "deadlineMs", 0, 3_600_000),
+        deadlineMs: int(o, "deadlineMs", 0, MAX_DEADLINE_MS),
         body: requestBody(o.body),
       };
-    case "res":
-      return { t, id: int(o, "id"), body: responseBody(o.body) };
+    case "ans":
+      return { kind, id: int(o, "id"), body: answerBody(o.body) };
     case "err":
-      return { t, id: int(o, "id"), code: str(o, "code", 64), message: str(o, "message", 4096) };
+      return { kind, id: int(o, "id"), code: str(o, "code", 64), message: str(o, "message", 4096) };
     default:
-      throw new ProtocolError(`unknown frame type ${JSON.stringify(t)}`);
+      throw new ProtocolError(`unknown frame kind ${JSON.stringify(kind)}`);
   }
 }

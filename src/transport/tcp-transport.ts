@@ -5,8 +5,10 @@
  *   on decode (messages.ts). Garbage from a peer closes that connection and nothing else.
  * - Handshake: the connecting side says `hello` with protocol version, cluster id and node id; the other
  *   answers `welcome` or `reject` (other cluster, other version). A node that is not yet in a cluster
- *   says cluster "" and may then only send `join` and `ping`.
- * - Requests carry an id and a deadline; a response that comes after the deadline is dropped.
+ *   says cluster "" and may then only send `join` and `ping`. A listener that answers in HTTP (a node's
+ *   API port given where its peer port belongs) is recognised and named in the error.
+ * - Requests carry an id and a deadline; an answer that comes after the deadline is dropped. An answer of
+ *   another kind than its request expects fails that request with ERR_PROTOCOL.
  * - Reconnect with exponential backoff: while a peer is in backoff, requests to it fail at once
  *   (ERR_UNREACHABLE) so that quorum logic never waits on a dead address.
  * - Back-pressure: a socket with more than maxBufferedBytes queued, or a connection with
@@ -16,13 +18,17 @@ import * as net from "node:net";
 import type { Clock, Timers } from "../runtime/runtime.js";
 import { FrameReader, frameBytes } from "./framing.js";
 import {
+  ANSWER_KIND,
+  type AnswerBody,
+  type AnswerKind,
+  type AnswerOf,
   decodeFrame,
   encodeFrame,
   type Frame,
   PROTOCOL_VERSION,
   ProtocolError,
   type RequestBody,
-  type ResponseBody,
+  wireDeadlineMs,
 } from "./messages.js";
 import {
   DEFAULT_TRANSPORT_LIMITS,
@@ -33,7 +39,9 @@ import {
 } from "./transport.js";
 
 interface Pending {
-  resolve: (r: ResponseBody) => void;
+  /** The answer kind the request expects. */
+  expects: AnswerKind;
+  resolve: (r: AnswerBody) => void;
   reject: (e: unknown) => void;
   timer: { cancel(): void };
   /** Handed to the socket (not just queued behind the handshake): the peer may have received it. */
@@ -49,16 +57,14 @@ function splitAddress(address: string): { host: string; port: number } {
   return { host, port };
 }
 
-/**
- * Coalesces the frames written to one socket in one turn of the event loop into a single write: under
- * load many requests and responses become ready together (a group commit acknowledges several writes
- * at once), and one system call for all of them costs far less than one each on loopback. Frames are
- * flushed in the check phase of the same loop turn (setImmediate), so none waits for a timer.
- */
-/** Largest deadline the decoder accepts on the wire (messages.ts). */
-const MAX_WIRE_DEADLINE_MS = 3_600_000;
 const MAX_ERROR_CODE_CHARS = 64;
 const MAX_ERROR_MESSAGE_CHARS = 4096;
+/**
+ * How an HTTP server's answer begins. Read as a frame's length prefix it announces 1213486160 bytes, far
+ * over the cap: a peer connection that starts with it reached an HTTP port (a node's API port, given to
+ * --join where its peer port belongs), and the error says so.
+ */
+const HTTP_HEAD = Buffer.from("HTTP");
 
 /**
  * The code and message of an error frame from whatever a handler rejected with (any value, even
@@ -74,6 +80,12 @@ function errorFields(err: unknown): { code: string; message: string } {
   return { code, message };
 }
 
+/**
+ * Coalesces the frames written to one socket in one turn of the event loop into a single write: under
+ * load many requests and answers become ready together (a group commit acknowledges several writes
+ * at once), and one system call for all of them costs far less than one each on loopback. Frames are
+ * flushed in the check phase of the same loop turn (setImmediate), so none waits for a timer.
+ */
 class FrameSink {
   private frames: Buffer[] = [];
   private bytes = 0;
@@ -155,11 +167,13 @@ class OutConnection {
         fail(new TransportError("ERR_UNREACHABLE", `connecting to ${this.address} timed out`)),
       );
       const reader = new FrameReader();
+      /** The first bytes received, until the handshake completes (to recognise an HTTP answer). */
+      let head = Buffer.alloc(0);
       s.on("connect", () => {
         s.write(
           frameBytes(
             encodeFrame({
-              t: "hello",
+              kind: "hello",
               v: PROTOCOL_VERSION,
               cluster: this.owner.clusterId,
               node: this.owner.nodeId,
@@ -170,20 +184,22 @@ class OutConnection {
       s.on("data", (chunk: Buffer) => {
         // Only what comes after the handshake shows that requests are being answered.
         if (this.ready) this.lastReceivedAt = this.owner.clock.now();
+        else if (head.length < HTTP_HEAD.length)
+          head = Buffer.concat([head, chunk.subarray(0, HTTP_HEAD.length - head.length)]);
         let frames: Buffer[];
         try {
           frames = reader.push(chunk);
           for (const raw of frames) {
             const f = decodeFrame(raw);
             if (!this.ready) {
-              if (f.t === "reject") {
+              if (f.kind === "reject") {
                 connectTimer.cancel();
                 fail(
                   new TransportError("ERR_REJECTED", `${this.address} refused the handshake: ${f.reason}`),
                 );
                 return;
               }
-              if (f.t !== "welcome") throw new ProtocolError(`expected welcome, got ${f.t}`);
+              if (f.kind !== "welcome") throw new ProtocolError(`expected welcome, got ${f.kind}`);
               if (f.v !== PROTOCOL_VERSION)
                 throw new ProtocolError(`peer speaks protocol ${f.v}, we speak ${PROTOCOL_VERSION}`);
               if (this.owner.clusterId !== "" && f.cluster !== this.owner.clusterId) {
@@ -214,7 +230,15 @@ class OutConnection {
         } catch (err) {
           connectTimer.cancel();
           fail(
-            new TransportError("ERR_PROTOCOL", `bad frame from ${this.address}: ${(err as Error).message}`),
+            !this.ready && head.equals(HTTP_HEAD)
+              ? new TransportError(
+                  "ERR_PROTOCOL",
+                  `${this.address} answered in HTTP: that is a node's API port; --join takes a member's peer address (its --peer)`,
+                )
+              : new TransportError(
+                  "ERR_PROTOCOL",
+                  `bad frame from ${this.address}: ${(err as Error).message}`,
+                ),
           );
         }
       });
@@ -230,14 +254,24 @@ class OutConnection {
   }
 
   private onFrame(f: Frame): void {
-    if (f.t !== "res" && f.t !== "err")
-      throw new ProtocolError(`unexpected ${f.t} frame on an outgoing connection`);
+    if (f.kind !== "ans" && f.kind !== "err")
+      throw new ProtocolError(`unexpected ${f.kind} frame on an outgoing connection`);
     const p = this.pending.get(f.id);
     if (p === undefined) return; // answered after its deadline
     this.pending.delete(f.id);
     p.timer.cancel();
-    if (f.t === "res") p.resolve(f.body);
-    else
+    if (f.kind === "ans") {
+      if (f.body.kind === p.expects) p.resolve(f.body);
+      // Only this request fails: the frame was well formed, and the peer did handle the request.
+      else
+        p.reject(
+          new TransportError(
+            "ERR_PROTOCOL",
+            `${this.address} answered with ${f.body.kind} where ${p.expects} was expected`,
+            { maybeDelivered: true },
+          ),
+        );
+    } else
       p.reject(
         new TransportError(
           // Codes a server sends on purpose keep their meaning; any other failure there is ERR_REMOTE.
@@ -247,7 +281,7 @@ class OutConnection {
       );
   }
 
-  request(body: RequestBody, timeoutMs: number): Promise<ResponseBody> {
+  request(body: RequestBody, timeoutMs: number): Promise<AnswerBody> {
     if (this.closed)
       return Promise.reject(new TransportError("ERR_UNREACHABLE", `connection to ${this.address} is closed`));
     const limits = this.owner.limits;
@@ -257,15 +291,17 @@ class OutConnection {
     )
       return Promise.reject(new TransportError("ERR_OVERLOADED", `too much in flight to ${this.address}`));
     const id = this.nextId++;
-    // The wire carries whole milliseconds within the decoder's range; the local timer keeps the exact value.
-    const deadlineMs = Math.min(MAX_WIRE_DEADLINE_MS, Math.max(0, Math.ceil(timeoutMs)));
-    const frame = frameBytes(encodeFrame({ t: "req", id, deadlineMs, body }));
+    // The local timer keeps the exact value; the wire carries whole milliseconds.
+    const frame = frameBytes(encodeFrame({ kind: "req", id, deadlineMs: wireDeadlineMs(timeoutMs), body }));
     const sentAt = this.owner.clock.now();
     return new Promise((resolve, reject) => {
       const timer = this.owner.timers.after(timeoutMs, () => {
         this.pending.delete(id);
         reject(
-          new TransportError("ERR_TIMEOUT", `${body.op} to ${this.address} timed out after ${timeoutMs} ms`),
+          new TransportError(
+            "ERR_TIMEOUT",
+            `${body.kind} to ${this.address} timed out after ${timeoutMs} ms`,
+          ),
         );
         // Nothing at all arrived since this request left: the peer or the path is gone (a partition, a
         // paused process). Keeping the connection would leave later requests behind TCP's retransmission
@@ -278,7 +314,7 @@ class OutConnection {
             false,
           );
       });
-      const p: Pending = { resolve, reject, timer, sent: this.ready };
+      const p: Pending = { expects: ANSWER_KIND[body.kind], resolve, reject, timer, sent: this.ready };
       this.pending.set(id, p);
       if (this.ready) this.sink!.write(frame);
       else {
@@ -378,7 +414,7 @@ export class TcpTransport implements Transport {
     for (const s of this.inbound) s.destroy();
   }
 
-  request(address: string, body: RequestBody, timeoutMs: number): Promise<ResponseBody> {
+  request<R extends RequestBody>(address: string, body: R, timeoutMs: number): Promise<AnswerOf<R["kind"]>> {
     if (this.closed) return Promise.reject(new TransportError("ERR_CLOSED", "transport closed"));
     const b = this.backoff.get(address);
     if (b !== undefined && this.clock.now() < b.until)
@@ -398,7 +434,8 @@ export class TcpTransport implements Transport {
       () => this.backoff.delete(address),
       () => undefined,
     );
-    return c.request(body, timeoutMs);
+    // The connection resolves a request only with an answer of the kind it expects (onFrame).
+    return c.request(body, timeoutMs) as Promise<AnswerOf<R["kind"]>>;
   }
 
   /** @internal */
@@ -446,40 +483,43 @@ export class TcpTransport implements Transport {
           return;
         }
         if (peer === undefined) {
-          if (f.t !== "hello") return bad(`expected hello, got ${f.t}`);
+          if (f.kind !== "hello") return bad(`expected hello, got ${f.kind}`);
           if (f.v !== PROTOCOL_VERSION) {
             this.counters.rejectedHandshakes++;
-            send({ t: "reject", reason: `protocol version ${f.v} is not ${PROTOCOL_VERSION}` });
+            send({ kind: "reject", reason: `protocol version ${f.v} is not ${PROTOCOL_VERSION}` });
             sink.flush();
             s.end();
             return;
           }
           if (f.cluster !== "" && this.clusterId !== "" && f.cluster !== this.clusterId) {
             this.counters.rejectedHandshakes++;
-            send({ t: "reject", reason: `this node belongs to cluster ${this.clusterId}, not ${f.cluster}` });
+            send({
+              kind: "reject",
+              reason: `this node belongs to cluster ${this.clusterId}, not ${f.cluster}`,
+            });
             sink.flush();
             s.end();
             return;
           }
           peer = f.node;
           joinOnly = f.cluster === "" && this.clusterId !== "";
-          send({ t: "welcome", v: PROTOCOL_VERSION, cluster: this.clusterId, node: this.nodeId });
+          send({ kind: "welcome", v: PROTOCOL_VERSION, cluster: this.clusterId, node: this.nodeId });
           continue;
         }
-        if (f.t !== "req") return bad(`unexpected ${f.t} frame on an incoming connection`);
+        if (f.kind !== "req") return bad(`unexpected ${f.kind} frame on an incoming connection`);
         const id = f.id;
-        if (joinOnly && f.body.op !== "join" && f.body.op !== "ping") {
-          send({ t: "err", id, code: "ERR_REJECTED", message: "join the cluster first" });
+        if (joinOnly && f.body.kind !== "join" && f.body.kind !== "ping") {
+          send({ kind: "err", id, code: "ERR_REJECTED", message: "join the cluster first" });
           continue;
         }
         if (inFlight >= this.limits.maxInFlightPerConnection) {
           this.counters.overloaded++;
-          send({ t: "err", id, code: "ERR_OVERLOADED", message: "too many requests in flight" });
+          send({ kind: "err", id, code: "ERR_OVERLOADED", message: "too many requests in flight" });
           continue;
         }
         inFlight++;
         const from = peer;
-        let answer: Promise<ResponseBody>;
+        let answer: Promise<AnswerBody>;
         try {
           answer = this.handler(from, f.body);
         } catch (err) {
@@ -488,11 +528,11 @@ export class TcpTransport implements Transport {
         answer.then(
           (body) => {
             inFlight--;
-            send({ t: "res", id, body });
+            send({ kind: "ans", id, body });
           },
           (err: unknown) => {
             inFlight--;
-            send({ t: "err", id, ...errorFields(err) });
+            send({ kind: "err", id, ...errorFields(err) });
           },
         );
       }

@@ -1,9 +1,10 @@
 /**
- * The transport interface: request/response between nodes, by peer address. Two implementations share
- * it and its tests: TCP (tcp-transport.ts, the real network) and an in-memory simulation
- * (sim-transport.ts) where tests drop, delay and cut links under virtual time.
+ * The transport interface: request/answer between nodes, by peer address, each answer typed by its
+ * request. TCP (tcp-transport.ts) implements it for real nodes; the simulator's network
+ * (src/sim/sim-network.ts) implements it under virtual time. One conformance suite
+ * (test/transport/conformance.test.ts) holds both to the same contract.
  */
-import type { RequestBody, ResponseBody } from "./messages.js";
+import type { AnswerBody, AnswerOf, RequestBody, RequestKind, RequestOf } from "./messages.js";
 
 export type TransportErrorCode =
   | "ERR_UNREACHABLE"
@@ -33,14 +34,43 @@ export class TransportError extends Error {
   }
 }
 
-/** Handles a request from the peer `from` (its node id, or "" for a node not yet in the cluster). */
-export type RequestHandler = (from: string, body: RequestBody) => Promise<ResponseBody>;
+/**
+ * Handles a request from the peer `from` (its node id, or "" for a node not yet in the cluster): the
+ * transport's own, untyped form. The transport checks that the answer is of the kind the request
+ * expects (else the requester gets ERR_PROTOCOL). Build one from typed handlers with `peerHandler`.
+ */
+export type RequestHandler = (from: string, body: RequestBody) => Promise<AnswerBody>;
+
+/** One handler per request kind, each answering with its own answer type. */
+export type PeerHandlers = {
+  readonly [K in RequestKind]: (from: string, body: RequestOf<K>) => Promise<AnswerOf<K>> | AnswerOf<K>;
+};
+
+/**
+ * The transport's RequestHandler for a map of typed handlers. A handler that throws (synchronously or
+ * not) fails its request: the requester gets the error's message, and its code where the transport
+ * passes codes on (ERR_OVERLOADED, ERR_REJECTED), else ERR_REMOTE.
+ */
+export function peerHandler(handlers: PeerHandlers): RequestHandler {
+  return async (from, body) => {
+    // Indexing by a union of kinds loses the pairing of each kind with its handler; it holds by the
+    // mapped type above, so the call is sound for every body.
+    const handle = handlers[body.kind] as (
+      from: string,
+      body: RequestBody,
+    ) => Promise<AnswerBody> | AnswerBody;
+    return handle(from, body);
+  };
+}
 
 export interface Transport {
   /** This node's peer address (as bound). */
   readonly address: string;
-  /** Sends a request and waits at most `timeoutMs` for its response. */
-  request(address: string, body: RequestBody, timeoutMs: number): Promise<ResponseBody>;
+  /**
+   * Sends a request and waits at most `timeoutMs` for its answer, which is of the kind the request
+   * expects (`AnswerOf`): an answer of another kind fails the request with ERR_PROTOCOL.
+   */
+  request<R extends RequestBody>(address: string, body: R, timeoutMs: number): Promise<AnswerOf<R["kind"]>>;
   /** Forgets reconnect backoff for an address (its node was just heard from, so it is back). */
   resetBackoff(address: string): void;
   /** Sets the cluster id (once known, after a join); connections made before are closed. */

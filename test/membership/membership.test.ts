@@ -1,6 +1,6 @@
 /**
  * Membership (src/membership/membership.ts) driven by GossipDriver (gossip-driver.ts), on the simulated
- * network (src/transport/sim-transport.ts) and virtual time (src/runtime/virtual-runtime.ts). Nothing is
+ * network (src/sim/sim-network.ts) and virtual time (src/runtime/virtual-runtime.ts). Nothing is
  * mocked: each node is the real state machine and driver, wired as src/node/node.ts wires them, with a
  * handler that answers `gossip`, `join` and `ping` as node.ts does.
  *
@@ -27,8 +27,14 @@ import {
   type TimerGroup,
   VirtualScheduler,
 } from "../../src/runtime/virtual-runtime.js";
-import type { MemberView, RequestBody, ResponseBody, RingView } from "../../src/transport/messages.js";
-import { type SimFaults, SimNetwork, type SimTransport } from "../../src/transport/sim-transport.js";
+import { type SimFaults, SimNetwork, type SimTransport } from "../../src/sim/sim-network.js";
+import type {
+  AnswerBody,
+  AnswerOf,
+  MemberView,
+  RequestBody,
+  RingView,
+} from "../../src/transport/messages.js";
 import { TransportError } from "../../src/transport/transport.js";
 
 const SEED = process.env.SIM_SEED !== undefined ? Number(process.env.SIM_SEED) : 0x6055_1e01;
@@ -82,7 +88,7 @@ class SimCluster {
       faults,
     });
     this.net.hook = (m) => {
-      const what = m.kind === "error" ? m.code : m.body.op;
+      const what = m.kind === "error" ? m.code : m.body.kind;
       this.trace.push(`${short(m.from)} → ${short(m.to)} ${what}`);
       return undefined;
     };
@@ -124,20 +130,20 @@ class SimCluster {
   }
 
   /** node.ts's request dispatch, for the requests membership uses. */
-  private async dispatch(node: SimNode, from: string, body: RequestBody): Promise<ResponseBody> {
+  private async dispatch(node: SimNode, from: string, body: RequestBody): Promise<AnswerBody> {
     const m = node.membership;
     const g = node.gossip;
     if (m === undefined || g === undefined)
       throw Object.assign(new Error("node is starting"), { code: "ERR_STARTING" });
-    switch (body.op) {
+    switch (body.kind) {
       case "ping":
-        return { op: "pong" };
+        return { kind: "pong" };
       case "gossip":
         return g.onGossip(from, body);
       case "join":
         m.admit(body.member, this.sched.now());
         return {
-          op: "joined",
+          kind: "joined",
           clusterId: CLUSTER,
           secret: "c2VjcmV0",
           n: N,
@@ -147,7 +153,9 @@ class SimCluster {
           ring: m.ring,
         };
       default:
-        throw Object.assign(new Error(`${body.op} is not served in this test`), { code: "ERR_UNSUPPORTED" });
+        throw Object.assign(new Error(`${body.kind} is not served in this test`), {
+          code: "ERR_UNSUPPORTED",
+        });
     }
   }
 
@@ -217,11 +225,11 @@ class SimCluster {
    */
   async join(id: string, via: string, attempts = 1): Promise<void> {
     const node = this.attach(id);
-    let answer: ResponseBody | undefined;
+    let answer: AnswerOf<"join"> | undefined;
     for (let i = 0; i < attempts && answer === undefined; i++) {
       const res = node.transport.request(
         addr(via),
-        { op: "join", member: this.selfEntry(id, "joining", 0) },
+        { kind: "join", member: this.selfEntry(id, "joining", 0) },
         JOIN_TIMEOUT_MS,
       );
       answer = await this.sched.runUntilSettled(res, JOIN_TIMEOUT_MS + 1).catch((err: unknown) => {
@@ -229,7 +237,7 @@ class SimCluster {
         return undefined;
       });
     }
-    assert.ok(answer !== undefined && answer.op === "joined", `${id} was not admitted`);
+    assert.ok(answer !== undefined, `${id} was not admitted`);
     node.transport.setCluster(answer.clusterId);
     const { gossip, save } = this.startMembership(node, { members: [...answer.members], ring: answer.ring });
     gossip.start();
@@ -375,10 +383,10 @@ describe("membership over the simulated network", () => {
       assert.equal(n.membership!.ring!.version, ringVersion, `${n.id}: ring unchanged`);
 
     // A -> B is lost on the wire (a timeout, not a refusal); n3 -> B works.
-    const lost = c.node(A).transport.request(addr(B), { op: "ping" }, 300);
+    const lost = c.node(A).transport.request(addr(B), { kind: "ping" }, 300);
     await assert.rejects(c.sched.runUntilSettled(lost, 1000), { code: "ERR_TIMEOUT" });
-    const ok = c.node("n3").transport.request(addr(B), { op: "ping" }, 300);
-    assert.deepEqual(await c.sched.runUntilSettled(ok, 1000), { op: "pong" });
+    const ok = c.node("n3").transport.request(addr(B), { kind: "ping" }, 300);
+    assert.deepEqual(await c.sched.runUntilSettled(ok, 1000), { kind: "pong" });
 
     // Healed: the next successful gossip lifts the suspicion.
     c.net.heal();

@@ -359,13 +359,13 @@ describe("Coordinator: a quorum known to be out of reach fails at once, with tru
 
 describe("remotePeer (replication over the transport)", () => {
   test("a timed-out read or store is reported (the replica-timeout metric); other failures are not", async () => {
-    const { remotePeer } = await import("../../src/replication/cluster-peers.js");
+    const { remotePeer } = await import("../../src/replication/remote-replica.js");
     const { TransportError } = await import("../../src/transport/transport.js");
     let next: Error = new TransportError("ERR_TIMEOUT", "read to x timed out");
     const transport = { request: () => Promise.reject(next) } as unknown as Parameters<typeof remotePeer>[1];
     const dir = { addressOf: () => "x:1", reachable: () => true, contacted: () => undefined };
     const seen: string[] = [];
-    const peer = remotePeer("b", transport, dir, 100, (op) => seen.push(op));
+    const peer = remotePeer("b", transport, dir, 100, (kind) => seen.push(kind));
     await assert.rejects(peer.read(KEY));
     await assert.rejects(peer.store(KEY, []));
     next = new TransportError("ERR_UNREACHABLE", "refused");

@@ -9,12 +9,6 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import fc from "fast-check";
 import { NodeCore } from "../../src/node/node-core.js";
-import {
-  decodeVector,
-  encodeVector,
-  type PeerDirectory,
-  Router,
-} from "../../src/replication/cluster-peers.js";
 import type { Coordinator, WriteOutcome } from "../../src/replication/coordinator.js";
 import {
   FORWARD_MEMO_MAX_AGE_MS,
@@ -23,6 +17,8 @@ import {
   ForwardIds,
   ForwardMemo,
 } from "../../src/replication/forward-memo.js";
+import type { PeerDirectory } from "../../src/replication/remote-replica.js";
+import { Router } from "../../src/replication/router.js";
 import { type Clock, seededRandom } from "../../src/runtime/runtime.js";
 import { VirtualScheduler } from "../../src/runtime/virtual-runtime.js";
 import { MemoryEngine } from "../../src/storage/index.js";
@@ -33,7 +29,6 @@ import {
   type MemberView,
   ProtocolError,
   type RequestBody,
-  type ResponseBody,
 } from "../../src/transport/messages.js";
 import type { Transport } from "../../src/transport/transport.js";
 import { EMPTY_VECTOR } from "../../src/versioning/dvv.js";
@@ -298,10 +293,10 @@ describe("ForwardIds", () => {
 });
 
 const coordinate = (requestId: unknown): Record<string, unknown> => ({
-  op: "coordinate",
+  kind: "coordinate",
   requestId,
   key: Buffer.from("k"),
-  context: Buffer.alloc(0),
+  context: [],
   value: Buffer.from("v"),
   contentType: "text/plain",
   deleted: false,
@@ -312,11 +307,13 @@ const coordinate = (requestId: unknown): Record<string, unknown> => ({
 
 describe("coordinate request id on the wire", () => {
   const frame = (body: Record<string, unknown>) =>
-    encodeFrame({ t: "req", id: 1, deadlineMs: 1000, body: body as unknown as RequestBody });
+    encodeFrame({ kind: "req", id: 1, deadlineMs: 1000, body: body as unknown as RequestBody });
 
   test("round-trips", () => {
     const f = decodeFrame(frame(coordinate("n1:0123456789abcdef:1")));
-    assert.ok(f.t === "req" && f.body.op === "coordinate" && f.body.requestId === "n1:0123456789abcdef:1");
+    assert.ok(
+      f.kind === "req" && f.body.kind === "coordinate" && f.body.requestId === "n1:0123456789abcdef:1",
+    );
   });
 
   test("a missing, empty, over-long or non-string id is a protocol error", () => {
@@ -378,10 +375,10 @@ const KEY = Buffer.from("cart:1");
 
 function coordinateBody(requestId: string, text: string): RequestBody {
   return {
-    op: "coordinate",
+    kind: "coordinate",
     requestId,
     key: KEY,
-    context: encodeVector(EMPTY_VECTOR),
+    context: [...EMPTY_VECTOR],
     value: Buffer.from(text),
     contentType: "text/plain",
     deleted: false,
@@ -419,11 +416,11 @@ describe("Router: forwarded writes carry an id", () => {
     const transport: Transport = {
       ...noTransport,
       address: "a:7000",
-      async request(_addr, body): Promise<ResponseBody> {
+      request: (async (_addr: string, body: RequestBody) => {
         sent.push(body);
         const [first] = await Promise.all([b.dispatch("a", body), b.dispatch("a", body)]);
         return first;
-      },
+      }) as Transport["request"],
     };
     const directory: PeerDirectory = {
       addressOf: (id) => `${id}:7000`,
@@ -454,11 +451,10 @@ describe("Router: forwarded writes carry an id", () => {
     const { b, router, sent } = twoNodes(1);
     assert.equal((await write(router, "one")).kind, "ok");
     assert.equal((await write(router, "two")).kind, "ok");
-    const ids = sent.map((s) => (s.op === "coordinate" ? s.requestId : ""));
+    const ids = sent.map((s) => (s.kind === "coordinate" ? s.requestId : ""));
     assert.equal(new Set(ids).size, 2);
     assert.ok(ids.every((id) => id.startsWith("a:")));
     assert.equal((await b.replica.read(KEY)).length, 2);
-    assert.deepEqual(decodeVector(encodeVector(new Map([["b.1", 2]]))), new Map([["b.1", 2]]));
   });
 
   test("a restarted forwarder (a new random stream) does not reuse its ids", async () => {
@@ -466,7 +462,7 @@ describe("Router: forwarded writes carry an id", () => {
     const second = twoNodes(2);
     await write(first.router, "x");
     await write(second.router, "x");
-    const id = (s: RequestBody[]) => (s[0]?.op === "coordinate" ? s[0].requestId : "");
+    const id = (s: RequestBody[]) => (s[0]?.kind === "coordinate" ? s[0].requestId : "");
     assert.notEqual(id(first.sent), id(second.sent));
   });
 });

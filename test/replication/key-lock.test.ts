@@ -134,9 +134,9 @@ describe("a peer's store refused by the key lock", () => {
       ...common,
       nodeId: "b",
       handler: async (_from, body) => {
-        if (body.op !== "store") throw new Error(`unexpected ${body.op}`);
+        if (body.kind !== "store") throw new Error(`unexpected ${body.kind}`);
         await replica.merge(body.key, decodeSiblings(body.set));
-        return { op: "stored" };
+        return { kind: "stored" };
       },
     });
     const client = await TcpTransport.listen({
@@ -160,7 +160,7 @@ describe("a peer's store refused by the key lock", () => {
       const queued = replica.merge(key, set);
       const t0 = performance.now();
       const err = await client
-        .request(server.address, { op: "store", key, set: encodeSiblings(set) }, 5000)
+        .request(server.address, { kind: "store", key, set: encodeSiblings(set) }, 5000)
         .then(
           () => undefined,
           (e: unknown) => e,

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { seededRandom } from "../../src/runtime/runtime.js";
 import { skewedClock, VirtualScheduler } from "../../src/runtime/virtual-runtime.js";
-import { SimNetwork } from "../../src/transport/sim-transport.js";
+import { SimNetwork } from "../../src/sim/sim-network.js";
 import type { TransportError } from "../../src/transport/transport.js";
 
 describe("TimerGroup.pause", () => {
@@ -65,13 +65,13 @@ function pair(o: { atMostOnceRequests?: boolean; duplicateProbability?: number }
     atMostOnceRequests: o.atMostOnceRequests,
   });
   let handled = 0;
-  const a = net.transport({ address: "a", nodeId: "a", handler: async () => ({ op: "pong" }) });
+  const a = net.transport({ address: "a", nodeId: "a", handler: async () => ({ kind: "pong" }) });
   net.transport({
     address: "b",
     nodeId: "b",
     handler: async () => {
       handled++;
-      return { op: "pong" };
+      return { kind: "pong" };
     },
   });
   return { sched, net, a, handled: () => handled };
@@ -81,14 +81,14 @@ describe("SimNetwork.pause", () => {
   test("a paused node's input waits; it answers after resume", async () => {
     const { sched, net, a, handled } = pair();
     net.pause("b");
-    const p = a.request("b", { op: "ping" }, 1000);
+    const p = a.request("b", { kind: "ping" }, 1000);
     await sched.runFor(100);
     assert.equal(handled(), 0);
     assert.equal(net.counters.held, 1);
     net.checkCounters();
     net.resume("b");
     const res = await sched.runUntilSettled(p, 100);
-    assert.equal(res.op, "pong");
+    assert.equal(res.kind, "pong");
     assert.equal(handled(), 1);
     assert.equal(net.highWater.heldPerNode, 1);
     net.checkCounters();
@@ -98,7 +98,7 @@ describe("SimNetwork.pause", () => {
     const { sched, net, a } = pair();
     net.isolate("b");
     let outcome = "pending";
-    a.request("b", { op: "ping" }, 50).then(
+    a.request("b", { kind: "ping" }, 50).then(
       () => {
         outcome = "ok";
       },
@@ -118,7 +118,7 @@ describe("SimNetwork.pause", () => {
 describe("SimNetwork duplicated requests", () => {
   test("at-least-once (default): the handler runs once per copy", async () => {
     const { sched, net, a, handled } = pair({ duplicateProbability: 1 });
-    await sched.runUntilSettled(a.request("b", { op: "ping" }, 1000), 100);
+    await sched.runUntilSettled(a.request("b", { kind: "ping" }, 1000), 100);
     await sched.runFor(100);
     assert.equal(handled(), 2);
     assert.equal(net.counters.duplicatesDiscarded, 0);
@@ -126,7 +126,7 @@ describe("SimNetwork duplicated requests", () => {
 
   test("atMostOnceRequests (TCP): the second copy is discarded on arrival", async () => {
     const { sched, net, a, handled } = pair({ duplicateProbability: 1, atMostOnceRequests: true });
-    await sched.runUntilSettled(a.request("b", { op: "ping" }, 1000), 100);
+    await sched.runUntilSettled(a.request("b", { kind: "ping" }, 1000), 100);
     await sched.runFor(100);
     assert.equal(handled(), 1);
     assert.equal(net.counters.duplicatesDiscarded, 1);
@@ -151,11 +151,11 @@ describe("SimNetwork: a request reaches only the incarnation it was sent to (as 
     const { sched, net, a, handled } = pair({ duplicateProbability: 1 });
     net.crash("b");
     let handledAfterRestart = 0;
-    const p = a.request("b", { op: "ping" }, 1000);
+    const p = a.request("b", { kind: "ping" }, 1000);
     await sched.runFor(2);
     net.restart("b", async () => {
       handledAfterRestart++;
-      return { op: "pong" };
+      return { kind: "pong" };
     });
     const err = await failure(sched, p);
     await sched.runFor(100);
@@ -168,20 +168,20 @@ describe("SimNetwork: a request reaches only the incarnation it was sent to (as 
   test("in flight when the destination crashes: not handled after its restart, 'maybe delivered'", async () => {
     const { sched, net, a } = pair();
     let handledAfterRestart = 0;
-    const p = a.request("b", { op: "ping" }, 1000);
+    const p = a.request("b", { kind: "ping" }, 1000);
     await sched.runFor(2);
     net.crash("b");
     net.restart("b", async () => {
       handledAfterRestart++;
-      return { op: "pong" };
+      return { kind: "pong" };
     });
     const err = await failure(sched, p);
     assert.equal(err.code, "ERR_UNREACHABLE");
     assert.equal(err.maybeDelivered, true);
     assert.equal(handledAfterRestart, 0);
     // A request sent after the restart reaches the new incarnation.
-    const res = await sched.runUntilSettled(a.request("b", { op: "ping" }, 1000), 100);
-    assert.equal(res.op, "pong");
+    const res = await sched.runUntilSettled(a.request("b", { kind: "ping" }, 1000), 100);
+    assert.equal(res.kind, "pong");
     assert.equal(handledAfterRestart, 1);
     net.checkCounters();
   });

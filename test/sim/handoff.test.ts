@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { derivedRandom, VirtualScheduler } from "../../src/runtime/virtual-runtime.js";
 import { SimCluster, type SimNode } from "../../src/sim/cluster.js";
-import { SimNetwork } from "../../src/transport/sim-transport.js";
+import { SimNetwork } from "../../src/sim/sim-network.js";
 import { EMPTY_VECTOR, update } from "../../src/versioning/dvv.js";
 import { encodeSiblings } from "../../src/versioning/object-codec.js";
 
@@ -275,7 +275,7 @@ test("a store for a key this node does not replicate (its writer's ring was olde
     deleted: false,
     writtenAtMs: 0,
   }).set;
-  const store = { op: "store", key: k, set: encodeSiblings(late) } as const;
+  const store = { kind: "store", key: k, set: encodeSiblings(late) } as const;
   await sched.runUntilSettled(stray.core.dispatch("n9", store), 2000);
   await sched.runFor(2000);
   for (const id of list) {

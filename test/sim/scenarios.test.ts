@@ -18,7 +18,7 @@ import { derivedRandom, VirtualScheduler } from "../../src/runtime/virtual-runti
 import { checkUniqueDots } from "../../src/sim/checker.js";
 import { type PlantedBug, SimCluster } from "../../src/sim/cluster.js";
 import type { WriteRecord } from "../../src/sim/history.js";
-import { SimNetwork } from "../../src/transport/sim-transport.js";
+import { SimNetwork } from "../../src/sim/sim-network.js";
 import { EMPTY_VECTOR } from "../../src/versioning/dvv.js";
 
 const EPOCH_MS = 1_700_000_000_000;

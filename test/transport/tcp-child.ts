@@ -16,7 +16,7 @@
  */
 import * as net from "node:net";
 import { systemRuntime } from "../../src/runtime/system-runtime.js";
-import type { ResponseBody } from "../../src/transport/messages.js";
+import type { AnswerBody } from "../../src/transport/messages.js";
 import { TcpTransport } from "../../src/transport/tcp-transport.js";
 import type { RequestHandler } from "../../src/transport/transport.js";
 
@@ -33,14 +33,14 @@ async function pair(handler: RequestHandler): Promise<{ server: TcpTransport; cl
   const client = await TcpTransport.listen({
     ...base,
     nodeId: "client",
-    handler: async () => ({ op: "pong" }),
+    handler: async () => ({ kind: "pong" }),
   });
   return { server, client };
 }
 
 async function closeExits(): Promise<void> {
   const { server, client } = await pair((_from, body) =>
-    body.op === "ping" ? Promise.resolve<ResponseBody>({ op: "pong" }) : new Promise<ResponseBody>(() => {}),
+    body.kind === "ping" ? Promise.resolve<AnswerBody>({ kind: "pong" }) : new Promise<AnswerBody>(() => {}),
   );
   // A peer that accepts connections but never completes the handshake: the client's connect timer runs.
   const silent = net.createServer((s) => {
@@ -50,12 +50,12 @@ async function closeExits(): Promise<void> {
   await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
   const silentPort = (silent.address() as net.AddressInfo).port;
 
-  for (let i = 0; i < 20; i++) await client.request(server.address, { op: "ping" }, 5000);
+  for (let i = 0; i < 20; i++) await client.request(server.address, { kind: "ping" }, 5000);
   const pending = client
-    .request(server.address, { op: "read", key: Buffer.from("k") }, 600_000)
+    .request(server.address, { kind: "read", key: Buffer.from("k") }, 600_000)
     .then(() => "resolved", codeOf);
   const connecting = client
-    .request(`127.0.0.1:${silentPort}`, { op: "ping" }, 600_000)
+    .request(`127.0.0.1:${silentPort}`, { kind: "ping" }, 600_000)
     .then(() => "resolved", codeOf);
   await new Promise((r) => setTimeout(r, 20));
   await client.close();
@@ -71,9 +71,9 @@ async function closeExits(): Promise<void> {
 async function badHandler(handler: RequestHandler): Promise<void> {
   const { server, client } = await pair(handler);
   try {
-    const first = await client.request(server.address, { op: "ping" }, 500).then(() => "resolved", codeOf);
+    const first = await client.request(server.address, { kind: "ping" }, 500).then(() => "resolved", codeOf);
     // The transport (and the process) must still work afterwards.
-    const second = await client.request(server.address, { op: "ping" }, 500).then(() => "resolved", codeOf);
+    const second = await client.request(server.address, { kind: "ping" }, 500).then(() => "resolved", codeOf);
     process.stdout.write(`${JSON.stringify({ first, second })}\n`);
   } finally {
     await client.close();
@@ -87,12 +87,12 @@ switch (scenario) {
     await closeExits();
     break;
   case "handler-rejects-undefined":
-    await badHandler(() => (calls++ === 0 ? Promise.reject(undefined) : Promise.resolve({ op: "pong" })));
+    await badHandler(() => (calls++ === 0 ? Promise.reject(undefined) : Promise.resolve({ kind: "pong" })));
     break;
   case "handler-throws-sync":
     await badHandler(() => {
       if (calls++ === 0) throw new Error("thrown before returning a promise");
-      return Promise.resolve({ op: "pong" });
+      return Promise.resolve({ kind: "pong" });
     });
     break;
   default:

@@ -1,20 +1,22 @@
 /**
- * The simulated network: the in-memory twin of tcp-transport.ts, for tests and the whole-cluster
+ * The simulated network: the in-memory twin of transport/tcp-transport.ts, for tests and the whole-cluster
  * simulator. Every node's `SimTransport` hangs off one `SimNetwork`, which moves messages on virtual
  * timers (runtime/virtual-runtime.ts) and draws every delay and fault from one seeded Random, so a run
  * replays exactly from its seed (TigerBeetle's packet simulator, Jepsen's nemesis knobs).
  *
  * What it keeps of TCP's semantics (a test passing here should mean the same thing over TCP):
- * - A request gets its response, or exactly one TransportError: ERR_TIMEOUT when no answer came within
- *   `timeoutMs` (lost request, lost response, cut link, slow handler), ERR_UNREACHABLE when no live node
- *   holds the address (one round trip later, as a refused connection), ERR_REJECTED when the handshake
- *   fails, ERR_REMOTE when the handler throws (ERR_OVERLOADED if it threw that code), ERR_OVERLOADED
- *   when a link has too many requests in flight, ERR_CLOSED when the sender is closed or changes
- *   cluster (TCP then closes its connections).
+ * - A request gets its answer, of the kind the request expects, or exactly one TransportError: ERR_TIMEOUT
+ *   when no answer came within `timeoutMs` (lost request, lost answer, cut link, slow handler),
+ *   ERR_UNREACHABLE when no live node holds the address (one round trip later, as a refused
+ *   connection), ERR_REJECTED when the handshake fails, ERR_REMOTE when the handler throws (its code if
+ *   that is ERR_OVERLOADED or ERR_REJECTED), ERR_PROTOCOL when the answer is of another kind than the
+ *   request expects, ERR_OVERLOADED when a link has too many requests in flight, ERR_CLOSED when the
+ *   sender is closed or changes cluster (TCP then closes its connections). The conformance suite
+ *   (test/transport/conformance.test.ts) runs the same cases over both.
  * - Handshake, checked on each request as it arrives: both cluster ids set and different, or the sender
  *   in a cluster and the receiver in none, is ERR_REJECTED; a sender in no cluster talking to a member
  *   may only `join` and `ping` (other requests: ERR_REJECTED).
- * - With `codec` on (the default) every frame is encoded and decoded with messages.ts, so a message TCP
+ * - With `codec` on (the default) every frame is encoded and decoded with transport/messages.ts, so a message TCP
  *   would refuse is refused here too (ERR_PROTOCOL), and no object is shared between nodes.
  * - The handler receives the sender's node id, as TCP's handshake gives it.
  *
@@ -57,8 +59,22 @@
  * simulator can assert that no queue outgrew its bound.
  */
 import type { Clock, Random, Timers } from "../runtime/runtime.js";
-import { decodeFrame, encodeFrame, type RequestBody, type ResponseBody } from "./messages.js";
-import { type RequestHandler, type Transport, TransportError, type TransportErrorCode } from "./transport.js";
+import {
+  ANSWER_KIND,
+  type AnswerBody,
+  type AnswerKind,
+  type AnswerOf,
+  decodeFrame,
+  encodeFrame,
+  type RequestBody,
+  wireDeadlineMs,
+} from "../transport/messages.js";
+import {
+  type RequestHandler,
+  type Transport,
+  TransportError,
+  type TransportErrorCode,
+} from "../transport/transport.js";
 
 export interface SimLatency {
   readonly minMs: number;
@@ -121,7 +137,7 @@ export interface SimNetworkOptions {
   readonly latency?: Partial<SimLatency>;
   readonly faults?: Partial<SimFaults>;
   readonly limits?: Partial<SimLimits>;
-  /** Encode and decode every frame with messages.ts (default true). Off: bodies are passed by reference. */
+  /** Encode and decode every frame with transport/messages.ts (default true). Off: bodies are passed by reference. */
   readonly codec?: boolean;
   /**
    * What a duplicated request does at its destination. false (the default): the handler runs once per
@@ -142,11 +158,11 @@ export type SimMessage =
       readonly body: RequestBody;
     }
   | {
-      readonly kind: "response";
+      readonly kind: "answer";
       readonly id: number;
       readonly from: string;
       readonly to: string;
-      readonly body: ResponseBody;
+      readonly body: AnswerBody;
     }
   | {
       readonly kind: "error";
@@ -203,7 +219,9 @@ type NodeState = "up" | "crashed" | "closed";
 
 interface Pending {
   readonly to: string;
-  readonly resolve: (r: ResponseBody) => void;
+  /** The answer kind the request expects. */
+  readonly expects: AnswerKind;
+  readonly resolve: (r: AnswerBody) => void;
   readonly reject: (e: unknown) => void;
   readonly timer: { cancel(): void };
 }
@@ -596,7 +614,7 @@ export class SimNetwork {
     if (w.frame !== undefined) {
       try {
         const f = decodeFrame(w.frame);
-        if (f.t !== "req") throw new Error(`expected a req frame, got ${f.t}`);
+        if (f.kind !== "req") throw new Error(`expected a req frame, got ${f.kind}`);
         body = f.body;
       } catch (err) {
         this.answerError(
@@ -614,7 +632,7 @@ export class SimNetwork {
       this.answerError(w, "ERR_REJECTED", `${m.to} belongs to cluster ${JSON.stringify(ct)}, not ours`);
       return;
     }
-    if (cs === "" && ct !== "" && body.op !== "join" && body.op !== "ping") {
+    if (cs === "" && ct !== "" && body.kind !== "join" && body.kind !== "ping") {
       this.answerError(w, "ERR_REJECTED", `${m.to}: join the cluster first`);
       return;
     }
@@ -626,7 +644,7 @@ export class SimNetwork {
     this.mark("handlingPerLink", inc(this.handlingPerLink, link, 1));
     const key = t.nextHandling++;
     t.handling.set(key, { requester: m.from, requesterEpoch: w.epoch, id: m.id });
-    let res: Promise<ResponseBody>;
+    let res: Promise<AnswerBody>;
     try {
       res = t.handler(w.fromNode, body);
     } catch (err) {
@@ -646,19 +664,20 @@ export class SimNetwork {
       (err: unknown) => {
         if (!finish()) return;
         const e = err as { code?: unknown; message?: unknown };
-        // TCP sends the handler's code in an err frame; the client keeps ERR_OVERLOADED, else ERR_REMOTE.
-        const code = e?.code === "ERR_OVERLOADED" ? "ERR_OVERLOADED" : "ERR_REMOTE";
+        // TCP sends the handler's code in an err frame; the client keeps ERR_OVERLOADED and ERR_REJECTED,
+        // else ERR_REMOTE.
+        const code = e?.code === "ERR_OVERLOADED" || e?.code === "ERR_REJECTED" ? e.code : "ERR_REMOTE";
         this.answerError(w, code, `${m.to}: ${String(e?.message ?? err)}`);
       },
     );
   }
 
-  /** Sends the response to request `w` back to its sender. */
-  private answer(w: Wire, body: ResponseBody): void {
+  /** Sends the answer to request `w` back to its sender. */
+  private answer(w: Wire, body: AnswerBody): void {
     const id = w.msg.id;
-    const frame = this.codec ? encodeFrame({ t: "res", id, body }) : undefined;
+    const frame = this.codec ? encodeFrame({ kind: "ans", id, body }) : undefined;
     this.send({
-      msg: { kind: "response", id, from: w.msg.to, to: w.msg.from, body },
+      msg: { kind: "answer", id, from: w.msg.to, to: w.msg.from, body },
       frame,
       fromNode: "",
       fromCluster: "",
@@ -730,12 +749,17 @@ export class SimNetwork {
     if (w.frame !== undefined) {
       try {
         const f = decodeFrame(w.frame);
-        if (f.t !== "res") throw new Error(`expected a res frame, got ${f.t}`);
+        if (f.kind !== "ans") throw new Error(`expected an ans frame, got ${f.kind}`);
         body = f.body;
       } catch (err) {
-        t.fail(p, "ERR_PROTOCOL", `bad frame from ${m.from}: ${(err as Error).message}`);
+        // As over TCP, where a bad frame closes a connection the request was written to.
+        t.fail(p, "ERR_PROTOCOL", `bad frame from ${m.from}: ${(err as Error).message}`, true);
         return;
       }
+    }
+    if (body.kind !== p.expects) {
+      t.fail(p, "ERR_PROTOCOL", `${m.from} answered with ${body.kind} where ${p.expects} was expected`, true);
+      return;
     }
     p.resolve(body);
   }
@@ -790,7 +814,7 @@ export class SimTransport implements Transport {
     return this.state === "crashed";
   }
 
-  request(address: string, body: RequestBody, timeoutMs: number): Promise<ResponseBody> {
+  request<R extends RequestBody>(address: string, body: R, timeoutMs: number): Promise<AnswerOf<R["kind"]>> {
     const net = this.net;
     if (this.state === "closed") return Promise.reject(new TransportError("ERR_CLOSED", "transport closed"));
     if (this.state === "crashed")
@@ -808,17 +832,18 @@ export class SimTransport implements Transport {
     let frame: Uint8Array | undefined;
     if (net.codec) {
       try {
-        frame = encodeFrame({ t: "req", id, deadlineMs: timeoutMs, body });
+        frame = encodeFrame({ kind: "req", id, deadlineMs: wireDeadlineMs(timeoutMs), body });
       } catch (err) {
         net.countFailure("ERR_PROTOCOL");
         return Promise.reject(
-          new TransportError("ERR_PROTOCOL", `cannot encode ${body.op}: ${(err as Error).message}`, {
+          new TransportError("ERR_PROTOCOL", `cannot encode ${body.kind}: ${(err as Error).message}`, {
             cause: err,
           }),
         );
       }
     }
-    return new Promise<ResponseBody>((resolve, reject) => {
+    // Resolved only with an answer of the kind the request expects (arriveAnswer checks it).
+    return new Promise<AnswerOf<R["kind"]>>((resolve, reject) => {
       const timer = net.timers.after(timeoutMs, () => {
         if (this.paused) {
           this.overdue.push(expire);
@@ -831,9 +856,15 @@ export class SimTransport implements Transport {
         if (p === undefined) return;
         this.pending.delete(id);
         inc(net.pendingPerLink, link, -1);
-        this.fail(p, "ERR_TIMEOUT", `${body.op} to ${address} timed out after ${timeoutMs} ms`);
+        this.fail(p, "ERR_TIMEOUT", `${body.kind} to ${address} timed out after ${timeoutMs} ms`);
       };
-      this.pending.set(id, { to: address, resolve, reject, timer });
+      this.pending.set(id, {
+        to: address,
+        expects: ANSWER_KIND[body.kind],
+        resolve: resolve as (r: AnswerBody) => void,
+        reject,
+        timer,
+      });
       net.mark("pendingPerLink", inc(net.pendingPerLink, link, 1));
       net.send({
         msg: { kind: "request", id, from: this.address, to: address, body },

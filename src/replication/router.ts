@@ -1,0 +1,143 @@
+/**
+ * Write forwarding, both ends. The versioning needs the coordinator of a write to be a replica of its
+ * key: the Router coordinates a write here when this node is one, and otherwise sends it (`coordinate`)
+ * to a replica, which coordinates it (`coordinateForwarded`) and answers with the outcome.
+ *
+ * On the wire the write's context is a list of [actor, counter] entries and its outcome a closed union
+ * whose sibling sets are stored-object bytes (transport/messages.ts); they are turned into a
+ * VersionVector and a WriteOutcome here, the sets decoded with the object codec's validation.
+ */
+import type { Random } from "../runtime/runtime.js";
+import type { AnswerOf, RequestOf, WireContext, WireWriteOutcome } from "../transport/messages.js";
+import { type Transport, TransportError } from "../transport/transport.js";
+import type { VersionVector } from "../versioning/dvv.js";
+import { decodeSiblings, encodeSiblings, type StoredValue } from "../versioning/object-codec.js";
+import type { Coordinator, KvService, ReadOutcome, WriteOutcome } from "./coordinator.js";
+import { ForwardIds } from "./forward-memo.js";
+import type { PeerDirectory } from "./remote-replica.js";
+
+/** How much longer than the write's own timeout the forwarder waits for the outcome. */
+const FORWARD_MARGIN_MS = 500;
+
+export interface RouterDeps {
+  readonly coordinator: Coordinator;
+  readonly selfId: string;
+  readonly transport: Transport;
+  readonly directory: PeerDirectory;
+  /** The key's preference list (node ids). */
+  readonly preferenceList: (key: Uint8Array) => readonly string[];
+  /** Seeds the ids of forwarded writes (drawn once, at construction). */
+  readonly random: Random;
+}
+
+/** A write's outcome as a `coordinated` answer carries it. */
+export function outcomeToWire(o: WriteOutcome): WireWriteOutcome {
+  if (o.kind !== "ok") return o;
+  return { kind: "ok", written: encodeSiblings([o.written]), set: encodeSiblings(o.set), acked: o.acked };
+}
+
+/** The outcome of a `coordinated` answer; throws ObjectDecodeError (or Error) on sets that do not decode. */
+export function outcomeFromWire(o: WireWriteOutcome): WriteOutcome {
+  if (o.kind !== "ok") return o;
+  const written = decodeSiblings(o.written);
+  if (written.length !== 1 || written[0] === undefined)
+    throw new Error(`a forwarded write's outcome holds ${written.length} written versions, not one`);
+  return { kind: "ok", written: written[0], set: decodeSiblings(o.set), acked: o.acked };
+}
+
+function contextToWire(vv: VersionVector): WireContext {
+  return [...vv];
+}
+
+function contextFromWire(entries: WireContext): VersionVector {
+  return new Map(entries);
+}
+
+/**
+ * Reads are coordinated here (any node may merge replicas' answers). A write is coordinated here if this
+ * node is a replica of the key that can version writes; otherwise it goes to the first other replica
+ * that is not down, which coordinates it and sends back the outcome.
+ */
+export class Router implements KvService {
+  private readonly ids: ForwardIds;
+
+  constructor(private readonly d: RouterDeps) {
+    this.ids = new ForwardIds(d.selfId, d.random);
+  }
+
+  get(key: Uint8Array, r: number, timeoutMs: number): Promise<ReadOutcome> {
+    return this.d.coordinator.get(key, r, timeoutMs);
+  }
+
+  async write(
+    key: Uint8Array,
+    context: VersionVector,
+    value: StoredValue,
+    w: number,
+    timeoutMs: number,
+  ): Promise<WriteOutcome> {
+    const prefs = this.d.preferenceList(key);
+    // A replica coordinates its own writes, unless it cannot version any (a failed disk, or stopping):
+    // then another replica does.
+    if (prefs.includes(this.d.selfId) && this.d.coordinator.canVersion())
+      return this.d.coordinator.write(key, context, value, w, timeoutMs);
+    const candidates = prefs.filter((id) => id !== this.d.selfId && this.d.directory.reachable(id));
+    // One id for the write, whichever replica gets it: a copy the network delivers twice is applied once
+    // (the coordinator's ForwardMemo). Moving on to the next replica happens only when the request was
+    // never delivered, so no two replicas see the id.
+    const requestId = this.ids.next();
+    for (const id of candidates) {
+      const addr = this.d.directory.addressOf(id);
+      if (addr === undefined) continue;
+      try {
+        const res = await this.d.transport.request(
+          addr,
+          {
+            kind: "coordinate",
+            requestId,
+            key,
+            context: contextToWire(context),
+            value: value.data,
+            contentType: value.contentType,
+            deleted: value.deleted,
+            writtenAtMs: value.writtenAtMs,
+            w,
+            timeoutMs,
+          },
+          timeoutMs + FORWARD_MARGIN_MS,
+        );
+        this.d.directory.contacted(id, true);
+        return outcomeFromWire(res.outcome);
+      } catch (err) {
+        this.d.directory.contacted(id, false);
+        // After a timeout, a failure there, or a connection lost with the request sent, the write may have
+        // been applied: trying another replica would make a second version of it (found by the
+        // simulator: a coordinator crashed mid-request, and the write came back as two siblings). Only
+        // errors that mean "never delivered" move on to the next replica.
+        if (!(err instanceof TransportError) || err.maybeDelivered)
+          return { kind: "unavailable", needed: w, acked: 0 };
+      }
+    }
+    return { kind: "unavailable", needed: w, acked: 0 };
+  }
+
+  /**
+   * Coordinates a write another node forwarded here. Not idempotent by itself: the node's dispatch puts
+   * the forwarded-write memo (forward-memo.ts) in front of it, so a copy that arrives twice applies once.
+   */
+  async coordinateForwarded(body: RequestOf<"coordinate">): Promise<AnswerOf<"coordinate">> {
+    const out = await this.d.coordinator.write(
+      body.key,
+      contextFromWire(body.context),
+      {
+        data: body.value,
+        contentType: body.contentType,
+        deleted: body.deleted,
+        writtenAtMs: body.writtenAtMs,
+      },
+      body.w,
+      body.timeoutMs,
+    );
+    return { kind: "coordinated", outcome: outcomeToWire(out) };
+  }
+}

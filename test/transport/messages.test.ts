@@ -1,0 +1,254 @@
+/**
+ * The peer messages (src/transport/messages.ts) as bytes: every frame and body decodes to what was
+ * encoded; a forwarded write's context and outcome are validated as fields of the frame (the list of
+ * [actor, counter] entries, the closed outcome union), and refused otherwise; each request kind has one
+ * answer kind; handshake frames stay readable by, and read, the protocols before the `kind` rename. And
+ * the replication layer's side of a forwarded write's outcome (replication/router.ts): its sibling sets
+ * survive the wire and are decoded with the object codec's validation.
+ */
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import fc from "fast-check";
+import { Packr } from "msgpackr";
+import type { WriteOutcome } from "../../src/replication/coordinator.js";
+import { outcomeFromWire, outcomeToWire } from "../../src/replication/router.js";
+import {
+  ANSWER_KIND,
+  type AnswerBody,
+  answers,
+  decodeFrame,
+  encodeFrame,
+  type Frame,
+  MAX_ACTOR_CHARS,
+  MAX_CONTEXT_ENTRIES,
+  PROTOCOL_VERSION,
+  ProtocolError,
+  type RequestBody,
+  type RequestKind,
+  wireDeadlineMs,
+} from "../../src/transport/messages.js";
+import { EMPTY_VECTOR, update } from "../../src/versioning/dvv.js";
+import { encodeSiblings, ObjectDecodeError } from "../../src/versioning/object-codec.js";
+import { coordinate, echo, everyKind } from "./peers.js";
+
+const plain = new Packr({ useRecords: false, mapsAsObjects: true });
+const roundTrip = (f: Frame): Frame => decodeFrame(encodeFrame(f));
+const req = (body: RequestBody): Frame => ({ kind: "req", id: 1, deadlineMs: 1000, body });
+const ans = (body: AnswerBody): Frame => ({ kind: "ans", id: 1, body });
+/** A request frame whose body is encoded as given, with no validation on the way out. */
+const rawReq = (body: unknown): Uint8Array => plain.pack({ kind: "req", id: 1, deadlineMs: 1000, body });
+const rawAns = (body: unknown): Uint8Array => plain.pack({ kind: "ans", id: 1, body });
+
+const base = {
+  key: Buffer.from("k"),
+  value: Buffer.from("v"),
+  contentType: "text/plain",
+  deleted: false,
+  writtenAtMs: 1,
+  w: 2,
+  timeoutMs: 1000,
+};
+
+describe("frames", () => {
+  test("every request kind and its echo answer decode to what was encoded", () => {
+    for (const body of everyKind()) {
+      assert.deepEqual(roundTrip(req(body)), req(body), body.kind);
+      assert.deepEqual(roundTrip(ans(echo(body))), ans(echo(body)), `answer to ${body.kind}`);
+    }
+    for (const f of [
+      { kind: "hello", v: PROTOCOL_VERSION, cluster: "c", node: "n" },
+      { kind: "welcome", v: PROTOCOL_VERSION, cluster: "", node: "n" },
+      { kind: "reject", reason: "no" },
+      { kind: "err", id: 9, code: "ERR_REMOTE", message: "it failed" },
+    ] as const)
+      assert.deepEqual(roundTrip(f), f);
+  });
+
+  test("each request kind has one answer kind; answers() checks it", () => {
+    const kinds = [...new Set(everyKind().map((b) => b.kind))].sort();
+    assert.deepEqual(Object.keys(ANSWER_KIND).sort(), kinds);
+    for (const body of everyKind()) {
+      assert.equal(echo(body).kind, ANSWER_KIND[body.kind]);
+      assert.ok(answers(body.kind, echo(body)));
+    }
+    assert.ok(!answers("ping" as RequestKind, { kind: "stored" }));
+    assert.ok(!answers("read", { kind: "gossip", members: [], ring: null }));
+  });
+
+  test("a request's deadline on the wire: whole milliseconds within the decoder's range", () => {
+    assert.deepEqual(
+      [0.4, 1, 1500.5, 3_600_000, 7_200_000, -5].map(wireDeadlineMs),
+      [1, 1, 1501, 3_600_000, 3_600_000, 0],
+    );
+  });
+});
+
+describe("a forwarded write's context is a validated list of [actor, counter]", () => {
+  const withContext = (context: unknown) => rawReq({ ...base, kind: "coordinate", requestId: "r", context });
+
+  test("round-trips, in order", () => {
+    const body = coordinate(
+      {
+        ...base,
+        context: [
+          ["b.00000002", 7],
+          ["a.00000001", Number.MAX_SAFE_INTEGER],
+        ],
+      },
+      "r1",
+    );
+    assert.deepEqual(roundTrip(req(body)), req(body));
+    assert.deepEqual(roundTrip(req({ ...body, context: [] })), req({ ...body, context: [] }));
+  });
+
+  test("anything else is a protocol error", () => {
+    const long = "x".repeat(MAX_ACTOR_CHARS + 1);
+    const many = Array.from({ length: MAX_CONTEXT_ENTRIES + 1 }, (_, i): [string, number] => [`a${i}`, 1]);
+    const bad: [string, unknown][] = [
+      ["a blob, as protocol 3 sent it", Buffer.from([0x90])],
+      ["a map", { a: 1 }],
+      ["missing", undefined],
+      ["an entry that is not a pair", [["a", 1, 2]]],
+      ["an entry that is a map", [{ actor: "a", counter: 1 }]],
+      ["a zero counter", [["a", 0]]],
+      ["a negative counter", [["a", -1]]],
+      ["a fractional counter", [["a", 1.5]]],
+      ["an unsafe counter", [["a", 2 ** 53]]],
+      ["a string counter", [["a", "1"]]],
+      ["an empty actor", [["", 1]]],
+      ["an actor too long", [[long, 1]]],
+      ["an actor that is bytes", [[Buffer.from("a"), 1]]],
+      [
+        "an actor twice",
+        [
+          ["a", 1],
+          ["a", 2],
+        ],
+      ],
+      ["too many entries", many],
+    ];
+    for (const [what, context] of bad)
+      assert.throws(() => decodeFrame(withContext(context)), ProtocolError, what);
+    assert.doesNotThrow(() => decodeFrame(withContext(many.slice(1))));
+    assert.doesNotThrow(() => decodeFrame(withContext([["x".repeat(MAX_ACTOR_CHARS), 1]])));
+  });
+
+  test("property: any valid context round-trips; any duplicate actor is refused", () => {
+    const entry = fc.tuple(
+      fc.string({ minLength: 1, maxLength: MAX_ACTOR_CHARS }),
+      fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER }),
+    );
+    fc.assert(
+      fc.property(fc.uniqueArray(entry, { maxLength: 40, selector: ([a]) => a }), (context) => {
+        const body = coordinate({ ...base, context }, "r");
+        assert.deepEqual(roundTrip(req(body)), req(body));
+        if (context.length > 0) {
+          const twice = [...context, [context[0]![0], 1]];
+          assert.throws(() => decodeFrame(withContext(twice)), ProtocolError);
+        }
+      }),
+      { seed: 13, numRuns: 200 },
+    );
+  });
+});
+
+describe("a forwarded write's outcome is a closed union", () => {
+  const coordinated = (outcome: unknown) => rawAns({ kind: "coordinated", outcome });
+
+  test("each variant round-trips", () => {
+    for (const outcome of [
+      { kind: "ok", written: Buffer.from("w"), set: Buffer.from("s"), acked: 2 },
+      { kind: "too_many_siblings", siblings: 65, max: 64 },
+      { kind: "unavailable", needed: 2, acked: 0 },
+    ] as const)
+      assert.deepEqual(
+        roundTrip(ans({ kind: "coordinated", outcome })),
+        ans({ kind: "coordinated", outcome }),
+      );
+  });
+
+  test("anything else is a protocol error", () => {
+    const bad: [string, unknown][] = [
+      ["a blob, as protocol 3 sent it", Buffer.from([0x80])],
+      ["an unknown kind", { kind: "maybe", needed: 1, acked: 0 }],
+      ["no kind", { needed: 1, acked: 0 }],
+      ["ok without its set", { kind: "ok", written: Buffer.from("w"), acked: 1 }],
+      [
+        "ok whose written is a list",
+        { kind: "ok", written: [Buffer.from("w")], set: Buffer.from("s"), acked: 1 },
+      ],
+      [
+        "acked over the largest N",
+        { kind: "ok", written: Buffer.from("w"), set: Buffer.from("s"), acked: 65 },
+      ],
+      ["a negative count", { kind: "unavailable", needed: -1, acked: 0 }],
+      ["a fractional count", { kind: "too_many_siblings", siblings: 1.5, max: 64 }],
+    ];
+    for (const [what, outcome] of bad)
+      assert.throws(() => decodeFrame(coordinated(outcome)), ProtocolError, what);
+  });
+
+  test("the router's outcome survives the wire; sets that do not decode are refused", () => {
+    const v = (text: string) => ({
+      data: Buffer.from(text),
+      contentType: "t",
+      deleted: false,
+      writtenAtMs: 5,
+    });
+    const first = update([], EMPTY_VECTOR, "a.1", v("one"));
+    const second = update(first.set, EMPTY_VECTOR, "b.2", v("two"));
+    const outcomes: WriteOutcome[] = [
+      { kind: "ok", written: second.written, set: second.set, acked: 2 },
+      { kind: "too_many_siblings", siblings: 65, max: 64 },
+      { kind: "unavailable", needed: 2, acked: 1 },
+    ];
+    for (const o of outcomes) {
+      const f = roundTrip(ans({ kind: "coordinated", outcome: outcomeToWire(o) }));
+      assert.ok(f.kind === "ans" && f.body.kind === "coordinated");
+      assert.deepEqual(outcomeFromWire(f.body.outcome), o);
+    }
+    const set = encodeSiblings(second.set);
+    const corrupt = Buffer.from(set);
+    corrupt[corrupt.length - 1]! ^= 1;
+    assert.throws(
+      () =>
+        outcomeFromWire({ kind: "ok", written: encodeSiblings([second.written]), set: corrupt, acked: 1 }),
+      ObjectDecodeError,
+    );
+    // `written` is one version: a set of two (or none) is refused.
+    assert.throws(() => outcomeFromWire({ kind: "ok", written: set, set, acked: 1 }), /2 written versions/);
+    assert.throws(
+      () => outcomeFromWire({ kind: "ok", written: encodeSiblings([]), set, acked: 1 }),
+      /0 written versions/,
+    );
+  });
+});
+
+describe("handshake frames across the rename of the discriminant (protocols 1-3 used `t`)", () => {
+  test("ours carry `t` as well as `kind`; other frames do not", () => {
+    const hello = plain.unpack(encodeFrame({ kind: "hello", v: PROTOCOL_VERSION, cluster: "c", node: "n" }));
+    assert.equal(hello.t, "hello");
+    assert.equal(hello.kind, "hello");
+    assert.equal(plain.unpack(encodeFrame({ kind: "reject", reason: "r" })).t, "reject");
+    assert.equal(plain.unpack(encodeFrame(req({ kind: "ping" }))).t, undefined);
+  });
+
+  test("theirs decode by `t`; a request or answer with only `t` does not", () => {
+    assert.deepEqual(decodeFrame(plain.pack({ t: "hello", v: 3, cluster: "c", node: "old" })), {
+      kind: "hello",
+      v: 3,
+      cluster: "c",
+      node: "old",
+    });
+    assert.deepEqual(decodeFrame(plain.pack({ t: "reject", reason: "protocol version 4 is not 3" })), {
+      kind: "reject",
+      reason: "protocol version 4 is not 3",
+    });
+    assert.throws(
+      () => decodeFrame(plain.pack({ t: "req", id: 1, deadlineMs: 5, body: { op: "ping" } })),
+      ProtocolError,
+    );
+    assert.throws(() => decodeFrame(plain.pack({ t: "res", id: 1, body: { op: "pong" } })), ProtocolError);
+    assert.throws(() => decodeFrame(rawReq({ op: "ping" })), ProtocolError);
+  });
+});

@@ -1,0 +1,194 @@
+/**
+ * Fixtures shared by the transport tests (conformance.test.ts, tcp-transport.test.ts): a handler that
+ * echoes what distinguishes each request in its answer, sample bodies, and promise helpers.
+ */
+import assert from "node:assert/strict";
+import type {
+  AnswerBody,
+  AnswerOf,
+  MemberView,
+  RequestBody,
+  RequestOf,
+  RingView,
+} from "../../src/transport/messages.js";
+import {
+  type PeerHandlers,
+  peerHandler,
+  TransportError,
+  type TransportErrorCode,
+} from "../../src/transport/transport.js";
+
+export const CLUSTER = "test-cluster";
+
+export const member = (id: string): MemberView => ({
+  id,
+  api: "127.0.0.1:8080",
+  peer: "127.0.0.1:7070",
+  weight: 1.5,
+  zone: "z1",
+  status: "up",
+  incarnation: 2,
+  heartbeat: 17,
+});
+
+export const ringView: RingView = {
+  version: 3,
+  partitions: 4,
+  owners: ["a", "b", "a", "b"],
+  members: ["a:1", "b:1"],
+};
+
+/** Typed handlers whose answers carry the request's distinguishing data back. */
+export const ECHO: PeerHandlers = {
+  ping: () => ({ kind: "pong" }),
+  probe: (_from, body) => ({ kind: "probed", alive: body.target.length % 2 === 0 }),
+  read: (_from, body) => ({ kind: "read", set: body.key.length === 0 ? null : Buffer.from(body.key) }),
+  store: () => ({ kind: "stored" }),
+  coordinate: (_from, body) => ({
+    kind: "coordinated",
+    outcome: body.deleted
+      ? {
+          kind: "too_many_siblings",
+          siblings: body.context.length,
+          max: body.context[0]?.[1] ?? 0,
+        }
+      : { kind: "ok", written: Buffer.from(body.value), set: Buffer.from(body.key), acked: body.w },
+  }),
+  gossip: (_from, body) => ({ kind: "gossip", members: body.members, ring: body.ring }),
+  join: (_from, body) => ({
+    kind: "joined",
+    clusterId: CLUSTER,
+    secret: "s3cret",
+    n: 3,
+    r: 2,
+    w: 2,
+    members: [body.member],
+    ring: ringView,
+  }),
+  depart: (_from, body) => ({
+    kind: "departure",
+    refused: body.force ? null : `${body.how} of ${body.id} refused`,
+    retry: body.how === "remove",
+    forceable: !body.force,
+    remaining: 2,
+  }),
+};
+
+/** The transport handler of ECHO. */
+export const echoHandler = peerHandler(ECHO);
+
+/** The answer ECHO gives to `body` (every ECHO handler answers at once). */
+export function echo<R extends RequestBody>(body: R): AnswerOf<R["kind"]> {
+  const handle = ECHO[body.kind] as (from: string, body: RequestBody) => AnswerBody;
+  return handle("", body) as AnswerOf<R["kind"]>;
+}
+
+export const read = (key: string): RequestOf<"read"> => ({ kind: "read", key: Buffer.from(key) });
+export const readAnswer = (key: string): AnswerOf<"read"> => ({ kind: "read", set: Buffer.from(key) });
+
+let forwarded = 0;
+/** A `coordinate` request (a fresh request id unless given). */
+export const coordinate = (
+  f: Omit<RequestOf<"coordinate">, "kind" | "requestId">,
+  requestId = `fwd-${++forwarded}`,
+): RequestOf<"coordinate"> => ({ kind: "coordinate", requestId, ...f });
+
+/** One request of every kind (and of every shape within a kind), with the data each can carry. */
+export function everyKind(): RequestBody[] {
+  return [
+    { kind: "ping" },
+    { kind: "probe", target: "10.0.0.1:7070" },
+    { kind: "probe", target: "odd" },
+    read("some key"),
+    { kind: "read", key: Buffer.alloc(0) },
+    { kind: "store", key: Buffer.from("k"), set: Buffer.from("three hundred bytes of a set".repeat(10)) },
+    { kind: "store", key: Buffer.from("h"), set: Buffer.from("handed off"), handoff: true },
+    coordinate({
+      key: Buffer.from("k2"),
+      context: [
+        ["a.0badcafe", 3],
+        ["b.12345678", 1],
+      ],
+      value: Buffer.from("a value".repeat(100)),
+      contentType: "application/octet-stream",
+      deleted: false,
+      writtenAtMs: 1_700_000_000_000,
+      w: 2,
+      timeoutMs: 1000,
+    }),
+    coordinate({
+      key: Buffer.from("k3"),
+      context: [["c.00000001", Number.MAX_SAFE_INTEGER]],
+      value: Buffer.alloc(0),
+      contentType: "",
+      deleted: true,
+      writtenAtMs: 0,
+      w: 1,
+      timeoutMs: 1,
+    }),
+    {
+      kind: "gossip",
+      members: [member("a"), { ...member("b"), zone: undefined, status: "leaving" }],
+      ring: ringView,
+    },
+    { kind: "gossip", members: [], ring: null },
+    { kind: "join", member: member("c") },
+    { kind: "depart", id: "c", how: "leave", force: false },
+    { kind: "depart", id: "d", how: "remove", force: true },
+  ];
+}
+
+// ------------------------------------------------------------------ promises
+
+export type Settled<T> = { ok: true; value: T } | { ok: false; error: unknown };
+
+/** Never rejects: a request promise may be awaited much later without an unhandled rejection. */
+export function settle<T>(p: Promise<T>): Promise<Settled<T>> {
+  return p.then(
+    (value) => ({ ok: true as const, value }),
+    (error: unknown) => ({ ok: false as const, error }),
+  );
+}
+
+/** `p`, or a failure if it has not settled within `ms` of real time. */
+export async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const bound = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: not settled within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([p, bound]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+export interface Deferred<T> {
+  readonly promise: Promise<T>;
+  resolve(v: T): void;
+}
+
+export function deferred<T>(): Deferred<T> {
+  let resolve!: (v: T) => void;
+  const promise = new Promise<T>((r) => {
+    resolve = r;
+  });
+  return { promise, resolve };
+}
+
+/** Checks that `s` failed with a TransportError of `code`, and returns the error. */
+export function assertCode(s: Settled<unknown>, code: TransportErrorCode): TransportError {
+  assert.ok(!s.ok, `expected ${code}, the request succeeded`);
+  const e = s.error;
+  assert.ok(e instanceof TransportError, `expected a TransportError, got ${String(e)}`);
+  assert.equal(e.code, code, e.message);
+  return e;
+}
+
+/** Checks that `p` is already settled (failed) before the event loop turns: "fails at once". */
+export async function failsAtOnce(p: Promise<unknown>, code: TransportErrorCode): Promise<TransportError> {
+  const s = settle(p);
+  const first = await Promise.race([s, new Promise<"pending">((r) => setImmediate(() => r("pending")))]);
+  assert.notEqual(first, "pending", `expected ${code} at once, the request is still pending`);
+  return assertCode(await s, code);
+}
