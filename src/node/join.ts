@@ -24,7 +24,9 @@ export async function joinVia(
       const res = await transport.request(seed, { kind: "join", member: self }, JOIN_TIMEOUT_MS);
       return res;
     } catch (err) {
-      errors.push(`${seed}: ${(err as Error).message}`);
+      // The transport's message may name the address already.
+      const message = (err as Error).message;
+      errors.push(message.startsWith(seed) ? message : `${seed}: ${message}`);
     }
   }
   throw new ConfigError(`could not join through ${seeds.join(", ")}: ${errors.join("; ")}`);

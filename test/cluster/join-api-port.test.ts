@@ -61,4 +61,6 @@ test("--join with a node's API port fails at once with a sentence that says so",
     output,
   );
   assert.doesNotMatch(output, /1213486160/);
+  // The address is named once, not repeated by each layer.
+  assert.ok(!output.includes(`${a.api}: ${a.api}`), output);
 });
