@@ -29,7 +29,7 @@ export async function joinVia(
       errors.push(message.startsWith(seed) ? message : `${seed}: ${message}`);
     }
   }
-  throw new ConfigError(`could not join through ${seeds.join(", ")}: ${errors.join("; ")}`);
+  throw new ConfigError(`could not join a cluster (each --join address tried): ${errors.join("; ")}`);
 }
 
 /**
