@@ -10,10 +10,9 @@
  */
 import { GossipDriver } from "../membership/gossip-driver.js";
 import { Membership } from "../membership/membership.js";
-import { Coordinator, localPeer, type ReplicaPeer } from "../replication/coordinator.js";
+import { Coordinator } from "../replication/coordinator.js";
 import { ForwardMemo } from "../replication/forward-memo.js";
 import { Handoff } from "../replication/handoff.js";
-import { type PeerDirectory, remotePeer } from "../replication/remote-replica.js";
 import { Replica } from "../replication/replica.js";
 import { Router } from "../replication/router.js";
 import type { Clock, Random, Timers } from "../runtime/runtime.js";
@@ -31,6 +30,7 @@ import type { ClusterSettings } from "./identity.js";
 import { LeaveCompletion } from "./leave-completion.js";
 import { peerHandlers } from "./peer-dispatch.js";
 import { Placement } from "./placement.js";
+import { ReplicaPeers } from "./replica-peers.js";
 import type { SavedView } from "./saved-view.js";
 import { StrayForwarder } from "./stray-forwarder.js";
 
@@ -83,7 +83,6 @@ export class NodeCore {
   /** The transport's request handler. */
   readonly dispatch: RequestHandler;
   private readonly completion: LeaveCompletion;
-  private readonly peers = new Map<string, ReplicaPeer>();
 
   constructor(private readonly d: NodeCoreDeps) {
     const now = () => d.clock.now();
@@ -106,20 +105,16 @@ export class NodeCore {
     const list = (key: Uint8Array) => this.placement.preferenceList(key);
 
     this.replica = new Replica(d.storage, d.actor, d.maxSiblings);
-    const directory: PeerDirectory = {
-      addressOf: (nid) => membership.member(nid)?.peer,
-      reachable: (nid) => nid === d.nodeId || membership.liveness(nid, now()) !== "down",
-      contacted: (nid, ok) => (ok ? membership.contactSucceeded(nid) : membership.contactFailed(nid, now())),
-    };
-    this.peers.set(d.nodeId, localPeer(d.nodeId, this.replica));
-    const peerFor = (nid: string): ReplicaPeer => {
-      let p = this.peers.get(nid);
-      if (p === undefined) {
-        p = remotePeer(nid, d.transport, directory, d.requestTimeoutMs, d.onReplicaTimeout);
-        this.peers.set(nid, p);
-      }
-      return p;
-    };
+    const peers = new ReplicaPeers({
+      selfId: d.nodeId,
+      membership,
+      replica: this.replica,
+      transport: d.transport,
+      clock: d.clock,
+      requestTimeoutMs: d.requestTimeoutMs,
+      onTimeout: d.onReplicaTimeout,
+    });
+    const peerFor = (id: string) => peers.peer(id);
     this.coordinator = new Coordinator({
       local: this.replica,
       localNodeId: d.nodeId,
@@ -132,7 +127,7 @@ export class NodeCore {
       coordinator: this.coordinator,
       selfId: d.nodeId,
       transport: d.transport,
-      directory,
+      directory: peers.directory,
       preferenceList: list,
       random: d.random,
     });
