@@ -15,18 +15,18 @@ const DONE = update([], EMPTY_VECTOR, "a1", VALUE);
 const OK_WRITE: WriteOutcome = { kind: "ok", written: DONE.written, set: DONE.set, acked: 1 };
 const OK_READ: ReadOutcome = { kind: "ok", siblings: DONE.set, replied: 1 };
 
-async function withApi(
-  service: KvService,
-  fn: (api: HttpApi, port: number, metrics: NodeMetrics) => Promise<void>,
-  more: Partial<ApiDeps> = {},
-): Promise<void> {
-  const metrics = new NodeMetrics(
+function testMetrics(): NodeMetrics {
+  return new NodeMetrics(
     () => {
       throw new Error("storage statistics are not part of this test");
     },
     { node: "t" },
   );
-  const api = buildHttpApi({
+}
+
+/** What the API needs, over `service`; /status and /ring are not part of these tests. */
+function testDeps(service: KvService, metrics: NodeMetrics, more: Partial<ApiDeps> = {}): ApiDeps {
+  return {
     service,
     secret: Buffer.alloc(32, 1),
     n: 1,
@@ -42,7 +42,16 @@ async function withApi(
       throw new Error("/ring is not part of this test");
     },
     ...more,
-  });
+  };
+}
+
+async function withApi(
+  service: KvService,
+  fn: (api: HttpApi, port: number, metrics: NodeMetrics) => Promise<void>,
+  more: Partial<ApiDeps> = {},
+): Promise<void> {
+  const metrics = testMetrics();
+  const api = buildHttpApi(testDeps(service, metrics, more));
   const port = await api.listen("127.0.0.1", 0);
   try {
     await fn(api, port, metrics);
@@ -316,12 +325,7 @@ test("membership operations: accepted is 202 with the answer, refused 409, unava
 });
 
 test("starting: a bound API answers 503 starting (nothing done) until the node serves it", async () => {
-  const metrics = new NodeMetrics(
-    () => {
-      throw new Error("storage statistics are not part of this test");
-    },
-    { node: "t" },
-  );
+  const metrics = testMetrics();
   const api = createApi({ maxKeyBytes: 1024, maxValueBytes: 1024, metrics });
   const port = await api.listen("127.0.0.1", 0);
   try {
@@ -337,28 +341,14 @@ test("starting: a bound API answers 503 starting (nothing done) until the node s
       assert.equal(body.starting, true);
     }
     const writes: string[] = [];
-    serveApi(api, {
-      service: {
-        get: async () => OK_READ,
-        write: async (key) => {
-          writes.push(Buffer.from(key).toString());
-          return OK_WRITE;
-        },
+    const service: KvService = {
+      get: async () => OK_READ,
+      write: async (key) => {
+        writes.push(Buffer.from(key).toString());
+        return OK_WRITE;
       },
-      secret: Buffer.alloc(32, 1),
-      n: 1,
-      r: 1,
-      w: 1,
-      requestTimeoutMs: 1000,
-      maxTimeoutMs: 60_000,
-      limits: { maxKeyBytes: 1024, maxValueBytes: 1024, maxContextChars: 8192 },
-      metrics,
-      now: () => 0,
-      status: () => Promise.reject(new Error("/status is not part of this test")),
-      ring: () => {
-        throw new Error("/ring is not part of this test");
-      },
-    });
+    };
+    serveApi(api, testDeps(service, metrics));
     assert.equal((await fetch(`http://127.0.0.1:${port}/health`)).status, 200);
     assert.equal((await fetch(`http://127.0.0.1:${port}/kv/k2`, { method: "PUT", body: "v" })).status, 204);
     assert.deepEqual(writes, ["k2"]);
