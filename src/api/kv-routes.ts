@@ -10,7 +10,15 @@ import { contextOf, type VersionVector } from "../versioning/dvv.js";
 import type { StoredSibling } from "../versioning/object-codec.js";
 import type { Call } from "./http-server.js";
 import type { NodeMetrics } from "./metrics.js";
-import { parseContext, parseKey, parseQuorum, parseTimeout, single } from "./params.js";
+import {
+  parseContext,
+  parseKey,
+  parsePrimaryQuorum,
+  parseQuorum,
+  parseTimeout,
+  type Query,
+  single,
+} from "./params.js";
 
 export interface ApiLimits {
   readonly maxKeyBytes: number;
@@ -49,6 +57,20 @@ function historyOf(s: StoredSibling): VersionVector {
   return out;
 }
 
+/**
+ * Every quorum parameter of a request, checked whichever the method uses (a bad one is a 400 for any
+ * method), and the timeout.
+ */
+function quorums(q: Query, deps: KvRouteDeps) {
+  return {
+    r: parseQuorum(single(q, "r"), "r", deps.r, deps.n),
+    w: parseQuorum(single(q, "w"), "w", deps.w, deps.n),
+    pr: parsePrimaryQuorum(single(q, "pr"), "pr", deps.n),
+    pw: parsePrimaryQuorum(single(q, "pw"), "pw", deps.n),
+    timeout: parseTimeout(single(q, "timeout"), deps.requestTimeoutMs, deps.maxTimeoutMs),
+  };
+}
+
 export function kvRoutes(deps: KvRouteDeps): KvRoutes {
   const m = deps.metrics;
   const secret = deps.secret;
@@ -56,18 +78,20 @@ export function kvRoutes(deps: KvRouteDeps): KvRoutes {
 
   const get = async (c: Call): Promise<void> => {
     const key = parseKey(c.rawUrl, limits.maxKeyBytes);
-    const q = c.query();
-    const r = parseQuorum(single(q, "r"), "r", deps.r, deps.n);
-    const timeout = parseTimeout(single(q, "timeout"), deps.requestTimeoutMs, deps.maxTimeoutMs);
-    const out = await deps.service.get(key, r, timeout);
-    if (out.kind === "too_few_replicas") return tooFewReplicas(c, "r", out, "nothing was read");
+    const { r, pr, timeout } = quorums(c.query(), deps);
+    const out = await deps.service.get(key, r, timeout, { pr });
+    if (out.kind === "too_few_replicas")
+      return tooFewReplicas(c, out.needed === pr && pr > r ? "pr" : "r", out, "nothing was read");
     if (out.kind === "unavailable") {
       m.replicaTimeouts.inc();
+      const p = out.primary;
       return c.error(
         503,
         "unavailable",
-        `only ${out.replied} of the ${out.needed} replicas needed replied in time`,
-        { needed: out.needed, replied: out.replied },
+        p !== undefined && out.replied >= out.needed
+          ? `only ${p.replied} of the ${p.needed} replies needed from the key's primary replicas (pr) arrived in time`
+          : `only ${out.replied} of the ${out.needed} replicas needed replied in time`,
+        { needed: out.needed, replied: out.replied, ...(p === undefined ? {} : { primary: p }) },
       );
     }
     const sibs = out.siblings;
@@ -101,9 +125,7 @@ export function kvRoutes(deps: KvRouteDeps): KvRoutes {
   const write = async (c: Call, deleted: boolean): Promise<void> => {
     // Everything but the body is checked first: a bad request is refused before its body is read.
     const key = parseKey(c.rawUrl, limits.maxKeyBytes);
-    const q = c.query();
-    const w = parseQuorum(single(q, "w"), "w", deps.w, deps.n);
-    const timeout = parseTimeout(single(q, "timeout"), deps.requestTimeoutMs, deps.maxTimeoutMs);
+    const { w, pw, timeout } = quorums(c.query(), deps);
     const context = parseContext(c.req.headers, key, secret, limits.maxContextChars);
     // A DELETE's body, if any, is read (within the same limit) and dropped.
     const body = await c.readBody();
@@ -121,6 +143,7 @@ export function kvRoutes(deps: KvRouteDeps): KvRoutes {
       },
       w,
       timeout,
+      { pw },
     );
     if (out.kind === "too_many_siblings")
       return c.error(
@@ -131,15 +154,25 @@ export function kvRoutes(deps: KvRouteDeps): KvRoutes {
       );
     if (out.kind === "unavailable") {
       m.replicaTimeouts.inc();
+      const p = out.primary;
+      const which =
+        p !== undefined && out.acked >= out.needed
+          ? `only ${p.acked} of the ${p.needed} acknowledgements needed from the key's primary replicas (pw) arrived in time`
+          : `only ${out.acked} of the ${out.needed} replica acknowledgements needed arrived in time`;
       return c.error(
         503,
         "unavailable",
-        `only ${out.acked} of the ${out.needed} replica acknowledgements needed arrived in time; the write may have been applied on some replicas (it is not rolled back)`,
-        { needed: out.needed, acked: out.acked },
+        `${which}; the write may have been applied on some replicas (it is not rolled back)`,
+        { needed: out.needed, acked: out.acked, ...(p === undefined ? {} : { primary: p }) },
       );
     }
     if (out.kind === "too_few_replicas")
-      return tooFewReplicas(c, "w", out, "nothing was written: the write was NOT applied");
+      return tooFewReplicas(
+        c,
+        out.needed === pw && pw > w ? "pw" : "w",
+        out,
+        "nothing was written: the write was NOT applied",
+      );
     if (out.kind === "overloaded")
       return c.error(
         503,
@@ -158,11 +191,15 @@ export function kvRoutes(deps: KvRouteDeps): KvRoutes {
 }
 
 /** 503 for a quorum larger than the key's replicas in the ring: nothing was asked. */
-function tooFewReplicas(c: Call, which: "r" | "w", out: TooFewReplicas, what: string): void {
+function tooFewReplicas(c: Call, which: "r" | "w" | "pr" | "pw", out: TooFewReplicas, what: string): void {
   c.error(
     503,
     "unavailable",
     `too few replicas are up: ${which}=${out.needed} needs ${out.needed} replicas, and this key has ${out.replicas} in the cluster (it has fewer members than that); ${what}`,
-    { needed: out.needed, replicas: out.replicas, ...(which === "w" ? { applied: false } : {}) },
+    {
+      needed: out.needed,
+      replicas: out.replicas,
+      ...(which === "w" || which === "pw" ? { applied: false } : {}),
+    },
   );
 }

@@ -15,9 +15,17 @@ export class NodeMetrics {
   readonly replicaRequestTimeouts: Counter<"op">;
   readonly hintsStored: Counter;
   readonly hintsDelivered: Counter;
+  readonly hintsDeliveredBytes: Counter;
+  readonly hintsDropped: Counter<"reason">;
   readonly antiEntropyKeysRepaired: Counter;
 
-  constructor(storageStats: () => EngineStats, labels: Record<string, string>) {
+  constructor(
+    storageStats: () => EngineStats,
+    labels: Record<string, string>,
+    /** The hints this node holds, by target (read at scrape time). */
+    hintBacklog: () => ReadonlyMap<string, { readonly count: number; readonly bytes: number }> = () =>
+      new Map(),
+  ) {
     const r = this.registry;
     r.setDefaultLabels(labels);
     this.requests = new Counter({
@@ -57,13 +65,44 @@ export class NodeMetrics {
     });
     this.hintsStored = new Counter({
       name: "ringstore_hints_stored_total",
-      help: "Hinted writes stored",
+      help: "Hints stored by this node for a replica that was down or did not answer",
       registers: [r],
     });
     this.hintsDelivered = new Counter({
       name: "ringstore_hints_delivered_total",
-      help: "Hinted writes handed off",
+      help: "Hints delivered to their target and deleted here",
       registers: [r],
+    });
+    this.hintsDeliveredBytes = new Counter({
+      name: "ringstore_hints_delivered_bytes_total",
+      help: "Bytes of hints delivered (its rate is the delivery rate)",
+      registers: [r],
+    });
+    this.hintsDropped = new Counter({
+      name: "ringstore_hints_dropped_total",
+      help: "Hints not kept or not delivered, by reason (full, expired, removed, overloaded, failed), left to anti-entropy",
+      labelNames: ["reason"],
+      registers: [r],
+    });
+    new Gauge({
+      name: "ringstore_hints_backlog",
+      help: "Hints held for delivery, by target node",
+      labelNames: ["target"],
+      registers: [r],
+      collect() {
+        this.reset();
+        for (const [target, b] of hintBacklog()) this.set({ target }, b.count);
+      },
+    });
+    new Gauge({
+      name: "ringstore_hints_backlog_bytes",
+      help: "Bytes of hints held for delivery, by target node",
+      labelNames: ["target"],
+      registers: [r],
+      collect() {
+        this.reset();
+        for (const [target, b] of hintBacklog()) this.set({ target }, b.bytes);
+      },
     });
     this.antiEntropyKeysRepaired = new Counter({
       name: "ringstore_antientropy_keys_repaired_total",

@@ -79,6 +79,19 @@ export function parseQuorum(v: string | undefined, name: string, dflt: number, n
   return x;
 }
 
+/** `pr`/`pw`: how many replies or acknowledgements must come from primaries: an integer 0..N (default 0), or one, quorum, all. */
+export function parsePrimaryQuorum(v: string | undefined, name: string, n: number): number {
+  if (v === undefined) return 0;
+  if (v === "one" || v === "quorum" || v === "all") return parseQuorum(v, name, 0, n);
+  if (!/^[0-9]{1,9}$/.test(v) || Number(v) > n)
+    throw new ApiError(
+      400,
+      "bad_parameter",
+      `${name} must be an integer 0..${n}, one, quorum or all; got "${v}"`,
+    );
+  return Number(v);
+}
+
 /** `timeout`: milliseconds, 1..max. */
 export function parseTimeout(v: string | undefined, dflt: number, max: number): number {
   if (v === undefined) return dflt;

@@ -88,7 +88,7 @@ export interface StatusDocument {
   readonly strayStores: StrayStores;
   /** Saves of this node's view (members.json): a failing disk shows here, the node keeps running. */
   readonly viewSaves: ViewSaves;
-  readonly hintedHandoff: { readonly backlog: number };
+  readonly hintedHandoff: HintedHandoffStatus;
   /** The last anti-entropy exchanges (none until anti-entropy exists). */
   readonly antiEntropy: { readonly lastExchanges: readonly [] };
   /** The peer transport's counters. */
@@ -160,6 +160,37 @@ export interface StrayStores {
   readonly dropped: number;
 }
 
+/** Hinted handoff as this node holds and delivers it. */
+export interface HintedHandoffStatus {
+  /** Hints held here, all targets together. */
+  readonly backlog: number;
+  readonly backlogBytes: number;
+  /** Per target node that has hints here (or had some delivered since this node started). */
+  readonly targets: readonly HintTargetStatus[];
+  readonly limits: {
+    readonly windowMs: number;
+    readonly maxBytesPerTarget: number;
+    readonly deliveryBytesPerSecond: number;
+  } | null;
+}
+
+export interface HintTargetStatus {
+  readonly target: string;
+  /** Hints held for it, their bytes, and the age of the oldest (ms; null when none). */
+  readonly count: number;
+  readonly bytes: number;
+  readonly oldestAgeMs: number | null;
+  /** idle: nothing to deliver; delivering: a pass is sending; waiting: the target is not up (or a pass failed). */
+  readonly state: "idle" | "delivering" | "waiting";
+  readonly delivered: number;
+  readonly deliveredBytes: number;
+  readonly failed: number;
+  readonly lastError: string | null;
+  readonly lastDeliveredAt: number | null;
+  /** Stores kept in flight to it now (the adaptive window). */
+  readonly window: number;
+}
+
 export interface ViewSaves {
   /** Saves that succeeded, and that failed (each failed retry counts). */
   readonly saved: number;
@@ -192,6 +223,7 @@ export interface StatusInputs {
   readonly handoff: HandoffProgress;
   readonly strayStores: StrayStores;
   readonly viewSaves: ViewSaves;
+  readonly hintedHandoff?: HintedHandoffStatus;
   readonly transport: TransportCounters;
   readonly storage: EngineStats;
 }
@@ -246,7 +278,7 @@ export function statusDocument(i: StatusInputs): StatusDocument {
       lastError: i.viewSaves.lastError,
       retrying: i.viewSaves.retrying,
     },
-    hintedHandoff: { backlog: 0 },
+    hintedHandoff: i.hintedHandoff ?? { backlog: 0, backlogBytes: 0, targets: [], limits: null },
     antiEntropy: { lastExchanges: [] },
     transport: {
       protocolErrors: t.protocolErrors,
@@ -277,4 +309,45 @@ export interface RemoveAnswer {
   readonly removed: string;
   /** The members that stay up to take its data. */
   readonly remaining: number;
+}
+
+/** What the hinted handoff section is built from. */
+export interface HintedHandoffInputs {
+  readonly backlog: ReadonlyMap<
+    string,
+    { readonly count: number; readonly bytes: number; readonly oldestStoredAt: number | null }
+  >;
+  readonly progress: ReadonlyMap<
+    string,
+    Omit<HintTargetStatus, "target" | "count" | "bytes" | "oldestAgeMs">
+  >;
+  readonly limits: HintedHandoffStatus["limits"];
+  /** The clock the hints' storedAt came from. */
+  readonly now: number;
+}
+
+export function hintedHandoffDocument(i: HintedHandoffInputs): HintedHandoffStatus {
+  const ids = [...new Set([...i.backlog.keys(), ...i.progress.keys()])].sort();
+  let count = 0;
+  let bytes = 0;
+  const targets = ids.map((target): HintTargetStatus => {
+    const b = i.backlog.get(target);
+    const p = i.progress.get(target);
+    count += b?.count ?? 0;
+    bytes += b?.bytes ?? 0;
+    return {
+      target,
+      count: b?.count ?? 0,
+      bytes: b?.bytes ?? 0,
+      oldestAgeMs: b?.oldestStoredAt == null ? null : Math.max(0, Math.round(i.now - b.oldestStoredAt)),
+      state: p?.state ?? (b === undefined ? "idle" : "waiting"),
+      delivered: p?.delivered ?? 0,
+      deliveredBytes: p?.deliveredBytes ?? 0,
+      failed: p?.failed ?? 0,
+      lastError: p?.lastError ?? null,
+      lastDeliveredAt: p?.lastDeliveredAt ?? null,
+      window: p?.window ?? 0,
+    };
+  });
+  return { backlog: count, backlogBytes: bytes, targets, limits: i.limits };
 }

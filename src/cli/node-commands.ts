@@ -7,7 +7,9 @@ import { startNode } from "../node/node.js";
 
 export const DEFAULT_NODE = "127.0.0.1:8001";
 
-export interface StartFlags extends Omit<NodeConfigInput, "timeoutMs" | "gossipIntervalMs" | "downAfterMs"> {
+export interface StartFlags
+  extends Omit<NodeConfigInput, "timeoutMs" | "gossipIntervalMs" | "downAfterMs" | "hintWindowMs"> {
+  hintWindow?: string;
   timeout?: string;
   gossipInterval?: string;
   downAfter?: string;
@@ -25,6 +27,7 @@ export async function startCommand(flags: StartFlags): Promise<void> {
     timeoutMs: flags.timeout,
     gossipIntervalMs: flags.gossipInterval,
     downAfterMs: flags.downAfter,
+    hintWindowMs: flags.hintWindow,
   });
   let stopFor: ((why: string) => void) | undefined;
   // The node may hear that it is out of the cluster before startNode returns: keep the reason till then.

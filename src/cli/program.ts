@@ -67,6 +67,17 @@ program
   .option("--partitions <q>", "ring partitions, a power of two (fixed when the cluster is created)", "1024")
   .option("--gossip-interval <ms>", "time between gossip rounds", "500")
   .option("--down-after <ms>", "a member silent this long is down", "5000")
+  .option("--hint-window <ms>", "hinted handoff: hints older than this are dropped (default 3 h)", "10800000")
+  .option(
+    "--hint-max-bytes <n>",
+    "hinted handoff: bytes of hints kept per unreachable node",
+    String(256 * 1024 * 1024),
+  )
+  .option(
+    "--hint-rate <bytes/s>",
+    "hinted handoff: bytes of hints delivered per second at most",
+    String(16 * 1024 * 1024),
+  )
   .action(startCommand);
 
 program

@@ -15,6 +15,7 @@
  * The caller binds its ports (peer, API) before calling, so a port in use also refuses the start before
  * anything is written.
  */
+import { type HintLimits, HintStore, type HintStoreEvents } from "../replication/hints.js";
 import type { Runtime } from "../runtime/runtime.js";
 import type { StorageEngine } from "../storage/engine.js";
 import type { FileSystem } from "../storage/fs/file-system.js";
@@ -23,7 +24,7 @@ import type { RequestHandler, Transport } from "../transport/transport.js";
 import { DataDir } from "./data-dir.js";
 import { type Entropy, type NodeIdentity, newIdentity, renewActor } from "./identity.js";
 import { checkJoinTargets, joinVia } from "./join.js";
-import { NodeCore } from "./node-core.js";
+import { NodeCore, type NodeCoreDeps } from "./node-core.js";
 import type { SavedView } from "./saved-view.js";
 import { planSelf, planStart } from "./start-plan.js";
 import { ViewSaver } from "./view-saver.js";
@@ -55,6 +56,11 @@ export interface BootConfig {
   readonly downAfterMs: number;
   readonly requestTimeoutMs: number;
   readonly maxSiblings: number;
+  /** Sloppy quorum and hinted handoff (absent: strict quorums, no hints). */
+  readonly hinted?: {
+    readonly limits: HintLimits;
+    readonly deliveryBytesPerSecond: number;
+  };
 }
 
 export interface BootDeps {
@@ -69,6 +75,12 @@ export interface BootDeps {
   readonly onLeft?: (how: "left" | "removed") => void;
   /** A background save of the view failed (it is retried). */
   readonly onViewSaveError?: (err: Error) => void;
+  /** Hinted handoff's events, for the metrics. */
+  readonly hintEvents?: Pick<
+    NonNullable<NodeCoreDeps["hinted"]>,
+    "onLateHint" | "onDelivered" | "onDropped"
+  > &
+    HintStoreEvents;
 }
 
 export interface BootedNode {
@@ -155,6 +167,14 @@ export async function bootNode(config: BootConfig, deps: BootDeps): Promise<Boot
     await dir.markRunning();
     transport.setCluster(identity.clusterId);
     storage = await deps.openStorage(dir.storageDir);
+    let hints: HintStore | undefined;
+    if (config.hinted !== undefined) {
+      hints = new HintStore(storage, env.clock, config.hinted.limits, {
+        onStored: deps.hintEvents?.onStored,
+        onDropped: deps.hintEvents?.onDropped,
+      });
+      await hints.load();
+    }
 
     const self = planSelf(config.nodeId, view, plan.kind === "create", config.join);
     const views = new ViewSaver(
@@ -181,6 +201,17 @@ export async function bootNode(config: BootConfig, deps: BootDeps): Promise<Boot
       maxSiblings: config.maxSiblings,
       handedOff: saved?.handedOff,
       views,
+      hinted:
+        hints === undefined || config.hinted === undefined
+          ? undefined
+          : {
+              hints,
+              deliveryBytesPerSecond: config.hinted.deliveryBytesPerSecond,
+              entropy: env.entropy,
+              onLateHint: deps.hintEvents?.onLateHint,
+              onDelivered: deps.hintEvents?.onDelivered,
+              onDropped: deps.hintEvents?.onDropped,
+            },
       onReadRepair: deps.onReadRepair,
       onReplicaTimeout: deps.onReplicaTimeout,
       onLeft: deps.onLeft,

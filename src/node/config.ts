@@ -33,6 +33,12 @@ export interface NodeConfig {
   readonly gossipIntervalMs: number;
   /** A member whose heartbeat has not moved for this long is down. */
   readonly downAfterMs: number;
+  /** Hinted handoff: hints older than this are dropped (left to anti-entropy). */
+  readonly hintWindowMs: number;
+  /** Hinted handoff: bytes of hints kept for one target at most. */
+  readonly hintMaxBytes: number;
+  /** Hinted handoff: bytes of hints delivered per second at most. */
+  readonly hintRateBytesPerSec: number;
 }
 
 export const NODE_DEFAULTS = {
@@ -48,6 +54,9 @@ export const NODE_DEFAULTS = {
   maxSiblings: 64,
   requestTimeoutMs: 5000,
   maxRequestTimeoutMs: 60_000,
+  hintWindowMs: 3 * 60 * 60 * 1000,
+  hintMaxBytes: 256 * 1024 * 1024,
+  hintRateBytesPerSec: 16 * 1024 * 1024,
   durability: "fsync" as Durability,
 };
 
@@ -108,6 +117,9 @@ export interface NodeConfigInput {
   partitions?: string | number | undefined;
   gossipIntervalMs?: string | number | undefined;
   downAfterMs?: string | number | undefined;
+  hintWindowMs?: string | number | undefined;
+  hintMaxBytes?: string | number | undefined;
+  hintRate?: string | number | undefined;
 }
 
 export function validateNodeConfig(input: NodeConfigInput): NodeConfig {
@@ -159,6 +171,19 @@ export function validateNodeConfig(input: NodeConfigInput): NodeConfig {
       60_000,
     ),
     downAfterMs: int(input.downAfterMs ?? NODE_DEFAULTS.downAfterMs, "--down-after", 100, 600_000),
+    hintWindowMs: int(
+      input.hintWindowMs ?? NODE_DEFAULTS.hintWindowMs,
+      "--hint-window",
+      1000,
+      7 * 24 * 3600_000,
+    ),
+    hintMaxBytes: int(input.hintMaxBytes ?? NODE_DEFAULTS.hintMaxBytes, "--hint-max-bytes", 0, 2 ** 50),
+    hintRateBytesPerSec: int(
+      input.hintRate ?? NODE_DEFAULTS.hintRateBytesPerSec,
+      "--hint-rate",
+      1024,
+      2 ** 40,
+    ),
   };
 }
 

@@ -10,9 +10,11 @@
  */
 import { GossipDriver } from "../membership/gossip-driver.js";
 import { Membership } from "../membership/membership.js";
-import { Coordinator } from "../replication/coordinator.js";
+import { Coordinator, type CoordinatorDeps } from "../replication/coordinator.js";
 import { ForwardMemo } from "../replication/forward-memo.js";
 import { Handoff } from "../replication/handoff.js";
+import { HintDelivery, type HintDeliveryDeps } from "../replication/hint-delivery.js";
+import type { HintStore } from "../replication/hints.js";
 import { Replica } from "../replication/replica.js";
 import { Router } from "../replication/router.js";
 import type { Clock, Random, Timers } from "../runtime/runtime.js";
@@ -57,6 +59,19 @@ export interface NodeCoreDeps {
   readonly maxSiblings: number;
   /** Saves the view (viewToSave) in the background, and durably before a change is acknowledged. */
   readonly views?: { save(): void; persist(): Promise<void> };
+  /**
+   * Sloppy quorum and hinted handoff: this node's hints (loaded), and how fast it delivers them. Absent:
+   * strict quorums over the key's replicas alone, and no hints.
+   */
+  readonly hinted?: {
+    readonly hints: HintStore;
+    readonly deliveryBytesPerSecond: number;
+    /** Random bytes for the actor of a write this node versions as a stand-in. */
+    readonly entropy: (bytes: number) => Uint8Array;
+    readonly onLateHint?: CoordinatorDeps["onLateHint"];
+    readonly onDelivered?: HintDeliveryDeps["onDelivered"];
+    readonly onDropped?: HintDeliveryDeps["onDropped"];
+  };
   readonly onReadRepair?: (nodeId: string) => void;
   /** A read or store sent to another replica timed out. */
   readonly onReplicaTimeout?: (op: "read" | "store") => void;
@@ -77,6 +92,9 @@ export class NodeCore {
   readonly handoff: Handoff;
   readonly departures: Departures;
   readonly strays: StrayForwarder;
+  /** Hinted handoff's store and delivery (undefined without hints). */
+  readonly hints: HintStore | undefined;
+  readonly hintDelivery: HintDelivery | undefined;
   /** Outcomes of the forwarded writes coordinated here, by request id (a duplicate gets the same one). */
   readonly forwarded: ForwardMemo<AnswerOf<"coordinate">>;
   readonly handlers: PeerHandlers;
@@ -103,25 +121,38 @@ export class NodeCore {
     if (d.bootstrapRing) membership.bootstrapRing();
     this.placement = new Placement(membership, d.nodeId, d.cluster.n);
     const list = (key: Uint8Array) => this.placement.preferenceList(key);
+    const fallbacks = (key: Uint8Array) => (d.hinted === undefined ? [] : this.placement.fallbacks(key));
+    const alive = (id: string) => membership.liveness(id, now()) !== "down";
 
     this.replica = new Replica(d.storage, d.actor, d.maxSiblings);
     const peers = new ReplicaPeers({
       selfId: d.nodeId,
       membership,
       replica: this.replica,
+      hints: d.hinted?.hints,
       transport: d.transport,
       clock: d.clock,
       requestTimeoutMs: d.requestTimeoutMs,
       onTimeout: d.onReplicaTimeout,
     });
     const peerFor = (id: string) => peers.peer(id);
+    const hinted = d.hinted;
+    this.hints = hinted?.hints;
     this.coordinator = new Coordinator({
       local: this.replica,
       localNodeId: d.nodeId,
       replicasFor: (key) => list(key).map(peerFor),
+      fallbacksFor: (key) => fallbacks(key).map(peerFor),
+      healthy: alive,
+      hints: hinted?.hints,
+      standInActor:
+        hinted === undefined
+          ? undefined
+          : () => `${d.actor}~${Buffer.from(hinted.entropy(8)).toString("hex")}`,
       timers: d.timers,
       random: d.random,
       onReadRepair: d.onReadRepair,
+      onLateHint: hinted?.onLateHint,
     });
     this.router = new Router({
       coordinator: this.coordinator,
@@ -129,6 +160,7 @@ export class NodeCore {
       transport: d.transport,
       directory: peers.directory,
       preferenceList: list,
+      fallbacks,
       random: d.random,
     });
     this.forwarded = new ForwardMemo<AnswerOf<"coordinate">>({ clock: d.clock }, ({ outcome }) =>
@@ -145,6 +177,7 @@ export class NodeCore {
       requestTimeoutMs: Math.max(d.gossipIntervalMs * 2, 500),
       onChange: () => {
         this.completion.viewChanged();
+        this.hintDelivery?.kick();
         saveView();
       },
     });
@@ -196,7 +229,26 @@ export class NodeCore {
       preferenceList: list,
       peer: peerFor,
     });
+    this.hintDelivery =
+      hinted === undefined
+        ? undefined
+        : new HintDelivery({
+            selfId: d.nodeId,
+            hints: hinted.hints,
+            peer: peerFor,
+            alive: (id) => membership.liveness(id, now()) === "up",
+            gone: (id) => membership.member(id)?.status === "left",
+            replicasOf: list,
+            timers: d.timers,
+            clock: d.clock,
+            maxBytesPerSecond: hinted.deliveryBytesPerSecond,
+            intervalMs: Math.max(d.gossipIntervalMs * 2, 500),
+            onDelivered: hinted.onDelivered,
+            onDropped: hinted.onDropped,
+          });
     this.handlers = peerHandlers({
+      selfId: d.nodeId,
+      local: peerFor(d.nodeId),
       cluster: d.cluster,
       membership,
       gossip: this.gossip,
@@ -227,6 +279,7 @@ export class NodeCore {
 
   start(): void {
     this.gossip.start();
+    this.hintDelivery?.start();
     // A pass that a stop or crash interrupted runs again from the ring saved as handed off for.
     const saved = this.d.handedOff;
     this.handoff.start(
@@ -241,7 +294,7 @@ export class NodeCore {
   stop(): Promise<void> {
     this.gossip.stop();
     this.completion.stop();
-    return this.handoff.stop();
+    return Promise.all([this.handoff.stop(), this.hintDelivery?.stop()]).then(() => undefined);
   }
 
   /** What a node saves to find its place again after a restart: members, ring, last handed-off ring. */

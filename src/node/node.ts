@@ -8,7 +8,7 @@ import { randomBytes, randomInt } from "node:crypto";
 import * as path from "node:path";
 import { createApi, type MembershipOutcome, serveApi } from "../api/http-api.js";
 import { NodeMetrics } from "../api/metrics.js";
-import { ringDocument, statusDocument } from "../api/views.js";
+import { hintedHandoffDocument, ringDocument, statusDocument } from "../api/views.js";
 import { seededRandom } from "../runtime/runtime.js";
 import { systemRuntime } from "../runtime/system-runtime.js";
 import { workerCompactionExecutor } from "../storage/compaction-worker.js";
@@ -79,7 +79,12 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
   try {
     // The API's port is bound before anything is written too; it answers 503 `starting` until served.
     let engine: StorageEngine | undefined;
-    const metrics = new NodeMetrics(() => engine!.stats(), { node: config.id });
+    let backlog: () => ReadonlyMap<string, { count: number; bytes: number }> = () => new Map();
+    const metrics = new NodeMetrics(
+      () => engine!.stats(),
+      { node: config.id },
+      () => backlog(),
+    );
     const app = createApi({ maxKeyBytes: config.maxKeyBytes, maxValueBytes: config.maxValueBytes, metrics });
     const apiBound: HostPort = {
       host: config.api.host,
@@ -100,6 +105,10 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
         downAfterMs: config.downAfterMs,
         requestTimeoutMs: config.requestTimeoutMs,
         maxSiblings: config.maxSiblings,
+        hinted: {
+          limits: { windowMs: config.hintWindowMs, maxBytesPerTarget: config.hintMaxBytes },
+          deliveryBytesPerSecond: config.hintRateBytesPerSec,
+        },
       },
       {
         env,
@@ -124,6 +133,19 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
         onReadRepair: () => metrics.readRepairs.inc(),
         onReplicaTimeout: (op) => metrics.replicaRequestTimeouts.inc({ op }),
         onLeft: (how) => options.onLeft?.(how),
+        hintEvents: {
+          onStored: () => metrics.hintsStored.inc(),
+          onDelivered: (_target, bytes) => {
+            metrics.hintsDelivered.inc();
+            metrics.hintsDeliveredBytes.inc(bytes);
+          },
+          onDropped: (_target, reason) => metrics.hintsDropped.inc({ reason }),
+          // A late hint refused at the bound is counted by the store (full).
+          onLateHint: (outcome) => {
+            if (outcome === "overloaded" || outcome === "failed")
+              metrics.hintsDropped.inc({ reason: outcome });
+          },
+        },
         onViewSaveError: (err) =>
           process.stderr.write(
             `ringstore node ${config.id}: saving the view failed (retrying): ${err.message}\n`,
@@ -135,6 +157,8 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
     const { identity: id, core, storage } = node;
     const membership = core.membership;
     engine = storage;
+    const hints = core.hints;
+    if (hints !== undefined) backlog = () => hints.backlog();
     serveApi(app, {
       service: core.router,
       secret: Buffer.from(id.clusterSecret, "base64"),
@@ -182,6 +206,19 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
           handoff: core.handoff.progress,
           strayStores: core.strays.counts,
           viewSaves: node.views.status,
+          hintedHandoff: hintedHandoffDocument({
+            backlog: hints?.backlog() ?? new Map(),
+            progress: core.hintDelivery?.progress ?? new Map(),
+            limits:
+              hints === undefined
+                ? null
+                : {
+                    windowMs: hints.limits.windowMs,
+                    maxBytesPerTarget: hints.limits.maxBytesPerTarget,
+                    deliveryBytesPerSecond: config.hintRateBytesPerSec,
+                  },
+            now: t,
+          }),
           transport: transport.counters,
           storage: storage.stats(),
         });

@@ -6,6 +6,7 @@ import { hash32 } from "../core/hash.js";
 import type { DepartureVerdict } from "../membership/departure.js";
 import type { GossipDriver } from "../membership/gossip-driver.js";
 import type { Membership } from "../membership/membership.js";
+import type { ReplicaPeer } from "../replication/coordinator.js";
 import type { ForwardMemo } from "../replication/forward-memo.js";
 import type { Replica } from "../replication/replica.js";
 import type { Router } from "../replication/router.js";
@@ -16,10 +17,13 @@ import { decodeSiblings, encodeSiblings, type StoredSibling } from "../versionin
 import type { ClusterSettings } from "./identity.js";
 
 export interface PeerDispatchDeps {
+  readonly selfId: string;
   readonly cluster: ClusterSettings;
   readonly membership: Membership;
   readonly gossip: GossipDriver;
   readonly replica: Replica;
+  /** This node's replica as a peer: its data, and the hints it keeps when it stands in for another. */
+  readonly local: ReplicaPeer;
   readonly router: Router;
   readonly transport: Transport;
   readonly clock: Clock;
@@ -64,11 +68,17 @@ export function peerHandlers(d: PeerDispatchDeps): PeerHandlers {
       return { kind: "probed", alive };
     },
     read: async (_from, body) => {
-      const set = await d.replica.read(body.key);
+      const set = await d.local.read(body.key, body.hintFor);
       return { kind: "read", set: set.length === 0 ? null : encodeSiblings(set) };
     },
     store: async (_from, body) => {
-      const { set, changed } = await d.replica.mergeChanged(body.key, decodeSiblings(body.set));
+      const incoming = decodeSiblings(body.set);
+      // A stand-in keeps the set as a hint for the replica it stands in for.
+      if (body.hintFor !== undefined && body.hintFor !== d.selfId) {
+        await d.local.store(body.key, incoming, false, body.hintFor);
+        return { kind: "stored" };
+      }
+      const { set, changed } = await d.replica.mergeChanged(body.key, incoming);
       if (changed && body.handoff !== true) d.stored(body.key, set);
       return { kind: "stored" };
     },

@@ -41,6 +41,11 @@ export class Placement {
     return this.current()?.forKey(key) ?? [];
   }
 
+  /** The nodes after the key's preference list on the ring, for a sloppy quorum ([] without a ring). */
+  fallbacks(key: Uint8Array): readonly string[] {
+    return this.current()?.fallbacksForKey(key) ?? [];
+  }
+
   /** The partitions this node owns (first in their preference list) and those it holds a replica of. */
   partitionsHeld(): { owned: number[]; replicated: number[] } {
     const ring = this.membership.ring;

@@ -5,6 +5,7 @@
  */
 import type { Membership } from "../membership/membership.js";
 import { localPeer, type ReplicaPeer } from "../replication/coordinator.js";
+import type { HintStore } from "../replication/hints.js";
 import { type PeerDirectory, remotePeer } from "../replication/remote-replica.js";
 import type { Replica } from "../replication/replica.js";
 import type { Clock } from "../runtime/runtime.js";
@@ -19,6 +20,8 @@ export class ReplicaPeers {
       readonly selfId: string;
       readonly membership: Membership;
       readonly replica: Replica;
+      /** The hints this node keeps when it stands in for another (sloppy quorum). */
+      readonly hints?: HintStore;
       readonly transport: Transport;
       readonly clock: Clock;
       readonly requestTimeoutMs: number;
@@ -32,7 +35,7 @@ export class ReplicaPeers {
       reachable: (id) => id === d.selfId || m.liveness(id, d.clock.now()) !== "down",
       contacted: (id, ok) => (ok ? m.contactSucceeded(id) : m.contactFailed(id, d.clock.now())),
     };
-    this.peers.set(d.selfId, localPeer(d.selfId, d.replica));
+    this.peers.set(d.selfId, localPeer(d.selfId, d.replica, d.hints));
   }
 
   /** The replica of member `id` (this node's own for its id). */

@@ -26,27 +26,45 @@
  */
 import { assert, unreachable } from "../core/assert.js";
 import type { Random, TimerHandle, Timers } from "../runtime/runtime.js";
-import { covers, dotEquals, merge, type VersionVector } from "../versioning/dvv.js";
+import { type Actor, covers, dotEquals, merge, type VersionVector } from "../versioning/dvv.js";
 import type { StoredSibling, StoredValue } from "../versioning/object-codec.js";
+import { type HintStore, HintsFullError } from "./hints.js";
+import { type Asked, type ReadTarget, readRound, TRUE_COUNT_GRACE_MS } from "./read-round.js";
 import type { Replica } from "./replica.js";
+import { planSlots, type Slot, standsIn } from "./sloppy.js";
+import { type WriteRound, writeRound } from "./write-round.js";
 
 /** A replica as the coordinator sees it: this node's own, or a remote one behind the transport. */
 export interface ReplicaPeer {
   readonly nodeId: string;
-  read(key: Uint8Array): Promise<StoredSibling[]>;
+  /**
+   * The replica's set of `key`. With `hintFor`, the node answers as a stand-in for that replica (sloppy
+   * quorum): the hint it holds for it, merged with any set it holds itself.
+   */
+  read(key: Uint8Array, hintFor?: string): Promise<StoredSibling[]>;
   /**
    * Merges `set` into the replica's copy; resolves once durable there. `handoff`: sent by ownership
-   * handoff (the replica does not send it on as a stray store).
+   * handoff (the replica does not send it on as a stray store). `hintFor`: the node stands in for that
+   * replica and keeps the set as a hint for it (replication/hints.ts).
    */
-  store(key: Uint8Array, set: readonly StoredSibling[], handoff?: boolean): Promise<void>;
+  store(key: Uint8Array, set: readonly StoredSibling[], handoff?: boolean, hintFor?: string): Promise<void>;
 }
 
-export function localPeer(nodeId: string, replica: Replica): ReplicaPeer {
+/** This node's own replica as a peer: its data, and the hints it holds when it stands in for another. */
+export function localPeer(nodeId: string, replica: Replica, hints?: HintStore): ReplicaPeer {
   return {
     nodeId,
-    read: (key) => replica.read(key),
-    store: async (key, set) => {
-      await replica.merge(key, set);
+    read: async (key, hintFor) => {
+      const own = await replica.read(key);
+      if (hintFor === undefined || hintFor === nodeId || hints === undefined) return own;
+      return merge(own, await hints.read(hintFor, key));
+    },
+    store: async (key, set, _handoff, hintFor) => {
+      if (hintFor === undefined || hintFor === nodeId) await replica.merge(key, set);
+      else {
+        assert(hints !== undefined, () => `a hint for ${hintFor} on a node that keeps no hints`);
+        await hints.put(hintFor, key, set);
+      }
     },
   };
 }
@@ -64,7 +82,13 @@ export interface TooFewReplicas {
 
 export type ReadOutcome =
   | { readonly kind: "ok"; readonly siblings: StoredSibling[]; readonly replied: number }
-  | { readonly kind: "unavailable"; readonly needed: number; readonly replied: number }
+  | {
+      readonly kind: "unavailable";
+      readonly needed: number;
+      readonly replied: number;
+      /** With pr: how many replies had to come from primaries, and how many did. */
+      readonly primary?: { readonly needed: number; readonly replied: number };
+    }
   | TooFewReplicas;
 
 export type WriteOutcome =
@@ -75,7 +99,13 @@ export type WriteOutcome =
       readonly acked: number;
     }
   | { readonly kind: "too_many_siblings"; readonly siblings: number; readonly max: number }
-  | { readonly kind: "unavailable"; readonly needed: number; readonly acked: number }
+  | {
+      readonly kind: "unavailable";
+      readonly needed: number;
+      readonly acked: number;
+      /** With pw: how many acknowledgements had to come from primaries, and how many did. */
+      readonly primary?: { readonly needed: number; readonly acked: number };
+    }
   | TooFewReplicas
   /**
    * Refused at once, nothing applied: the key's lock on the coordinating node is full (`waiters_per_key`:
@@ -85,13 +115,16 @@ export type WriteOutcome =
 
 /** Everything the API needs from the replication layer: a coordinator, or a router in front of one. */
 export interface KvService {
-  get(key: Uint8Array, r: number, timeoutMs: number): Promise<ReadOutcome>;
+  /** `pr`: how many of the `r` replies must come from the key's primaries (sloppy quorum; default 0). */
+  get(key: Uint8Array, r: number, timeoutMs: number, opts?: { pr?: number }): Promise<ReadOutcome>;
+  /** `pw`: how many of the `w` acknowledgements must come from the key's primaries (default 0). */
   write(
     key: Uint8Array,
     context: VersionVector,
     value: StoredValue,
     w: number,
     timeoutMs: number,
+    opts?: { pw?: number },
   ): Promise<WriteOutcome>;
 }
 
@@ -112,81 +145,21 @@ export interface ReadPolicy {
 
 export const DEFAULT_READ_POLICY: ReadPolicy = { hedgeMs: 50, fullReadFraction: 0.1 };
 
-/** A replica a read asked, and its answer. */
-interface Asked {
-  readonly peer: ReplicaPeer;
-  readonly answer: Promise<StoredSibling[]>;
-}
-
-/**
- * Asks `first` of `replicas` (in order), and more as described in ReadPolicy, until `needed` answered,
- * or that can no longer happen and no replica asked is still to answer (so that a 503 says truly how
- * many replied), or `timeoutMs` passed. Answers that come later are left to `asked`.
- */
-function gatherReads(
-  replicas: readonly ReplicaPeer[],
-  key: Uint8Array,
-  needed: number,
-  first: number,
-  hedgeMs: number,
-  timeoutMs: number,
-  timers: Timers,
-): Promise<{ ok: { peer: ReplicaPeer; set: StoredSibling[] }[]; asked: Asked[] }> {
-  return new Promise((resolve) => {
-    const ok: { peer: ReplicaPeer; set: StoredSibling[] }[] = [];
-    const asked: Asked[] = [];
-    let failed = 0;
-    let done = false;
-    const finish = () => {
-      if (done) return;
-      done = true;
-      deadline.cancel();
-      hedge?.cancel();
-      grace?.cancel();
-      resolve({ ok: [...ok], asked });
-    };
-    const impossible = () => replicas.length - failed < needed;
-    let grace: TimerHandle | undefined;
-    const check = () => {
-      if (ok.length >= needed || (impossible() && asked.length === ok.length + failed)) finish();
-      // Out of reach: the replicas still to answer get a short grace, so that the count is true.
-      else if (impossible()) grace ??= timers.after(TRUE_COUNT_GRACE_MS, finish);
-    };
-    const ask = () => {
-      if (done || asked.length >= replicas.length || impossible()) return;
-      const peer = replicas[asked.length]!;
-      const answer = peer.read(key);
-      asked.push({ peer, answer });
-      answer.then(
-        (set) => {
-          if (done) return;
-          ok.push({ peer, set });
-          check();
-        },
-        () => {
-          if (done) return;
-          failed++;
-          ask();
-          check();
-        },
-      );
-    };
-    const deadline = timers.after(timeoutMs, finish);
-    const hedge =
-      first < replicas.length
-        ? timers.after(Math.min(hedgeMs, timeoutMs), () => {
-            while (!done && asked.length < replicas.length && !impossible()) ask();
-          })
-        : undefined;
-    for (let i = 0; i < first; i++) ask();
-    check();
-  });
-}
-
 export interface CoordinatorDeps {
   readonly local: Replica;
   /** The key's replicas, in preference-list order (the local one included when this node is one). */
   readonly replicasFor: (key: Uint8Array) => readonly ReplicaPeer[];
+  /**
+   * Sloppy quorum: the key's fallbacks, the nodes after its preference list on the ring, in order (this
+   * node's own peer included when it is one). Absent: a strict quorum over the replicas alone.
+   */
+  readonly fallbacksFor?: (key: Uint8Array) => readonly ReplicaPeer[];
+  /** Is a node worth a request (the failure detector does not see it down)? Default: every node. */
+  readonly healthy?: (nodeId: string) => boolean;
+  /** This node's hints: what it keeps as a stand-in, and for replicas that did not acknowledge in time. */
+  readonly hints?: HintStore;
+  /** A new actor for one write this node versions as a stand-in (no replica of the key is reachable). */
+  readonly standInActor?: () => Actor;
   readonly localNodeId: string;
   readonly timers: Timers;
   /** Draws which reads ask every replica (ReadPolicy.fullReadFraction). */
@@ -194,7 +167,16 @@ export interface CoordinatorDeps {
   readonly reads?: ReadPolicy;
   /** Called once per replica repaired after a read. */
   readonly onReadRepair?: (nodeId: string) => void;
+  /**
+   * A hint this node kept for a replica that acknowledged no copy of a write by its deadline (`stored`),
+   * or could not keep (`refused`: its hints for that replica are full; `overloaded`: too many writes
+   * were waiting for their late replicas; `failed`: the storage engine failed).
+   */
+  readonly onLateHint?: (outcome: "stored" | "refused" | "overloaded" | "failed") => void;
 }
+
+/** Writes whose late replicas are still awaited (for a hint after the deadline) at once, at most. */
+export const LATE_ROUNDS_MAX = 4096;
 
 interface Collected<T> {
   readonly ok: T[];
@@ -228,13 +210,6 @@ class Deadline {
     this.waiters.length = 0;
   }
 }
-
-/**
- * Once a quorum is out of reach, how long the coordinator still waits for the replicas it already asked
- * (its own disk included), so that the 503 says how many truly answered: long enough for a local fsync
- * or a live replica, short enough that a 503 stays fast when replicas are known to be down.
- */
-const TRUE_COUNT_GRACE_MS = 50;
 
 /**
  * Waits until `needed` of `tasks` succeeded, or `deadline` passed, or that can no longer happen: then it
@@ -324,6 +299,9 @@ function assertOkWrite(
 }
 
 export class Coordinator implements KvService {
+  /** Writes waiting for their late replicas (bounded by LATE_ROUNDS_MAX). */
+  private lateRounds = 0;
+
   constructor(private readonly deps: CoordinatorDeps) {}
 
   /** False once this node's replica versions no more writes (Replica.cannotVersion). */
@@ -331,28 +309,89 @@ export class Coordinator implements KvService {
     return this.deps.local.cannotVersion === undefined;
   }
 
-  async get(key: Uint8Array, r: number, timeoutMs: number): Promise<ReadOutcome> {
+  private healthy(id: string): boolean {
+    return id === this.deps.localNodeId || (this.deps.healthy?.(id) ?? true);
+  }
+
+  /** The key's primaries and fallbacks as peers, by node id. */
+  private peersOf(key: Uint8Array): {
+    primaries: readonly ReplicaPeer[];
+    fallbacks: readonly ReplicaPeer[];
+    byId: Map<string, ReplicaPeer>;
+  } {
+    const primaries = this.deps.replicasFor(key);
+    const fallbacks = this.deps.fallbacksFor?.(key) ?? [];
+    const byId = new Map<string, ReplicaPeer>();
+    for (const p of primaries) byId.set(p.nodeId, p);
+    for (const p of fallbacks) byId.set(p.nodeId, p);
+    return { primaries, fallbacks, byId };
+  }
+
+  /**
+   * Does this node stand in to coordinate a write of the key? When it is not one of the key's replicas,
+   * none of them is healthy, and it is one of the key's fallbacks (it keeps what it versions as a hint).
+   */
+  private standsIn(primaries: readonly ReplicaPeer[], fallbacks: readonly ReplicaPeer[]): boolean {
+    const self = this.deps.localNodeId;
+    return (
+      this.deps.hints !== undefined &&
+      this.deps.standInActor !== undefined &&
+      !primaries.some((p) => p.nodeId === self) &&
+      !primaries.some((p) => this.healthy(p.nodeId)) &&
+      fallbacks.some((p) => p.nodeId === self)
+    );
+  }
+
+  async get(key: Uint8Array, r: number, timeoutMs: number, opts: { pr?: number } = {}): Promise<ReadOutcome> {
+    const pr = opts.pr ?? 0;
     assert(Number.isInteger(r) && r >= 1, () => `read quorum r=${r}`);
-    const replicas = this.deps.replicasFor(key);
-    if (replicas.length < r) return { kind: "too_few_replicas", needed: r, replicas: replicas.length };
-    // This node's own replica first (no network), then the others from a random one on, so that reads
-    // (and their repairs) spread over every replica rather than always the first ones of the list.
-    const own = replicas.filter((p) => p.nodeId === this.deps.localNodeId);
-    const others = replicas.filter((p) => p.nodeId !== this.deps.localNodeId);
+    assert(Number.isInteger(pr) && pr >= 0, () => `primary read quorum pr=${pr}`);
+    const { primaries, fallbacks, byId } = this.peersOf(key);
+    const reachable = primaries.length + fallbacks.length;
+    if (reachable < r) return { kind: "too_few_replicas", needed: r, replicas: reachable };
+    if (primaries.length < pr) return { kind: "too_few_replicas", needed: pr, replicas: primaries.length };
+    const self = this.deps.localNodeId;
+    // A node that holds hints for the key's down replicas reads them itself first.
+    const first =
+      fallbacks.some((p) => p.nodeId === self) && primaries.some((p) => !this.healthy(p.nodeId))
+        ? self
+        : undefined;
+    const plan = planSlots(
+      primaries.map((p) => p.nodeId),
+      fallbacks.map((p) => p.nodeId),
+      (id) => this.healthy(id),
+      first,
+    );
+    const targets: ReadTarget[] = [];
+    for (const slot of plan.slots)
+      if (slot.node !== undefined)
+        targets.push({ peer: byId.get(slot.node)!, hintFor: standsIn(slot) ? slot.primary : undefined });
+    // This node first (no network), then the others from a random one on, so that reads (and their
+    // repairs) spread over every replica rather than always the first ones of the list.
+    const own = targets.filter((t) => t.peer.nodeId === self);
+    const others = targets.filter((t) => t.peer.nodeId !== self);
     const k = others.length > 1 ? Math.floor(this.deps.random.next() * others.length) : 0;
     const ordered = [...own, ...others.slice(k), ...others.slice(0, k)];
     const policy = this.deps.reads ?? DEFAULT_READ_POLICY;
-    const everyone = ordered.length <= r || this.deps.random.next() < policy.fullReadFraction;
-    const got = await gatherReads(
+    const everyone = ordered.length <= r || pr > 0 || this.deps.random.next() < policy.fullReadFraction;
+    const got = await readRound(
       ordered,
       key,
       r,
+      pr,
       everyone ? ordered.length : r,
       policy.hedgeMs,
       timeoutMs,
       this.deps.timers,
     );
-    if (got.ok.length < r) return { kind: "unavailable", needed: r, replied: got.ok.length };
+    const fromPrimaries = got.ok.filter((x) => x.target.hintFor === undefined).length;
+    if (got.ok.length < r || fromPrimaries < pr)
+      return {
+        kind: "unavailable",
+        needed: r,
+        replied: got.ok.length,
+        ...(pr > 0 ? { primary: { needed: pr, replied: fromPrimaries } } : {}),
+      };
     let siblings: StoredSibling[] = [];
     for (const x of got.ok) siblings = merge(siblings, x.set);
     assertConcurrent(siblings);
@@ -361,26 +400,26 @@ export class Coordinator implements KvService {
   }
 
   /**
-   * Waits for every replica asked (until the deadline), then sends the merged set to those whose answer
-   * lacks part of it.
+   * Waits for every node asked (until the deadline), then sends the merged set to the replicas whose
+   * answer lacks part of it. Stand-ins are not repaired: what they hold is a hint, delivered as it is.
    */
   private repairLater(key: Uint8Array, asked: readonly Asked[], timeoutMs: number): void {
     const settled = asked.map((a) =>
       a.answer.then(
-        (set) => ({ peer: a.peer, set }),
+        (set) => ({ target: a.target, set }),
         () => undefined,
       ),
     );
     const deadline = new Deadline(this.deps.timers, timeoutMs);
     void collect(settled, asked.length, deadline, this.deps.timers).then((all) => {
       deadline.cancel();
-      const ok = all.ok.filter((x): x is { peer: ReplicaPeer; set: StoredSibling[] } => x !== undefined);
+      const ok = all.ok.filter((x): x is { target: ReadTarget; set: StoredSibling[] } => x !== undefined);
       let merged: StoredSibling[] = [];
       for (const x of ok) merged = merge(merged, x.set);
       if (merged.length === 0) return;
       for (const x of ok) {
-        if (holdsAll(x.set, merged)) continue;
-        const peer = x.peer;
+        if (x.target.hintFor !== undefined || holdsAll(x.set, merged)) continue;
+        const peer = x.target.peer;
         peer.store(key, merged).then(
           () => this.deps.onReadRepair?.(peer.nodeId),
           () => undefined,
@@ -395,15 +434,45 @@ export class Coordinator implements KvService {
     value: StoredValue,
     w: number,
     timeoutMs: number,
+    opts: { pw?: number } = {},
   ): Promise<WriteOutcome> {
+    const pw = opts.pw ?? 0;
     assert(Number.isInteger(w) && w >= 1, () => `write quorum w=${w}`);
-    const count = this.deps.replicasFor(key).length;
+    assert(Number.isInteger(pw) && pw >= 0, () => `primary write quorum pw=${pw}`);
+    const { primaries, fallbacks, byId } = this.peersOf(key);
+    const count = primaries.length + fallbacks.length;
     if (count < w) return { kind: "too_few_replicas", needed: w, replicas: count };
+    if (primaries.length < pw) return { kind: "too_few_replicas", needed: pw, replicas: primaries.length };
+    const self = this.deps.localNodeId;
+    const standIn = this.standsIn(primaries, fallbacks);
+    const plan = planSlots(
+      primaries.map((p) => p.nodeId),
+      fallbacks.map((p) => p.nodeId),
+      (id) => this.healthy(id),
+      standIn ? self : undefined,
+    );
+    // The slot whose copy is the one this node versions and stores itself: its own, as a replica, or the
+    // one it stands in for.
+    const ownSlot = plan.slots.find((s) => s.node === self && (s.primary === self || standIn));
     const deadline = new Deadline(this.deps.timers, timeoutMs);
+    let keepDeadline = false;
     try {
       // The key may be locked behind a write still waiting for a slow disk: the wait counts against the
       // deadline, and a write that gives up before the key is free versions nothing.
-      const versioning = this.deps.local.version(key, context, value, () => deadline.expired);
+      const abandoned = () => deadline.expired;
+      const hints = this.deps.hints;
+      const versioning =
+        standIn && ownSlot !== undefined && hints !== undefined
+          ? this.deps.local.versionStandIn(
+              key,
+              context,
+              value,
+              this.deps.standInActor!(),
+              () => this.hintsHeld(key, primaries),
+              (set) => hints.put(ownSlot.primary, key, set),
+              abandoned,
+            )
+          : this.deps.local.version(key, context, value, abandoned);
       const res = await Promise.race([versioning, deadline.passed()]);
       if (res === "expired" || res.kind === "abandoned") {
         versioning.catch(() => undefined);
@@ -418,22 +487,77 @@ export class Coordinator implements KvService {
         default:
           return unreachable(res, "version result");
       }
-      // The local write and the other replicas' stores go at once; any w of them make the quorum. (Safe
-      // for the dot: see Replica.version.) The local copy counts only if this node is a replica of the
-      // key: a forwarded write may arrive after a ring change made it one no longer.
-      const replicas = this.deps.replicasFor(key);
-      const local = this.deps.localNodeId;
-      const isReplica = replicas.some((p) => p.nodeId === local);
-      if (!isReplica) res.durable.catch(() => undefined);
-      const stores = replicas.filter((p) => p.nodeId !== local).map((p) => p.store(key, res.set));
-      const got = await collect(isReplica ? [res.durable, ...stores] : stores, w, deadline, this.deps.timers);
-      const acked = got.ok.length;
-      if (acked < w) return { kind: "unavailable", needed: w, acked };
-      const out: WriteOutcome = { kind: "ok", written: res.written, set: res.set, acked };
-      assertOkWrite(out, w, stores.length + (isReplica ? 1 : 0), this.deps.local.actor);
+      // The local copy and the other slots' stores go at once; any w of them make the quorum. (Safe for
+      // the dot: see Replica.version.) The local copy counts only for its slot: a write forwarded here
+      // after a ring change made this node a replica no longer is versioned here but counts nowhere.
+      if (ownSlot === undefined) res.durable.catch(() => undefined);
+      const send = (slot: Slot): Promise<void> =>
+        slot === ownSlot
+          ? res.durable
+          : byId.get(slot.node!)!.store(key, res.set, false, standsIn(slot) ? slot.primary : undefined);
+      const round = writeRound(plan, send, w, pw, deadline, this.deps.timers);
+      keepDeadline = this.keepLateHints(key, res.set, round, deadline);
+      const got = await round.answered;
+      if (got.acked < w || got.primaryAcked < pw)
+        return {
+          kind: "unavailable",
+          needed: w,
+          acked: got.acked,
+          ...(pw > 0 ? { primary: { needed: pw, acked: got.primaryAcked } } : {}),
+        };
+      const out: WriteOutcome = { kind: "ok", written: res.written, set: res.set, acked: got.acked };
+      assertOkWrite(out, w, plan.slots.length, standIn ? res.written.dot.actor : this.deps.local.actor);
       return out;
     } finally {
-      deadline.cancel();
+      if (!keepDeadline) deadline.cancel();
     }
+  }
+
+  /** Every hint this node holds for the key (for any of its replicas): what a stand-in versions over. */
+  private async hintsHeld(key: Uint8Array, primaries: readonly ReplicaPeer[]): Promise<StoredSibling[]> {
+    let out: StoredSibling[] = [];
+    for (const p of primaries) out = merge(out, (await this.deps.hints?.read(p.nodeId, key)) ?? []);
+    return out;
+  }
+
+  /**
+   * Keeps a hint here for every replica that got no acknowledged copy of the write by its deadline
+   * (Cassandra keeps such hints too): a replica that was paused or cut off gets the write when it is back
+   * even if the quorum was met without it. Returns whether the deadline must stay (it ends the wait).
+   */
+  private keepLateHints(
+    key: Uint8Array,
+    set: StoredSibling[],
+    round: WriteRound,
+    deadline: Deadline,
+  ): boolean {
+    const hints = this.deps.hints;
+    if (hints === undefined) return false;
+    if (this.lateRounds >= LATE_ROUNDS_MAX) {
+      void round.settled.then((missed) => {
+        for (const s of missed) if (s.primary !== this.deps.localNodeId) this.deps.onLateHint?.("overloaded");
+      });
+      return false;
+    }
+    this.lateRounds++;
+    void round.settled.then(async (missed) => {
+      deadline.cancel();
+      try {
+        for (const slot of missed) {
+          if (slot.primary === this.deps.localNodeId) continue;
+          try {
+            await hints.put(slot.primary, key, set);
+            this.deps.onLateHint?.("stored");
+          } catch (err) {
+            // Full: counted, and left to anti-entropy. Anything else (the engine failed) is the engine's
+            // to report; the write's answer is long gone.
+            this.deps.onLateHint?.(err instanceof HintsFullError ? "refused" : "failed");
+          }
+        }
+      } finally {
+        this.lateRounds--;
+      }
+    });
+    return true;
   }
 }

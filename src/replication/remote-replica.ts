@@ -40,15 +40,25 @@ export function remotePeer(
   };
   return {
     nodeId,
-    read: (key) =>
+    read: (key, hintFor) =>
       call("read", async (addr) => {
-        const res = await transport.request(addr, { kind: "read", key }, timeoutMs);
+        const body = { kind: "read", key } as const;
+        const res = await transport.request(
+          addr,
+          hintFor === undefined ? body : { ...body, hintFor },
+          timeoutMs,
+        );
         return res.set === null ? [] : decodeSiblings(res.set);
       }),
-    store: (key, set, handoff) =>
+    store: (key, set, handoff, hintFor) =>
       call("store", async (addr) => {
-        const body = { kind: "store", key, set: encodeSiblings(set) } as const;
-        await transport.request(addr, handoff === true ? { ...body, handoff } : body, timeoutMs);
+        const body = {
+          kind: "store",
+          key,
+          set: encodeSiblings(set),
+          ...(handoff === true ? { handoff } : {}),
+        } as const;
+        await transport.request(addr, hintFor === undefined ? body : { ...body, hintFor }, timeoutMs);
       }),
   };
 }

@@ -159,6 +159,41 @@ export class Replica {
     value: StoredValue,
     abandoned?: () => boolean,
   ): Promise<VersionResult> {
+    return this.versionWith(key, context, value, abandoned);
+  }
+
+  /**
+   * Versions a write this node coordinates as a stand-in: none of the key's replicas can be reached, so
+   * it versions under `actor`, an actor used for this write alone (a stand-in does not keep the sets it
+   * versions once it has delivered them, so its own actor's next dot for the key could be one it already
+   * issued), reading the key as it holds it (its data and the hints it holds for the key: `held`) and
+   * storing the result with `store` (a hint for the replica it stands in for). A failed store here does
+   * not stop this replica from versioning: the actor is never used again.
+   */
+  versionStandIn(
+    key: Uint8Array,
+    context: VersionVector,
+    value: StoredValue,
+    actor: Actor,
+    held: () => Promise<StoredSibling[]>,
+    store: (set: readonly StoredSibling[]) => Promise<void>,
+    abandoned?: () => boolean,
+  ): Promise<VersionResult> {
+    assert(actor !== this.actor, () => `a stand-in write versioned under the node's own actor ${actor}`);
+    return this.versionWith(key, context, value, abandoned, { actor, held, store });
+  }
+
+  private async versionWith(
+    key: Uint8Array,
+    context: VersionVector,
+    value: StoredValue,
+    abandoned: (() => boolean) | undefined,
+    standIn?: {
+      readonly actor: Actor;
+      readonly held: () => Promise<StoredSibling[]>;
+      readonly store: (set: readonly StoredSibling[]) => Promise<void>;
+    },
+  ): Promise<VersionResult> {
     let cannot = this.cannotVersion;
     if (cannot !== undefined) throw cannot;
     let release: () => void;
@@ -175,20 +210,25 @@ export class Replica {
       cannot = this.cannotVersion;
       if (cannot !== undefined) throw cannot;
       if (abandoned?.() === true) return { kind: "abandoned" };
-      const current = await this.read(key);
+      const own = await this.read(key);
+      const current = standIn === undefined ? own : merge(own, await standIn.held());
       cannot = this.cannotVersion;
       if (cannot !== undefined) throw cannot;
-      const { set, written } = update(current, context, this.actor, value);
-      assertFreshDot(current, context, this.actor, written.dot);
+      const actor = standIn?.actor ?? this.actor;
+      const { set, written } = update(current, context, actor, value);
+      assertFreshDot(current, context, actor, written.dot);
       if (set.length > this.maxSiblings)
         return { kind: "too_many_siblings", siblings: current.length, max: this.maxSiblings };
-      const durable = this.storage.put(DATA.encode(key), encodeSiblings(set)).catch((err: unknown) => {
-        this.failure ??= new CannotVersionError(
-          `a local write failed (${(err as Error)?.message ?? String(err)}); this node coordinates no more writes until it is restarted`,
-          err,
-        );
-        throw err;
-      });
+      const durable =
+        standIn !== undefined
+          ? standIn.store(set)
+          : this.storage.put(DATA.encode(key), encodeSiblings(set)).catch((err: unknown) => {
+              this.failure ??= new CannotVersionError(
+                `a local write failed (${(err as Error)?.message ?? String(err)}); this node coordinates no more writes until it is restarted`,
+                err,
+              );
+              throw err;
+            });
       this.pending.add(durable);
       const settled = () => {
         this.pending.delete(durable);

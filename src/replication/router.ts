@@ -26,6 +26,8 @@ export interface RouterDeps {
   readonly directory: PeerDirectory;
   /** The key's preference list (node ids). */
   readonly preferenceList: (key: Uint8Array) => readonly string[];
+  /** Sloppy quorum: the nodes after the key's preference list on the ring, in order (absent: none). */
+  readonly fallbacks?: (key: Uint8Array) => readonly string[];
   /** Seeds the ids of forwarded writes (drawn once, at construction). */
   readonly random: Random;
 }
@@ -65,8 +67,8 @@ export class Router implements KvService {
     this.ids = new ForwardIds(d.selfId, d.random);
   }
 
-  get(key: Uint8Array, r: number, timeoutMs: number): Promise<ReadOutcome> {
-    return this.d.coordinator.get(key, r, timeoutMs);
+  get(key: Uint8Array, r: number, timeoutMs: number, opts: { pr?: number } = {}): Promise<ReadOutcome> {
+    return this.d.coordinator.get(key, r, timeoutMs, opts);
   }
 
   async write(
@@ -75,13 +77,22 @@ export class Router implements KvService {
     value: StoredValue,
     w: number,
     timeoutMs: number,
+    opts: { pw?: number } = {},
   ): Promise<WriteOutcome> {
+    const self = this.d.selfId;
     const prefs = this.d.preferenceList(key);
     // A replica coordinates its own writes, unless it cannot version any (a failed disk, or stopping):
     // then another replica does.
-    if (prefs.includes(this.d.selfId) && this.d.coordinator.canVersion())
-      return this.d.coordinator.write(key, context, value, w, timeoutMs);
-    const candidates = prefs.filter((id) => id !== this.d.selfId && this.d.directory.reachable(id));
+    if (prefs.includes(self) && this.d.coordinator.canVersion())
+      return this.d.coordinator.write(key, context, value, w, timeoutMs, opts);
+    const reachable = (id: string) => id !== self && this.d.directory.reachable(id);
+    const fallbacks = this.d.fallbacks?.(key) ?? [];
+    // Sloppy quorum: with every replica of the key down, a fallback coordinates as a stand-in, this node
+    // if it is one.
+    if (fallbacks.includes(self) && !prefs.some(reachable) && this.d.coordinator.canVersion())
+      return this.d.coordinator.write(key, context, value, w, timeoutMs, opts);
+    // The replicas first; the fallbacks only if no replica took the request.
+    const candidates = [...prefs.filter(reachable), ...fallbacks.filter(reachable)];
     // One id for the write, whichever replica gets it: a copy the network delivers twice is applied once
     // (the coordinator's ForwardMemo). Moving on to the next replica happens only when the request was
     // never delivered, so no two replicas see the id.
@@ -102,6 +113,7 @@ export class Router implements KvService {
             deleted: value.deleted,
             writtenAtMs: value.writtenAtMs,
             w,
+            ...(opts.pw === undefined || opts.pw === 0 ? {} : { pw: opts.pw }),
             timeoutMs,
           },
           timeoutMs + FORWARD_MARGIN_MS,
@@ -137,6 +149,7 @@ export class Router implements KvService {
       },
       body.w,
       body.timeoutMs,
+      { pw: body.pw ?? 0 },
     );
     return { kind: "coordinated", outcome: outcomeToWire(out) };
   }

@@ -205,6 +205,7 @@ export function claim(
  */
 export class PreferenceTable {
   private readonly lists: (readonly string[])[];
+  private readonly fallbacks = new Map<number, readonly string[]>();
 
   constructor(
     readonly ring: Ring,
@@ -251,6 +252,34 @@ export class PreferenceTable {
 
   forKey(key: Uint8Array): readonly string[] {
     return this.lists[partitionOf(key, this.ring.partitions)]!;
+  }
+
+  /**
+   * The nodes after a partition's preference list, for a sloppy quorum (Dynamo 4.6): the next distinct
+   * owners clockwise from the partition that are not in its list, in that order, at most 2n of them
+   * (enough to stand in for every replica, and for stand-ins that fail in turn). Computed on first use.
+   */
+  fallbacksForPartition(p: number): readonly string[] {
+    let out = this.fallbacks.get(p);
+    if (out === undefined) {
+      const list = this.lists[p]!;
+      const Q = this.ring.partitions;
+      const found: string[] = [];
+      const seen = new Set(list);
+      for (let i = 0; i < Q && found.length < 2 * this.n; i++) {
+        const id = this.ring.owners[(p + i) % Q]!;
+        if (seen.has(id)) continue;
+        seen.add(id);
+        found.push(id);
+      }
+      out = found;
+      this.fallbacks.set(p, out);
+    }
+    return out;
+  }
+
+  fallbacksForKey(key: Uint8Array): readonly string[] {
+    return this.fallbacksForPartition(partitionOf(key, this.ring.partitions));
   }
 }
 

@@ -77,6 +77,8 @@ export interface ClusterConfig {
   readonly downAfterMs: number;
   readonly requestTimeoutMs: number;
   readonly maxSiblings: number;
+  /** Sloppy quorum and hinted handoff (on unless false). */
+  readonly hints?: boolean;
   readonly bug?: PlantedBug;
 }
 
@@ -124,6 +126,12 @@ const LSM_OPTIONS = {
   // Syncs must take virtual time (SlowDisk): the asynchronous path, not a blocking one.
   walSyncOnEventLoop: false,
 } as const;
+
+/** Hinted handoff in the simulator: the defaults a node runs with, a window far past any run. */
+const SIM_HINTS = {
+  limits: { windowMs: 3 * 60 * 60 * 1000, maxBytesPerTarget: 64 * 1024 * 1024 },
+  deliveryBytesPerSecond: 16 * 1024 * 1024,
+};
 
 /** How often, and how long apart, a joining node boots again when its join is not answered. */
 const JOIN_ATTEMPTS = 200;
@@ -204,6 +212,7 @@ export class SimCluster {
         downAfterMs: c.downAfterMs,
         requestTimeoutMs: c.requestTimeoutMs,
         maxSiblings: c.maxSiblings,
+        ...(c.hints === false ? {} : { hinted: SIM_HINTS }),
       },
       {
         env,
@@ -425,8 +434,9 @@ export class SimCluster {
   }
 
   /**
-   * Converged, and quiet: every member is `up` (no join or leave under way) and has no handoff pass
-   * running or waiting to retry, so what is on each replica no longer moves by itself.
+   * Converged, and quiet: every member is `up` (no join or leave under way), has no handoff pass running
+   * or waiting to retry, and holds no hint still to deliver, so what is on each replica no longer moves
+   * by itself.
    */
   settled(): boolean {
     return (
@@ -435,7 +445,8 @@ export class SimCluster {
         (n) =>
           n.core.membership.self.status === "up" &&
           n.core.handoff.progress.state === "idle" &&
-          n.core.strays.straysInFlight === 0,
+          n.core.strays.straysInFlight === 0 &&
+          (n.core.hints?.backlog().size ?? 0) === 0,
       )
     );
   }

@@ -104,7 +104,7 @@ function summary(r: SimResult, wallMs: number): string {
   return [
     `seed ${r.options.seed} (${r.options.storage}, faults ${r.options.faults}): ${r.anomalies.length === 0 ? "ok" : `${r.anomalies.length} ANOMALIES`}`,
     `  ${r.history.writes.length} writes (ok ${w.writes.ok}, unknown ${w.writes.unknown}, failed ${w.writes.failed}), ` +
-      `${w.readsUnavailable} reads unavailable, ${r.readRepairs} read repairs, most siblings read ${w.maxSiblingsRead}`,
+      `${w.readsUnavailable} reads unavailable, ${r.readRepairs} read repairs, ${r.hints.stored} hints stored and ${r.hints.delivered} delivered (this incarnation of each node), most siblings read ${w.maxSiblingsRead}`,
     `  faults: ${f.partitions} partitions, ${f.oneWayCuts} one-way cuts, ${f.isolations} isolations, ` +
       `${f.crashes} crashes, ${f.restarts} restarts, ${f.pauses} pauses, ${f.bursts} bursts, ${f.slowDisks} slow disks, ` +
       `${f.skewedNodes} skewed clocks (up to ${f.maxSkewMs} ms)` +

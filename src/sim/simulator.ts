@@ -145,6 +145,8 @@ export interface SimResult {
   readonly network: Readonly<SimCounters>;
   readonly workload: WorkloadStats;
   readonly readRepairs: number;
+  /** Hints stored (or merged) and delivered, all nodes together. */
+  readonly hints: { readonly stored: number; readonly delivered: number };
   /** SHA-256 of the canonical history. */
   readonly hash: string;
   /** Every fault, operation and phase, with its virtual time (ms since the start). */
@@ -354,6 +356,12 @@ export async function runSimulation(o: SimOptions): Promise<SimResult> {
   for (const err of [...workload.errors, ...nemesis.errors])
     fail("sim-error", "", err instanceof Error ? (err.stack ?? err.message) : String(err));
 
+  const hints = { stored: 0, delivered: 0 };
+  for (const node of cluster.nodes) {
+    const c = node.core?.hints?.counters;
+    hints.stored += (c?.stored ?? 0) + (c?.merged ?? 0);
+    for (const p of node.core?.hintDelivery?.progress.values() ?? []) hints.delivered += p.delivered;
+  }
   cluster.stop();
   return {
     options: o,
@@ -363,6 +371,7 @@ export async function runSimulation(o: SimOptions): Promise<SimResult> {
     network: { ...net.counters },
     workload: workload.stats,
     readRepairs: cluster.readRepairs.count,
+    hints,
     hash: historyHash(history),
     trace,
     virtualMs: sched.now() - EPOCH_MS,

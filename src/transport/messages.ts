@@ -35,9 +35,10 @@ import { Packr } from "msgpackr";
  * or a removal is approved by the claimant, which serializes them). 4: every union is discriminated by
  * `kind` (frames were `t`, bodies `op`), an answer frame is `ans` (was `res`), and `coordinate`'s context
  * and `coordinated`'s outcome are fields of the message (a list of [actor, counter] entries, a closed
- * union) instead of nested MessagePack blobs.
+ * union) instead of nested MessagePack blobs. 5: `read` and `store` may carry `hintFor` (sloppy quorum:
+ * the receiver stands in for that replica); a node of version 4 would take such a store as its own data.
  */
-export const PROTOCOL_VERSION = 4;
+export const PROTOCOL_VERSION = 5;
 /** Longest `coordinate` request id (the forwarder's node id, 16 hex digits, a counter). */
 export const MAX_REQUEST_ID_CHARS = 128;
 /** Longest deadline a request frame carries (a longer timeout is sent as this). */
@@ -97,7 +98,12 @@ export type WireContext = readonly (readonly [actor: string, counter: number])[]
 export type WireWriteOutcome =
   | { readonly kind: "ok"; readonly written: Uint8Array; readonly set: Uint8Array; readonly acked: number }
   | { readonly kind: "too_many_siblings"; readonly siblings: number; readonly max: number }
-  | { readonly kind: "unavailable"; readonly needed: number; readonly acked: number }
+  | {
+      readonly kind: "unavailable";
+      readonly needed: number;
+      readonly acked: number;
+      readonly primary?: { readonly needed: number; readonly acked: number };
+    }
   | { readonly kind: "too_few_replicas"; readonly needed: number; readonly replicas: number }
   | {
       readonly kind: "overloaded";
@@ -108,7 +114,15 @@ export type WireWriteOutcome =
 export type RequestBody =
   | { readonly kind: "ping" }
   | { readonly kind: "probe"; readonly target: string }
-  | { readonly kind: "read"; readonly key: Uint8Array }
+  | {
+      readonly kind: "read";
+      readonly key: Uint8Array;
+      /**
+       * Sloppy quorum: the receiver answers as a stand-in for this replica (the hint it holds for it, with
+       * any set of its own) instead of as a replica of the key.
+       */
+      readonly hintFor?: string;
+    }
   | {
       readonly kind: "store";
       readonly key: Uint8Array;
@@ -116,6 +130,11 @@ export type RequestBody =
       readonly set: Uint8Array;
       /** Sent by ownership handoff (never sent on as a stray store: the sender's ring is the newer one). */
       readonly handoff?: boolean;
+      /**
+       * Sloppy quorum: the receiver stands in for this replica, which is down or did not answer; it keeps
+       * the set as a hint for it (replication/hints.ts) and delivers it later.
+       */
+      readonly hintFor?: string;
     }
   | {
       readonly kind: "coordinate";
@@ -131,6 +150,8 @@ export type RequestBody =
       readonly deleted: boolean;
       readonly writtenAtMs: number;
       readonly w: number;
+      /** How many of the w acknowledgements must come from the key's primaries (absent: 0). */
+      readonly pw?: number;
       readonly timeoutMs: number;
     }
   | { readonly kind: "gossip"; readonly members: readonly MemberView[]; readonly ring: RingView | null }
@@ -347,8 +368,19 @@ function writeOutcome(v: unknown): WireWriteOutcome {
       };
     case "too_many_siblings":
       return { kind, siblings: int(o, "siblings"), max: int(o, "max") };
-    case "unavailable":
-      return { kind, needed: int(o, "needed", 0, MAX_REPLICAS), acked: int(o, "acked", 0, MAX_REPLICAS) };
+    case "unavailable": {
+      const out = {
+        kind,
+        needed: int(o, "needed", 0, MAX_REPLICAS),
+        acked: int(o, "acked", 0, MAX_REPLICAS),
+      };
+      if (o.primary === undefined) return out;
+      const p = obj(o.primary, "primary");
+      return {
+        ...out,
+        primary: { needed: int(p, "needed", 0, MAX_REPLICAS), acked: int(p, "acked", 0, MAX_REPLICAS) },
+      };
+    }
     case "too_few_replicas":
       return {
         kind,
@@ -366,6 +398,13 @@ function writeOutcome(v: unknown): WireWriteOutcome {
   }
 }
 
+/** A node id: a non-empty string of at most 64 characters. */
+function nodeId(o: Obj, k: string): string {
+  const v = str(o, k, 64);
+  if (v.length === 0) throw new ProtocolError(`field ${k} is empty`);
+  return v;
+}
+
 function requestBody(v: unknown): RequestBody {
   const o = obj(v, "request body");
   const kind = str(o, "kind", 32);
@@ -374,11 +413,18 @@ function requestBody(v: unknown): RequestBody {
       return { kind };
     case "probe":
       return { kind, target: str(o, "target", 300) };
-    case "read":
-      return { kind, key: bytes(o, "key", MAX_KEY_BYTES) };
+    case "read": {
+      const read = { kind, key: bytes(o, "key", MAX_KEY_BYTES) } as const;
+      return o.hintFor === undefined ? read : { ...read, hintFor: nodeId(o, "hintFor") };
+    }
     case "store": {
-      const store = { kind, key: bytes(o, "key", MAX_KEY_BYTES), set: bytes(o, "set") } as const;
-      return o.handoff === undefined ? store : { ...store, handoff: bool(o, "handoff") };
+      const store = {
+        kind,
+        key: bytes(o, "key", MAX_KEY_BYTES),
+        set: bytes(o, "set"),
+        ...(o.handoff === undefined ? {} : { handoff: bool(o, "handoff") }),
+      } as const;
+      return o.hintFor === undefined ? store : { ...store, hintFor: nodeId(o, "hintFor") };
     }
     case "coordinate":
       return {
@@ -391,6 +437,7 @@ function requestBody(v: unknown): RequestBody {
         deleted: bool(o, "deleted"),
         writtenAtMs: int(o, "writtenAtMs"),
         w: int(o, "w", 1, MAX_REPLICAS),
+        ...(o.pw === undefined ? {} : { pw: int(o, "pw", 0, MAX_REPLICAS) }),
         timeoutMs: int(o, "timeoutMs", 1, 3_600_000),
       };
     case "gossip":

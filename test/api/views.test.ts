@@ -151,7 +151,7 @@ test("status document: every field, members sorted by id, counters copied", () =
       },
       strayStores: { forwarded: 2, failed: 1, dropped: 0 },
       viewSaves: { saved: 5, failed: 2, lastError: "ENOSPC: no space left on device", retrying: true },
-      hintedHandoff: { backlog: 0 },
+      hintedHandoff: { backlog: 0, backlogBytes: 0, targets: [], limits: null },
       antiEntropy: { lastExchanges: [] },
       transport: { protocolErrors: 1, rejectedHandshakes: 2, overloaded: 3 },
       storage,
