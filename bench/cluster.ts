@@ -20,11 +20,8 @@
  * whichever ran first). The load generator runs in this process: `--clients` concurrent workers
  * (default 32), each with one request in flight, 100-byte values, for a bounded time per phase (a warm-up
  * not counted, 20 s by default, then `--seconds`). The warm-up is that long because the nodes' JIT is
- * still at work for the first ~20 s: 4-8 s after start TurboFan's compiler threads took 20% of a node's
- * CPU, and 14-24 s after start still 11% of the whole machine's (perf -a, 2026-12-01). The same 3-node
- * put phase ran 3,287 puts/s (575 us of CPU per put, p99 39 ms) after a 5 s warm-up and 4,272 puts/s
- * (421 us, p99 18 ms) after 25 s. A server runs warm; the figure that counts is the warm one. Load
- * generators:
+ * still compiling for about the first 20 s, and a server runs warm: the figure that counts is the warm
+ * one (docs/performance.md, "warm-up, warm figures and the parts of a put"). Load generators:
  *   lean    partition-aware, over hand-written keep-alive HTTP/1.1 connections (little client CPU; the
  *           reference for the target, as etcd's figures came from its own lean Go benchmark tool)
  *   pool    one undici Pool per node, requests spread over the nodes in turn (no routing)
@@ -59,9 +56,8 @@ const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 let BIN = path.join(REPO, "dist/cli/main.js");
 const FLOOR_NODE = path.join(REPO, "bench/floor-node.ts");
 
-// The reference (the issue's measurement on this machine): a 3-member etcd cluster on loopback, 32
-// concurrent clients: about 3,000-4,000 puts/s and 5,000 reads/s, p99 around 20-30 ms. Target: 3x that
-// throughput at a lower p99.
+// The target: 3x the throughput of a 3-member etcd cluster on this machine, at a lower p99 (the
+// reference's figures: docs/performance.md, "The machine").
 const TARGET = { putsPerSec: 12_000, getsPerSec: 15_000, p99Ms: 20 };
 
 const LOADGENS = ["lean", "pool", "client", "pa"] as const;
@@ -397,8 +393,8 @@ let floorScript: string | undefined;
 /**
  * bench/floor-node.ts compiled by tsc into a temp dir (once a run), so that the floor runs as plain
  * JavaScript, as the nodes run dist/: under tsx, esbuild's keepNames wraps every closure the code
- * creates in a __name() call, which costs CPU on each request (~8 us per request in the API layer, as
- * measured by running bench:costs' http-api part from src and from dist).
+ * creates in a __name() call, which costs CPU on each request (docs/performance.md, "built JavaScript
+ * against tsx").
  */
 function compiledFloor(): string {
   if (floorScript !== undefined) return floorScript;

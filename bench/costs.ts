@@ -46,7 +46,7 @@ const SELF = fileURLToPath(import.meta.url);
 
 // The parts run the built code (dist/, as the nodes do), typed by its sources. Run from src under tsx,
 // esbuild's keepNames wraps each closure the code creates in a __name() call, which costs CPU on every
-// request: the API layer measured ~8 us more per request from src than from dist.
+// request (docs/performance.md, "built JavaScript against tsx").
 const DIST = path.resolve(path.dirname(SELF), "../dist");
 if (!fs.existsSync(path.join(DIST, "api/http-api.js")))
   throw new Error(`${DIST} is missing: run \`npm run build\` first (npm run bench:costs does)`);

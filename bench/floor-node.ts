@@ -7,7 +7,8 @@
  *                                         [--durability fsync|none]
  *
  * bench:cluster runs a copy compiled by tsc, not this file under tsx (whose keepNames wrappers cost CPU
- * on every request: gets measured ~25% slower under tsx); run it that way to reproduce its figures.
+ * on every request: docs/performance.md, "built JavaScript against tsx"); run it that way to reproduce
+ * its figures.
  *
  * What it does, and nothing more: every member replicates every key (N = the member count).
  *   PUT /kv/KEY   appends the value to its write-ahead file (group commit: the writes of a loop turn in
@@ -220,7 +221,7 @@ function connect(address: string, attempt: number): void {
 // ------------------------------------------------------------------ the HTTP API
 
 let turn = 0;
-// Idle keep-alive connections stay open as long as a ringstore node keeps them (api/http-api.ts).
+// Idle keep-alive connections stay open as long as a ringstore node keeps them (api/http-server.ts).
 const api = http.createServer({ keepAliveTimeout: 72_000 }, (req, res) => {
   const url = req.url ?? "";
   const answer = (status: number, body?: Buffer | string, type?: string) => {

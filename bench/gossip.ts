@@ -22,8 +22,8 @@
  *
  * Defaults are those of a node (src/node/config.ts): gossip every 500 ms, down after 5000 ms, Q = 1024,
  * N = 3, fanout 3; links 1-5 ms. Frames are passed by reference unless --codec (then every message is
- * MessagePack-encoded and validated, as over TCP: about 5x the CPU at 100 nodes, the same virtual
- * timeline). SIM_SEED or --seed replays.
+ * MessagePack-encoded and validated, as over TCP: more CPU, the same virtual timeline; see
+ * docs/performance.md, "gossip with the codec"). SIM_SEED or --seed replays.
  */
 import * as os from "node:os";
 import { performance } from "node:perf_hooks";
@@ -69,7 +69,7 @@ if (!Number.isInteger(SEED)) throw new Error(`--seed must be an integer, got ${v
 
 const INTERVAL_MS = NODE_DEFAULTS.gossipIntervalMs;
 const DOWN_AFTER_MS = NODE_DEFAULTS.downAfterMs;
-// As node.ts derives them from the interval.
+// As node-core.ts derives them from the interval.
 const SUSPECT_FOR_MS = Math.max(INTERVAL_MS * 4, 1000);
 const REQUEST_TIMEOUT_MS = Math.max(INTERVAL_MS * 2, 500);
 const FANOUT = 3;
@@ -160,7 +160,7 @@ async function runTrial(n: number, seed: number): Promise<Trial> {
     }
   };
 
-  // node.ts's dispatch, for the requests membership uses.
+  // The node's peer dispatch (node/peer-dispatch.ts), for the requests membership uses.
   const dispatch = async (node: BenchNode, from: string, body: RequestBody): Promise<AnswerBody> => {
     const m = node.membership;
     const g = node.gossip;

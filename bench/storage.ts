@@ -555,8 +555,8 @@ function collectGarbage(): void {
 }
 
 /**
- * Waits until the process has used under 5% of one core for two 500 ms windows in a row (LevelDB
- * compacts in its own thread, ours on the event loop), at most `maxMs`.
+ * Waits until the process has used under 5% of one core for two 500 ms windows in a row (both engines
+ * compact in threads of their own, which process.cpuUsage counts), at most `maxMs`.
  */
 async function waitCpuIdle(maxMs: number): Promise<{ ms: number; timedOut: boolean }> {
   const t0 = performance.now();

@@ -13,7 +13,7 @@
  *
  * It is built on node:http alone, its few routes matched by hand: a framework's general router cost CPU
  * on every request and stood between the contract and the wire (keys of raw bytes, the Content-Type as
- * sent); ARCHITECTURE.md says more. Keep the matching by hand.
+ * sent); ARCHITECTURE.md, "The API and stopping", says more. Keep the matching by hand.
  */
 import { type AdminRouteDeps, adminRoutes } from "./admin-routes.js";
 import { type Call, createHttpServer, type HttpApi, type RequestHandler } from "./http-server.js";

@@ -35,7 +35,7 @@ const CLOSE_GRACE_MS = 5000;
  * 503 `stopping` says the request was not applied, so the client can send it to another node.
  */
 const STOP_DRAIN_MS = 300;
-/** As fastify had it, and longer than clients' idle timeouts (undici 4 s): the server never closes first. */
+/** Longer than clients' idle timeouts (undici's 4 s): the server never closes an idle connection first. */
 const KEEP_ALIVE_TIMEOUT_MS = 72_000;
 
 /** The node's HTTP API: its server, and how it starts and stops. */

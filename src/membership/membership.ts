@@ -97,7 +97,8 @@ export class Membership {
   private ringView: RingView | null = null;
   /**
    * Bumped whenever the ring, a member's status, or its addresses, weight or zone change: the view
-   * node.ts saves on each bump. (The preference table follows the ring's version, not this.)
+   * the node saves on each bump (node/view-saver.ts). (The preference table follows the ring's version,
+   * not this.)
    */
   epoch = 0;
 

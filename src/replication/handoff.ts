@@ -137,7 +137,7 @@ export class Handoff {
     this.kick();
   }
 
-  /** The ring the last complete pass was for: what a restart starts from (node.ts saves it). */
+  /** The ring the last complete pass was for: what a restart starts from (saved with the node's view). */
   get handedOffRing(): RingView | undefined {
     return this.from?.ring;
   }

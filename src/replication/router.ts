@@ -123,9 +123,8 @@ export class Router implements KvService {
       } catch (err) {
         this.d.directory.contacted(id, false);
         // After a timeout, a failure there, or a connection lost with the request sent, the write may have
-        // been applied: trying another replica would make a second version of it (found by the
-        // simulator: a coordinator crashed mid-request, and the write came back as two siblings). Only
-        // errors that mean "never delivered" move on to the next replica.
+        // been applied: trying another replica would make a second version of it (one client write as two
+        // siblings). Only errors that mean "never delivered" move on to the next replica.
         if (!(err instanceof TransportError) || err.maybeDelivered)
           return { kind: "unavailable", needed: w, acked: 0 };
       }

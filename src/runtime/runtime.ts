@@ -34,7 +34,7 @@ export interface Runtime {
   readonly random: Random;
 }
 
-/** xorshift128+ seeded from one 32-bit seed: reproducible, fast, good enough for protocol randomness. */
+/** xoshiro128** seeded from one 32-bit seed: reproducible, fast, good enough for protocol randomness. */
 export function seededRandom(seed: number): Random {
   let s0 = (seed ^ 0x9e3779b9) >>> 0 || 1;
   let s1 = Math.imul(seed ^ 0x85ebca6b, 0xc2b2ae35) >>> 0 || 2;

@@ -102,7 +102,7 @@ export interface SimNode {
   readonly transport: SimTransport;
   /**
    * "starting": a boot is under way (it takes virtual time: syncs are slow). "left": it left the cluster
-   * (`leave`) and stopped, as node.ts stops a node that left.
+   * (`leave`) and stopped, as `ringstore start` stops a node that left.
    */
   state: "up" | "crashed" | "starting" | "left";
   paused: boolean;

@@ -38,10 +38,9 @@
  * where a connection dies with its process and nothing sent on it reaches the next one. A copy that
  * arrives to find that incarnation gone is dropped and its sender told ERR_UNREACHABLE: "never delivered"
  * (maybeDelivered false) only if the destination was already down when the request was sent (TCP's
- * connection refused), otherwise "maybe delivered" (a connection reset). The simulator once broke this: a
- * duplicated `coordinate` sent to a dead node was refused, the forwarder moved on to another replica,
- * and the duplicate copy then reached the restarted node, which applied the write a second time (seed
- * 2135820155, heavy faults) - a history TCP cannot produce.
+ * connection refused), otherwise "maybe delivered" (a connection reset). Do not relax either rule: a
+ * copy of a request refused by a dead node could otherwise reach its next incarnation after the sender
+ * moved on to another replica, and a forwarded write would be applied twice, a history TCP cannot produce.
  *
  * Bounds: requests in flight per directed link (`maxInFlightPerLink`, like TCP's per connection; more
  * fail with ERR_OVERLOADED, on both sides), and messages on the wire per directed link

@@ -5,7 +5,7 @@
  *
  * Operations, all drawn from the client's own seeded stream:
  * - add: read (R), take the union of the siblings' items, add a fresh element, write back with the
- *   read's context (contextOf: the join of the siblings' contexts and dots, as http-api.ts hands out);
+ *   read's context (contextOf: the join of the siblings' contexts and dots, as kv-routes.ts hands out);
  * - remove: the same, removing an element the read saw;
  * - blind: a write without context (it supersedes nothing);
  * - delete: a delete (tombstone) with the read's context.

@@ -1,9 +1,9 @@
 /**
  * Runs compactions and flushes in a worker thread (the edge adapter of lsm/compaction-job.ts for the real
- * disk). On a 2-core machine the merge then takes the second core instead of the event loop that serves
- * requests: measured, it is what kept overwrite-heavy loads from stalling writers for seconds. Flushes
- * followed for the same reason (10-15% of a write load's event-loop time, and a flush starved by a busy
- * writer made the writer wait for it).
+ * disk). A merge then takes the second core instead of the event loop that serves requests, so an
+ * overwrite-heavy load does not stall its writers behind it; a flush too, since on the event loop it
+ * competes with the writer that waits for it (docs/performance.md, "first storage choices" and "storage
+ * write path").
  *
  * One worker per engine, started on the first job; it keeps the process alive only while a job runs.
  * Metadata crosses the thread boundary by structured clone, which turns Buffers into Uint8Arrays: they
@@ -47,8 +47,8 @@ function reviveError(e: WorkerError): Error {
 
 /**
  * A small young generation for the workers: a merge or a flush makes mostly short-lived garbage (block
- * buffers and views), and the default young generation let each worker hold tens of MiB of it. Measured
- * on a 1M-key batch load: process RSS 422-426 MiB with the default, 372 MiB with 8 MiB, same throughput.
+ * buffers and views), and V8's default young generation lets each worker hold tens of MiB of it; 8 MiB
+ * costs no throughput (docs/performance.md, "the workers' young generation").
  * The old generation keeps V8's default (a limit there would make a large merge crash the worker).
  */
 const WORKER_LIMITS = { maxYoungGenerationSizeMb: 8 };
@@ -116,7 +116,8 @@ function workerLane(name: string): {
 
 /**
  * Compactions and flushes on two worker threads, so that a flush never waits behind a merge that can take
- * seconds: with one thread for both, writers stalled on full memtables for 2.4-4.4 s per 2M writes.
+ * seconds (with one thread for both, writers stall on full memtables: docs/performance.md, "storage write
+ * path").
  */
 export function workerCompactionExecutor(): CompactionExecutor {
   const merges = workerLane("ringstore compaction");

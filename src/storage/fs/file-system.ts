@@ -26,9 +26,9 @@ export interface WritableFile {
   /** Makes every appended byte durable (fdatasync, through the thread pool). */
   sync(): Promise<void>;
   /**
-   * The same, synchronously, on the calling thread: blocks the event loop for the device's flush (100-200
-   * us on this machine's disk) but saves the thread-pool hand-off, which cost more CPU than the sync itself
-   * here. For the WAL's group commit (see LsmOptions.walSyncOnEventLoop).
+   * The same, synchronously, on the calling thread: blocks the event loop for the device's flush but saves
+   * the thread-pool hand-off, which can cost more CPU than the sync itself (docs/performance.md, "storage
+   * write path"). For the WAL's group commit (see LsmOptions.walSyncOnEventLoop).
    */
   syncBlocking(): void;
   close(): Promise<void>;
@@ -40,8 +40,9 @@ export interface RandomAccessFile {
   /** Reads exactly `length` bytes at `position`; fails if the file is shorter. */
   read(position: number, length: number): Promise<Buffer>;
   /**
-   * The same, synchronously: one pread. From the page cache a 4 KiB read takes about 2 us this way against
-   * 10-30 us through libuv's thread pool; a read that must wait for the device blocks the event loop.
+   * The same, synchronously: one pread. From the page cache that is an order of magnitude cheaper than a
+   * read through libuv's thread pool (docs/performance.md, "first storage choices"); a read that must
+   * wait for the device blocks the event loop.
    */
   readSync(position: number, length: number): Buffer;
   /** The same into `buf` at `offset` (a buffer the caller reuses: no allocation). */
@@ -57,8 +58,9 @@ export interface FileSystem {
   /**
    * Creates a new file for appending; fails if it exists. With `preallocateBytes`, zeros are written ahead
    * of the appends in chunks of that size, so that appends overwrite allocated blocks and a sync need not
-   * commit a new file size (fdatasync then costs about half, measured on ext4). Readers of such a file see
-   * zeros after the appended bytes. `size` counts appended bytes only; `zeroBytesWritten` the zeros.
+   * commit a new file size (an fdatasync then costs about half: docs/performance.md, "first storage
+   * choices"). Readers of such a file see zeros after the appended bytes. `size` counts appended bytes
+   * only; `zeroBytesWritten` the zeros.
    */
   create(path: string, options?: { readonly preallocateBytes?: number }): Promise<WritableFile>;
   openRead(path: string): Promise<RandomAccessFile>;

@@ -4,18 +4,16 @@
  * Memory is `maxSlots` = floor(capacityBytes / slotBytes) slots of `slotBytes` (the engine's blockBytes;
  * the table builder keeps every block of two or more entries under it), allocated as the cache fills and
  * then reused forever: a miss reads the block from the file straight into the slot of the block it
- * evicts, so a read allocates nothing and the collector has nothing to free. (Reading each block into a
- * new Buffer cost more than the pread itself on this machine: fresh pages are faulted in, then collected;
- * a 4 KiB pread took 3.4 us into a new buffer against 1.9 us into a reused one, measured.) A block larger
- * than a slot (one big entry) is not cached.
+ * evicts, so a read allocates nothing and the collector has nothing to free. (A new Buffer per block costs
+ * more than the pread itself: its fresh pages are faulted in, then collected; docs/performance.md, "The
+ * machine".) A block larger than a slot (one big entry) is not cached.
  *
  * Where a block is: each table reader keeps an array of its cached blocks by block index (the owner's
  * `cached`), so a lookup is one array load, not a hash lookup. Recency is CLOCK (a reference bit set on each
  * hit; eviction sweeps the slots, clearing bits, and takes the first block whose bit is clear): a hit writes
- * one field of the block it already holds, where an LRU list also rewrote both neighbours. On this machine a
- * cache miss of the CPU costs 200-300 ns (measured), and a read is mostly a chain of them. (An LRU over the
- * Map's own insertion order once took 24% of a concurrent read profile; an intrusive list after it still
- * touched four objects per hit.)
+ * one field of the block it already holds, where an LRU list also rewrites both neighbours. A read is
+ * mostly a chain of CPU cache misses, so every object a hit touches counts (docs/performance.md,
+ * "storage read path").
  *
  * Admission: once every slot is in use, a missed block takes a slot only on its second miss within a
  * while (a direct-mapped table of recently missed blocks, `ghosts`, as 2Q's and ARC's ghost lists and

@@ -14,7 +14,7 @@ import { ENTRY_HEADER_BYTES } from "./table-format.js";
 
 /**
  * Little-endian u32 at p, read byte by byte: Buffer.readUInt32LE's argument checks cost more than the read
- * (validating a block's entries took 1.1 us per 4 KiB block that way, measured).
+ * (docs/performance.md, "storage read path").
  */
 function u32(d: Buffer, p: number): number {
   return (d[p]! | (d[p + 1]! << 8) | (d[p + 2]! << 16) | (d[p + 3]! << 24)) >>> 0;

@@ -5,9 +5,9 @@
  * cache line each), then one byte `k` (probes per key). A key's 32-bit hash h picks one block (h scaled to
  * the block count); its k probes all fall in that block, at bit positions taken 9 bits at a time from a
  * second hash of h (the top bits of h2, h2 * 0x9e3779b9, ...), as RocksDB's FastLocalBloom does. A lookup
- * costs one cache miss instead of k: on this machine a miss costs 200-300 ns, and a present-key read
- * spent 0.5-0.7 us less with this layout (measured). The reader keeps the blocks 64-byte aligned. With 10
- * bits per key and k = 6 the false-positive rate is about 1% (0.95% measured on random keys).
+ * costs one CPU cache miss instead of k, and the misses are most of a check's cost (docs/performance.md,
+ * "storage read path"). The reader keeps the blocks 64-byte aligned. With 10 bits per key and k = 6 the
+ * false-positive rate is about 1%.
  *
  * Legacy (table format 1): `bits` bytes of bit array, then one byte `k`. Probing uses double hashing from
  * one 32-bit hash (Kirsch and Mitzenmacher): probe j tests bit (h + j*delta) mod m, with delta = h rotated

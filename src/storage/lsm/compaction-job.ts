@@ -1,8 +1,8 @@
 /**
  * Writing sorted runs: the table-writing loop shared by flushes and compactions, and the compaction job
  * as a self-contained function of a FileSystem, so that it can run inline (memory file system, simulator)
- * or in a worker thread (the real disk: compaction.worker.ts), where it does not compete with the event
- * loop that serves reads and writes.
+ * or in a worker thread (the real disk: storage/compaction-worker.ts), where it does not compete with the
+ * event loop that serves reads and writes.
  *
  * A job names its inputs (runs, by table metadata) and the file numbers its outputs may take (allocated
  * by the engine beforehand, one more than the inputs could ever need). It writes and syncs the output

@@ -548,7 +548,7 @@ export class LsmEngine implements StorageEngine {
   /**
    * With a blocking WAL sync the writer must not start at the first write: it would sync that write
    * alone, and requests that arrived with it (their callbacks not yet run) would each get a sync of
-   * their own, one after another (group commit lost: one write per fsync, measured in a 3-node cluster).
+   * their own, one after another (group commit lost: docs/performance.md, "the WAL writer starts soon").
    * So it starts once the I/O callbacks ready now have run, and takes every write they made as one
    * group. (The asynchronous sync needs no delay: writes gather while the sync is in the thread pool.)
    */

@@ -7,17 +7,16 @@
  * (made immutable) when it reaches its size limit and is then flushed to a table in the background.
  * Entries are never removed.
  *
- * Layout (each choice measured on the write benchmark; see ARCHITECTURE.md, "Performance decisions"):
+ * Layout (ARCHITECTURE.md, "Writes"; each choice measured on the write benchmark: docs/performance.md,
+ * "storage write path"):
  * - The bytes of the operations live in an arena of large chunks, in the WAL batch encoding (kind, varint
  *   key length, varint value length, key, value): a write's operations are copied in with one copy of its
- *   record's body. So a write leaves no object per operation on the heap: a skip list of node objects,
- *   each with its link array and key views, made every young-generation collection copy every entry of
- *   the memtable (15% of a concurrent write load's time went to the collector).
+ *   record's body. So a write leaves no object per operation on the heap for a young-generation
+ *   collection to copy (a skip list of node objects, each with its link array and key views, would).
  * - The tree's nodes keep, per entry, four numbers in one Float64Array: the key's first 6 bytes as an
  *   order-preserving number, the sequence, and the arena chunk and offset of the operation. A search is a
  *   few binary searches over contiguous memory; the key bytes are compared only when 6-byte prefixes tie.
- *   (LevelDB's skip list, written in JavaScript, took 1.8-2.3 us per insert into an 8 MiB memtable, about
- *   100 cache misses through scattered node objects; this tree takes about 0.4 us.)
+ *   (A skip list's scattered node objects make each insert a long chain of CPU cache misses.)
  *
  * Iterators hold a position (leaf, index) that an insert can shift; they notice through `mods` and find
  * their entry again (entries never change order relative to each other, they only move between slots).

@@ -61,16 +61,18 @@ export interface LsmOptions {
   readonly syncReads: boolean;
   /**
    * In fsync mode, the WAL is preallocated with zeros in chunks of this size (0: off), so that each group
-   * commit's fdatasync overwrites allocated blocks instead of committing a new file size: about half the
-   * latency per fsync on ext4 here. The zeros count as disk writes in the statistics.
+   * commit's fdatasync overwrites allocated blocks instead of committing a new file size, which about
+   * halves its latency on ext4 (docs/performance.md, "first storage choices"). The zeros count as disk
+   * writes in the statistics.
    */
   readonly walPreallocateBytes: number;
   /**
    * In fsync mode, the writer loop calls fdatasync synchronously, on the event loop, instead of through
-   * libuv's thread pool. The event loop is blocked for each group commit's sync (the device's flush,
-   * 100-200 us here), and while it is, new requests wait in the kernel and then join the next group
-   * (natural group commit); in exchange each sync saves the thread-pool hand-off and its wake-ups. See
-   * ARCHITECTURE.md ("Performance decisions") for the measurements behind the default.
+   * libuv's thread pool. The event loop is blocked for each group commit's sync (the device's flush), and
+   * while it is, new requests wait in the kernel and then join the next group (natural group commit); in
+   * exchange each sync saves the thread-pool hand-off and its wake-ups. A cluster node turns it off
+   * (node/node.ts). ARCHITECTURE.md ("Writes") says why; the measurements are in docs/performance.md,
+   * "storage write path" and "WAL sync in a cluster node".
    */
   readonly walSyncOnEventLoop: boolean;
 }

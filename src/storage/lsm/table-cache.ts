@@ -26,9 +26,8 @@ interface Slot {
 export class TableCache {
   private readonly slots = new Map<number, Slot>();
   /**
-   * Recency is a counter stamped on each use, not Map order: re-inserting on every use (the earlier way)
-   * left a hole in the Map per lookup, as in the block cache before it. Eviction, rare, scans for the
-   * oldest stamp.
+   * Recency is a counter stamped on each use, not Map order: re-inserting on every use would leave a hole
+   * in the Map per lookup. Eviction, rare, scans for the oldest stamp.
    */
   private clock = 0;
 

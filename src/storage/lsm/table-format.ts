@@ -6,7 +6,8 @@
  *
  * Data block (target 4 KiB; one entry may make a block larger):
  *   entries, each:  kind u8 (1 put, 0 tombstone) | keyLen u16 LE | valueLen u32 LE | key | value
- *   offsets         u32 LE per entry (for binary search; no prefix compression, see ARCHITECTURE.md)
+ *   offsets         u32 LE per entry (for binary search; no prefix compression: ARCHITECTURE.md, "Format
+ *                   decisions")
  *   count           u32 LE
  *   trailer
  *

@@ -36,8 +36,8 @@ export class TableReader implements BlockOwner {
   private readonly lastKeys: Buffer[];
   /**
    * keyPrefix of each last key: the block search runs over this one array and compares whole keys only
-   * where prefixes tie. (A binary search over the Buffers themselves touched two objects per step, most of
-   * them cache misses: the largest share of a cached read's time, measured.)
+   * where prefixes tie. (A binary search over the keys' Buffers touches two objects per step, most of them
+   * CPU cache misses: docs/performance.md, "storage read path".)
    */
   private readonly lastPrefixes: Float64Array;
   private readonly blockOffsets: number[];

@@ -4,7 +4,7 @@
  * A sorted run is a list of tables with disjoint key ranges, ordered by key; within a run a key appears
  * at most once. Runs cover disjoint ranges of sequence numbers: a flush adds a run newer than every other,
  * and a compaction replaces a contiguous group of runs by one run covering their union. Runs are ordered
- * newest first, so a lookup takes the first hit. (See ARCHITECTURE.md, "Compaction".)
+ * newest first, so a lookup takes the first hit. (See ARCHITECTURE.md, "Versions, flush and compaction".)
  *
  * A Version is what readers pin: while any reader holds a version, none of its tables is deleted.
  */
