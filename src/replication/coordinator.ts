@@ -39,7 +39,8 @@ export interface ReplicaPeer {
   readonly nodeId: string;
   /**
    * The replica's set of `key`. With `hintFor`, the node answers as a stand-in for that replica (sloppy
-   * quorum): the hint it holds for it, merged with any set it holds itself.
+   * quorum): every hint it holds for the key (the writer may have placed it in another slot than this
+   * read does), merged with any set it holds itself.
    */
   read(key: Uint8Array, hintFor?: string): Promise<StoredSibling[]>;
   /**
@@ -57,7 +58,7 @@ export function localPeer(nodeId: string, replica: Replica, hints?: HintStore): 
     read: async (key, hintFor) => {
       const own = await replica.read(key);
       if (hintFor === undefined || hintFor === nodeId || hints === undefined) return own;
-      return merge(own, await hints.read(hintFor, key));
+      return merge(own, await hints.readAll(key));
     },
     store: async (key, set, _handoff, hintFor) => {
       if (hintFor === undefined || hintFor === nodeId) await replica.merge(key, set);
@@ -468,7 +469,7 @@ export class Coordinator implements KvService {
               context,
               value,
               this.deps.standInActor!(),
-              () => this.hintsHeld(key, primaries),
+              () => this.hintsHeld(key),
               (set) => hints.put(ownSlot.primary, key, set),
               abandoned,
             )
@@ -513,11 +514,9 @@ export class Coordinator implements KvService {
     }
   }
 
-  /** Every hint this node holds for the key (for any of its replicas): what a stand-in versions over. */
-  private async hintsHeld(key: Uint8Array, primaries: readonly ReplicaPeer[]): Promise<StoredSibling[]> {
-    let out: StoredSibling[] = [];
-    for (const p of primaries) out = merge(out, (await this.deps.hints?.read(p.nodeId, key)) ?? []);
-    return out;
+  /** Every hint this node holds for the key: what a stand-in versions over. */
+  private hintsHeld(key: Uint8Array): Promise<StoredSibling[]> {
+    return this.deps.hints?.readAll(key) ?? Promise.resolve([]);
   }
 
   /**

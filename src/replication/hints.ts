@@ -258,6 +258,20 @@ export class HintStore {
   }
 
   /**
+   * Every hint held for `key`, whatever its target, merged: what a stand-in answers a read with (the
+   * coordinator of a read may have placed this node in another slot than the writer did). One lookup per
+   * target holding hints.
+   */
+  async readAll(key: Uint8Array): Promise<StoredSibling[]> {
+    let out: StoredSibling[] = [];
+    for (const target of [...this.backlogs.keys()]) {
+      const set = await this.read(target, key);
+      if (set.length > 0) out = merge(out, set);
+    }
+    return out;
+  }
+
+  /**
    * One page of `target`'s hints in key order, after `after` (from the first if undefined): at most
    * `maxKeys`, ending also once the page holds `maxBytes`. Damaged records are removed and counted, not
    * returned. An empty page means done.

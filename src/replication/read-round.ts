@@ -62,16 +62,19 @@ export function readRound(
       grace?.cancel();
       resolve({ ok: [...ok], asked });
     };
-    const impossible = () =>
-      targets.length - failed < needed || primaries - failedPrimaries < neededPrimaries;
+    // Asking stops once r is out of reach; with only pr out of reach the targets are still asked, so
+    // that the 503 says truly how many replied.
+    const rImpossible = () => targets.length - failed < needed;
+    const impossible = () => rImpossible() || primaries - failedPrimaries < neededPrimaries;
     const check = () => {
+      const allIn = asked.length === ok.length + failed;
       if (ok.length >= needed && okPrimaries >= neededPrimaries) finish();
-      else if (impossible() && asked.length === ok.length + failed) finish();
+      else if (impossible() && allIn && (rImpossible() || asked.length === targets.length)) finish();
       // Out of reach: the targets still to answer get a short grace, so that the count is true.
-      else if (impossible()) grace ??= timers.after(TRUE_COUNT_GRACE_MS, finish);
+      else if (impossible() && !allIn) grace ??= timers.after(TRUE_COUNT_GRACE_MS, finish);
     };
     const ask = () => {
-      if (done || asked.length >= targets.length || impossible()) return;
+      if (done || asked.length >= targets.length || rImpossible()) return;
       const target = targets[asked.length]!;
       const answer = target.peer.read(key, target.hintFor);
       asked.push({ target, answer });
@@ -95,7 +98,7 @@ export function readRound(
     const hedge =
       first < targets.length
         ? timers.after(Math.min(hedgeMs, timeoutMs), () => {
-            while (!done && asked.length < targets.length && !impossible()) ask();
+            while (!done && asked.length < targets.length && !rImpossible()) ask();
           })
         : undefined;
     for (let i = 0; i < first; i++) ask();

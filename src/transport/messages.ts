@@ -118,8 +118,8 @@ export type RequestBody =
       readonly kind: "read";
       readonly key: Uint8Array;
       /**
-       * Sloppy quorum: the receiver answers as a stand-in for this replica (the hint it holds for it, with
-       * any set of its own) instead of as a replica of the key.
+       * Sloppy quorum: the receiver answers as a stand-in for this replica (every hint it holds for the
+       * key, with any set of its own) instead of as a replica of the key.
        */
       readonly hintFor?: string;
     }
