@@ -36,8 +36,11 @@
  * to, kind (a body's kind or an error's code), key, answer (true: answers and errors) and fate.
  *
  * Deterministic: one VirtualScheduler (runtime/virtual-runtime.ts) and, under faults, one seeded Random.
- * Not modelled, as the simulator's network (src/sim/sim-network.ts) does: latency, per-link bounds,
- * pauses, a handshake beyond the cluster-id check.
+ * No latency: in a diagram a message takes no time, and what a test wants delayed it delays by not
+ * delivering it. The whole-cluster simulator keeps its own network (src/sim/sim-network.ts), which
+ * models what this one leaves out: latency, per-link bounds, pauses, the handshake beyond the cluster-id
+ * check, and whether a refused request may have been handled (here an error never was; a request whose
+ * handler's node crashes meanwhile goes unanswered, so its sender times out).
  */
 import assert from "node:assert/strict";
 import { setImmediate } from "node:timers";
