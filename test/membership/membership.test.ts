@@ -1,9 +1,11 @@
 /**
- * Membership (src/membership/membership.ts) driven by GossipDriver (gossip-driver.ts), on the simulated
- * network (src/sim/sim-network.ts) and virtual time (src/runtime/virtual-runtime.ts). Nothing is
- * mocked: each node is the real state machine and driver, wired as src/node/node.ts wires them, with a
- * handler that answers `gossip`, `join` and `ping` as node.ts does.
+ * Membership (src/membership/membership.ts) driven by GossipDriver (gossip-driver.ts), on the protocol
+ * test network (test/support/protocol-net.ts) and virtual time (src/runtime/virtual-runtime.ts). Nothing
+ * is mocked: each node is the real state machine and driver, wired as the node wires them, with a
+ * handler that answers `gossip`, `join` and `ping` as node/peer-dispatch.ts does.
  *
+ * - a join and the gossip after it, message by message: the claimant claims the joiner in, its push
+ *   turns the joiner up, a lost push is a failed contact (suspect, not down), the next exchange lifts it;
  * - a cluster of five converges: everyone sees everyone up, and the same ring holding all of them;
  * - one bad link (cut both ways) may make the two ends suspect each other, never declare each other down,
  *   and nobody else notices;
@@ -13,21 +15,15 @@
  * - the ring: three joins give three claims, each moving partitions only to the joiner; every node ends
  *   at the same version, and no node ever sees its ring version go down.
  *
- * Deterministic: every delay, fault and gossip peer comes from SIM_SEED (default below). A failing run
- * prints the command that replays it.
+ * Deterministic: every fault and gossip peer comes from SIM_SEED (default below). A failing run prints
+ * the command that replays it.
  */
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { GossipDriver } from "../../src/membership/gossip-driver.js";
 import { type Liveness, Membership, newerEntry } from "../../src/membership/membership.js";
 import { ownership } from "../../src/ring/ring.js";
-import {
-  derivedRandom,
-  deriveSeed,
-  type TimerGroup,
-  VirtualScheduler,
-} from "../../src/runtime/virtual-runtime.js";
-import { type SimFaults, SimNetwork, type SimTransport } from "../../src/sim/sim-network.js";
+import { derivedRandom, deriveSeed, type TimerGroup } from "../../src/runtime/virtual-runtime.js";
 import type {
   AnswerBody,
   AnswerOf,
@@ -35,7 +31,8 @@ import type {
   RequestBody,
   RingView,
 } from "../../src/transport/messages.js";
-import { TransportError } from "../../src/transport/transport.js";
+import { type Transport, TransportError } from "../../src/transport/transport.js";
+import { type NetFaults, ProtocolNet } from "../support/protocol-net.js";
 
 const SEED = process.env.SIM_SEED !== undefined ? Number(process.env.SIM_SEED) : 0x6055_1e01;
 const REPLAY = `SIM_SEED=${SEED} node --import tsx --test test/membership/membership.test.ts`;
@@ -52,8 +49,7 @@ const CLUSTER = "sim-cluster";
 
 interface SimNode {
   readonly id: string;
-  readonly address: string;
-  readonly transport: SimTransport;
+  readonly transport: Transport;
   /** This incarnation's timers (halted by a crash) and random stream. */
   timers: TimerGroup;
   generation: number;
@@ -64,34 +60,30 @@ interface SimNode {
   crashed: boolean;
 }
 
-const addr = (id: string): string => `sim:${id}`;
-const short = (address: string): string => address.replace(/^sim:/, "");
 const sortedIds = (ids: Iterable<string>): string => [...ids].sort().join(",");
 
-/** A simulated cluster: one scheduler, one network, nodes joining as node.ts makes them join. */
+/** Seeded loss, duplication and reordering (a message held up to 100 ms), as a bad network would. */
+type Faults = Omit<NetFaults, "random">;
+
+/** A cluster on one network (a node's name is its id and its peer address), joining as node.ts makes them join. */
 class SimCluster {
-  readonly sched = new VirtualScheduler();
-  readonly net: SimNetwork;
+  readonly net: ProtocolNet;
+  readonly sched: ProtocolNet["sched"];
   readonly nodes = new Map<string, SimNode>();
-  /** Messages seen by the network, as "from → to what" (requests: op; answers: op or error code). */
-  readonly trace: string[] = [];
 
   constructor(
     readonly seed: number,
-    faults: Partial<SimFaults> = {},
+    faults?: Faults,
   ) {
-    this.net = new SimNetwork({
-      clock: this.sched,
-      timers: this.sched,
-      random: derivedRandom(seed, "network"),
-      latency: { minMs: 1, maxMs: 5 },
-      faults,
+    this.net = new ProtocolNet({
+      faults: faults === undefined ? undefined : { ...faults, random: derivedRandom(seed, "network") },
     });
-    this.net.hook = (m) => {
-      const what = m.kind === "error" ? m.code : m.body.kind;
-      this.trace.push(`${short(m.from)} → ${short(m.to)} ${what}`);
-      return undefined;
-    };
+    this.sched = this.net.sched;
+  }
+
+  /** Every message sent, as "from -> to kind" (a request) or "from --> to kind" (its answer). */
+  get trace(): string[] {
+    return this.net.sent().map((s) => s.line);
   }
 
   node(id: string): SimNode {
@@ -108,15 +100,9 @@ class SimCluster {
   private attach(id: string): SimNode {
     // Requests may arrive as soon as the address exists; they find the node through this binding.
     let node: SimNode | undefined;
-    const transport = this.net.transport({
-      address: addr(id),
-      nodeId: id,
-      clusterId: "",
-      handler: (from, body) => this.dispatch(node!, from, body),
-    });
+    const transport = this.net.node(id, (from, body) => this.dispatch(node!, from, body));
     node = {
       id,
-      address: addr(id),
       transport,
       timers: this.sched.group(),
       generation: 0,
@@ -163,7 +149,7 @@ class SimCluster {
     return {
       id,
       api: `api-${id}`,
-      peer: addr(id),
+      peer: id,
       weight: 1,
       zone: undefined,
       status,
@@ -228,11 +214,11 @@ class SimCluster {
     let answer: AnswerOf<"join"> | undefined;
     for (let i = 0; i < attempts && answer === undefined; i++) {
       const res = node.transport.request(
-        addr(via),
+        via,
         { kind: "join", member: this.selfEntry(id, "joining", 0) },
         JOIN_TIMEOUT_MS,
       );
-      answer = await this.sched.runUntilSettled(res, JOIN_TIMEOUT_MS + 1).catch((err: unknown) => {
+      answer = await this.net.runUntilSettled(res, JOIN_TIMEOUT_MS + 1).catch((err: unknown) => {
         if (i === attempts - 1 || !(err instanceof TransportError)) throw err;
         return undefined;
       });
@@ -247,7 +233,7 @@ class SimCluster {
   /** The process dies: its timers stop, the network forgets it; its saved view stays on "disk". */
   crash(id: string): void {
     const node = this.node(id);
-    this.net.crash(node.address);
+    this.net.crash(id);
     node.timers.halt();
     node.gossip!.stop();
     node.crashed = true;
@@ -261,7 +247,7 @@ class SimCluster {
     node.crashed = false;
     node.membership = undefined;
     node.gossip = undefined;
-    this.net.restart(node.address, (from, body) => this.dispatch(node, from, body));
+    this.net.restart(id);
     const { gossip, save } = this.startMembership(node, node.saved);
     gossip.start();
     save();
@@ -311,11 +297,11 @@ class SimCluster {
   }
 
   /** Five nodes: n1 bootstraps, n2..n5 join through n1, then the view settles. */
-  static async ofFive(seed: number, faults: Partial<SimFaults> = {}, attempts = 1): Promise<SimCluster> {
+  static async ofFive(seed: number, faults?: Faults, attempts = 1): Promise<SimCluster> {
     const c = new SimCluster(seed, faults);
     c.bootstrap("n1");
     for (const id of ["n2", "n3", "n4", "n5"]) await c.join(id, "n1", attempts);
-    const ok = await c.sched.runUntil(() => c.converged(FIVE), 30_000);
+    const ok = await c.net.runUntil(() => c.converged(FIVE), 30_000);
     assert.ok(ok, `five nodes did not converge within 30 s\n${c.describe()}`);
     return c;
   }
@@ -323,7 +309,59 @@ class SimCluster {
 
 const FIVE = ["n1", "n2", "n3", "n4", "n5"];
 
-describe("membership over the simulated network", () => {
+describe("membership, message by message", () => {
+  test("a join: the claimant's next round claims the joiner in; its push turns it up; a lost push is a suspicion, lifted by the next exchange", async () => {
+    const c = new SimCluster(SEED);
+    const { net } = c;
+    c.bootstrap("n1");
+    await c.join("n2", "n1");
+    assert.deepEqual(c.trace, ["n2 -> n1 join", "n1 --> n2 joined"]);
+    const [n1, n2] = [c.node("n1").membership!, c.node("n2").membership!];
+    assert.deepEqual([n1.ring?.version, n2.self.status], [1, "joining"]);
+    assert.equal(c.sched.now(), 0);
+
+    // A round each: n1, the claimant, claims n2 in before it pushes; n2 pushes what it has.
+    await net.elapse(INTERVAL_MS);
+    assert.deepEqual(net.pending(), ["n1 -> n2 gossip", "n2 -> n1 gossip"]);
+    assert.equal(n1.ring?.version, 2);
+    assert.ok(n1.ring!.owners.includes("n2"));
+    assert.equal(n2.self.status, "joining", "n2 has heard nothing yet");
+
+    // n1's push reaches n2: it takes ring 2, turns itself up, and answers with its view.
+    assert.deepEqual(await net.deliver({ to: "n2" }), ["n1 -> n2 gossip"]);
+    assert.deepEqual([n2.ring?.version, n2.self.status], [2, "up"]);
+    assert.deepEqual(net.pending(), ["n2 -> n1 gossip", "n2 --> n1 gossip"]);
+    assert.equal(n1.member("n2")?.status, "joining");
+    await net.deliver({ answer: true });
+    assert.equal(n1.member("n2")?.status, "up", "n2's answer told n1");
+
+    // n2's own push is lost: no answer, and after the request timeout n2 suspects n1. Nothing more.
+    assert.deepEqual(net.drop({ from: "n2" }), ["n2 -> n1 gossip"]);
+    const lostAt = c.sched.now();
+    await net.elapse(REQUEST_TIMEOUT_MS - 1);
+    assert.equal(c.liveness("n2", "n1"), "up");
+    await net.elapse(1);
+    assert.equal(c.sched.now(), lostAt + REQUEST_TIMEOUT_MS);
+    assert.equal(c.liveness("n2", "n1"), "suspect", "a failed contact is a suspicion");
+    assert.equal(c.liveness("n1", "n2"), "up", "n1's contacts with n2 did not fail");
+    // The rounds of the meantime are still queued (nothing moves by itself)...
+    assert.deepEqual(net.pending(), [
+      "n1 -> n2 gossip",
+      "n2 -> n1 gossip",
+      "n1 -> n2 gossip",
+      "n2 -> n1 gossip",
+    ]);
+    // ...and once delivered, the next exchange with n1 lifts the suspicion.
+    await net.deliver({ from: "n1" });
+    assert.equal(c.liveness("n2", "n1"), "up");
+    await net.step();
+    await net.step();
+    assert.deepEqual(net.pending(), []);
+    assert.ok(c.converged(["n1", "n2"]), c.describe());
+  });
+});
+
+describe("membership over the network", () => {
   test("a cluster of five converges: everyone sees everyone up and the same ring", async () => {
     const c = new SimCluster(SEED);
     c.bootstrap("n1");
@@ -331,17 +369,17 @@ describe("membership over the simulated network", () => {
 
     await c.join("n2", "n1");
     // n2 is admitted by n1 and takes the view from n1's answer: one round trip, no gossip yet.
-    assert.deepEqual(c.trace, ["n2 → n1 join", "n1 → n2 joined"]);
+    assert.deepEqual(c.trace, ["n2 -> n1 join", "n1 --> n2 joined"]);
     const n2 = c.node("n2").membership!;
     assert.equal(n2.self.status, "joining", "n2 owns no partition yet");
     assert.deepEqual(n2.ring?.owners, new Array(PARTITIONS).fill("n1"));
 
     for (const id of ["n3", "n4", "n5"]) await c.join(id, "n1");
     const t0 = c.sched.now();
-    assert.ok(await c.sched.runUntil(() => c.converged(FIVE), 30_000), c.describe());
+    assert.ok(await c.net.runUntil(() => c.converged(FIVE), 30_000), c.describe());
     const took = c.sched.now() - t0;
     // Joiners learn the ring through gossip from the claimant (n1), then turn themselves up.
-    assert.ok(c.trace.includes("n1 → n2 gossip") || c.trace.includes("n2 → n1 gossip"));
+    assert.ok(c.trace.includes("n1 -> n2 gossip") || c.trace.includes("n2 -> n1 gossip"));
     assert.ok(took < 20 * INTERVAL_MS, `converged after ${took} ms\n${c.describe()}`);
 
     const ring = c.node("n1").membership!.ring!;
@@ -352,14 +390,15 @@ describe("membership over the simulated network", () => {
       `${shares}`,
     );
     c.net.checkCounters();
-    assert.equal(c.net.counters.dropped, 0);
+    assert.equal(c.net.counters.lost, 0);
   });
 
   test("one bad link: A may suspect B, never declares it down while B gossips with others", async () => {
     const c = await SimCluster.ofFive(SEED);
     const [A, B] = ["n1", "n2"]; // n1 is also the claimant: a wrong "down" would change the ring
     const ringVersion = c.node(A).membership!.ring!.version;
-    c.net.cutBoth(addr(A), addr(B));
+    c.net.cut(A, B);
+    c.net.cut(B, A);
 
     const seen = new Map<string, Set<Liveness>>();
     const note = (observer: string, subject: string) => {
@@ -369,7 +408,7 @@ describe("membership over the simulated network", () => {
       seen.set(k, s);
     };
     // Check after every event for 10 x downAfterMs; stop at the first "down" anyone reports.
-    const anyDown = await c.sched.runUntil(() => {
+    const anyDown = await c.net.runUntil(() => {
       for (const o of FIVE) for (const s of FIVE) if (o !== s) note(o, s);
       return [...seen.values()].some((s) => s.has("down"));
     }, 10 * DOWN_AFTER_MS);
@@ -383,15 +422,15 @@ describe("membership over the simulated network", () => {
       assert.equal(n.membership!.ring!.version, ringVersion, `${n.id}: ring unchanged`);
 
     // A -> B is lost on the wire (a timeout, not a refusal); n3 -> B works.
-    const lost = c.node(A).transport.request(addr(B), { kind: "ping" }, 300);
-    await assert.rejects(c.sched.runUntilSettled(lost, 1000), { code: "ERR_TIMEOUT" });
-    const ok = c.node("n3").transport.request(addr(B), { kind: "ping" }, 300);
-    assert.deepEqual(await c.sched.runUntilSettled(ok, 1000), { kind: "pong" });
+    const lost = c.node(A).transport.request(B, { kind: "ping" }, 300);
+    await assert.rejects(c.net.runUntilSettled(lost, 1000), { code: "ERR_TIMEOUT" });
+    const ok = c.node("n3").transport.request(B, { kind: "ping" }, 300);
+    assert.deepEqual(await c.net.runUntilSettled(ok, 1000), { kind: "pong" });
 
     // Healed: the next successful gossip lifts the suspicion.
     c.net.heal();
     assert.ok(
-      await c.sched.runUntil(() => c.liveness(A, B) === "up" && c.liveness(B, A) === "up", SUSPECT_FOR_MS),
+      await c.net.runUntil(() => c.liveness(A, B) === "up" && c.liveness(B, A) === "up", SUSPECT_FOR_MS),
       c.describe(),
     );
     c.net.checkCounters();
@@ -406,7 +445,7 @@ describe("membership over the simulated network", () => {
     c.crash(X);
 
     const downAt = new Map<string, number>();
-    const allDown = await c.sched.runUntil(
+    const allDown = await c.net.runUntil(
       () => {
         for (const o of others)
           if (!downAt.has(o) && c.liveness(o, X) === "down") downAt.set(o, c.sched.now() - t0);
@@ -425,7 +464,7 @@ describe("membership over the simulated network", () => {
 
     const t1 = c.sched.now();
     c.restart(X);
-    const upAgain = await c.sched.runUntil(() => c.converged(FIVE), 10 * INTERVAL_MS);
+    const upAgain = await c.net.runUntil(() => c.converged(FIVE), 10 * INTERVAL_MS);
     assert.ok(upAgain, `${X} not up everywhere after its restart\n${c.describe()}`);
     assert.ok(c.sched.now() - t1 <= 5 * INTERVAL_MS, `up again after ${c.sched.now() - t1} ms`);
     for (const o of others) assert.ok(c.node(o).membership!.member(X)!.incarnation > incarnation);
@@ -433,12 +472,7 @@ describe("membership over the simulated network", () => {
   });
 
   test("views converge for any seed, with loss, duplication and reordering", async () => {
-    const faults = {
-      dropProbability: 0.05,
-      duplicateProbability: 0.05,
-      delayProbability: 0.1,
-      delayMaxMs: 100,
-    };
+    const faults: Faults = { drop: 0.05, duplicate: 0.05, delay: 0.1, delayMaxMs: 100 };
     for (let i = 0; i < 8; i++) {
       const seed = deriveSeed(SEED, `property/${i}`);
       let c: SimCluster | undefined;
@@ -446,13 +480,13 @@ describe("membership over the simulated network", () => {
         c = await SimCluster.ofFive(seed, faults, 6);
         // Still converged a while later: nothing flaps under the same faults.
         let flapped = false;
-        await c.sched.runUntil(() => {
+        await c.net.runUntil(() => {
           flapped ||= !c!.live().every((o) => FIVE.every((s) => c!.liveness(o.id, s) !== "down"));
           return flapped;
         }, 5 * DOWN_AFTER_MS);
         assert.equal(flapped, false, `a member was declared down under 5% loss\n${c.describe()}`);
         assert.ok(c.converged(FIVE, true), c.describe());
-        const { dropped, duplicated } = c.net.checkCounters();
+        const { lost: dropped, duplicated } = c.net.checkCounters();
         assert.ok(
           dropped > 0 && duplicated > 0,
           `the faults were exercised: ${dropped} lost, ${duplicated} duplicated`,
@@ -483,7 +517,7 @@ describe("membership over the simulated network", () => {
     for (const id of ["n2", "n3", "n4"]) {
       await c.join(id, "n1");
       members.push(id);
-      const everywhere = await c.sched.runUntil(() => {
+      const everywhere = await c.net.runUntil(() => {
         record();
         return c.converged(members);
       }, 30 * INTERVAL_MS);
@@ -579,13 +613,13 @@ describe("membership over the simulated network", () => {
     const c = await SimCluster.ofFive(SEED);
     c.crash("n4");
     assert.ok(
-      await c.sched.runUntil(
+      await c.net.runUntil(
         () => c.live().every((n) => n.membership!.liveness("n4", c.sched.now()) === "down"),
         30_000,
       ),
     );
     c.node("n2").membership!.remove("n4");
-    const out = await c.sched.runUntil(
+    const out = await c.net.runUntil(
       () =>
         c
           .live()
@@ -599,10 +633,10 @@ describe("membership over the simulated network", () => {
     // n4 restarts from its saved view (it was up then, with a higher incarnation): it hears it is gone.
     c.restart("n4");
     assert.ok(
-      await c.sched.runUntil(() => c.node("n4").membership!.self.status === "left", 30 * INTERVAL_MS),
+      await c.net.runUntil(() => c.node("n4").membership!.self.status === "left", 30 * INTERVAL_MS),
       `n4 did not learn it was removed\n${c.describe()}`,
     );
-    await c.sched.runFor(20 * INTERVAL_MS);
+    await c.net.runFor(20 * INTERVAL_MS);
     for (const n of c.live()) {
       assert.equal(n.membership!.member("n4")?.status, "left", `${n.id} keeps n4 left`);
       assert.ok(!n.membership!.ring!.owners.includes("n4"));
@@ -616,7 +650,7 @@ describe("membership over the simulated network", () => {
     for (const leaver of ["n2", "n1"]) {
       const prev = c.live()[0]!.membership!.ring!;
       c.node(leaver).membership!.startLeaving();
-      const out = await c.sched.runUntil(
+      const out = await c.net.runUntil(
         () => c.live().every((n) => !n.membership!.ring!.owners.includes(leaver)),
         30 * INTERVAL_MS,
       );
@@ -629,7 +663,7 @@ describe("membership over the simulated network", () => {
       // Still a member (it hands off, gossips) until it marks itself left.
       assert.equal(c.node("n5").membership!.member(leaver)?.status, "leaving");
       c.node(leaver).membership!.markLeft();
-      const heard = await c.sched.runUntil(
+      const heard = await c.net.runUntil(
         () => c.live().every((n) => n.membership!.member(leaver)?.status === "left"),
         30 * INTERVAL_MS,
       );

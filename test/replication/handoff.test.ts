@@ -1,24 +1,28 @@
 /**
- * Handoff (src/replication/handoff.ts) on virtual time, with a real memory engine holding the sets and
- * peers that record (or refuse) the stores sent to them: who sends what on a join and on a leave, retries
- * with backoff until every store is acknowledged, and a stop or a failing scan that crash nothing.
+ * Handoff (src/replication/handoff.ts) on virtual time, with a real replica (Replica on MemoryEngine) on
+ * every node, reached as a node reaches it, through remote-replica.ts's remotePeer, here on the protocol
+ * test network (test/support/protocol-net.ts): who sends what on a join and on a leave, retries with
+ * backoff until every store is acknowledged, and a stop or a failing scan that crash nothing. A node
+ * "down" is crashed: a store to it is refused.
  */
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import type { ReplicaPeer } from "../../src/replication/coordinator.js";
 import { Handoff, type HandoffDeps, type HandoffRing } from "../../src/replication/handoff.js";
 import { DATA } from "../../src/replication/keyspaces.js";
+import { remotePeer } from "../../src/replication/remote-replica.js";
 import { Replica } from "../../src/replication/replica.js";
 import { claim, PreferenceTable, type RingMember } from "../../src/ring/ring.js";
-import { VirtualScheduler } from "../../src/runtime/virtual-runtime.js";
 import { MemoryEngine } from "../../src/storage/memory-engine.js";
 import type { RingView } from "../../src/transport/messages.js";
 import { update } from "../../src/versioning/dvv.js";
 import { encodeSiblings, type StoredSibling } from "../../src/versioning/object-codec.js";
+import { ProtocolNet, serveReplica } from "../support/protocol-net.js";
 
 const Q = 64;
 const N = 3;
 const KEYS = 400;
+/** A remote replica's request timeout, as a node's (requestTimeoutMs). */
+const REPLICA_TIMEOUT_MS = 5000;
 
 function ringOf(ids: string[], prev?: ReturnType<typeof claim>) {
   const members: RingMember[] = ids.map((id) => ({ id, weight: 1 }));
@@ -35,11 +39,11 @@ function at(r: ReturnType<typeof ringOf>, version: number): HandoffRing {
   return { ring: viewOf(r.ring, version), table: r.table, version };
 }
 
-/** The usual setting: a, b, c, and the ring after d joins; a scheduler and recording peers. */
+/** The usual setting: a, b, c, and the ring after d joins. */
 function joinOfD() {
   const before = ringOf(["a", "b", "c"]);
   const after = ringOf(["a", "b", "c", "d"], before.ring);
-  return { before, after, sched: new VirtualScheduler(), peers: new Peers() };
+  return { before, after };
 }
 
 function set(i: number): StoredSibling[] {
@@ -61,136 +65,189 @@ async function storeFor(self: string, table: PreferenceTable): Promise<MemoryEng
   return e;
 }
 
-class Peers {
-  readonly got = new Map<string, Set<string>>();
-  down = new Set<string>();
-  sends = 0;
-  peer = (id: string): ReplicaPeer => ({
-    nodeId: id,
-    read: async () => [],
-    store: async (key) => {
-      this.sends++;
-      if (this.down.has(id)) throw new Error(`${id} is down`);
-      const s = this.got.get(id) ?? new Set<string>();
-      s.add(Buffer.from(key).toString());
-      this.got.set(id, s);
-    },
-  });
+/**
+ * Nodes `ids` on one network, each serving its replica over `engines[id]` (an empty engine if none is
+ * given); a node's handoff reaches the others as a node does, through remotePeer.
+ */
+function nodes(ids: string[], engines: Record<string, MemoryEngine> = {}) {
+  const net = new ProtocolNet();
+  const replicas = new Map(ids.map((id) => [id, new Replica(engines[id] ?? new MemoryEngine(), id, 64)]));
+  const transports = new Map(ids.map((id) => [id, net.node(id, serveReplica(replicas.get(id)!))]));
+  const handoff = (
+    self: string,
+    current: () => HandoffRing,
+    leaving = false,
+    extra: Partial<HandoffDeps> = {},
+  ): Handoff =>
+    new Handoff({
+      selfId: self,
+      replica: replicas.get(self)!,
+      peer: (id) => remotePeer(id, transports.get(self)!, net.directory, REPLICA_TIMEOUT_MS),
+      timers: net.sched,
+      clock: net.sched,
+      current,
+      leaving: () => leaving,
+      pageKeys: 32,
+      retryMs: 1000,
+      ...extra,
+    });
+  /** Does node `id`'s replica hold `key`? */
+  const holds = async (id: string, key: string) =>
+    (await replicas.get(id)!.read(Buffer.from(key))).length > 0;
+  /** The stores sent (to `to`, if given). */
+  const stores = (to?: string) => net.sent({ kind: "store", answer: false, to });
+  return { net, sched: net.sched, handoff, holds, stores };
 }
 
-function handoff(
-  sched: VirtualScheduler,
-  self: string,
-  storage: MemoryEngine,
-  peers: Peers,
-  current: () => HandoffRing,
-  leaving = false,
-  extra: Partial<HandoffDeps> = {},
-): Handoff {
-  return new Handoff({
-    selfId: self,
-    replica: new Replica(storage, self, 64),
-    peer: peers.peer,
-    timers: sched,
-    clock: sched,
-    current,
-    leaving: () => leaving,
-    pageKeys: 32,
-    retryMs: 1000,
-    ...extra,
+describe("handoff, message by message", () => {
+  test("a leave: a's one key goes to each of its replicas; the store c refused goes again after retryMs, then twice that", async () => {
+    const before = ringOf(["a", "b", "c", "d"]);
+    const after = ringOf(["b", "c", "d"], before.ring);
+    const storage = new MemoryEngine();
+    await storage.put(DATA.encode(Buffer.from("k1")), encodeSiblings(set(1)));
+    const { net, handoff, holds } = nodes(["a", "b", "c", "d"], { a: storage });
+    net.crash("c");
+    const h = handoff("a", () => at(after, 2), true);
+    h.start();
+    await net.settle();
+    // k1's replicas once a has left: d, b, c, in preference order. One store to each.
+    assert.deepEqual(after.table.forKey(Buffer.from("k1")), ["d", "b", "c"]);
+    assert.deepEqual(net.pending(), ["a -> d store k1", "a -> b store k1", "a -> c store k1"]);
+    await net.step();
+    // c is down: refused at once; d and b answer once their replica has merged the set.
+    assert.deepEqual(net.pending(), ["c --> a ERR_UNREACHABLE", "d --> a stored", "b --> a stored"]);
+    await net.step();
+    assert.ok((await holds("b", "k1")) && (await holds("d", "k1")));
+    assert.equal(h.progress.state, "retrying");
+    assert.match(h.progress.lastError ?? "", /c: c is down/);
+    // Only the store c missed goes again: after retryMs, then after twice that.
+    await net.elapse(999);
+    assert.deepEqual(net.pending(), []);
+    await net.elapse(1);
+    assert.deepEqual(net.pending(), ["a -> c store k1"]);
+    await net.step();
+    await net.step();
+    assert.equal(h.progress.state, "retrying");
+    net.restart("c");
+    await net.elapse(1999);
+    assert.deepEqual(net.pending(), []);
+    await net.elapse(1);
+    assert.deepEqual(net.pending(), ["a -> c store k1"]);
+    await net.step();
+    assert.deepEqual(net.pending(), ["c --> a stored"]);
+    await net.step();
+    assert.ok(await holds("c", "k1"));
+    assert.deepEqual([h.progress.state, h.progress.passesCompleted, h.progress.keysScanned], ["idle", 1, 1]);
+    assert.deepEqual(
+      net.sent({ answer: false }).map((s) => [s.line, s.sentAt]),
+      [
+        ["a -> d store k1", 0],
+        ["a -> b store k1", 0],
+        ["a -> c store k1", 0],
+        ["a -> c store k1", 1000],
+        ["a -> c store k1", 3000],
+      ],
+    );
+    await h.stop();
   });
-}
+});
 
 describe("handoff", () => {
   test("a join: each key the joiner takes arrives from the holders, at most two copies per key", async () => {
-    const { before, after, sched, peers } = joinOfD();
+    const { before, after } = joinOfD();
+    const engines: Record<string, MemoryEngine> = {};
+    for (const id of ["a", "b", "c"]) engines[id] = await storeFor(id, before.table);
+    const { net, handoff, holds, stores } = nodes(["a", "b", "c", "d"], engines);
     let cur = at(before, 1);
     const hs: Handoff[] = [];
     for (const id of ["a", "b", "c"]) {
-      const h = handoff(sched, id, await storeFor(id, before.table), peers, () => cur);
+      const h = handoff(id, () => cur);
       h.start();
       hs.push(h);
     }
     cur = at(after, 2);
     for (const h of hs) h.kick();
-    assert.ok(await sched.runUntil(() => hs.every((h) => h.progress.passesCompleted === 1), 60_000));
+    assert.ok(await net.runUntil(() => hs.every((h) => h.progress.passesCompleted === 1), 60_000));
     let expected = 0;
     for (let i = 0; i < KEYS; i++) {
       const key = Buffer.from(`k${i}`);
       if (!after.table.forKey(key).includes("d")) continue;
       expected++;
-      assert.ok(peers.got.get("d")?.has(`k${i}`), `k${i} reached d`);
+      assert.ok(await holds("d", `k${i}`), `k${i} reached d`);
     }
     assert.ok(expected > KEYS / 2);
-    assert.deepEqual([...peers.got.keys()], ["d"], "only the joiner gets stores");
+    assert.deepEqual([...new Set(stores().map((s) => s.to))], ["d"], "only the joiner gets stores");
     // With three holders per key, one loses it (sends) and one keeper sends: at most two copies per key.
-    assert.ok(peers.sends <= 2 * expected, `${peers.sends} stores for ${expected} keys`);
+    const sends = stores().length;
+    assert.ok(sends <= 2 * expected, `${sends} stores for ${expected} keys`);
+    net.checkCounters();
     for (const h of hs) await h.stop();
   });
 
   test("a restart resumes from the ring saved as handed off for, not from the ring it starts with", async () => {
-    const { before, after, sched, peers } = joinOfD();
+    const { before, after } = joinOfD();
     const storage = await storeFor("a", before.table);
+    const { net, handoff, holds, stores } = nodes(["a", "b", "c", "d"], { a: storage });
     const cur = () => at(after, 2);
     // Without the saved ring, the node takes the current one as done: nothing to send.
-    const fresh = handoff(sched, "a", storage, peers, cur);
+    const fresh = handoff("a", cur);
     fresh.start();
-    await sched.runFor(5000);
-    assert.equal(peers.sends, 0);
+    await net.runFor(5000);
+    assert.equal(stores().length, 0);
     await fresh.stop();
-    const h = handoff(sched, "a", storage, peers, cur);
+    const h = handoff("a", cur);
     h.start(at(before, 1));
-    assert.ok(await sched.runUntil(() => h.progress.passesCompleted === 1, 60_000));
-    assert.ok(peers.sends > 0 && peers.got.has("d"));
+    assert.ok(await net.runUntil(() => h.progress.passesCompleted === 1, 60_000));
+    assert.ok(stores().length > 0 && stores("d").length > 0);
     assert.equal(h.handedOffRing?.version, 2);
+    let gained = 0;
+    for (let i = 0; i < KEYS; i++) {
+      const key = Buffer.from(`k${i}`);
+      if (before.table.forKey(key).includes("a") && !before.table.forKey(key).includes("d")) {
+        if (after.table.forKey(key).includes("d") && (await holds("d", `k${i}`))) gained++;
+      }
+    }
+    assert.ok(gained > 0, "d holds keys it gained from a");
     await h.stop();
   });
 
   test("a cluster growing towards N: every keeper sends, so a keeper that missed writes costs nothing", async () => {
     const before = ringOf(["a", "b"]);
     const after = ringOf(["a", "b", "c"], before.ring);
-    const sched = new VirtualScheduler();
-    const peers = new Peers();
-    let cur = at(before, 1);
     // a missed every write (it was down); b holds them all.
-    const hs = [
-      handoff(sched, "a", new MemoryEngine(), peers, () => cur),
-      handoff(sched, "b", await storeFor("b", before.table), peers, () => cur),
-    ];
+    const { net, handoff, holds } = nodes(["a", "b", "c"], { b: await storeFor("b", before.table) });
+    let cur = at(before, 1);
+    const hs = [handoff("a", () => cur), handoff("b", () => cur)];
     for (const h of hs) h.start();
     cur = at(after, 2);
     for (const h of hs) h.kick();
-    assert.ok(await sched.runUntil(() => hs.every((h) => h.progress.passesCompleted === 1), 60_000));
-    for (let i = 0; i < KEYS; i++) assert.ok(peers.got.get("c")?.has(`k${i}`), `k${i} reached c`);
+    assert.ok(await net.runUntil(() => hs.every((h) => h.progress.passesCompleted === 1), 60_000));
+    for (let i = 0; i < KEYS; i++) assert.ok(await holds("c", `k${i}`), `k${i} reached c`);
     for (const h of hs) await h.stop();
   });
 
   test("a removed member's keys: every keeper sends, since the loser never will", async () => {
     const before = ringOf(["a", "b", "c", "x"]);
     const after = ringOf(["a", "b", "c"], before.ring);
-    const sched = new VirtualScheduler();
-    const peers = new Peers();
-    let cur = at(before, 1);
     // The keepers: one holds every key, one missed every write. x (removed) sends nothing.
-    const full = new Set(["a"]);
+    const { net, handoff, holds } = nodes(["a", "b", "c"], { a: await storeFor("a", before.table) });
+    let cur = at(before, 1);
     const hs: Handoff[] = [];
     for (const id of ["a", "b", "c"]) {
-      const storage = full.has(id) ? await storeFor(id, before.table) : new MemoryEngine();
-      const h = handoff(sched, id, storage, peers, () => cur, false, { gone: (n) => n === "x" });
+      const h = handoff(id, () => cur, false, { gone: (n) => n === "x" });
       h.start();
       hs.push(h);
     }
     cur = at(after, 2);
     for (const h of hs) h.kick();
-    assert.ok(await sched.runUntil(() => hs.every((h) => h.progress.passesCompleted === 1), 60_000));
+    assert.ok(await net.runUntil(() => hs.every((h) => h.progress.passesCompleted === 1), 60_000));
     for (let i = 0; i < KEYS; i++) {
       const k = Buffer.from(`k${i}`);
       const was = before.table.forKey(k);
       const now = after.table.forKey(k);
       if (!was.includes("a")) continue; // only a holds anything here
       for (const id of now)
-        if (!was.includes(id) && id !== "a")
-          assert.ok(peers.got.get(id)?.has(`k${i}`), `k${i} reached ${id}`);
+        if (!was.includes(id) && id !== "a") assert.ok(await holds(id, `k${i}`), `k${i} reached ${id}`);
     }
     for (const h of hs) await h.stop();
   });
@@ -199,68 +256,52 @@ describe("handoff", () => {
     const r1 = ringOf(["a", "b", "c"]);
     const r2 = ringOf(["a", "b", "c", "d"], r1.ring);
     const r3 = ringOf(["a", "b", "c", "d", "e"], r2.ring);
-    const sched = new VirtualScheduler();
-    const peers = new Peers();
-    peers.down.add("d");
+    const { net, sched, handoff } = nodes(["a", "b", "c", "d", "e"], { a: await storeFor("a", r1.table) });
+    net.crash("d");
     let cur = at(r1, 1);
-    const h = handoff(sched, "a", await storeFor("a", r1.table), peers, () => cur, false, {
-      retryMs: 60_000,
-    });
+    const h = handoff("a", () => cur, false, { retryMs: 60_000 });
     h.start();
     cur = at(r2, 2);
     h.kick();
-    assert.ok(await sched.runUntil(() => h.progress.state === "retrying", 10_000));
+    assert.ok(await net.runUntil(() => h.progress.state === "retrying", 10_000));
     const t0 = sched.now();
     cur = at(r3, 3);
-    peers.down.clear();
+    net.restart("d");
     h.kick();
-    assert.ok(await sched.runUntil(() => h.progress.passesCompleted === 1, 10_000));
+    assert.ok(await net.runUntil(() => h.progress.passesCompleted === 1, 10_000));
     assert.ok(sched.now() - t0 < 1000, "it did not wait out the 60 s retry");
     assert.equal(h.progress.ringVersion, 3);
     // A wait for a retry ends with stop().
-    peers.down.add("b");
+    net.crash("b");
     cur = at(r1, 4);
     h.kick();
-    assert.ok(await sched.runUntil(() => h.progress.state === "retrying", 10_000));
+    assert.ok(await net.runUntil(() => h.progress.state === "retrying", 10_000));
     const stopped = h.stop();
-    await sched.runUntilSettled(stopped, 1000);
+    await net.runUntilSettled(stopped, 1000);
   });
 
   test("a leave: everything goes to the key's current replicas; what a replica down missed is retried with backoff until it is back", async () => {
     const before = ringOf(["a", "b", "c", "d"]);
     const after = ringOf(["b", "c", "d"], before.ring);
-    const sched = new VirtualScheduler();
-    const peers = new Peers();
-    peers.down.add("c");
     const storage = await storeFor("a", before.table);
+    const { net, sched, handoff, holds, stores } = nodes(["a", "b", "c", "d"], { a: storage });
+    net.crash("c");
     let held = 0;
     for await (const _ of storage.iterate()) held++;
     // When stores to c are tried: after the pass, only what c missed is tried again, less and less often.
-    const triedAt: number[] = [];
-    const store = peers.peer;
-    peers.peer = (id) => {
-      const p = store(id);
-      if (id !== "c") return p;
-      return {
-        ...p,
-        store: (k, set) => {
-          triedAt.push(sched.now());
-          return p.store(k, set);
-        },
-      };
-    };
-    const h = handoff(sched, "a", storage, peers, () => at(after, 2), true);
+    const triedAt = () => stores("c").map((s) => s.sentAt);
+    const h = handoff("a", () => at(after, 2), true);
     h.start();
     assert.ok(
-      await sched.runUntil(() => h.progress.state === "retrying", 10_000),
+      await net.runUntil(() => h.progress.state === "retrying", 10_000),
       `state ${JSON.stringify(h.progress)}`,
     );
-    const toOthers = () => peers.sends - triedAt.length;
+    const toOthers = () => stores().length - triedAt().length;
     const afterPass = toOthers();
     const passEnd = sched.now();
-    const retries = () => [...new Set(triedAt.filter((t) => t > passEnd))];
+    const retries = () => [...new Set(triedAt().filter((t) => t > passEnd))];
     assert.ok(
-      await sched.runUntil(() => retries().length >= 4, 120_000),
+      await net.runUntil(() => retries().length >= 4, 120_000),
       `retries ${retries()} state ${JSON.stringify(h.progress)}`,
     );
     const times = [passEnd, ...retries()];
@@ -273,43 +314,45 @@ describe("handoff", () => {
     assert.match(h.progress.lastError ?? "", /c is down/);
     assert.equal(h.progress.keysScanned, held, "no second scan: only the missed stores are retried");
     assert.equal(toOthers(), afterPass, "the retries go to c alone");
-    peers.down.clear();
-    assert.ok(await sched.runUntil(() => h.progress.passesCompleted === 1, 60_000));
+    net.restart("c");
+    assert.ok(await net.runUntil(() => h.progress.passesCompleted === 1, 60_000));
     for (let i = 0; i < KEYS; i++) {
       const key = Buffer.from(`k${i}`);
       if (!before.table.forKey(key).includes("a")) continue;
-      for (const id of after.table.forKey(key)) assert.ok(peers.got.get(id)?.has(`k${i}`), `k${i} on ${id}`);
+      for (const id of after.table.forKey(key)) assert.ok(await holds(id, `k${i}`), `k${i} on ${id}`);
     }
     assert.ok(held > 0);
     await h.stop();
   });
 
   test("stop during a pass, or a scan that fails: no crash, no store after the stop", async () => {
-    const { before, after, sched, peers } = joinOfD();
+    const { before, after } = joinOfD();
     const storage = await storeFor("a", before.table);
+    const { net, handoff, stores } = nodes(["a", "b", "c", "d"], { a: storage });
     let cur = at(before, 1);
-    const h = handoff(sched, "a", storage, peers, () => cur);
+    const h = handoff("a", () => cur);
     h.start();
     cur = at(after, 2);
     h.kick();
-    assert.ok(await sched.runUntil(() => h.progress.keysScanned > 0, 10_000));
+    assert.ok(await net.runUntil(() => h.progress.keysScanned > 0, 10_000));
     const stopped = h.stop();
-    await sched.runUntilSettled(stopped, 10_000);
-    const sent = peers.sends;
-    await sched.runFor(10_000);
-    assert.equal(peers.sends, sent, "nothing is sent after stop");
+    await net.runUntilSettled(stopped, 10_000);
+    const sent = stores().length;
+    await net.runFor(10_000);
+    assert.equal(stores().length, sent, "nothing is sent after stop");
 
     // A scan that throws (the engine failed) is recorded and retried, never unhandled.
     const broken = new MemoryEngine();
     broken.iterate = () => {
       throw new Error("disk on fire");
     };
+    const other = nodes(["a", "b", "c", "d"], { a: broken });
     let cur2 = at(before, 1);
-    const h2 = handoff(sched, "a", broken, peers, () => cur2);
+    const h2 = other.handoff("a", () => cur2);
     h2.start();
     cur2 = at(after, 2);
     h2.kick();
-    assert.ok(await sched.runUntil(() => h2.progress.state === "retrying", 10_000));
+    assert.ok(await other.net.runUntil(() => h2.progress.state === "retrying", 10_000));
     assert.match(h2.progress.lastError ?? "", /disk on fire/);
     await h2.stop();
   });
@@ -324,9 +367,10 @@ describe("handoff invariants", () => {
     };
 
   test("a store to itself is caught before it is sent", async () => {
-    const { before, sched, peers } = joinOfD();
+    const { before } = joinOfD();
     const storage = await storeFor("a", before.table);
-    const h = handoff(sched, "a", storage, peers, () => at(before, 1));
+    const { net, handoff } = nodes(["a", "b", "c", "d"], { a: storage });
+    const h = handoff("a", () => at(before, 1));
     const set = encodeSiblings(
       update([], new Map(), "w1", {
         data: Buffer.from("v"),
@@ -339,17 +383,18 @@ describe("handoff invariants", () => {
       code: "ERR_INVARIANT",
       message: /send a key to itself \(a\)/,
     });
-    assert.equal(peers.sends, 0);
+    assert.deepEqual(net.sent(), [], "nothing was sent");
   });
 
   test("a pass that would complete for an older ring than the last one is caught", async () => {
-    const { before, after, sched, peers } = joinOfD();
+    const { before, after } = joinOfD();
     const storage = await storeFor("a", before.table);
+    const { net, handoff } = nodes(["a", "b", "c", "d"], { a: storage });
     let cur: HandoffRing | undefined;
-    const h = handoff(sched, "a", storage, peers, () => cur as HandoffRing);
+    const h = handoff("a", () => cur as HandoffRing);
     h.start(at(after, 5)); // the saved ring: a pass was completed for version 5
     cur = at(before, 4); // a current ring older than that: only a bug elsewhere could give it
-    await assert.rejects(sched.runUntilSettled(internals(h).run(), 60_000), {
+    await assert.rejects(net.runUntilSettled(internals(h).run(), 60_000), {
       code: "ERR_INVARIANT",
       message: /completed for ring 4 after one for ring 5/,
     });
