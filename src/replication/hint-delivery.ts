@@ -203,10 +203,11 @@ export class HintDelivery {
         try {
           await send(h);
         } catch (err) {
-          failed = true;
           p.failed++;
           p.lastError = (err as Error)?.message ?? String(err);
-          p.window = Math.max(WINDOW_MIN, Math.floor(p.window / 2));
+          // Once per page: the stores in flight together fail together.
+          if (!failed) p.window = Math.max(WINDOW_MIN, Math.floor(p.window / 2));
+          failed = true;
           return;
         }
         if (await this.d.hints.remove(target, h.key, h.record)) {
