@@ -16,6 +16,14 @@ import type { Clock, TimerHandle, Timers } from "../runtime/runtime.js";
 /** How long a removed node tries to hand off what it holds before it stops anyway. */
 export const REMOVED_HANDOFF_MS = 30_000;
 
+/**
+ * How long a leaving node waits, after its data is handed off, for the hints it holds to reach the keys'
+ * replicas, before it leaves anyway (those left are counted as dropped by delivery's bound on age, and
+ * anti-entropy has the rest): a replica that cannot be reached must not hold a leave forever.
+ */
+export const LEAVE_HINTS_WAIT_MS = 10 * 60_000;
+const HINTS_RECHECK_MS = 500;
+
 export interface LeaveCompletionDeps {
   readonly selfId: string;
   readonly membership: Membership;
@@ -25,6 +33,10 @@ export interface LeaveCompletionDeps {
   readonly gossipIntervalMs: number;
   /** This node marked itself left: save the view. */
   readonly saveView: () => void;
+  /** Does this node still hold hints (hinted handoff)? A leaving node hands them on before it goes. */
+  readonly hintsHeld?: () => boolean;
+  /** Sends the hints held on now (to the keys' current replicas, as this node is leaving). */
+  readonly deliverHints?: () => void;
   /** This node is out of the cluster: stop it. */
   readonly onLeft: (how: "left" | "removed") => void;
 }
@@ -36,6 +48,8 @@ export class LeaveCompletion {
   private settleTimer: TimerHandle | undefined;
   /** This node heard it was removed: it stops once its handoff pass is done (or REMOVED_HANDOFF_MS). */
   private removedStop = false;
+  /** When this leaving node first waited for its hints to be handed on. */
+  private hintsSince: number | undefined;
 
   constructor(private readonly d: LeaveCompletionDeps) {}
 
@@ -90,10 +104,29 @@ export class LeaveCompletion {
       });
       return;
     }
+    if (this.d.hintsHeld?.() === true && this.waitForHints()) return;
     this.d.membership.markLeft();
     this.d.saveView();
     // Gossip the news for a few rounds before stopping, so that every member hears it from us.
     this.leftTimer = this.d.timers.after(this.d.gossipIntervalMs * 4, () => this.d.onLeft("left"));
+  }
+
+  /**
+   * The hints this leaving node holds go to the keys' replicas first: delivery is kicked, and the leave
+   * completes once none is held (checked every HINTS_RECHECK_MS), or after LEAVE_HINTS_WAIT_MS. Returns
+   * whether the leave waits.
+   */
+  private waitForHints(): boolean {
+    const now = this.d.clock.now();
+    this.hintsSince ??= now;
+    if (now - this.hintsSince >= LEAVE_HINTS_WAIT_MS) return false;
+    this.d.deliverHints?.();
+    this.settleTimer?.cancel();
+    this.settleTimer = this.d.timers.after(HINTS_RECHECK_MS, () => {
+      this.settleTimer = undefined;
+      this.passComplete(Number.POSITIVE_INFINITY);
+    });
+    return true;
   }
 
   stop(): void {

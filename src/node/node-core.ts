@@ -209,6 +209,8 @@ export class NodeCore {
       timers: d.timers,
       gossipIntervalMs: d.gossipIntervalMs,
       saveView,
+      hintsHeld: () => (this.hints?.backlog().size ?? 0) > 0,
+      deliverHints: () => this.hintDelivery?.kick(),
       onLeft: (how) => d.onLeft?.(how),
     });
     this.departures = new Departures({
@@ -237,7 +239,12 @@ export class NodeCore {
             hints: hinted.hints,
             peer: peerFor,
             alive: (id) => membership.liveness(id, now()) === "up",
-            gone: (id) => membership.member(id)?.status === "left",
+            // A node leaving (or removed) hands every hint it holds to the keys' current replicas, as it
+            // hands off its data: it will not be there to deliver them.
+            gone: (id) =>
+              membership.member(id)?.status === "left" ||
+              membership.self.status === "leaving" ||
+              membership.self.status === "left",
             replicasOf: list,
             timers: d.timers,
             clock: d.clock,
