@@ -236,8 +236,16 @@ export class HintStore {
         this.events.onDropped?.(target, "full");
         throw new HintsFullError(target, this.limits.maxBytesPerTarget);
       }
-      await this.storage.put(ek, record);
-      this.account(target, delta, storedAt, old === undefined ? 1 : 0);
+      // Counted before the write's await, so that hints stored at once for other keys see these bytes
+      // (the check and the count are one step); given back if the write fails.
+      const added = old === undefined ? 1 : 0;
+      this.account(target, delta, storedAt, added);
+      try {
+        await this.storage.put(ek, record);
+      } catch (err) {
+        this.account(target, -delta, undefined, -added);
+        throw err;
+      }
       if (old === undefined) this.counters.stored++;
       else this.counters.merged++;
       this.events.onStored?.(target);

@@ -68,6 +68,20 @@ describe("HintStore", () => {
     await store.put("c", K, set("a", "x"));
   });
 
+  test("the byte bound holds for hints stored at once (the check and the count are one step)", async () => {
+    const store = new HintStore(new MemoryEngine(), new VirtualScheduler(), {
+      maxBytesPerTarget: 600,
+      windowMs: 60_000,
+    });
+    const all = await Promise.allSettled(
+      Array.from({ length: 20 }, (_, i) => store.put("b", Buffer.from(`k${i}`), set("a", `value-${i}`))),
+    );
+    const stored = all.filter((r) => r.status === "fulfilled").length;
+    assert.ok(stored > 0 && stored < 20, `${stored} stored`);
+    assert.ok(store.bytesFor("b") <= 600, `${store.bytesFor("b")} bytes held for b, bound 600`);
+    assert.equal(store.backlog().get("b")!.count, stored);
+  });
+
   test("counted again from the engine at a restart; a page lists a target's hints in key order", async () => {
     const engine = new MemoryEngine();
     const sched = new VirtualScheduler({ startMs: 5 });
