@@ -10,8 +10,17 @@
  * The floor always runs N3R2W2 (whatever --quorum says), with the lean load generator only, as
  * JavaScript compiled by tsc into a temp dir (not under tsx: see compiledFloor).
  *
- *   npm run build && node --import tsx bench/cluster.ts                 # 20 s warm-up + 10 s per phase, about 9 minutes
+ * The cost of sloppy quorum, in the same run: a 4-node cluster (the --quorum's N, R, W) with every node
+ * up, against a fresh one with node n4 SIGKILLed and seen down by the others, so that writes of the keys
+ * n4 replicates go to a stand-in with a hint (lean load generator only; the ratio is printed). And the
+ * drain: on another fresh 4-node cluster with n4 down, `--hinted-writes` (100,000) writes of keys n4
+ * replicates, each leaving a hint for it on a stand-in; then n4 restarts, and the time until no node
+ * holds a hint any more is measured, with the delivery throttle's setting (`--hint-rate`, as the nodes'
+ * /status reports it) printed beside the rate reached.
+ *
+ *   npm run build && node --import tsx bench/cluster.ts                 # 20 s warm-up + 10 s per phase, about 12 minutes
  *   node --import tsx bench/cluster.ts --seconds 3 --loadgens lean      # quicker
+ *   node --import tsx bench/cluster.ts --configs 4,4down,drain --loadgens lean   # sloppy quorum alone, about 4 minutes
  *   node --import tsx bench/cluster.ts --help                           # every flag
  *
  * Nodes are real processes started through the built CLI (`dist/cli/main.js start`, or `--bin`), each
@@ -64,9 +73,12 @@ const LOADGENS = ["lean", "pool", "client", "pa"] as const;
 type Loadgen = (typeof LOADGENS)[number];
 const OPS = ["puts", "gets"] as const;
 type Op = (typeof OPS)[number];
-/** The clusters a run can measure: ringstore's 3 nodes, its single node, and the floor (floor-node.ts). */
-const SIZES = ["3", "1", "floor"] as const;
-type Size = 3 | 1 | "floor";
+/**
+ * The clusters a run can measure: ringstore's 3 nodes, its single node, the floor (floor-node.ts), 4 nodes
+ * all up and with one down, and the drain of hints (see the header).
+ */
+const SIZES = ["3", "1", "floor", "4", "4down", "drain"] as const;
+type Size = 3 | 1 | 4 | "floor" | "4down" | "drain";
 
 const HELP = `usage: node --import tsx bench/cluster.ts [flags]   (run \`npm run build\` first)
   --seconds S        measured seconds per phase (default 10), after the warm-up
@@ -74,17 +86,22 @@ const HELP = `usage: node --import tsx bench/cluster.ts [flags]   (run \`npm run
   --clients C        concurrent clients (default 32)
   --value-bytes B    value size (default 100)
   --loadgens LIST    comma list of ${LOADGENS.join(",")} (default all; one node runs all but pa)
-  --configs LIST     comma list of 3,1,floor: the 3-node cluster, the single node, and the floor (three
-                     bench/floor-node.ts processes: the same protocol shape with none of the node's
-                     work, the least Node does here; lean load generator only) (default 3,1,floor)
+  --configs LIST     comma list of 3,1,floor,4,4down,drain: the 3-node cluster, the single node, the floor
+                     (three bench/floor-node.ts processes: the same protocol shape with none of the
+                     node's work, the least Node does here; lean load generator only), 4 nodes all up
+                     and 4 nodes with one down (sloppy quorum's cost; lean only), and the drain of
+                     --hinted-writes hints once their target returns (default all of them)
   --phases LIST      comma list of puts,gets (default both)
   --durability M     fsync (default), interval or none (the floor knows fsync and none: with interval it
                      is left out of the default configs, and asking for it is an error)
   --repeat K         run everything K times (fresh clusters each time) and report each phase's median
                      run, with the range (default 1; the machine's noise is often 20-30% run to run)
-  --quorum N,R,W     the 3-node cluster's N, R and W (default 3,2,2; the target applies to 3,2,2 only).
+  --quorum N,R,W     the 3- and 4-node clusters' N, R and W (default 3,2,2; the target applies to 3,2,2 only).
                      1,1,1 and 2,1,1 show what each replica adds to an operation's cost
   --max-ops N        cap on the operations of one phase (default 2000000)
+  --hinted-writes H  the drain's writes of keys whose down node's hints are measured (default 100000)
+  --hint-rate B      the drain's nodes' --hint-rate, bytes of hints delivered per second at most
+                     (default: the node's own default; the setting in force is printed)
   --bin FILE         the CLI the nodes run (default dist/cli/main.js; e.g. a build of a clean snapshot)
   --node-flags=F     flags for every node's node process, one string (e.g. --node-flags="--max-semi-space-size=16")
   --profile DIR      start node n1 of each cluster with --cpu-prof (profile written to DIR at its stop)
@@ -106,8 +123,11 @@ interface Config {
   quietWait: number;
   bin: string;
   repeat: number;
-  /** N, R, W of the 3-node cluster. */
+  /** N, R, W of the 3- and 4-node clusters. */
   quorum: readonly [number, number, number];
+  hintedWrites: number;
+  /** The drain's nodes' --hint-rate (undefined: the node's default). */
+  hintRate: number | undefined;
 }
 
 function parseQuorumFlag(v: string): readonly [number, number, number] {
@@ -133,12 +153,16 @@ function parseList<T extends string>(v: string | undefined, all: readonly T[], n
  */
 function configsOf(v: string | undefined, durability: string): Size[] {
   const floorOk = durability === "fsync" || durability === "none";
-  const all = parseList(v ?? (floorOk ? undefined : "3,1"), SIZES, "configs");
+  const all = parseList(
+    v ?? (floorOk ? undefined : SIZES.filter((x) => x !== "floor").join(",")),
+    SIZES,
+    "configs",
+  );
   if (all.includes("floor") && !floorOk)
     throw new Error(
       `the floor runs with --durability fsync or none, not ${durability}: leave it out of --configs`,
     );
-  return all.map((s) => (s === "floor" ? s : (Number(s) as 1 | 3)));
+  return all.map((s) => (s === "floor" || s === "4down" || s === "drain" ? s : (Number(s) as 1 | 3 | 4)));
 }
 
 function parseConfig(): Config {
@@ -159,6 +183,8 @@ function parseConfig(): Config {
       repeat: { type: "string" },
       bin: { type: "string" },
       "node-flags": { type: "string" },
+      "hinted-writes": { type: "string" },
+      "hint-rate": { type: "string" },
       help: { type: "boolean" },
     },
   });
@@ -188,6 +214,11 @@ function parseConfig(): Config {
     repeat: Math.floor(num(values.repeat, 1, "repeat", 1)),
     bin: path.resolve(values.bin ?? BIN),
     nodeFlags: (values["node-flags"] ?? "").split(/\s+/).filter((f) => f !== ""),
+    hintedWrites: Math.floor(num(values["hinted-writes"], 100_000, "hinted-writes", 1)),
+    hintRate:
+      values["hint-rate"] === undefined
+        ? undefined
+        : Math.floor(num(values["hint-rate"], 0, "hint-rate", 1024)),
   };
 }
 
@@ -263,13 +294,7 @@ async function freePorts(k: number): Promise<number[]> {
   return ports;
 }
 
-function startNode(
-  id: string,
-  apiPort: number,
-  dataDir: string,
-  extra: string[],
-  nodeFlags: string[],
-): Promise<NodeProc> {
+function startNode(id: string, dataDir: string, extra: string[], nodeFlags: string[]): Promise<NodeProc> {
   return spawnNode(id, [
     ...nodeFlags,
     BIN,
@@ -277,7 +302,7 @@ function startNode(
     "--id",
     id,
     "--api",
-    `127.0.0.1:${apiPort}`,
+    "127.0.0.1:0",
     "--peer",
     "127.0.0.1:0",
     "--data",
@@ -346,6 +371,12 @@ async function waitConverged(nodes: NodeProc[]): Promise<void> {
   }
 }
 
+/** The flags every node of a cluster gets (the drain's nodes also the --hint-rate asked for). */
+function commonFlags(cfg: Config, size: Size): string[] {
+  const rate = size === "drain" && cfg.hintRate !== undefined ? ["--hint-rate", String(cfg.hintRate)] : [];
+  return ["--durability", cfg.durability, ...rate];
+}
+
 async function startCluster(
   cfg: Config,
   size: Size,
@@ -354,34 +385,22 @@ async function startCluster(
   const root = fs.mkdtempSync(path.join(os.tmpdir(), `ringstore-bench-${size}n-`));
   tempDirs.add(root);
   if (size === "floor") return { nodes: await startFloor(cfg, root), root };
-  const ports = await freePorts(size);
-  const common = ["--durability", cfg.durability];
-  const [n, r, w] = size === 3 ? cfg.quorum : [1, 1, 1];
+  // Every port is 0, the kernel's choice (each node prints where it serves): ports chosen here and bound
+  // later could be taken meanwhile by another node's port 0.
+  const count = size === 1 ? 1 : size === 3 ? 3 : 4;
+  const common = commonFlags(cfg, size);
+  const [n, r, w] = size === 1 ? [1, 1, 1] : cfg.quorum;
   const q = ["--n", String(n), "--r", String(r), "--w", String(w)];
   const prof =
     cfg.profileDir === undefined
       ? []
       : ["--cpu-prof", `--cpu-prof-dir=${cfg.profileDir}`, `--cpu-prof-name=n1-${label}.cpuprofile`];
-  const first = await startNode(
-    "n1",
-    ports[0]!,
-    path.join(root, "n1"),
-    [...q, ...common],
-    [...cfg.nodeFlags, ...prof],
-  );
+  const first = await startNode("n1", path.join(root, "n1"), [...q, ...common], [...cfg.nodeFlags, ...prof]);
   const nodes = [first];
   const rest = await Promise.all(
-    ports
-      .slice(1)
-      .map((p, i) =>
-        startNode(
-          `n${i + 2}`,
-          p,
-          path.join(root, `n${i + 2}`),
-          ["--join", first.peer, ...common],
-          cfg.nodeFlags,
-        ),
-      ),
+    Array.from({ length: count - 1 }, (_, i) =>
+      startNode(`n${i + 2}`, path.join(root, `n${i + 2}`), ["--join", first.peer, ...common], cfg.nodeFlags),
+    ),
   );
   nodes.push(...rest);
   await waitConverged(nodes);
@@ -632,9 +651,11 @@ class LeanConnection {
   }
 }
 
-/** Each key's first replica, from the ring of GET /ring (the client library's "partition-aware" routing). */
-async function ringRoute(nodes: NodeProc[]): Promise<(key: string) => string> {
-  const j = (await getJson(nodes[0]!.api, "/ring")) as {
+/** The ring of GET /ring as a preference table, with the members' API addresses. */
+async function ringTable(
+  node: NodeProc,
+): Promise<{ listOf: (key: string) => readonly string[]; apiOf: Map<string, string> }> {
+  const j = (await getJson(node.api, "/ring")) as {
     partitions: number;
     n: number;
     owners: string[];
@@ -645,8 +666,27 @@ async function ringRoute(nodes: NodeProc[]): Promise<(key: string) => string> {
     j.members.map((m) => ({ id: m.id, weight: m.weight, zone: m.zone ?? undefined })),
     j.n,
   );
-  const apiOf = new Map(j.members.map((m) => [m.id, m.api]));
-  return (key) => apiOf.get(table.forPartition(partitionOf(Buffer.from(key), j.partitions))[0]!)!;
+  return {
+    listOf: (key) => table.forPartition(partitionOf(Buffer.from(key), j.partitions)),
+    apiOf: new Map(j.members.map((m) => [m.id, m.api])),
+  };
+}
+
+/** Each key's preference list, from `node`'s GET /ring. */
+async function preferenceLists(node: NodeProc): Promise<(key: string) => readonly string[]> {
+  return (await ringTable(node)).listOf;
+}
+
+/**
+ * Each key's first replica that is not in `down`, from the ring of GET /ring (the client library's
+ * "partition-aware" routing, which also skips a replica it knows to be down).
+ */
+async function ringRoute(
+  nodes: NodeProc[],
+  down: ReadonlySet<string> = new Set(),
+): Promise<(key: string) => string> {
+  const { listOf, apiOf } = await ringTable(nodes[0]!);
+  return (key) => apiOf.get(listOf(key).find((id) => !down.has(id))!)!;
 }
 
 /** The floor's route: every floor node holds every key, so keys are spread by a hash (FNV-1a). */
@@ -851,23 +891,50 @@ async function runPhase(
   };
 }
 
-async function benchConfig(cfg: Config, size: Size, value: Buffer): Promise<PhaseResult[]> {
+/** A configuration's name in the result rows. */
+function configName(cfg: Config, size: Exclude<Size, "drain">): string {
   const [n, r, w] = cfg.quorum;
-  const name = size === 3 ? `3 nodes N${n}R${r}W${w}` : size === 1 ? "1 node N1R1W1" : "floor N3R2W2";
+  switch (size) {
+    case 3:
+      return `3 nodes N${n}R${r}W${w}`;
+    case 1:
+      return "1 node N1R1W1";
+    case "floor":
+      return "floor N3R2W2";
+    case 4:
+      return `4 nodes N${n}R${r}W${w}`;
+    case "4down":
+      return "4 nodes, 1 down";
+  }
+}
+
+async function benchConfig(cfg: Config, size: Exclude<Size, "drain">, value: Buffer): Promise<PhaseResult[]> {
+  const name = configName(cfg, size);
   const out: PhaseResult[] = [];
   // One node runs every load generator but pa (no routing to do); the floor runs only lean (the others
-  // need the node's /ring or its client semantics).
-  const gens = cfg.loadgens.filter((g) => (size === 1 ? g !== "pa" : size === "floor" ? g === "lean" : true));
+  // need the node's /ring or its client semantics), and so do the 4-node clusters (one comparison).
+  const gens = cfg.loadgens.filter((g) => (size === 1 ? g !== "pa" : size === 3 ? true : g === "lean"));
   // A fresh cluster for each load generator, so that each starts from the same (empty) data: the cost of
   // a write grows with the data already stored, which would otherwise favour whichever runs first.
   for (const [k, g] of gens.entries()) {
     console.log(`\nstarting ${name} (durability ${cfg.durability}) for loadgen ${g} ...`);
-    const { nodes, root } = await startCluster(cfg, size, `${size}node-${k}-${g}`);
-    console.log(`  ${nodes.map((n) => `${n.id} ${n.api} pid ${n.child.pid}`).join(", ")}`);
+    const { nodes: all, root } = await startCluster(cfg, size, `${size}node-${k}-${g}`);
+    console.log(`  ${all.map((n) => `${n.id} ${n.api} pid ${n.child.pid}`).join(", ")}`);
+    // One node down: n4 is SIGKILLed, and measured once the others see it down (so that they send its
+    // copies to a stand-in at once rather than after a failed store). The rows count the live nodes.
+    const down = new Set<string>();
+    if (size === "4down") {
+      const n4 = all[3]!;
+      await killNode(n4.child);
+      down.add(n4.id);
+      await waitSeenDown(all.slice(0, 3), n4.id);
+      console.log(`  ${n4.id} SIGKILLed and seen down by the others`);
+    }
+    const nodes = all.filter((x) => !down.has(x.id));
     try {
       const driver =
         g === "lean"
-          ? leanDriver(size === "floor" ? hashRoute(nodes) : await ringRoute(nodes))
+          ? leanDriver(size === "floor" ? hashRoute(nodes) : await ringRoute(nodes, down))
           : g === "pool"
             ? poolDriver(nodes, cfg.clients)
             : clientDriver(nodes, cfg.clients, g === "pa" ? "partition-aware" : "none");
@@ -910,12 +977,224 @@ async function benchConfig(cfg: Config, size: Size, value: Buffer): Promise<Phas
         await driver.close();
       }
     } finally {
-      await Promise.all(nodes.map((n) => stopNode(n.child)));
+      await Promise.all(all.map((n) => stopNode(n.child)));
       fs.rmSync(root, { recursive: true, force: true });
       tempDirs.delete(root);
     }
   }
   return out;
+}
+
+/** SIGKILL by PID (a crash); resolves once the process is gone. */
+async function killNode(c: ChildProcess): Promise<void> {
+  if (c.exitCode === null && c.signalCode === null && c.pid !== undefined) {
+    const exited = new Promise<void>((resolve) => c.once("exit", () => resolve()));
+    process.kill(c.pid, "SIGKILL");
+    await exited;
+  }
+  children.delete(c);
+}
+
+/** Waits (at most 60 s) until every one of `observers` sees member `id` down. */
+async function waitSeenDown(observers: NodeProc[], id: string): Promise<void> {
+  const end = Date.now() + 60_000;
+  for (let i = 0; i < 100_000; i++) {
+    const seen = await Promise.all(
+      observers.map((o) =>
+        getJson(o.api, "/status")
+          .then((s) =>
+            (s.members as { id: string; state: string }[]).some((m) => m.id === id && m.state === "down"),
+          )
+          .catch(() => false),
+      ),
+    );
+    if (seen.every((x) => x)) return;
+    if (Date.now() > end) throw new Error(`${id} was not seen down within 60 s`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+interface HintTargetStatus {
+  target: string;
+  count: number;
+  bytes: number;
+  delivered: number;
+  deliveredBytes: number;
+  failed: number;
+}
+
+/** The hints node `api` holds for `target` (zeros when none), and its delivery limits. */
+async function hintsHeld(
+  api: string,
+  target: string,
+): Promise<{ t: HintTargetStatus; limits: { deliveryBytesPerSecond: number } | null }> {
+  const h = (await getJson(api, "/status")).hintedHandoff as {
+    targets: HintTargetStatus[];
+    limits: { deliveryBytesPerSecond: number } | null;
+  };
+  const t = h.targets.find((x) => x.target === target) ?? {
+    target,
+    count: 0,
+    bytes: 0,
+    delivered: 0,
+    deliveredBytes: 0,
+    failed: 0,
+  };
+  return { t, limits: h.limits };
+}
+
+/** Sums the hints `holders` hold for `target`; `perHolder`: the bytes each holds. */
+async function hintsTotal(
+  holders: NodeProc[],
+  target: string,
+): Promise<HintTargetStatus & { perHolder: number[] }> {
+  const all = await Promise.all(holders.map((h) => hintsHeld(h.api, target)));
+  const sum = (f: (t: HintTargetStatus) => number) => all.reduce((a, x) => a + f(x.t), 0);
+  return {
+    target,
+    perHolder: all.map((x) => x.t.bytes),
+    count: sum((t) => t.count),
+    bytes: sum((t) => t.bytes),
+    delivered: sum((t) => t.delivered),
+    deliveredBytes: sum((t) => t.deliveredBytes),
+    failed: sum((t) => t.failed),
+  };
+}
+
+interface DrainResult {
+  /** Writes of keys the down node replicates, acknowledged, and refused or failed. */
+  writes: number;
+  writeErrors: number;
+  writeSeconds: number;
+  /** Hints held for the down node before it returned (all holders), and their bytes. */
+  held: number;
+  heldBytes: number;
+  /** The bytes each holder held: the largest share, at the throttle's rate, bounds the drain from below. */
+  heldBytesPerHolder: number[];
+  /** Each node's --hint-rate as its /status reports it (bytes/s). */
+  rateSetting: number;
+  /** From the restart's spawn until it served, and from then until no node held a hint. */
+  restartSeconds: number;
+  drainSeconds: number;
+  delivered: number;
+  deliveredBytes: number;
+  /** Sends that failed during the drain (tried again later). */
+  failed: number;
+}
+
+/**
+ * The drain: a fresh 4-node cluster, n4 SIGKILLed and seen down, --hinted-writes writes of keys n4
+ * replicates (each leaves a hint for it on a stand-in), n4 restarted on its data, and the time until no
+ * node holds a hint.
+ */
+async function benchDrain(cfg: Config, value: Buffer): Promise<DrainResult> {
+  const [n, r, w] = cfg.quorum;
+  console.log(
+    `\nstarting 4 nodes N${n}R${r}W${w} (durability ${cfg.durability}) for the drain of ${cfg.hintedWrites} hinted writes ...`,
+  );
+  const { nodes, root } = await startCluster(cfg, "drain", "drain");
+  const procs = nodes.map((x) => x.child);
+  try {
+    const n4 = nodes[3]!;
+    const live = nodes.slice(0, 3);
+    const listOf = await preferenceLists(nodes[0]!);
+    await killNode(n4.child);
+    await waitSeenDown(live, n4.id);
+    const keys: string[] = [];
+    for (let i = 0; keys.length < cfg.hintedWrites && i < cfg.hintedWrites * 100; i++) {
+      const k = `drain-${i}`;
+      if (listOf(k).includes(n4.id)) keys.push(k);
+    }
+    console.log(`  ${n4.id} SIGKILLed and seen down; writing ${keys.length} keys it replicates ...`);
+    const driver = leanDriver(await ringRoute(live, new Set([n4.id])));
+    let next = 0;
+    let errors = 0;
+    let firstError = "";
+    const t0 = performance.now();
+    await Promise.all(
+      Array.from({ length: cfg.clients }, async () => {
+        while (next < keys.length) {
+          const k = keys[next++]!;
+          try {
+            if (!(await driver.put(k, value))) {
+              errors++;
+              firstError ||= "unexpected status";
+            }
+          } catch (err) {
+            errors++;
+            firstError ||= (err as Error).message;
+          }
+        }
+      }),
+    );
+    const writeSeconds = (performance.now() - t0) / 1000;
+    await driver.close();
+    console.log(
+      `  ${keys.length - errors} writes acknowledged in ${f1(writeSeconds)} s (${((keys.length - errors) / writeSeconds).toFixed(0)}/s), ${errors} errors${errors > 0 ? ` (first: ${firstError})` : ""}`,
+    );
+    // A write answers at W, possibly before its stand-in stored the hint: wait until the count holds still.
+    let held = await hintsTotal(live, n4.id);
+    for (let i = 0; i < 600; i++) {
+      await new Promise((res) => setTimeout(res, 500));
+      const now = await hintsTotal(live, n4.id);
+      const still = now.count === held.count;
+      held = now;
+      if (still) break;
+    }
+    const rateSetting = (await hintsHeld(live[0]!.api, n4.id)).limits?.deliveryBytesPerSecond ?? Number.NaN;
+    console.log(
+      `  hints held for ${n4.id}: ${held.count} (${(held.bytes / 2 ** 20).toFixed(1)} MiB); each node's --hint-rate ${(rateSetting / 2 ** 20).toFixed(1)} MiB/s`,
+    );
+
+    const t1 = performance.now();
+    const back = await startNode(n4.id, path.join(root, n4.id), commonFlags(cfg, "drain"), cfg.nodeFlags);
+    procs.push(back.child);
+    const t2 = performance.now();
+    let t3 = Number.NaN;
+    const end = t2 + 30 * 60_000;
+    let last = held;
+    for (let i = 0; i < 1_000_000 && performance.now() < end; i++) {
+      last = await hintsTotal(live, n4.id);
+      if (last.count === 0) {
+        t3 = performance.now();
+        break;
+      }
+      await new Promise((res) => setTimeout(res, 100));
+    }
+    if (!Number.isFinite(t3)) console.log(`  the hints did not drain within 30 minutes: ${last.count} left`);
+    return {
+      writes: keys.length - errors,
+      writeErrors: errors,
+      writeSeconds,
+      held: held.count,
+      heldBytes: held.bytes,
+      heldBytesPerHolder: held.perHolder,
+      rateSetting,
+      restartSeconds: (t2 - t1) / 1000,
+      drainSeconds: (t3 - t2) / 1000,
+      delivered: last.delivered,
+      deliveredBytes: last.deliveredBytes,
+      failed: last.failed,
+    };
+  } finally {
+    await Promise.all(procs.map((c) => stopNode(c)));
+    fs.rmSync(root, { recursive: true, force: true });
+    tempDirs.delete(root);
+  }
+}
+
+function printDrain(d: DrainResult): void {
+  const mib = (b: number) => (b / 2 ** 20).toFixed(2);
+  const largest = Math.max(...d.heldBytesPerHolder);
+  console.log(
+    `  ${d.writes} hinted writes (${(d.writes / d.writeSeconds).toFixed(0)} puts/s, ${d.writeErrors} errors) left ${d.held} hints (${mib(d.heldBytes)} MiB; per holder ${d.heldBytesPerHolder.map(mib).join("/")}) for the down node`,
+  );
+  console.log(
+    `  restarted (serving after ${f1(d.restartSeconds)} s), every hint delivered ${f1(d.drainSeconds)} s later: ${(d.delivered / d.drainSeconds).toFixed(0)} hints/s, ${mib(d.deliveredBytes / d.drainSeconds)} MiB/s, ${d.failed} sends failed and retried`,
+  );
+  console.log(
+    `  throttle: --hint-rate ${mib(d.rateSetting)} MiB/s per holder, which alone allows the largest holder's share in ${f1(largest / d.rateSetting)} s`,
+  );
 }
 
 // ------------------------------------------------------------------------------------------ report
@@ -1038,11 +1317,19 @@ async function main(): Promise<void> {
   for (let i = 0; i < value.length; i++) value[i] = (i * 131 + 17) & 0xff;
 
   const runs: PhaseResult[][] = [];
+  const drains: DrainResult[] = [];
   header();
   for (let k = 0; k < cfg.repeat; k++) {
     if (cfg.repeat > 1) console.log(`\n=== run ${k + 1} of ${cfg.repeat}`);
     const one: PhaseResult[] = [];
-    for (const size of cfg.configs) one.push(...(await benchConfig(cfg, size, value)));
+    for (const size of cfg.configs) {
+      if (size !== "drain") one.push(...(await benchConfig(cfg, size, value)));
+      else {
+        const d = await benchDrain(cfg, value);
+        drains.push(d);
+        printDrain(d);
+      }
+    }
     runs.push(one);
   }
   // With --repeat, each row below is the run with the median throughput of its phase (all its figures
@@ -1068,13 +1355,14 @@ async function main(): Promise<void> {
     if (range !== undefined) console.log(`      ${range}`);
   }
 
-  const find = (size: Size, g: Loadgen, op: Op) =>
-    results.find((r) => r.config.startsWith(String(size)) && r.loadgen === g && r.op === op);
-  const ratio = (title: string, base: Size) => {
+  const find = (size: Exclude<Size, "drain">, g: Loadgen, op: Op) =>
+    results.find((r) => r.config === configName(cfg, size) && r.loadgen === g && r.op === op);
+  const ratio = (title: string, base: Exclude<Size, "drain">, of: Exclude<Size, "drain"> = 3) => {
+    if (!cfg.configs.includes(of) || !cfg.configs.includes(base)) return;
     console.log(`\n${title} (throughput; p99; CPU per operation):`);
     for (const g of LOADGENS)
       for (const op of OPS) {
-        const a = find(3, g, op);
+        const a = find(of, g, op);
         const b = find(base, g, op);
         if (a === undefined || b === undefined) continue;
         console.log(
@@ -1084,6 +1372,17 @@ async function main(): Promise<void> {
   };
   ratio("ratio 3-node / 1-node", 1);
   ratio("ratio 3-node / floor (the same protocol shape with none of the node's work)", "floor");
+  ratio(
+    "ratio 4 nodes with one down / all four up (the cost of sloppy quorum: stand-ins and hints)",
+    4,
+    "4down",
+  );
+  if (drains.length > 0) {
+    console.log(
+      `\nhinted handoff drain (${cfg.hintedWrites} writes of keys whose replica n4 is down, then n4 back):`,
+    );
+    for (const d of drains) printDrain(d);
+  }
 
   console.log(
     `\ntarget (3 nodes, 3x a 3-member etcd on this machine: >= ${TARGET.putsPerSec} puts/s, >= ${TARGET.getsPerSec} gets/s, p99 < ${TARGET.p99Ms} ms):`,
