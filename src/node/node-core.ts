@@ -72,6 +72,8 @@ export interface NodeCoreDeps {
     readonly onDelivered?: HintDeliveryDeps["onDelivered"];
     readonly onDropped?: HintDeliveryDeps["onDropped"];
   };
+  /** Read repair after reads (on unless false; CoordinatorDeps.readRepair). */
+  readonly readRepair?: boolean;
   readonly onReadRepair?: (nodeId: string) => void;
   /** A read or store sent to another replica timed out. */
   readonly onReplicaTimeout?: (op: "read" | "store") => void;
@@ -151,6 +153,7 @@ export class NodeCore {
           : () => `${d.actor}~${Buffer.from(hinted.entropy(8)).toString("hex")}`,
       timers: d.timers,
       random: d.random,
+      readRepair: d.readRepair,
       onReadRepair: d.onReadRepair,
       onLateHint: hinted?.onLateHint,
     });
