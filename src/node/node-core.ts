@@ -244,8 +244,11 @@ export class NodeCore {
             alive: (id) => membership.liveness(id, now()) === "up",
             // A node leaving (or removed) hands every hint it holds to the keys' current replicas, as it
             // hands off its data: it will not be there to deliver them.
+            // So does a target that is leaving and already out of the ring: it may have finished and
+            // stopped unheard (its last gossip lost), and it replicates nothing any more.
             gone: (id) =>
               membership.member(id)?.status === "left" ||
+              (membership.member(id)?.status === "leaving" && !this.placement.inRing(id)) ||
               membership.self.status === "leaving" ||
               membership.self.status === "left",
             replicasOf: list,
