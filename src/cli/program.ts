@@ -67,6 +67,7 @@ program
   .option("--partitions <q>", "ring partitions, a power of two (fixed when the cluster is created)", "1024")
   .option("--gossip-interval <ms>", "time between gossip rounds", "500")
   .option("--down-after <ms>", "a member silent this long is down", "5000")
+  .option("--hinted-handoff <on|off>", "sloppy quorum and hinted handoff (off: strict quorums)", "on")
   .option("--hint-window <ms>", "hinted handoff: hints older than this are dropped (default 3 h)", "10800000")
   .option(
     "--hint-max-bytes <n>",

@@ -56,6 +56,8 @@ export interface BootConfig {
   readonly downAfterMs: number;
   readonly requestTimeoutMs: number;
   readonly maxSiblings: number;
+  /** Read repair after reads (on unless false: the simulator's hint check turns it off). */
+  readonly readRepair?: boolean;
   /** Sloppy quorum and hinted handoff (absent: strict quorums, no hints). */
   readonly hinted?: {
     readonly limits: HintLimits;
@@ -212,6 +214,7 @@ export async function bootNode(config: BootConfig, deps: BootDeps): Promise<Boot
               onDelivered: deps.hintEvents?.onDelivered,
               onDropped: deps.hintEvents?.onDropped,
             },
+      readRepair: config.readRepair,
       onReadRepair: deps.onReadRepair,
       onReplicaTimeout: deps.onReplicaTimeout,
       onLeft: deps.onLeft,

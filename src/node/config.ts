@@ -33,6 +33,8 @@ export interface NodeConfig {
   readonly gossipIntervalMs: number;
   /** A member whose heartbeat has not moved for this long is down. */
   readonly downAfterMs: number;
+  /** Sloppy quorum and hinted handoff on (the default), or strict quorums over a key's replicas alone. */
+  readonly hintedHandoff: boolean;
   /** Hinted handoff: hints older than this are dropped (left to anti-entropy). */
   readonly hintWindowMs: number;
   /** Hinted handoff: bytes of hints kept for one target at most. */
@@ -117,6 +119,7 @@ export interface NodeConfigInput {
   partitions?: string | number | undefined;
   gossipIntervalMs?: string | number | undefined;
   downAfterMs?: string | number | undefined;
+  hintedHandoff?: string | boolean | undefined;
   hintWindowMs?: string | number | undefined;
   hintMaxBytes?: string | number | undefined;
   hintRate?: string | number | undefined;
@@ -171,6 +174,7 @@ export function validateNodeConfig(input: NodeConfigInput): NodeConfig {
       60_000,
     ),
     downAfterMs: int(input.downAfterMs ?? NODE_DEFAULTS.downAfterMs, "--down-after", 100, 600_000),
+    hintedHandoff: onOff(input.hintedHandoff ?? true, "--hinted-handoff"),
     hintWindowMs: int(
       input.hintWindowMs ?? NODE_DEFAULTS.hintWindowMs,
       "--hint-window",
@@ -185,6 +189,12 @@ export function validateNodeConfig(input: NodeConfigInput): NodeConfig {
       2 ** 40,
     ),
   };
+}
+
+function onOff(v: string | boolean, what: string): boolean {
+  if (v === true || v === "on") return true;
+  if (v === false || v === "off") return false;
+  throw new ConfigError(`${what} must be on or off, got ${JSON.stringify(v)}`);
 }
 
 function zone(v: string): string {

@@ -72,6 +72,8 @@ export interface NodeCoreDeps {
     readonly onDelivered?: HintDeliveryDeps["onDelivered"];
     readonly onDropped?: HintDeliveryDeps["onDropped"];
   };
+  /** Read repair after reads (on unless false; CoordinatorDeps.readRepair). */
+  readonly readRepair?: boolean;
   readonly onReadRepair?: (nodeId: string) => void;
   /** A read or store sent to another replica timed out. */
   readonly onReplicaTimeout?: (op: "read" | "store") => void;
@@ -151,6 +153,7 @@ export class NodeCore {
           : () => `${d.actor}~${Buffer.from(hinted.entropy(8)).toString("hex")}`,
       timers: d.timers,
       random: d.random,
+      readRepair: d.readRepair,
       onReadRepair: d.onReadRepair,
       onLateHint: hinted?.onLateHint,
     });
@@ -241,8 +244,11 @@ export class NodeCore {
             alive: (id) => membership.liveness(id, now()) === "up",
             // A node leaving (or removed) hands every hint it holds to the keys' current replicas, as it
             // hands off its data: it will not be there to deliver them.
+            // So does a target that is leaving and already out of the ring: it may have finished and
+            // stopped unheard (its last gossip lost), and it replicates nothing any more.
             gone: (id) =>
               membership.member(id)?.status === "left" ||
+              (membership.member(id)?.status === "leaving" && !this.placement.inRing(id)) ||
               membership.self.status === "leaving" ||
               membership.self.status === "left",
             replicasOf: list,

@@ -105,10 +105,14 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
         downAfterMs: config.downAfterMs,
         requestTimeoutMs: config.requestTimeoutMs,
         maxSiblings: config.maxSiblings,
-        hinted: {
-          limits: { windowMs: config.hintWindowMs, maxBytesPerTarget: config.hintMaxBytes },
-          deliveryBytesPerSecond: config.hintRateBytesPerSec,
-        },
+        ...(config.hintedHandoff
+          ? {
+              hinted: {
+                limits: { windowMs: config.hintWindowMs, maxBytesPerTarget: config.hintMaxBytes },
+                deliveryBytesPerSecond: config.hintRateBytesPerSec,
+              },
+            }
+          : {}),
       },
       {
         env,

@@ -46,6 +46,13 @@ export class Placement {
     return this.current()?.fallbacksForKey(key) ?? [];
   }
 
+  /** Does the current ring hold `id` (a partition, or among the members it was claimed for)? */
+  inRing(id: string): boolean {
+    const ring = this.membership.ring;
+    if (ring === null) return false;
+    return ring.owners.includes(id) || ring.members.some((k) => k.startsWith(`${id}:`));
+  }
+
   /** The partitions this node owns (first in their preference list) and those it holds a replica of. */
   partitionsHeld(): { owned: number[]; replicated: number[] } {
     const ring = this.membership.ring;

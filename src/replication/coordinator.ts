@@ -166,6 +166,11 @@ export interface CoordinatorDeps {
   /** Draws which reads ask every replica (ReadPolicy.fullReadFraction). */
   readonly random: Random;
   readonly reads?: ReadPolicy;
+  /**
+   * Read repair after a read (on unless false). Off only to observe what the other mechanisms (hinted
+   * handoff) deliver alone: the simulator's hint check.
+   */
+  readonly readRepair?: boolean;
   /** Called once per replica repaired after a read. */
   readonly onReadRepair?: (nodeId: string) => void;
   /**
@@ -396,7 +401,7 @@ export class Coordinator implements KvService {
     let siblings: StoredSibling[] = [];
     for (const x of got.ok) siblings = merge(siblings, x.set);
     assertConcurrent(siblings);
-    if (got.asked.length > 1) this.repairLater(key, got.asked, timeoutMs);
+    if (got.asked.length > 1 && this.deps.readRepair !== false) this.repairLater(key, got.asked, timeoutMs);
     return { kind: "ok", siblings, replied: got.ok.length };
   }
 

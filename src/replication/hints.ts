@@ -125,7 +125,7 @@ function targetRange(target: string, after: Uint8Array | undefined, limit: numbe
 }
 
 /** Splits an engine key of the hints keyspace into its target and user key. */
-function splitKey(engineKeyBytes: Uint8Array): { target: string; key: Uint8Array } {
+export function splitKey(engineKeyBytes: Uint8Array): { target: string; key: Uint8Array } {
   const k = HINTS.decode(engineKeyBytes);
   const n = k[0]!;
   assert(n >= 1 && k.length >= 1 + n, () => `hint key of ${k.length} bytes names a ${n}-byte target`);

@@ -52,6 +52,9 @@
  *    given holds that write. Writes carry their dot only where the coordinator's answer gives it (the
  *    simulator); elsewhere this checker has nothing to judge.
  *
+ * 7. `checkHintedHandoff` (every acknowledged write reached all N primaries without repair): see its
+ *    comment; the simulator runs it (`hintCheck`) in place of checker 3, with read repair off.
+ *
  * Per replica, not per key: after the quiet phase every replica must hold every acknowledged write, so
  * checkers 1 and 2 judge each replica's set; a write missing from one replica is reported once, listing
  * the replicas that lack it.
@@ -328,6 +331,83 @@ function sameItems(a: readonly string[], b: readonly string[]): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
+// ------------------------------------------------------------------ 7. hinted handoff delivered
+
+/**
+ * Why a write may legitimately be missing from one primary, as the caller knows it (checkHintedHandoff);
+ * undefined when it may not.
+ */
+export type Excuse = (w: WriteRecord, primary: string) => string | undefined;
+
+/** "counter@actor" -> its parts (undefined if it is not one). */
+export function parseDot(dot: string): { counter: number; actor: string } | undefined {
+  const at = dot.indexOf("@");
+  const counter = Number(dot.slice(0, at));
+  return at > 0 && Number.isInteger(counter) ? { counter, actor: dot.slice(at + 1) } : undefined;
+}
+
+/**
+ * Does the replica hold the version `dot`, or a version that superseded it (one whose context covers it)?
+ * Only dots and contexts count here, not the history's `observed` lists: this is what the store itself
+ * decides when it merges.
+ */
+function holdsOrSupersedes(sibs: readonly FinalSibling[], dot: string): boolean {
+  const d = parseDot(dot);
+  return sibs.some(
+    (s) =>
+      s.dot === dot || (d !== undefined && s.context !== undefined && (s.context[d.actor] ?? 0) >= d.counter),
+  );
+}
+
+/**
+ * Hinted handoff delivers (issue 14): every acknowledged write (outcome `ok`) is on every replica the
+ * final state records for its key (the key's N primaries under the final ring): its dot is one of the
+ * final siblings there, or is covered by the context of one (a later write that had seen it superseded
+ * it). Needs the writes' dots and the final siblings' dots and contexts (the simulator records them);
+ * a write without a dot is not judged.
+ *
+ * It is meant for a run judged after heal and quiet with read repair and anti-entropy off, where the
+ * only ways a version reaches a primary are the write's own round and hinted handoff: a primary that
+ * was down, cut off or slow while the write was acknowledged gets it from a stand-in's hint, or from
+ * the hint its coordinator keeps for a primary that acknowledged nothing by the deadline. It holds only
+ * where nothing legitimately loses a copy:
+ * - the final ring's primaries are the write's primaries: no membership changes (ownership handoff moves
+ *   data to new owners, which this check does not follow);
+ * - durable storage: the memory engine loses everything at a crash; with LSM storage a primary's or a
+ *   stand-in's acknowledgement means the copy was fsynced there;
+ * - no primary stayed away longer than the hint window (hints older than it are dropped and left to
+ *   anti-entropy; the simulator's window, 3 h, is far longer than any run);
+ * - the hint a coordinator keeps for a primary that acknowledged nothing is written after the client's
+ *   answer, once the write's deadline passed: a coordinator that crashed before then lost it (Dynamo and
+ *   Cassandra have the same gap, which anti-entropy closes). `excuse` names such copies: one it excuses
+ *   is not reported.
+ */
+export function checkHintedHandoff(h: History, excuse?: Excuse): Anomaly[] {
+  const out: Anomaly[] = [];
+  for (const [key, writes] of writesByKey(h)) {
+    const replicas = replicasOf(h, key);
+    for (const w of writes) {
+      if (w.outcome !== "ok" || w.dot === undefined) continue;
+      const missing =
+        replicas.length === 0
+          ? ["(no replica holds the key)"]
+          : replicas
+              .filter(([r, sibs]) => !holdsOrSupersedes(sibs, w.dot!) && excuse?.(w, r) === undefined)
+              .map(([r]) => r);
+      if (missing.length === 0) continue;
+      out.push({
+        checker: "hinted-handoff",
+        key,
+        message:
+          `${w.kind} ${w.id} (acknowledged at ${w.completedAt} ms as version ${w.dot}) is not on ` +
+          `primar${missing.length === 1 ? "y" : "ies"} ${missing.join(", ")}: no sibling there is it or ` +
+          "supersedes it",
+      });
+    }
+  }
+  return out;
+}
+
 // ------------------------------------------------------------------ the history's own shape
 
 /** Write ids are unique; observed ids name writes of the same key recorded earlier (or unknown ones). */
@@ -362,6 +442,24 @@ export function checkHistory(h: History, opts: CheckOptions = {}): Anomaly[] {
     ...checkSiblingsConcurrent(h),
     ...checkNoPhantoms(h),
     ...checkUniqueDots(h),
+  ];
+}
+
+/**
+ * The checkers for a run judged without read repair (the simulator's hint check): the ones that judge
+ * each replica's own set (4, 5, 6), then `checkHintedHandoff` in place of 1, 2 and 3. Checker 3 does not
+ * hold without repair: a write that reached fewer than N replicas and left no hint (one whose outcome was
+ * unknown, whose coordinator crashed) stays where it reached. Checkers 1 and 2 judge the same per-replica
+ * loss as the hint check, by the history's observed lists rather than by dots and contexts, and without
+ * its excuse: the hint check implies them.
+ */
+export function checkHistoryWithoutRepair(h: History, excuse?: Excuse): Anomaly[] {
+  return [
+    ...checkHistoryShape(h),
+    ...checkSiblingsConcurrent(h),
+    ...checkNoPhantoms(h),
+    ...checkUniqueDots(h),
+    ...checkHintedHandoff(h, excuse),
   ];
 }
 

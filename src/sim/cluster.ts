@@ -39,6 +39,7 @@ import type { Durability } from "../storage/lsm/options.js";
 import { MemoryEngine } from "../storage/memory-engine.js";
 import type { AnswerBody, MemberView, RequestBody } from "../transport/messages.js";
 import { type RequestHandler, TransportError } from "../transport/transport.js";
+import { DurableCopies } from "./copies.js";
 import type { SimNetwork, SimTransport } from "./sim-network.js";
 import { SlowDisk } from "./slow-disk.js";
 
@@ -63,7 +64,15 @@ export type PlantedBug =
    * A forwarder takes every failure of a forwarded write for "never delivered" and tries the next
    * replica, though the first may have applied it (a timeout, a connection lost after sending).
    */
-  | "retry-forward";
+  | "retry-forward"
+  /**
+   * Hints acknowledged but never kept: a node asked to stand in for a replica (a `store` carrying
+   * `hintFor`) answers `stored` and drops the set, so the replica it stood in for never gets the write
+   * unless something else repairs it. (Injected at the node's door rather than in its engine: an engine
+   * that drops the hints' puts leaves the HintStore counting hints it does not hold, so the run would
+   * never settle and only the liveness check would see it.)
+   */
+  | "lose-hints";
 
 export interface ClusterConfig {
   readonly seed: number;
@@ -79,6 +88,10 @@ export interface ClusterConfig {
   readonly maxSiblings: number;
   /** Sloppy quorum and hinted handoff (on unless false). */
   readonly hints?: boolean;
+  /** Read repair after reads (on unless false). */
+  readonly readRepair?: boolean;
+  /** Record every set each node's engine makes durable, by key and primary (`copies`; the hint check). */
+  readonly watchCopies?: boolean;
   readonly bug?: PlantedBug;
 }
 
@@ -128,7 +141,7 @@ const LSM_OPTIONS = {
 } as const;
 
 /** Hinted handoff in the simulator: the defaults a node runs with, a window far past any run. */
-const SIM_HINTS = {
+export const SIM_HINTS = {
   limits: { windowMs: 3 * 60 * 60 * 1000, maxBytesPerTarget: 64 * 1024 * 1024 },
   deliveryBytesPerSecond: 16 * 1024 * 1024,
 };
@@ -141,6 +154,12 @@ export class SimCluster {
   readonly nodes: SimNode[] = [];
   readonly byId = new Map<string, SimNode>();
   readonly readRepairs = { count: 0 };
+  /** What the engines made durable for each primary (with `watchCopies`). */
+  readonly copies: DurableCopies | undefined;
+  /** Actors (incarnations) ended by a crash, and when (virtual time). */
+  readonly crashedAt = new Map<string, number>();
+  /** Each node's pauses (virtual time; `to` undefined while it lasts). */
+  private readonly pauses = new Map<string, { from: number; to: number | undefined }[]>();
   private readonly cluster;
 
   constructor(
@@ -151,6 +170,7 @@ export class SimCluster {
     readonly skew: readonly { readonly offsetMs: number; readonly drift: number }[],
     private readonly log: (line: string) => void,
   ) {
+    this.copies = config.watchCopies === true ? new DurableCopies() : undefined;
     this.cluster = {
       clusterId: CLUSTER_ID,
       clusterSecret: Buffer.from(`secret-${config.seed}`).toString("base64"),
@@ -213,6 +233,7 @@ export class SimCluster {
         requestTimeoutMs: c.requestTimeoutMs,
         maxSiblings: c.maxSiblings,
         ...(c.hints === false ? {} : { hinted: SIM_HINTS }),
+        ...(c.readRepair === false ? { readRepair: false } : {}),
       },
       {
         env,
@@ -220,10 +241,14 @@ export class SimCluster {
         serve: (handler) => {
           node.handler = handler;
         },
-        openStorage: async (dir) =>
-          c.storage === "memory"
-            ? new MemoryEngine()
-            : LsmEngine.open({ dir, fs, options: { ...LSM_OPTIONS, durability } }),
+        openStorage: async (dir) => {
+          const open = async () =>
+            c.storage === "memory"
+              ? new MemoryEngine()
+              : LsmEngine.open({ dir, fs, options: { ...LSM_OPTIONS, durability } });
+          const copies = this.copies;
+          return copies === undefined ? open() : copies.watch(node.id, await open());
+        },
         onLeft: () => {
           if (node.booted !== booted || node.state !== "up") return;
           node.state = "left";
@@ -314,9 +339,27 @@ export class SimCluster {
   }
 
   private dispatch(node: SimNode, from: string, body: RequestBody): Promise<AnswerBody> {
+    const answer = this.answer(node, from, body);
+    const copies = this.copies;
+    if (copies !== undefined && body.kind === "store")
+      answer.then(
+        () => copies.stored(node.id, body.key, body.set, body.hintFor),
+        () => undefined,
+      );
+    return answer;
+  }
+
+  private answer(node: SimNode, from: string, body: RequestBody): Promise<AnswerBody> {
     const handler = node.handler;
     if (handler === starting) return handler(from, body);
     if (this.config.bug === "drop-store" && node === this.nodes[0] && body.kind === "store")
+      return Promise.resolve({ kind: "stored" });
+    if (
+      this.config.bug === "lose-hints" &&
+      body.kind === "store" &&
+      body.hintFor !== undefined &&
+      body.hintFor !== node.id
+    )
       return Promise.resolve({ kind: "stored" });
     if (this.config.bug === "no-forward-memo" && body.kind === "coordinate")
       return node.core.router.coordinateForwarded(body);
@@ -330,9 +373,11 @@ export class SimCluster {
     if (node.state !== "up") throw new Error(`sim: ${id} is not up`);
     // A paused process can be killed too: nothing it held back runs (the network drops what it held,
     // halt() forgets its overdue timers), and callers waiting for it wait in vain.
+    if (node.paused) this.endPause(id);
     node.paused = false;
     node.waiting.length = 0;
     node.state = "crashed";
+    this.crashedAt.set(node.actor, this.sched.now());
     this.net.crash(node.address);
     node.timers.halt();
     node.booted?.views.halt();
@@ -379,6 +424,9 @@ export class SimCluster {
     const node = this.byId.get(id)!;
     if (node.state !== "up" || node.paused) throw new Error(`sim: ${id} cannot be paused`);
     node.paused = true;
+    const list = this.pauses.get(id) ?? [];
+    list.push({ from: this.sched.now(), to: undefined });
+    this.pauses.set(id, list);
     this.net.pause(node.address);
     node.timers.pause();
     this.log(`pause ${id}`);
@@ -388,11 +436,25 @@ export class SimCluster {
     const node = this.byId.get(id)!;
     if (!node.paused) throw new Error(`sim: ${id} is not paused`);
     node.paused = false;
+    this.endPause(id);
     this.log(`resume ${id}`);
     node.timers.resume();
     // Its overdue timers ran just now: one may have ended its leave (onLeft), and its address is gone.
     if (node.state !== "left") this.net.resume(node.address);
     for (const wake of node.waiting.splice(0)) wake();
+  }
+
+  private endPause(id: string): void {
+    const last = this.pauses.get(id)?.at(-1);
+    if (last !== undefined && last.to === undefined) last.to = this.sched.now();
+  }
+
+  /** How long the node was paused between `from` and `to` (virtual time). */
+  pausedMs(id: string, from: number, to: number): number {
+    let ms = 0;
+    for (const p of this.pauses.get(id) ?? [])
+      ms += Math.max(0, Math.min(to, p.to ?? to) - Math.max(from, p.from));
+    return ms;
   }
 
   /** Resolves when the node runs (at once unless it is paused; never if it crashes meanwhile). */

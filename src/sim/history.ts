@@ -66,6 +66,11 @@ export interface FinalSibling {
   readonly deleted: boolean;
   /** The version's dot, "counter@actor": equal dots mean the same version. */
   readonly dot?: string;
+  /**
+   * The version's context (actor -> counter): the versions its writer had seen, which it supersedes.
+   * Where known (the simulator).
+   */
+  readonly context?: Readonly<Record<string, number>>;
 }
 
 /** The final state: for each key, each replica's sibling set (replica id -> siblings). */

@@ -3,8 +3,13 @@
  * measures wall time; the runs themselves are deterministic, simulator.ts).
  *
  *   npm run sim -- --seed S [--nodes 5] [--ops 300] [--clients 6] [--keys 6] [--storage lsm|memory]
- *                  [--faults none|standard|heavy] [--dup-requests] [--membership] [--verbose]
- *   npm run sim -- --runs N [same options]      sweep N random seeds (storage alternates unless given)
+ *                  [--faults none|standard|heavy] [--dup-requests] [--membership] [--hint-check]
+ *                  [--bug NAME] [--verbose]
+ *   npm run sim -- --runs N [same options]      sweep N random seeds (storage alternates unless given;
+ *                                               lsm with --hint-check)
+ *
+ * --hint-check: read repair off, no converging reads; after heal and quiet every acknowledged write must
+ * be on all N primaries through hinted handoff alone (simulator.ts; lsm storage, no --membership).
  *
  * A failing run prints its seed, its anomalies and the command that replays it; the exit code is 1.
  */
@@ -35,6 +40,7 @@ const { values } = parseArgs({
     bug: { type: "string" },
     "dup-requests": { type: "boolean", default: false },
     membership: { type: "boolean", default: false },
+    "hint-check": { type: "boolean", default: false },
     verbose: { type: "boolean", short: "v", default: false },
     help: { type: "boolean", short: "h", default: false },
   },
@@ -46,7 +52,10 @@ function usage(message?: string): never {
     "usage: npm run sim -- [--seed S | --runs N] [--nodes >=5] [--ops N] [--clients N] [--keys N]\n" +
       "                      [--storage lsm|memory] [--faults none|standard|heavy|on|off] [--dup-requests]\n" +
       "                      [--membership]   (nodes join, leave and are removed during the run)\n" +
-      "                      [--bug drop-store|ignore-context|no-fsync|keep-actor|no-forward-memo|retry-forward]\n" +
+      "                      [--hint-check]   (read repair off; every acknowledged write must reach all N\n" +
+      "                                        primaries through hinted handoff; lsm, no --membership)\n" +
+      "                      [--bug drop-store|ignore-context|no-fsync|keep-actor|no-forward-memo|retry-forward|\n" +
+      "                             lose-hints]\n" +
       "                      (a planted bug, to see the checkers catch it) [--verbose]",
   );
   process.exit(message === undefined ? 0 : 2);
@@ -77,10 +86,13 @@ const bugs: PlantedBug[] = [
   "keep-actor",
   "no-forward-memo",
   "retry-forward",
+  "lose-hints",
 ];
 if (values.bug !== undefined && !bugs.includes(values.bug as PlantedBug))
   usage(`--bug must be one of ${bugs.join(", ")}`);
 if (values.seed !== undefined && values.runs !== undefined) usage("give --seed or --runs, not both");
+if (values["hint-check"] && storageArg === "memory") usage("--hint-check needs lsm storage");
+if (values["hint-check"] && values.membership) usage("--hint-check runs without --membership");
 
 function options(seed: number, storage: StorageKind): SimOptions {
   return {
@@ -94,6 +106,7 @@ function options(seed: number, storage: StorageKind): SimOptions {
     ...(values.bug === undefined ? {} : { bug: values.bug as PlantedBug }),
     ...(values["dup-requests"] ? { duplicateRequests: true } : {}),
     ...(values.membership ? { membership: true } : {}),
+    ...(values["hint-check"] ? { hintCheck: true } : {}),
   };
 }
 
@@ -102,9 +115,12 @@ function summary(r: SimResult, wallMs: number): string {
   const n = r.network;
   const w = r.workload;
   return [
-    `seed ${r.options.seed} (${r.options.storage}, faults ${r.options.faults}): ${r.anomalies.length === 0 ? "ok" : `${r.anomalies.length} ANOMALIES`}`,
+    `seed ${r.options.seed} (${r.options.storage}, faults ${r.options.faults}${r.options.hintCheck === true ? ", hint check" : ""}): ${r.anomalies.length === 0 ? "ok" : `${r.anomalies.length} ANOMALIES`}`,
     `  ${r.history.writes.length} writes (ok ${w.writes.ok}, unknown ${w.writes.unknown}, failed ${w.writes.failed}), ` +
-      `${w.readsUnavailable} reads unavailable, ${r.readRepairs} read repairs, ${r.hints.stored} hints stored and ${r.hints.delivered} delivered (this incarnation of each node), most siblings read ${w.maxSiblingsRead}`,
+      `${w.readsUnavailable} reads unavailable, ${r.readRepairs} read repairs, ${r.hints.stored} hints stored and ${r.hints.delivered} delivered (this incarnation of each node), most siblings read ${w.maxSiblingsRead}` +
+      (r.options.hintCheck === true
+        ? `; hint check: ${r.excused.length} copies excused (coordinator crashed before its late hint)`
+        : ""),
     `  faults: ${f.partitions} partitions, ${f.oneWayCuts} one-way cuts, ${f.isolations} isolations, ` +
       `${f.crashes} crashes, ${f.restarts} restarts, ${f.pauses} pauses, ${f.bursts} bursts, ${f.slowDisks} slow disks, ` +
       `${f.skewedNodes} skewed clocks (up to ${f.maxSkewMs} ms)` +
@@ -151,7 +167,9 @@ if (values.runs === undefined) {
   const t0 = performance.now();
   for (let i = 0; i < runs; i++) {
     const seed = (base + i * 0x9e37_79b1) >>> 0;
-    const storage = (storageArg as StorageKind | undefined) ?? (i % 2 === 0 ? "lsm" : "memory");
+    // The hint check needs durable storage: lsm unless given.
+    const storage =
+      (storageArg as StorageKind | undefined) ?? (values["hint-check"] || i % 2 === 0 ? "lsm" : "memory");
     const t = performance.now();
     current = options(seed, storage);
     const r = await runSimulation(current);

@@ -61,6 +61,7 @@ export function finalSibling(s: StoredSibling): FinalSibling {
     items: s.value.deleted ? [] : [...(v?.items ?? [])],
     deleted: s.value.deleted,
     dot: `${s.dot.counter}@${s.dot.actor}`,
+    context: Object.fromEntries(s.context),
   };
 }
 
@@ -91,7 +92,8 @@ export class Workload {
   stopping = false;
   private running = 0;
   private inFlight = 0;
-  private readonly t0: number;
+  /** When the clients started (virtual time): the zero of the history's times. */
+  readonly t0: number;
 
   constructor(
     private readonly cfg: WorkloadConfig,

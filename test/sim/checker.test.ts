@@ -8,8 +8,10 @@ import {
   ancestors,
   checkAcknowledgedAdds,
   checkAcknowledgedWrites,
+  checkHintedHandoff,
   checkHistory,
   checkHistoryShape,
+  checkHistoryWithoutRepair,
   checkNoPhantoms,
   checkReplicasAgree,
   checkSiblingsConcurrent,
@@ -304,5 +306,86 @@ describe("6. unique dots", () => {
 
   test("writes without a recorded dot (the HTTP suite) give it nothing to judge", () => {
     assert.deepEqual(checkUniqueDots(good), []);
+  });
+});
+
+describe("7. hinted handoff delivered (every acknowledged write on all N primaries)", () => {
+  const withDot = (w: WriteRecord, dot: string): WriteRecord => ({ ...w, dot });
+  const at = (
+    w: string,
+    items: string[],
+    dot: string,
+    context: Record<string, number> = {},
+    deleted = false,
+  ): FinalSibling => ({ w, items, deleted, dot, context });
+  // b1 (1@A) acknowledged; b2 (1@B) read it and superseded it (its context covers 1@A).
+  const b1 = withDot(write("b1", "blind"), "1@A");
+  const b2 = withDot(write("b2", "add", { element: "e", observed: ["b1"], observedItems: ["b-b1"] }), "1@B");
+
+  test("a write held at every primary, by its dot or by a sibling whose context covers it, passes", () => {
+    const h = history([b1, b2], {
+      n1: [at("b1", ["b-b1"], "1@A"), at("x", ["x"], "1@C")],
+      n2: [at("b2", ["b-b1", "e"], "1@B", { A: 1 })],
+      n3: [at("b2", ["b-b1", "e"], "1@B", { A: 3 })],
+    });
+    // b2 itself is missing from n1: it is acknowledged too.
+    const found = checkHintedHandoff(h);
+    assert.equal(found.length, 1);
+    assert.match(found[0]!.message, /add b2 \(acknowledged at \d+ ms as version 1@B\) is not on primary n1/);
+  });
+
+  test("catches a write missing from a primary, naming every primary that lacks it", () => {
+    const h = history([b1], { n1: [at("b1", ["b-b1"], "1@A")], n2: [], n3: [at("y", ["y"], "2@A")] });
+    const found = checkHintedHandoff(h);
+    assert.equal(found.length, 1);
+    assert.equal(found[0]!.checker, "hinted-handoff");
+    // 2@A is another version of the same actor, not one that superseded 1@A: no context covers it.
+    assert.match(found[0]!.message, /blind b1 .* is not on primaries n2, n3/);
+  });
+
+  test("a context covering a lower counter of the actor does not cover the write", () => {
+    const b = withDot(write("b", "blind"), "2@A");
+    const h = history([b], everywhere([at("z", ["z"], "1@Z", { A: 1 })]));
+    assert.equal(checkHintedHandoff(h).length, 1);
+  });
+
+  test("a tombstone that superseded the write holds it", () => {
+    const d = withDot(write("d", "delete", { observed: ["b1"], observedItems: ["b-b1"] }), "1@D");
+    const h = history([b1, d], everywhere([at("d", [], "1@D", { A: 1 }, true)]));
+    assert.deepEqual(checkHintedHandoff(h), []);
+  });
+
+  test("unknown and failed writes, and writes without a dot, are not judged", () => {
+    const u = withDot(write("u", "blind", { outcome: "unknown" }), "5@A");
+    const f = withDot(write("f", "blind", { outcome: "failed" }), "6@A");
+    const nodot = write("n", "blind");
+    assert.deepEqual(checkHintedHandoff(history([u, f, nodot], everywhere([]))), []);
+  });
+
+  test("a copy the caller excuses is not reported; the others are", () => {
+    const h = history([b1], { n1: [at("b1", ["b-b1"], "1@A")], n2: [], n3: [] });
+    const asked: string[] = [];
+    const found = checkHintedHandoff(h, (w, primary) => {
+      asked.push(`${w.id}@${primary}`);
+      return primary === "n2" ? "its coordinator crashed" : undefined;
+    });
+    assert.deepEqual(asked, ["b1@n2", "b1@n3"]);
+    assert.equal(found.length, 1);
+    assert.match(found[0]!.message, /is not on primary n3:/);
+  });
+
+  test("without repair, replicas may disagree; the per-replica checkers still run", () => {
+    // b3 (unknown) reached n1 only; b1 is everywhere: no anomaly, though the replicas differ.
+    const b3 = withDot(write("b3", "blind", { outcome: "unknown" }), "2@A");
+    const h = history([b1, b3], {
+      n1: [at("b1", ["b-b1"], "1@A"), at("b3", ["b-b3"], "2@A")],
+      n2: [at("b1", ["b-b1"], "1@A")],
+      n3: [at("b1", ["b-b1"], "1@A")],
+    });
+    assert.deepEqual(checkHistoryWithoutRepair(h), []);
+    assert.ok(checkReplicasAgree(h).length > 0);
+    // A phantom is still caught.
+    const phantom = history([b1], everywhere([at("b1", ["b-b1"], "1@A"), at("nobody", ["?"], "9@Q")]));
+    assert.ok(checkHistoryWithoutRepair(phantom).some((a) => a.checker === "no-phantoms"));
   });
 });
