@@ -31,7 +31,7 @@ import type { StoredSibling, StoredValue } from "../versioning/object-codec.js";
 import { type HintStore, HintsFullError } from "./hints.js";
 import { type Asked, type ReadTarget, readRound, TRUE_COUNT_GRACE_MS } from "./read-round.js";
 import type { Replica } from "./replica.js";
-import { planSlots, type Slot, standsIn } from "./sloppy.js";
+import { planSlots, type Slot, standInSet, standsIn } from "./sloppy.js";
 import { type WriteRound, writeRound } from "./write-round.js";
 
 /** A replica as the coordinator sees it: this node's own, or a remote one behind the transport. */
@@ -344,7 +344,11 @@ export class Coordinator implements KvService {
       this.deps.standInActor !== undefined &&
       !primaries.some((p) => p.nodeId === self) &&
       !primaries.some((p) => this.healthy(p.nodeId)) &&
-      fallbacks.some((p) => p.nodeId === self)
+      standInSet(
+        primaries.map((p) => p.nodeId),
+        fallbacks.map((p) => p.nodeId),
+        (id) => this.healthy(id),
+      ).includes(self)
     );
   }
 
@@ -357,16 +361,12 @@ export class Coordinator implements KvService {
     if (reachable < r) return { kind: "too_few_replicas", needed: r, replicas: reachable };
     if (primaries.length < pr) return { kind: "too_few_replicas", needed: pr, replicas: primaries.length };
     const self = this.deps.localNodeId;
-    // A node that holds hints for the key's down replicas reads them itself first.
-    const first =
-      fallbacks.some((p) => p.nodeId === self) && primaries.some((p) => !this.healthy(p.nodeId))
-        ? self
-        : undefined;
+    // The same nodes a write of the key goes to (a stand-in answers with every hint it holds for the key,
+    // whichever primary's slot the write gave it), this node's own first below.
     const plan = planSlots(
       primaries.map((p) => p.nodeId),
       fallbacks.map((p) => p.nodeId),
       (id) => this.healthy(id),
-      first,
     );
     const targets: ReadTarget[] = [];
     for (const slot of plan.slots)

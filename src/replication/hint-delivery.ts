@@ -11,7 +11,8 @@
  * - Paced: at most `maxBytesPerSecond` for all targets together (a token bucket), and a window of stores
  *   in flight per target that grows by one after each page delivered and halves after a failure
  *   (additive increase, multiplicative decrease), so a slow or struggling target gets less.
- * - Bounded in age: a hint older than the hint window is dropped (counted) and left to anti-entropy.
+ * - Bounded in age: a hint older than the hint window is dropped (counted) and left to anti-entropy,
+ *   also while its target stays down (looked over at most once a minute, once the oldest is past it).
  * - A target that left the cluster, or was removed, gets nothing more: its hints are sent to the key's
  *   current replicas instead, then discarded.
  *
@@ -59,10 +60,14 @@ const PAGE_BYTES = 1 << 20;
 const WINDOW_MIN = 1;
 const WINDOW_MAX = 32;
 const WINDOW_START = 4;
+/** How often the hints of a target that stays down are looked over for expiry, at most. */
+const EXPIRY_SCAN_MS = 60_000;
 
 export class HintDelivery {
   readonly progress = new Map<string, TargetDelivery>();
   private timer: TimerHandle | undefined;
+  /** When each down target's hints were last looked over for expiry. */
+  private readonly expiryScans = new Map<string, number>();
   private running: Promise<void> | undefined;
   private again = false;
   private stopped = false;
@@ -135,10 +140,39 @@ export class HintDelivery {
         const p = this.progressOf(t);
         if (this.d.gone(t)) await this.pass(t, p, (h) => this.reroute(h));
         else if (this.d.alive(t)) await this.pass(t, p, (h) => this.d.peer(t).store(h.key, h.set));
-        else p.state = "waiting";
+        else {
+          p.state = "waiting";
+          await this.expireIfDue(t);
+        }
       }),
     );
     for (const [t, p] of this.progress) if (!this.d.hints.backlog().has(t)) p.state = "idle";
+  }
+
+  /**
+   * For a target that stays down: once its oldest hint is past the window, goes over its hints and drops
+   * those past it (a pass sends nothing to a target that is down), at most once per EXPIRY_SCAN_MS.
+   */
+  private async expireIfDue(target: string): Promise<void> {
+    const now = this.d.clock.now();
+    const oldest = this.d.hints.backlog().get(target)?.oldestStoredAt ?? null;
+    if (oldest === null || now - oldest <= this.d.hints.limits.windowMs) return;
+    if (now - (this.expiryScans.get(target) ?? Number.NEGATIVE_INFINITY) < EXPIRY_SCAN_MS) return;
+    this.expiryScans.set(target, now);
+    let after: Uint8Array | undefined;
+    let left: number | null = null;
+    for (;;) {
+      if (this.stopped) return;
+      const { hints, last } = await this.d.hints.page(target, after, PAGE_KEYS, PAGE_BYTES);
+      if (last === undefined) break;
+      after = last;
+      for (const h of hints) {
+        if (now - h.storedAt > this.d.hints.limits.windowMs) {
+          if (await this.d.hints.remove(target, h.key, h.record)) this.d.onDropped?.(target, "expired");
+        } else if (left === null || h.storedAt < left) left = h.storedAt;
+      }
+    }
+    this.d.hints.setOldest(target, left);
   }
 
   /** Sends a gone target's hint to the key's current replicas (at least one must take it). */

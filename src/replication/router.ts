@@ -15,6 +15,7 @@ import { decodeSiblings, encodeSiblings, type StoredValue } from "../versioning/
 import type { Coordinator, KvService, ReadOutcome, WriteOutcome } from "./coordinator.js";
 import { ForwardIds } from "./forward-memo.js";
 import type { PeerDirectory } from "./remote-replica.js";
+import { standInSet } from "./sloppy.js";
 
 /** How much longer than the write's own timeout the forwarder waits for the outcome. */
 const FORWARD_MARGIN_MS = 500;
@@ -87,9 +88,13 @@ export class Router implements KvService {
       return this.d.coordinator.write(key, context, value, w, timeoutMs, opts);
     const reachable = (id: string) => id !== self && this.d.directory.reachable(id);
     const fallbacks = this.d.fallbacks?.(key) ?? [];
-    // Sloppy quorum: with every replica of the key down, a fallback coordinates as a stand-in, this node
-    // if it is one.
-    if (fallbacks.includes(self) && !prefs.some(reachable) && this.d.coordinator.canVersion())
+    // Sloppy quorum: with every replica of the key down, one of the stand-ins its requests go to
+    // coordinates as a stand-in, this node if it is one.
+    if (
+      !prefs.some(reachable) &&
+      standInSet(prefs, fallbacks, (id) => id === self || reachable(id)).includes(self) &&
+      this.d.coordinator.canVersion()
+    )
       return this.d.coordinator.write(key, context, value, w, timeoutMs, opts);
     // The replicas first; the fallbacks only if no replica took the request.
     const candidates = [...prefs.filter(reachable), ...fallbacks.filter(reachable)];

@@ -53,6 +53,21 @@ export function planSlots(
   return { slots, spares };
 }
 
+/**
+ * The fallbacks a request's slots use as stand-ins when no stand-in fails: the first k healthy fallbacks,
+ * k the primaries that are down. Reads and writes of the key go to the same nodes whichever node plans
+ * them, as long as their views of health agree; a node coordinates a write as a stand-in only if it is one
+ * of these, so its copy is where reads look.
+ */
+export function standInSet(
+  primaries: readonly string[],
+  fallbacks: readonly string[],
+  healthy: (id: string) => boolean,
+): string[] {
+  const down = primaries.filter((p) => !healthy(p)).length;
+  return fallbacks.filter((id) => healthy(id)).slice(0, down);
+}
+
 /** The slot's node failed: the next spare stands in for its primary (false when none is left). */
 export function replaceInSlot(plan: SlotPlan, slot: Slot): boolean {
   slot.node = plan.spares.shift();

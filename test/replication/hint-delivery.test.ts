@@ -129,6 +129,20 @@ describe("HintDelivery", () => {
     assert.ok(await sched.runUntil(() => hints.backlog().size === 0, 5000));
   });
 
+  test("a target that stays down: its hints past the window are dropped all the same", async () => {
+    const { sched, hints, delivery, dropped } = setup({ windowMs: 10_000 });
+    await hints.put("b", key(1), set("a.1", "old"));
+    await sched.runFor(5_000);
+    await hints.put("b", key(2), set("a.1", "newer"));
+    delivery.start();
+    assert.ok(await sched.runUntil(() => dropped.length === 1, 20_000));
+    assert.deepEqual(dropped, ["b:expired"]);
+    assert.equal(hints.backlog().get("b")?.count, 1);
+    assert.ok(await sched.runUntil(() => dropped.length === 2, 120_000));
+    assert.equal(hints.backlog().size, 0);
+    await sched.runUntilSettled(delivery.stop(), 1000);
+  });
+
   test("hints past the window are dropped, counted; a departed target's go to the key's replicas", async () => {
     const { sched, hints, replicas, alive, gone, dropped, delivery } = setup({ windowMs: 10_000 });
     await hints.put("b", key(1), set("a.1", "old"));

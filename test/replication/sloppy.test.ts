@@ -209,6 +209,23 @@ describe("sloppy writes", () => {
     assert.equal(second.set.length, 2);
   });
 
+  test("a read goes to the nodes a write went to, whichever node coordinates it", async () => {
+    const sched = new VirtualScheduler();
+    const { nodes, coordinator } = cluster(sched);
+    nodes.get("b")!.mode = "down";
+    nodes.get("c")!.mode = "down";
+    const w = await sched.runUntilSettled(
+      coordinator("a").write(KEY, EMPTY_VECTOR, value("v"), 3, 1000),
+      5000,
+    );
+    assert.equal(w.kind, "ok");
+    // f is a fallback of the key, but not one of its stand-ins (d and e are): it asks a, d and e.
+    for (const id of ["a", "b", "c", "d", "e", "f"]) nodes.get(id)!.stores.length = 0;
+    const read = await sched.runUntilSettled(coordinator("f").get(KEY, 3, 1000), 5000);
+    assert.equal(read.kind, "ok");
+    if (read.kind === "ok") assert.deepEqual(texts(read.siblings), ["v"]);
+  });
+
   test("with only w nodes of the cluster alive, a w=w write to any key succeeds", async () => {
     const sched = new VirtualScheduler();
     const { nodes, coordinator } = cluster(sched);
