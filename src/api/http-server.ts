@@ -377,6 +377,9 @@ function clientError(maxKeyBytes: number, refused: (reason: ApiRefusal) => void)
   };
 }
 
+/** GET (or HEAD) /health: answered whatever the load, and without a token. */
+const isHealth = (c: Call) => c.path === "/health" && (c.method === "GET" || c.method === "HEAD");
+
 /** While the node starts: no request is counted or served. */
 const STARTING: RequestHandler = { opOf: () => undefined, handle: () => undefined };
 
@@ -404,7 +407,7 @@ export function createHttpServer(initial: RequestHandler | undefined, options: H
 
   const refuseOverCap = (c: Call, awaitingContinue: boolean) => {
     const answer = () =>
-      c.method === "GET" && c.path === "/health"
+      isHealth(c)
         ? c.respond(200, { connection: "close", "content-type": JSON_TYPE }, '{"status":"ok"}')
         : c.error(
             503,
@@ -460,9 +463,9 @@ export function createHttpServer(initial: RequestHandler | undefined, options: H
       req.resume();
       return;
     }
-    // GET /health answers whatever the load: it is how an operator or a balancer tells a busy node from
-    // a dead one.
-    const admitted = !(c.path === "/health" && c.method === "GET");
+    // /health answers whatever the load: it is how an operator or a balancer tells a busy node from a
+    // dead one.
+    const admitted = !isHealth(c);
     if (admitted) {
       if (state.inFlight >= limits.maxInFlight) {
         refused("in_flight");
