@@ -530,10 +530,17 @@ export class RingstoreClient {
     throw new RingstoreError(
       0,
       "unreachable",
-      `no node could be reached (tried ${tried.join(", ")}): ${(last as Error | undefined)?.message ?? ""}`,
+      `no node could be reached (tried ${tried.join(", ")}): ${(last as Error | undefined)?.message ?? ""}${this.httpsHint(lastCode)}`,
       { error: "unreachable", tried },
       { cause: last },
     );
+  }
+
+  /** A node serving https closes a plain-HTTP connection without a word: say so when that may be it. */
+  private httpsHint(code: string | undefined): string {
+    return this.scheme === "http" && code === "UND_ERR_SOCKET"
+      ? " (a node that serves https closes plain-HTTP connections unanswered: is it https://HOST:PORT?)"
+      : "";
   }
 
   private fail(a: Answer): never {
@@ -856,7 +863,7 @@ export class RingstoreClient {
       throw new RingstoreError(
         0,
         "unreachable",
-        `${addr}: ${(err as Error).message}`,
+        `${addr}: ${(err as Error).message}${this.httpsHint(code)}`,
         { error: "unreachable", node: addr },
         { cause: err },
       );
