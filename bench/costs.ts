@@ -16,6 +16,12 @@
  *   http-api      the same through the node's own API layer (api/http-api.ts: routing, key and
  *                 parameter parsing, body limit, the context token's MAC, metrics), its service
  *                 answering every write at once: what the API adds to a bare server.
+ *   http-api-auth      the same with tokens required (--auth-file): each request carries a bearer token,
+ *                      hashed and compared (api/access.ts).
+ *   http-api-tls       the same over TLS (--tls-cert, --tls-key: ECDSA P-256, TLS 1.3), keep-alive
+ *                      connections: the record layer's cost per request, the handshakes done in warm-up.
+ *   http-api-tls-auth  both.
+ *   (Pick parts with --parts NAME,NAME; the TLS parts make a throwaway CA with the openssl command.)
  *   peer-ping     a `ping` request and its answer between two processes over the node's TCP transport
  *                 (framing, MessagePack, ids, deadlines): both sides' CPU per round trip.
  *   peer-store    the same with a `store` message of a 100-byte value's sibling set, answered at once.
@@ -30,13 +36,14 @@
  *
  * Every loop is bounded in time; child processes are stopped by PID (also on error); temp dirs removed.
  */
-import { type ChildProcess, fork } from "node:child_process";
+import { type ChildProcess, execFileSync, fork } from "node:child_process";
 import * as fs from "node:fs";
 import * as http from "node:http";
 import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import { performance } from "node:perf_hooks";
+import * as tls from "node:tls";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import type { TcpTransport as TcpTransportType } from "../src/transport/tcp-transport.js";
@@ -52,6 +59,7 @@ if (!fs.existsSync(path.join(DIST, "api/http-api.js")))
   throw new Error(`${DIST} is missing: run \`npm run build\` first (npm run bench:costs does)`);
 const load = <T>(rel: string): Promise<T> => import(pathToFileURL(path.join(DIST, rel)).href) as Promise<T>;
 const { buildHttpApi } = await load<typeof import("../src/api/http-api.js")>("api/http-api.js");
+const { newToken, TokenSet } = await load<typeof import("../src/api/tokens.js")>("api/tokens.js");
 const { NodeMetrics } = await load<typeof import("../src/api/metrics.js")>("api/metrics.js");
 const { Replica } = await load<typeof import("../src/replication/replica.js")>("replication/replica.js");
 const { systemRuntime } =
@@ -101,6 +109,11 @@ function listenPeer(nodeId: string, handler: RequestHandler): Promise<TcpTranspo
 
 // ------------------------------------------------------------------ child: the server side of a part
 
+/** What an API part adds: tokens, TLS (from the environment the parent gives its child). */
+function apiVariant(kind: string): { auth: boolean; tls: boolean } {
+  return { auth: kind.endsWith("-auth"), tls: kind.includes("-tls") };
+}
+
 async function child(kind: string): Promise<void> {
   let port = 0;
   let close: () => Promise<void>;
@@ -115,32 +128,55 @@ async function child(kind: string): Promise<void> {
     await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
     port = (srv.address() as net.AddressInfo).port;
     close = () => new Promise((r) => srv.close(() => r()));
-  } else if (kind === "http-api") {
+  } else if (kind.startsWith("http-api")) {
     const done = update([], EMPTY_VECTOR, "a1", VALUE);
-    const api = buildHttpApi({
-      service: {
-        get: async () => ({ kind: "ok", siblings: done.set, replied: 1 }),
-        write: async () => ({ kind: "ok", written: done.written, set: done.set, acked: 1 }),
-      },
-      secret: Buffer.alloc(32, 7),
-      n: 1,
-      r: 1,
-      w: 1,
-      requestTimeoutMs: 1000,
-      maxTimeoutMs: 60_000,
-      limits: { maxKeyBytes: 1024, maxValueBytes: 1 << 20, maxContextChars: 8192 },
-      metrics: new NodeMetrics(
-        () => {
-          throw new Error("not scraped in this benchmark");
+    const v = apiVariant(kind);
+    const security = {
+      ...(v.tls
+        ? {
+            tls: {
+              cert: fs.readFileSync(process.env.BENCH_TLS_CERT!),
+              key: fs.readFileSync(process.env.BENCH_TLS_KEY!),
+            },
+          }
+        : {}),
+      // The token the parent sends, among a hundred others (looked up by id).
+      ...(v.auth
+        ? {
+            tokens: new TokenSet([
+              ...Array.from({ length: 100 }, () => newToken("write", "", 0).entry),
+              JSON.parse(process.env.BENCH_TOKEN_ENTRY!),
+            ]),
+          }
+        : {}),
+    };
+    const api = buildHttpApi(
+      {
+        service: {
+          get: async () => ({ kind: "ok", siblings: done.set, replied: 1 }),
+          write: async () => ({ kind: "ok", written: done.written, set: done.set, acked: 1 }),
         },
-        { node: "bench" },
-      ),
-      now: () => 0,
-      status: () => Promise.reject(new Error("/status is not asked in this benchmark")),
-      ring: () => {
-        throw new Error("/ring is not asked in this benchmark");
+        secret: Buffer.alloc(32, 7),
+        n: 1,
+        r: 1,
+        w: 1,
+        requestTimeoutMs: 1000,
+        maxTimeoutMs: 60_000,
+        limits: { maxKeyBytes: 1024, maxValueBytes: 1 << 20, maxContextChars: 8192 },
+        metrics: new NodeMetrics(
+          () => {
+            throw new Error("not scraped in this benchmark");
+          },
+          { node: "bench" },
+        ),
+        now: () => 0,
+        status: () => Promise.reject(new Error("/status is not asked in this benchmark")),
+        ring: () => {
+          throw new Error("/ring is not asked in this benchmark");
+        },
       },
-    });
+      security,
+    );
     port = await api.listen("127.0.0.1", 0);
     close = () => api.close();
   } else {
@@ -173,10 +209,12 @@ const children = new Set<ChildProcess>();
 async function withChild<T>(
   kind: string,
   fn: (port: number, cpu: () => Promise<number>) => Promise<T>,
+  env: Record<string, string> = {},
 ): Promise<T> {
   const c = fork(SELF, ["--child", kind], {
     execArgv: ["--import", "tsx"],
     stdio: ["ignore", "inherit", "inherit", "ipc"],
+    env: { ...process.env, ...env },
   });
   children.add(c);
   try {
@@ -242,14 +280,24 @@ async function drive(
   return { ops, seconds: el, serverUs: (s1 - s0) / ops, clientUs: (c1 - c0) / ops };
 }
 
-/** A minimal keep-alive HTTP/1.1 client: one connection per in-flight slot, 100-byte PUTs, 204s back. */
-function httpClient(port: number): { op: () => Promise<void>; close: () => void } {
+/**
+ * A minimal keep-alive HTTP/1.1 client: one connection per in-flight slot, 100-byte PUTs, 204s back;
+ * over TLS (checked against `ca`) and with a bearer token when given.
+ */
+function httpClient(
+  port: number,
+  o: { readonly ca?: Buffer; readonly token?: string } = {},
+): { op: () => Promise<void>; close: () => void } {
   const body = Buffer.alloc(100, 97);
+  const auth = o.token === undefined ? "" : `Authorization: Bearer ${o.token}\r\n`;
   const free: { s: net.Socket; wait?: () => void; buf: string }[] = [];
   const all: net.Socket[] = [];
   let n = 0;
   for (let i = 0; i < CONCURRENCY; i++) {
-    const s = net.connect(port, "127.0.0.1");
+    const s =
+      o.ca === undefined
+        ? net.connect(port, "127.0.0.1")
+        : tls.connect({ port, host: "127.0.0.1", ca: o.ca, servername: "localhost" });
     s.setNoDelay(true);
     const slot: { s: net.Socket; wait?: () => void; buf: string } = { s, buf: "" };
     s.on("data", (d: Buffer) => {
@@ -274,7 +322,7 @@ function httpClient(port: number): { op: () => Promise<void>; close: () => void 
         slot.s.write(
           Buffer.concat([
             Buffer.from(
-              `PUT /kv/k${n++} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/octet-stream\r\nContent-Length: 100\r\n\r\n`,
+              `PUT /kv/k${n++} HTTP/1.1\r\nHost: bench\r\n${auth}Content-Type: application/octet-stream\r\nContent-Length: 100\r\n\r\n`,
             ),
             body,
           ]),
@@ -286,15 +334,78 @@ function httpClient(port: number): { op: () => Promise<void>; close: () => void 
   };
 }
 
-async function httpPart(kind: "http-bare" | "http-api", warmup: number, seconds: number): Promise<Result> {
-  return withChild(kind, async (port, cpu) => {
-    const c = httpClient(port);
-    try {
-      return { name: kind, ...(await drive(c.op, warmup, seconds, cpu)) };
-    } finally {
-      c.close();
-    }
-  });
+/** A throwaway CA and server certificate for the TLS parts (made once, removed at exit). */
+let pki: { dir: string; ca: Buffer; cert: string; key: string } | undefined;
+function benchPki(): NonNullable<typeof pki> {
+  if (pki !== undefined) return pki;
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "ringstore-costs-tls-"));
+  const f = (n: string) => path.join(dir, n);
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+  const openssl = (args: string[]) => execFileSync("openssl", args, { stdio: ["ignore", "ignore", "pipe"] });
+  openssl([
+    "req",
+    "-x509",
+    ...ec,
+    "-keyout",
+    f("ca.key"),
+    "-out",
+    f("ca.pem"),
+    "-days",
+    "1",
+    "-subj",
+    "/CN=bench CA",
+  ]);
+  openssl(["req", ...ec, "-keyout", f("server.key"), "-out", f("server.csr"), "-subj", "/CN=localhost"]);
+  fs.writeFileSync(f("ext.cnf"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n");
+  openssl([
+    "x509",
+    "-req",
+    "-in",
+    f("server.csr"),
+    "-CA",
+    f("ca.pem"),
+    "-CAkey",
+    f("ca.key"),
+    "-set_serial",
+    "1",
+    "-out",
+    f("server.pem"),
+    "-days",
+    "1",
+    "-extfile",
+    f("ext.cnf"),
+  ]);
+  pki = { dir, ca: fs.readFileSync(f("ca.pem")), cert: f("server.pem"), key: f("server.key") };
+  return pki;
+}
+
+async function httpPart(kind: string, warmup: number, seconds: number): Promise<Result> {
+  const v = kind === "http-bare" ? { auth: false, tls: false } : apiVariant(kind);
+  const env: Record<string, string> = {};
+  const client: { ca?: Buffer; token?: string } = {};
+  if (v.tls) {
+    const p = benchPki();
+    env.BENCH_TLS_CERT = p.cert;
+    env.BENCH_TLS_KEY = p.key;
+    client.ca = p.ca;
+  }
+  if (v.auth) {
+    const t = newToken("write", "bench", 0);
+    env.BENCH_TOKEN_ENTRY = JSON.stringify(t.entry);
+    client.token = t.token;
+  }
+  return withChild(
+    kind,
+    async (port, cpu) => {
+      const c = httpClient(port, client);
+      try {
+        return { name: kind, ...(await drive(c.op, warmup, seconds, cpu)) };
+      } finally {
+        c.close();
+      }
+    },
+    env,
+  );
 }
 
 async function peerPart(kind: "peer-ping" | "peer-store", warmup: number, seconds: number): Promise<Result> {
@@ -363,13 +474,16 @@ async function main(): Promise<void> {
     options: {
       seconds: { type: "string", default: "8" },
       warmup: { type: "string", default: "4" },
+      parts: { type: "string" },
       child: { type: "string" },
       help: { type: "boolean", default: false },
     },
   });
   if (values.child !== undefined) return child(values.child);
   if (values.help) {
-    console.log("usage: node --import tsx bench/costs.ts [--seconds S (8)] [--warmup S (4)]");
+    console.log(
+      "usage: node --import tsx bench/costs.ts [--seconds S (8)] [--warmup S (4)] [--parts NAME,NAME (all)]",
+    );
     return;
   }
   const seconds = Number(values.seconds);
@@ -384,25 +498,42 @@ async function main(): Promise<void> {
     `each part alone: ${CONCURRENCY} in flight, ${warmup} s warm-up + ${seconds} s; CPU us per operation\n`,
   );
   const rows: Result[] = [];
+  const parts: [string, () => Promise<Result>][] = [
+    ["http-bare", () => httpPart("http-bare", warmup, seconds)],
+    ["http-api", () => httpPart("http-api", warmup, seconds)],
+    ["http-api-auth", () => httpPart("http-api-auth", warmup, seconds)],
+    ["http-api-tls", () => httpPart("http-api-tls", warmup, seconds)],
+    ["http-api-tls-auth", () => httpPart("http-api-tls-auth", warmup, seconds)],
+    ["peer-ping", () => peerPart("peer-ping", warmup, seconds)],
+    ["peer-store", () => peerPart("peer-store", warmup, seconds)],
+    ["replica-merge", () => replicaPart("replica-merge", warmup, seconds)],
+    ["replica-write", () => replicaPart("replica-write", warmup, seconds)],
+  ];
+  const chosen = values.parts === undefined ? undefined : new Set(values.parts.split(","));
+  for (const name of chosen ?? [])
+    if (!parts.some(([n]) => n === name)) throw new Error(`--parts: no part named ${name}`);
   const show = (r: Result, ref: Result | undefined) => {
     const total = r.serverUs + r.clientUs;
-    const ratio = ref === undefined ? "" : `${(total / (ref.serverUs + ref.clientUs)).toFixed(2)}x http-bare`;
+    const ratio =
+      ref === undefined ? "" : `${(total / (ref.serverUs + ref.clientUs)).toFixed(2)}x ${ref.name}`;
     console.log(
-      `  ${r.name.padEnd(14)} ${String(Math.round(r.ops / r.seconds)).padStart(7)}/s  server ${r.serverUs.toFixed(1).padStart(6)}  client ${r.clientUs.toFixed(1).padStart(6)}  total ${total.toFixed(1).padStart(6)}  ${ratio}`,
+      `  ${r.name.padEnd(18)} ${String(Math.round(r.ops / r.seconds)).padStart(7)}/s  server ${r.serverUs.toFixed(1).padStart(6)}  client ${r.clientUs.toFixed(1).padStart(6)}  total ${total.toFixed(1).padStart(6)}  ${ratio}`,
     );
   };
-  for (const part of [
-    () => httpPart("http-bare", warmup, seconds),
-    () => httpPart("http-api", warmup, seconds),
-    () => peerPart("peer-ping", warmup, seconds),
-    () => peerPart("peer-store", warmup, seconds),
-    () => replicaPart("replica-merge", warmup, seconds),
-    () => replicaPart("replica-write", warmup, seconds),
-  ]) {
+  for (const [name, part] of parts) {
+    if (chosen !== undefined && !chosen.has(name)) continue;
     const r = await part();
     rows.push(r);
     show(r, rows[0]);
   }
+  const api = rows.find((r) => r.name === "http-api");
+  for (const r of rows)
+    if (api !== undefined && r.name.startsWith("http-api-"))
+      console.log(
+        `  ${r.name} adds ${(r.serverUs - api.serverUs).toFixed(1)} us of server CPU and ${(r.clientUs - api.clientUs).toFixed(1)} us of client CPU per request to http-api`,
+      );
+  const needed = ["http-api", "replica-write", "peer-store", "replica-merge"];
+  if (!needed.every((n) => rows.some((r) => r.name === n))) return;
   const by = (n: string) => rows.find((r) => r.name === n)!;
   const total = (r: Result) => r.serverUs + r.clientUs;
   const put =
@@ -428,6 +559,9 @@ const onSignal = () => {
 };
 process.on("SIGINT", onSignal);
 process.on("SIGTERM", onSignal);
+process.on("exit", () => {
+  if (pki !== undefined) fs.rmSync(pki.dir, { recursive: true, force: true });
+});
 main().catch((err: unknown) => {
   for (const c of children) c.kill("SIGKILL");
   console.error(err);

@@ -16,6 +16,8 @@ export type ErrorCode =
   | "overloaded"
   | "method_not_allowed"
   | "bad_request"
+  | "unauthorized"
+  | "forbidden"
   | "leave_refused"
   | "remove_refused"
   | "internal";

@@ -1,7 +1,9 @@
 /**
  * The public HTTP API (../shared/spec/http-api.md): what it needs from the node, and its routing.
  *
- *   http-server.ts   the server's lifecycle and one request's plumbing (answering, errors, body limit)
+ *   http-server.ts   the server's lifecycle and one request's plumbing (answering, errors, body limit),
+ *                    its bounds (limits.ts) and its gate (tokens: access.ts, tokens.ts; TLS)
+ *   api-security.ts  the TLS and token files: read, checked and watched for changes
  *   kv-routes.ts     GET/HEAD/PUT/DELETE /kv/{key}
  *   admin-routes.ts  /health, /status, /ring, /metrics, /cluster/leave, /cluster/remove
  *   params.ts        key, quorum, timeout, force and context parsing
@@ -15,9 +17,13 @@
  * on every request and stood between the contract and the wire (keys of raw bytes, the Content-Type as
  * sent); ARCHITECTURE.md, "The API and stopping", says more. Keep the matching by hand.
  */
+
+import type { TokenSource } from "./access.js";
 import { type AdminRouteDeps, adminRoutes } from "./admin-routes.js";
+import type { ApiSecurity, TlsMaterial } from "./api-security.js";
 import { type Call, createHttpServer, type HttpApi, type RequestHandler } from "./http-server.js";
 import { type KvRouteDeps, kvRoutes } from "./kv-routes.js";
+import { API_LIMIT_DEFAULTS, type ApiServerLimits } from "./limits.js";
 
 export type { MembershipOutcome } from "./admin-routes.js";
 export type { HttpApi } from "./http-server.js";
@@ -90,12 +96,29 @@ export function createApi(o: {
   readonly maxKeyBytes: number;
   readonly maxValueBytes: number;
   readonly metrics: ApiDeps["metrics"];
+  /** Default: API_LIMIT_DEFAULTS. */
+  readonly limits?: ApiServerLimits;
+  /** TLS and tokens (api-security.ts), kept current while the API runs and released by close(). */
+  readonly security?: ApiSecurity;
 }): HttpApi {
-  return createHttpServer(undefined, {
+  const security = o.security;
+  const api = createHttpServer(undefined, {
     maxKeyBytes: o.maxKeyBytes,
     maxBodyBytes: o.maxValueBytes,
     metrics: o.metrics,
+    limits: o.limits ?? API_LIMIT_DEFAULTS,
+    tls: security?.tls,
+    tokens: security?.tokens,
   });
+  if (security === undefined) return api;
+  if (security.tls !== undefined) security.onTlsChange((m) => api.renewTls(m));
+  return {
+    ...api,
+    close: () => {
+      security.close();
+      return api.close();
+    },
+  };
 }
 
 /** Serves the API's routes over the node. */
@@ -103,10 +126,21 @@ export function serveApi(api: HttpApi, deps: ApiDeps): void {
   api.serve(router(deps));
 }
 
-export function buildHttpApi(deps: ApiDeps): HttpApi {
+/** The API over `deps`, serving at once (tests, benchmarks); `server` adds limits, TLS and tokens. */
+export function buildHttpApi(
+  deps: ApiDeps,
+  server: {
+    readonly limits?: ApiServerLimits;
+    readonly tls?: TlsMaterial;
+    readonly tokens?: TokenSource;
+  } = {},
+): HttpApi {
   return createHttpServer(router(deps), {
     maxKeyBytes: deps.limits.maxKeyBytes,
     maxBodyBytes: deps.limits.maxValueBytes,
     metrics: deps.metrics,
+    limits: server.limits ?? API_LIMIT_DEFAULTS,
+    tls: server.tls,
+    tokens: server.tokens,
   });
 }

@@ -11,12 +11,32 @@
  * Stopping: from close() on, every new request gets 503 `unavailable` with `stopping: true`, and the
  * answer to a connection's last request closes it; requests in flight finish. A client can send such a
  * request to another node, knowing that nothing was applied.
+ *
+ * Bounds (limits.ts has the figures and why), each counted in `ringstore_api_refused_total{reason}`:
+ * - connections: past `maxConnections` open ones, a new connection's request is answered 503
+ *   `overloaded` (200 for GET /health) and the connection closed, within REFUSED_CONNECTION_MS; past
+ *   REFUSAL_SLOTS more, Node closes it at accept (`connections`);
+ * - requests in flight: past `maxInFlight`, a request is answered 503 `overloaded` at once, not applied
+ *   (`in_flight`); GET /health is never held back;
+ * - time: the request line and headers must arrive within `headersTimeoutMs`, the whole request within
+ *   `bodyTimeoutMs`; past either the answer is 408 and the connection closed (`headers_timeout`,
+ *   `body_timeout`). A connection that sends nothing is closed at the headers' deadline too;
+ * - with TLS, a failed handshake (a plain-HTTP request among them) gets nothing and is closed
+ *   (`tls_handshake`); the handshake must end within `headersTimeoutMs`.
+ * With tokens (access.ts), a request without a valid one is answered 401 `unauthorized` and one whose
+ * role may not 403 `forbidden` (`unauthorized`, `forbidden`), before anything else is done with it.
+ * Every early answer (these, and 413) reads and drops the rest of the body, bounded, so that the
+ * client reads it on a usable connection.
  */
 import * as http from "node:http";
+import * as https from "node:https";
 import type { Socket } from "node:net";
 import { performance } from "node:perf_hooks";
+import { checkAccess, type TokenSource } from "./access.js";
 import { ApiError, type ErrorCode } from "./api-error.js";
-import type { NodeMetrics } from "./metrics.js";
+import type { TlsMaterial } from "./api-security.js";
+import { type ApiServerLimits, REFUSAL_SLOTS, REFUSED_CONNECTION_MS } from "./limits.js";
+import type { ApiRefusal, NodeMetrics } from "./metrics.js";
 import { parseQuery, type Query } from "./params.js";
 
 const JSON_TYPE = "application/json; charset=utf-8";
@@ -40,7 +60,10 @@ const KEEP_ALIVE_TIMEOUT_MS = 72_000;
 
 /** The node's HTTP API: its server, and how it starts and stops. */
 export interface HttpApi {
-  readonly server: http.Server;
+  /** An https.Server when the API serves TLS. */
+  readonly server: http.Server | https.Server;
+  /** Serves new TLS connections with this certificate and key (a renewed pair); only with TLS. */
+  renewTls(m: TlsMaterial): void;
   /** Listens on host:port (port 0: any free port); resolves to the port bound. */
   listen(host: string, port: number): Promise<number>;
   /**
@@ -76,6 +99,11 @@ export interface HttpServerOptions {
   /** The most a request's body may hold (a value); more gets 413 `value_too_large`. */
   readonly maxBodyBytes: number;
   readonly metrics: NodeMetrics;
+  readonly limits: ApiServerLimits;
+  /** Serve https only, with this certificate and key. */
+  readonly tls?: TlsMaterial | undefined;
+  /** Require a token of these on every request but GET /health. */
+  readonly tokens?: TokenSource | undefined;
 }
 
 /** What every request of one server shares. */
@@ -84,7 +112,14 @@ interface ServerState {
   closing: boolean;
   readonly metrics: NodeMetrics;
   readonly maxBodyBytes: number;
+  /** Client connections open (TCP, TLS handshakes included). */
+  connections: number;
+  /** Requests admitted and not yet answered (or abandoned). */
+  inFlight: number;
 }
+
+/** The most of a body read and dropped after an early answer (401, 403, 503) before the connection closes. */
+const EARLY_DRAIN_MIN_BYTES = 64 * 1024;
 
 /**
  * The number of the last request received on each connection. While the node stops, the answer to a
@@ -93,6 +128,8 @@ interface ServerState {
  * behind it (pipelined requests) went out.
  */
 const lastOnSocket = new WeakMap<Socket, number>();
+/** The last request received on each connection: a deadline that passes during its body is its own. */
+const currentCall = new WeakMap<Socket, Call>();
 
 /** One request, and how it is answered. */
 export class Call {
@@ -106,6 +143,8 @@ export class Call {
   readonly started: number;
   /** Its place among the requests received on its connection (1, 2, ...; see lastOnSocket). */
   readonly seq: number;
+  /** Answered outside the response (a deadline's 408 written on the socket): respond() does nothing. */
+  private answeredOnSocket = false;
 
   constructor(
     readonly req: http.IncomingMessage,
@@ -122,6 +161,7 @@ export class Call {
     this.method = req.method ?? "GET";
     const seq = (lastOnSocket.get(req.socket) ?? 0) + 1;
     lastOnSocket.set(req.socket, seq);
+    currentCall.set(req.socket, this);
     this.seq = seq;
     this.op = opOf(this.path, this.method);
     this.started = performance.now();
@@ -135,7 +175,7 @@ export class Call {
   /** Writes the whole response, once; counts a request that has an op under its final status. */
   respond(status: number, headers: http.OutgoingHttpHeaders, body: Buffer | string | undefined): void {
     const res = this.res;
-    if (res.headersSent) return;
+    if (res.headersSent || this.answeredOnSocket) return;
     if (res.destroyed) {
       // The client went away before its answer (nginx's 499): counted, so that the metrics show
       // requests that were worked on (a write may have been applied) but never answered.
@@ -222,6 +262,40 @@ export class Call {
     });
   }
 
+  /**
+   * Answers before the body is read (a refusal: nothing is done with the request), reading and dropping
+   * the rest of the body so that the client reads the answer on a connection it can reuse; past the
+   * larger of the value limit and 64 KiB the connection is closed instead.
+   */
+  refuseEarly(
+    status: number,
+    code: ErrorCode,
+    message: string,
+    details: Record<string, unknown> = {},
+    headers: http.OutgoingHttpHeaders = {},
+  ): void {
+    if (!this.awaitingContinue) {
+      const limit = Math.max(this.server.maxBodyBytes, EARLY_DRAIN_MIN_BYTES);
+      if (Number(this.req.headers["content-length"]) > limit) headers.connection = "close";
+      else {
+        let dropped = 0;
+        this.req.on("data", (chunk: Buffer) => {
+          dropped += chunk.length;
+          if (dropped > limit) this.req.socket.destroy();
+        });
+        this.req.resume();
+      }
+    }
+    this.error(status, code, message, details, headers);
+  }
+
+  /** The connection's deadline passed while this request's body was arriving: counted as a 408. */
+  timedOutOnSocket(): void {
+    if (this.res.headersSent || this.answeredOnSocket) return;
+    this.answeredOnSocket = true;
+    this.observe(408);
+  }
+
   /** 413, with the rest of the body read and dropped (bounded) unless the client has not sent it. */
   private tooLarge(): void {
     const headers: http.OutgoingHttpHeaders = {};
@@ -259,14 +333,33 @@ export class Call {
  * headers over the size limit, as a key far beyond its limit makes them): a JSON error body in the
  * contract's form, then the connection is closed.
  */
-function clientError(maxKeyBytes: number) {
+function clientError(maxKeyBytes: number, refused: (reason: ApiRefusal) => void) {
   return (err: Error & { code?: string }, socket: Socket): void => {
     if (err.code === "ECONNRESET" || socket.destroyed) return;
     let status = 400;
     let body: Record<string, string>;
     if (err.code === "ERR_HTTP_REQUEST_TIMEOUT") {
+      // Past the headers' deadline (or the whole request's, with the headers in): a request whose body
+      // was still arriving is its own, counted under 408.
+      const c = currentCall.get(socket);
+      const inBody = c !== undefined && !c.req.complete;
+      refused(inBody ? "body_timeout" : "headers_timeout");
+      if (inBody) {
+        const answered = c.res.headersSent;
+        c.timedOutOnSocket();
+        // An answer already under way (an early refusal whose body still trickles): just close.
+        if (answered) {
+          socket.destroy();
+          return;
+        }
+      }
       status = 408;
-      body = { error: "bad_request", message: "the request did not arrive in time" };
+      body = {
+        error: "bad_request",
+        message: inBody
+          ? "the request's body did not arrive in time"
+          : "the request line and headers did not arrive in time",
+      };
     } else if (err.code === "HPE_HEADER_OVERFLOW") {
       body = {
         error: "bad_request",
@@ -284,6 +377,9 @@ function clientError(maxKeyBytes: number) {
   };
 }
 
+/** GET (or HEAD) /health: answered whatever the load, and without a token. */
+const isHealth = (c: Call) => c.path === "/health" && (c.method === "GET" || c.method === "HEAD");
+
 /** While the node starts: no request is counted or served. */
 const STARTING: RequestHandler = { opOf: () => undefined, handle: () => undefined };
 
@@ -293,15 +389,63 @@ const STARTING: RequestHandler = { opOf: () => undefined, handle: () => undefine
  */
 export function createHttpServer(initial: RequestHandler | undefined, options: HttpServerOptions): HttpApi {
   let handler = initial ?? STARTING;
+  const limits = options.limits;
+  const metrics = options.metrics;
+  const tokens = options.tokens;
   const state: ServerState = {
     closing: false,
-    metrics: options.metrics,
+    metrics,
     maxBodyBytes: options.maxBodyBytes,
+    connections: 0,
+    inFlight: 0,
   };
+  metrics.watchApi(() => ({ connections: state.connections, inFlight: state.inFlight }));
+  const refused = (reason: ApiRefusal) => metrics.refused(reason);
+  /** Connections over maxConnections: each request on them is refused, and they close soon. */
+  const overCap = new WeakSet<Socket>();
   let stopped: Promise<void> | undefined;
+
+  const refuseOverCap = (c: Call, awaitingContinue: boolean) => {
+    const answer = () =>
+      isHealth(c)
+        ? c.respond(200, { connection: "close", "content-type": JSON_TYPE }, '{"status":"ok"}')
+        : c.error(
+            503,
+            "overloaded",
+            `this node has ${limits.maxConnections} client connections open, its limit; nothing was done: retry in a moment, or another node`,
+            { limit: "connections", max: limits.maxConnections, applied: false },
+            { "retry-after": "1", connection: "close" },
+          );
+    // As below for a stopping node: the body is read first, so that the client reads the 503.
+    if (awaitingContinue) return answer();
+    c.req.once("end", answer);
+    c.req.resume();
+  };
 
   const onRequest = (req: http.IncomingMessage, res: http.ServerResponse, awaitingContinue: boolean) => {
     const c = new Call(req, res, awaitingContinue, state, handler.opOf);
+    if (overCap.has(req.socket)) return refuseOverCap(c, awaitingContinue);
+    if (tokens !== undefined) {
+      const access = checkAccess(tokens, req.headers.authorization, c.path, c.method);
+      if (access.kind === "unauthorized") {
+        refused("unauthorized");
+        return c.refuseEarly(
+          401,
+          "unauthorized",
+          access.message,
+          {},
+          {
+            "www-authenticate": access.presented
+              ? 'Bearer realm="ringstore", error="invalid_token"'
+              : 'Bearer realm="ringstore"',
+          },
+        );
+      }
+      if (access.kind === "forbidden") {
+        refused("forbidden");
+        return c.refuseEarly(403, "forbidden", access.message, { role: access.role, needs: access.needs });
+      }
+    }
     if (state.closing || handler === STARTING) {
       const refuse = () =>
         state.closing
@@ -319,24 +463,98 @@ export function createHttpServer(initial: RequestHandler | undefined, options: H
       req.resume();
       return;
     }
+    // /health answers whatever the load: it is how an operator or a balancer tells a busy node from a
+    // dead one.
+    const admitted = !isHealth(c);
+    if (admitted) {
+      if (state.inFlight >= limits.maxInFlight) {
+        refused("in_flight");
+        return c.refuseEarly(
+          503,
+          "overloaded",
+          `this node has ${limits.maxInFlight} requests in flight, its limit; this one was NOT applied: retry in a moment, or another node`,
+          { limit: "requests_in_flight", max: limits.maxInFlight, applied: false },
+          { "retry-after": "1" },
+        );
+      }
+      state.inFlight++;
+    }
+    // A request is in flight until its handler is done with it, answered or not: a client that goes away
+    // does not free its slot while the node still works for it.
+    const finish = () => {
+      if (admitted) state.inFlight--;
+    };
     try {
       const done = handler.handle(c);
-      if (done !== undefined) done.catch((err: unknown) => c.fail(err));
+      if (done === undefined) finish();
+      else
+        done.then(finish, (err: unknown) => {
+          finish();
+          c.fail(err);
+        });
     } catch (err) {
+      finish();
       c.fail(err);
     }
   };
 
-  const server = http.createServer({ keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS }, (req, res) =>
-    onRequest(req, res, false),
-  );
+  const serverOptions: http.ServerOptions = {
+    keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS,
+    headersTimeout: limits.headersTimeoutMs,
+    requestTimeout: limits.bodyTimeoutMs,
+    // How often Node looks for requests past those deadlines: a fraction of the shorter one.
+    connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(limits.headersTimeoutMs / 5))),
+  };
+  const listener = (req: http.IncomingMessage, res: http.ServerResponse) => onRequest(req, res, false);
+  const server: http.Server | https.Server =
+    options.tls === undefined
+      ? http.createServer(serverOptions, listener)
+      : https.createServer(
+          {
+            ...serverOptions,
+            cert: options.tls.cert,
+            key: options.tls.key,
+            minVersion: "TLSv1.2",
+            handshakeTimeout: limits.headersTimeoutMs,
+          },
+          listener,
+        );
   // Expect: 100-continue: the request is checked before the client sends its body (a value over the
   // limit gets its 413 without being sent at all).
   server.on("checkContinue", (req, res) => onRequest(req, res, true));
-  server.on("clientError", clientError(options.maxKeyBytes));
+  server.on("clientError", clientError(options.maxKeyBytes, refused));
+
+  // Connections are counted from accept (a TLS handshake holds one too); Node itself closes those past
+  // REFUSAL_SLOTS more.
+  server.maxConnections = limits.maxConnections + REFUSAL_SLOTS;
+  server.on("drop", () => refused("connections"));
+  const admit = (socket: Socket) => {
+    if (state.connections <= limits.maxConnections) return;
+    overCap.add(socket);
+    refused("connections");
+    const t = setTimeout(() => socket.destroy(), REFUSED_CONNECTION_MS);
+    t.unref();
+    socket.once("close", () => clearTimeout(t));
+  };
+  server.prependListener("connection", (socket: Socket) => {
+    state.connections++;
+    socket.once("close", () => {
+      state.connections--;
+    });
+    if (options.tls === undefined) admit(socket);
+  });
+  if (options.tls !== undefined) {
+    // The HTTP layer sees the TLS socket: it is the one marked.
+    server.prependListener("secureConnection", (socket: Socket) => admit(socket));
+    server.on("tlsClientError", () => refused("tls_handshake"));
+  }
 
   return {
     server,
+    renewTls: (m) => {
+      if (!(server instanceof https.Server)) throw new Error("renewTls: this API serves plain http");
+      server.setSecureContext({ cert: m.cert, key: m.key });
+    },
     serve: (h) => {
       handler = h;
     },

@@ -5,6 +5,16 @@
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { EngineStats } from "../storage/engine.js";
 
+/** Why the API turned a connection or a request away (http-server.ts). */
+export type ApiRefusal =
+  | "connections"
+  | "in_flight"
+  | "headers_timeout"
+  | "body_timeout"
+  | "tls_handshake"
+  | "unauthorized"
+  | "forbidden";
+
 export class NodeMetrics {
   readonly registry = new Registry();
   readonly requests: Counter<"op" | "status">;
@@ -18,6 +28,12 @@ export class NodeMetrics {
   readonly hintsDeliveredBytes: Counter;
   readonly hintsDropped: Counter<"reason">;
   readonly antiEntropyKeysRepaired: Counter;
+  readonly apiRefused: Counter<"reason">;
+  /** The API's open connections and requests in flight (set by its server), read at scrape time. */
+  private apiLoad: () => { readonly connections: number; readonly inFlight: number } = () => ({
+    connections: 0,
+    inFlight: 0,
+  });
 
   constructor(
     storageStats: () => EngineStats,
@@ -109,6 +125,29 @@ export class NodeMetrics {
       help: "Keys repaired by anti-entropy",
       registers: [r],
     });
+    this.apiRefused = new Counter({
+      name: "ringstore_api_refused_total",
+      help: "Client connections and requests the API turned away, by reason (connections, in_flight, headers_timeout, body_timeout, tls_handshake, unauthorized, forbidden)",
+      labelNames: ["reason"],
+      registers: [r],
+    });
+    const load = () => this.apiLoad();
+    new Gauge({
+      name: "ringstore_api_connections",
+      help: "Client connections open on the API",
+      registers: [r],
+      collect() {
+        this.set(load().connections);
+      },
+    });
+    new Gauge({
+      name: "ringstore_api_requests_in_flight",
+      help: "Client requests being served (not /health)",
+      registers: [r],
+      collect() {
+        this.set(load().inFlight);
+      },
+    });
     const storageGauge = (name: string, help: string, pick: (s: EngineStats) => number) =>
       new Gauge({
         name: `ringstore_storage_${name}`,
@@ -143,6 +182,15 @@ export class NodeMetrics {
     const labels = { op, status: String(status) };
     this.requests.inc(labels);
     this.latency.observe(labels, seconds);
+  }
+
+  refused(reason: ApiRefusal): void {
+    this.apiRefused.inc({ reason });
+  }
+
+  /** The API's server says how loaded it is. */
+  watchApi(load: () => { readonly connections: number; readonly inFlight: number }): void {
+    this.apiLoad = load;
   }
 
   get contentType(): string {

@@ -1,5 +1,9 @@
-/** `ringstore cluster status --node HOST:PORT`: the members and their states, as a table. */
-import { RingstoreClient } from "../client/client.js";
+/**
+ * `ringstore cluster status|leave|remove --node HOST:PORT`: through the client library, so that `https://`
+ * nodes (`--ca-file`) and tokens (`--token`) work as for the key commands.
+ */
+import { RingstoreClient, RingstoreError } from "../client/client.js";
+import { type ConnectionFlags, clientOptions } from "./connection.js";
 
 interface StatusMember {
   id: string;
@@ -23,8 +27,8 @@ export function table(rows: string[][]): string {
     .join("\n");
 }
 
-export async function clusterStatusCommand(flags: { node: string; json?: boolean }): Promise<void> {
-  const c = new RingstoreClient(flags.node, { connections: 1 });
+export async function clusterStatusCommand(flags: ConnectionFlags & { json?: boolean }): Promise<void> {
+  const c = new RingstoreClient(flags.node, { connections: 1, ...clientOptions(flags) });
   try {
     const s = (await c.status()) as {
       node: { id: string };
@@ -69,31 +73,29 @@ interface LeaveStatus {
   };
 }
 
-async function fetchJson(url: string, init: RequestInit = {}): Promise<{ status: number; body: unknown }> {
-  const res = await fetch(url, { ...init, signal: AbortSignal.timeout(5000) });
-  const text = await res.text();
-  let body: unknown = text;
+/** The node's /status, or undefined if it does not answer 200 (or at all). */
+async function statusOf(c: RingstoreClient, node: string): Promise<LeaveStatus | undefined> {
   try {
-    body = JSON.parse(text);
-  } catch {
-    // not JSON: keep the text for the message
+    return (await c.status(node)) as unknown as LeaveStatus;
+  } catch (err) {
+    if (err instanceof RingstoreError) return undefined;
+    throw err;
   }
-  return { status: res.status, body };
 }
 
 /** POSTs a membership change to `node`; its 202 answer, or an error saying why it was refused. */
-async function postMembership(node: string, pathAndQuery: string, what: string): Promise<unknown> {
-  let res: { status: number; body: unknown };
+async function postMembership(
+  node: string,
+  what: string,
+  run: () => Promise<Record<string, unknown>>,
+): Promise<Record<string, unknown>> {
   try {
-    res = await fetchJson(`http://${node}${pathAndQuery}`, { method: "POST" });
+    return await run();
   } catch (err) {
-    throw new Error(`cannot reach ${node}: ${(err as Error).message}`);
+    if (!(err instanceof RingstoreError)) throw err;
+    if (err.status === 0) throw new Error(`cannot reach ${node}: ${err.message}`);
+    throw new Error(`${node} refused to ${what}: ${err.message}`);
   }
-  if (res.status !== 202) {
-    const b = res.body as { message?: string };
-    throw new Error(`${node} refused to ${what}: ${b?.message ?? JSON.stringify(res.body)}`);
-  }
-  return res.body;
 }
 
 /**
@@ -101,28 +103,34 @@ async function postMembership(node: string, pathAndQuery: string, what: string):
  * /status until it says `left` (the node then stops by itself). If it stops answering first, another
  * member is asked whether it left.
  */
-export async function clusterLeaveCommand(flags: {
-  node: string;
-  force?: boolean;
-  wait: boolean;
-  waitTimeout: string;
-}): Promise<void> {
+export async function clusterLeaveCommand(
+  flags: ConnectionFlags & {
+    force?: boolean;
+    wait: boolean;
+    waitTimeout: string;
+  },
+): Promise<void> {
   const waitS = Number(flags.waitTimeout);
   if (!Number.isFinite(waitS) || waitS <= 0)
     throw new Error(`--wait-timeout must be a positive number of seconds`);
-  const base = `http://${flags.node}`;
-  // The members as the node sees them now: whom to ask whether it left, once it has stopped answering.
-  let last: LeaveStatus | undefined;
+  const c = new RingstoreClient(flags.node, { connections: 1, httpTimeoutMs: 5000, ...clientOptions(flags) });
   try {
-    const r = await fetchJson(`${base}/status`);
-    if (r.status === 200) last = r.body as LeaveStatus;
-  } catch {
-    // the POST below says what is wrong
+    await leaveAndFollow(c, flags, waitS);
+  } finally {
+    await c.close();
   }
-  const info = (await postMembership(
-    flags.node,
-    `/cluster/leave${flags.force ? "?force=true" : ""}`,
-    "leave",
+}
+
+async function leaveAndFollow(
+  c: RingstoreClient,
+  flags: { node: string; force?: boolean; wait: boolean },
+  waitS: number,
+): Promise<void> {
+  // The members as the node sees them now: whom to ask whether it left, once it has stopped answering.
+  // (If it does not answer, the POST below says what is wrong.)
+  let last = await statusOf(c, flags.node);
+  const info = (await postMembership(flags.node, "leave", () =>
+    c.leave(flags.node, { force: flags.force === true }),
   )) as { node: string; remaining: number };
   process.stdout.write(
     `node ${info.node} is leaving: its partitions go to the ${info.remaining} other member(s); it hands its data off, then stops\n`,
@@ -132,18 +140,12 @@ export async function clusterLeaveCommand(flags: {
   let lastLine = "";
   let unreachableSince: number | undefined;
   while (Date.now() < deadline) {
-    let s: LeaveStatus | undefined;
-    try {
-      const r = await fetchJson(`${base}/status`);
-      if (r.status === 200) s = r.body as LeaveStatus;
-    } catch {
-      s = undefined;
-    }
+    const s = await statusOf(c, flags.node);
     if (s === undefined) {
       // It stopped answering: it left and stopped, or it died. Ask the others (gossip may take a moment
       // to carry the news: only 10 s of silence without it counts as a failed leave).
       unreachableSince ??= Date.now();
-      if ((await askOthers(last, info.node, flags.node)) === "left") {
+      if ((await askOthers(c, last, info.node, flags.node)) === "left") {
         process.stdout.write(`node ${info.node} has left the cluster and stopped\n`);
         return;
       }
@@ -173,20 +175,16 @@ export async function clusterLeaveCommand(flags: {
 
 /** "left" if another member says `id` has left; undefined if none answers or none knows it yet. */
 async function askOthers(
+  c: RingstoreClient,
   last: LeaveStatus | undefined,
   id: string,
   leaving: string,
 ): Promise<"left" | undefined> {
   for (const m of last?.members ?? []) {
-    if (m.id === id || m.api === leaving || m.status === "left") continue;
-    try {
-      const r = await fetchJson(`http://${m.api}/status`);
-      if (r.status !== 200) continue;
-      const me = (r.body as LeaveStatus).members.find((x) => x.id === id);
-      if (me?.status === "left") return "left";
-    } catch {
-      // try the next one
-    }
+    if (m.id === id || leaving.replace(/^https?:\/\//i, "") === m.api || m.status === "left") continue;
+    // One that does not answer: try the next one.
+    const s = await statusOf(c, m.api);
+    if (s?.members.find((x) => x.id === id)?.status === "left") return "left";
   }
   return undefined;
 }
@@ -195,17 +193,21 @@ async function askOthers(
  * `ringstore cluster remove --node HOST:PORT --id ID`: asks a live member to remove member ID on its
  * behalf, for a node that is gone for good and cannot leave by itself.
  */
-export async function clusterRemoveCommand(flags: {
-  node: string;
-  id: string;
-  force?: boolean;
-}): Promise<void> {
-  const q = new URLSearchParams({ id: flags.id });
-  if (flags.force) q.set("force", "true");
-  const r = (await postMembership(flags.node, `/cluster/remove?${q}`, `remove ${flags.id}`)) as {
-    removed: string;
-    remaining: number;
-  };
+export async function clusterRemoveCommand(
+  flags: ConnectionFlags & {
+    id: string;
+    force?: boolean;
+  },
+): Promise<void> {
+  const c = new RingstoreClient(flags.node, { connections: 1, httpTimeoutMs: 5000, ...clientOptions(flags) });
+  let r: { removed: string; remaining: number };
+  try {
+    r = (await postMembership(flags.node, `remove ${flags.id}`, () =>
+      c.remove(flags.node, flags.id, { force: flags.force === true }),
+    )) as { removed: string; remaining: number };
+  } finally {
+    await c.close();
+  }
   process.stdout.write(
     `member ${r.removed} is removed: its partitions go to the ${r.remaining} remaining member(s), and the ` +
       `other replicas of its keys send them to their new replicas (handoff in each node's /status); ` +

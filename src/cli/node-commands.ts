@@ -4,15 +4,24 @@ import { type GetResult, RingstoreClient, RingstoreError } from "../client/clien
 import { onInvariantBroken } from "../core/assert.js";
 import { ConfigError, formatHostPort, type NodeConfigInput, validateNodeConfig } from "../node/config.js";
 import { startNode } from "../node/node.js";
-
-export const DEFAULT_NODE = "127.0.0.1:8001";
+import { type ConnectionFlags, clientOptions } from "./connection.js";
 
 export interface StartFlags
-  extends Omit<NodeConfigInput, "timeoutMs" | "gossipIntervalMs" | "downAfterMs" | "hintWindowMs"> {
+  extends Omit<
+    NodeConfigInput,
+    | "timeoutMs"
+    | "gossipIntervalMs"
+    | "downAfterMs"
+    | "hintWindowMs"
+    | "apiHeadersTimeoutMs"
+    | "apiBodyTimeoutMs"
+  > {
   hintWindow?: string;
   timeout?: string;
   gossipInterval?: string;
   downAfter?: string;
+  apiHeadersTimeout?: string;
+  apiBodyTimeout?: string;
 }
 
 export async function startCommand(flags: StartFlags): Promise<void> {
@@ -28,6 +37,8 @@ export async function startCommand(flags: StartFlags): Promise<void> {
     gossipIntervalMs: flags.gossipInterval,
     downAfterMs: flags.downAfter,
     hintWindowMs: flags.hintWindow,
+    apiHeadersTimeoutMs: flags.apiHeadersTimeout,
+    apiBodyTimeoutMs: flags.apiBodyTimeout,
   });
   let stopFor: ((why: string) => void) | undefined;
   // The node may hear that it is out of the cluster before startNode returns: keep the reason till then.
@@ -45,10 +56,14 @@ export async function startCommand(flags: StartFlags): Promise<void> {
   });
   const id = node.identity;
   process.stdout.write(
-    `ringstore node ${node.id} serving the API on http://${formatHostPort(node.api)} ` +
+    `ringstore node ${node.id} serving the API on ${config.apiTls === undefined ? "http" : "https"}://${formatHostPort(node.api)} ` +
       `(peer ${formatHostPort(node.peer)}), data in ${config.dataDir}, ` +
       `${node.createdCluster ? "new cluster" : "cluster"} ${id.clusterId} with N=${id.n} R=${id.r} W=${id.w}\n`,
   );
+  if (config.apiAuthFile !== undefined)
+    process.stdout.write(
+      `ringstore node ${node.id}: the API requires a token from ${config.apiAuthFile} on every request but GET /health (the file is re-read when it changes)\n`,
+    );
   if (node.createdCluster && Math.max(id.r, id.w) > 1)
     process.stdout.write(
       `ringstore node ${node.id}: note: a cluster of one node holds one replica of each key, so requests ` +
@@ -85,8 +100,7 @@ export async function startCommand(flags: StartFlags): Promise<void> {
   if (outBeforeStart !== undefined) stopFor(outBeforeStart);
 }
 
-interface KeyFlags {
-  node: string;
+interface KeyFlags extends ConnectionFlags {
   r?: string;
   w?: string;
   timeout?: string;
@@ -119,8 +133,9 @@ function printable(b: Buffer): boolean {
   return !b.includes(0) && Buffer.from(b.toString("utf8"), "utf8").equals(b);
 }
 
-async function withClient<T>(node: string, fn: (c: RingstoreClient) => Promise<T>): Promise<T> {
-  const c = new RingstoreClient(node, { connections: 1 });
+async function withClient<T>(f: ConnectionFlags, fn: (c: RingstoreClient) => Promise<T>): Promise<T> {
+  const node = f.node;
+  const c = new RingstoreClient(node, { connections: 1, ...clientOptions(f) });
   try {
     return await fn(c);
   } catch (err) {
@@ -138,7 +153,7 @@ async function withClient<T>(node: string, fn: (c: RingstoreClient) => Promise<T
 }
 
 export async function getCommand(key: string, f: KeyFlags): Promise<void> {
-  await withClient(f.node, async (c) => {
+  await withClient(f, async (c) => {
     const res: GetResult = await c.get(key, opts(f));
     if (f.json) {
       const j =
@@ -192,7 +207,7 @@ export async function putCommand(
   if ((value === undefined) === (f.file === undefined))
     throw new ConfigError("give either VALUE or --file F");
   const body = f.file !== undefined ? readFileSync(f.file) : Buffer.from(value!, "utf8");
-  await withClient(f.node, async (c) => {
+  await withClient(f, async (c) => {
     const ctx = await c.put(key, body, {
       ...opts(f),
       context: f.context,
@@ -208,7 +223,7 @@ export async function putCommand(
  * only add a tombstone beside the live versions). With --context, deletes what that context covers.
  */
 export async function deleteCommand(key: string, f: KeyFlags): Promise<void> {
-  await withClient(f.node, async (c) => {
+  await withClient(f, async (c) => {
     let context = f.context;
     if (context === undefined) {
       const cur = await c.get(key, f.timeout !== undefined ? { timeoutMs: timeoutMs(f.timeout) } : {});

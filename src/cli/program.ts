@@ -5,16 +5,19 @@
  *   N nodes on 127.0.0.1: what `npm start` runs);
  * - keys, through a node's HTTP API: `get`, `put`, `delete` (`--node HOST:PORT`);
  * - the cluster: `cluster status`, `cluster leave`, `cluster remove`;
+ * - API tokens: `auth add-token`, `auth list`, `auth remove-token` (`--file F`, the node's --auth-file);
  * - the storage engine: `demo` (writes, reads, reopens, prints statistics), `storage stats --data DIR`
  *   (read-only).
  */
 import { readFileSync } from "node:fs";
 import * as path from "node:path";
 import { Command, InvalidArgumentError } from "commander";
+import { addTokenCommand, listTokensCommand, removeTokenCommand } from "./auth-commands.js";
 import { clusterLeaveCommand, clusterRemoveCommand, clusterStatusCommand } from "./cluster-commands.js";
+import { connectionOptions } from "./connection.js";
 import { runDemo } from "./demo.js";
 import { devCommand } from "./dev.js";
-import { DEFAULT_NODE, deleteCommand, getCommand, putCommand, startCommand } from "./node-commands.js";
+import { deleteCommand, getCommand, putCommand, startCommand } from "./node-commands.js";
 import { printStorageStats } from "./storage-stats.js";
 
 function packageVersion(): string {
@@ -79,6 +82,16 @@ program
     "hinted handoff: bytes of hints delivered per second at most",
     String(16 * 1024 * 1024),
   )
+  .option("--tls-cert <file>", "serve the API over https only, with this PEM certificate (and --tls-key)")
+  .option("--tls-key <file>", "the PEM private key of --tls-cert (mode 0600)")
+  .option(
+    "--auth-file <file>",
+    "require API tokens from this file (ringstore auth add-token); re-read on change",
+  )
+  .option("--api-max-connections <n>", "client connections open at once; more get 503", "1024")
+  .option("--api-max-in-flight <n>", "client requests served at once; more get 503 overloaded", "256")
+  .option("--api-headers-timeout <ms>", "a request's line and headers must arrive within this", "10000")
+  .option("--api-body-timeout <ms>", "a request's headers and body must arrive within this", "30000")
   .action(startCommand);
 
 program
@@ -90,32 +103,31 @@ program
   .action(devCommand);
 
 const cluster = program.command("cluster").description("look at and operate the cluster");
-cluster
-  .command("status")
-  .description("the members and their states, as a table")
-  .option("--node <host:port>", "API address of any node", DEFAULT_NODE)
+connectionOptions(cluster.command("status").description("the members and their states, as a table"))
   .option("--json", "print the node's whole /status as JSON")
   .action(clusterStatusCommand);
-cluster
-  .command("leave")
-  .description("that node hands its data off to the nodes that take its partitions, then leaves and stops")
-  .option("--node <host:port>", "API address of the node that leaves", DEFAULT_NODE)
+connectionOptions(
+  cluster
+    .command("leave")
+    .description("that node hands its data off to the nodes that take its partitions, then leaves and stops"),
+  "API address of the node that leaves",
+)
   .option("--force", "leave even if fewer than N members would remain")
   .option("--no-wait", "return once the leave has started, without following the handoff")
   .option("--wait-timeout <s>", "give up following the handoff after this many seconds", "3600")
   .action(clusterLeaveCommand);
-cluster
-  .command("remove")
-  .description("remove a member that is gone for good (down, its data lost or unreachable) on its behalf")
+connectionOptions(
+  cluster
+    .command("remove")
+    .description("remove a member that is gone for good (down, its data lost or unreachable) on its behalf"),
+  "API address of any live member",
+)
   .requiredOption("--id <id>", "the id of the member to remove")
-  .option("--node <host:port>", "API address of any live member", DEFAULT_NODE)
   .option("--force", "remove it even if it does not look down, or if fewer than N members would remain")
   .action(clusterRemoveCommand);
 
 const keyOptions = (c: Command) =>
-  c
-    .option("--node <host:port>", "API address of any node", DEFAULT_NODE)
-    .option("--timeout <ms>", "time the coordinator waits for replicas");
+  connectionOptions(c).option("--timeout <ms>", "time the coordinator waits for replicas");
 
 keyOptions(
   program.command("get <key>").description("read a key: its value, or its siblings and their context"),
@@ -137,6 +149,29 @@ keyOptions(
   .option("--context <c>", "delete only the versions this context covers (default: read the key first)")
   .option("--w <w>", "write quorum: 1..N, one, quorum or all")
   .action(deleteCommand);
+
+const auth = program.command("auth").description("API tokens: the file a node reads with --auth-file");
+auth
+  .command("add-token")
+  .description("create a token with a role, print it once, and keep only its hash in --file (mode 0600)")
+  .requiredOption(
+    "--role <role>",
+    "read (GET /kv/, /status, /ring, /metrics), write (+ PUT, DELETE) or admin (+ cluster leave, remove)",
+  )
+  .requiredOption("--file <file>", "the token file (created if missing)")
+  .option("--name <name>", "a note kept with the token (who or what uses it)")
+  .action(addTokenCommand);
+auth
+  .command("list")
+  .description("the tokens of --file: id, role, creation time, name (never the tokens themselves)")
+  .requiredOption("--file <file>", "the token file")
+  .action(listTokensCommand);
+auth
+  .command("remove-token")
+  .description("revoke a token: nodes using --file refuse it within 2 s")
+  .requiredOption("--id <id>", "the token's id (the 12 hex digits after rs_; see auth list)")
+  .requiredOption("--file <file>", "the token file")
+  .action(removeTokenCommand);
 
 const storage = program.command("storage").description("inspect a storage engine's data directory");
 storage

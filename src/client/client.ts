@@ -20,6 +20,13 @@
  * node. A read also moves on after any network error; a write whose connection broke after it was
  * sent does not (it may have been applied: sending it again would store a second version of it), and
  * fails with `unreachable`. One undici `Pool` per node, with a bounded number of connections.
+ *
+ * Security. Nodes given as `https://HOST:PORT` are spoken to over TLS, checked against the `ca` option
+ * (the CA that signed the nodes' certificates; without it, the system's CAs); every node then, the ring's
+ * members too, is spoken to over https (the seeds must agree). With `token`, every request carries
+ * `Authorization: Bearer TOKEN`. A TLS handshake that fails (a certificate the CA did not sign, a node
+ * that serves plain http) sent nothing: the request goes to another node, and if none succeeds it fails
+ * with `tls_error`, saying what to check.
  */
 import { Pool } from "undici";
 import { PreferenceTable, partitionOf } from "../ring/ring.js";
@@ -66,6 +73,13 @@ export interface ClientOptions {
    * Default `Date.now`; tests give a fake one to make those timings deterministic.
    */
   readonly clock?: () => number;
+  /** Sent as `Authorization: Bearer TOKEN` on every request (a node started with `--auth-file`). */
+  readonly token?: string;
+  /**
+   * The CA certificate(s), PEM, that signed the nodes' certificates, for `https://` nodes (ignored for
+   * http). Default: the system's CAs.
+   */
+  readonly ca?: string | Buffer | readonly (string | Buffer)[];
 }
 
 export interface UpdateOptions extends RequestOptions {
@@ -178,11 +192,28 @@ const ARGUMENT_ERRORS = new Set([
   "UND_ERR_NOT_SUPPORTED",
 ]);
 
-/** `http://HOST:PORT`, `HOST:PORT` -> `HOST:PORT`. */
-function address(node: string): string {
-  const a = node.replace(/^https?:\/\//, "").replace(/\/+$/, "");
-  if (a === "") throw new RangeError(`bad node address "${node}"`);
-  return a;
+/** `http://HOST:PORT`, `https://HOST:PORT`, `HOST:PORT` -> `HOST:PORT`, and the scheme if given. */
+function parseNode(node: string): { readonly addr: string; readonly scheme: "http" | "https" | undefined } {
+  const m = /^(https?):\/\//i.exec(node);
+  const a = node.slice(m === null ? 0 : m[0].length).replace(/\/+$/, "");
+  if (a === "" || a.includes("/")) throw new RangeError(`bad node address "${node}"`);
+  return { addr: a, scheme: m === null ? undefined : (m[1]!.toLowerCase() as "http" | "https") };
+}
+
+/** OpenSSL's and Node's TLS error codes (a certificate not trusted, a handshake that failed). */
+function isTlsError(code: string | undefined): boolean {
+  return (
+    code !== undefined &&
+    /^(ERR_SSL_|ERR_TLS_|UNABLE_TO_|DEPTH_ZERO_|SELF_SIGNED_|CERT_|HOSTNAME_MISMATCH)/.test(code)
+  );
+}
+
+/** What to check after a failed handshake, by its code. */
+function tlsHint(code: string): string {
+  if (/WRONG_VERSION_NUMBER|PACKET_LENGTH_TOO_LONG|RECORD_LAYER/.test(code))
+    return "does this node serve https? (a node without --tls-cert serves http://)";
+  if (/ALTNAME|HOSTNAME/.test(code)) return "the node's certificate does not name the address used";
+  return "pass the CA that signed the nodes' certificates (the client's ca option; ringstore --ca-file F or RINGSTORE_CA_FILE)";
 }
 
 /** Errors that mean the request never reached the server: safe to send elsewhere, even a write. */
@@ -226,7 +257,7 @@ function isNetworkError(err: unknown): boolean {
   const c = errorCode(err);
   // undici's own errors, and system errors (ECONNRESET, EPIPE, ...); not Node's ERR_* argument errors.
   if (c === undefined || ARGUMENT_ERRORS.has(c)) return false;
-  return NOT_DELIVERED.has(c) || c.startsWith("UND_ERR") || /^E[A-Z]+$/.test(c);
+  return NOT_DELIVERED.has(c) || isTlsError(c) || c.startsWith("UND_ERR") || /^E[A-Z]+$/.test(c);
 }
 
 interface RingMemberInfo {
@@ -271,6 +302,10 @@ export class RingstoreClient {
   private readonly httpTimeoutMs: number;
   private readonly avoidMs: number;
   private readonly now: () => number;
+  private readonly scheme: "http" | "https";
+  /** Headers every request carries (the token's). */
+  private readonly common: Readonly<Record<string, string>>;
+  private readonly ca: string | Buffer | (string | Buffer)[] | undefined;
   private ring: RingView | undefined;
   private ringFetch: Promise<void> | undefined;
   private lastRingFetchAt = 0;
@@ -279,11 +314,25 @@ export class RingstoreClient {
   /** Set by close(): the client is closed from then on. */
   private closing: Promise<void> | undefined;
 
-  /** `nodes`: one API address or several (seeds), each `http://HOST:PORT` or `HOST:PORT`. */
+  /**
+   * `nodes`: one API address or several (seeds), each `http://HOST:PORT`, `https://HOST:PORT` or
+   * `HOST:PORT` (http, unless another seed says https).
+   */
   constructor(nodes: string | readonly string[], options: ClientOptions = {}) {
-    const list = (typeof nodes === "string" ? [nodes] : [...nodes]).map(address);
-    if (list.length === 0) throw new RangeError("RingstoreClient needs at least one node address");
-    this.seeds = [...new Set(list)];
+    const parsed = (typeof nodes === "string" ? [nodes] : [...nodes]).map(parseNode);
+    if (parsed.length === 0) throw new RangeError("RingstoreClient needs at least one node address");
+    const schemes = new Set(parsed.map((p) => p.scheme).filter((x) => x !== undefined));
+    if (schemes.size > 1) throw new RangeError("the nodes are all https:// or all http://, not a mix");
+    this.scheme = schemes.has("https") ? "https" : "http";
+    this.seeds = [...new Set(parsed.map((p) => p.addr))];
+    this.common =
+      options.token === undefined ? {} : { authorization: `Bearer ${headerValue("token", options.token)}` };
+    this.ca =
+      options.ca === undefined
+        ? undefined
+        : typeof options.ca === "string" || Buffer.isBuffer(options.ca)
+          ? options.ca
+          : [...options.ca];
     this.connections = options.connections ?? 16;
     this.routing = options.routing ?? "none";
     this.httpTimeoutMs = options.httpTimeoutMs ?? 10_000;
@@ -311,12 +360,13 @@ export class RingstoreClient {
     this.assertOpen();
     let p = this.pools.get(addr);
     if (p === undefined) {
-      p = new Pool(`http://${addr}`, {
+      const timeout = Math.min(this.httpTimeoutMs, 5000);
+      p = new Pool(`${this.scheme}://${addr}`, {
         connections: this.connections,
         pipelining: 1,
         headersTimeout: this.httpTimeoutMs,
         bodyTimeout: this.httpTimeoutMs,
-        connect: { timeout: Math.min(this.httpTimeoutMs, 5000) },
+        connect: this.scheme === "https" && this.ca !== undefined ? { timeout, ca: this.ca } : { timeout },
       });
       this.pools.set(addr, p);
     }
@@ -421,6 +471,7 @@ export class RingstoreClient {
         // A request asked to wait longer than httpTimeoutMs gets its own wait plus 2 s for the answer.
         const t = waitMs !== undefined && waitMs + 2000 > this.httpTimeoutMs ? waitMs + 2000 : undefined;
         const timeouts = t === undefined ? {} : { headersTimeout: t, bodyTimeout: t };
+        if (this.common.authorization !== undefined) headers.authorization = this.common.authorization;
         const res = await this.pool(addr).request(
           body === undefined
             ? { method, path, headers, ...timeouts }
@@ -444,7 +495,8 @@ export class RingstoreClient {
         last = err;
         this.markFailed(addr);
         const code = errorCode(err) ?? "";
-        if (method !== "GET" && !NOT_DELIVERED.has(code)) {
+        // A failed TLS handshake sent nothing: safe elsewhere, like a refused connection.
+        if (method !== "GET" && !NOT_DELIVERED.has(code) && !isTlsError(code)) {
           throw new RingstoreError(
             0,
             "unreachable",
@@ -466,13 +518,29 @@ export class RingstoreClient {
       const a = await attempt(addr);
       if (a !== undefined) return a;
     }
+    const lastCode = errorCode(last);
+    if (isTlsError(lastCode))
+      throw new RingstoreError(
+        0,
+        "tls_error",
+        `TLS with ${tried.join(", ")} failed (${lastCode}: ${(last as Error).message}): ${tlsHint(lastCode!)}`,
+        { error: "tls_error", tried, cause: lastCode },
+        { cause: last },
+      );
     throw new RingstoreError(
       0,
       "unreachable",
-      `no node could be reached (tried ${tried.join(", ")}): ${(last as Error | undefined)?.message ?? ""}`,
+      `no node could be reached (tried ${tried.join(", ")}): ${(last as Error | undefined)?.message ?? ""}${this.httpsHint(lastCode)}`,
       { error: "unreachable", tried },
       { cause: last },
     );
+  }
+
+  /** A node serving https closes a plain-HTTP connection without a word: say so when that may be it. */
+  private httpsHint(code: string | undefined): string {
+    return this.scheme === "http" && code === "UND_ERR_SOCKET"
+      ? " (a node that serves https closes plain-HTTP connections unanswered: is it https://HOST:PORT?)"
+      : "";
   }
 
   private fail(a: Answer): never {
@@ -528,6 +596,7 @@ export class RingstoreClient {
         const res = await this.pool(addr).request({
           method: "GET",
           path: "/ring",
+          headers: this.common,
           headersTimeout: Math.min(this.httpTimeoutMs, 3000),
         });
         const text = await res.body.text();
@@ -732,26 +801,73 @@ export class RingstoreClient {
 
   /** This node's view of the cluster (`GET /status`): of `node` if given, else of any node. */
   async status(node?: string): Promise<Record<string, unknown>> {
-    let res: Answer;
-    if (node === undefined) res = await this.send("GET", undefined, "/status");
-    else {
-      const addr = address(node);
-      try {
-        const r = await this.pool(addr).request({ method: "GET", path: "/status" });
-        res = { status: r.statusCode, headers: r.headers, body: Buffer.from(await r.body.arrayBuffer()) };
-      } catch (err) {
-        if (!isNetworkError(err)) throw err;
-        throw new RingstoreError(
-          0,
-          "unreachable",
-          `${addr}: ${(err as Error).message}`,
-          { error: "unreachable", node: addr },
-          { cause: err },
-        );
-      }
-    }
+    const res =
+      node === undefined
+        ? await this.send("GET", undefined, "/status")
+        : await this.direct(node, "GET", "/status");
     if (res.status !== 200) return this.fail(res);
     return JSON.parse(res.body.toString("utf8")) as Record<string, unknown>;
+  }
+
+  /**
+   * Asks `node` to leave the cluster (`POST /cluster/leave`; the token needs the admin role): its answer
+   * once the leave started (`{node, remaining, ...}`), else a RingstoreError (409 `leave_refused`, 503
+   * `unavailable`, 401, 403).
+   */
+  async leave(node: string, options: { readonly force?: boolean } = {}): Promise<Record<string, unknown>> {
+    return this.membership(node, `/cluster/leave${options.force === true ? "?force=true" : ""}`);
+  }
+
+  /**
+   * Asks `node` (any live member) to remove member `id` on its behalf (`POST /cluster/remove`; admin
+   * role): its answer (`{removed, remaining, ...}`), else a RingstoreError (409 `remove_refused`, ...).
+   */
+  async remove(
+    node: string,
+    id: string,
+    options: { readonly force?: boolean } = {},
+  ): Promise<Record<string, unknown>> {
+    const q = new URLSearchParams({ id });
+    if (options.force === true) q.set("force", "true");
+    return this.membership(node, `/cluster/remove?${q}`);
+  }
+
+  private async membership(node: string, pathAndQuery: string): Promise<Record<string, unknown>> {
+    const res = await this.direct(node, "POST", pathAndQuery);
+    if (res.status !== 202) return this.fail(res);
+    return JSON.parse(res.body.toString("utf8")) as Record<string, unknown>;
+  }
+
+  /** One request to one node (no failover): a network failure is `unreachable` (or `tls_error`). */
+  private async direct(node: string, method: "GET" | "POST", path: string): Promise<Answer> {
+    this.assertOpen();
+    const { addr, scheme } = parseNode(node);
+    if (scheme !== undefined && scheme !== this.scheme)
+      throw new RangeError(
+        `${node}: this client speaks ${this.scheme}:// (its nodes are all one or the other)`,
+      );
+    try {
+      const r = await this.pool(addr).request({ method, path, headers: this.common });
+      return { status: r.statusCode, headers: r.headers, body: Buffer.from(await r.body.arrayBuffer()) };
+    } catch (err) {
+      if (!isNetworkError(err)) throw err;
+      const code = errorCode(err);
+      if (isTlsError(code))
+        throw new RingstoreError(
+          0,
+          "tls_error",
+          `TLS with ${addr} failed (${code}: ${(err as Error).message}): ${tlsHint(code!)}`,
+          { error: "tls_error", node: addr, cause: code },
+          { cause: err },
+        );
+      throw new RingstoreError(
+        0,
+        "unreachable",
+        `${addr}: ${(err as Error).message}${this.httpsHint(code)}`,
+        { error: "unreachable", node: addr },
+        { cause: err },
+      );
+    }
   }
 
   /** Closes every connection; requests still running fail with `closed`. A second call waits for the first. */

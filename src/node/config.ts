@@ -2,6 +2,7 @@
  * The node's one validated configuration object. Every field has a unit in its name or a documented
  * meaning; `validateNodeConfig` turns user input into it or fails with a message naming the field.
  */
+import { API_LIMIT_DEFAULTS, type ApiServerLimits } from "../api/limits.js";
 import type { Durability } from "../storage/lsm/options.js";
 
 export interface HostPort {
@@ -41,6 +42,12 @@ export interface NodeConfig {
   readonly hintMaxBytes: number;
   /** Hinted handoff: bytes of hints delivered per second at most. */
   readonly hintRateBytesPerSec: number;
+  /** The API serves https only, with this certificate and key (PEM files); undefined: plain http. */
+  readonly apiTls: { readonly certFile: string; readonly keyFile: string } | undefined;
+  /** The API requires bearer tokens from this file (`ringstore auth add-token`); undefined: open. */
+  readonly apiAuthFile: string | undefined;
+  /** The API's bounds on its clients (api/limits.ts: defaults and why). */
+  readonly apiLimits: ApiServerLimits;
 }
 
 export const NODE_DEFAULTS = {
@@ -60,6 +67,10 @@ export const NODE_DEFAULTS = {
   hintMaxBytes: 256 * 1024 * 1024,
   hintRateBytesPerSec: 16 * 1024 * 1024,
   durability: "fsync" as Durability,
+  apiMaxConnections: API_LIMIT_DEFAULTS.maxConnections,
+  apiMaxInFlight: API_LIMIT_DEFAULTS.maxInFlight,
+  apiHeadersTimeoutMs: API_LIMIT_DEFAULTS.headersTimeoutMs,
+  apiBodyTimeoutMs: API_LIMIT_DEFAULTS.bodyTimeoutMs,
 };
 
 export class ConfigError extends Error {
@@ -123,6 +134,13 @@ export interface NodeConfigInput {
   hintWindowMs?: string | number | undefined;
   hintMaxBytes?: string | number | undefined;
   hintRate?: string | number | undefined;
+  tlsCert?: string | undefined;
+  tlsKey?: string | undefined;
+  authFile?: string | undefined;
+  apiMaxConnections?: string | number | undefined;
+  apiMaxInFlight?: string | number | undefined;
+  apiHeadersTimeoutMs?: string | number | undefined;
+  apiBodyTimeoutMs?: string | number | undefined;
 }
 
 export function validateNodeConfig(input: NodeConfigInput): NodeConfig {
@@ -188,6 +206,56 @@ export function validateNodeConfig(input: NodeConfigInput): NodeConfig {
       1024,
       2 ** 40,
     ),
+    apiTls: apiTls(input.tlsCert, input.tlsKey),
+    apiAuthFile: input.authFile === undefined || input.authFile === "" ? undefined : input.authFile,
+    apiLimits: apiLimits(input),
+  };
+}
+
+function apiTls(cert: string | undefined, key: string | undefined): NodeConfig["apiTls"] {
+  const c = cert === "" ? undefined : cert;
+  const k = key === "" ? undefined : key;
+  if (c === undefined && k === undefined) return undefined;
+  if (c === undefined || k === undefined)
+    throw new ConfigError(
+      "--tls-cert and --tls-key go together: give both (PEM files) for https, or neither",
+    );
+  return { certFile: c, keyFile: k };
+}
+
+function apiLimits(input: NodeConfigInput): ApiServerLimits {
+  const headersTimeoutMs = int(
+    input.apiHeadersTimeoutMs ?? NODE_DEFAULTS.apiHeadersTimeoutMs,
+    "--api-headers-timeout",
+    100,
+    600_000,
+  );
+  const bodyTimeoutMs = int(
+    input.apiBodyTimeoutMs ?? NODE_DEFAULTS.apiBodyTimeoutMs,
+    "--api-body-timeout",
+    100,
+    3_600_000,
+  );
+  // Node's server refuses a whole-request deadline shorter than the headers' one.
+  if (bodyTimeoutMs < headersTimeoutMs)
+    throw new ConfigError(
+      `--api-body-timeout (${bodyTimeoutMs} ms, for headers and body) must be at least --api-headers-timeout (${headersTimeoutMs} ms)`,
+    );
+  return {
+    maxConnections: int(
+      input.apiMaxConnections ?? NODE_DEFAULTS.apiMaxConnections,
+      "--api-max-connections",
+      1,
+      1_000_000,
+    ),
+    maxInFlight: int(
+      input.apiMaxInFlight ?? NODE_DEFAULTS.apiMaxInFlight,
+      "--api-max-in-flight",
+      1,
+      1_000_000,
+    ),
+    headersTimeoutMs,
+    bodyTimeoutMs,
   };
 }
 

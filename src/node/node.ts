@@ -6,6 +6,7 @@
  */
 import { randomBytes, randomInt } from "node:crypto";
 import * as path from "node:path";
+import { loadApiSecurity } from "../api/api-security.js";
 import { createApi, type MembershipOutcome, serveApi } from "../api/http-api.js";
 import { NodeMetrics } from "../api/metrics.js";
 import { hintedHandoffDocument, ringDocument, statusDocument } from "../api/views.js";
@@ -85,12 +86,25 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
       { node: config.id },
       () => backlog(),
     );
-    const app = createApi({ maxKeyBytes: config.maxKeyBytes, maxValueBytes: config.maxValueBytes, metrics });
+    // The API's TLS and token files: one that cannot be used stops the start before anything is written.
+    const security = await loadApiSecurity({
+      tls: config.apiTls,
+      authFile: config.apiAuthFile,
+      warn: (m) => process.stderr.write(`ringstore node ${config.id}: ${m}\n`),
+      onReload: (f) => process.stdout.write(`ringstore node ${config.id}: ${f} changed: now in use\n`),
+    });
+    const app = createApi({
+      maxKeyBytes: config.maxKeyBytes,
+      maxValueBytes: config.maxValueBytes,
+      metrics,
+      limits: config.apiLimits,
+      security,
+    });
+    cleanup.unshift(() => app.close());
     const apiBound: HostPort = {
       host: config.api.host,
       port: await app.listen(config.api.host, config.api.port),
     };
-    cleanup.unshift(() => app.close());
     const node: BootedNode = await bootNode(
       {
         nodeId: config.id,

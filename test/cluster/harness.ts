@@ -69,7 +69,9 @@ export class TestCluster {
         20_000,
       );
       const check = () => {
-        const m = /serving the API on http:\/\/([0-9.]+:[0-9]+) \(peer ([0-9.]+:[0-9]+)\)/.exec(node.output);
+        const m = /serving the API on https?:\/\/([0-9.]+:[0-9]+) \(peer ([0-9.]+:[0-9]+)\)/.exec(
+          node.output,
+        );
         if (m) {
           clearTimeout(timer);
           node.api = m[1]!;

@@ -31,7 +31,8 @@ function fsClose(fd: number): Promise<void> {
 
 function fsOpen(p: string, flags: string | number): Promise<number> {
   return new Promise((resolve, reject) =>
-    fs.open(p, flags, 0o644, (err, fd) => (err ? reject(err) : resolve(fd))),
+    // Readable by the owner only: a node's files hold its cluster's secret and its users' data.
+    fs.open(p, flags, 0o600, (err, fd) => (err ? reject(err) : resolve(fd))),
   );
 }
 
@@ -129,7 +130,7 @@ export class NodeFileSystem implements FileSystem {
   constructor(private readonly locks?: FileLocks) {}
 
   async mkdirp(dir: string): Promise<void> {
-    await fs.promises.mkdir(dir, { recursive: true });
+    await fs.promises.mkdir(dir, { recursive: true, mode: 0o700 });
   }
 
   readdir(dir: string): Promise<string[]> {
