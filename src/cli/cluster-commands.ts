@@ -2,6 +2,7 @@
  * `ringstore cluster status|leave|remove --node HOST:PORT`: through the client library, so that `https://`
  * nodes (`--ca-file`) and tokens (`--token`) work as for the key commands.
  */
+import type { HintedHandoffStatus } from "../api/views.js";
 import { RingstoreClient, RingstoreError } from "../client/client.js";
 import { type ConnectionFlags, clientOptions } from "./connection.js";
 
@@ -35,6 +36,7 @@ export async function clusterStatusCommand(flags: ConnectionFlags & { json?: boo
       cluster: { id: string; n: number; r: number; w: number; partitions: number; ringVersion: number };
       members: StatusMember[];
       handoff?: LeaveStatus["handoff"];
+      hintedHandoff?: HintedHandoffStatus;
     };
     if (flags.json) {
       process.stdout.write(`${JSON.stringify(s, null, 2)}\n`);
@@ -54,9 +56,40 @@ export async function clusterStatusCommand(flags: ConnectionFlags & { json?: boo
         `\nhandoff on ${s.node.id}: ${h.state} for ring version ${h.ringVersion}, ${h.keysScanned} keys scanned, ` +
           `${h.keysSent} copies sent, ${h.storesFailed} failed${h.lastError ? ` (last error: ${h.lastError})` : ""}\n`,
       );
+    const hh = s.hintedHandoff;
+    if (hh !== undefined && hh.targets.length > 0) process.stdout.write(`\n${hintsTable(s.node.id, hh)}\n`);
   } finally {
     await c.close();
   }
+}
+
+/** The hints a node holds, by target, and how their delivery goes. */
+export function hintsTable(node: string, hh: HintedHandoffStatus): string {
+  const rows = [["TARGET", "HINTS", "BYTES", "OLDEST", "DELIVERY", "DELIVERED", "FAILED"]];
+  for (const t of hh.targets)
+    rows.push([
+      t.target,
+      String(t.count),
+      formatBytes(t.bytes),
+      t.oldestAgeMs === null ? "-" : formatAge(t.oldestAgeMs),
+      t.state,
+      String(t.delivered),
+      t.failed === 0 ? "0" : `${t.failed}${t.lastError ? ` (${t.lastError})` : ""}`,
+    ]);
+  return `hints held by ${node} (${hh.backlog} for delivery, ${formatBytes(hh.backlogBytes)}):\n${table(rows)}`;
+}
+
+function formatBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
+  return `${(n / (1024 * 1024)).toFixed(1)} MiB`;
+}
+
+function formatAge(ms: number): string {
+  const s = Math.round(ms / 1000);
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, "0")}s`;
+  return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, "0")}m`;
 }
 
 interface LeaveStatus {

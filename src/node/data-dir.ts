@@ -77,6 +77,16 @@ export class DataDir {
     return this.writeDurably(VIEW, encodeView(v));
   }
 
+  /**
+   * The directory and node.json (which holds the cluster secret) are their owner's only: a directory made
+   * by an older build kept wider modes until now.
+   */
+  private async restrict(): Promise<void> {
+    await this.fs.chmod(this.root, 0o700);
+    const id = this.file(IDENTITY);
+    if (await this.fs.exists(id)) await this.fs.chmod(id, 0o600);
+  }
+
   /** Did the last node on this directory stop without a clean stop (its running marker is still here)? */
   uncleanStop(): Promise<boolean> {
     return this.fs.exists(this.file(RUNNING));
@@ -104,7 +114,14 @@ export class DataDir {
     await this.fs.mkdirp(this.root);
     for (let waited = 0; ; waited += LOCK_RETRY_MS) {
       try {
-        return await this.fs.lock(this.root);
+        const release = await this.fs.lock(this.root);
+        try {
+          await this.restrict();
+        } catch (err) {
+          await release();
+          throw err;
+        }
+        return release;
       } catch (err) {
         if ((err as { code?: unknown }).code !== "ERR_LOCKED" || waited >= LOCK_WAIT_MS) throw err;
         await new Promise<void>((resolve) => timers.after(LOCK_RETRY_MS, resolve));

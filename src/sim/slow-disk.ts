@@ -126,6 +126,10 @@ export class SlowDisk implements FileSystem {
   lock(dir: string): Promise<() => Promise<void>> {
     return this.inner.lock(dir);
   }
+  chmod(p: string, mode: number): Promise<void> {
+    return this.inner.chmod(p, mode);
+  }
+
   lockShared(dir: string): Promise<() => Promise<void>> {
     return this.inner.lockShared(dir);
   }

@@ -185,6 +185,17 @@ describe("a node of four SIGKILLed: w=3 through a stand-in, then the hints reach
       ofD.length,
     );
     assert.equal(await sumOver(live, (id) => metric(c, id, "ringstore_hints_stored_total")), ofD.length);
+    // cluster status shows the hints the node asked holds, per target.
+    const holder = live.find((_, i) => held[i]!.count > 0)!;
+    const shown = await run(
+      process.execPath,
+      [BIN, "cluster", "status", "--node", c.nodes.get(holder)!.api],
+      {
+        timeout: 30_000,
+      },
+    );
+    assert.match(shown.stdout, new RegExp(`hints held by ${holder} \\(\\d+ for delivery`));
+    assert.match(shown.stdout, /\nd +\d+ +[0-9.]+ (B|KiB|MiB) +\d+s +waiting +0 +0/);
 
     // pw and pr ask for primaries: with one of three down, 3 of them cannot answer.
     const k0 = ofD[0]!;

@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { chmodSync, existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import * as net from "node:net";
 import * as path from "node:path";
 import { after, describe, test } from "node:test";
@@ -64,6 +64,16 @@ describe("a refused start writes nothing", () => {
     assert.match(second.output, /lock|in use|already open/i);
     const now = snapshot(n1.dataDir);
     for (const f of ["node.json", "running"]) assert.equal(now[f], before[f], `${f} changed`);
+  });
+
+  test("a data directory made with wider modes is its owner's only after a start (node.json holds the secret)", async () => {
+    const n = await cluster.start("m1");
+    await cluster.stop("m1");
+    chmodSync(n.dataDir, 0o755);
+    chmodSync(path.join(n.dataDir, "node.json"), 0o644);
+    await cluster.start("m1");
+    assert.equal(statSync(n.dataDir).mode & 0o777, 0o700);
+    assert.equal(statSync(path.join(n.dataDir, "node.json")).mode & 0o777, 0o600);
   });
 
   test("a node SIGKILLed restarts at once on its directory (the lock dies with its process)", async () => {

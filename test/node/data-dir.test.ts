@@ -116,6 +116,10 @@ function cutAt(inner: MemoryFileSystem, at: number, unsynced: "drop" | "torn" | 
     },
     lock: (d) => inner.lock(d),
     lockShared: (d) => inner.lockShared(d),
+    chmod: async (p, m) => {
+      step();
+      return inner.chmod(p, m);
+    },
   };
 }
 

@@ -203,6 +203,7 @@ class ProcessFs implements FileSystem {
   syncDir = (d: string) => this.call(() => this.fs.syncDir(d));
   lock = (d: string) => this.call(() => this.fs.lock(d));
   lockShared = (d: string) => this.call(() => this.fs.lockShared(d));
+  chmod = (p: string, m: number) => this.call(() => this.fs.chmod(p, m));
 }
 
 /** Power loss: the running process dies, then the file system keeps only what was durable. */

@@ -37,6 +37,7 @@ class ReadOnlyWitness implements FileSystem {
   openRead = (p: string): Promise<RandomAccessFile> => this.inner.openRead(p);
   readFile = (p: string) => this.inner.readFile(p);
   lockShared = (d: string) => this.inner.lockShared(d);
+  chmod = (p: string, m: number) => this.inner.chmod(p, m);
   mkdirp = async (d: string): Promise<void> => this.refuse(`mkdirp(${d})`);
   create = async (p: string): Promise<WritableFile> => this.refuse(`create(${p})`);
   rename = async (a: string, b: string): Promise<void> => this.refuse(`rename(${a}, ${b})`);

@@ -85,4 +85,9 @@ export interface FileSystem {
    * releases it.
    */
   lockShared(dir: string): Promise<() => Promise<void>>;
+  /**
+   * Sets a file's or directory's permission bits (POSIX `mode`, e.g. 0o600): a data directory and the
+   * files holding secrets are its owner's only. An in-memory file system keeps no modes.
+   */
+  chmod(path: string, mode: number): Promise<void>;
 }

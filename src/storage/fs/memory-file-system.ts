@@ -210,6 +210,12 @@ export class MemoryFileSystem implements FileSystem {
     return this.releaser(() => this.locks.delete(d));
   }
 
+  /** Modes are not kept; the path must exist. */
+  async chmod(p: string, _mode: number): Promise<void> {
+    if (!this.dirs.has(this.norm(p)) && !this.entries.has(this.norm(p)))
+      throw errnoError("ENOENT", `no such file ${p}`);
+  }
+
   async lockShared(dir: string): Promise<() => Promise<void>> {
     const d = this.norm(dir);
     const held = this.locks.get(d);

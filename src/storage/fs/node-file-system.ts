@@ -129,6 +129,10 @@ export class NodeFileSystem implements FileSystem {
    */
   constructor(private readonly locks?: FileLocks) {}
 
+  chmod(p: string, mode: number): Promise<void> {
+    return fs.promises.chmod(p, mode);
+  }
+
   async mkdirp(dir: string): Promise<void> {
     await fs.promises.mkdir(dir, { recursive: true, mode: 0o700 });
   }
