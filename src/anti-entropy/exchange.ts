@@ -26,7 +26,7 @@
  * looks, a pause apart. Only the segment level is looked at twice: a difference that vanished shows
  * there, and the second look costs 132 bytes per branch instead of a new descent from the roots.
  *
- * Bounds (ExchangeLimits): at most `maxSegments` segments are compared key by key (Riak: 256), at most
+ * Bounds (ExchangeLimits): at most `maxSegments` segments are compared key by key (1,024 by default; Riak: 256), at most
  * `maxKeys` keys listed on each side, and all messages together stay within `maxBytes` (frames
  * included, counted as messages.ts `wireBytes`): the tree levels within its first half, the keys (the
  * initiator's list, then the answer) within what the levels left, at least half. To honour them the descent takes partitions, branches
@@ -74,14 +74,20 @@ export interface ExchangeLimits {
 }
 
 /**
- * Defaults. Riak's 256 segments per exchange. A clean sweep of 1,024 shared partitions costs 8 KiB of
- * roots and ~80 bytes of frames. A descent into 256 partitions then 256 branches costs at most
- * 256 x (4 + 4 + 128) bytes for the branches and twice 256 x (4 + 4 + 128) for the two looks at the
- * segments: ~105 KiB. 10,000 keys of 32 bytes listed cost ~390 KiB each way. 1 MiB holds all of it; a
- * denser drift is cut and continued by the next exchange.
+ * Defaults. Segments: 1,024 per exchange, not Riak's 256. Riak caps the segments of one vnode's tree,
+ * whose segments each hold many keys; ours are sparse (100,000 keys over 1,024 partitions of 1,024
+ * segments: 0.1 key per segment), so an exchange that reaches the keys costs mostly the two scans of
+ * every set (key-listing.ts), whatever the number of segments, and the more segments one scan settles
+ * the better (bench/antientropy.ts: ~85 ms of CPU per side per scan of 100,000 keys). The key and byte
+ * bounds still bound the work: 10,000 keys of 32 bytes listed cost ~390 KiB each way.
+ *
+ * Bytes: a clean sweep of 1,024 shared partitions costs 8 KiB of roots and ~80 bytes of frames. A
+ * descent into 1,024 partitions then 1,024 branches costs at most 1,024 x (4 + 128 + 4) bytes for the
+ * branches and twice as much again for the two looks at the segments: ~410 KiB, within the tree levels'
+ * half of 1 MiB. A denser drift is cut and continued by the next exchange.
  */
 export const DEFAULT_EXCHANGE_LIMITS: ExchangeLimits = {
-  maxSegments: 256,
+  maxSegments: 1024,
   maxKeys: 10_000,
   maxBytes: 1024 * 1024,
 };

@@ -23,7 +23,9 @@
  * This needs two things of the integration, both in tree-set.ts's hook contract: the hook runs before the
  * engine write is issued and its end after it settles (so "in flight" covers the moment it becomes
  * visible), and `pageStarting` is called synchronously right before the page's scan call takes its
- * snapshot (`runRebuild` does). test/anti-entropy/rebuild.test.ts checks the result against a
+ * snapshot (`runRebuild` does). TreeSet tracks writes only while a rebuild runs (the write path pays
+ * nothing for it otherwise), so the writes already in flight when a rebuild starts are not tracked: the
+ * first page waits until they have ended (`quiet`), after which they are in its snapshot. test/anti-entropy/rebuild.test.ts checks the result against a
  * from-scratch build under random interleavings of writes, slow disks and pages.
  *
  * Bounded: `since` holds the writes in flight (bounded by the key lock) and those begun during one page
@@ -82,8 +84,10 @@ export interface RebuildReport {
 
 /** What a rebuild needs of its TreeSet (tree-set.ts). */
 export interface RebuildOwner {
-  /** The writes in flight now. */
+  /** The writes in flight now (only once `quiet` has resolved). */
   inFlight(): Iterable<TreeWrite>;
+  /** Resolves once every write begun before the rebuild started has ended. */
+  quiet(): Promise<void>;
   finished(trees: readonly PartitionTree[]): void;
   abandoned(): void;
 }
@@ -120,6 +124,11 @@ export class TreeRebuild {
 
   get finished(): boolean {
     return this.state === "done" || this.state === "abandoned";
+  }
+
+  /** Resolves once the writes begun before the rebuild started have ended (the first page waits). */
+  quiet(): Promise<void> {
+    return this.owner.quiet();
   }
 
   /** The last key scanned (a copy), for the next page's `after`. */
@@ -269,6 +278,9 @@ export async function runRebuild(
   paging: RebuildPaging,
 ): Promise<RebuildReport> {
   assert(paging.pageKeys >= 1 && paging.pageBytes >= 1, () => `rebuild pages of ${paging.pageKeys} keys`);
+  // The writes begun before the rebuild started are not tracked: their outcome must be in the first
+  // page's snapshot, so wait until they have ended.
+  await rebuild.quiet();
   while (!rebuild.finished) {
     rebuild.pageStarting();
     if (rebuild.finished) break;

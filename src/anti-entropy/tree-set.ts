@@ -34,6 +34,8 @@ export interface TreeWrite {
   readonly segment: number;
   readonly oldHash: number;
   readonly newHash: number;
+  /** The TreeSet's rebuild generation when it began (writes begun before a rebuild are waited for). */
+  readonly generation: number;
 }
 
 /**
@@ -46,8 +48,15 @@ type VersionedSet = readonly Sibling<{ readonly deleted: boolean }>[];
 
 export class TreeSet implements TreeSource {
   private readonly live = new Map<number, PartitionTree>();
-  private readonly inFlight = new Set<TreeWrite>();
+  private inFlight = 0;
   private rebuild: TreeRebuild | undefined;
+  /** Bumped by each rebuild: a write's generation says whether it began before the current one. */
+  private generation = 0;
+  /** While a rebuild runs: the writes begun since it started and not yet ended. */
+  private tracked = new Set<TreeWrite>();
+  /** While a rebuild runs: the writes begun before it started and not yet ended. */
+  private untracked = 0;
+  private quietWaiters: (() => void)[] = [];
 
   constructor(readonly partitionOf: (key: Uint8Array) => number) {}
 
@@ -73,7 +82,7 @@ export class TreeSet implements TreeSource {
 
   /** Writes begun and not yet ended. */
   get writesInFlight(): number {
-    return this.inFlight.size;
+    return this.inFlight;
   }
 
   /**
@@ -99,31 +108,43 @@ export class TreeSet implements TreeSource {
    * A key's stored set is about to change from `oldSet` to `newSet` (see the header: under the key's lock,
    * right before the engine write). Returns the write to pass to `writeEnds`, or undefined when the state
    * does not change (nothing to end).
+   *
+   * The write path's cost: two state hashes, the partition's and the segment's hashes, one segment
+   * updated; no map or set is touched unless a rebuild runs (bench/antientropy.ts prices it).
    */
   writeBegins(key: Uint8Array, oldSet: VersionedSet, newSet: VersionedSet): TreeWrite | undefined {
     const oldHash = keyStateHash(key, oldSet);
     const newHash = keyStateHash(key, newSet);
     if (oldHash === newHash) return undefined;
     const partition = this.partitionOf(key);
-    const w: TreeWrite = { key, partition, segment: segmentOf(key), oldHash, newHash };
-    assert(
-      this.inFlight.size < TREE_WRITES_IN_FLIGHT_MAX,
-      () => `${this.inFlight.size} tree writes in flight`,
-    );
-    this.inFlight.add(w);
+    const w: TreeWrite = {
+      key,
+      partition,
+      segment: segmentOf(key),
+      oldHash,
+      newHash,
+      generation: this.generation,
+    };
+    assert(this.inFlight < TREE_WRITES_IN_FLIGHT_MAX, () => `${this.inFlight} tree writes in flight`);
+    this.inFlight++;
     const tree = this.live.get(partition);
     if (tree !== undefined) tree.updateSegment(w.segment, oldHash, newHash);
-    else if (this.rebuild?.partitions.has(partition) === true) this.rebuild.begun(w);
+    if (this.rebuild?.partitions.has(partition) === true) {
+      this.tracked.add(w);
+      if (tree === undefined) this.rebuild.begun(w);
+    }
     return w;
   }
 
   /** The engine write of `w` settled: `ok` if it resolved. A failed write is taken back out of the tree. */
   writeEnds(w: TreeWrite | undefined, ok: boolean): void {
     if (w === undefined) return;
-    assert(
-      this.inFlight.delete(w),
-      () => `a tree write ended twice, or never begun (partition ${w.partition})`,
-    );
+    assert(this.inFlight > 0, () => `a tree write ended that never began (partition ${w.partition})`);
+    this.inFlight--;
+    if (this.rebuild !== undefined) {
+      if (w.generation === this.generation) this.tracked.delete(w);
+      else if (this.untracked > 0 && --this.untracked === 0) this.wake();
+    }
     if (ok) return;
     const tree = this.live.get(w.partition);
     if (tree !== undefined) tree.updateSegment(w.segment, w.newHash, w.oldHash);
@@ -138,18 +159,41 @@ export class TreeSet implements TreeSource {
     assert(this.rebuild === undefined, "a rebuild is already under way");
     const set = new Set(partitions);
     for (const p of set) this.live.delete(p);
+    // Writes in flight now are not tracked: the rebuild's first page waits until they have ended.
+    this.generation++;
+    this.untracked = this.inFlight;
+    this.tracked = new Set();
+    const end = () => {
+      this.rebuild = undefined;
+      this.untracked = 0;
+      this.tracked = new Set();
+      this.wake();
+    };
     const rebuild = new TreeRebuild(set, this.partitionOf, {
-      inFlight: () => this.inFlight,
+      inFlight: () => {
+        assert(this.untracked === 0, () => `a rebuild page starts with ${this.untracked} writes untracked`);
+        return this.tracked;
+      },
+      quiet: () =>
+        this.untracked === 0
+          ? Promise.resolve()
+          : new Promise<void>((resolve) => this.quietWaiters.push(resolve)),
       finished: (trees) => {
         assert(this.rebuild === rebuild, "a rebuild finished that is not the set's");
-        this.rebuild = undefined;
         for (const t of trees) this.live.set(t.partition, t);
+        end();
       },
       abandoned: () => {
-        if (this.rebuild === rebuild) this.rebuild = undefined;
+        if (this.rebuild === rebuild) end();
       },
     });
     this.rebuild = rebuild;
     return rebuild;
+  }
+
+  private wake(): void {
+    const waiters = this.quietWaiters;
+    this.quietWaiters = [];
+    for (const w of waiters) w();
   }
 }

@@ -12,15 +12,17 @@
  *   branch b   = XOR of its 32 segments
  *   root       = XOR of the 32 branches (= XOR of every key's state hash)
  *
- * Why XOR at every level: a write of k from set `old` to set `new` changes exactly one segment, its branch
- * and the root by the same delta, `keyStateHash(k, old) ^ keyStateHash(k, new)`, without reading the
- * segment's other keys (Tictac's `seg ^= h(k, old) ^ h(k, new)`); the order of updates does not matter
- * (XOR commutes), so a tree updated write by write equals one built from a scan; and the tree of a union
- * of disjoint key sets is the XOR of their trees (`mergeTrees`), which lets a rebuild or a coarse
- * comparison combine trees.
+ * Why XOR at every level: a write of k from set `old` to set `new` changes exactly one segment by
+ * `keyStateHash(k, old) ^ keyStateHash(k, new)`, without reading the segment's other keys (Tictac's
+ * `seg ^= h(k, old) ^ h(k, new)`); the order of updates does not matter (XOR commutes), so a tree updated
+ * write by write equals one built from a scan; and the tree of a union of disjoint key sets is the XOR of
+ * their trees (`mergeTrees`), which lets a rebuild or a coarse comparison combine trees. A write changes
+ * only its segment: branches and root are recomputed from the segments when an exchange reads them
+ * (1,024 XORs, cached until the next write), which costs an exchange of 1,024 partitions about a
+ * millisecond and saves every write the cache misses of two more levels.
  *
- * The root is the XOR of the branches rather than a hash of their bytes: it stays O(1) to maintain and
- * mergeable, and a hash would not make a miss less likely. What a collision costs: two replicas whose
+ * The root is the XOR of the branches rather than a hash of their bytes: it stays mergeable, and a hash
+ * would not make a miss less likely. What a collision costs: two replicas whose
  * segments differ by deltas d1..dm that XOR to 0 within a segment (or within a branch, or at the root)
  * look equal at that level, and the exchange does not descend there: the difference stays hidden until
  * one of those keys changes again (or is read: read repair still works). For random deltas that happens
@@ -84,9 +86,10 @@ export class TreeDecodeError extends Error {
 export class PartitionTree {
   /** Segment hashes, by segment. Read-only for callers. */
   readonly segments: Uint32Array;
-  /** Branch hashes (XOR of their segments), by branch. Read-only for callers. */
-  readonly branches: Uint32Array;
+  private readonly branchHashes: Uint32Array;
   private rootHash = 0;
+  /** Branches and root lag the segments (updates since they were last computed). */
+  private stale = false;
   private keyCount = 0;
 
   constructor(readonly partition: number) {
@@ -95,12 +98,19 @@ export class PartitionTree {
       () => `tree of partition ${partition}`,
     );
     this.segments = new Uint32Array(SEGMENTS);
-    this.branches = new Uint32Array(BRANCHES);
+    this.branchHashes = new Uint32Array(BRANCHES);
   }
 
   /** XOR of every key's state hash (0 for an empty tree). */
   get root(): number {
+    if (this.stale) this.recompute();
     return this.rootHash;
+  }
+
+  /** Branch hashes (XOR of their segments), by branch. Read-only for callers. */
+  get branches(): Uint32Array {
+    if (this.stale) this.recompute();
+    return this.branchHashes;
   }
 
   /** Keys with a non-empty state. */
@@ -110,23 +120,37 @@ export class PartitionTree {
 
   /**
    * Key `key` went from the state hashed `oldHash` to the one hashed `newHash` (key-state.ts; 0: absent).
-   * O(1): one segment hash, one branch hash and the root change.
+   * O(1): one segment hash changes.
    */
   update(key: Uint8Array, oldHash: number, newHash: number): void {
     this.updateSegment(segmentOf(key), oldHash, newHash);
   }
 
-  /** `update` for a key whose segment is known. */
+  /**
+   * `update` for a key whose segment is known. Only the segment changes here; branches and root are
+   * recomputed when next read (1,024 XORs, at an exchange), which keeps a write's update to the few
+   * cache lines of one segment and this object (bench/antientropy.ts measured the difference).
+   */
   updateSegment(segment: number, oldHash: number, newHash: number): void {
     if (oldHash === newHash) return;
-    const delta = (oldHash ^ newHash) >>> 0;
-    this.segments[segment] = this.segments[segment]! ^ delta;
-    const b = segment >>> SEGMENT_BITS;
-    this.branches[b] = this.branches[b]! ^ delta;
-    this.rootHash = (this.rootHash ^ delta) >>> 0;
+    this.segments[segment] = this.segments[segment]! ^ oldHash ^ newHash;
+    this.stale = true;
     if (oldHash === 0) this.keyCount++;
     else if (newHash === 0) this.keyCount--;
     assert(this.keyCount >= 0, () => `partition ${this.partition}'s tree counts ${this.keyCount} keys`);
+  }
+
+  private recompute(): void {
+    let root = 0;
+    for (let b = 0; b < BRANCHES; b++) {
+      let x = 0;
+      const end = (b + 1) * SEGMENTS_PER_BRANCH;
+      for (let s = b * SEGMENTS_PER_BRANCH; s < end; s++) x ^= this.segments[s]!;
+      this.branchHashes[b] = x;
+      root ^= x;
+    }
+    this.rootHash = root >>> 0;
+    this.stale = false;
   }
 
   /** The 32 segment hashes of branch `b` (a view: do not change it). */
@@ -136,60 +160,49 @@ export class PartitionTree {
 
   /** Same keys and states (every segment equal, so every branch and the root too). */
   equals(other: PartitionTree): boolean {
-    if (this.rootHash !== other.rootHash || this.keyCount !== other.keyCount) return false;
+    if (this.keyCount !== other.keyCount) return false;
     for (let i = 0; i < SEGMENTS; i++) if (this.segments[i] !== other.segments[i]) return false;
     return true;
   }
 
   /** A copy (the copy's partition may differ, for `mergeTrees`). */
   clone(partition = this.partition): PartitionTree {
-    const t = new PartitionTree(partition);
-    t.segments.set(this.segments);
-    t.branches.set(this.branches);
-    t.rootHash = this.rootHash;
-    t.keyCount = this.keyCount;
-    return t;
+    return PartitionTree.fromSegments(partition, this.segments, this.keyCount);
   }
 
   /**
    * Folds in the tree of a key set disjoint from this one's: afterwards this is the tree of their union
-   * (segments, branches and root XORed, key counts added).
+   * (segments XORed, key counts added).
    */
   absorb(other: PartitionTree): void {
     for (let i = 0; i < SEGMENTS; i++) this.segments[i] = this.segments[i]! ^ other.segments[i]!;
-    for (let i = 0; i < BRANCHES; i++) this.branches[i] = this.branches[i]! ^ other.branches[i]!;
-    this.rootHash = (this.rootHash ^ other.rootHash) >>> 0;
     this.keyCount += other.keyCount;
+    this.stale = true;
   }
 
-  /** The tree whose segments are `segments` (copied), holding `keys` keys: branches and root computed. */
+  /** The tree whose segments are `segments` (copied), holding `keys` keys. */
   static fromSegments(partition: number, segments: ArrayLike<number>, keys: number): PartitionTree {
     assert(segments.length === SEGMENTS, () => `a tree of ${segments.length} segments`);
     assert(Number.isSafeInteger(keys) && keys >= 0, () => `a tree of ${keys} keys`);
     const t = new PartitionTree(partition);
-    let root = 0;
-    for (let s = 0; s < SEGMENTS; s++) {
-      const h = segments[s]! >>> 0;
-      t.segments[s] = h;
-      const b = s >>> SEGMENT_BITS;
-      t.branches[b] = t.branches[b]! ^ h;
-      root ^= h;
-    }
-    t.rootHash = root >>> 0;
+    for (let s = 0; s < SEGMENTS; s++) t.segments[s] = segments[s]! >>> 0;
     t.keyCount = keys;
+    t.stale = true;
     return t;
   }
 
   /** Checks that branches and root agree with the segments (a test and debugging aid: O(SEGMENTS)). */
   checkLevels(): void {
+    const branches = this.branches;
+    const rootNow = this.root;
     let root = 0;
     for (let b = 0; b < BRANCHES; b++) {
       let x = 0;
       for (const s of this.branchSegments(b)) x ^= s;
-      assert(x >>> 0 === this.branches[b], () => `partition ${this.partition}: branch ${b} disagrees`);
+      assert(x >>> 0 === branches[b], () => `partition ${this.partition}: branch ${b} disagrees`);
       root ^= x;
     }
-    assert(root >>> 0 === this.rootHash, () => `partition ${this.partition}: root disagrees`);
+    assert(root >>> 0 === rootNow, () => `partition ${this.partition}: root disagrees`);
   }
 }
 
