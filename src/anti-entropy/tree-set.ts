@@ -14,7 +14,7 @@
  * `oldSet` is the set the write replaces ([] if none) and `newSet` the one it stores ([] for a removal).
  * The tree changes at `writeBegins`, so it runs ahead of the disk by the writes in flight (an exchange
  * tolerates that: it looks twice); a failed write is undone at `writeEnds`. Both calls being under the
- * key's lock means one key never has two writes in flight, which rebuild.ts relies on (asserted here).
+ * key's lock means one key never has two writes in flight, which rebuild.ts and the undo rely on.
  * A write that skips the hook leaves the partition's tree wrong for good: exchanges then find segments
  * that differ without any key differing (exchange.ts `unexplainedSegments`), and only a rebuild fixes it.
  *
@@ -110,7 +110,8 @@ export class TreeSet implements TreeSource {
    * does not change (nothing to end).
    *
    * The write path's cost: two state hashes, the partition's and the segment's hashes, one segment
-   * updated; no map or set is touched unless a rebuild runs (bench/antientropy.ts prices it).
+   * updated; no record of the writes in flight is kept unless a rebuild runs (bench/antientropy.ts
+   * prices it).
    */
   writeBegins(key: Uint8Array, oldSet: VersionedSet, newSet: VersionedSet): TreeWrite | undefined {
     const oldHash = keyStateHash(key, oldSet);
