@@ -5,7 +5,8 @@
  *   GET /health (and HEAD)                         open: a load balancer's probe carries no token
  *   GET/HEAD /kv/..., /status, /ring, /metrics, /ui   read
  *   PUT/DELETE /kv/...                             write (and admin)
- *   POST /cluster/leave, /cluster/remove           admin
+ *   POST /cluster/leave, /cluster/remove,          admin
+ *        /cluster/anti-entropy
  *
  * Any other request (an unknown path or method) needs `read`: only a token holder learns that a route
  * does not exist (404 or 405 after the check).

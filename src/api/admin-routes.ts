@@ -29,6 +29,11 @@ export interface AdminRouteDeps {
   readonly leave?: (force: boolean) => Promise<MembershipOutcome<LeaveAnswer>>;
   /** Removes another member on its behalf (`POST /cluster/remove?id=ID`); absent: 404. */
   readonly remove?: (id: string, force: boolean) => Promise<MembershipOutcome<RemoveAnswer>>;
+  /**
+   * Pauses or resumes this node's anti-entropy exchanges (`POST /cluster/anti-entropy?paused=BOOL`);
+   * absent: anti-entropy is off on this node (409).
+   */
+  readonly antiEntropy?: (paused: boolean) => { readonly node: string; readonly paused: boolean };
 }
 
 /** A route of an exact path. */
@@ -94,6 +99,21 @@ export function adminRoutes(deps: AdminRouteDeps): ReadonlyMap<string, Route> {
             return c.error(400, "bad_parameter", "id (the member to remove) is required, once");
           const id = q.id;
           return membershipOp(c, "remove_refused", () => remove(id, force));
+        },
+      },
+    ],
+    [
+      "/cluster/anti-entropy",
+      {
+        method: "POST",
+        run: (c) => {
+          const q = c.query();
+          if (q.paused !== "true" && q.paused !== "false")
+            return c.error(400, "bad_parameter", "paused must be given once, true or false");
+          const set = deps.antiEntropy;
+          if (set === undefined)
+            return c.error(409, "anti_entropy_off", "anti-entropy is off on this node (--anti-entropy off)");
+          return c.json(200, set(q.paused === "true"));
         },
       },
     ],

@@ -14,6 +14,7 @@ export type ErrorCode =
   | "too_many_siblings"
   | "unavailable"
   | "overloaded"
+  | "anti_entropy_off"
   | "method_not_allowed"
   | "bad_request"
   | "unauthorized"

@@ -28,6 +28,9 @@ export class NodeMetrics {
   readonly hintsDeliveredBytes: Counter;
   readonly hintsDropped: Counter<"reason">;
   readonly antiEntropyKeysRepaired: Counter;
+  readonly antiEntropyExchanges: Counter<"outcome">;
+  readonly antiEntropyDifferingSegments: Counter;
+  readonly antiEntropyRebuilds: Counter<"outcome">;
   readonly apiRefused: Counter<"reason">;
   /** The API's open connections and requests in flight (set by its server), read at scrape time. */
   private apiLoad: () => { readonly connections: number; readonly inFlight: number } = () => ({
@@ -41,6 +44,9 @@ export class NodeMetrics {
     /** The hints this node holds, by target (read at scrape time). */
     hintBacklog: () => ReadonlyMap<string, { readonly count: number; readonly bytes: number }> = () =>
       new Map(),
+    /** When anti-entropy last swept every co-replica (null: not yet), and the clock it is read by. */
+    lastFullSweepAt: () => number | null = () => null,
+    now: () => number = () => 0,
   ) {
     const r = this.registry;
     r.setDefaultLabels(labels);
@@ -122,8 +128,34 @@ export class NodeMetrics {
     });
     this.antiEntropyKeysRepaired = new Counter({
       name: "ringstore_antientropy_keys_repaired_total",
-      help: "Keys repaired by anti-entropy",
+      help: "Key copies repaired by anti-entropy (here or at the peer)",
       registers: [r],
+    });
+    this.antiEntropyExchanges = new Counter({
+      name: "ringstore_antientropy_exchanges_total",
+      help: "Anti-entropy exchanges this node started, by outcome (in_sync, differences, no_differences, failed)",
+      labelNames: ["outcome"],
+      registers: [r],
+    });
+    this.antiEntropyDifferingSegments = new Counter({
+      name: "ringstore_antientropy_differing_segments_total",
+      help: "Tree segments found differing at both looks of an exchange",
+      registers: [r],
+    });
+    this.antiEntropyRebuilds = new Counter({
+      name: "ringstore_antientropy_tree_rebuilds_total",
+      help: "Rebuilds of the anti-entropy trees from the data, by outcome (done, abandoned)",
+      labelNames: ["outcome"],
+      registers: [r],
+    });
+    new Gauge({
+      name: "ringstore_antientropy_seconds_since_full_sweep",
+      help: "Seconds since every co-replica was last exchanged with in full (-1: not yet)",
+      registers: [r],
+      collect() {
+        const at = lastFullSweepAt();
+        this.set(at === null ? -1 : Math.max(0, (now() - at) / 1000));
+      },
     });
     this.apiRefused = new Counter({
       name: "ringstore_api_refused_total",

@@ -90,7 +90,7 @@ export interface StatusDocument {
   readonly viewSaves: ViewSaves;
   readonly hintedHandoff: HintedHandoffStatus;
   /** The last anti-entropy exchanges (none until anti-entropy exists). */
-  readonly antiEntropy: { readonly lastExchanges: readonly [] };
+  readonly antiEntropy: AntiEntropyStatus;
   /** The peer transport's counters. */
   readonly transport: TransportCounters;
   /** The storage engine's statistics. */
@@ -160,6 +160,52 @@ export interface StrayStores {
   readonly dropped: number;
 }
 
+/** Anti-entropy as this node runs it. */
+export interface AntiEntropyStatus {
+  readonly enabled: boolean;
+  /** Paused by an operator (it still answers its peers). */
+  readonly paused: boolean;
+  /** The rebuild of this node's trees from its data (after an unclean stop), while it runs or last ran. */
+  readonly rebuild: {
+    readonly partitions: number;
+    readonly startedAt: number;
+    readonly state: "running" | "done" | "abandoned";
+    readonly keys: number | null;
+  } | null;
+  /** When every co-replica was last exchanged with in full, and how long ago (ms); null: not yet. */
+  readonly lastFullSweepAt: number | null;
+  readonly lastFullSweepAgeMs: number | null;
+  /** Exchanges this node started, keys repaired, exchanges that failed, since it started. */
+  readonly exchanges: number;
+  readonly keysRepaired: number;
+  readonly failed: number;
+  /** The last exchanges, oldest first. */
+  readonly lastExchanges: readonly {
+    readonly peer: string;
+    readonly at: number;
+    readonly outcome: string;
+    readonly partitions: number;
+    readonly differingSegments: number;
+    readonly keysDiffering: number;
+    readonly keysRepaired: number;
+    readonly bytes: number;
+    readonly capped: boolean;
+    readonly error: string | null;
+  }[];
+}
+
+const ANTI_ENTROPY_OFF: AntiEntropyStatus = {
+  enabled: false,
+  paused: false,
+  rebuild: null,
+  lastFullSweepAt: null,
+  lastFullSweepAgeMs: null,
+  exchanges: 0,
+  keysRepaired: 0,
+  failed: 0,
+  lastExchanges: [],
+};
+
 /** Hinted handoff as this node holds and delivers it. */
 export interface HintedHandoffStatus {
   /** Hints held here, all targets together. */
@@ -224,6 +270,7 @@ export interface StatusInputs {
   readonly strayStores: StrayStores;
   readonly viewSaves: ViewSaves;
   readonly hintedHandoff?: HintedHandoffStatus;
+  readonly antiEntropy?: AntiEntropyStatus;
   readonly transport: TransportCounters;
   readonly storage: EngineStats;
 }
@@ -279,7 +326,7 @@ export function statusDocument(i: StatusInputs): StatusDocument {
       retrying: i.viewSaves.retrying,
     },
     hintedHandoff: i.hintedHandoff ?? { backlog: 0, backlogBytes: 0, targets: [], limits: null },
-    antiEntropy: { lastExchanges: [] },
+    antiEntropy: i.antiEntropy ?? ANTI_ENTROPY_OFF,
     transport: {
       protocolErrors: t.protocolErrors,
       rejectedHandshakes: t.rejectedHandshakes,

@@ -13,10 +13,12 @@ export interface StartFlags
     | "gossipIntervalMs"
     | "downAfterMs"
     | "hintWindowMs"
+    | "antiEntropyIntervalMs"
     | "apiHeadersTimeoutMs"
     | "apiBodyTimeoutMs"
   > {
   hintWindow?: string;
+  antiEntropyInterval?: string;
   timeout?: string;
   gossipInterval?: string;
   downAfter?: string;
@@ -37,6 +39,7 @@ export async function startCommand(flags: StartFlags): Promise<void> {
     gossipIntervalMs: flags.gossipInterval,
     downAfterMs: flags.downAfter,
     hintWindowMs: flags.hintWindow,
+    antiEntropyIntervalMs: flags.antiEntropyInterval,
     apiHeadersTimeoutMs: flags.apiHeadersTimeout,
     apiBodyTimeoutMs: flags.apiBodyTimeout,
   });

@@ -70,6 +70,13 @@ program
   .option("--partitions <q>", "ring partitions, a power of two (fixed when the cluster is created)", "1024")
   .option("--gossip-interval <ms>", "time between gossip rounds", "500")
   .option("--down-after <ms>", "a member silent this long is down", "5000")
+  .option("--anti-entropy <on|off>", "Merkle anti-entropy between replicas", "on")
+  .option(
+    "--anti-entropy-interval <ms>",
+    "anti-entropy: each co-replica is exchanged with once per this",
+    "30000",
+  )
+  .option("--anti-entropy-rate <keys/s>", "anti-entropy: keys repaired per second at most", "2000")
   .option("--hinted-handoff <on|off>", "sloppy quorum and hinted handoff (off: strict quorums)", "on")
   .option("--hint-window <ms>", "hinted handoff: hints older than this are dropped (default 3 h)", "10800000")
   .option(

@@ -15,7 +15,11 @@
  * The caller binds its ports (peer, API) before calling, so a port in use also refuses the start before
  * anything is written.
  */
+import { PartitionTree } from "../anti-entropy/tree.js";
+import { TreeSet } from "../anti-entropy/tree-set.js";
+import { loadTrees, saveTrees } from "../anti-entropy/tree-store.js";
 import { type HintLimits, HintStore, type HintStoreEvents } from "../replication/hints.js";
+import { partitionOf } from "../ring/ring.js";
 import type { Runtime } from "../runtime/runtime.js";
 import type { StorageEngine } from "../storage/engine.js";
 import type { FileSystem } from "../storage/fs/file-system.js";
@@ -58,6 +62,12 @@ export interface BootConfig {
   readonly maxSiblings: number;
   /** Read repair after reads (on unless false: the simulator's hint check turns it off). */
   readonly readRepair?: boolean;
+  /** Anti-entropy (absent: off). */
+  readonly antiEntropy?: {
+    readonly intervalMs: number;
+    readonly pauseMs: number;
+    readonly keysPerSecond: number;
+  };
   /** Sloppy quorum and hinted handoff (absent: strict quorums, no hints). */
   readonly hinted?: {
     readonly limits: HintLimits;
@@ -77,6 +87,11 @@ export interface BootDeps {
   readonly onLeft?: (how: "left" | "removed") => void;
   /** A background save of the view failed (it is retried). */
   readonly onViewSaveError?: (err: Error) => void;
+  /** Anti-entropy's events, for the metrics. */
+  readonly antiEntropyEvents?: Pick<
+    NonNullable<NodeCoreDeps["antiEntropy"]>,
+    "onRepaired" | "onExchange" | "onRebuild"
+  >;
   /** Hinted handoff's events, for the metrics. */
   readonly hintEvents?: Pick<
     NonNullable<NodeCoreDeps["hinted"]>,
@@ -169,6 +184,23 @@ export async function bootNode(config: BootConfig, deps: BootDeps): Promise<Boot
     await dir.markRunning();
     transport.setCluster(identity.clusterId);
     storage = await deps.openStorage(dir.storageDir);
+    let antiEntropy: NodeCoreDeps["antiEntropy"];
+    if (config.antiEntropy !== undefined) {
+      const q = identity.partitions;
+      const trees = new TreeSet((key) => partitionOf(key, q));
+      const all = Array.from({ length: q }, (_, p) => p);
+      let rebuild: number[] = [];
+      if (plan.kind !== "rejoin") {
+        // A new node holds no data yet: its trees are empty.
+        for (const p of all) trees.adopt(new PartitionTree(p));
+      } else {
+        const loaded = await loadTrees(storage);
+        if (loaded.trees !== undefined && loaded.trees.length === q)
+          for (const t of loaded.trees) trees.adopt(t);
+        else rebuild = all;
+      }
+      antiEntropy = { trees, rebuild, ...config.antiEntropy, ...deps.antiEntropyEvents };
+    }
     let hints: HintStore | undefined;
     if (config.hinted !== undefined) {
       hints = new HintStore(storage, env.clock, config.hinted.limits, {
@@ -203,6 +235,7 @@ export async function bootNode(config: BootConfig, deps: BootDeps): Promise<Boot
       maxSiblings: config.maxSiblings,
       handedOff: saved?.handedOff,
       views,
+      antiEntropy,
       hinted:
         hints === undefined || config.hinted === undefined
           ? undefined
@@ -240,7 +273,17 @@ export async function bootNode(config: BootConfig, deps: BootDeps): Promise<Boot
           async () => {
             // Version nothing more, and let every versioned set reach the disk (or fail) before the engine
             // closes: the stop is clean only if every version this node sent to others is durable here.
-            await booted.replica.seal();
+            await booted.replica.close();
+            // Anti-entropy's trees, saved only if they match the data (every partition's tree is whole).
+            const trees = antiEntropy?.trees;
+            if (
+              trees !== undefined &&
+              booted.replica.writeFailure === undefined &&
+              engine.failure === undefined
+            ) {
+              const whole = Array.from({ length: identity.partitions }, (_, p) => trees.tree(p));
+              if (whole.every((t) => t !== undefined)) await saveTrees(engine, whole);
+            }
             await engine.close();
             if (booted.replica.writeFailure === undefined && engine.failure === undefined)
               await dir.markStopped();

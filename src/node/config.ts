@@ -34,6 +34,12 @@ export interface NodeConfig {
   readonly gossipIntervalMs: number;
   /** A member whose heartbeat has not moved for this long is down. */
   readonly downAfterMs: number;
+  /** Anti-entropy on (the default) or off. */
+  readonly antiEntropy: boolean;
+  /** Anti-entropy: every co-replica is exchanged with once per this interval. */
+  readonly antiEntropyIntervalMs: number;
+  /** Anti-entropy: keys repaired per second at most. */
+  readonly antiEntropyKeysPerSec: number;
   /** Sloppy quorum and hinted handoff on (the default), or strict quorums over a key's replicas alone. */
   readonly hintedHandoff: boolean;
   /** Hinted handoff: hints older than this are dropped (left to anti-entropy). */
@@ -63,6 +69,8 @@ export const NODE_DEFAULTS = {
   maxSiblings: 64,
   requestTimeoutMs: 5000,
   maxRequestTimeoutMs: 60_000,
+  antiEntropyIntervalMs: 30_000,
+  antiEntropyKeysPerSec: 2000,
   hintWindowMs: 3 * 60 * 60 * 1000,
   hintMaxBytes: 256 * 1024 * 1024,
   hintRateBytesPerSec: 16 * 1024 * 1024,
@@ -130,6 +138,9 @@ export interface NodeConfigInput {
   partitions?: string | number | undefined;
   gossipIntervalMs?: string | number | undefined;
   downAfterMs?: string | number | undefined;
+  antiEntropy?: string | boolean | undefined;
+  antiEntropyIntervalMs?: string | number | undefined;
+  antiEntropyRate?: string | number | undefined;
   hintedHandoff?: string | boolean | undefined;
   hintWindowMs?: string | number | undefined;
   hintMaxBytes?: string | number | undefined;
@@ -192,6 +203,19 @@ export function validateNodeConfig(input: NodeConfigInput): NodeConfig {
       60_000,
     ),
     downAfterMs: int(input.downAfterMs ?? NODE_DEFAULTS.downAfterMs, "--down-after", 100, 600_000),
+    antiEntropy: onOff(input.antiEntropy ?? true, "--anti-entropy"),
+    antiEntropyIntervalMs: int(
+      input.antiEntropyIntervalMs ?? NODE_DEFAULTS.antiEntropyIntervalMs,
+      "--anti-entropy-interval",
+      100,
+      24 * 3600_000,
+    ),
+    antiEntropyKeysPerSec: int(
+      input.antiEntropyRate ?? NODE_DEFAULTS.antiEntropyKeysPerSec,
+      "--anti-entropy-rate",
+      1,
+      1_000_000,
+    ),
     hintedHandoff: onOff(input.hintedHandoff ?? true, "--hinted-handoff"),
     hintWindowMs: int(
       input.hintWindowMs ?? NODE_DEFAULTS.hintWindowMs,

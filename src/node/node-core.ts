@@ -8,6 +8,10 @@
  * This class wires; the parts decide: departures.ts (leave, remove, the claimant's approval),
  * leave-completion.ts, stray-forwarder.ts, placement.ts, peer-dispatch.ts.
  */
+
+import type { AeRequest } from "../anti-entropy/messages.js";
+import { AntiEntropy, type AntiEntropyDeps } from "../anti-entropy/service.js";
+import type { TreeSet } from "../anti-entropy/tree-set.js";
 import { GossipDriver } from "../membership/gossip-driver.js";
 import { Membership } from "../membership/membership.js";
 import { Coordinator, type CoordinatorDeps } from "../replication/coordinator.js";
@@ -74,6 +78,21 @@ export interface NodeCoreDeps {
   };
   /** Read repair after reads (on unless false; CoordinatorDeps.readRepair). */
   readonly readRepair?: boolean;
+  /**
+   * Anti-entropy: this node's trees (loaded, or to be rebuilt: `rebuild`), and how its exchanges run.
+   * Absent: no trees, no exchanges (peers' exchange requests are refused).
+   */
+  readonly antiEntropy?: {
+    readonly trees: TreeSet;
+    /** Partitions whose trees must be rebuilt from the data at start (an unclean stop, no saved trees). */
+    readonly rebuild: readonly number[];
+    readonly intervalMs: number;
+    readonly pauseMs: number;
+    readonly keysPerSecond: number;
+    readonly onRepaired?: AntiEntropyDeps["onRepaired"];
+    readonly onExchange?: AntiEntropyDeps["onExchange"];
+    readonly onRebuild?: AntiEntropyDeps["onRebuild"];
+  };
   readonly onReadRepair?: (nodeId: string) => void;
   /** A read or store sent to another replica timed out. */
   readonly onReplicaTimeout?: (op: "read" | "store") => void;
@@ -94,6 +113,9 @@ export class NodeCore {
   readonly handoff: Handoff;
   readonly departures: Departures;
   readonly strays: StrayForwarder;
+  /** Anti-entropy's exchanges and this node's trees (undefined when it is off). */
+  readonly antiEntropy: AntiEntropy | undefined;
+  readonly trees: TreeSet | undefined;
   /** Hinted handoff's store and delivery (undefined without hints). */
   readonly hints: HintStore | undefined;
   readonly hintDelivery: HintDelivery | undefined;
@@ -126,7 +148,7 @@ export class NodeCore {
     const fallbacks = (key: Uint8Array) => (d.hinted === undefined ? [] : this.placement.fallbacks(key));
     const alive = (id: string) => membership.liveness(id, now()) !== "down";
 
-    this.replica = new Replica(d.storage, d.actor, d.maxSiblings);
+    this.replica = new Replica(d.storage, d.actor, d.maxSiblings, undefined, d.antiEntropy?.trees);
     const peers = new ReplicaPeers({
       selfId: d.nodeId,
       membership,
@@ -259,8 +281,38 @@ export class NodeCore {
             onDelivered: hinted.onDelivered,
             onDropped: hinted.onDropped,
           });
+    const ae = d.antiEntropy;
+    this.trees = ae?.trees;
+    const ask = async <R extends AeRequest>(peer: string, request: R) => {
+      const addr = membership.member(peer)?.peer;
+      if (addr === undefined) throw new Error(`no address known for ${peer}`);
+      return d.transport.request(addr, request, d.requestTimeoutMs * 4);
+    };
+    this.antiEntropy =
+      ae === undefined
+        ? undefined
+        : new AntiEntropy({
+            selfId: d.nodeId,
+            trees: ae.trees,
+            data: this.replica,
+            partitionOf: ae.trees.partitionOf,
+            peers: () => this.placement.coReplicas().filter(alive),
+            shared: (peer) => this.placement.shared(peer),
+            askTrees: (peer, r) => ask(peer, r),
+            askKeys: (peer, r) => ask(peer, r),
+            peer: peerFor,
+            timers: d.timers,
+            clock: d.clock,
+            intervalMs: ae.intervalMs,
+            pauseMs: ae.pauseMs,
+            keysPerSecond: ae.keysPerSecond,
+            onRepaired: ae.onRepaired,
+            onExchange: ae.onExchange,
+            onRebuild: ae.onRebuild,
+          });
     this.handlers = peerHandlers({
       selfId: d.nodeId,
+      antiEntropy: this.antiEntropy,
       local: peerFor(d.nodeId),
       cluster: d.cluster,
       membership,
@@ -293,6 +345,11 @@ export class NodeCore {
   start(): void {
     this.gossip.start();
     this.hintDelivery?.start();
+    const ae = this.d.antiEntropy;
+    if (this.antiEntropy !== undefined && ae !== undefined) {
+      if (ae.rebuild.length > 0) void this.antiEntropy.rebuild(ae.rebuild);
+      this.antiEntropy.start();
+    }
     // A pass that a stop or crash interrupted runs again from the ring saved as handed off for.
     const saved = this.d.handedOff;
     this.handoff.start(
@@ -307,7 +364,9 @@ export class NodeCore {
   stop(): Promise<void> {
     this.gossip.stop();
     this.completion.stop();
-    return Promise.all([this.handoff.stop(), this.hintDelivery?.stop()]).then(() => undefined);
+    return Promise.all([this.handoff.stop(), this.hintDelivery?.stop(), this.antiEntropy?.stop()]).then(
+      () => undefined,
+    );
   }
 
   /** What a node saves to find its place again after a restart: members, ring, last handed-off ring. */

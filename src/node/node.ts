@@ -6,10 +6,11 @@
  */
 import { randomBytes, randomInt } from "node:crypto";
 import * as path from "node:path";
+import type { AntiEntropy } from "../anti-entropy/service.js";
 import { loadApiSecurity } from "../api/api-security.js";
 import { createApi, type MembershipOutcome, serveApi } from "../api/http-api.js";
 import { NodeMetrics } from "../api/metrics.js";
-import { hintedHandoffDocument, ringDocument, statusDocument } from "../api/views.js";
+import { type AntiEntropyStatus, hintedHandoffDocument, ringDocument, statusDocument } from "../api/views.js";
 import { seededRandom } from "../runtime/runtime.js";
 import { systemRuntime } from "../runtime/system-runtime.js";
 import { workerCompactionExecutor } from "../storage/compaction-worker.js";
@@ -23,6 +24,9 @@ import { type BootedNode, bootNode, type NodeEnv, runAll } from "./boot.js";
 import { formatHostPort, type HostPort, type NodeConfig } from "./config.js";
 import { MembershipRefusedError } from "./departures.js";
 import type { NodeIdentity } from "./identity.js";
+
+/** The pause between an anti-entropy exchange's two looks (Riak pauses about a second). */
+const ANTI_ENTROPY_PAUSE_MS = 1000;
 
 export interface RunningNode {
   readonly id: string;
@@ -81,10 +85,13 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
     // The API's port is bound before anything is written too; it answers 503 `starting` until served.
     let engine: StorageEngine | undefined;
     let backlog: () => ReadonlyMap<string, { count: number; bytes: number }> = () => new Map();
+    let lastSweep: () => number | null = () => null;
     const metrics = new NodeMetrics(
       () => engine!.stats(),
       { node: config.id },
       () => backlog(),
+      () => lastSweep(),
+      now,
     );
     // The API's TLS and token files: one that cannot be used stops the start before anything is written.
     const security = await loadApiSecurity({
@@ -119,6 +126,15 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
         downAfterMs: config.downAfterMs,
         requestTimeoutMs: config.requestTimeoutMs,
         maxSiblings: config.maxSiblings,
+        ...(config.antiEntropy
+          ? {
+              antiEntropy: {
+                intervalMs: config.antiEntropyIntervalMs,
+                pauseMs: ANTI_ENTROPY_PAUSE_MS,
+                keysPerSecond: config.antiEntropyKeysPerSec,
+              },
+            }
+          : {}),
         ...(config.hintedHandoff
           ? {
               hinted: {
@@ -151,6 +167,14 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
         onReadRepair: () => metrics.readRepairs.inc(),
         onReplicaTimeout: (op) => metrics.replicaRequestTimeouts.inc({ op }),
         onLeft: (how) => options.onLeft?.(how),
+        antiEntropyEvents: {
+          onRepaired: () => metrics.antiEntropyKeysRepaired.inc(),
+          onExchange: (r) => {
+            metrics.antiEntropyExchanges.inc({ outcome: r.outcome });
+            metrics.antiEntropyDifferingSegments.inc(r.confirmedSegments);
+          },
+          onRebuild: (r) => metrics.antiEntropyRebuilds.inc({ outcome: r.outcome }),
+        },
         hintEvents: {
           onStored: () => metrics.hintsStored.inc(),
           onDelivered: (_target, bytes) => {
@@ -177,6 +201,8 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
     engine = storage;
     const hints = core.hints;
     if (hints !== undefined) backlog = () => hints.backlog();
+    const ae = core.antiEntropy;
+    if (ae !== undefined) lastSweep = () => ae.lastFullSweepAt();
     serveApi(app, {
       service: core.router,
       secret: Buffer.from(id.clusterSecret, "base64"),
@@ -204,6 +230,14 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
       leave: (force) => membershipOutcome(async () => ({ node: config.id, ...(await core.leave(force)) })),
       remove: (rid, force) =>
         membershipOutcome(async () => ({ node: config.id, ...(await core.remove(rid, force)) })),
+      antiEntropy:
+        ae === undefined
+          ? undefined
+          : (paused) => {
+              if (paused) ae.pause();
+              else ae.resume();
+              return { node: config.id, paused: ae.paused };
+            },
       status: async () => {
         const t = now();
         return statusDocument({
@@ -224,6 +258,7 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
           handoff: core.handoff.progress,
           strayStores: core.strays.counts,
           viewSaves: node.views.status,
+          antiEntropy: ae === undefined ? undefined : antiEntropyDocument(ae, t),
           hintedHandoff: hintedHandoffDocument({
             backlog: hints?.backlog() ?? new Map(),
             progress: core.hintDelivery?.progress ?? new Map(),
@@ -271,4 +306,29 @@ async function membershipOutcome<A>(run: () => Promise<A>): Promise<MembershipOu
     if (!(err instanceof MembershipRefusedError)) throw err;
     return { kind: err.code === "unavailable" ? "unavailable" : "refused", reason: err.message };
   }
+}
+
+/** Anti-entropy's part of /status. */
+function antiEntropyDocument(ae: AntiEntropy, now: number): AntiEntropyStatus {
+  const at = ae.lastFullSweepAt();
+  const r = ae.rebuildProgress;
+  return {
+    enabled: true,
+    paused: ae.paused,
+    rebuild:
+      r === null
+        ? null
+        : {
+            partitions: r.partitions,
+            startedAt: r.startedAt,
+            state: r.report === null ? "running" : r.report.outcome,
+            keys: r.report?.keys ?? null,
+          },
+    lastFullSweepAt: at,
+    lastFullSweepAgeMs: at === null ? null : Math.max(0, Math.round(now - at)),
+    exchanges: ae.totals.exchanges,
+    keysRepaired: ae.totals.keysRepaired,
+    failed: ae.totals.failed,
+    lastExchanges: [...ae.recent],
+  };
 }

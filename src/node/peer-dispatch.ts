@@ -2,6 +2,7 @@
  * The answers a node gives its peers: one handler per request of the peer protocol
  * (transport/messages.ts), each typed by its request, over the part of the node that owns the answer.
  */
+import type { AntiEntropy } from "../anti-entropy/service.js";
 import { hash32 } from "../core/hash.js";
 import type { DepartureVerdict } from "../membership/departure.js";
 import type { GossipDriver } from "../membership/gossip-driver.js";
@@ -18,6 +19,8 @@ import type { ClusterSettings } from "./identity.js";
 
 export interface PeerDispatchDeps {
   readonly selfId: string;
+  /** Anti-entropy, when it is on: it answers the peers' exchanges. */
+  readonly antiEntropy: AntiEntropy | undefined;
   readonly cluster: ClusterSettings;
   readonly membership: Membership;
   readonly gossip: GossipDriver;
@@ -83,10 +86,21 @@ export function peerHandlers(d: PeerDispatchDeps): PeerHandlers {
       return { kind: "stored" };
     },
     depart: (_from, body) => ({ kind: "departure", ...d.approveDeparture(body.id, body.how, body.force) }),
+    ae_roots: (_from, body) => aeOn(d).answerTrees(body),
+    ae_branches: (_from, body) => aeOn(d).answerTrees(body),
+    ae_segments: (_from, body) => aeOn(d).answerTrees(body),
+    ae_keys: (_from, body) => aeOn(d).answerKeys(body),
     // The request id makes the write idempotent: a second copy gets the first one's outcome.
     coordinate: (_from, body) =>
       d.forwarded.run(body.requestId, `${body.key.length}:${hash32(body.key, 0)}`, () =>
         d.router.coordinateForwarded(body),
       ),
   };
+}
+
+/** The node's anti-entropy, or the refusal its peers get when it is off. */
+function aeOn(d: PeerDispatchDeps): AntiEntropy {
+  if (d.antiEntropy === undefined)
+    throw Object.assign(new Error(`anti-entropy is off on ${d.selfId}`), { code: "ERR_UNAVAILABLE" });
+  return d.antiEntropy;
 }

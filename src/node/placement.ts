@@ -9,6 +9,8 @@ import type { RingView } from "../transport/messages.js";
 export class Placement {
   private table: PreferenceTable | undefined;
   private tableRingVersion = -1;
+  /** For the current table: each other node that replicates a partition with this one, and which. */
+  private sharedWith: Map<string, number[]> | undefined;
 
   constructor(
     private readonly membership: Membership,
@@ -32,8 +34,39 @@ export class Placement {
     if (this.table === undefined || this.tableRingVersion !== ring.version) {
       this.table = this.tableOf(ring);
       this.tableRingVersion = ring.version;
+      this.sharedWith = undefined;
     }
     return this.table;
+  }
+
+  /** The partitions this node and `peer` both replicate under the current ring. */
+  shared(peer: string): readonly number[] {
+    return this.sharing().get(peer) ?? [];
+  }
+
+  /** The nodes that replicate at least one partition with this one, by id. */
+  coReplicas(): readonly string[] {
+    return [...this.sharing().keys()].sort();
+  }
+
+  private sharing(): Map<string, number[]> {
+    const table = this.current();
+    if (table === undefined) return new Map();
+    if (this.sharedWith === undefined) {
+      const out = new Map<string, number[]>();
+      for (let p = 0; p < table.ring.partitions; p++) {
+        const list = table.forPartition(p);
+        if (!list.includes(this.selfId)) continue;
+        for (const id of list)
+          if (id !== this.selfId) {
+            const ps = out.get(id);
+            if (ps === undefined) out.set(id, [p]);
+            else ps.push(p);
+          }
+      }
+      this.sharedWith = out;
+    }
+    return this.sharedWith;
   }
 
   /** The key's preference list: node ids, in order ([] before the node has a ring). */

@@ -128,6 +128,11 @@ export class KeyLock {
     };
   }
 
+  /** Resolves once no key is held (those held now, and any taken meanwhile, all released). */
+  async idle(): Promise<void> {
+    while (this.held.size > 0) await Promise.allSettled([...this.held.values()].map((h) => h.tail));
+  }
+
   async run<T>(key: Uint8Array, fn: () => Promise<T>): Promise<T> {
     const release = await this.acquire(key);
     try {

@@ -81,6 +81,12 @@ export interface StoredEntry {
   readonly value: Uint8Array;
 }
 
+/** What is told of every change of a stored set (anti-entropy's TreeSet has this shape). */
+export interface StoredSetChanges {
+  writeBegins(key: Uint8Array, oldSet: readonly StoredSibling[], newSet: readonly StoredSibling[]): unknown;
+  writeEnds(write: unknown, ok: boolean): void;
+}
+
 /** What handoff reads of a replica: its sets, in pages, and one set's stored bytes. */
 export type StoredSets = Pick<Replica, "scan" | "readRaw">;
 
@@ -88,6 +94,8 @@ export class Replica {
   private readonly lock: KeyLock;
   private failure: CannotVersionError | undefined;
   private sealed: CannotVersionError | undefined;
+  /** `close` was called: merges are refused too. */
+  private closed = false;
   /** The local writes of versioned sets not yet settled. */
   private readonly pending = new Set<Promise<void>>();
 
@@ -96,6 +104,11 @@ export class Replica {
     readonly actor: Actor,
     private readonly maxSiblings: number,
     lock: KeyLock = new KeyLock(),
+    /**
+     * Told of every change of a stored set, under the key's lock: right before the engine write and once
+     * it settled (anti-entropy's trees, anti-entropy/tree-set.ts).
+     */
+    private readonly changes?: StoredSetChanges,
   ) {
     this.lock = lock;
   }
@@ -219,6 +232,8 @@ export class Replica {
       assertFreshDot(current, context, actor, written.dot);
       if (set.length > this.maxSiblings)
         return { kind: "too_many_siblings", siblings: current.length, max: this.maxSiblings };
+      // A stand-in's set is a hint, not this node's data: no tree of its own changes.
+      const tree = standIn === undefined ? this.changes?.writeBegins(key, own, set) : undefined;
       const durable =
         standIn !== undefined
           ? standIn.store(set)
@@ -230,11 +245,15 @@ export class Replica {
               throw err;
             });
       this.pending.add(durable);
-      const settled = () => {
+      const settled = (ok: boolean) => {
         this.pending.delete(durable);
+        this.changes?.writeEnds(tree, ok);
         release();
       };
-      durable.then(settled, settled);
+      durable.then(
+        () => settled(true),
+        () => settled(false),
+      );
       storing = true;
       return { kind: "ok", set, written, durable };
     } finally {
@@ -271,6 +290,17 @@ export class Replica {
   }
 
   /**
+   * For a clean stop, after `seal`: takes no more merges either (they fail with CannotVersionError), and
+   * resolves once none is under way, so that nothing changes a stored set any more (the anti-entropy
+   * trees saved next then match the data).
+   */
+  async close(): Promise<void> {
+    await this.seal();
+    this.closed = true;
+    await this.lock.idle();
+  }
+
+  /**
    * Folds `incoming` into the stored set; returns the merged set. Writes only if something changed.
    * Rejects with KeyLockOverloadedError (ERR_OVERLOADED) at once if the key lock is full.
    */
@@ -283,12 +313,23 @@ export class Replica {
     key: Uint8Array,
     incoming: readonly StoredSibling[],
   ): Promise<{ set: StoredSibling[]; changed: boolean }> {
+    if (this.closed) throw new CannotVersionError("this node is stopping; it stores nothing more");
     return this.lock.run(key, async () => {
+      if (this.closed) throw new CannotVersionError("this node is stopping; it stores nothing more");
       const current = await this.read(key);
       const merged = merge(current, incoming);
       assertMergeCovers(merged, current, incoming);
       const changed = !sameDots(current, merged);
-      if (changed) await this.storage.put(DATA.encode(key), encodeSiblings(merged));
+      if (changed) {
+        const tree = this.changes?.writeBegins(key, current, merged);
+        let ok = false;
+        try {
+          await this.storage.put(DATA.encode(key), encodeSiblings(merged));
+          ok = true;
+        } finally {
+          this.changes?.writeEnds(tree, ok);
+        }
+      }
       return { set: merged, changed };
     });
   }

@@ -39,6 +39,7 @@ import type { Durability } from "../storage/lsm/options.js";
 import { MemoryEngine } from "../storage/memory-engine.js";
 import type { AnswerBody, MemberView, RequestBody } from "../transport/messages.js";
 import { type RequestHandler, TransportError } from "../transport/transport.js";
+import { merge } from "../versioning/dvv.js";
 import { DurableCopies } from "./copies.js";
 import type { SimNetwork, SimTransport } from "./sim-network.js";
 import { SlowDisk } from "./slow-disk.js";
@@ -47,8 +48,13 @@ export type StorageKind = "lsm" | "memory";
 
 /** Bugs planted on purpose, to show that the checkers catch them (test/sim). Never used otherwise. */
 export type PlantedBug =
-  /** The first node answers `store` (replication, read repair) without storing the set. */
+  /** The first node answers `store` (replication, read repair) and merges (anti-entropy) without storing. */
   | "drop-store"
+  /**
+   * The first node's anti-entropy trees miss every other change of its stored sets (a skipped tree
+   * update): its trees no longer match its data.
+   */
+  | "skip-tree-update"
   /** Every coordinator ignores the client's context (versions each write as if blind). */
   | "ignore-context"
   /** LSM durability "none": a write is acknowledged before it is fsynced, so a crash loses it. */
@@ -88,6 +94,8 @@ export interface ClusterConfig {
   readonly maxSiblings: number;
   /** Sloppy quorum and hinted handoff (on unless false). */
   readonly hints?: boolean;
+  /** Anti-entropy (on unless false). */
+  readonly antiEntropy?: boolean;
   /** Read repair after reads (on unless false). */
   readonly readRepair?: boolean;
   /** Record every set each node's engine makes durable, by key and primary (`copies`; the hint check). */
@@ -145,6 +153,9 @@ export const SIM_HINTS = {
   limits: { windowMs: 3 * 60 * 60 * 1000, maxBytesPerTarget: 64 * 1024 * 1024 },
   deliveryBytesPerSecond: 16 * 1024 * 1024,
 };
+
+/** Anti-entropy in the simulator: exchanges often enough to matter within a run of a few seconds. */
+const SIM_ANTI_ENTROPY = { intervalMs: 2000, pauseMs: 200, keysPerSecond: 10_000 };
 
 /** How often, and how long apart, a joining node boots again when its join is not answered. */
 const JOIN_ATTEMPTS = 200;
@@ -233,6 +244,7 @@ export class SimCluster {
         requestTimeoutMs: c.requestTimeoutMs,
         maxSiblings: c.maxSiblings,
         ...(c.hints === false ? {} : { hinted: SIM_HINTS }),
+        ...(c.antiEntropy === false ? {} : { antiEntropy: SIM_ANTI_ENTROPY }),
         ...(c.readRepair === false ? { readRepair: false } : {}),
       },
       {
@@ -263,6 +275,21 @@ export class SimCluster {
       },
     );
     node.booted = booted;
+    const trees = booted.core.trees;
+    if (this.config.bug === "skip-tree-update" && node === this.nodes[0] && trees !== undefined) {
+      const begins = trees.writeBegins.bind(trees);
+      let calls = 0;
+      trees.writeBegins = (key, oldSet, newSet) =>
+        ++calls % 2 === 0 ? undefined : begins(key, oldSet, newSet);
+    }
+    // The planted drop-store bug also keeps the node's own merges (anti-entropy's repairs) from storing.
+    if (this.config.bug === "drop-store" && node === this.nodes[0]) {
+      const replica = booted.core.replica;
+      replica.mergeChanged = async (key, incoming) => ({
+        set: merge(await replica.read(key), incoming),
+        changed: false,
+      });
+    }
     node.core = booted.core;
     node.storage = booted.storage;
     node.actor = booted.identity.actor;
@@ -511,6 +538,11 @@ export class SimCluster {
           (n.core.hints?.backlog().size ?? 0) === 0,
       )
     );
+  }
+
+  /** Every member's anti-entropy has, since `since`, exchanged with each co-replica and found it in sync. */
+  antiEntropyInSync(since: number): boolean {
+    return this.members().every((n) => n.core.antiEntropy?.inSyncSince(since) ?? true);
   }
 
   /**

@@ -87,6 +87,7 @@ const bugs: PlantedBug[] = [
   "no-forward-memo",
   "retry-forward",
   "lose-hints",
+  "skip-tree-update",
 ];
 if (values.bug !== undefined && !bugs.includes(values.bug as PlantedBug))
   usage(`--bug must be one of ${bugs.join(", ")}`);
@@ -117,7 +118,7 @@ function summary(r: SimResult, wallMs: number): string {
   return [
     `seed ${r.options.seed} (${r.options.storage}, faults ${r.options.faults}${r.options.hintCheck === true ? ", hint check" : ""}): ${r.anomalies.length === 0 ? "ok" : `${r.anomalies.length} ANOMALIES`}`,
     `  ${r.history.writes.length} writes (ok ${w.writes.ok}, unknown ${w.writes.unknown}, failed ${w.writes.failed}), ` +
-      `${w.readsUnavailable} reads unavailable, ${r.readRepairs} read repairs, ${r.hints.stored} hints stored and ${r.hints.delivered} delivered (this incarnation of each node), most siblings read ${w.maxSiblingsRead}` +
+      `${w.readsUnavailable} reads unavailable, ${r.readRepairs} read repairs, ${r.hints.stored} hints stored and ${r.hints.delivered} delivered, ${r.antiEntropy.exchanges} anti-entropy exchanges repairing ${r.antiEntropy.keysRepaired} keys (this incarnation of each node), most siblings read ${w.maxSiblingsRead}` +
       (r.options.hintCheck === true
         ? `; hint check: ${r.excused.length} copies excused (coordinator crashed before its late hint)`
         : ""),

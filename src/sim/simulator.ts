@@ -8,15 +8,13 @@
  * 2. chaos: the clients run their operations while the nemesis injects faults; clock skew throughout;
  * 3. heal: every fault undone (network healed, paused nodes resumed, crashed nodes restarted), then wait
  *    until every node sees every other up with the same ring;
- * 4. converge: replicas converge only through read repair today, so the simulator does what a user
- *    would: it reads every key through the cluster with r = N (which repairs every replica that lacked
- *    part of the merged set), then lets the cluster go quiet (`quietMs`). Anti-entropy (Merkle
- *    exchanges, a later issue) will take this over: step 4 then becomes "wait until quiet".
+ * 4. converge: by anti-entropy alone, no reads: wait until every member has, since healing, exchanged
+ *    with each of its co-replicas and found them in sync, then let the cluster go quiet (`quietMs`).
  * 5. collect every replica's stored siblings directly (NodeCore.replica.read on the key's preference
  *    list) and run the checkers; check the bounds (network queues, storage, siblings, steps).
  *
- * The hint check (`hintCheck`) judges hinted handoff alone: every node runs with read repair off (there
- * is no anti-entropy yet), step 4's reads are skipped, and after heal the run waits until the cluster is
+ * The hint check (`hintCheck`) judges hinted handoff alone: every node runs with read repair and
+ * anti-entropy off, and after heal the run waits until the cluster is
  * settled (every hint delivered), quiet, and settled again; then every acknowledged write must be on all
  * N primaries (checker.ts, checkHintedHandoff, excusing copies lost with a coordinator that crashed
  * before keeping its late hint: lostLateHint), and the checkers that judge each replica's own set must
@@ -100,6 +98,8 @@ const WARMUP_MS = 1500;
 const MAX_CHAOS_MS = 120_000;
 const MAX_HEAL_MS = 60_000;
 const QUIET_MS = 3000;
+/** Anti-entropy's time to bring the replicas in sync after healing (exchanges every 2 s in the simulator). */
+const MAX_CONVERGE_MS = 120_000;
 /**
  * The hint check: how long after a write's deadline its coordinator may still be keeping the hints for
  * its late primaries (durable puts behind a slow disk), for lostLateHint.
@@ -168,6 +168,8 @@ export interface SimResult {
    * coordinator crashed before keeping its late hint: lostLateHint), one line each; [] otherwise.
    */
   readonly excused: readonly string[];
+  /** Anti-entropy exchanges and keys repaired (this incarnation of each node), all nodes together. */
+  readonly antiEntropy: { readonly exchanges: number; readonly keysRepaired: number };
   /** Hints stored (or merged) and delivered, all nodes together. */
   readonly hints: { readonly stored: number; readonly delivered: number };
   /** SHA-256 of the canonical history. */
@@ -274,7 +276,7 @@ export async function runSimulation(o: SimOptions): Promise<SimResult> {
       downAfterMs: DOWN_AFTER_MS,
       requestTimeoutMs: PEER_TIMEOUT_MS,
       maxSiblings: MAX_SIBLINGS,
-      ...(o.hintCheck === true ? { readRepair: false, watchCopies: true } : {}),
+      ...(o.hintCheck === true ? { readRepair: false, watchCopies: true, antiEntropy: false } : {}),
       bug: o.bug,
     },
     sched,
@@ -352,16 +354,17 @@ export async function runSimulation(o: SimOptions): Promise<SimResult> {
     if (sched.now() - EPOCH_MS >= SIM_HINTS.limits.windowMs)
       fail("hinted-handoff", "", "the run outlasted the hint window: hints may have expired");
   } else {
-    for (const [i, key] of keys.entries()) {
-      let ok = false;
-      for (let attempt = 0; attempt < 5 && !ok; attempt++) {
-        const members = cluster.members();
-        const node = members[(i + attempt) % members.length]!;
-        const out = await sched.runUntilSettled(node.core.router.get(Buffer.from(key), N, 2000), 10_000);
-        ok = out.kind === "ok";
-      }
-      if (!ok) fail("liveness", key, `no read with r=${N} succeeded after healing`);
-    }
+    // Anti-entropy alone brings the replicas together: no reads. Quiet means every member has since
+    // exchanged with each of its co-replicas and found them in sync.
+    const healedAt = sched.now();
+    if (
+      !(await sched.runUntil(() => cluster.settled() && cluster.antiEntropyInSync(healedAt), MAX_CONVERGE_MS))
+    )
+      fail(
+        "liveness",
+        "",
+        `anti-entropy did not bring the replicas in sync within ${MAX_CONVERGE_MS} ms of healing`,
+      );
     await sched.runFor(QUIET_MS);
   }
   log(`quiet: ${cluster.readRepairs.count} read repairs in the run`);
@@ -407,7 +410,10 @@ export async function runSimulation(o: SimOptions): Promise<SimResult> {
     fail("sim-error", "", err instanceof Error ? (err.stack ?? err.message) : String(err));
 
   const hints = { stored: 0, delivered: 0 };
+  const antiEntropy = { exchanges: 0, keysRepaired: 0 };
   for (const node of cluster.nodes) {
+    antiEntropy.exchanges += node.core?.antiEntropy?.totals.exchanges ?? 0;
+    antiEntropy.keysRepaired += node.core?.antiEntropy?.totals.keysRepaired ?? 0;
     const c = node.core?.hints?.counters;
     hints.stored += (c?.stored ?? 0) + (c?.merged ?? 0);
     for (const p of node.core?.hintDelivery?.progress.values() ?? []) hints.delivered += p.delivered;
@@ -423,6 +429,7 @@ export async function runSimulation(o: SimOptions): Promise<SimResult> {
     readRepairs: cluster.readRepairs.count,
     excused,
     hints,
+    antiEntropy,
     hash: historyHash(history),
     trace,
     virtualMs: sched.now() - EPOCH_MS,

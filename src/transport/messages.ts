@@ -28,6 +28,15 @@
  * not. (The layers would allow it: transport/ may depend on versioning/, which is below it.)
  */
 import { Packr } from "msgpackr";
+import {
+  AE_ANSWER_KIND,
+  type AeAnswer,
+  type AeRequest,
+  MAX_ANSWER_KEY_BYTES,
+  MAX_MESSAGE_KEYS,
+  MAX_REQUEST_IDS,
+  MAX_REQUEST_SEGMENTS,
+} from "../anti-entropy/messages.js";
 
 /**
  * Checked for equality in the handshake (tcp-transport.ts): nodes of different versions refuse each
@@ -37,8 +46,9 @@ import { Packr } from "msgpackr";
  * and `coordinated`'s outcome are fields of the message (a list of [actor, counter] entries, a closed
  * union) instead of nested MessagePack blobs. 5: `read` and `store` may carry `hintFor` (sloppy quorum:
  * the receiver stands in for that replica); a node of version 4 would take such a store as its own data.
+ * 6: anti-entropy's requests (ae_roots, ae_branches, ae_segments, ae_keys) and answers.
  */
-export const PROTOCOL_VERSION = 5;
+export const PROTOCOL_VERSION = 6;
 /** Longest `coordinate` request id (the forwarder's node id, 16 hex digits, a counter). */
 export const MAX_REQUEST_ID_CHARS = 128;
 /** Longest deadline a request frame carries (a longer timeout is sent as this). */
@@ -169,7 +179,9 @@ export type RequestBody =
       readonly id: string;
       readonly how: "leave" | "remove";
       readonly force: boolean;
-    };
+    }
+  /** Anti-entropy (anti-entropy/messages.ts): tree levels and keys of the partitions two replicas share. */
+  | AeRequest;
 
 export type AnswerBody =
   | { readonly kind: "pong" }
@@ -199,7 +211,8 @@ export type AnswerBody =
       readonly w: number;
       readonly members: readonly MemberView[];
       readonly ring: RingView | null;
-    };
+    }
+  | AeAnswer;
 
 export type RequestKind = RequestBody["kind"];
 export type AnswerKind = AnswerBody["kind"];
@@ -216,6 +229,7 @@ export const ANSWER_KIND = {
   gossip: "gossip",
   join: "joined",
   depart: "departure",
+  ...AE_ANSWER_KIND,
 } as const satisfies { readonly [K in RequestKind]: AnswerKind };
 
 /** The answer body to a request of kind K (a union of kinds gives the union of their answers). */
@@ -398,6 +412,23 @@ function writeOutcome(v: unknown): WireWriteOutcome {
   }
 }
 
+/** A list of u32 values as one byte string (anti-entropy/messages.ts), at most `max` values. */
+function u32List(o: Obj, k: string, max: number): Uint8Array {
+  const v = bytes(o, k, 4 * max);
+  if (v.length % 4 !== 0) throw new ProtocolError(`field ${k} is not a list of u32 (${v.length} bytes)`);
+  return v;
+}
+
+/** A list of keys (byte strings of at most MAX_KEY_BYTES each), at most MAX_MESSAGE_KEYS. */
+function keyList(o: Obj, k: string): Uint8Array[] {
+  const v = arr(o, k, MAX_MESSAGE_KEYS);
+  return v.map((x, i) => {
+    if (!(x instanceof Uint8Array) || x.length > MAX_KEY_BYTES)
+      throw new ProtocolError(`field ${k}[${i}] is not a key`);
+    return Buffer.from(x);
+  });
+}
+
 /** A node id: a non-empty string of at most 64 characters. */
 function nodeId(o: Obj, k: string): string {
   const v = str(o, k, 64);
@@ -450,6 +481,28 @@ function requestBody(v: unknown): RequestBody {
         throw new ProtocolError(`unknown departure ${JSON.stringify(how)}`);
       return { kind, id: str(o, "id", 64), how, force: bool(o, "force") };
     }
+    case "ae_roots":
+    case "ae_branches":
+      return { kind, partitions: u32List(o, "partitions", MAX_REQUEST_IDS) };
+    case "ae_segments":
+      return { kind, branches: u32List(o, "branches", MAX_REQUEST_IDS) };
+    case "ae_keys": {
+      const segments = u32List(o, "segments", MAX_REQUEST_SEGMENTS);
+      const counts = u32List(o, "counts", MAX_REQUEST_SEGMENTS);
+      const keys = keyList(o, "keys");
+      const hashes = u32List(o, "hashes", MAX_MESSAGE_KEYS);
+      if (counts.length !== segments.length || hashes.length !== 4 * keys.length)
+        throw new ProtocolError("ae_keys: segments, counts, keys and hashes do not match");
+      return {
+        kind,
+        segments,
+        counts,
+        keys,
+        hashes,
+        maxKeys: int(o, "maxKeys", 0, MAX_MESSAGE_KEYS),
+        maxBytes: int(o, "maxBytes", 0, MAX_ANSWER_KEY_BYTES),
+      };
+    }
     default:
       throw new ProtocolError(`unknown request kind ${JSON.stringify(kind)}`);
   }
@@ -468,6 +521,19 @@ function answerBody(v: unknown): AnswerBody {
       return { kind, set: o.set === null || o.set === undefined ? null : bytes(o, "set") };
     case "coordinated":
       return { kind, outcome: writeOutcome(o.outcome) };
+    case "ae_hashes":
+      return {
+        kind,
+        hashes: u32List(o, "hashes", MAX_REQUEST_IDS * 32),
+        unavailable: u32List(o, "unavailable", MAX_REQUEST_IDS),
+      };
+    case "ae_key_diffs": {
+      const keys = keyList(o, "keys");
+      const hashes = u32List(o, "hashes", MAX_MESSAGE_KEYS);
+      if (hashes.length !== 4 * keys.length)
+        throw new ProtocolError("ae_key_diffs: keys and hashes do not match");
+      return { kind, covered: int(o, "covered", 0, MAX_REQUEST_SEGMENTS), keys, hashes };
+    }
     case "departure":
       return {
         kind,

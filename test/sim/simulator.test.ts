@@ -171,6 +171,19 @@ describe("simulator: planted bugs are caught", () => {
     );
   });
 
+  test("a skipped anti-entropy tree update: the replicas are never found in sync (or disagree)", async () => {
+    // No faults: a crash would rebuild the trees from the data and hide the drift.
+    const r = await runSimulation({ ...options(1, "lsm", "none"), bug: "skip-tree-update" });
+    assert.ok(
+      r.anomalies.some(
+        (a) =>
+          a.checker === "replicas-agree" ||
+          (a.checker === "liveness" && /anti-entropy did not bring the replicas in sync/.test(a.message)),
+      ),
+      JSON.stringify(r.anomalies.slice(0, 3)),
+    );
+  });
+
   test("a coordinator that ignores the client's context: siblings that are not concurrent", async () => {
     const r = await runSimulation({ ...options(1, "memory", "none"), bug: "ignore-context" });
     assert.ok(r.anomalies.some((a) => a.checker === "siblings-concurrent"));

@@ -72,6 +72,27 @@ export const ECHO: PeerHandlers = {
     forceable: !body.force,
     remaining: 2,
   }),
+  ae_roots: (_from, body) => ({
+    kind: "ae_hashes",
+    hashes: Buffer.from(body.partitions),
+    unavailable: Buffer.alloc(0),
+  }),
+  ae_branches: (_from, body) => ({
+    kind: "ae_hashes",
+    hashes: Buffer.alloc(0),
+    unavailable: Buffer.from(body.partitions),
+  }),
+  ae_segments: (_from, body) => ({
+    kind: "ae_hashes",
+    hashes: Buffer.from(body.branches),
+    unavailable: Buffer.alloc(0),
+  }),
+  ae_keys: (_from, body) => ({
+    kind: "ae_key_diffs",
+    covered: body.counts.length / 4,
+    keys: [...body.keys],
+    hashes: Buffer.from(body.hashes),
+  }),
 };
 
 /** The transport handler of ECHO. */
@@ -135,7 +156,26 @@ export function everyKind(): RequestBody[] {
     { kind: "join", member: member("c") },
     { kind: "depart", id: "c", how: "leave", force: false },
     { kind: "depart", id: "d", how: "remove", force: true },
+    { kind: "ae_roots", partitions: u32(0, 5, 1023) },
+    { kind: "ae_branches", partitions: u32(7) },
+    { kind: "ae_segments", branches: u32(7 * 32 + 3, 9 * 32) },
+    {
+      kind: "ae_keys",
+      segments: u32(7 * 1024 + 12),
+      counts: u32(2),
+      keys: [Buffer.from("k1"), Buffer.from("k2")],
+      hashes: u32(0xdeadbeef, 1),
+      maxKeys: 100,
+      maxBytes: 65536,
+    },
   ];
+}
+
+/** u32 values as one big-endian byte string (anti-entropy's lists). */
+function u32(...values: number[]): Uint8Array {
+  const b = Buffer.alloc(4 * values.length);
+  for (const [i, v] of values.entries()) b.writeUInt32BE(v >>> 0, 4 * i);
+  return b;
 }
 
 // ------------------------------------------------------------------ promises
