@@ -8,6 +8,7 @@
 export type ErrorCode =
   | "bad_key"
   | "bad_context"
+  | "bad_cursor"
   | "bad_parameter"
   | "value_too_large"
   | "not_found"

@@ -5,6 +5,7 @@
  *                    its bounds (limits.ts) and its gate (tokens: access.ts, tokens.ts; TLS)
  *   api-security.ts  the TLS and token files: read, checked and watched for changes
  *   kv-routes.ts     GET/HEAD/PUT/DELETE /kv/{key}
+ *   list-route.ts    GET /kv/?limit=N&cursor=C: a page of the cluster's keys
  *   admin-routes.ts  /health, /status, /ring, /metrics, /cluster/leave, /cluster/remove
  *   params.ts        key, quorum, timeout, force and context parsing
  *   views.ts         the /status and /ring documents and the builders that make them
@@ -24,13 +25,14 @@ import type { ApiSecurity, TlsMaterial } from "./api-security.js";
 import { type Call, createHttpServer, type HttpApi, type RequestHandler } from "./http-server.js";
 import { type KvRouteDeps, kvRoutes } from "./kv-routes.js";
 import { API_LIMIT_DEFAULTS, type ApiServerLimits } from "./limits.js";
+import { type ListRouteDeps, listRoute } from "./list-route.js";
 
 export type { MembershipOutcome } from "./admin-routes.js";
 export type { HttpApi } from "./http-server.js";
 export type { ApiLimits } from "./kv-routes.js";
 
 /** What the API needs from its node. */
-export interface ApiDeps extends KvRouteDeps, AdminRouteDeps {}
+export interface ApiDeps extends KvRouteDeps, AdminRouteDeps, ListRouteDeps {}
 
 /** The operation a /kv/ request is counted under in the metrics: GET and HEAD are get. */
 function kvOp(method: string): string | undefined {
@@ -47,13 +49,19 @@ function kvOp(method: string): string | undefined {
   }
 }
 
+/** `GET /kv/` (no key): the key listing, counted as `list`. */
+const isList = (path: string, method: string) => path === "/kv/" && (method === "GET" || method === "HEAD");
+
 /** The router: /kv/ by method, the other routes by exact path; 404 and 405 (with Allow) otherwise. */
 function router(deps: ApiDeps): RequestHandler {
   const kv = kvRoutes(deps);
+  const list = listRoute(deps);
   const routes = adminRoutes(deps);
   return {
-    opOf: (path, method) => (path.startsWith("/kv/") ? kvOp(method) : undefined),
+    opOf: (path, method) =>
+      isList(path, method) ? "list" : path.startsWith("/kv/") ? kvOp(method) : undefined,
     handle: (c: Call): Promise<void> | void => {
+      if (isList(c.path, c.method)) return list(c);
       if (c.path.startsWith("/kv/")) {
         // c.op: the operation kvOp read from the method.
         switch (c.op) {

@@ -17,6 +17,7 @@ import { clusterLeaveCommand, clusterRemoveCommand, clusterStatusCommand } from 
 import { connectionOptions } from "./connection.js";
 import { runDemo } from "./demo.js";
 import { devCommand } from "./dev.js";
+import { keysCommand } from "./keys-command.js";
 import { deleteCommand, getCommand, putCommand, startCommand } from "./node-commands.js";
 import { printStorageStats } from "./storage-stats.js";
 
@@ -156,6 +157,16 @@ keyOptions(
   .option("--context <c>", "delete only the versions this context covers (default: read the key first)")
   .option("--w <w>", "write quorum: 1..N, one, quorum or all")
   .action(deleteCommand);
+
+connectionOptions(
+  program
+    .command("keys")
+    .description("list every live key of the cluster, one per line (unsorted; not a snapshot)"),
+)
+  .option("--limit <n>", "keys per page asked of the node (1..10000)")
+  .option("--encoded", "print every key percent-encoded, as the API gives it")
+  .option("--cursor <c>", "go on with a listing from this cursor (printed when a listing fails)")
+  .action(keysCommand);
 
 const auth = program.command("auth").description("API tokens: the file a node reads with --auth-file");
 auth

@@ -50,6 +50,31 @@ export interface RequestOptions {
 
 export type Routing = "none" | "partition-aware";
 
+export interface ListKeysOptions {
+  /** Keys per page (1..10000; the node's default is 1000). */
+  readonly limit?: number;
+  /** Where to go on: the cursor of the page before (absent: from the start). */
+  readonly cursor?: string;
+}
+
+/** A page of the key listing. */
+export interface KeyPage {
+  readonly keys: Buffer[];
+  /** Pass it back for the next page; null: the listing is done. */
+  readonly cursor: string | null;
+}
+
+export interface KeysOptions {
+  /** Keys per page requested. */
+  readonly pageSize?: number;
+  /** Resume a listing from a page's cursor. */
+  readonly cursor?: string;
+  /** Checked between pages: once aborted, the iterator throws `aborted`. */
+  readonly signal?: AbortSignal;
+  /** Told of every page as it arrives (its keys and the cursor to resume from). */
+  readonly onPage?: (page: KeyPage) => void;
+}
+
 export interface ClientOptions {
   /** Connections per node (one pool per node). Default 16. */
   readonly connections?: number;
@@ -153,6 +178,19 @@ export function encodeKey(key: string | Uint8Array): string {
     out += unreserved ? String.fromCharCode(c) : `%${c.toString(16).toUpperCase().padStart(2, "0")}`;
   }
   return out;
+}
+
+/** A key as a listing page gives it (percent-encoded) back to bytes. */
+export function decodeKey(encoded: string): Buffer {
+  const out: number[] = [];
+  for (let i = 0; i < encoded.length; i++) {
+    const c = encoded.charCodeAt(i);
+    if (c === 0x25) {
+      out.push(Number.parseInt(encoded.slice(i + 1, i + 3), 16));
+      i += 2;
+    } else out.push(c);
+  }
+  return Buffer.from(out);
 }
 
 function keyBytes(key: string | Uint8Array): Uint8Array {
@@ -797,6 +835,40 @@ export class RingstoreClient {
       }
     }
     throw lastErr;
+  }
+
+  /**
+   * One page of the cluster's live keys (`GET /kv/?limit=N&cursor=C`): its keys, as bytes, and the cursor
+   * of the next page (null: the listing is done). The cursor is opaque and good on any node.
+   */
+  async listKeys(options: ListKeysOptions = {}): Promise<KeyPage> {
+    const p = new URLSearchParams();
+    if (options.limit !== undefined) p.set("limit", String(options.limit));
+    if (options.cursor !== undefined) p.set("cursor", options.cursor);
+    const qs = p.size > 0 ? `?${p}` : "";
+    const res = await this.send("GET", undefined, `/kv/${qs}`);
+    if (res.status !== 200) return this.fail(res);
+    const j = JSON.parse(res.body.toString("utf8")) as { keys: string[]; cursor: string | null };
+    return { keys: j.keys.map(decodeKey), cursor: j.cursor };
+  }
+
+  /**
+   * Every live key of the cluster, page after page (`listKeys`), each once: the keys written before the
+   * listing started and not deleted since. It is not a snapshot (a key written or deleted meanwhile may
+   * or may not appear), and the keys come in no particular order. A page that fails (no replica of some
+   * partitions reachable) throws; `cursor` resumes a listing where a page left off (`onPage` gets each).
+   */
+  async *keys(options: KeysOptions = {}): AsyncGenerator<Buffer, void, undefined> {
+    let cursor = options.cursor;
+    for (;;) {
+      if (options.signal?.aborted === true)
+        throw new RingstoreError(0, "aborted", "the key listing was aborted", { error: "aborted" });
+      const page = await this.listKeys({ limit: options.pageSize, cursor });
+      options.onPage?.(page);
+      yield* page.keys;
+      if (page.cursor === null) return;
+      cursor = page.cursor;
+    }
   }
 
   /** This node's view of the cluster (`GET /status`): of `node` if given, else of any node. */

@@ -33,6 +33,7 @@ import {
 import type { Actor } from "../versioning/dvv.js";
 import { Departures } from "./departures.js";
 import type { ClusterSettings } from "./identity.js";
+import { KeyListing } from "./key-listing.js";
 import { LeaveCompletion } from "./leave-completion.js";
 import { peerHandlers } from "./peer-dispatch.js";
 import { Placement } from "./placement.js";
@@ -94,6 +95,8 @@ export interface NodeCoreDeps {
     readonly onRebuild?: AntiEntropyDeps["onRebuild"];
   };
   readonly onReadRepair?: (nodeId: string) => void;
+  /** Sets the key listing's scans look at per second at most on this node (key-listing.ts's default). */
+  readonly listKeysPerSecond?: number;
   /** A read or store sent to another replica timed out. */
   readonly onReplicaTimeout?: (op: "read" | "store") => void;
   /**
@@ -121,6 +124,8 @@ export class NodeCore {
   readonly hintDelivery: HintDelivery | undefined;
   /** Outcomes of the forwarded writes coordinated here, by request id (a duplicate gets the same one). */
   readonly forwarded: ForwardMemo<AnswerOf<"coordinate">>;
+  /** The cluster's key listing: pages for clients, and answers to peers' list_keys. */
+  readonly keyListing: KeyListing;
   readonly handlers: PeerHandlers;
   /** The transport's request handler. */
   readonly dispatch: RequestHandler;
@@ -310,8 +315,21 @@ export class NodeCore {
             onExchange: ae.onExchange,
             onRebuild: ae.onRebuild,
           });
+    this.keyListing = new KeyListing({
+      selfId: d.nodeId,
+      partitions: d.cluster.partitions,
+      membership,
+      placement: this.placement,
+      replica: this.replica,
+      transport: d.transport,
+      clock: d.clock,
+      timers: d.timers,
+      requestTimeoutMs: d.requestTimeoutMs,
+      keysPerSecond: d.listKeysPerSecond,
+    });
     this.handlers = peerHandlers({
       selfId: d.nodeId,
+      listKeys: (body) => this.keyListing.answer(body),
       antiEntropy: this.antiEntropy,
       local: peerFor(d.nodeId),
       cluster: d.cluster,

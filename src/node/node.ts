@@ -218,6 +218,10 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
       },
       metrics,
       now,
+      listing: {
+        partitions: id.partitions,
+        page: (position, limits) => core.keyListing.page(position, limits),
+      },
       ring: () => {
         const t = now();
         return ringDocument({

@@ -12,7 +12,7 @@ import type { ForwardMemo } from "../replication/forward-memo.js";
 import type { Replica } from "../replication/replica.js";
 import type { Router } from "../replication/router.js";
 import type { Clock } from "../runtime/runtime.js";
-import type { AnswerOf } from "../transport/messages.js";
+import type { AnswerOf, RequestOf } from "../transport/messages.js";
 import type { PeerHandlers, Transport } from "../transport/transport.js";
 import { decodeSiblings, encodeSiblings, type StoredSibling } from "../versioning/object-codec.js";
 import type { ClusterSettings } from "./identity.js";
@@ -36,6 +36,8 @@ export interface PeerDispatchDeps {
   readonly approveDeparture: (id: string, how: "leave" | "remove", force: boolean) => DepartureVerdict;
   /** A store changed a key here (the stray forwarder sends it on if this node does not replicate it). */
   readonly stored: (key: Uint8Array, set: readonly StoredSibling[]) => void;
+  /** Answers a peer's `list_keys` from this node's sets (node/key-listing.ts). */
+  readonly listKeys: (body: RequestOf<"list_keys">) => Promise<AnswerOf<"list_keys">>;
 }
 
 export function peerHandlers(d: PeerDispatchDeps): PeerHandlers {
@@ -86,6 +88,7 @@ export function peerHandlers(d: PeerDispatchDeps): PeerHandlers {
       return { kind: "stored" };
     },
     depart: (_from, body) => ({ kind: "departure", ...d.approveDeparture(body.id, body.how, body.force) }),
+    list_keys: (_from, body) => d.listKeys(body),
     ae_roots: (_from, body) => aeOn(d).answerTrees(body),
     ae_branches: (_from, body) => aeOn(d).answerTrees(body),
     ae_segments: (_from, body) => aeOn(d).answerTrees(body),

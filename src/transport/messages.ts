@@ -46,9 +46,10 @@ import {
  * and `coordinated`'s outcome are fields of the message (a list of [actor, counter] entries, a closed
  * union) instead of nested MessagePack blobs. 5: `read` and `store` may carry `hintFor` (sloppy quorum:
  * the receiver stands in for that replica); a node of version 4 would take such a store as its own data.
- * 6: anti-entropy's requests (ae_roots, ae_branches, ae_segments, ae_keys) and answers.
+ * 6: anti-entropy's requests (ae_roots, ae_branches, ae_segments, ae_keys) and answers. 7: `list_keys`
+ * (the cluster's key listing reads a partition set's live keys from a replica) and its `key_list`.
  */
-export const PROTOCOL_VERSION = 6;
+export const PROTOCOL_VERSION = 7;
 /** Longest `coordinate` request id (the forwarder's node id, 16 hex digits, a counter). */
 export const MAX_REQUEST_ID_CHARS = 128;
 /** Longest deadline a request frame carries (a longer timeout is sent as this). */
@@ -65,6 +66,10 @@ export const MAX_ACTOR_CHARS = 128;
 export const MAX_CONTEXT_ENTRIES = 1024;
 /** Largest key in a message (the API's limit is lower). */
 const MAX_KEY_BYTES = 65536;
+/** Most keys in one `key_list` answer (src/listing). */
+export const MAX_LIST_KEYS = 10_000;
+/** Most bytes of keys in one `key_list` answer: its keys' own bytes (one key may pass it by its size). */
+export const MAX_LIST_BYTES = 4 * 1024 * 1024;
 /** Largest replication factor, and so the largest count of replicas in an answer. */
 const MAX_REPLICAS = 64;
 
@@ -180,6 +185,21 @@ export type RequestBody =
       readonly how: "leave" | "remove";
       readonly force: boolean;
     }
+  | {
+      /**
+       * The live keys this replica holds in a set of partitions (src/listing/replica-scan.ts): every key
+       * after `after` (from the first if null) in key order whose partition is in `include` and whose set
+       * holds a live sibling, at most `maxKeys` of them and about `maxBytes` of key bytes.
+       */
+      readonly kind: "list_keys";
+      /** Q, the ring's partition count: a replica with another refuses the request. */
+      readonly partitions: number;
+      /** The partitions listed: a bitmap of Q bits (partition p is bit p & 7 of byte p >> 3). */
+      readonly include: Uint8Array;
+      readonly after: Uint8Array | null;
+      readonly maxKeys: number;
+      readonly maxBytes: number;
+    }
   /** Anti-entropy (anti-entropy/messages.ts): tree levels and keys of the partitions two replicas share. */
   | AeRequest;
 
@@ -212,6 +232,19 @@ export type AnswerBody =
       readonly members: readonly MemberView[];
       readonly ring: RingView | null;
     }
+  /**
+   * The answer to `list_keys`: `keys`, in key order, are every live key of the partitions asked for in
+   * (after, last]; `done` says no key of those partitions comes after `last` (else the next request
+   * resumes after `last`, the last key the replica looked at, listed or not); `scanned` counts the
+   * stored sets it looked at.
+   */
+  | {
+      readonly kind: "key_list";
+      readonly keys: readonly Uint8Array[];
+      readonly last: Uint8Array | null;
+      readonly done: boolean;
+      readonly scanned: number;
+    }
   | AeAnswer;
 
 export type RequestKind = RequestBody["kind"];
@@ -229,6 +262,7 @@ export const ANSWER_KIND = {
   gossip: "gossip",
   join: "joined",
   depart: "departure",
+  list_keys: "key_list",
   ...AE_ANSWER_KIND,
 } as const satisfies { readonly [K in RequestKind]: AnswerKind };
 
@@ -481,6 +515,20 @@ function requestBody(v: unknown): RequestBody {
         throw new ProtocolError(`unknown departure ${JSON.stringify(how)}`);
       return { kind, id: str(o, "id", 64), how, force: bool(o, "force") };
     }
+    case "list_keys": {
+      const partitions = int(o, "partitions", 1, MAX_PARTITIONS);
+      const include = bytes(o, "include", MAX_PARTITIONS / 8);
+      if (include.length !== Math.ceil(partitions / 8))
+        throw new ProtocolError(`list_keys: include is ${include.length} bytes for ${partitions} partitions`);
+      return {
+        kind,
+        partitions,
+        include,
+        after: o.after === null || o.after === undefined ? null : bytes(o, "after", MAX_KEY_BYTES),
+        maxKeys: int(o, "maxKeys", 1, MAX_LIST_KEYS),
+        maxBytes: int(o, "maxBytes", 1, MAX_LIST_BYTES),
+      };
+    }
     case "ae_roots":
     case "ae_branches":
       return { kind, partitions: u32List(o, "partitions", MAX_REQUEST_IDS) };
@@ -533,6 +581,20 @@ function answerBody(v: unknown): AnswerBody {
       if (hashes.length !== 4 * keys.length)
         throw new ProtocolError("ae_key_diffs: keys and hashes do not match");
       return { kind, covered: int(o, "covered", 0, MAX_REQUEST_SEGMENTS), keys, hashes };
+    }
+    case "key_list": {
+      const keys = arr(o, "keys", MAX_LIST_KEYS).map((x, i) => {
+        if (!(x instanceof Uint8Array) || x.length === 0 || x.length > MAX_KEY_BYTES)
+          throw new ProtocolError(`field keys[${i}] is not a key`);
+        return Buffer.from(x);
+      });
+      let total = 0;
+      for (const k of keys) total += k.length;
+      if (total > MAX_LIST_BYTES + MAX_KEY_BYTES) throw new ProtocolError("key_list: too many key bytes");
+      const done = bool(o, "done");
+      const last = o.last === null || o.last === undefined ? null : bytes(o, "last", MAX_KEY_BYTES);
+      if (!done && last === null) throw new ProtocolError("key_list: not done, yet no last key");
+      return { kind, keys, last, done, scanned: int(o, "scanned") };
     }
     case "departure":
       return {

@@ -1,0 +1,91 @@
+/**
+ * The key listing as a node runs it (src/listing): its answers to peers' `list_keys` requests, from its
+ * replica behind the scan throttle, and the pages it serves to clients, read from the replicas of the
+ * current ring that the failure detector does not see down (itself by a direct call).
+ */
+
+import { DONE, type ListingPosition } from "../listing/cursor.js";
+import { type ListingDeps, listPage, type PageLimits, type PageOutcome } from "../listing/pager.js";
+import { listReplicaKeys, type ScanSource, ScanThrottle } from "../listing/replica-scan.js";
+import type { Membership } from "../membership/membership.js";
+import { partitionOf } from "../ring/ring.js";
+import type { Clock, Timers } from "../runtime/runtime.js";
+import type { AnswerOf, RequestOf } from "../transport/messages.js";
+import type { Transport } from "../transport/transport.js";
+import type { Placement } from "./placement.js";
+
+/** Sets a node's listing scans look at per second at most, by default. */
+export const DEFAULT_LIST_KEYS_PER_SECOND = 200_000;
+
+export interface KeyListingDeps {
+  readonly selfId: string;
+  /** Q, as the cluster was created. */
+  readonly partitions: number;
+  readonly membership: Membership;
+  readonly placement: Placement;
+  readonly replica: ScanSource;
+  readonly transport: Transport;
+  readonly clock: Clock;
+  readonly timers: Timers;
+  readonly requestTimeoutMs: number;
+  readonly keysPerSecond?: number;
+}
+
+export class KeyListing {
+  readonly throttle: ScanThrottle;
+  /** Pages served, and keys in them, since the node started. */
+  readonly totals = { pages: 0, keys: 0 };
+  private readonly deps: ListingDeps;
+
+  constructor(private readonly d: KeyListingDeps) {
+    this.throttle = new ScanThrottle(d.timers, d.clock, d.keysPerSecond ?? DEFAULT_LIST_KEYS_PER_SECOND);
+    const m = d.membership;
+    this.deps = {
+      selfId: d.selfId,
+      ring: () => {
+        const table = d.placement.current();
+        return table === undefined
+          ? undefined
+          : { partitions: table.ring.partitions, replicasOf: (p) => table.forPartition(p) };
+      },
+      usable: (id) => id === d.selfId || m.liveness(id, d.clock.now()) !== "down",
+      ask: (id, request) => {
+        if (id === d.selfId) return this.answer(request);
+        const addr = m.member(id)?.peer;
+        if (addr === undefined) return Promise.reject(new Error(`no address known for ${id}`));
+        // A scan may wait its turn behind the throttle: allow it more than a key's read.
+        return d.transport.request(addr, request, d.requestTimeoutMs * 4);
+      },
+      clock: d.clock,
+    };
+  }
+
+  /** A peer's (or this node's) `list_keys`, answered from this node's sets. */
+  answer(body: RequestOf<"list_keys">): Promise<AnswerOf<"list_keys">> {
+    if (body.partitions !== this.d.partitions)
+      return Promise.reject(
+        Object.assign(
+          new Error(`list_keys for ${body.partitions} partitions: this cluster has ${this.d.partitions}`),
+          { code: "ERR_REJECTED" },
+        ),
+      );
+    return this.throttle.run((pace) => listReplicaKeys(body, this.d.replica, partitionOf, pace));
+  }
+
+  /** One page of a listing from `position`. */
+  async page(position: ListingPosition, limits: PageLimits): Promise<PageOutcome> {
+    const out = await listPage(this.deps, position, limits);
+    if (out.kind === "page") {
+      this.totals.pages++;
+      this.totals.keys += out.keys.length;
+    }
+    return out;
+  }
+
+  /** Partitions listed by a position, for progress (0..Q). */
+  static done(position: ListingPosition): number {
+    let n = 0;
+    for (const s of position.states) if (s === DONE) n++;
+    return n;
+  }
+}
