@@ -10,6 +10,10 @@
  *
  * Any other request (an unknown path or method) needs `read`: only a token holder learns that a route
  * does not exist (404 or 405 after the check).
+ *
+ * A token comes as `Authorization: Bearer TOKEN`, or as the password of `Authorization: Basic` (any user
+ * name): a browser asks for it when the dashboard's 401 challenges Basic, and sends it with the page's
+ * own requests after that.
  */
 import type { Role, TokenCheck } from "./tokens.js";
 import { roleAllows } from "./tokens.js";
@@ -34,6 +38,19 @@ export type AccessOutcome =
 
 const ALLOWED: AccessOutcome = { kind: "allowed" };
 const BEARER = /^Bearer +(\S+) *$/i;
+const BASIC = /^Basic +([A-Za-z0-9+/=]+) *$/i;
+
+/** The token an Authorization header carries: Bearer, or Basic's password (else its user name). */
+function tokenOf(authorization: string): string | undefined {
+  const b = BEARER.exec(authorization);
+  if (b !== null) return b[1]!;
+  const m = BASIC.exec(authorization);
+  if (m === null) return undefined;
+  const pair = Buffer.from(m[1]!, "base64").toString("utf8");
+  const colon = pair.indexOf(":");
+  const t = colon < 0 ? pair : pair.slice(colon + 1) || pair.slice(0, colon);
+  return t === "" ? undefined : t;
+}
 
 /** Whether the request may go on, given its Authorization header. */
 export function checkAccess(
@@ -51,14 +68,14 @@ export function checkAccess(
       message:
         "this node requires a token: send Authorization: Bearer TOKEN (ringstore --token, RINGSTORE_TOKEN)",
     };
-  const m = BEARER.exec(authorization);
-  const c = m === null ? undefined : tokens.check(m[1]!);
+  const t = tokenOf(authorization);
+  const c = t === undefined ? undefined : tokens.check(t);
   if (c === undefined || c.kind !== "valid")
     return {
       kind: "unauthorized",
       presented: true,
       message:
-        m === null
+        t === undefined
           ? "the Authorization header must be Bearer TOKEN"
           : "the token is not valid on this node (unknown, revoked or mistyped)",
     };

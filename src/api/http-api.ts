@@ -7,6 +7,7 @@
  *   kv-routes.ts     GET/HEAD/PUT/DELETE /kv/{key}
  *   list-route.ts    GET /kv/?limit=N&cursor=C: a page of the cluster's keys
  *   admin-routes.ts  /health, /status, /ring, /metrics, /cluster/leave, /cluster/remove
+ *   ui-routes.ts     /ui (the dashboard: its page, assets and /ui/state), dashboard.ts its data
  *   params.ts        key, quorum, timeout, force and context parsing
  *   views.ts         the /status and /ring documents and the builders that make them
  *
@@ -26,13 +27,14 @@ import { type Call, createHttpServer, type HttpApi, type RequestHandler } from "
 import { type KvRouteDeps, kvRoutes } from "./kv-routes.js";
 import { API_LIMIT_DEFAULTS, type ApiServerLimits } from "./limits.js";
 import { type ListRouteDeps, listRoute } from "./list-route.js";
+import { type UiRouteDeps, uiRoutes } from "./ui-routes.js";
 
 export type { MembershipOutcome } from "./admin-routes.js";
 export type { HttpApi } from "./http-server.js";
 export type { ApiLimits } from "./kv-routes.js";
 
 /** What the API needs from its node. */
-export interface ApiDeps extends KvRouteDeps, AdminRouteDeps, ListRouteDeps {}
+export interface ApiDeps extends KvRouteDeps, AdminRouteDeps, ListRouteDeps, UiRouteDeps {}
 
 /** The operation a /kv/ request is counted under in the metrics: GET and HEAD are get. */
 function kvOp(method: string): string | undefined {
@@ -56,7 +58,7 @@ const isList = (path: string, method: string) => path === "/kv/" && (method === 
 function router(deps: ApiDeps): RequestHandler {
   const kv = kvRoutes(deps);
   const list = listRoute(deps);
-  const routes = adminRoutes(deps);
+  const routes = new Map([...adminRoutes(deps), ...uiRoutes(deps)]);
   return {
     opOf: (path, method) =>
       isList(path, method) ? "list" : path.startsWith("/kv/") ? kvOp(method) : undefined,

@@ -435,9 +435,13 @@ export function createHttpServer(initial: RequestHandler | undefined, options: H
           access.message,
           {},
           {
-            "www-authenticate": access.presented
-              ? 'Bearer realm="ringstore", error="invalid_token"'
-              : 'Bearer realm="ringstore"',
+            // The dashboard's page is opened by a browser: Basic makes it ask for the token (the password).
+            "www-authenticate":
+              c.path === "/ui" || c.path.startsWith("/ui/")
+                ? 'Basic realm="ringstore", charset="UTF-8"'
+                : access.presented
+                  ? 'Bearer realm="ringstore", error="invalid_token"'
+                  : 'Bearer realm="ringstore"',
           },
         );
       }

@@ -96,6 +96,11 @@ export function kvRoutes(deps: KvRouteDeps): KvRoutes {
     }
     const sibs = out.siblings;
     m.siblings.observe(sibs.length);
+    if (sibs.length > 0) {
+      let bytes = 0;
+      for (const s of sibs) bytes += s.value.data.length;
+      m.objectSize.observe({ op: "get" }, bytes);
+    }
     const live = sibs.filter((s) => !s.value.deleted);
     const headers: http.OutgoingHttpHeaders = {};
     const context = sibs.length > 0 ? encodeContext(contextOf(sibs), key, secret) : undefined;
@@ -184,6 +189,7 @@ export function kvRoutes(deps: KvRouteDeps): KvRoutes {
         { "retry-after": "1" },
       );
     m.siblings.observe(out.set.length);
+    if (!deleted) m.objectSize.observe({ op: "put" }, body.length);
     c.respond(204, { "x-context": encodeContext(historyOf(out.written), key, secret) }, undefined);
   };
 

@@ -1,9 +1,71 @@
 /**
  * The node's Prometheus metrics, in a registry of its own (several nodes can share a process in tests).
- * Storage engine figures are read at scrape time from the engine's statistics.
+ *
+ * Conventions (checked by `promtool check metrics` and a text-format parser in test/api/metrics.test.ts):
+ * - a figure that only grows is a counter named `_total`, also when it is read at scrape time from a
+ *   count kept elsewhere (the storage engine's statistics: `ScrapeCounter`); a gauge never ends in
+ *   `_total`;
+ * - a metric with no sample yet (a labelled counter before its first event) is left out of the scrape,
+ *   HELP and TYPE included;
+ * - prom-client's default process and event-loop metrics (`process_*`, `nodejs_*`) when asked
+ *   (`processMetrics`: a node does; tests that make many registries do not);
+ * - per member of this node's view, `ringstore_member_state{member, state}` is 1 for its state and 0 for
+ *   the others (a state set); the keys and tombstones this node stores, from its last census (a paced
+ *   scan); sibling counts and object sizes per read and write as histograms.
  */
-import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import {
+  Counter,
+  collectDefaultMetrics,
+  Gauge,
+  Histogram,
+  type Metric,
+  type MetricObjectWithValues,
+  type MetricValue,
+  Registry,
+} from "prom-client";
 import type { EngineStats } from "../storage/engine.js";
+import { RequestHistory } from "./request-history.js";
+
+/** The states `ringstore_member_state` has a series for (StatusMember.state's values). */
+export const MEMBER_STATES = ["joining", "up", "suspect", "down", "leaving", "left"] as const;
+
+/** What the node tells the metrics at scrape time, once it runs (NodeMetrics.watchNode). */
+export interface NodeSources {
+  /** Every member of this node's view and its state as /status shows it. */
+  readonly members: () => readonly { readonly id: string; readonly state: string }[];
+  /** The last census of this node's stored keys, or null before the first one ended. */
+  readonly census: () => {
+    readonly live: number;
+    readonly tombstones: number;
+    readonly at: number;
+  } | null;
+}
+
+/**
+ * A counter whose value is read at scrape time from a count kept elsewhere (it must only grow while the
+ * process lives): typed `counter`, as promtool and Prometheus's rate() expect.
+ */
+class ScrapeCounter {
+  readonly type = "counter";
+  readonly aggregator = "sum";
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    private readonly read: () => number,
+  ) {}
+
+  get(): Pick<MetricObjectWithValues<MetricValue<string>>, "name" | "help" | "aggregator" | "values"> & {
+    type: string;
+  } {
+    return {
+      name: this.name,
+      help: this.help,
+      type: "counter",
+      aggregator: "sum",
+      values: [{ value: this.read(), labels: {} }],
+    };
+  }
+}
 
 /** Why the API turned a connection or a request away (http-server.ts). */
 export type ApiRefusal =
@@ -17,9 +79,12 @@ export type ApiRefusal =
 
 export class NodeMetrics {
   readonly registry = new Registry();
+  /** The last minutes of request rates and latencies, per operation (the dashboard's charts). */
+  readonly history = new RequestHistory();
   readonly requests: Counter<"op" | "status">;
   readonly latency: Histogram<"op" | "status">;
   readonly siblings: Histogram;
+  readonly objectSize: Histogram<"op">;
   readonly replicaTimeouts: Counter;
   readonly readRepairs: Counter;
   readonly replicaRequestTimeouts: Counter<"op">;
@@ -47,9 +112,12 @@ export class NodeMetrics {
     /** When anti-entropy last swept every co-replica (null: not yet), and the clock it is read by. */
     lastFullSweepAt: () => number | null = () => null,
     now: () => number = () => 0,
+    /** Add prom-client's default process and event-loop metrics. */
+    processMetrics = false,
   ) {
     const r = this.registry;
     r.setDefaultLabels(labels);
+    if (processMetrics) collectDefaultMetrics({ register: r });
     this.requests = new Counter({
       name: "ringstore_requests_total",
       help: "Client requests by operation and HTTP status",
@@ -67,6 +135,13 @@ export class NodeMetrics {
       name: "ringstore_siblings",
       help: "Siblings per key seen by reads and left by writes",
       buckets: [1, 2, 3, 4, 8, 16, 32, 64],
+      registers: [r],
+    });
+    this.objectSize = new Histogram({
+      name: "ringstore_object_size_bytes",
+      help: "Bytes of the values of a key seen by reads (every sibling) and written by writes",
+      labelNames: ["op"],
+      buckets: [64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304],
       registers: [r],
     });
     this.replicaTimeouts = new Counter({
@@ -189,31 +264,82 @@ export class NodeMetrics {
           this.set(pick(storageStats()));
         },
       });
-    storageGauge("flushes_total", "Memtable flushes since start", (s) => s.flushes);
-    storageGauge("compactions_total", "Compactions since start", (s) => s.compactions);
+    const storageCounter = (name: string, help: string, pick: (s: EngineStats) => number) =>
+      r.registerMetric(
+        new ScrapeCounter(`ringstore_storage_${name}`, help, () => pick(storageStats())) as unknown as Metric,
+      );
+    storageCounter("flushes_total", "Memtable flushes since start", (s) => s.flushes);
+    storageCounter("compactions_total", "Compactions since start", (s) => s.compactions);
     storageGauge(
       "write_amplification",
       "Bytes written to disk per byte written by users",
       (s) => s.writeAmplification,
     );
-    storageGauge("user_bytes_written_total", "Bytes of keys and values written", (s) => s.userBytesWritten);
-    storageGauge(
+    storageCounter("user_bytes_written_total", "Bytes of keys and values written", (s) => s.userBytesWritten);
+    storageCounter(
       "disk_bytes_written_total",
       "Bytes written to disk (WAL, tables, manifest)",
       (s) => s.diskBytesWritten,
     );
     storageGauge("sorted_runs", "Sorted runs (levels) on disk", (s) => s.levels.length);
     storageGauge("memtable_bytes", "Bytes in the active memtable", (s) => s.memtableBytes);
-    storageGauge("block_cache_hits_total", "Block cache hits", (s) => s.blockCacheHits);
-    storageGauge("block_cache_misses_total", "Block cache misses", (s) => s.blockCacheMisses);
-    storageGauge("bloom_false_positives_total", "Bloom filter false positives", (s) => s.bloomFalsePositives);
-    storageGauge("write_stalls_total", "Writes that waited for flush or compaction", (s) => s.writeStalls);
+    storageCounter("block_cache_hits_total", "Block cache hits", (s) => s.blockCacheHits);
+    storageCounter("block_cache_misses_total", "Block cache misses", (s) => s.blockCacheMisses);
+    storageCounter(
+      "bloom_false_positives_total",
+      "Bloom filter false positives",
+      (s) => s.bloomFalsePositives,
+    );
+    storageCounter("write_stalls_total", "Writes that waited for flush or compaction", (s) => s.writeStalls);
+    const sources = () => this.sources;
+    new Gauge({
+      name: "ringstore_member_state",
+      help: "Each member of this node's view: 1 for its state (joining, up, suspect, down, leaving, left), 0 for the others",
+      labelNames: ["member", "state"],
+      registers: [r],
+      collect() {
+        this.reset();
+        for (const m of sources()?.members() ?? [])
+          for (const state of MEMBER_STATES) this.set({ member: m.id, state }, m.state === state ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: "ringstore_stored_keys",
+      help: "Keys this node stores, by kind: live (a live sibling) or tombstone (deleted siblings only), as its last census counted them",
+      labelNames: ["kind"],
+      registers: [r],
+      collect() {
+        this.reset();
+        const c = sources()?.census();
+        if (c === null || c === undefined) return;
+        this.set({ kind: "live" }, c.live);
+        this.set({ kind: "tombstone" }, c.tombstones);
+      },
+    });
+    new Gauge({
+      name: "ringstore_stored_keys_census_age_seconds",
+      help: "Seconds since this node's last census of its stored keys ended",
+      registers: [r],
+      collect() {
+        this.reset();
+        const c = sources()?.census();
+        if (c !== null && c !== undefined) this.set(Math.max(0, (now() - c.at) / 1000));
+      },
+    });
+  }
+
+  /** What the running node tells the metrics (members, the key census), read at scrape time. */
+  private sources: NodeSources | undefined;
+
+  watchNode(sources: NodeSources): void {
+    this.sources = sources;
   }
 
   observeRequest(op: string, status: number, seconds: number): void {
     const labels = { op, status: String(status) };
     this.requests.inc(labels);
     this.latency.observe(labels, seconds);
+    this.history.observe(op, status, seconds);
   }
 
   refused(reason: ApiRefusal): void {
@@ -229,7 +355,12 @@ export class NodeMetrics {
     return this.registry.contentType;
   }
 
-  render(): Promise<string> {
-    return this.registry.metrics();
+  /** The scrape: every metric with at least one sample (one without any is left out whole). */
+  async render(): Promise<string> {
+    const text = await this.registry.metrics();
+    const blocks = text
+      .split("\n\n")
+      .filter((b) => b.split("\n").some((l) => l !== "" && !l.startsWith("#")));
+    return `${blocks.map((b) => b.trimEnd()).join("\n\n")}\n`;
   }
 }

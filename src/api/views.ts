@@ -398,3 +398,11 @@ export function hintedHandoffDocument(i: HintedHandoffInputs): HintedHandoffStat
   });
   return { backlog: count, backlogBytes: bytes, targets, limits: i.limits };
 }
+
+// ------------------------------------------------------------------ GET /ui/state
+
+/**
+ * `GET /ui/state`: the dashboard's document. Its types live beside the page that reads them
+ * (src/ui/document.ts, free of imports so that the browser's build and the node's share them).
+ */
+export type * from "../ui/document.js";

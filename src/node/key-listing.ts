@@ -17,6 +17,15 @@ import type { Placement } from "./placement.js";
 /** Sets a node's listing scans look at per second at most, by default. */
 export const DEFAULT_LIST_KEYS_PER_SECOND = 200_000;
 
+/** A count of the keys a node stores. */
+export interface Census {
+  readonly live: number;
+  /** Keys whose set holds deleted siblings only (and sets that failed to decode). */
+  readonly tombstones: number;
+  /** When it ended (the node's clock). */
+  readonly at: number;
+}
+
 export interface KeyListingDeps {
   readonly selfId: string;
   /** Q, as the cluster was created. */
@@ -80,6 +89,40 @@ export class KeyListing {
       this.totals.keys += out.keys.length;
     }
     return out;
+  }
+
+  /**
+   * Counts the keys this node stores, live and deleted (tombstones only), in one paced pass over its sets
+   * (a page of the scan at a time behind the throttle, so listings go on meanwhile).
+   */
+  async census(): Promise<Census> {
+    let live = 0;
+    let scanned = 0;
+    let after: Uint8Array | null = null;
+    const all = Buffer.alloc(Math.ceil(this.d.partitions / 8), 0xff);
+    for (;;) {
+      const a = await this.throttle.run((pace) =>
+        listReplicaKeys(
+          {
+            kind: "list_keys",
+            partitions: this.d.partitions,
+            include: all,
+            after,
+            maxKeys: 10_000,
+            maxBytes: 1 << 22,
+          },
+          this.d.replica,
+          partitionOf,
+          pace,
+          { pageKeys: 256, pageBytes: 1 << 20, maxScanned: 4096 },
+        ),
+      );
+      live += a.keys.length;
+      scanned += a.scanned;
+      if (a.done) break;
+      after = a.last;
+    }
+    return { live, tombstones: scanned - live, at: this.d.clock.now() };
   }
 
   /** Partitions listed by a position, for progress (0..Q). */

@@ -8,9 +8,19 @@ import { randomBytes, randomInt } from "node:crypto";
 import * as path from "node:path";
 import type { AntiEntropy } from "../anti-entropy/service.js";
 import { loadApiSecurity } from "../api/api-security.js";
+import { Dashboard } from "../api/dashboard.js";
 import { createApi, type MembershipOutcome, serveApi } from "../api/http-api.js";
 import { NodeMetrics } from "../api/metrics.js";
-import { type AntiEntropyStatus, hintedHandoffDocument, ringDocument, statusDocument } from "../api/views.js";
+import {
+  type AntiEntropyStatus,
+  hintedHandoffDocument,
+  memberState,
+  ringDocument,
+  type StatusDocument,
+  statusDocument,
+} from "../api/views.js";
+import { EventLog } from "../core/event-log.js";
+import { partitionOf } from "../ring/ring.js";
 import { seededRandom } from "../runtime/runtime.js";
 import { systemRuntime } from "../runtime/system-runtime.js";
 import { workerCompactionExecutor } from "../storage/compaction-worker.js";
@@ -24,9 +34,18 @@ import { type BootedNode, bootNode, type NodeEnv, runAll } from "./boot.js";
 import { formatHostPort, type HostPort, type NodeConfig } from "./config.js";
 import { MembershipRefusedError } from "./departures.js";
 import type { NodeIdentity } from "./identity.js";
+import type { Census } from "./key-listing.js";
+import type { NodeCore } from "./node-core.js";
 
 /** The pause between an anti-entropy exchange's two looks (Riak pauses about a second). */
 const ANTI_ENTROPY_PAUSE_MS = 1000;
+/** The first census of the keys stored here comes this long after the start, then one every interval. */
+const CENSUS_FIRST_MS = 3000;
+/** Between two censuses: at least this, and at least 20 times the last one's length (so at most 5% busy). */
+const CENSUS_INTERVAL_MS = 30_000;
+/** The most hints looked at (per target, and in all) to mark their partitions on the dashboard. */
+const HINT_LOOK_PER_TARGET = 1000;
+const HINT_LOOK_TARGETS = 8;
 
 export interface RunningNode {
   readonly id: string;
@@ -35,6 +54,8 @@ export interface RunningNode {
   readonly api: HostPort;
   readonly peer: HostPort;
   readonly createdCluster: boolean;
+  /** The node's recent cluster events (the dashboard's): others may record into it. */
+  readonly events: EventLog;
   stop(): Promise<void>;
 }
 
@@ -92,7 +113,13 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
       () => backlog(),
       () => lastSweep(),
       now,
+      true,
     );
+    const events = new EventLog();
+    /** Partitions in which the last anti-entropy exchange found keys differing (until the next one). */
+    let aeDiffering: readonly number[] = [];
+    /** Q, once the node knows its cluster's. */
+    let ringPartitions = 0;
     // The API's TLS and token files: one that cannot be used stops the start before anything is written.
     const security = await loadApiSecurity({
       tls: config.apiTls,
@@ -172,6 +199,9 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
           onExchange: (r) => {
             metrics.antiEntropyExchanges.inc({ outcome: r.outcome });
             metrics.antiEntropyDifferingSegments.inc(r.confirmedSegments);
+            const q = ringPartitions;
+            if (q > 0)
+              aeDiffering = [...new Set(r.keys.map((k) => partitionOf(k.key, q)))].sort((a, b) => a - b);
           },
           onRebuild: (r) => metrics.antiEntropyRebuilds.inc({ outcome: r.outcome }),
         },
@@ -197,12 +227,86 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
     // Stopping: the API first (no new requests), then the node, then the peer port.
     cleanup.splice(1, 0, () => node.stop());
     const { identity: id, core, storage } = node;
+    ringPartitions = id.partitions;
     const membership = core.membership;
     engine = storage;
     const hints = core.hints;
     if (hints !== undefined) backlog = () => hints.backlog();
     const ae = core.antiEntropy;
     if (ae !== undefined) lastSweep = () => ae.lastFullSweepAt();
+    const status = async (): Promise<StatusDocument> => {
+      const t = now();
+      return statusDocument({
+        node: {
+          id: config.id,
+          actor: id.actor,
+          api: formatHostPort(apiBound),
+          peer: transport.address,
+          dataDir: path.resolve(config.dataDir),
+          weight: config.weight,
+          zone: config.zone ?? null,
+        },
+        cluster: { id: id.clusterId, n: id.n, r: id.r, w: id.w, partitions: id.partitions },
+        ring: membership.ring,
+        members: membership.view(),
+        liveness: (mid) => membership.liveness(mid, t),
+        partitions: core.placement.partitionsHeld(),
+        handoff: core.handoff.progress,
+        strayStores: core.strays.counts,
+        viewSaves: node.views.status,
+        antiEntropy: ae === undefined ? undefined : antiEntropyDocument(ae, t),
+        hintedHandoff: hintedHandoffDocument({
+          backlog: hints?.backlog() ?? new Map(),
+          progress: core.hintDelivery?.progress ?? new Map(),
+          limits:
+            hints === undefined
+              ? null
+              : {
+                  windowMs: hints.limits.windowMs,
+                  maxBytesPerTarget: hints.limits.maxBytesPerTarget,
+                  deliveryBytesPerSecond: config.hintRateBytesPerSec,
+                },
+          now: t,
+        }),
+        transport: transport.counters,
+        storage: storage.stats(),
+      });
+    };
+    let census: Census | null = null;
+    metrics.watchNode({
+      members: () => {
+        const t = now();
+        return membership
+          .view()
+          .map((m) => ({ id: m.id, state: memberState(m, membership.liveness(m.id, t)) }));
+      },
+      census: () => census,
+    });
+    const dashboard = new Dashboard(
+      metrics,
+      {
+        now: () => Date.now(),
+        status,
+        owners: () => membership.ring?.owners ?? [],
+        replicas: () => replicasPerMember(core),
+        handoffPending: () => handoffPartitions(core),
+        hintPartitions: async () => {
+          const out = new Set<number>();
+          let complete = true;
+          const targets = [...(hints?.backlog().keys() ?? [])];
+          if (targets.length > HINT_LOOK_TARGETS) complete = false;
+          for (const t of targets.slice(0, HINT_LOOK_TARGETS)) {
+            const page = await hints!.page(t, undefined, HINT_LOOK_PER_TARGET, 1 << 20);
+            if (page.hints.length >= HINT_LOOK_PER_TARGET) complete = false;
+            for (const h of page.hints) out.add(partitionOf(h.key, id.partitions));
+          }
+          return { partitions: [...out].sort((a, b) => a - b), complete };
+        },
+        antiEntropyPending: () => aeDiffering,
+        census: () => census,
+      },
+      events,
+    );
     serveApi(app, {
       service: core.router,
       secret: Buffer.from(id.clusterSecret, "base64"),
@@ -242,44 +346,16 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
               else ae.resume();
               return { node: config.id, paused: ae.paused };
             },
-      status: async () => {
-        const t = now();
-        return statusDocument({
-          node: {
-            id: config.id,
-            actor: id.actor,
-            api: formatHostPort(apiBound),
-            peer: transport.address,
-            dataDir: path.resolve(config.dataDir),
-            weight: config.weight,
-            zone: config.zone ?? null,
-          },
-          cluster: { id: id.clusterId, n: id.n, r: id.r, w: id.w, partitions: id.partitions },
-          ring: membership.ring,
-          members: membership.view(),
-          liveness: (mid) => membership.liveness(mid, t),
-          partitions: core.placement.partitionsHeld(),
-          handoff: core.handoff.progress,
-          strayStores: core.strays.counts,
-          viewSaves: node.views.status,
-          antiEntropy: ae === undefined ? undefined : antiEntropyDocument(ae, t),
-          hintedHandoff: hintedHandoffDocument({
-            backlog: hints?.backlog() ?? new Map(),
-            progress: core.hintDelivery?.progress ?? new Map(),
-            limits:
-              hints === undefined
-                ? null
-                : {
-                    windowMs: hints.limits.windowMs,
-                    maxBytesPerTarget: hints.limits.maxBytesPerTarget,
-                    deliveryBytesPerSecond: config.hintRateBytesPerSec,
-                  },
-            now: t,
-          }),
-          transport: transport.counters,
-          storage: storage.stats(),
-        });
-      },
+      status,
+      dashboard,
+    });
+    dashboard.start();
+    const stopCensus = scheduleCensus(core, (c) => {
+      census = c;
+    });
+    cleanup.splice(1, 0, async () => {
+      stopCensus();
+      await dashboard.stop();
     });
     let stopping: Promise<void> | undefined;
     return {
@@ -288,6 +364,7 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
       api: apiBound,
       peer: peerBound,
       createdCluster: node.created,
+      events,
       stop: () => {
         stopping ??= runAll(cleanup);
         return stopping;
@@ -334,5 +411,61 @@ function antiEntropyDocument(ae: AntiEntropy, now: number): AntiEntropyStatus {
     keysRepaired: ae.totals.keysRepaired,
     failed: ae.totals.failed,
     lastExchanges: [...ae.recent],
+  };
+}
+
+/** Partitions whose replicas changed since the node's last complete handoff pass, while one runs. */
+function handoffPartitions(core: NodeCore): number[] {
+  const from = core.handoff.handedOffRing;
+  const to = core.placement.current();
+  if (core.handoff.progress.state === "idle" || from === undefined || to === undefined) return [];
+  const before = core.placement.tableOf(from);
+  const out: number[] = [];
+  for (let p = 0; p < to.ring.partitions; p++) {
+    const a = before.forPartition(p);
+    const b = to.forPartition(p);
+    if (a.length !== b.length || a.some((x, i) => x !== b[i])) out.push(p);
+  }
+  return out;
+}
+
+/** How many partitions each member replicates in the node's current ring (cached by ring version). */
+const replicaCounts = new WeakMap<NodeCore, { version: number; counts: Map<string, number> }>();
+function replicasPerMember(core: NodeCore): ReadonlyMap<string, number> {
+  const table = core.placement.current();
+  const version = core.membership.ring?.version ?? -1;
+  if (table === undefined) return new Map();
+  const cached = replicaCounts.get(core);
+  if (cached !== undefined && cached.version === version) return cached.counts;
+  const counts = new Map<string, number>();
+  for (let p = 0; p < table.ring.partitions; p++)
+    for (const id of table.forPartition(p)) counts.set(id, (counts.get(id) ?? 0) + 1);
+  replicaCounts.set(core, { version, counts });
+  return counts;
+}
+
+/** Counts the node's stored keys soon after the start, then again and again (CENSUS_INTERVAL_MS); returns a stop. */
+function scheduleCensus(core: NodeCore, done: (c: Census) => void): () => void {
+  let stopped = false;
+  let timer: NodeJS.Timeout | undefined;
+  const run = () => {
+    const started = Date.now();
+    core.keyListing
+      .census()
+      .then(
+        (c) => {
+          if (!stopped) done(c);
+        },
+        () => undefined,
+      )
+      .finally(() => {
+        const wait = Math.max(CENSUS_INTERVAL_MS, 20 * (Date.now() - started));
+        if (!stopped) timer = setTimeout(run, wait).unref();
+      });
+  };
+  timer = setTimeout(run, CENSUS_FIRST_MS).unref();
+  return () => {
+    stopped = true;
+    clearTimeout(timer);
   };
 }
