@@ -18,7 +18,9 @@ export function findChromium(): string | undefined {
  * background networking, sync or component updates (the network is closed: each would be refused);
  * playwright gives it a new, empty profile folder and removes it on close.
  */
-export async function launchChromium(executablePath: string): Promise<{ browser: Browser; close(): Promise<void> }> {
+export async function launchChromium(
+  executablePath: string,
+): Promise<{ browser: Browser; close(): Promise<void> }> {
   const browser = await chromium.launch({
     executablePath,
     headless: true,
