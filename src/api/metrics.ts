@@ -8,7 +8,8 @@
  * - a metric with no sample yet (a labelled counter before its first event) is left out of the scrape,
  *   HELP and TYPE included;
  * - prom-client's default process and event-loop metrics (`process_*`, `nodejs_*`) when asked
- *   (`processMetrics`: a node does; tests that make many registries do not);
+ *   (`processMetrics`: a node does; tests that make many registries do not), but for three sums it
+ *   names _total though they are gauges;
  * - per member of this node's view, `ringstore_member_state{member, state}` is 1 for its state and 0 for
  *   the others (a state set); the keys and tombstones this node stores, from its last census (a paced
  *   scan); sibling counts and object sizes per read and write as histograms.
@@ -117,7 +118,12 @@ export class NodeMetrics {
   ) {
     const r = this.registry;
     r.setDefaultLabels(labels);
-    if (processMetrics) collectDefaultMetrics({ register: r });
+    if (processMetrics) {
+      collectDefaultMetrics({ register: r });
+      // prom-client's sums of its own nodejs_active_{handles,requests,resources} (by type) are gauges
+      // named _total, against the convention: the series by type stay, their sums go.
+      for (const n of ["handles", "requests", "resources"]) r.removeSingleMetric(`nodejs_active_${n}_total`);
+    }
     this.requests = new Counter({
       name: "ringstore_requests_total",
       help: "Client requests by operation and HTTP status",

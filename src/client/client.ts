@@ -193,6 +193,18 @@ export function decodeKey(encoded: string): Buffer {
   return Buffer.from(out);
 }
 
+/**
+ * The path of a key. An empty key is refused here as a node refuses it (400 bad_key), without sending:
+ * `GET /kv/` is the key listing, not a key.
+ */
+function keyPath(key: string | Uint8Array): string {
+  if (key.length === 0)
+    throw new RingstoreError(400, "bad_key", "the key must not be empty (nothing was sent)", {
+      error: "bad_key",
+    });
+  return `/kv/${encodeKey(key)}`;
+}
+
 function keyBytes(key: string | Uint8Array): Uint8Array {
   return typeof key === "string" ? Buffer.from(key, "utf8") : key;
 }
@@ -687,7 +699,7 @@ export class RingstoreClient {
     const res = await this.send(
       "GET",
       key,
-      `/kv/${encodeKey(key)}${query(options)}`,
+      `${keyPath(key)}${query(options)}`,
       {},
       undefined,
       options.timeoutMs,
@@ -759,7 +771,7 @@ export class RingstoreClient {
     const res = await this.send(
       method,
       key,
-      `/kv/${encodeKey(key)}${query(options)}`,
+      `${keyPath(key)}${query(options)}`,
       headers,
       body,
       options.timeoutMs,

@@ -173,9 +173,11 @@ describe("single node", () => {
     const long = await put("k".repeat(1025), "no");
     assert.equal(long.status, 400);
     assert.equal(long.json().error, "bad_key");
-    const empty = await req(`${url}/kv/`);
+    // An empty key is refused; GET /kv/ (no key) is the key listing.
+    const empty = await put("", "no");
     assert.equal(empty.status, 400);
     assert.equal(empty.json().error, "bad_key");
+    assert.equal((await req(`${url}/kv/`)).status, 200);
     const bad = await req(`${url}/kv/a%zz`);
     assert.equal(bad.status, 400);
     assert.equal((await put("max-value", Buffer.alloc(1024 * 1024, 1))).status, 204);

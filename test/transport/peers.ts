@@ -174,7 +174,7 @@ export function everyKind(): RequestBody[] {
     {
       kind: "list_keys",
       partitions: 4,
-      include: Uint8Array.of(0b1010),
+      include: Buffer.from([0b1010]),
       after: null,
       maxKeys: 1,
       maxBytes: 1,
