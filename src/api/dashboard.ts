@@ -194,7 +194,13 @@ export class Dashboard {
       repaired: ae.keysRepaired,
       diskBytes: disk,
     };
-    if (this.hints === undefined || now - this.hints.at >= this.hintLookMs) {
+    const backlog = s.hintedHandoff.backlog;
+    const stale =
+      this.hints === undefined ||
+      now - this.hints.at >= this.hintLookMs ||
+      // Hints appeared since the last look (a node went down): look again at once.
+      (backlog > 0 && this.hints.partitions.length === 0);
+    if (stale) {
       const got =
         s.hintedHandoff.backlog === 0
           ? { partitions: [], complete: true }

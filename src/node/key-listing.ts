@@ -15,7 +15,7 @@ import type { Transport } from "../transport/transport.js";
 import type { Placement } from "./placement.js";
 
 /** Sets a node's listing scans look at per second at most, by default. */
-export const DEFAULT_LIST_KEYS_PER_SECOND = 200_000;
+export const DEFAULT_LIST_KEYS_PER_SECOND = 50_000;
 
 /** A count of the keys a node stores. */
 export interface Census {
