@@ -10,7 +10,14 @@ import type { AntiEntropy } from "../anti-entropy/service.js";
 import { loadApiSecurity } from "../api/api-security.js";
 import { createApi, type MembershipOutcome, serveApi } from "../api/http-api.js";
 import { NodeMetrics } from "../api/metrics.js";
-import { type AntiEntropyStatus, hintedHandoffDocument, ringDocument, statusDocument } from "../api/views.js";
+import {
+  type AntiEntropyStatus,
+  hintedHandoffDocument,
+  ringDocument,
+  statusDocument,
+  type TombstoneStatus,
+} from "../api/views.js";
+import { DEFAULT_TOMBSTONE_PACING, type TombstoneReaper } from "../replication/tombstones.js";
 import { seededRandom } from "../runtime/runtime.js";
 import { systemRuntime } from "../runtime/system-runtime.js";
 import { workerCompactionExecutor } from "../storage/compaction-worker.js";
@@ -28,6 +35,14 @@ import type { NodeIdentity } from "./identity.js";
 /** The pause between an anti-entropy exchange's two looks (Riak pauses about a second). */
 const ANTI_ENTROPY_PAUSE_MS = 1000;
 
+/**
+ * The wait between two tombstone sweeps: a tenth of the grace period, within [100 ms, 10 min] (a
+ * tombstone is purged within about grace + this, once every replica agrees).
+ */
+export function tombstoneSweepIntervalMs(graceMs: number): number {
+  return Math.min(600_000, Math.max(100, Math.floor(graceMs / 10)));
+}
+
 export interface RunningNode {
   readonly id: string;
   readonly identity: NodeIdentity;
@@ -35,6 +50,8 @@ export interface RunningNode {
   readonly api: HostPort;
   readonly peer: HostPort;
   readonly createdCluster: boolean;
+  /** Forced back (--force-rejoin) after this long away, past the tombstone grace period. */
+  readonly forcedBackAfterMs: number | undefined;
   stop(): Promise<void>;
 }
 
@@ -86,12 +103,14 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
     let engine: StorageEngine | undefined;
     let backlog: () => ReadonlyMap<string, { count: number; bytes: number }> = () => new Map();
     let lastSweep: () => number | null = () => null;
+    let tombstonesHeld: () => number | null = () => null;
     const metrics = new NodeMetrics(
       () => engine!.stats(),
       { node: config.id },
       () => backlog(),
       () => lastSweep(),
       now,
+      () => tombstonesHeld(),
     );
     // The API's TLS and token files: one that cannot be used stops the start before anything is written.
     const security = await loadApiSecurity({
@@ -135,6 +154,15 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
               },
             }
           : {}),
+        tombstones: {
+          graceMs: config.tombstoneGraceMs,
+          purging: config.tombstonePurge,
+          pacing: {
+            ...DEFAULT_TOMBSTONE_PACING,
+            sweepIntervalMs: tombstoneSweepIntervalMs(config.tombstoneGraceMs),
+          },
+        },
+        forceRejoin: config.forceRejoin,
         ...(config.hintedHandoff
           ? {
               hinted: {
@@ -175,6 +203,10 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
           },
           onRebuild: (r) => metrics.antiEntropyRebuilds.inc({ outcome: r.outcome }),
         },
+        tombstoneEvents: {
+          onPurged: () => metrics.tombstonesPurged.inc(),
+          onRefused: (reason) => metrics.tombstonesRefused.inc({ reason }),
+        },
         hintEvents: {
           onStored: () => metrics.hintsStored.inc(),
           onDelivered: (_target, bytes) => {
@@ -203,6 +235,8 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
     if (hints !== undefined) backlog = () => hints.backlog();
     const ae = core.antiEntropy;
     if (ae !== undefined) lastSweep = () => ae.lastFullSweepAt();
+    const reaper = core.tombstones;
+    if (reaper !== undefined) tombstonesHeld = () => reaper.stats.held;
     serveApi(app, {
       service: core.router,
       secret: Buffer.from(id.clusterSecret, "base64"),
@@ -259,6 +293,10 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
           strayStores: core.strays.counts,
           viewSaves: node.views.status,
           antiEntropy: ae === undefined ? undefined : antiEntropyDocument(ae, t),
+          tombstones:
+            reaper === undefined
+              ? undefined
+              : tombstoneDocument(reaper, config.tombstonePurge, config.tombstoneGraceMs, t),
           hintedHandoff: hintedHandoffDocument({
             backlog: hints?.backlog() ?? new Map(),
             progress: core.hintDelivery?.progress ?? new Map(),
@@ -284,6 +322,7 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
       api: apiBound,
       peer: peerBound,
       createdCluster: node.created,
+      forcedBackAfterMs: node.forcedBackAfterMs,
       stop: () => {
         stopping ??= runAll(cleanup);
         return stopping;
@@ -330,5 +369,27 @@ function antiEntropyDocument(ae: AntiEntropy, now: number): AntiEntropyStatus {
     keysRepaired: ae.totals.keysRepaired,
     failed: ae.totals.failed,
     lastExchanges: [...ae.recent],
+  };
+}
+
+/** Tombstone purging's part of /status. */
+function tombstoneDocument(
+  reaper: TombstoneReaper,
+  purging: boolean,
+  graceMs: number,
+  now: number,
+): TombstoneStatus {
+  const s = reaper.stats;
+  return {
+    enabled: true,
+    purging,
+    graceMs,
+    held: s.held,
+    ownedPastGrace: s.ownedPastGrace,
+    purged: s.purged,
+    refused: { ...s.refused },
+    sweeps: s.sweeps,
+    lastSweepAt: s.lastSweepAt,
+    lastSweepAgeMs: s.lastSweepAt === null ? null : Math.max(0, Math.round(now - s.lastSweepAt)),
   };
 }
