@@ -146,7 +146,8 @@ export class DotCounter {
       this.last = c;
       // Half the block used: the next lease is saved in the background, before it is needed.
       // A failure is kept (`failure`) and reported to the first caller that needs the new lease.
-      if (this.store !== undefined && this.leased - c < this.block / 2) this.extend(c).catch(() => undefined);
+      if (this.store !== undefined && this.extending === undefined && this.leased - c < this.block / 2)
+        this.extend(c).catch(() => undefined);
       return c;
     }
     return this.extend(c).then(() => this.next(atLeast));
