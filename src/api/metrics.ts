@@ -98,6 +98,8 @@ export class NodeMetrics {
   readonly antiEntropyDifferingSegments: Counter;
   readonly antiEntropyRebuilds: Counter<"outcome">;
   readonly apiRefused: Counter<"reason">;
+  readonly tombstonesPurged: Counter;
+  readonly tombstonesRefused: Counter<"reason">;
   /** The API's open connections and requests in flight (set by its server), read at scrape time. */
   private apiLoad: () => { readonly connections: number; readonly inFlight: number } = () => ({
     connections: 0,
@@ -115,6 +117,8 @@ export class NodeMetrics {
     now: () => number = () => 0,
     /** Add prom-client's default process and event-loop metrics. */
     processMetrics = false,
+    /** Keys whose set is only tombstones, at the last tombstone sweep (null: none yet). */
+    tombstonesHeld: () => number | null = () => null,
   ) {
     const r = this.registry;
     r.setDefaultLabels(labels);
@@ -237,6 +241,25 @@ export class NodeMetrics {
         const at = lastFullSweepAt();
         this.set(at === null ? -1 : Math.max(0, (now() - at) / 1000));
       },
+    });
+    new Gauge({
+      name: "ringstore_tombstones_held",
+      help: "Keys whose set is only tombstones, counted by the last complete sweep (-1: none yet)",
+      registers: [r],
+      collect() {
+        this.set(tombstonesHeld() ?? -1);
+      },
+    });
+    this.tombstonesPurged = new Counter({
+      name: "ringstore_tombstones_purged_total",
+      help: "Keys whose tombstones this node deleted, every primary replica having agreed",
+      registers: [r],
+    });
+    this.tombstonesRefused = new Counter({
+      name: "ringstore_tombstones_purge_refused_total",
+      help: "Keys this node owns whose tombstones, past the grace period, were kept at a sweep, by reason (differs, young, hint_pending, handoff_pending, ring_differs, off, busy, replica_down, unreachable, changed)",
+      labelNames: ["reason"],
+      registers: [r],
     });
     this.apiRefused = new Counter({
       name: "ringstore_api_refused_total",

@@ -91,6 +91,8 @@ export interface StatusDocument {
   readonly hintedHandoff: HintedHandoffStatus;
   /** The last anti-entropy exchanges (none until anti-entropy exists). */
   readonly antiEntropy: AntiEntropyStatus;
+  /** The tombstones this node holds, and their purging. */
+  readonly tombstones: TombstoneStatus;
   /** The peer transport's counters. */
   readonly transport: TransportCounters;
   /** The storage engine's statistics. */
@@ -206,6 +208,40 @@ const ANTI_ENTROPY_OFF: AntiEntropyStatus = {
   lastExchanges: [],
 };
 
+/** Tombstones as this node holds and purges them (replication/tombstones.ts). */
+export interface TombstoneStatus {
+  /** Sweeps run (they count the tombstones); `purging`: they also purge those every replica agrees on. */
+  readonly enabled: boolean;
+  readonly purging: boolean;
+  /** The grace period (ms): a tombstone is kept at least this long (null when no sweeps run). */
+  readonly graceMs: number | null;
+  /** Keys whose set is only tombstones, counted by the last complete sweep (null: none ended yet). */
+  readonly held: number | null;
+  /** Of those, the ones this node owns (first replica) that were past the grace period. */
+  readonly ownedPastGrace: number | null;
+  /** Keys whose tombstones this node deleted (as their owner, or asked by it), since it started. */
+  readonly purged: number;
+  /** Keys this node owns left unpurged at a sweep, by reason, since it started. */
+  readonly refused: Readonly<Record<string, number>>;
+  readonly sweeps: number;
+  /** When the last sweep ended, and how long ago (ms); null: none yet. */
+  readonly lastSweepAt: number | null;
+  readonly lastSweepAgeMs: number | null;
+}
+
+const TOMBSTONES_OFF: TombstoneStatus = {
+  enabled: false,
+  purging: false,
+  graceMs: null,
+  held: null,
+  ownedPastGrace: null,
+  purged: 0,
+  refused: {},
+  sweeps: 0,
+  lastSweepAt: null,
+  lastSweepAgeMs: null,
+};
+
 /** Hinted handoff as this node holds and delivers it. */
 export interface HintedHandoffStatus {
   /** Hints held here, all targets together. */
@@ -271,6 +307,7 @@ export interface StatusInputs {
   readonly viewSaves: ViewSaves;
   readonly hintedHandoff?: HintedHandoffStatus;
   readonly antiEntropy?: AntiEntropyStatus;
+  readonly tombstones?: TombstoneStatus;
   readonly transport: TransportCounters;
   readonly storage: EngineStats;
 }
@@ -327,6 +364,7 @@ export function statusDocument(i: StatusInputs): StatusDocument {
     },
     hintedHandoff: i.hintedHandoff ?? { backlog: 0, backlogBytes: 0, targets: [], limits: null },
     antiEntropy: i.antiEntropy ?? ANTI_ENTROPY_OFF,
+    tombstones: i.tombstones ?? TOMBSTONES_OFF,
     transport: {
       protocolErrors: t.protocolErrors,
       rejectedHandshakes: t.rejectedHandshakes,

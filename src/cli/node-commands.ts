@@ -4,6 +4,7 @@ import { type GetResult, RingstoreClient, RingstoreError } from "../client/clien
 import { onInvariantBroken } from "../core/assert.js";
 import { ConfigError, formatHostPort, type NodeConfigInput, validateNodeConfig } from "../node/config.js";
 import { startNode } from "../node/node.js";
+import { duration } from "../node/start-plan.js";
 import { type ConnectionFlags, clientOptions } from "./connection.js";
 
 export interface StartFlags
@@ -13,11 +14,13 @@ export interface StartFlags
     | "gossipIntervalMs"
     | "downAfterMs"
     | "hintWindowMs"
+    | "tombstoneGraceMs"
     | "antiEntropyIntervalMs"
     | "apiHeadersTimeoutMs"
     | "apiBodyTimeoutMs"
   > {
   hintWindow?: string;
+  tombstoneGrace?: string;
   antiEntropyInterval?: string;
   timeout?: string;
   gossipInterval?: string;
@@ -39,6 +42,7 @@ export async function startCommand(flags: StartFlags): Promise<void> {
     gossipIntervalMs: flags.gossipInterval,
     downAfterMs: flags.downAfter,
     hintWindowMs: flags.hintWindow,
+    tombstoneGraceMs: flags.tombstoneGrace,
     antiEntropyIntervalMs: flags.antiEntropyInterval,
     apiHeadersTimeoutMs: flags.apiHeadersTimeout,
     apiBodyTimeoutMs: flags.apiBodyTimeout,
@@ -58,6 +62,10 @@ export async function startCommand(flags: StartFlags): Promise<void> {
     },
   });
   const id = node.identity;
+  if (node.forcedBackAfterMs !== undefined)
+    process.stderr.write(
+      `ringstore node ${node.id}: warning: started with --force-rejoin after ${duration(node.forcedBackAfterMs)} away, longer than the tombstone grace period; it keeps its data (under a new actor)\n`,
+    );
   process.stdout.write(
     `ringstore node ${node.id} serving the API on ${config.apiTls === undefined ? "http" : "https"}://${formatHostPort(node.api)} ` +
       `(peer ${formatHostPort(node.peer)}), data in ${config.dataDir}, ` +

@@ -90,6 +90,13 @@ program
     "hinted handoff: bytes of hints delivered per second at most",
     String(16 * 1024 * 1024),
   )
+  .option("--tombstone-purge <on|off>", "purge deleted keys' tombstones once every replica agrees", "on")
+  .option(
+    "--tombstone-grace <ms>",
+    "tombstones are kept at least this long (default 24 h; above --hint-window); a node away longer is refused",
+    "86400000",
+  )
+  .option("--force-rejoin", "start a node away longer than --tombstone-grace with its data anyway")
   .option("--tls-cert <file>", "serve the API over https only, with this PEM certificate (and --tls-key)")
   .option("--tls-key <file>", "the PEM private key of --tls-cert (mode 0600)")
   .option(

@@ -9,22 +9,26 @@
  * 2. take the data directory's lock (a second node on the same directory is refused here);
  * 3. for a new node given --join, ask the cluster to admit it; for a node with data given --join, check
  *    the peers belong to its cluster;
- * 4. only then write: the identity (new, joined, or with a renewed actor) and the running marker;
- * 5. open the storage engine, build the protocol core, answer peers, start gossip and handoff, save the
- *    view.
+ * 4. only then write: the identity (new, joined, or with a renewed actor), the running marker and the
+ *    heartbeat (alive.ts);
+ * 5. open the storage engine and the node's dot counter (its lease, replication/dot-counter.ts), build
+ *    the protocol core, answer peers, start gossip, handoff and the tombstone sweeps, save the view.
  * The caller binds its ports (peer, API) before calling, so a port in use also refuses the start before
  * anything is written.
  */
 import { PartitionTree } from "../anti-entropy/tree.js";
 import { TreeSet } from "../anti-entropy/tree-set.js";
 import { loadTrees, saveTrees } from "../anti-entropy/tree-store.js";
+import { DotCounter } from "../replication/dot-counter.js";
 import { type HintLimits, HintStore, type HintStoreEvents } from "../replication/hints.js";
+import type { TombstonePacing } from "../replication/tombstones.js";
 import { partitionOf } from "../ring/ring.js";
 import type { Runtime } from "../runtime/runtime.js";
 import type { StorageEngine } from "../storage/engine.js";
 import type { FileSystem } from "../storage/fs/file-system.js";
 import type { MemberView } from "../transport/messages.js";
 import type { RequestHandler, Transport } from "../transport/transport.js";
+import { AliveBeat } from "./alive.js";
 import { DataDir } from "./data-dir.js";
 import { type Entropy, type NodeIdentity, newIdentity, renewActor } from "./identity.js";
 import { checkJoinTargets, joinVia } from "./join.js";
@@ -73,6 +77,23 @@ export interface BootConfig {
     readonly limits: HintLimits;
     readonly deliveryBytesPerSecond: number;
   };
+  /**
+   * Tombstones (replication/tombstones.ts): the grace period, whether to purge, the pacing. With it the
+   * node also keeps its heartbeat on disk, and a start after longer away than the grace period is refused
+   * unless `forceRejoin` (start-plan.ts). Absent: no sweeps, no heartbeat, no such check.
+   */
+  readonly tombstones?: {
+    readonly graceMs: number;
+    readonly purging: boolean;
+    readonly pacing?: TombstonePacing;
+  };
+  /** Start a node away longer than the grace period with its data (--force-rejoin). */
+  readonly forceRejoin?: boolean;
+}
+
+/** How often the heartbeat is written: a tenth of the grace period, within [100 ms, 1 min]. */
+export function aliveIntervalMs(graceMs: number): number {
+  return Math.min(60_000, Math.max(100, Math.floor(graceMs / 10)));
 }
 
 export interface BootDeps {
@@ -92,6 +113,8 @@ export interface BootDeps {
     NonNullable<NodeCoreDeps["antiEntropy"]>,
     "onRepaired" | "onExchange" | "onRebuild"
   >;
+  /** Tombstone purging's events, for the metrics. */
+  readonly tombstoneEvents?: Pick<NonNullable<NodeCoreDeps["tombstones"]>, "onPurged" | "onRefused">;
   /** Hinted handoff's events, for the metrics. */
   readonly hintEvents?: Pick<
     NonNullable<NodeCoreDeps["hinted"]>,
@@ -108,6 +131,8 @@ export interface BootedNode {
   readonly storage: StorageEngine;
   readonly views: ViewSaver;
   readonly dataDir: DataDir;
+  /** The node was forced back (--force-rejoin) after this long away, past the grace period. */
+  readonly forcedBackAfterMs: number | undefined;
   /**
    * A clean stop: gossip and handoff stop, the view is saved, every versioned set is stored (or failed),
    * the engine closes, and the running marker goes (unless a write failed: the next start then renews the
@@ -121,6 +146,8 @@ export async function bootNode(config: BootConfig, deps: BootDeps): Promise<Boot
   const dir = new DataDir(env.fs, config.dataDir);
   const found = await dir.readIdentity();
   const saved = await dir.readView();
+  const tomb = config.tombstones;
+  const alive = tomb === undefined ? undefined : await dir.readAlive();
   const plan = planStart({
     nodeId: config.nodeId,
     dataDir: config.dataDir,
@@ -130,10 +157,20 @@ export async function bootNode(config: BootConfig, deps: BootDeps): Promise<Boot
     identity: found,
     saved,
     uncleanStop: await dir.uncleanStop(),
+    away:
+      tomb === undefined
+        ? undefined
+        : {
+            lastAliveAtMs: alive?.atMs,
+            nowMs: env.clock.now(),
+            graceMs: tomb.graceMs,
+            force: config.forceRejoin === true,
+          },
   });
   const release = await dir.lock(env.timers);
   let storage: StorageEngine | undefined;
   let core: NodeCore | undefined;
+  let beat: AliveBeat | undefined;
   try {
     const selfEntry = (status: MemberView["status"], incarnation: number): MemberView => ({
       id: config.nodeId,
@@ -182,8 +219,12 @@ export async function bootNode(config: BootConfig, deps: BootDeps): Promise<Boot
     }
     if (write) await dir.writeIdentity(identity);
     await dir.markRunning();
+    // A node that never wrote a heartbeat (new, or from before it existed) starts in contact.
+    const lastContactAtMs = alive?.contactMs ?? env.clock.now();
+    if (tomb !== undefined) await dir.writeAlive({ atMs: env.clock.now(), contactMs: lastContactAtMs });
     transport.setCluster(identity.clusterId);
     storage = await deps.openStorage(dir.storageDir);
+    const counters = await DotCounter.open(storage);
     let antiEntropy: NodeCoreDeps["antiEntropy"];
     if (config.antiEntropy !== undefined) {
       const q = identity.partitions;
@@ -247,6 +288,8 @@ export async function bootNode(config: BootConfig, deps: BootDeps): Promise<Boot
               onDelivered: deps.hintEvents?.onDelivered,
               onDropped: deps.hintEvents?.onDropped,
             },
+      counters,
+      tombstones: tomb === undefined ? undefined : { ...tomb, lastContactAtMs, ...deps.tombstoneEvents },
       readRepair: config.readRepair,
       onReadRepair: deps.onReadRepair,
       onReplicaTimeout: deps.onReplicaTimeout,
@@ -254,6 +297,16 @@ export async function bootNode(config: BootConfig, deps: BootDeps): Promise<Boot
     });
     deps.serve(core.dispatch);
     core.start();
+    beat =
+      tomb === undefined
+        ? undefined
+        : new AliveBeat(
+            () => dir.writeAlive({ atMs: env.clock.now(), contactMs: core!.lastContactAtMs }),
+            env.timers,
+            aliveIntervalMs(tomb.graceMs),
+          );
+    beat?.start();
+    const heartbeat = beat;
     await views.persist();
 
     const engine = storage;
@@ -266,9 +319,15 @@ export async function bootNode(config: BootConfig, deps: BootDeps): Promise<Boot
       storage: engine,
       views,
       dataDir: dir,
+      forcedBackAfterMs: plan.kind === "rejoin" ? plan.forcedBackAfterMs : undefined,
       stop: () => {
         stopping ??= runAll([
           () => booted.stop(),
+          async () => {
+            if (heartbeat === undefined) return;
+            await heartbeat.stop();
+            await dir.writeAlive({ atMs: env.clock.now(), contactMs: booted.lastContactAtMs });
+          },
           () => views.flush(),
           async () => {
             // Version nothing more, and let every versioned set reach the disk (or fail) before the engine
@@ -294,7 +353,12 @@ export async function bootNode(config: BootConfig, deps: BootDeps): Promise<Boot
       },
     };
   } catch (err) {
-    await runAll([async () => core?.stop(), async () => storage?.close(), release]).catch(() => undefined);
+    await runAll([
+      async () => core?.stop(),
+      async () => beat?.stop(),
+      async () => storage?.close(),
+      release,
+    ]).catch(() => undefined);
     throw err;
   }
 }

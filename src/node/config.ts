@@ -48,6 +48,15 @@ export interface NodeConfig {
   readonly hintMaxBytes: number;
   /** Hinted handoff: bytes of hints delivered per second at most. */
   readonly hintRateBytesPerSec: number;
+  /** Tombstones are purged once every replica agrees (on, the default), or only counted. */
+  readonly tombstonePurge: boolean;
+  /**
+   * Tombstones are kept at least this long after their delete, and a node away longer is refused at its
+   * start (replication/tombstones.ts, node/start-plan.ts). Above the hint window.
+   */
+  readonly tombstoneGraceMs: number;
+  /** Start even if away longer than the grace period (keeping the data). */
+  readonly forceRejoin: boolean;
   /** The API serves https only, with this certificate and key (PEM files); undefined: plain http. */
   readonly apiTls: { readonly certFile: string; readonly keyFile: string } | undefined;
   /** The API requires bearer tokens from this file (`ringstore auth add-token`); undefined: open. */
@@ -74,6 +83,7 @@ export const NODE_DEFAULTS = {
   hintWindowMs: 3 * 60 * 60 * 1000,
   hintMaxBytes: 256 * 1024 * 1024,
   hintRateBytesPerSec: 16 * 1024 * 1024,
+  tombstoneGraceMs: 24 * 60 * 60 * 1000,
   durability: "fsync" as Durability,
   apiMaxConnections: API_LIMIT_DEFAULTS.maxConnections,
   apiMaxInFlight: API_LIMIT_DEFAULTS.maxInFlight,
@@ -145,6 +155,9 @@ export interface NodeConfigInput {
   hintWindowMs?: string | number | undefined;
   hintMaxBytes?: string | number | undefined;
   hintRate?: string | number | undefined;
+  tombstonePurge?: string | boolean | undefined;
+  tombstoneGraceMs?: string | number | undefined;
+  forceRejoin?: boolean | undefined;
   tlsCert?: string | undefined;
   tlsKey?: string | undefined;
   authFile?: string | undefined;
@@ -164,6 +177,25 @@ export function validateNodeConfig(input: NodeConfigInput): NodeConfig {
   const durability = input.durability ?? NODE_DEFAULTS.durability;
   if (!["fsync", "interval", "none"].includes(durability))
     throw new ConfigError(`--durability must be fsync, interval or none, got "${durability}"`);
+  const hintWindowMs = int(
+    input.hintWindowMs ?? NODE_DEFAULTS.hintWindowMs,
+    "--hint-window",
+    1000,
+    7 * 24 * 3600_000,
+  );
+  const tombstoneGraceMs = int(
+    input.tombstoneGraceMs ?? NODE_DEFAULTS.tombstoneGraceMs,
+    "--tombstone-grace",
+    1000,
+    365 * 24 * 3600_000,
+  );
+  const hintedHandoff = onOff(input.hintedHandoff ?? true, "--hinted-handoff");
+  // A hint of a version older than a delete must never be delivered after the delete's tombstone was
+  // purged: hints are dropped past the window, so the window must end before the grace period does.
+  if (hintedHandoff && hintWindowMs >= tombstoneGraceMs)
+    throw new ConfigError(
+      `--hint-window (${hintWindowMs} ms) must be shorter than --tombstone-grace (${tombstoneGraceMs} ms): a hint delivered after a tombstone was purged would bring a deleted key back`,
+    );
   const join =
     input.join === undefined || input.join === ""
       ? []
@@ -216,13 +248,8 @@ export function validateNodeConfig(input: NodeConfigInput): NodeConfig {
       1,
       1_000_000,
     ),
-    hintedHandoff: onOff(input.hintedHandoff ?? true, "--hinted-handoff"),
-    hintWindowMs: int(
-      input.hintWindowMs ?? NODE_DEFAULTS.hintWindowMs,
-      "--hint-window",
-      1000,
-      7 * 24 * 3600_000,
-    ),
+    hintedHandoff,
+    hintWindowMs,
     hintMaxBytes: int(input.hintMaxBytes ?? NODE_DEFAULTS.hintMaxBytes, "--hint-max-bytes", 0, 2 ** 50),
     hintRateBytesPerSec: int(
       input.hintRate ?? NODE_DEFAULTS.hintRateBytesPerSec,
@@ -230,6 +257,9 @@ export function validateNodeConfig(input: NodeConfigInput): NodeConfig {
       1024,
       2 ** 40,
     ),
+    tombstonePurge: onOff(input.tombstonePurge ?? true, "--tombstone-purge"),
+    tombstoneGraceMs,
+    forceRejoin: input.forceRejoin === true,
     apiTls: apiTls(input.tlsCert, input.tlsKey),
     apiAuthFile: input.authFile === undefined || input.authFile === "" ? undefined : input.authFile,
     apiLimits: apiLimits(input),

@@ -4,6 +4,7 @@
  *   node.json     the identity (identity.ts)
  *   members.json  the saved view (saved-view.ts)
  *   running       present while the node runs; left behind by a crash (an unclean stop)
+ *   alive         the last time the node was known to be running (alive.ts)
  *   LOCK          the directory's lock, held while a node runs on it
  *   storage/      the storage engine's files
  *
@@ -13,6 +14,7 @@
 import * as path from "node:path";
 import type { Timers } from "../runtime/runtime.js";
 import type { FileSystem } from "../storage/fs/file-system.js";
+import { type Alive, decodeAlive, encodeAlive } from "./alive.js";
 import { decodeIdentity, encodeIdentity, type NodeIdentity } from "./identity.js";
 import { decodeView, encodeView, type SavedView } from "./saved-view.js";
 
@@ -21,6 +23,7 @@ const LOCK_WAIT_MS = 1000;
 const LOCK_RETRY_MS = 50;
 const VIEW = "members.json";
 const RUNNING = "running";
+const ALIVE = "alive";
 
 export class DataDir {
   constructor(
@@ -75,6 +78,16 @@ export class DataDir {
 
   writeView(v: SavedView): Promise<void> {
     return this.writeDurably(VIEW, encodeView(v));
+  }
+
+  /** The node's heartbeat (alive.ts), if it ever wrote one. */
+  async readAlive(): Promise<Alive | undefined> {
+    const text = await this.read(ALIVE);
+    return text === undefined ? undefined : decodeAlive(text, this.file(ALIVE));
+  }
+
+  writeAlive(a: Alive): Promise<void> {
+    return this.writeDurably(ALIVE, encodeAlive(a));
   }
 
   /**

@@ -7,7 +7,11 @@
  *   all had the new one. Then it marks itself left, gossips that for a few rounds, and stops (`onLeft`).
  * - a removed node (left without a leave of its own) sends what it holds to the keys' replicas as a
  *   leaving node does (a write only it took would be lost otherwise), for at most REMOVED_HANDOFF_MS (it
- *   may be unable to reach anyone), then stops.
+ *   may be unable to reach anyone), then stops; unless it was cut off from the cluster for longer than
+ *   the tombstone grace period (`cutOffTooLong`): its copies may then be older than tombstones purged
+ *   meanwhile, and would bring deleted keys back, so it stops at once.
+ * A node that marked itself left after its last pass passes no more: a newer ring would make it send its
+ * copies again, after the cluster stopped counting on them (replication/tombstones.ts).
  */
 import type { Membership } from "../membership/membership.js";
 import type { Handoff } from "../replication/handoff.js";
@@ -37,6 +41,8 @@ export interface LeaveCompletionDeps {
   readonly hintsHeld?: () => boolean;
   /** Sends the hints held on now (to the keys' current replicas, as this node is leaving). */
   readonly deliverHints?: () => void;
+  /** Was this node cut off from the cluster for longer than the tombstone grace period? */
+  readonly cutOffTooLong?: () => boolean;
   /** This node is out of the cluster: stop it. */
   readonly onLeft: (how: "left" | "removed") => void;
 }
@@ -71,6 +77,11 @@ export class LeaveCompletion {
     const status = this.d.membership.self.status;
     // Left without finishing a leave of its own: an operator removed it while it was away (or cut off).
     if (status === "left" && this.leftTimer === undefined) {
+      if (this.d.cutOffTooLong?.() === true) {
+        void this.d.handoff.stop();
+        this.leftTimer = this.d.timers.after(0, () => this.d.onLeft("removed"));
+        return;
+      }
       this.removedStop = true;
       this.leftTimer = this.d.timers.after(REMOVED_HANDOFF_MS, () => this.d.onLeft("removed"));
       this.d.handoff.rescan();
@@ -106,6 +117,7 @@ export class LeaveCompletion {
     }
     if (this.d.hintsHeld?.() === true && this.waitForHints()) return;
     this.d.membership.markLeft();
+    void this.d.handoff.stop();
     this.d.saveView();
     // Gossip the news for a few rounds before stopping, so that every member hears it from us.
     this.leftTimer = this.d.timers.after(this.d.gossipIntervalMs * 4, () => this.d.onLeft("left"));

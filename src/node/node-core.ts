@@ -15,15 +15,17 @@ import type { TreeSet } from "../anti-entropy/tree-set.js";
 import { GossipDriver } from "../membership/gossip-driver.js";
 import { Membership } from "../membership/membership.js";
 import { Coordinator, type CoordinatorDeps } from "../replication/coordinator.js";
+import type { DotCounter } from "../replication/dot-counter.js";
 import { ForwardMemo } from "../replication/forward-memo.js";
 import { Handoff } from "../replication/handoff.js";
 import { HintDelivery, type HintDeliveryDeps } from "../replication/hint-delivery.js";
 import type { HintStore } from "../replication/hints.js";
 import { Replica } from "../replication/replica.js";
 import { Router } from "../replication/router.js";
-import type { Clock, Random, Timers } from "../runtime/runtime.js";
+import { type TombstoneDeps, type TombstonePacing, TombstoneReaper } from "../replication/tombstones.js";
+import type { Clock, Random, TimerHandle, Timers } from "../runtime/runtime.js";
 import type { StorageEngine } from "../storage/engine.js";
-import type { AnswerOf, MemberView, RingView } from "../transport/messages.js";
+import type { AnswerOf, MemberView, PurgeRequest, RingView } from "../transport/messages.js";
 import {
   type PeerHandlers,
   peerHandler,
@@ -31,6 +33,7 @@ import {
   type Transport,
 } from "../transport/transport.js";
 import type { Actor } from "../versioning/dvv.js";
+import { Absences } from "./absences.js";
 import { Departures } from "./departures.js";
 import type { ClusterSettings } from "./identity.js";
 import { KeyListing } from "./key-listing.js";
@@ -40,6 +43,9 @@ import { Placement } from "./placement.js";
 import { ReplicaPeers } from "./replica-peers.js";
 import type { SavedView } from "./saved-view.js";
 import { StrayForwarder } from "./stray-forwarder.js";
+
+/** Requests a member that left may still make: it hears of its departure through them. */
+const GOSSIP_KINDS: ReadonlySet<string> = new Set(["ping", "probe", "gossip"]);
 
 export interface NodeCoreDeps {
   readonly nodeId: string;
@@ -94,6 +100,21 @@ export interface NodeCoreDeps {
     readonly onExchange?: AntiEntropyDeps["onExchange"];
     readonly onRebuild?: AntiEntropyDeps["onRebuild"];
   };
+  /**
+   * Tombstone purging (replication/tombstones.ts): the grace period, whether to purge (else sweeps only
+   * count), the pacing. Absent: no sweeps, and peers' proposals get "off".
+   */
+  readonly tombstones?: {
+    readonly graceMs: number;
+    readonly purging: boolean;
+    readonly pacing?: TombstonePacing;
+    /** The node's last contact with the cluster before this start (its heartbeat file). */
+    readonly lastContactAtMs?: number;
+    readonly onPurged?: TombstoneDeps["onPurged"];
+    readonly onRefused?: TombstoneDeps["onRefused"];
+  };
+  /** The node's dot counter (replication/dot-counter.ts; volatile if absent). */
+  readonly counters?: DotCounter;
   readonly onReadRepair?: (nodeId: string) => void;
   /** Sets the key listing's scans look at per second at most on this node (key-listing.ts's default). */
   readonly listKeysPerSecond?: number;
@@ -119,6 +140,8 @@ export class NodeCore {
   /** Anti-entropy's exchanges and this node's trees (undefined when it is off). */
   readonly antiEntropy: AntiEntropy | undefined;
   readonly trees: TreeSet | undefined;
+  /** Tombstone purging (undefined when absent from the deps). */
+  readonly tombstones: TombstoneReaper | undefined;
   /** Hinted handoff's store and delivery (undefined without hints). */
   readonly hints: HintStore | undefined;
   readonly hintDelivery: HintDelivery | undefined;
@@ -130,6 +153,9 @@ export class NodeCore {
   /** The transport's request handler. */
   readonly dispatch: RequestHandler;
   private readonly completion: LeaveCompletion;
+  /** Members removed lately, and this node's last contact with the others (for tombstone purging). */
+  private readonly absences: Absences;
+  private sampling: TimerHandle | undefined;
 
   constructor(private readonly d: NodeCoreDeps) {
     const now = () => d.clock.now();
@@ -147,13 +173,21 @@ export class NodeCore {
     );
     this.membership = membership;
     if (d.view !== undefined) membership.merge(d.view.members, d.view.ring, now());
+    this.absences = new Absences(membership.view(), d.tombstones?.lastContactAtMs ?? now());
     if (d.bootstrapRing) membership.bootstrapRing();
     this.placement = new Placement(membership, d.nodeId, d.cluster.n);
     const list = (key: Uint8Array) => this.placement.preferenceList(key);
     const fallbacks = (key: Uint8Array) => (d.hinted === undefined ? [] : this.placement.fallbacks(key));
     const alive = (id: string) => membership.liveness(id, now()) !== "down";
 
-    this.replica = new Replica(d.storage, d.actor, d.maxSiblings, undefined, d.antiEntropy?.trees);
+    this.replica = new Replica(
+      d.storage,
+      d.actor,
+      d.maxSiblings,
+      undefined,
+      d.antiEntropy?.trees,
+      d.counters,
+    );
     const peers = new ReplicaPeers({
       selfId: d.nodeId,
       membership,
@@ -206,6 +240,7 @@ export class NodeCore {
       intervalMs: d.gossipIntervalMs,
       requestTimeoutMs: Math.max(d.gossipIntervalMs * 2, 500),
       onChange: () => {
+        this.absences.viewChanged(membership.view(), now());
         this.completion.viewChanged();
         this.hintDelivery?.kick();
         saveView();
@@ -241,6 +276,9 @@ export class NodeCore {
       saveView,
       hintsHeld: () => (this.hints?.backlog().size ?? 0) > 0,
       deliverHints: () => this.hintDelivery?.kick(),
+      // Cut off for longer than the grace period: its copies may be older than tombstones purged since.
+      cutOffTooLong: () =>
+        d.tombstones !== undefined && this.absences.cutOffFor(now()) > d.tombstones.graceMs,
       onLeft: (how) => d.onLeft?.(how),
     });
     this.departures = new Departures({
@@ -251,6 +289,7 @@ export class NodeCore {
       clock: d.clock,
       requestTimeoutMs: d.requestTimeoutMs,
       changed: async () => {
+        this.absences.viewChanged(membership.view(), now());
         this.completion.viewChanged();
         await d.views?.persist();
       },
@@ -288,7 +327,10 @@ export class NodeCore {
           });
     const ae = d.antiEntropy;
     this.trees = ae?.trees;
-    const ask = async <R extends AeRequest>(peer: string, request: R) => {
+    const ask = async <R extends AeRequest | PurgeRequest<"purge_check" | "purge">>(
+      peer: string,
+      request: R,
+    ) => {
       const addr = membership.member(peer)?.peer;
       if (addr === undefined) throw new Error(`no address known for ${peer}`);
       return d.transport.request(addr, request, d.requestTimeoutMs * 4);
@@ -327,10 +369,53 @@ export class NodeCore {
       requestTimeoutMs: d.requestTimeoutMs,
       keysPerSecond: d.listKeysPerSecond,
     });
+    const tomb = d.tombstones;
+    this.tombstones =
+      tomb === undefined
+        ? undefined
+        : new TombstoneReaper({
+            selfId: d.nodeId,
+            replica: this.replica,
+            clock: d.clock,
+            timers: d.timers,
+            graceMs: tomb.graceMs,
+            purging: tomb.purging,
+            pacing: tomb.pacing,
+            ring: () => {
+              const ring = membership.ring;
+              return ring === null
+                ? undefined
+                : { version: ring.version, list: (key) => this.placement.preferenceList(key) };
+            },
+            alive: (id) => membership.liveness(id, now()) === "up",
+            hintHeld: async (key) => {
+              const hints = this.hints;
+              return hints !== undefined && (await hints.readAll(key)).length > 0;
+            },
+            // Every member answers for itself: no pass under way, the last one for its current ring.
+            handoffSettled: () =>
+              membership.self.status === "up" &&
+              this.handoff.progress.state === "idle" &&
+              this.handoff.handedOffRing?.version === membership.ring?.version &&
+              this.strays.straysInFlight === 0,
+            // Every member that has not left, and those removed within the grace period (absences.ts).
+            members: () => [
+              ...membership
+                .view()
+                .filter((m) => m.status !== "left" && m.id !== d.nodeId)
+                .map((m) => m.id),
+              ...this.absences.recentlyRemoved(now(), tomb.graceMs),
+            ],
+            store: (peer, key, set) => peerFor(peer).store(key, set),
+            ask: (peer, body) => ask(peer, body),
+            onPurged: tomb.onPurged,
+            onRefused: tomb.onRefused,
+          });
     this.handlers = peerHandlers({
       selfId: d.nodeId,
       listKeys: (body) => this.keyListing.answer(body),
       antiEntropy: this.antiEntropy,
+      tombstones: this.tombstones,
       local: peerFor(d.nodeId),
       cluster: d.cluster,
       membership,
@@ -344,7 +429,21 @@ export class NodeCore {
       approveDeparture: (id, how, force) => this.departures.approve(id, how, force),
       stored: (key, set) => this.strays.stored(key, set),
     });
-    this.dispatch = peerHandler(this.handlers);
+    const handle = peerHandler(this.handlers);
+    this.dispatch =
+      tomb === undefined
+        ? handle
+        : (from, body) => {
+            // A member that left (or was removed longer than the grace period ago) is heard no more, but
+            // for gossip (so that it learns it left): its copies may be older than tombstones purged since.
+            if (!GOSSIP_KINDS.has(body.kind) && this.absences.gone(from, membership, now(), tomb.graceMs))
+              return Promise.reject(
+                Object.assign(new Error(`${from} has left this cluster: its ${body.kind} is refused`), {
+                  code: "ERR_REJECTED",
+                }),
+              );
+            return handle(from, body);
+          };
   }
 
   /** The key's preference list: node ids, in order ([] before the node has a ring). */
@@ -363,6 +462,8 @@ export class NodeCore {
   start(): void {
     this.gossip.start();
     this.hintDelivery?.start();
+    this.tombstones?.start();
+    if (this.tombstones !== undefined) this.sampleContact();
     const ae = this.d.antiEntropy;
     if (this.antiEntropy !== undefined && ae !== undefined) {
       if (ae.rebuild.length > 0) void this.antiEntropy.rebuild(ae.rebuild);
@@ -378,13 +479,33 @@ export class NodeCore {
     this.completion.viewChanged();
   }
 
+  /** The last time this node was in contact with the cluster (absences.ts). */
+  get lastContactAtMs(): number {
+    return this.absences.lastContactAtMs;
+  }
+
+  /** Every second (or gossip round): is another member up, or is there none? (absences.ts) */
+  private sampleContact(): void {
+    this.sampling = this.d.timers.after(Math.max(this.d.gossipIntervalMs, 1000), () => {
+      const m = this.membership;
+      const t = this.d.clock.now();
+      const others = m.view().filter((x) => x.id !== this.d.nodeId && x.status !== "left");
+      this.absences.sample(others.length === 0 || others.some((x) => m.liveness(x.id, t) === "up"), t);
+      this.sampleContact();
+    });
+  }
+
   /** Stops gossip and handoff; resolves once a handoff pass under way has let go of the storage. */
   stop(): Promise<void> {
+    this.sampling?.cancel();
     this.gossip.stop();
     this.completion.stop();
-    return Promise.all([this.handoff.stop(), this.hintDelivery?.stop(), this.antiEntropy?.stop()]).then(
-      () => undefined,
-    );
+    return Promise.all([
+      this.handoff.stop(),
+      this.hintDelivery?.stop(),
+      this.antiEntropy?.stop(),
+      this.tombstones?.stop(),
+    ]).then(() => undefined);
   }
 
   /** What a node saves to find its place again after a restart: members, ring, last handed-off ring. */

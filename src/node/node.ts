@@ -18,8 +18,10 @@ import {
   ringDocument,
   type StatusDocument,
   statusDocument,
+  type TombstoneStatus,
 } from "../api/views.js";
 import { EventLog } from "../core/event-log.js";
+import { DEFAULT_TOMBSTONE_PACING, type TombstoneReaper } from "../replication/tombstones.js";
 import { partitionOf } from "../ring/ring.js";
 import { seededRandom } from "../runtime/runtime.js";
 import { systemRuntime } from "../runtime/system-runtime.js";
@@ -47,6 +49,14 @@ const CENSUS_INTERVAL_MS = 30_000;
 const HINT_LOOK_PER_TARGET = 1000;
 const HINT_LOOK_TARGETS = 8;
 
+/**
+ * The wait between two tombstone sweeps: a tenth of the grace period, within [100 ms, 10 min] (a
+ * tombstone is purged within about grace + this, once every replica agrees).
+ */
+export function tombstoneSweepIntervalMs(graceMs: number): number {
+  return Math.min(600_000, Math.max(100, Math.floor(graceMs / 10)));
+}
+
 export interface RunningNode {
   readonly id: string;
   readonly identity: NodeIdentity;
@@ -56,6 +66,8 @@ export interface RunningNode {
   readonly createdCluster: boolean;
   /** The node's recent cluster events (the dashboard's): others may record into it. */
   readonly events: EventLog;
+  /** Forced back (--force-rejoin) after this long away, past the tombstone grace period. */
+  readonly forcedBackAfterMs: number | undefined;
   stop(): Promise<void>;
 }
 
@@ -107,6 +119,7 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
     let engine: StorageEngine | undefined;
     let backlog: () => ReadonlyMap<string, { count: number; bytes: number }> = () => new Map();
     let lastSweep: () => number | null = () => null;
+    let tombstonesHeld: () => number | null = () => null;
     const metrics = new NodeMetrics(
       () => engine!.stats(),
       { node: config.id },
@@ -114,6 +127,7 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
       () => lastSweep(),
       now,
       true,
+      () => tombstonesHeld(),
     );
     const events = new EventLog();
     /** Partitions in which the last anti-entropy exchange found keys differing (until the next one). */
@@ -162,6 +176,15 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
               },
             }
           : {}),
+        tombstones: {
+          graceMs: config.tombstoneGraceMs,
+          purging: config.tombstonePurge,
+          pacing: {
+            ...DEFAULT_TOMBSTONE_PACING,
+            sweepIntervalMs: tombstoneSweepIntervalMs(config.tombstoneGraceMs),
+          },
+        },
+        forceRejoin: config.forceRejoin,
         ...(config.hintedHandoff
           ? {
               hinted: {
@@ -205,6 +228,10 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
           },
           onRebuild: (r) => metrics.antiEntropyRebuilds.inc({ outcome: r.outcome }),
         },
+        tombstoneEvents: {
+          onPurged: () => metrics.tombstonesPurged.inc(),
+          onRefused: (reason) => metrics.tombstonesRefused.inc({ reason }),
+        },
         hintEvents: {
           onStored: () => metrics.hintsStored.inc(),
           onDelivered: (_target, bytes) => {
@@ -234,6 +261,8 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
     if (hints !== undefined) backlog = () => hints.backlog();
     const ae = core.antiEntropy;
     if (ae !== undefined) lastSweep = () => ae.lastFullSweepAt();
+    const reaper = core.tombstones;
+    if (reaper !== undefined) tombstonesHeld = () => reaper.stats.held;
     const status = async (): Promise<StatusDocument> => {
       const t = now();
       return statusDocument({
@@ -255,6 +284,10 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
         strayStores: core.strays.counts,
         viewSaves: node.views.status,
         antiEntropy: ae === undefined ? undefined : antiEntropyDocument(ae, t),
+        tombstones:
+          reaper === undefined
+            ? undefined
+            : tombstoneDocument(reaper, config.tombstonePurge, config.tombstoneGraceMs, t),
         hintedHandoff: hintedHandoffDocument({
           backlog: hints?.backlog() ?? new Map(),
           progress: core.hintDelivery?.progress ?? new Map(),
@@ -365,6 +398,7 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
       peer: peerBound,
       createdCluster: node.created,
       events,
+      forcedBackAfterMs: node.forcedBackAfterMs,
       stop: () => {
         stopping ??= runAll(cleanup);
         return stopping;
@@ -467,5 +501,27 @@ function scheduleCensus(core: NodeCore, done: (c: Census) => void): () => void {
   return () => {
     stopped = true;
     clearTimeout(timer);
+  };
+}
+
+/** Tombstone purging's part of /status. */
+function tombstoneDocument(
+  reaper: TombstoneReaper,
+  purging: boolean,
+  graceMs: number,
+  now: number,
+): TombstoneStatus {
+  const s = reaper.stats;
+  return {
+    enabled: true,
+    purging,
+    graceMs,
+    held: s.held,
+    ownedPastGrace: s.ownedPastGrace,
+    purged: s.purged,
+    refused: { ...s.refused },
+    sweeps: s.sweeps,
+    lastSweepAt: s.lastSweepAt,
+    lastSweepAgeMs: s.lastSweepAt === null ? null : Math.max(0, Math.round(now - s.lastSweepAt)),
   };
 }

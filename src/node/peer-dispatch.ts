@@ -11,8 +11,9 @@ import type { ReplicaPeer } from "../replication/coordinator.js";
 import type { ForwardMemo } from "../replication/forward-memo.js";
 import type { Replica } from "../replication/replica.js";
 import type { Router } from "../replication/router.js";
+import type { TombstoneReaper } from "../replication/tombstones.js";
 import type { Clock } from "../runtime/runtime.js";
-import type { AnswerOf, RequestOf } from "../transport/messages.js";
+import { type AnswerOf, PURGE_VERDICTS, type RequestOf } from "../transport/messages.js";
 import type { PeerHandlers, Transport } from "../transport/transport.js";
 import { decodeSiblings, encodeSiblings, type StoredSibling } from "../versioning/object-codec.js";
 import type { ClusterSettings } from "./identity.js";
@@ -21,6 +22,8 @@ export interface PeerDispatchDeps {
   readonly selfId: string;
   /** Anti-entropy, when it is on: it answers the peers' exchanges. */
   readonly antiEntropy: AntiEntropy | undefined;
+  /** Tombstone purging: it answers the peers' proposals (absent: every key gets "off"). */
+  readonly tombstones: TombstoneReaper | undefined;
   readonly cluster: ClusterSettings;
   readonly membership: Membership;
   readonly gossip: GossipDriver;
@@ -93,6 +96,10 @@ export function peerHandlers(d: PeerDispatchDeps): PeerHandlers {
     ae_branches: (_from, body) => aeOn(d).answerTrees(body),
     ae_segments: (_from, body) => aeOn(d).answerTrees(body),
     ae_keys: (_from, body) => aeOn(d).answerKeys(body),
+    purge_check: (from, body) =>
+      d.tombstones?.answerCheck(from, body) ?? { kind: "purge_verdicts", verdicts: off(body.keys.length) },
+    purge: (from, body) =>
+      d.tombstones?.answerPurge(from, body) ?? { kind: "purge_results", verdicts: off(body.keys.length) },
     // The request id makes the write idempotent: a second copy gets the first one's outcome.
     coordinate: (_from, body) =>
       d.forwarded.run(body.requestId, `${body.key.length}:${hash32(body.key, 0)}`, () =>
@@ -106,4 +113,9 @@ function aeOn(d: PeerDispatchDeps): AntiEntropy {
   if (d.antiEntropy === undefined)
     throw Object.assign(new Error(`anti-entropy is off on ${d.selfId}`), { code: "ERR_UNAVAILABLE" });
   return d.antiEntropy;
+}
+
+/** "off" for each of `n` keys: this node does not purge tombstones. */
+function off(n: number): Buffer {
+  return Buffer.alloc(n, PURGE_VERDICTS.indexOf("off"));
 }

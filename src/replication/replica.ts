@@ -5,8 +5,12 @@
  * - `version` (and `coordinate`, which also waits for durability) is a write this node coordinates: it
  *   versions the new value with this node's actor (dvv.update), refuses it if the key would exceed the
  *   sibling limit, and stores the result. It returns the whole new set: that set, not the lone new
- *   sibling, is what goes to the other replicas (see ARCHITECTURE.md: shipping whole sets keeps each
- *   actor's dots gap-free at every replica).
+ *   sibling, is what goes to the other replicas (see ARCHITECTURE.md: shipping whole sets means no
+ *   replica holds a dot of an actor without every earlier dot of that actor for the key, or what
+ *   superseded it). Its counter comes from the node-wide counter (dot-counter.ts), never from the key's
+ *   set alone, so a key purged and written again never reuses a dot.
+ * - `purgeIfEqual` deletes a key's set if it is still exactly the tombstones agreed on (tombstone purging,
+ *   tombstones.ts).
  * - `merge` folds in a set received from elsewhere (replication, read repair, handoff, anti-entropy).
  *
  * The sets live in the storage engine's `data` keyspace (keyspaces.ts); `scan` and `readRaw` give them
@@ -17,8 +21,9 @@
  * which the peer transport passes back as such).
  *
  * Invariants asserted: a versioned write's dot is new (its counter is above every counter of this
- * actor in the set it replaces, so no dot is ever issued twice), and a merge's result covers both of
- * its inputs (nothing received or held is dropped without being superseded).
+ * actor in the set it replaces, and above every counter the node issued before: dot-counter.ts), and a
+ * merge's result covers both of its inputs (nothing received or held is dropped without being
+ * superseded).
  */
 import { assert } from "../core/assert.js";
 import type { StorageEngine } from "../storage/engine.js";
@@ -27,6 +32,7 @@ import {
   assertFreshDot,
   assertMergeCovers,
   merge,
+  nextCounter,
   update,
   type VersionVector,
 } from "../versioning/dvv.js";
@@ -36,6 +42,7 @@ import {
   type StoredSibling,
   type StoredValue,
 } from "../versioning/object-codec.js";
+import { DotCounter } from "./dot-counter.js";
 import { KeyLock, KeyLockOverloadedError } from "./key-lock.js";
 import { DATA } from "./keyspaces.js";
 
@@ -109,6 +116,11 @@ export class Replica {
      * it settled (anti-entropy's trees, anti-entropy/tree-set.ts).
      */
     private readonly changes?: StoredSetChanges,
+    /**
+     * The node's counters (dot-counter.ts): a versioned write's counter is above every one this node ever
+     * issued, so a key purged and written again never reuses a dot. Volatile unless given.
+     */
+    readonly counters: DotCounter = DotCounter.volatile(),
   ) {
     this.lock = lock;
   }
@@ -228,7 +240,15 @@ export class Replica {
       cannot = this.cannotVersion;
       if (cannot !== undefined) throw cannot;
       const actor = standIn?.actor ?? this.actor;
-      const { set, written } = update(current, context, actor, value);
+      // The node's own actor counts on from its node-wide counter; a stand-in's actor is used once.
+      let counter: number | undefined;
+      if (standIn === undefined) {
+        const c = this.counters.next(nextCounter(current, context, actor));
+        counter = typeof c === "number" ? c : await c;
+        cannot = this.cannotVersion;
+        if (cannot !== undefined) throw cannot;
+      }
+      const { set, written } = update(current, context, actor, value, counter);
       assertFreshDot(current, context, actor, written.dot);
       if (set.length > this.maxSiblings)
         return { kind: "too_many_siblings", siblings: current.length, max: this.maxSiblings };
@@ -333,9 +353,39 @@ export class Replica {
       return { set: merged, changed };
     });
   }
+
+  /**
+   * Deletes the key's set if it is still exactly `agreed` (the same versions, all tombstones): the last
+   * step of a tombstone purge, at each replica (tombstones.ts). Returns whether it deleted it; a set that
+   * changed since (a write, a merge) stays. Under the key's lock and through the tree hook (the new set
+   * is []), like every change of a stored set. Rejects with KeyLockOverloadedError at once if the key
+   * lock is full.
+   */
+  async purgeIfEqual(key: Uint8Array, agreed: readonly StoredSibling[]): Promise<boolean> {
+    assert(
+      agreed.length > 0 && agreed.every((s) => s.value.deleted),
+      () => `a purge of a set that is not all tombstones (${agreed.length} siblings)`,
+    );
+    if (this.closed) throw new CannotVersionError("this node is stopping; it stores nothing more");
+    return this.lock.run(key, async () => {
+      if (this.closed) throw new CannotVersionError("this node is stopping; it stores nothing more");
+      const current = await this.read(key);
+      if (!sameDots(current, agreed)) return false;
+      const tree = this.changes?.writeBegins(key, current, []);
+      let ok = false;
+      try {
+        await this.storage.delete(DATA.encode(key));
+        ok = true;
+      } finally {
+        this.changes?.writeEnds(tree, ok);
+      }
+      return true;
+    });
+  }
 }
 
-function sameDots(a: readonly StoredSibling[], b: readonly StoredSibling[]): boolean {
+/** Do two canonical sets hold the same versions (the same dots, in order)? */
+export function sameDots(a: readonly StoredSibling[], b: readonly StoredSibling[]): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) {
     const x = a[i]!.dot;

@@ -37,6 +37,15 @@
  *    goes unseen. The same "observed versions stay gone" rule holds for every write, not only deletes;
  *    for the others it is already implied by checkers 2 and 4 together.
  *
+ *    Purged tombstones (`tombstonesPurged`): a delete D that is neither a final sibling nor an ancestor
+ *    of one at a replica may have had its tombstone purged there. D is then satisfied when none of its
+ *    ancestors is a final sibling at that replica (what it superseded stayed gone), and it hides its
+ *    ancestors as an unnamed tombstone would, but only then: a delete whose superseded versions are
+ *    still there hides nothing (so the loss of a write it followed still shows).
+ *
+ * 2b. `checkNoResurrection` (deletes stay deleted): a key whose acknowledged delete followed every write
+ *    of it that may have been applied holds no live version at any replica at the end.
+ *
  * 3. `checkReplicasAgree`: every replica of a key holds the same set of versions (by dot; by write id,
  *    tombstone flag and items where dots are unknown). Replicas that hold nothing count as holding [].
  *
@@ -67,6 +76,12 @@ export interface CheckOptions {
    * that read a tombstone lists it in `observed`. Default false (HTTP deletes store no value).
    */
   readonly tombstonesNamed?: boolean;
+  /**
+   * Tombstones may have been purged (replication/tombstones.ts): a delete whose tombstone is gone is
+   * judged by what it superseded (none of it may be a final sibling), as with unnamed tombstones, but
+   * only where it left no trace (see checkAcknowledgedWrites).
+   */
+  readonly tombstonesPurged?: boolean;
 }
 
 /** Writes by id (the first record wins if an id repeats; `checkHistoryShape` reports repeats). */
@@ -179,14 +194,21 @@ export function checkAcknowledgedWrites(h: History, opts: CheckOptions = {}): An
     if (replicas.length === 0) for (const w of acked) note(w, "(no replica holds the key)");
     // Unnamed tombstones break ancestor chains at deletes: what a delete (applied or maybe applied)
     // observed may be superseded by it without any final sibling naming the delete.
-    const hidden = opts.tombstonesNamed
-      ? []
-      : writes.filter((w) => w.kind === "delete" && w.outcome !== "failed").map((w) => w.id);
+    const deletes = writes.filter((w) => w.kind === "delete" && w.outcome !== "failed").map((w) => w.id);
+    const hidden = opts.tombstonesNamed ? [] : deletes;
     for (const [replica, sibs] of replicas) {
       const finals = new Set(namedIds(sibs));
-      const covered = reachableFrom([...finals, ...hidden], byId);
+      let covered = reachableFrom([...finals, ...hidden], byId);
+      // Purged tombstones: a delete that left no trace here, and none of whose ancestors is here either.
+      const purged = opts.tombstonesPurged
+        ? deletes.filter(
+            (d) =>
+              !finals.has(d) && !covered.has(d) && ![...reachableFrom([d], byId)].some((a) => finals.has(a)),
+          )
+        : [];
+      if (purged.length > 0) covered = reachableFrom([...finals, ...hidden, ...purged], byId);
       for (const w of acked) {
-        if (finals.has(w.id) || covered.has(w.id)) continue;
+        if (finals.has(w.id) || covered.has(w.id) || purged.includes(w.id)) continue;
         if (w.kind === "delete" && !opts.tombstonesNamed) {
           // Unnamed tombstones: the delete holds when nothing it superseded is a final sibling.
           if (!w.observed.some((o) => finals.has(o))) continue;
@@ -204,6 +226,42 @@ export function checkAcknowledgedWrites(h: History, opts: CheckOptions = {}): An
           `${w.kind} ${id} (acknowledged at ${w.completedAt} ms) is neither a final sibling nor an ` +
           `ancestor of one at ${where.join(", ")}` +
           (back.length > 0 ? `; versions it superseded are still there: ${back.join(", ")}` : ""),
+      });
+    }
+  }
+  return out;
+}
+
+// ------------------------------------------------------------------ 2b. deletes stay deleted
+
+/**
+ * No resurrection: a key whose delete D (outcome `ok`) followed every write of the key that may have
+ * been applied (every write other than a delete, outcome `ok` or `unknown`, is one of D's ancestors) is
+ * deleted for good: no replica may hold a live version of it at the end, whether D's tombstone is still
+ * there or was purged. A live version there can only be one D superseded, come back (or a phantom, which
+ * checkNoPhantoms reports).
+ */
+export function checkNoResurrection(h: History): Anomaly[] {
+  const out: Anomaly[] = [];
+  const byId = indexWrites(h);
+  for (const [key, writes] of writesByKey(h)) {
+    const values = writes.filter((w) => w.kind !== "delete" && w.outcome !== "failed");
+    const final = writes.find((d) => {
+      if (d.kind !== "delete" || d.outcome !== "ok") return false;
+      const before = reachableFrom([d.id], byId);
+      return values.every((w) => before.has(w.id));
+    });
+    if (final === undefined) continue;
+    for (const [replica, sibs] of replicasOf(h, key)) {
+      const live = sibs.filter((s) => !s.deleted);
+      if (live.length === 0) continue;
+      out.push({
+        checker: "no-resurrection",
+        key,
+        message:
+          `delete ${final.id} (acknowledged at ${final.completedAt} ms) followed every write of the key, ` +
+          `yet ${replica} holds live version${live.length === 1 ? "" : "s"} ` +
+          `${live.map((s) => s.w ?? s.dot ?? "?").join(", ")}`,
       });
     }
   }
@@ -438,6 +496,7 @@ export function checkHistory(h: History, opts: CheckOptions = {}): Anomaly[] {
     ...checkHistoryShape(h),
     ...checkAcknowledgedAdds(h),
     ...checkAcknowledgedWrites(h, opts),
+    ...checkNoResurrection(h),
     ...checkReplicasAgree(h),
     ...checkSiblingsConcurrent(h),
     ...checkNoPhantoms(h),

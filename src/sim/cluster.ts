@@ -23,7 +23,8 @@ import { type BootedNode, bootNode, type NodeEnv } from "../node/boot.js";
 import { NodeLeftError } from "../node/config.js";
 import { DataDir } from "../node/data-dir.js";
 import type { NodeCore } from "../node/node-core.js";
-import type { Clock } from "../runtime/runtime.js";
+import { pastGrace, type TombstonePacing } from "../replication/tombstones.js";
+import type { Clock, Timers } from "../runtime/runtime.js";
 import {
   derivedRandom,
   deriveSeed,
@@ -40,6 +41,7 @@ import { MemoryEngine } from "../storage/memory-engine.js";
 import type { AnswerBody, MemberView, RequestBody } from "../transport/messages.js";
 import { type RequestHandler, TransportError } from "../transport/transport.js";
 import { merge } from "../versioning/dvv.js";
+import { decodeSiblings } from "../versioning/object-codec.js";
 import { DurableCopies } from "./copies.js";
 import type { SimNetwork, SimTransport } from "./sim-network.js";
 import { SlowDisk } from "./slow-disk.js";
@@ -61,9 +63,15 @@ export type PlantedBug =
   | "no-fsync"
   /**
    * A restart after a crash keeps the node's actor (LSM storage): a version the coordinator had sent to
-   * other replicas but lost from its own disk can be named again by its next write of the key.
+   * other replicas but lost from its own disk could be named again by its next write of the key, but for
+   * the node's counter, which starts above its durable lease (replication/dot-counter.ts).
    */
   | "keep-actor"
+  /**
+   * `keep-actor` and `counter-from-set` together: neither the actor renewal nor the node's counter keeps
+   * the dots apart, and the next write of the key is named like the version lost from the disk.
+   */
+  | "keep-actor-and-counter"
   /** A forwarded write's copies are each coordinated (no memo of outcomes by request id). */
   | "no-forward-memo"
   /**
@@ -78,7 +86,18 @@ export type PlantedBug =
    * that drops the hints' puts leaves the HintStore counting hints it does not hold, so the run would
    * never settle and only the liveness check would see it.)
    */
-  | "lose-hints";
+  | "lose-hints"
+  /**
+   * Tombstones purged without the replicas' agreement: every node deletes, on its own, each key whose
+   * set is only tombstones past the grace period (a replica that missed the delete may still hold an
+   * older version, which then comes back).
+   */
+  | "purge-without-agreement"
+  /**
+   * Every node names a write with one above its actor's highest counter in the key's set (no node-wide
+   * counter): a key purged and written again reuses the dots of its old versions (Riak's kv679).
+   */
+  | "counter-from-set";
 
 export interface ClusterConfig {
   readonly seed: number;
@@ -98,6 +117,10 @@ export interface ClusterConfig {
   readonly antiEntropy?: boolean;
   /** Read repair after reads (on unless false). */
   readonly readRepair?: boolean;
+  /** Hinted handoff's window (default SIM_HINTS': 3 h). */
+  readonly hintWindowMs?: number;
+  /** Tombstone purging (absent: no sweeps, no heartbeat). */
+  readonly tombstones?: { readonly graceMs: number; readonly pacing: TombstonePacing };
   /** Record every set each node's engine makes durable, by key and primary (`copies`; the hint check). */
   readonly watchCopies?: boolean;
   readonly bug?: PlantedBug;
@@ -165,6 +188,8 @@ export class SimCluster {
   readonly nodes: SimNode[] = [];
   readonly byId = new Map<string, SimNode>();
   readonly readRepairs = { count: 0 };
+  /** Tombstone copies purged, and purges a sweep held back by reason, all nodes and incarnations. */
+  readonly tombstones = { purged: 0, refused: new Map<string, number>() };
   /** What the engines made durable for each primary (with `watchCopies`). */
   readonly copies: DurableCopies | undefined;
   /** Actors (incarnations) ended by a crash, and when (virtual time). */
@@ -213,7 +238,7 @@ export class SimCluster {
    * Boots the node's current incarnation on its disk, as `ringstore start` does (`join`: --join seeds).
    * Its peers get "starting" errors until the core answers them.
    */
-  private async boot(node: SimNode, join: readonly string[]): Promise<void> {
+  private async boot(node: SimNode, join: readonly string[], forceRejoin = false): Promise<void> {
     const c = this.config;
     const random = derivedRandom(c.seed, `disk/${node.id}/${node.generation}`);
     node.disk = c.storage === "lsm" ? new SlowDisk(node.fs, node.timers, random) : undefined;
@@ -243,9 +268,18 @@ export class SimCluster {
         downAfterMs: c.downAfterMs,
         requestTimeoutMs: c.requestTimeoutMs,
         maxSiblings: c.maxSiblings,
-        ...(c.hints === false ? {} : { hinted: SIM_HINTS }),
+        ...(c.hints === false
+          ? {}
+          : {
+              hinted: {
+                ...SIM_HINTS,
+                limits: { ...SIM_HINTS.limits, windowMs: c.hintWindowMs ?? SIM_HINTS.limits.windowMs },
+              },
+            }),
+        ...(c.tombstones === undefined ? {} : { tombstones: { ...c.tombstones, purging: true } }),
         ...(c.antiEntropy === false ? {} : { antiEntropy: SIM_ANTI_ENTROPY }),
         ...(c.readRepair === false ? { readRepair: false } : {}),
+        ...(forceRejoin ? { forceRejoin } : {}),
       },
       {
         env,
@@ -272,6 +306,14 @@ export class SimCluster {
         onReadRepair: () => {
           this.readRepairs.count++;
         },
+        tombstoneEvents: {
+          onPurged: () => {
+            this.tombstones.purged++;
+          },
+          onRefused: (reason) => {
+            this.tombstones.refused.set(reason, (this.tombstones.refused.get(reason) ?? 0) + 1);
+          },
+        },
       },
     );
     node.booted = booted;
@@ -290,6 +332,10 @@ export class SimCluster {
         changed: false,
       });
     }
+    if (this.config.bug === "counter-from-set" || this.config.bug === "keep-actor-and-counter")
+      booted.core.replica.counters.next = (atLeast) => atLeast;
+    if (this.config.bug === "purge-without-agreement" && c.tombstones !== undefined)
+      purgeAlone(booted, node.timers, node.clock, c.tombstones.graceMs, c.tombstones.pacing.sweepIntervalMs);
     node.core = booted.core;
     node.storage = booted.storage;
     node.actor = booted.identity.actor;
@@ -413,22 +459,28 @@ export class SimCluster {
     this.log(`crash ${id} (unsynced data: ${this.config.storage === "memory" ? "all lost" : unsynced})`);
   }
 
-  /** Restarts a crashed node from its (crashed) disk, as `ringstore start` on its data directory. */
-  async restart(id: string): Promise<void> {
+  /**
+   * Restarts a crashed node from its (crashed) disk, as `ringstore start` on its data directory (with
+   * --force-rejoin if `forceRejoin`).
+   */
+  async restart(id: string, forceRejoin = false): Promise<void> {
     const node = this.byId.get(id)!;
     if (node.state !== "crashed") throw new Error(`sim: ${id} is not crashed`);
     node.state = "starting";
     node.generation++;
     node.timers = this.sched.group();
     // The planted bug: the node believes its last stop was clean, so it keeps its actor.
-    if (this.config.bug === "keep-actor" && this.config.storage === "lsm") {
+    if (
+      (this.config.bug === "keep-actor" || this.config.bug === "keep-actor-and-counter") &&
+      this.config.storage === "lsm"
+    ) {
       const marker = `${DATA_DIR}/running`;
       if (await node.fs.exists(marker)) await node.fs.unlink(marker);
     }
     node.handler = starting;
     this.net.restart(node.address, (from, body) => this.dispatch(node, from, body));
     try {
-      await this.boot(node, []);
+      await this.boot(node, [], forceRejoin);
     } catch (err) {
       if (err instanceof NodeLeftError) {
         // It had left (or heard it was removed) and crashed before it stopped: its start is refused, as
@@ -583,6 +635,37 @@ export class SimCluster {
 /** A node's answer to peers while it boots. */
 async function starting(_from: string, _body: RequestBody): Promise<AnswerBody> {
   throw Object.assign(new Error("node is starting"), { code: "ERR_STARTING" });
+}
+
+/**
+ * The planted `purge-without-agreement` bug: besides its real sweeps, the node deletes on its own, every
+ * `intervalMs`, each set of its that is only tombstones past the grace period, asking nobody.
+ */
+function purgeAlone(
+  booted: BootedNode,
+  timers: Timers,
+  clock: Clock,
+  graceMs: number,
+  intervalMs: number,
+): void {
+  const replica = booted.core.replica;
+  const sweep = async () => {
+    let after: Uint8Array | undefined;
+    for (;;) {
+      const page = await replica.scan(after, 256, 1 << 20);
+      if (page.length === 0) return;
+      after = Buffer.from(page[page.length - 1]!.key);
+      for (const e of page) {
+        const set = decodeSiblings(e.value);
+        if (pastGrace(set, clock.now(), graceMs)) await replica.purgeIfEqual(Buffer.from(e.key), set);
+      }
+    }
+  };
+  const tick = () =>
+    timers.after(intervalMs, () => {
+      void sweep().then(tick, tick);
+    });
+  tick();
 }
 
 /** The planted `retry-forward` bug: failures of forwarded writes lose their "maybe delivered" flag. */

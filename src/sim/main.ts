@@ -55,7 +55,8 @@ function usage(message?: string): never {
       "                      [--hint-check]   (read repair off; every acknowledged write must reach all N\n" +
       "                                        primaries through hinted handoff; lsm, no --membership)\n" +
       "                      [--bug drop-store|ignore-context|no-fsync|keep-actor|no-forward-memo|retry-forward|\n" +
-      "                             lose-hints]\n" +
+      "                             lose-hints|skip-tree-update|purge-without-agreement|\n" +
+      "                             counter-from-set|keep-actor-and-counter]\n" +
       "                      (a planted bug, to see the checkers catch it) [--verbose]",
   );
   process.exit(message === undefined ? 0 : 2);
@@ -84,10 +85,13 @@ const bugs: PlantedBug[] = [
   "ignore-context",
   "no-fsync",
   "keep-actor",
+  "keep-actor-and-counter",
   "no-forward-memo",
   "retry-forward",
   "lose-hints",
   "skip-tree-update",
+  "purge-without-agreement",
+  "counter-from-set",
 ];
 if (values.bug !== undefined && !bugs.includes(values.bug as PlantedBug))
   usage(`--bug must be one of ${bugs.join(", ")}`);
@@ -118,7 +122,11 @@ function summary(r: SimResult, wallMs: number): string {
   return [
     `seed ${r.options.seed} (${r.options.storage}, faults ${r.options.faults}${r.options.hintCheck === true ? ", hint check" : ""}): ${r.anomalies.length === 0 ? "ok" : `${r.anomalies.length} ANOMALIES`}`,
     `  ${r.history.writes.length} writes (ok ${w.writes.ok}, unknown ${w.writes.unknown}, failed ${w.writes.failed}), ` +
-      `${w.readsUnavailable} reads unavailable, ${r.readRepairs} read repairs, ${r.hints.stored} hints stored and ${r.hints.delivered} delivered, ${r.antiEntropy.exchanges} anti-entropy exchanges repairing ${r.antiEntropy.keysRepaired} keys (this incarnation of each node), most siblings read ${w.maxSiblingsRead}` +
+      `${w.readsUnavailable} reads unavailable, ${r.readRepairs} read repairs, ${r.hints.stored} hints stored and ${r.hints.delivered} delivered, ${r.antiEntropy.exchanges} anti-entropy exchanges repairing ${r.antiEntropy.keysRepaired} keys (this incarnation of each node), ${r.tombstones.purged} tombstone copies purged (held back: ${
+        Object.entries(r.tombstones.refused)
+          .map(([k, n]) => `${n} ${k}`)
+          .join(", ") || "none"
+      }), most siblings read ${w.maxSiblingsRead}` +
       (r.options.hintCheck === true
         ? `; hint check: ${r.excused.length} copies excused (coordinator crashed before its late hint)`
         : ""),

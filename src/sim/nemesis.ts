@@ -276,6 +276,35 @@ export class Nemesis {
     }
   }
 
+  /** No network fault is in force (one can start now). */
+  get networkFree(): boolean {
+    return !this.netFault && !this.stopped;
+  }
+
+  /**
+   * A long absence: one node, drawn among those up, is cut from everybody for `ms` (the network fault of
+   * that time). Returns its id, or undefined if a network fault is in force or no node is up.
+   */
+  isolateFor(ms: number): string | undefined {
+    if (!this.networkFree) return undefined;
+    const up = this.cluster.nodes.filter((n) => n.state === "up");
+    const who = up[Math.floor(this.random.next() * up.length)]?.id;
+    if (who === undefined) return undefined;
+    this.netFault = true;
+    this.net.isolate(this.addr(who));
+    this.counts.isolations++;
+    this.log(`isolate ${who} for ${ms} ms (a long absence)`);
+    const h = this.sched.after(ms, () => {
+      this.ends.delete(h);
+      if (this.stopped) return;
+      this.net.heal();
+      this.netFault = false;
+      this.log(`heal network (the long absence of ${who})`);
+    });
+    this.ends.add(h);
+    return who;
+  }
+
   /**
    * One membership change at a time: a join while the cluster has its starting size, else a leave (or
    * the removal of a crashed member).

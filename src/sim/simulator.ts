@@ -106,6 +106,33 @@ const MAX_CONVERGE_MS = 120_000;
  */
 const LATE_HINT_MARGIN_MS = 2000;
 const MAX_STEPS = 5_000_000;
+/** The largest clock offset of a node (either way). */
+const MAX_SKEW_MS = 30_000;
+/**
+ * Tombstone purging (every run but the hint check's). A tombstone's age is read by each replica's clock
+ * from its coordinator's stamp, so two clocks may disagree on it by twice the largest skew: the grace
+ * period outlasts the hint window (hints of older versions are dropped past it) by more than that, as a
+ * node's configuration requires it to outlast the window (node/config.ts), with the skew of real clocks
+ * far smaller.
+ */
+const SIM_HINT_WINDOW_MS = 10_000;
+const SIM_TOMBSTONE_GRACE_MS = SIM_HINT_WINDOW_MS + 2 * MAX_SKEW_MS + 10_000;
+const SIM_TOMBSTONE_PACING = {
+  sweepIntervalMs: 2000,
+  scanKeysPerSecond: 100_000,
+  purgesPerSecond: 10_000,
+  pageKeys: 256,
+  pageBytes: 1 << 20,
+};
+/**
+ * The long absence: a node cut off from the deletes until past the grace period by every clock, and a
+ * sweep more (so that a purge made without its agreement has happened when it comes back).
+ */
+const LONG_ABSENCE_MS = SIM_TOMBSTONE_GRACE_MS + 2 * MAX_SKEW_MS + 10_000;
+/** After the deletes: the long absence, then time to purge what it held up. */
+const PURGE_GAP_MS = LONG_ABSENCE_MS + 30_000;
+/** Tries per key of the deletes that follow the first phase. */
+const DELETE_ATTEMPTS = 5;
 
 function nemesisConfig(o: SimOptions): NemesisConfig {
   const maxCrashes = o.storage === "memory" ? 1 : Number.POSITIVE_INFINITY;
@@ -170,6 +197,11 @@ export interface SimResult {
   readonly excused: readonly string[];
   /** Anti-entropy exchanges and keys repaired (this incarnation of each node), all nodes together. */
   readonly antiEntropy: { readonly exchanges: number; readonly keysRepaired: number };
+  /**
+   * Tombstone copies deleted by the nodes (each replica's deletion counts), and keys whose purge a sweep
+   * held back, by reason, all nodes and incarnations together.
+   */
+  readonly tombstones: { readonly purged: number; readonly refused: Readonly<Record<string, number>> };
   /** Hints stored (or merged) and delivered, all nodes together. */
   readonly hints: { readonly stored: number; readonly delivered: number };
   /** SHA-256 of the canonical history. */
@@ -237,6 +269,7 @@ export async function runSimulation(o: SimOptions): Promise<SimResult> {
     throw new RangeError("the hint check needs lsm storage (the memory engine loses its data at a crash)");
   if (o.hintCheck === true && o.membership === true)
     throw new RangeError("the hint check runs without membership changes (they move a key's primaries)");
+  const purging = o.hintCheck !== true;
   const sched = new VirtualScheduler({ startMs: EPOCH_MS });
   const trace: string[] = [];
   const log = (line: string) => trace.push(`${String(sched.now() - EPOCH_MS).padStart(7)} ${line}`);
@@ -259,7 +292,7 @@ export async function runSimulation(o: SimOptions): Promise<SimResult> {
     o.faults === "none"
       ? { offsetMs: 0, drift: 0 }
       : {
-          offsetMs: Math.round((skewRandom.next() * 2 - 1) * 30_000),
+          offsetMs: Math.round((skewRandom.next() * 2 - 1) * MAX_SKEW_MS),
           drift: (skewRandom.next() * 2 - 1) * 1e-3,
         },
   );
@@ -276,7 +309,12 @@ export async function runSimulation(o: SimOptions): Promise<SimResult> {
       downAfterMs: DOWN_AFTER_MS,
       requestTimeoutMs: PEER_TIMEOUT_MS,
       maxSiblings: MAX_SIBLINGS,
-      ...(o.hintCheck === true ? { readRepair: false, watchCopies: true, antiEntropy: false } : {}),
+      ...(o.hintCheck === true
+        ? { readRepair: false, watchCopies: true, antiEntropy: false }
+        : {
+            hintWindowMs: SIM_HINT_WINDOW_MS,
+            tombstones: { graceMs: SIM_TOMBSTONE_GRACE_MS, pacing: SIM_TOMBSTONE_PACING },
+          }),
       bug: o.bug,
     },
     sched,
@@ -334,6 +372,31 @@ export async function runSimulation(o: SimOptions): Promise<SimResult> {
   }
   log(`chaos over: ${workload.history.length} writes recorded`);
 
+  // ---- tombstones: a node goes away, every key is deleted, and the tombstones age past the grace period
+  // (faults going on) while that node stays away; then a second phase of clients writes the hot keys
+  // again (after their tombstones were purged, with luck: no dot may be reused) and leaves the others
+  // deleted (none may come back).
+  if (purging) {
+    if (o.faults !== "none") {
+      if (!(await sched.runUntil(() => nemesis.networkFree, MAX_HEAL_MS)))
+        log("no long absence: a network fault stayed in force");
+      nemesis.isolateFor(LONG_ABSENCE_MS);
+    }
+    void workload.deleteAll(derivedRandom(o.seed, "deletes"), DELETE_ATTEMPTS);
+    if (!(await sched.runUntil(() => workload.done, MAX_CHAOS_MS)))
+      fail("liveness", "", "the deletes did not finish");
+    log(`every key deleted: ${workload.history.length} writes recorded`);
+    await sched.runFor(PURGE_GAP_MS);
+    workload.continueWith(Math.ceil(o.ops / 2), Math.ceil(o.keys / 2), "b");
+    if (!(await sched.runUntil(() => workload.done, MAX_CHAOS_MS))) {
+      workload.stopping = true;
+      log("second phase hit its time bound: clients stop after their current operation");
+      if (!(await sched.runUntil(() => workload.done, MAX_CHAOS_MS)))
+        fail("liveness", "", "clients did not finish their operations");
+    }
+    log(`second phase over: ${workload.history.length} writes recorded`);
+  }
+
   // ---- heal, and wait for the membership to see everyone up again, and for handoff to be done (a
   // handoff still retrying would move versions after the reads below made the replicas agree)
   nemesis.heal();
@@ -355,7 +418,12 @@ export async function runSimulation(o: SimOptions): Promise<SimResult> {
       fail("hinted-handoff", "", "the run outlasted the hint window: hints may have expired");
   } else {
     // Anti-entropy alone brings the replicas together: no reads. Quiet means every member has since
-    // exchanged with each of its co-replicas and found them in sync.
+    // exchanged with each of its co-replicas and found them in sync. Purges stop first (one under way
+    // ends), so that none lands between the replicas found in sync and the final state read.
+    await sched.runUntilSettled(
+      Promise.all(cluster.members().map((n) => n.core.tombstones?.pause())),
+      MAX_HEAL_MS,
+    );
     const healedAt = sched.now();
     if (
       !(await sched.runUntil(() => cluster.settled() && cluster.antiEntropyInSync(healedAt), MAX_CONVERGE_MS))
@@ -402,7 +470,7 @@ export async function runSimulation(o: SimOptions): Promise<SimResult> {
   const anomaliesFound =
     o.hintCheck === true
       ? checkHistoryWithoutRepair(history, excuse)
-      : checkHistory(history, { tombstonesNamed: true });
+      : checkHistory(history, { tombstonesNamed: true, tombstonesPurged: purging });
   for (const a of anomaliesFound) fail(a.checker, a.key, a.message);
   for (const e of excused) log(`excused: ${e}`);
   checkBounds(o, cluster, net, workload.stats, sched.fired, fail);
@@ -411,6 +479,10 @@ export async function runSimulation(o: SimOptions): Promise<SimResult> {
 
   const hints = { stored: 0, delivered: 0 };
   const antiEntropy = { exchanges: 0, keysRepaired: 0 };
+  const tombstones = {
+    purged: cluster.tombstones.purged,
+    refused: Object.fromEntries([...cluster.tombstones.refused].sort()),
+  };
   for (const node of cluster.nodes) {
     antiEntropy.exchanges += node.core?.antiEntropy?.totals.exchanges ?? 0;
     antiEntropy.keysRepaired += node.core?.antiEntropy?.totals.keysRepaired ?? 0;
@@ -430,6 +502,7 @@ export async function runSimulation(o: SimOptions): Promise<SimResult> {
     excused,
     hints,
     antiEntropy,
+    tombstones,
     hash: historyHash(history),
     trace,
     virtualMs: sched.now() - EPOCH_MS,

@@ -90,6 +90,10 @@ export class Workload {
   readonly errors: unknown[] = [];
   /** Set to stop the clients after their current operation. */
   stopping = false;
+  /** The clients stop once this many operations have started (over every phase). */
+  private opsLimit: number;
+  /** Keys the clients use now: the first `activeKeys` (the hot ones). */
+  private activeKeys: number;
   private running = 0;
   private inFlight = 0;
   /** When the clients started (virtual time): the zero of the history's times. */
@@ -104,6 +108,8 @@ export class Workload {
     private readonly log: (line: string) => void,
   ) {
     this.t0 = sched.now();
+    this.opsLimit = cfg.ops;
+    this.activeKeys = cfg.keys;
   }
 
   get done(): boolean {
@@ -112,16 +118,51 @@ export class Workload {
 
   /** Starts every client (each on its own timer). */
   start(): void {
+    this.startClients("");
+  }
+
+  private startClients(phase: string): void {
     for (let c = 0; c < this.cfg.clients; c++) {
       this.running++;
       const random = this.randomFor(c);
-      this.client(`c${c + 1}`, random).then(
+      const name = `c${c + 1}${phase}`;
+      this.client(name, random).then(
         () => this.running--,
         (err: unknown) => {
           this.running--;
           this.errors.push(err);
         },
       );
+    }
+  }
+
+  /**
+   * A second phase, once the first is done: the clients run `ops` more operations on the first `keys`
+   * keys only (the others are left as they are: deleted, for the no-resurrection check).
+   */
+  continueWith(ops: number, keys: number, phase: string): void {
+    this.opsLimit = this.stats.opsStarted + ops;
+    this.activeKeys = Math.max(1, Math.min(keys, this.cfg.keys));
+    this.stopping = false;
+    this.startClients(phase);
+  }
+
+  /**
+   * Deletes every key, one after the other (a read, then a delete with its context), by a client of its
+   * own; a delete whose outcome is not `ok` is tried again, up to `attempts` times.
+   */
+  async deleteAll(random: Random, attempts: number): Promise<void> {
+    this.running++;
+    try {
+      let seq = 0;
+      for (let k = 0; k < this.cfg.keys; k++)
+        for (let a = 0; a < attempts; a++) {
+          const id = `d${++seq}`;
+          await this.operation("cleanup", id, keyName(k), "delete", random);
+          if (this.history.at(-1)?.id === id && this.history.at(-1)?.outcome === "ok") break;
+        }
+    } finally {
+      this.running--;
     }
   }
 
@@ -153,11 +194,11 @@ export class Workload {
 
   private async client(name: string, random: Random): Promise<void> {
     let seq = 0;
-    while (!this.stopping && this.stats.opsStarted < this.cfg.ops) {
+    while (!this.stopping && this.stats.opsStarted < this.opsLimit) {
       this.stats.opsStarted++;
       await this.sleep(Math.floor(random.next() * (this.cfg.thinkMaxMs + 1)));
       // Hot keys first: a skewed choice makes concurrent writes of one key common.
-      const k = Math.floor(random.next() ** 2 * this.cfg.keys);
+      const k = Math.floor(random.next() ** 2 * this.activeKeys);
       const x = random.next();
       const kind: WriteKind = x < 0.55 ? "add" : x < 0.78 ? "remove" : x < 0.9 ? "blind" : "delete";
       await this.operation(name, `${name}-${++seq}`, keyName(k), kind, random);

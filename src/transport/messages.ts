@@ -48,8 +48,9 @@ import {
  * the receiver stands in for that replica); a node of version 4 would take such a store as its own data.
  * 6: anti-entropy's requests (ae_roots, ae_branches, ae_segments, ae_keys) and answers. 7: `list_keys`
  * (the cluster's key listing reads a partition set's live keys from a replica) and its `key_list`.
+ * 8: tombstone purging's agreement (`purge_check`) and purge-if-equal (`purge`).
  */
-export const PROTOCOL_VERSION = 7;
+export const PROTOCOL_VERSION = 8;
 /** Longest `coordinate` request id (the forwarder's node id, 16 hex digits, a counter). */
 export const MAX_REQUEST_ID_CHARS = 128;
 /** Longest deadline a request frame carries (a longer timeout is sent as this). */
@@ -126,6 +127,41 @@ export type WireWriteOutcome =
       readonly max: number;
     };
 
+/**
+ * A member's word on one key of a tombstone purge (replication/tombstones.ts), one byte per key in
+ * `purge_verdicts` and `purge_results` (the byte is the index in this list):
+ * - ok: it holds exactly the tombstones sent (or, if it is no replica of the key, nothing) and nothing
+ *   stands in the way (`purge_check`), or it deleted them or held nothing (`purge`);
+ * - differs: it holds another set for the key (a replica: or nothing);
+ * - young: the newest tombstone is not past the grace period by its clock;
+ * - hint_pending: it holds a hint for the key (for any target);
+ * - handoff_pending: its ownership handoff for the current ring is not complete, or it is not `up`;
+ * - ring_differs: its ring has another version, or under it the sender is not the key's first replica;
+ * - off: it does not purge tombstones;
+ * - busy: the key's lock is full (try again later).
+ */
+export const PURGE_VERDICTS = [
+  "ok",
+  "differs",
+  "young",
+  "hint_pending",
+  "handoff_pending",
+  "ring_differs",
+  "off",
+  "busy",
+] as const;
+export type PurgeVerdict = (typeof PURGE_VERDICTS)[number];
+/** Most keys in one purge request. */
+export const MAX_PURGE_KEYS = 256;
+
+/** A tombstone purge's request (see RequestBody). */
+export interface PurgeRequest<K extends "purge_check" | "purge"> {
+  readonly kind: K;
+  readonly ringVersion: number;
+  readonly keys: readonly Uint8Array[];
+  readonly sets: readonly Uint8Array[];
+}
+
 export type RequestBody =
   | { readonly kind: "ping" }
   | { readonly kind: "probe"; readonly target: string }
@@ -200,6 +236,15 @@ export type RequestBody =
       readonly maxKeys: number;
       readonly maxBytes: number;
     }
+  /**
+   * Tombstone purging (replication/tombstones.ts), from a key's first replica to every other member.
+   * `keys[i]` holds `sets[i]` (stored-object bytes, all tombstones) at the sender, under its ring
+   * `ringVersion`. `purge_check` asks whether each receiver holds the identical set (or, if it is no
+   * replica of the key, nothing) and nothing stands in the way; `purge` asks it to delete the set if it
+   * is still that one.
+   */
+  | PurgeRequest<"purge_check">
+  | PurgeRequest<"purge">
   /** Anti-entropy (anti-entropy/messages.ts): tree levels and keys of the partitions two replicas share. */
   | AeRequest;
 
@@ -245,6 +290,9 @@ export type AnswerBody =
       readonly done: boolean;
       readonly scanned: number;
     }
+  /** One PurgeVerdict per key of the request (its index in PURGE_VERDICTS, one byte each). */
+  | { readonly kind: "purge_verdicts"; readonly verdicts: Uint8Array }
+  | { readonly kind: "purge_results"; readonly verdicts: Uint8Array }
   | AeAnswer;
 
 export type RequestKind = RequestBody["kind"];
@@ -263,6 +311,8 @@ export const ANSWER_KIND = {
   join: "joined",
   depart: "departure",
   list_keys: "key_list",
+  purge_check: "purge_verdicts",
+  purge: "purge_results",
   ...AE_ANSWER_KIND,
 } as const satisfies { readonly [K in RequestKind]: AnswerKind };
 
@@ -453,9 +503,9 @@ function u32List(o: Obj, k: string, max: number): Uint8Array {
   return v;
 }
 
-/** A list of keys (byte strings of at most MAX_KEY_BYTES each), at most MAX_MESSAGE_KEYS. */
-function keyList(o: Obj, k: string): Uint8Array[] {
-  const v = arr(o, k, MAX_MESSAGE_KEYS);
+/** A list of keys (byte strings of at most MAX_KEY_BYTES each), at most `max` (MAX_MESSAGE_KEYS). */
+function keyList(o: Obj, k: string, max = MAX_MESSAGE_KEYS): Uint8Array[] {
+  const v = arr(o, k, max);
   return v.map((x, i) => {
     if (!(x instanceof Uint8Array) || x.length > MAX_KEY_BYTES)
       throw new ProtocolError(`field ${k}[${i}] is not a key`);
@@ -529,6 +579,17 @@ function requestBody(v: unknown): RequestBody {
         maxBytes: int(o, "maxBytes", 1, MAX_LIST_BYTES),
       };
     }
+    case "purge_check":
+    case "purge": {
+      const keys = keyList(o, "keys", MAX_PURGE_KEYS);
+      const sets = arr(o, "sets", MAX_PURGE_KEYS).map((x, i) => {
+        if (!(x instanceof Uint8Array) || x.length > MAX_FRAME_BYTES)
+          throw new ProtocolError(`field sets[${i}] is not bytes`);
+        return Buffer.from(x);
+      });
+      if (keys.length !== sets.length) throw new ProtocolError(`${kind}: keys and sets do not match`);
+      return { kind, ringVersion: int(o, "ringVersion"), keys, sets };
+    }
     case "ae_roots":
     case "ae_branches":
       return { kind, partitions: u32List(o, "partitions", MAX_REQUEST_IDS) };
@@ -569,6 +630,13 @@ function answerBody(v: unknown): AnswerBody {
       return { kind, set: o.set === null || o.set === undefined ? null : bytes(o, "set") };
     case "coordinated":
       return { kind, outcome: writeOutcome(o.outcome) };
+    case "purge_verdicts":
+    case "purge_results": {
+      const verdicts = bytes(o, "verdicts", MAX_PURGE_KEYS);
+      for (const v of verdicts)
+        if (v >= PURGE_VERDICTS.length) throw new ProtocolError(`${kind}: unknown verdict ${v}`);
+      return { kind, verdicts };
+    }
     case "ae_hashes":
       return {
         kind,

@@ -11,8 +11,9 @@
  * Rules (pure functions; no clock, no I/O):
  * - A sibling s is *covered* by a vector V when V[s.dot.actor] >= s.dot.counter.
  * - `update(set, C, actor, value)` (a coordinator's write with client context C): the new sibling gets the
- *   dot (actor, n), n one above every counter of `actor` known in the set or in C, and context C. The
- *   siblings covered by C are removed; the others stay (they are concurrent with the write).
+ *   dot (actor, n), n above every counter of `actor` known in the set or in C (and, in a node, above every
+ *   counter the node ever issued: replication/dot-counter.ts), and context C. The siblings covered by C
+ *   are removed; the others stay (they are concurrent with the write).
  * - `merge(a, b)` (replication, reads): the union, minus every sibling covered by another sibling's
  *   context. The result holds exactly the mutually concurrent writes.
  * - `contextOf(set)`: the join of every sibling's context and dot; a write carrying it supersedes all
@@ -121,8 +122,12 @@ export function merge<V>(a: readonly Sibling<V>[], b: readonly Sibling<V>[]): Si
   return out;
 }
 
-/** The counter the next write by `actor` gets: one above any it could have issued before. */
-function nextCounter<V>(set: readonly Sibling<V>[], context: VersionVector, actor: Actor): number {
+/**
+ * The lowest counter the next write by `actor` may get: one above every counter of `actor` that the key's
+ * set or the client's context knows. (A node's counters are also node-wide and never go back:
+ * replication/dot-counter.ts; `update` takes the larger.)
+ */
+export function nextCounter<V>(set: readonly Sibling<V>[], context: VersionVector, actor: Actor): number {
   let n = context.get(actor) ?? 0;
   for (const s of set) {
     if (s.dot.actor === actor && s.dot.counter > n) n = s.dot.counter;
@@ -135,14 +140,23 @@ function nextCounter<V>(set: readonly Sibling<V>[], context: VersionVector, acto
 /**
  * A write coordinated by `actor` with the client's `context`: returns the new set and the new sibling.
  * Siblings the context covers are superseded; the rest stay. Never removes what the context did not see.
+ *
+ * `counter`, if given, is the new dot's counter (the coordinator's node-wide counter, at least
+ * `nextCounter(set, context, actor)`); else it is `nextCounter`.
  */
 export function update<V>(
   set: readonly Sibling<V>[],
   context: VersionVector,
   actor: Actor,
   value: V,
+  counter?: number,
 ): { set: Sibling<V>[]; written: Sibling<V> } {
-  const written: Sibling<V> = { dot: { actor, counter: nextCounter(set, context, actor) }, context, value };
+  const least = nextCounter(set, context, actor);
+  assert(
+    counter === undefined || (Number.isSafeInteger(counter) && counter >= least),
+    () => `a write of ${actor} given the counter ${counter}, below ${least}, which its key's set asks for`,
+  );
+  const written: Sibling<V> = { dot: { actor, counter: counter ?? least }, context, value };
   const kept = set.filter((s) => !covers(context, s.dot));
   kept.push(written);
   const out = sortSiblings(kept);

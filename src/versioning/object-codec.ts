@@ -106,6 +106,28 @@ export function encodeSiblings(set: readonly StoredSibling[]): Buffer {
 }
 
 export function decodeSiblings(buf: Uint8Array): StoredSibling[] {
+  return parse(buf, true);
+}
+
+/**
+ * If every sibling of the stored set `buf` is a tombstone: the newest of their `writtenAtMs` (the
+ * tombstone's age is measured from it); undefined if any is a live value. Checked like `decodeSiblings`,
+ * without copying the values (a tombstone sweep reads every set a node holds).
+ */
+export function tombstoneWrittenAt(buf: Uint8Array): number | undefined {
+  const set = parse(buf, false);
+  let newest: number | undefined;
+  for (const s of set) {
+    if (!s.value.deleted) return undefined;
+    newest = Math.max(newest ?? 0, s.value.writtenAtMs);
+  }
+  return newest;
+}
+
+const NO_DATA = Buffer.alloc(0);
+
+/** Decodes a stored set; `keepData` false leaves every value's data empty (nothing copied). */
+function parse(buf: Uint8Array, keepData: boolean): StoredSibling[] {
   const b = Buffer.isBuffer(buf) ? buf : Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
   if (b.length < 6) throw new ObjectDecodeError("too short");
   if (b[0] !== MAGIC) throw new ObjectDecodeError("bad magic");
@@ -151,7 +173,8 @@ export function decodeSiblings(buf: Uint8Array): StoredSibling[] {
       if (flags > 1) throw new RangeError(`unknown flags ${flags}`);
       const writtenAtMs = v();
       const contentType = bytes().toString("utf8");
-      const data = Buffer.from(bytes());
+      const raw = bytes();
+      const data = keepData ? Buffer.from(raw) : NO_DATA;
       set.push({
         dot,
         context: context as VersionVector,

@@ -192,6 +192,21 @@ describe("the data directory's files under power loss", () => {
     }
   });
 
+  test("the heartbeat (alive): absent until written, durable, and reported when damaged", async () => {
+    const mem = new MemoryFileSystem();
+    const dir = new DataDir(mem, ROOT);
+    await dir.lock(new VirtualScheduler());
+    assert.equal(await dir.readAlive(), undefined);
+    // Clock readings may be fractional (a drifting clock): whole milliseconds are kept.
+    await dir.writeAlive({ atMs: 1_700_000_000_123.75, contactMs: 1_699_999_999_000.5 });
+    mem.crash();
+    assert.deepEqual(await dir.readAlive(), { atMs: 1_700_000_000_123, contactMs: 1_699_999_999_000 });
+    const p = `${ROOT}/alive`;
+    const text = (await mem.readFile(p)).toString("utf8");
+    mem.corruptByte(p, text.indexOf('"atMs":1') + 8, 0x01); // a digit changes: still valid JSON
+    await assert.rejects(dir.readAlive(), /alive is damaged \(checksum mismatch\).*grace period/);
+  });
+
   test("a second lock of the directory is refused while the first is held, after a short wait", async () => {
     const mem = new MemoryFileSystem();
     const sched = new VirtualScheduler();

@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import type { NodeIdentity } from "../../src/node/identity.js";
-import { planSelf, planStart, type StartFacts } from "../../src/node/start-plan.js";
+import { NodeAwayTooLongError, planSelf, planStart, type StartFacts } from "../../src/node/start-plan.js";
 import type { MemberView, RingView } from "../../src/transport/messages.js";
 
 const ID: NodeIdentity = {
@@ -100,4 +100,50 @@ test("the node's own entry at start: up in the ring, joining otherwise, leaving 
   });
   assert.equal(planSelf("n2", { members: [], ring: null }, false, []).bootstrapRing, true);
   assert.equal(planSelf("n2", { members: [], ring: null }, false, ["h:1"]).bootstrapRing, false);
+});
+
+test("a node away longer than the tombstone grace period: refused unless forced, then with a new actor", () => {
+  const HOUR = 3600_000;
+  const away = (hours: number, force = false) => ({
+    lastAliveAtMs: 1_000 * HOUR,
+    nowMs: 1_000 * HOUR + hours * HOUR,
+    graceMs: 24 * HOUR,
+    force,
+  });
+  // Within the grace period: an ordinary rejoin.
+  assert.deepEqual(planStart(facts({ identity: ID, away: away(23.9) })), {
+    kind: "rejoin",
+    identity: ID,
+    renewActor: false,
+    checkSeeds: [],
+  });
+  // Longer: refused, with what to do.
+  assert.throws(
+    () => planStart(facts({ identity: ID, away: away(30) })),
+    (err: Error) =>
+      err instanceof NodeAwayTooLongError &&
+      /node n2 was last running 30\.0 hours ago/.test(err.message) &&
+      /longer than the tombstone grace period \(24\.0 hours\)/.test(err.message) &&
+      /Wipe its data directory \(\/d\) and start it again with --join MEMBER/.test(err.message) &&
+      /--force-rejoin/.test(err.message),
+  );
+  // Forced: it rejoins with its data, under a new actor.
+  assert.deepEqual(planStart(facts({ identity: ID, away: away(30, true) })), {
+    kind: "rejoin",
+    identity: ID,
+    renewActor: true,
+    checkSeeds: [],
+    forcedBackAfterMs: 30 * HOUR,
+  });
+  // No heartbeat recorded (a directory from before it existed): not judged. A new node: nothing to judge.
+  assert.equal(
+    planStart(facts({ identity: ID, away: { ...away(30), lastAliveAtMs: undefined } })).kind,
+    "rejoin",
+  );
+  assert.equal(planStart(facts({ away: away(30) })).kind, "create");
+  // A node that left is refused as such, however long it was away.
+  assert.throws(
+    () => planStart(facts({ identity: ID, saved: { members: [me("left")], ring: null }, away: away(30) })),
+    /has left cluster/,
+  );
 });

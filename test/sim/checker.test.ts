@@ -13,6 +13,7 @@ import {
   checkHistoryShape,
   checkHistoryWithoutRepair,
   checkNoPhantoms,
+  checkNoResurrection,
   checkReplicasAgree,
   checkSiblingsConcurrent,
   checkUniqueDots,
@@ -387,5 +388,63 @@ describe("7. hinted handoff delivered (every acknowledged write on all N primari
     // A phantom is still caught.
     const phantom = history([b1], everywhere([at("b1", ["b-b1"], "1@A"), at("nobody", ["?"], "9@Q")]));
     assert.ok(checkHistoryWithoutRepair(phantom).some((a) => a.checker === "no-phantoms"));
+  });
+});
+
+describe("deletes stay deleted, tombstones may be purged", () => {
+  // v1 then v2 (which read v1), then a delete that read v2: it follows every write of the key.
+  const v1 = write("v1", "add", { element: "x" });
+  const v2 = write("v2", "add", { element: "y", observed: ["v1"], observedItems: ["x"] });
+  const d = write("d", "delete", { observed: ["v2"], observedItems: ["x", "y"] });
+  const tomb = sib("d", [], "3@n1", true);
+
+  test("the delete's tombstone, or nothing once it is purged: both pass with purging on", () => {
+    assert.deepEqual(checkHistory(history([v1, v2, d], everywhere([tomb])), { tombstonesNamed: true }), []);
+    const purged = history([v1, v2, d], everywhere([]));
+    assert.deepEqual(checkHistory(purged, { tombstonesNamed: true, tombstonesPurged: true }), []);
+    // Without purging, a named tombstone that vanished is a lost delete.
+    assert.ok(
+      checkAcknowledgedWrites(purged, { tombstonesNamed: true }).some((a) => a.message.includes("delete d")),
+    );
+  });
+
+  test("no-resurrection: a version the delete superseded, back after the purge, is caught", () => {
+    const back = history([v1, v2, d], { n1: [sib("v2", ["x", "y"])], n2: [], n3: [] });
+    const found = checkNoResurrection(back);
+    assert.equal(found.length, 1, JSON.stringify(found));
+    assert.match(
+      found[0]!.message,
+      /delete d .* followed every write of the key, yet n1 holds live version v2/,
+    );
+    // The purge-aware rule of checker 2 sees it too: what the delete superseded is still there.
+    assert.ok(
+      checkAcknowledgedWrites(back, { tombstonesNamed: true, tombstonesPurged: true }).some((a) =>
+        a.message.includes("delete d"),
+      ),
+    );
+  });
+
+  test("no-resurrection judges only a delete that followed every write that may have been applied", () => {
+    // An unknown write the delete did not see may legitimately survive beside (or after) it.
+    const u = write("u", "blind", { outcome: "unknown" });
+    const h = history([v1, v2, d, u], everywhere([tomb, sib("u", ["b-u"])]));
+    assert.deepEqual(checkNoResurrection(h), []);
+    // A write after the delete, that read it, makes the key live again: nothing to judge.
+    const again = write("v3", "add", { element: "z", observed: ["d"] });
+    assert.deepEqual(checkNoResurrection(history([v1, v2, d, again], everywhere([sib("v3", ["z"])]))), []);
+  });
+
+  test("with purging, a purged delete hides its ancestors only where none of them came back", () => {
+    // v1 lost at n3 while the delete's tombstone is gone: fine, the delete superseded it.
+    const h = history([v1, v2, d], { n1: [], n2: [], n3: [] });
+    assert.deepEqual(checkAcknowledgedWrites(h, { tombstonesNamed: true, tombstonesPurged: true }), []);
+    // A blind write the delete did not see, lost: still reported.
+    const b = write("b", "blind");
+    const lost = history([v1, v2, d, b], { n1: [], n2: [], n3: [] });
+    const found = checkAcknowledgedWrites(lost, { tombstonesNamed: true, tombstonesPurged: true });
+    assert.ok(
+      found.some((a) => a.message.includes("blind b")),
+      JSON.stringify(found),
+    );
   });
 });

@@ -6,8 +6,10 @@
  * coordinator's disk hangs; a blind write through it is acknowledged by the two other replicas while
  * its own copy is still waiting for its fsync; the coordinator crashes, losing that copy, and restarts;
  * a second blind write of the key goes through it. With a new actor after the crash (what node.ts and
- * the simulator do) the two writes get different dots; with the old actor (the planted `keep-actor`
- * bug) the second write is named like the first, and the checkers see one dot naming two writes.
+ * the simulator do) the two writes get different dots. With the old actor (the planted `keep-actor`
+ * bug) they still do: the node's counter starts above its durable lease (replication/dot-counter.ts),
+ * a second line of defence. With both off (`keep-actor-and-counter`) the second write is named like the
+ * first, and the checkers see one dot naming two writes.
  *
  * And a replica that can version no more writes (sealed for a clean stop, or after a failed local
  * write) hands its writes to another replica.
@@ -110,8 +112,15 @@ test("a restart keeps no actor: a lost local copy never makes two writes share a
   assert.deepEqual(checkUniqueDots({ writes: [first, second], final: { keys: new Map() } }), []);
 });
 
-test("planted keep-actor bug: the second write reuses the first one's dot, and the checker says so", async () => {
+test("planted keep-actor bug: the node's counter, above its durable lease, still keeps the dots apart", async () => {
   const { first, second } = await scenario("keep-actor");
+  assert.equal(second.dot?.split("@")[1], first.dot?.split("@")[1], "the actor was kept");
+  assert.notEqual(first.dot, second.dot);
+  assert.deepEqual(checkUniqueDots({ writes: [first, second], final: { keys: new Map() } }), []);
+});
+
+test("planted keep-actor-and-counter bug: the second write reuses the first one's dot, and the checker says so", async () => {
+  const { first, second } = await scenario("keep-actor-and-counter");
   assert.equal(first.dot, second.dot);
   const anomalies = checkUniqueDots({ writes: [first, second], final: { keys: new Map() } });
   assert.equal(anomalies.length, 1);

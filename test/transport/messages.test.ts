@@ -21,8 +21,10 @@ import {
   type Frame,
   MAX_ACTOR_CHARS,
   MAX_CONTEXT_ENTRIES,
+  MAX_PURGE_KEYS,
   PROTOCOL_VERSION,
   ProtocolError,
+  PURGE_VERDICTS,
   type RequestBody,
   type RequestKind,
   wireDeadlineMs,
@@ -221,6 +223,53 @@ describe("a forwarded write's outcome is a closed union", () => {
       () => outcomeFromWire({ kind: "ok", written: encodeSiblings([]), set, acked: 1 }),
       /0 written versions/,
     );
+  });
+});
+
+describe("tombstone purging's requests and verdicts are validated", () => {
+  const keys = [Buffer.from("a"), Buffer.from("b")];
+  const sets = [Buffer.from("s1"), Buffer.from("s2")];
+
+  test("the verdicts are a closed list, one byte each", () => {
+    assert.deepEqual(
+      [...PURGE_VERDICTS],
+      ["ok", "differs", "young", "hint_pending", "handoff_pending", "ring_differs", "off", "busy"],
+    );
+    for (const kind of ["purge_verdicts", "purge_results"] as const) {
+      const body = { kind, verdicts: Buffer.from([0, PURGE_VERDICTS.length - 1]) };
+      assert.deepEqual(roundTrip(ans(body)), ans(body));
+      assert.throws(
+        () => decodeFrame(rawAns({ kind, verdicts: Buffer.from([PURGE_VERDICTS.length]) })),
+        /unknown verdict/,
+      );
+      assert.throws(() => decodeFrame(rawAns({ kind, verdicts: [0, 1] })), ProtocolError);
+      assert.throws(
+        () => decodeFrame(rawAns({ kind, verdicts: Buffer.alloc(MAX_PURGE_KEYS + 1) })),
+        ProtocolError,
+      );
+    }
+  });
+
+  test("anything else in a request is a protocol error", () => {
+    const bad: [string, unknown][] = [
+      ["keys and sets of different lengths", { ringVersion: 1, keys, sets: sets.slice(1) }],
+      ["a key that is a string", { ringVersion: 1, keys: ["a", "b"], sets }],
+      ["a set that is a string", { ringVersion: 1, keys, sets: ["s1", "s2"] }],
+      ["no ring version", { keys, sets }],
+      ["a negative ring version", { ringVersion: -1, keys, sets }],
+      [
+        "too many keys",
+        {
+          ringVersion: 1,
+          keys: Array.from({ length: MAX_PURGE_KEYS + 1 }, () => Buffer.from("k")),
+          sets: Array.from({ length: MAX_PURGE_KEYS + 1 }, () => Buffer.from("s")),
+        },
+      ],
+    ];
+    for (const kind of ["purge_check", "purge"])
+      for (const [what, body] of bad)
+        assert.throws(() => decodeFrame(rawReq({ kind, ...(body as object) })), ProtocolError, what);
+    assert.doesNotThrow(() => decodeFrame(rawReq({ kind: "purge", ringVersion: 0, keys, sets })));
   });
 });
 

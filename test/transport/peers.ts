@@ -100,6 +100,14 @@ export const ECHO: PeerHandlers = {
     keys: [...body.keys],
     hashes: Buffer.from(body.hashes),
   }),
+  purge_check: (_from, body) => ({
+    kind: "purge_verdicts",
+    verdicts: Buffer.from(body.keys.map((k) => k.length % 8)),
+  }),
+  purge: (_from, body) => ({
+    kind: "purge_results",
+    verdicts: Buffer.from(body.sets.map((s, i) => (s.length + i + body.ringVersion) % 8)),
+  }),
 };
 
 /** The transport handler of ECHO. */
@@ -190,6 +198,19 @@ export function everyKind(): RequestBody[] {
       hashes: u32(0xdeadbeef, 1),
       maxKeys: 100,
       maxBytes: 65536,
+    },
+    {
+      kind: "purge_check",
+      ringVersion: 12,
+      keys: [Buffer.from("k1"), Buffer.from("a key of 15 b.")],
+      sets: [Buffer.from("tombstones of k1"), Buffer.from("tombstones")],
+    },
+    { kind: "purge_check", ringVersion: 0, keys: [], sets: [] },
+    {
+      kind: "purge",
+      ringVersion: 3,
+      keys: [Buffer.from("k1"), Buffer.alloc(0), Buffer.from("k3")],
+      sets: [Buffer.from("a"), Buffer.from("bb"), Buffer.alloc(0)],
     },
   ];
 }
