@@ -75,6 +75,7 @@ const { LsmEngine } =
 const { TcpTransport } = await load<typeof import("../src/transport/tcp-transport.js")>(
   "transport/tcp-transport.js",
 );
+const { peerKeys } = await load<typeof import("../src/transport/peer-keys.js")>("transport/peer-keys.js");
 const { EMPTY_VECTOR, update } = await load<typeof import("../src/versioning/dvv.js")>("versioning/dvv.js");
 const { encodeSiblings } = await load<typeof import("../src/versioning/object-codec.js")>(
   "versioning/object-codec.js",
@@ -93,7 +94,7 @@ const cpuNow = () => {
   return u.user + u.system;
 };
 
-/** A node's TCP transport on a free loopback port, in cluster "bench". */
+/** A node's TCP transport on a free loopback port, in cluster "bench", with TLS and a cluster key as nodes run. */
 function listenPeer(nodeId: string, handler: RequestHandler): Promise<TcpTransportType> {
   const rt = systemRuntime();
   return TcpTransport.listen({
@@ -104,6 +105,8 @@ function listenPeer(nodeId: string, handler: RequestHandler): Promise<TcpTranspo
     timers: rt.timers,
     clock: rt.clock,
     handler,
+    security: "tls",
+    keys: peerKeys(Buffer.alloc(32, 1)),
   });
 }
 

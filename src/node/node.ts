@@ -5,9 +5,10 @@
  * Data directory layout: data-dir.ts.
  */
 import { randomBytes, randomInt } from "node:crypto";
+import { statSync } from "node:fs";
 import * as path from "node:path";
 import type { AntiEntropy } from "../anti-entropy/service.js";
-import { loadApiSecurity } from "../api/api-security.js";
+import { checkSecretFileMode, loadApiSecurity } from "../api/api-security.js";
 import { createApi, type MembershipOutcome, serveApi } from "../api/http-api.js";
 import { NodeMetrics } from "../api/metrics.js";
 import { type AntiEntropyStatus, hintedHandoffDocument, ringDocument, statusDocument } from "../api/views.js";
@@ -21,7 +22,8 @@ import { TcpTransport } from "../transport/tcp-transport.js";
 import type { RequestHandler } from "../transport/transport.js";
 import { MAX_CONTEXT_TOKEN_CHARS } from "../versioning/context-token.js";
 import { type BootedNode, bootNode, type NodeEnv, runAll } from "./boot.js";
-import { formatHostPort, type HostPort, type NodeConfig } from "./config.js";
+import { watchClusterKey } from "./cluster-key.js";
+import { ConfigError, formatHostPort, type HostPort, type NodeConfig } from "./config.js";
 import { MembershipRefusedError } from "./departures.js";
 import type { NodeIdentity } from "./identity.js";
 
@@ -35,6 +37,8 @@ export interface RunningNode {
   readonly api: HostPort;
   readonly peer: HostPort;
   readonly createdCluster: boolean;
+  /** The cluster key file in use (undefined: peer traffic in plaintext), and whether this start wrote it. */
+  readonly clusterKey: { readonly path: string; readonly created: boolean } | undefined;
   stop(): Promise<void>;
 }
 
@@ -62,6 +66,22 @@ export function systemEnv(): NodeEnv {
 export async function startNode(config: NodeConfig, options: StartOptions = {}): Promise<RunningNode> {
   const env = systemEnv();
   const now = () => env.clock.now();
+  const warn = (m: string) => process.stderr.write(`ringstore node ${config.id}: ${m}\n`);
+  // A key file that every user of the machine may read is refused before anything starts.
+  if (config.peerEncryption && config.clusterKeyFile !== undefined) {
+    let mode: number | undefined;
+    try {
+      mode = statSync(config.clusterKeyFile).mode;
+    } catch {
+      mode = undefined; // missing: the start says so with the sentence of cluster-key.ts
+    }
+    if (mode !== undefined)
+      try {
+        checkSecretFileMode(config.clusterKeyFile, mode, warn);
+      } catch (err) {
+        throw new ConfigError((err as Error).message);
+      }
+  }
 
   // Requests arrive as soon as the peer port listens; until the node is assembled they are refused.
   let dispatch: RequestHandler = async () => {
@@ -75,6 +95,8 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
     handler: (from, body) => dispatch(from, body),
     timers: env.timers,
     clock: env.clock,
+    security: config.peerEncryption ? "tls" : "plaintext",
+    log: warn,
   });
   const peerBound = {
     host: config.peer.host,
@@ -97,7 +119,7 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
     const security = await loadApiSecurity({
       tls: config.apiTls,
       authFile: config.apiAuthFile,
-      warn: (m) => process.stderr.write(`ringstore node ${config.id}: ${m}\n`),
+      warn,
       onReload: (f) => process.stdout.write(`ringstore node ${config.id}: ${f} changed: now in use\n`),
     });
     const app = createApi({
@@ -150,6 +172,9 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
         serve: (handler) => {
           dispatch = handler;
         },
+        ...(config.peerEncryption
+          ? { clusterKey: { file: config.clusterKeyFile, use: (keys) => transport.setKeys(keys) } }
+          : {}),
         openStorage: (dir) =>
           LsmEngine.open(
             {
@@ -196,6 +221,22 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
     );
     // Stopping: the API first (no new requests), then the node, then the peer port.
     cleanup.splice(1, 0, () => node.stop());
+    // A rotation edits the key file; the node takes the change without a restart.
+    const key = node.clusterKey;
+    if (key !== undefined) {
+      const unwatch = watchClusterKey({
+        fs: env.fs,
+        timers: env.timers,
+        file: key.path,
+        keys: key.keys,
+        onChange: (keys, line) => {
+          transport.setKeys(keys);
+          process.stdout.write(`ringstore node ${config.id}: ${line}\n`);
+        },
+        onError: warn,
+      });
+      cleanup.unshift(async () => unwatch());
+    }
     const { identity: id, core, storage } = node;
     const membership = core.membership;
     engine = storage;
@@ -273,6 +314,7 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
             now: t,
           }),
           transport: transport.counters,
+          peerSecurity: transport.securityStatus(),
           storage: storage.stats(),
         });
       },
@@ -284,6 +326,7 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
       api: apiBound,
       peer: peerBound,
       createdCluster: node.created,
+      clusterKey: key === undefined ? undefined : { path: key.path, created: key.fresh },
       stop: () => {
         stopping ??= runAll(cleanup);
         return stopping;
