@@ -99,6 +99,8 @@ export interface BootDeps {
   readonly onReadRepair?: (nodeId: string) => void;
   readonly onReplicaTimeout?: (op: "read" | "store") => void;
   readonly onLeft?: (how: "left" | "removed") => void;
+  /** Every change of the membership view, with its cause. */
+  readonly onMembershipEvent?: NodeCoreDeps["onMembershipEvent"];
   /** A background save of the view failed (it is retried). */
   readonly onViewSaveError?: (err: Error) => void;
   /** Anti-entropy's events, for the metrics. */
@@ -293,6 +295,7 @@ export async function bootNode(config: BootConfig, deps: BootDeps): Promise<Boot
       onReadRepair: deps.onReadRepair,
       onReplicaTimeout: deps.onReplicaTimeout,
       onLeft: deps.onLeft,
+      onMembershipEvent: deps.onMembershipEvent,
     });
     deps.serve(core.dispatch);
     core.start();

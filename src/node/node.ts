@@ -12,6 +12,7 @@ import { checkSecretFileMode, loadApiSecurity } from "../api/api-security.js";
 import { createApi, type MembershipOutcome, serveApi } from "../api/http-api.js";
 import { NodeMetrics } from "../api/metrics.js";
 import { type AntiEntropyStatus, hintedHandoffDocument, ringDocument, statusDocument } from "../api/views.js";
+import { BoundedLog } from "../runtime/bounded-log.js";
 import { seededRandom } from "../runtime/runtime.js";
 import { systemRuntime } from "../runtime/system-runtime.js";
 import { workerCompactionExecutor } from "../storage/compaction-worker.js";
@@ -115,6 +116,13 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
       () => lastSweep(),
       now,
     );
+    const claims = new BoundedLog({
+      clock: env.clock,
+      timers: env.timers,
+      write: warn,
+      summary: (n) => `membership: ignored ${n} more claim(s)`,
+    });
+    cleanup.push(async () => claims.close());
     // The API's TLS and token files: one that cannot be used stops the start before anything is written.
     const security = await loadApiSecurity({
       tls: config.apiTls,
@@ -192,6 +200,13 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
         onReadRepair: () => metrics.readRepairs.inc(),
         onReplicaTimeout: (op) => metrics.replicaRequestTimeouts.inc({ op }),
         onLeft: (how) => options.onLeft?.(how),
+        // One line per change, on stdout; claims ignored (or refuted) go to stderr, bounded per sender, as
+        // a member that keeps making them must not flood the log.
+        onMembershipEvent: (e) => {
+          if (e.change === "ignored" || e.change === "refuted")
+            claims.note(e.sender ?? "?", `membership: ${e.text}`);
+          else process.stdout.write(`ringstore node ${config.id}: membership: ${e.text}\n`);
+        },
         antiEntropyEvents: {
           onRepaired: () => metrics.antiEntropyKeysRepaired.inc(),
           onExchange: (r) => {

@@ -46,9 +46,11 @@ import {
  * and `coordinated`'s outcome are fields of the message (a list of [actor, counter] entries, a closed
  * union) instead of nested MessagePack blobs. 5: `read` and `store` may carry `hintFor` (sloppy quorum:
  * the receiver stands in for that replica); a node of version 4 would take such a store as its own data.
- * 6: anti-entropy's requests (ae_roots, ae_branches, ae_segments, ae_keys) and answers.
+ * 6: anti-entropy's requests (ae_roots, ae_branches, ae_segments, ae_keys) and answers. 7: connections
+ * are TLS with the cluster key (tcp-transport.ts), and a member's `left` entry made by a removal names
+ * the claimant that approved it (`removedBy`).
  */
-export const PROTOCOL_VERSION = 6;
+export const PROTOCOL_VERSION = 7;
 /** Longest `coordinate` request id (the forwarder's node id, 16 hex digits, a counter). */
 export const MAX_REQUEST_ID_CHARS = 128;
 /** Longest deadline a request frame carries (a longer timeout is sent as this). */
@@ -88,6 +90,11 @@ export interface MemberView {
   readonly incarnation: number;
   /** Increases while the member is alive (gossiped; the failure detector watches it). */
   readonly heartbeat: number;
+  /**
+   * On a `left` entry made by `cluster remove` (not by the member's own leave): the claimant that approved
+   * the removal. Receivers take such an entry from that claimant, or from their own (membership.ts).
+   */
+  readonly removedBy?: string;
 }
 
 export interface RingView {
@@ -327,7 +334,7 @@ function member(v: unknown): MemberView {
   const o = obj(v, "member");
   const status = str(o, "status", 16);
   if (!STATUSES.has(status)) throw new ProtocolError(`member status ${status} unknown`);
-  return {
+  const m: MemberView = {
     id: str(o, "id", 64),
     api: str(o, "api", 300),
     peer: str(o, "peer", 300),
@@ -337,6 +344,10 @@ function member(v: unknown): MemberView {
     incarnation: int(o, "incarnation"),
     heartbeat: int(o, "heartbeat"),
   };
+  if (o.removedBy === undefined || o.removedBy === null) return m;
+  if (status !== "left")
+    throw new ProtocolError(`member ${m.id} names who removed it but is ${status}, not left`);
+  return { ...m, removedBy: nodeId(o, "removedBy") };
 }
 
 function ring(v: unknown): RingView | null {
