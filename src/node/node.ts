@@ -116,6 +116,7 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
       () => lastSweep(),
       now,
     );
+    metrics.watchPeers(() => transport.counters);
     const claims = new BoundedLog({
       clock: env.clock,
       timers: env.timers,

@@ -44,7 +44,10 @@ export class TestCluster {
    * other than the one that created the cluster gets the cluster's key file, unless `args` names one or
    * `noKey` says not to.
    */
-  async start(id: string, opts: { join?: string; args?: string[]; noKey?: boolean } = {}): Promise<TestNode> {
+  async start(
+    id: string,
+    opts: { join?: string; args?: string[]; noKey?: boolean; env?: Record<string, string> } = {},
+  ): Promise<TestNode> {
     const dataDir = path.join(this.root, id);
     const ownKey = path.join(dataDir, "cluster.key");
     if (
@@ -75,7 +78,10 @@ export class TestCluster {
       !args.includes("--cluster-key-file")
     )
       args.push("--cluster-key-file", this.keyFile);
-    const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(process.execPath, args, {
+      stdio: ["ignore", "pipe", "pipe"],
+      ...(opts.env === undefined ? {} : { env: { ...process.env, ...opts.env } }),
+    });
     const node: TestNode = this.nodes.get(id) ?? { id, dataDir, api: "", peer: "", child, output: "" };
     node.child = child;
     node.output = "";
