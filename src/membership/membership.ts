@@ -335,7 +335,15 @@ export class Membership {
         l.lastProgressAt = now;
       this.reportEntry(cur, m, from);
     }
-    if (ring !== null && (this.ringView === null || compareRings(ring, this.ringView) > 0)) {
+    if (ring !== null && ring.partitions !== this.config.partitions)
+      // Not this cluster's ring (Q is fixed at its creation): claiming over it would fail.
+      this.emit(
+        "ignored",
+        this.config.selfId,
+        `ignored ${from ?? "?"}'s ring (version ${ring.version}): it has ${ring.partitions} partitions, this cluster ${this.config.partitions}`,
+        from,
+      );
+    else if (ring !== null && (this.ringView === null || compareRings(ring, this.ringView) > 0)) {
       changed = true;
       this.setRing(ring);
     }

@@ -330,6 +330,13 @@ const STATUSES = new Set(["joining", "up", "leaving", "left"]);
 const MAX_MEMBERS = 10_000;
 const MAX_PARTITIONS = 1 << 20;
 
+/** A member's weight: a share of the ring, so above 0 (the ring's claim refuses 0). */
+function weight(o: Obj): number {
+  const w = num(o, "weight", 0, 1e6);
+  if (w === 0) throw new ProtocolError("field weight is 0: a member's weight is above 0");
+  return w;
+}
+
 function member(v: unknown): MemberView {
   const o = obj(v, "member");
   const status = str(o, "status", 16);
@@ -338,7 +345,7 @@ function member(v: unknown): MemberView {
     id: str(o, "id", 64),
     api: str(o, "api", 300),
     peer: str(o, "peer", 300),
-    weight: num(o, "weight", 0, 1e6),
+    weight: weight(o),
     zone: optStr(o, "zone", 64),
     status: status as MemberView["status"],
     incarnation: int(o, "incarnation"),
@@ -354,6 +361,8 @@ function ring(v: unknown): RingView | null {
   if (v === null || v === undefined) return null;
   const o = obj(v, "ring");
   const partitions = int(o, "partitions", 1, MAX_PARTITIONS);
+  if (!Number.isInteger(Math.log2(partitions)))
+    throw new ProtocolError(`ring of ${partitions} partitions: a ring has a power of two`);
   const owners = arr(o, "owners", MAX_PARTITIONS);
   if (owners.length !== partitions) throw new ProtocolError("ring owners do not match its partition count");
   for (const x of owners)

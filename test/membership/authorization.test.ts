@@ -160,6 +160,17 @@ describe("who may say that a member left", () => {
   });
 });
 
+describe("a ring of another partition count", () => {
+  test("is ignored and reported (claiming over it would fail: found by the fuzzer)", () => {
+    const { m, events } = node("b");
+    m.merge([], { version: 9, partitions: 8, owners: Array(8).fill("c"), members: ["c:1"] }, 1, "c");
+    assert.equal(m.ring?.version, 1);
+    assert.equal(events.at(-1)?.change, "ignored");
+    assert.match(events.at(-1)!.text, /ignored c's ring \(version 9\): it has 8 partitions, this cluster 16/);
+    m.tick(2, seededRandom(3)); // the claimant's round would have claimed over it
+  });
+});
+
 describe("every change is reported once, with its cause", () => {
   test("join, up, moved, leave; refuted; remove made here", () => {
     const { m, events } = node("b");
