@@ -306,7 +306,8 @@ async function freePorts(k: number): Promise<number[]> {
  * keeps its key; every other node is given that key, as an operator does.
  */
 function startNode(id: string, dataDir: string, extra: string[], nodeFlags: string[]): Promise<NodeProc> {
-  const key = id === "n1" ? [] : ["--cluster-key-file", path.join(path.dirname(dataDir), "n1", "cluster.key")];
+  const key =
+    id === "n1" ? [] : ["--cluster-key-file", path.join(path.dirname(dataDir), "n1", "cluster.key")];
   return spawnNode(id, [
     ...nodeFlags,
     BIN,

@@ -13,7 +13,7 @@
  *   so the handshake (about a millisecond) is paid once per peer, not per request.
  */
 import { randomBytes } from "node:crypto";
-import * as net from "node:net";
+import type * as net from "node:net";
 import * as tls from "node:tls";
 import type { PeerKey, PeerKeys } from "./peer-keys.js";
 
@@ -52,10 +52,10 @@ export function serverTls(
   return new tls.TLSSocket(raw, options);
 }
 
-/** Connects to a peer over TLS with `key` (our current one). */
-export function connectTls(host: string, port: number, key: PeerKey): tls.TLSSocket {
+/** Runs TLS over `raw` (a TCP connection being made to a peer) with `key` (our current one). */
+export function connectTls(raw: net.Socket, key: PeerKey): tls.TLSSocket {
   return tls.connect({
-    socket: net.connect({ host, port, noDelay: true }),
+    socket: raw,
     ...TLS_OPTIONS,
     pskCallback: () => ({ psk: key.psk, identity: key.id }),
     // No certificate is involved: the PSK authenticates the server. (A listener that sends one is not a

@@ -205,6 +205,8 @@ class OutConnection {
         return;
       }
       const security = this.owner.security;
+      /** The TCP connection is up (TLS: a failure before it is no handshake's). */
+      let tcpConnected = security !== "tls";
       let s: net.Socket;
       if (security === "tls") {
         const key = this.owner.keys?.current;
@@ -213,7 +215,11 @@ class OutConnection {
           return;
         }
         this.keyId = key.id;
-        s = connectTls(target.host, target.port, key);
+        const tcp = net.connect({ host: target.host, port: target.port, noDelay: true });
+        tcp.once("connect", () => {
+          tcpConnected = true;
+        });
+        s = connectTls(tcp, key);
       } else s = net.connect({ host: target.host, port: target.port, noDelay: true });
       this.socket = s;
       this.sink = new FrameSink(s);
@@ -304,7 +310,7 @@ class OutConnection {
       });
       s.on("error", (err) => {
         connectTimer.cancel();
-        if (security !== "tls" || secured) {
+        if (security !== "tls" || secured || !tcpConnected) {
           fail(new TransportError("ERR_UNREACHABLE", `${this.address}: ${err.message}`, { cause: err }));
           return;
         }

@@ -333,6 +333,8 @@ export interface LiveStats {
   runs: number;
   answers: number;
   errors: Record<string, number>;
+  /** The first message seen per error code, and the request kind that got it. */
+  samples: Record<string, string>;
   closedOnInvalid: number;
   outsiders: number;
   rssGrowthBytes: number;
@@ -358,6 +360,7 @@ export async function livePeerProperty(target: LiveTarget, o: FuzzOptions): Prom
     runs: 0,
     answers: 0,
     errors: {},
+    samples: {},
     closedOnInvalid: 0,
     outsiders: 0,
     rssGrowthBytes: 0,
@@ -434,6 +437,8 @@ export async function livePeerProperty(target: LiveTarget, o: FuzzOptions): Prom
           if (f.kind === "err") {
             assert.ok(f.code.length > 0 && f.message.length > 0, "an error says what");
             stats.errors[f.code] = (stats.errors[f.code] ?? 0) + 1;
+            const kind = frames[f.id - 1]?.body.kind ?? "?";
+            stats.samples[`${f.code} ${kind}`] ??= f.message.slice(0, 200);
           }
         }
         if (invalid) {

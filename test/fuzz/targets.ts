@@ -88,7 +88,7 @@ export async function startFuzzTargets(): Promise<FuzzTargets> {
         });
         return wrap(s);
       }
-      const s = connectTls(host, port, (how === "insider" ? keys : OTHER).current);
+      const s = connectTls(net.connect({ host, port }), (how === "insider" ? keys : OTHER).current);
       const c = wrap(s);
       await new Promise<void>((resolve) => {
         s.once("secureConnect", resolve);

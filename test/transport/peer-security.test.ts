@@ -114,7 +114,7 @@ async function rawTls(
   port: number,
   keys: PeerKeys,
 ): Promise<Raw & { ok: boolean; error?: unknown }> {
-  const s = connectTls(HOST, port, keys.current);
+  const s = connectTls(net.connect({ host: HOST, port }), keys.current);
   const r = track(t, s);
   const outcome = await new Promise<{ ok: boolean; error?: unknown }>((resolve) => {
     s.once("secureConnect", () => resolve({ ok: true }));

@@ -186,7 +186,7 @@ class RawPeer {
   static async connect(c: Cleanup, port: number, plaintext = false): Promise<RawPeer> {
     const s = plaintext
       ? net.connect({ host: HOST, port, noDelay: true })
-      : connectTls(HOST, port, TEST_KEYS.current);
+      : connectTls(net.connect({ host: HOST, port, noDelay: true }), TEST_KEYS.current);
     c.add(() => s.destroy());
     await within(
       new Promise<void>((resolve, reject) => {
