@@ -10,6 +10,10 @@
  * The floor always runs N3R2W2 (whatever --quorum says), with the lean load generator only, as
  * JavaScript compiled by tsc into a temp dir (not under tsx: see compiledFloor).
  *
+ * The cost of peer encryption, in the same run: the 3-node cluster again with `--insecure-peer-plaintext`
+ * on every node (peer traffic neither encrypted nor authenticated: for this measurement only), lean load
+ * generator only, the ratio to the TLS cluster printed (`--configs 3,3plain` runs just these).
+ *
  * The cost of sloppy quorum, in the same run: a 4-node cluster (the --quorum's N, R, W) with every node
  * up, against a fresh one with node n4 SIGKILLed and seen down by the others, so that writes of the keys
  * n4 replicates go to a stand-in with a hint (lean load generator only; the ratio is printed). And the
@@ -77,8 +81,8 @@ type Op = (typeof OPS)[number];
  * The clusters a run can measure: ringstore's 3 nodes, its single node, the floor (floor-node.ts), 4 nodes
  * all up and with one down, and the drain of hints (see the header).
  */
-const SIZES = ["3", "1", "floor", "4", "4down", "drain"] as const;
-type Size = 3 | 1 | 4 | "floor" | "4down" | "drain";
+const SIZES = ["3", "3plain", "1", "floor", "4", "4down", "drain"] as const;
+type Size = 3 | 1 | 4 | "3plain" | "floor" | "4down" | "drain";
 
 const HELP = `usage: node --import tsx bench/cluster.ts [flags]   (run \`npm run build\` first)
   --seconds S        measured seconds per phase (default 10), after the warm-up
@@ -86,7 +90,8 @@ const HELP = `usage: node --import tsx bench/cluster.ts [flags]   (run \`npm run
   --clients C        concurrent clients (default 32)
   --value-bytes B    value size (default 100)
   --loadgens LIST    comma list of ${LOADGENS.join(",")} (default all; one node runs all but pa)
-  --configs LIST     comma list of 3,1,floor,4,4down,drain: the 3-node cluster, the single node, the floor
+  --configs LIST     comma list of 3,3plain,1,floor,4,4down,drain: the 3-node cluster, the same with peer
+                     traffic in plaintext (the cost of peer TLS; lean only), the single node, the floor
                      (three bench/floor-node.ts processes: the same protocol shape with none of the
                      node's work, the least Node does here; lean load generator only), 4 nodes all up
                      and 4 nodes with one down (sloppy quorum's cost; lean only), and the drain of
@@ -162,7 +167,9 @@ function configsOf(v: string | undefined, durability: string): Size[] {
     throw new Error(
       `the floor runs with --durability fsync or none, not ${durability}: leave it out of --configs`,
     );
-  return all.map((s) => (s === "floor" || s === "4down" || s === "drain" ? s : (Number(s) as 1 | 3 | 4)));
+  return all.map((s) =>
+    s === "floor" || s === "4down" || s === "drain" || s === "3plain" ? s : (Number(s) as 1 | 3 | 4),
+  );
 }
 
 function parseConfig(): Config {
@@ -294,7 +301,13 @@ async function freePorts(k: number): Promise<number[]> {
   return ports;
 }
 
+/**
+ * Starts node `id` of a cluster whose nodes' data directories are siblings: n1 created the cluster and
+ * keeps its key; every other node is given that key, as an operator does.
+ */
 function startNode(id: string, dataDir: string, extra: string[], nodeFlags: string[]): Promise<NodeProc> {
+  const key =
+    id === "n1" ? [] : ["--cluster-key-file", path.join(path.dirname(dataDir), "n1", "cluster.key")];
   return spawnNode(id, [
     ...nodeFlags,
     BIN,
@@ -307,6 +320,7 @@ function startNode(id: string, dataDir: string, extra: string[], nodeFlags: stri
     "127.0.0.1:0",
     "--data",
     dataDir,
+    ...key,
     ...extra,
   ]);
 }
@@ -374,7 +388,8 @@ async function waitConverged(nodes: NodeProc[]): Promise<void> {
 /** The flags every node of a cluster gets (the drain's nodes also the --hint-rate asked for). */
 function commonFlags(cfg: Config, size: Size): string[] {
   const rate = size === "drain" && cfg.hintRate !== undefined ? ["--hint-rate", String(cfg.hintRate)] : [];
-  return ["--durability", cfg.durability, ...rate];
+  const plain = size === "3plain" ? ["--insecure-peer-plaintext"] : [];
+  return ["--durability", cfg.durability, ...rate, ...plain];
 }
 
 async function startCluster(
@@ -387,7 +402,7 @@ async function startCluster(
   if (size === "floor") return { nodes: await startFloor(cfg, root), root };
   // Every port is 0, the kernel's choice (each node prints where it serves): ports chosen here and bound
   // later could be taken meanwhile by another node's port 0.
-  const count = size === 1 ? 1 : size === 3 ? 3 : 4;
+  const count = size === 1 ? 1 : size === 3 || size === "3plain" ? 3 : 4;
   const common = commonFlags(cfg, size);
   const [n, r, w] = size === 1 ? [1, 1, 1] : cfg.quorum;
   const q = ["--n", String(n), "--r", String(r), "--w", String(w)];
@@ -897,6 +912,8 @@ function configName(cfg: Config, size: Exclude<Size, "drain">): string {
   switch (size) {
     case 3:
       return `3 nodes N${n}R${r}W${w}`;
+    case "3plain":
+      return `3 nodes N${n}R${r}W${w} plaintext peers`;
     case 1:
       return "1 node N1R1W1";
     case "floor":
@@ -1371,6 +1388,7 @@ async function main(): Promise<void> {
       }
   };
   ratio("ratio 3-node / 1-node", 1);
+  ratio("ratio 3-node with peer TLS / with plaintext peers (the cost of peer encryption)", "3plain");
   ratio("ratio 3-node / floor (the same protocol shape with none of the node's work)", "floor");
   ratio(
     "ratio 4 nodes with one down / all four up (the cost of sloppy quorum: stand-ins and hints)",

@@ -25,6 +25,8 @@
  *   peer-ping     a `ping` request and its answer between two processes over the node's TCP transport
  *                 (framing, MessagePack, ids, deadlines): both sides' CPU per round trip.
  *   peer-store    the same with a `store` message of a 100-byte value's sibling set, answered at once.
+ *   peer-ping-plain, peer-store-plain   the same in plaintext (--insecure-peer-plaintext): what peer
+ *                 TLS adds to a round trip (the nodes run peer-ping and peer-store).
  *   replica-merge Replica.merge on the LSM engine (fsync, group commit, flush and compaction threads):
  *                 what a replica does for each `store` it gets, durable before it returns.
  *   replica-write Replica.coordinate: what the coordinator does for its own copy of a put.
@@ -75,6 +77,7 @@ const { LsmEngine } =
 const { TcpTransport } = await load<typeof import("../src/transport/tcp-transport.js")>(
   "transport/tcp-transport.js",
 );
+const { peerKeys } = await load<typeof import("../src/transport/peer-keys.js")>("transport/peer-keys.js");
 const { EMPTY_VECTOR, update } = await load<typeof import("../src/versioning/dvv.js")>("versioning/dvv.js");
 const { encodeSiblings } = await load<typeof import("../src/versioning/object-codec.js")>(
   "versioning/object-codec.js",
@@ -93,8 +96,11 @@ const cpuNow = () => {
   return u.user + u.system;
 };
 
-/** A node's TCP transport on a free loopback port, in cluster "bench". */
-function listenPeer(nodeId: string, handler: RequestHandler): Promise<TcpTransportType> {
+/**
+ * A node's TCP transport on a free loopback port, in cluster "bench": with TLS and a cluster key as nodes
+ * run, or in plaintext for the -plain parts.
+ */
+function listenPeer(nodeId: string, handler: RequestHandler, plain = false): Promise<TcpTransportType> {
   const rt = systemRuntime();
   return TcpTransport.listen({
     host: "127.0.0.1",
@@ -104,6 +110,7 @@ function listenPeer(nodeId: string, handler: RequestHandler): Promise<TcpTranspo
     timers: rt.timers,
     clock: rt.clock,
     handler,
+    ...(plain ? { security: "plaintext" } : { security: "tls", keys: peerKeys(Buffer.alloc(32, 1)) }),
   });
 }
 
@@ -180,8 +187,10 @@ async function child(kind: string): Promise<void> {
     port = await api.listen("127.0.0.1", 0);
     close = () => api.close();
   } else {
-    const t = await listenPeer("server", async (_from, body) =>
-      body.kind === "store" ? { kind: "stored" } : { kind: "pong" },
+    const t = await listenPeer(
+      "server",
+      async (_from, body) => (body.kind === "store" ? { kind: "stored" } : { kind: "pong" }),
+      kind.endsWith("-plain"),
     );
     port = Number(t.address.slice(t.address.lastIndexOf(":") + 1));
     close = () => t.close();
@@ -408,13 +417,15 @@ async function httpPart(kind: string, warmup: number, seconds: number): Promise<
   );
 }
 
-async function peerPart(kind: "peer-ping" | "peer-store", warmup: number, seconds: number): Promise<Result> {
+type PeerKind = "peer-ping" | "peer-store" | "peer-ping-plain" | "peer-store-plain";
+
+async function peerPart(kind: PeerKind, warmup: number, seconds: number): Promise<Result> {
   return withChild(kind, async (port, cpu) => {
-    const t = await listenPeer("client", async () => ({ kind: "pong" }));
+    const t = await listenPeer("client", async () => ({ kind: "pong" }), kind.endsWith("-plain"));
     const set = encodeSiblings(update([], EMPTY_VECTOR, "a1", VALUE).set);
     let k = 0;
     const body = () =>
-      kind === "peer-ping"
+      kind.startsWith("peer-ping")
         ? ({ kind: "ping" } as const)
         : ({ kind: "store", key: Buffer.from(`key-${k++}`), set } as const);
     try {
@@ -506,6 +517,8 @@ async function main(): Promise<void> {
     ["http-api-tls-auth", () => httpPart("http-api-tls-auth", warmup, seconds)],
     ["peer-ping", () => peerPart("peer-ping", warmup, seconds)],
     ["peer-store", () => peerPart("peer-store", warmup, seconds)],
+    ["peer-ping-plain", () => peerPart("peer-ping-plain", warmup, seconds)],
+    ["peer-store-plain", () => peerPart("peer-store-plain", warmup, seconds)],
     ["replica-merge", () => replicaPart("replica-merge", warmup, seconds)],
     ["replica-write", () => replicaPart("replica-write", warmup, seconds)],
   ];

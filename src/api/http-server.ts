@@ -336,6 +336,15 @@ export class Call {
 function clientError(maxKeyBytes: number, refused: (reason: ApiRefusal) => void) {
   return (err: Error & { code?: string }, socket: Socket): void => {
     if (err.code === "ECONNRESET" || socket.destroyed) return;
+    // An answer is on this connection already (it said "close", or it is being sent): nothing may follow
+    // it. Bytes after a request that asked to close (HPE_CLOSED_CONNECTION: a client that sent a body
+    // without saying so) end the connection once that answer is out, without a second answer after it.
+    const current = currentCall.get(socket);
+    if (err.code === "HPE_CLOSED_CONNECTION" || (current?.res.headersSent && !current.res.writableFinished)) {
+      if (current === undefined || current.res.writableFinished) socket.destroy();
+      else current.res.once("finish", () => socket.destroy());
+      return;
+    }
     let status = 400;
     let body: Record<string, string>;
     if (err.code === "ERR_HTTP_REQUEST_TIMEOUT") {

@@ -78,6 +78,14 @@ export type ApiRefusal =
   | "unauthorized"
   | "forbidden";
 
+/** What the metrics read of the peer transport (tcp-transport.ts's counters). */
+export interface PeerCounters {
+  readonly refused: Readonly<Record<string, number>>;
+  readonly protocolErrors: number;
+  readonly slowReaders: number;
+  readonly expired: number;
+}
+
 export class NodeMetrics {
   readonly registry = new Registry();
   /** The last minutes of request rates and latencies, per operation (the dashboard's charts). */
@@ -100,6 +108,8 @@ export class NodeMetrics {
   readonly apiRefused: Counter<"reason">;
   readonly tombstonesPurged: Counter;
   readonly tombstonesRefused: Counter<"reason">;
+  /** The peer transport's counters (set by the node), read at scrape time. */
+  private peer: () => PeerCounters | undefined = () => undefined;
   /** The API's open connections and requests in flight (set by its server), read at scrape time. */
   private apiLoad: () => { readonly connections: number; readonly inFlight: number } = () => ({
     connections: 0,
@@ -267,6 +277,44 @@ export class NodeMetrics {
       labelNames: ["reason"],
       registers: [r],
     });
+    const peer = () => this.peer();
+    new Counter({
+      name: "ringstore_peer_refused_total",
+      help: "Peer connections refused before their peer was authenticated, by reason (tls_handshake: no cluster key, another one, or not TLS; handshake_timeout; address_limit; pending_limit; connection_limit; key_removed: made with a key no longer accepted)",
+      labelNames: ["reason"],
+      registers: [r],
+      collect() {
+        this.reset();
+        for (const [reason, n] of Object.entries(peer()?.refused ?? {})) this.inc({ reason }, n);
+      },
+    });
+    new Counter({
+      name: "ringstore_peer_protocol_errors_total",
+      help: "Peer connections closed for a malformed or unexpected frame",
+      registers: [r],
+      collect() {
+        this.reset();
+        this.inc(peer()?.protocolErrors ?? 0);
+      },
+    });
+    new Counter({
+      name: "ringstore_peer_slow_readers_total",
+      help: "Peer connections dropped because their peer left its answers unread past the byte bound",
+      registers: [r],
+      collect() {
+        this.reset();
+        this.inc(peer()?.slowReaders ?? 0);
+      },
+    });
+    new Counter({
+      name: "ringstore_peer_requests_expired_total",
+      help: "Peer requests not run because their deadline had passed before they would start",
+      registers: [r],
+      collect() {
+        this.reset();
+        this.inc(peer()?.expired ?? 0);
+      },
+    });
     const load = () => this.apiLoad();
     new Gauge({
       name: "ringstore_api_connections",
@@ -373,6 +421,11 @@ export class NodeMetrics {
 
   refused(reason: ApiRefusal): void {
     this.apiRefused.inc({ reason });
+  }
+
+  /** The node says where the peer transport's counters are. */
+  watchPeers(counters: () => PeerCounters): void {
+    this.peer = counters;
   }
 
   /** The API's server says how loaded it is. */

@@ -95,8 +95,25 @@ export interface StatusDocument {
   readonly tombstones: TombstoneStatus;
   /** The peer transport's counters. */
   readonly transport: TransportCounters;
+  /** How peer traffic is protected: the cluster key's id, the keys accepted, connections by key. */
+  readonly peerSecurity: PeerSecurityStatus;
   /** The storage engine's statistics. */
   readonly storage: EngineStats;
+}
+
+/** `/status` peerSecurity. */
+export interface PeerSecurityStatus {
+  /** "tls" (TLS 1.3 with the cluster key), or "plaintext" (--insecure-peer-plaintext: no protection). */
+  readonly encryption: "tls" | "plaintext";
+  /** The id of the key this node connects with (a one-way function of the key), or null. */
+  readonly key: string | null;
+  /** The ids of the keys it accepts (the current one first; two during a rotation). */
+  readonly accepted: readonly string[];
+  /** Open peer connections by the key id they authenticated with ("none" in plaintext). */
+  readonly connections: {
+    readonly incoming: Readonly<Record<string, number>>;
+    readonly outgoing: Readonly<Record<string, number>>;
+  };
 }
 
 /** The node's own facts. */
@@ -290,6 +307,15 @@ export interface TransportCounters {
   readonly rejectedHandshakes: number;
   /** Requests refused because their connection had too many in flight. */
   readonly overloaded: number;
+  /**
+   * Incoming connections refused before their peer was authenticated, by reason (tls_handshake,
+   * handshake_timeout, address_limit, pending_limit, connection_limit, key_removed).
+   */
+  readonly refused: Readonly<Record<string, number>>;
+  /** Incoming connections dropped because their peer left its answers unread past the byte bound. */
+  readonly slowReaders: number;
+  /** Requests not run because their deadline had passed before they would start. */
+  readonly expired: number;
 }
 
 /** What the status document is built from. */
@@ -309,6 +335,7 @@ export interface StatusInputs {
   readonly antiEntropy?: AntiEntropyStatus;
   readonly tombstones?: TombstoneStatus;
   readonly transport: TransportCounters;
+  readonly peerSecurity?: PeerSecurityStatus;
   readonly storage: EngineStats;
 }
 
@@ -369,6 +396,15 @@ export function statusDocument(i: StatusInputs): StatusDocument {
       protocolErrors: t.protocolErrors,
       rejectedHandshakes: t.rejectedHandshakes,
       overloaded: t.overloaded,
+      refused: { ...t.refused },
+      slowReaders: t.slowReaders,
+      expired: t.expired,
+    },
+    peerSecurity: i.peerSecurity ?? {
+      encryption: "plaintext",
+      key: null,
+      accepted: [],
+      connections: { incoming: {}, outgoing: {} },
     },
     storage: i.storage,
   };

@@ -1,7 +1,8 @@
 /**
  * `ringstore dev [--nodes 3] [--data DIR]`: a local cluster on 127.0.0.1, one real process per node
  * (`ringstore start`), node k on API port 8000+k and peer port 9000+k. The first node creates the cluster
- * (or restarts it, if its data exists); the others join through it. Ctrl-C stops every node cleanly.
+ * (or restarts it, if its data exists); the others join through it, given its cluster key
+ * (`<data>/n1/cluster.key`, which n1 wrote when it created the cluster). Ctrl-C stops every node cleanly.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import * as path from "node:path";
@@ -79,7 +80,13 @@ export async function devCommand(flags: DevFlags): Promise<void> {
         path.join(flags.data, `n${k}`),
       ];
       if (k === 1) args.push("--n", String(n), "--r", String(quorum), "--w", String(quorum));
-      else args.push("--join", `127.0.0.1:${base + 1001}`);
+      else
+        args.push(
+          "--join",
+          `127.0.0.1:${base + 1001}`,
+          "--cluster-key-file",
+          path.join(flags.data, "n1", "cluster.key"),
+        );
       const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] });
       children.push(child);
       let ready = false;

@@ -71,6 +71,14 @@ export async function startCommand(flags: StartFlags): Promise<void> {
       `(peer ${formatHostPort(node.peer)}), data in ${config.dataDir}, ` +
       `${node.createdCluster ? "new cluster" : "cluster"} ${id.clusterId} with N=${id.n} R=${id.r} W=${id.w}\n`,
   );
+  if (node.clusterKey === undefined)
+    process.stderr.write(
+      `ringstore node ${node.id}: WARNING: --insecure-peer-plaintext: peer traffic on ${formatHostPort(node.peer)} is neither encrypted nor authenticated; anyone who reaches that port can read and overwrite every key, join the cluster, and remove its members. It exists to measure what peer encryption costs: never run a cluster this way.\n`,
+    );
+  else if (node.clusterKey.created)
+    process.stdout.write(
+      `ringstore node ${node.id}: new cluster key in ${node.clusterKey.path} (mode 0600): every other node needs it, started with --cluster-key-file F (a copy of that file)\n`,
+    );
   if (config.apiAuthFile !== undefined)
     process.stdout.write(
       `ringstore node ${node.id}: the API requires a token from ${config.apiAuthFile} on every request but GET /health (the file is re-read when it changes)\n`,

@@ -11,12 +11,19 @@
  */
 import { readFileSync } from "node:fs";
 import * as path from "node:path";
-import { Command, InvalidArgumentError } from "commander";
+import { Command, InvalidArgumentError, Option } from "commander";
 import { addTokenCommand, listTokensCommand, removeTokenCommand } from "./auth-commands.js";
 import { clusterLeaveCommand, clusterRemoveCommand, clusterStatusCommand } from "./cluster-commands.js";
 import { connectionOptions } from "./connection.js";
 import { runDemo } from "./demo.js";
 import { devCommand } from "./dev.js";
+import {
+  keyAddCommand,
+  keyDropCommand,
+  keyGenerateCommand,
+  keyShowCommand,
+  keyUseCommand,
+} from "./key-commands.js";
 import { keysCommand } from "./keys-command.js";
 import { deleteCommand, getCommand, putCommand, startCommand } from "./node-commands.js";
 import { printStorageStats } from "./storage-stats.js";
@@ -107,6 +114,16 @@ program
   .option("--api-max-in-flight <n>", "client requests served at once; more get 503 overloaded", "256")
   .option("--api-headers-timeout <ms>", "a request's line and headers must arrive within this", "10000")
   .option("--api-body-timeout <ms>", "a request's headers and body must arrive within this", "30000")
+  .addOption(
+    new Option(
+      "--cluster-key-file <file>",
+      "the cluster key peers authenticate and encrypt with (a joining node needs the cluster's; default: DATA/cluster.key, which a new cluster writes)",
+    ).env("RINGSTORE_CLUSTER_KEY_FILE"),
+  )
+  // For measurements only (bench:cluster prices peer encryption with it): not offered in --help.
+  .addOption(
+    new Option("--insecure-peer-plaintext", "peer traffic unencrypted and unauthenticated").hideHelp(),
+  )
   .action(startCommand);
 
 program
@@ -197,6 +214,40 @@ auth
   .requiredOption("--id <id>", "the token's id (the 12 hex digits after rs_; see auth list)")
   .requiredOption("--file <file>", "the token file")
   .action(removeTokenCommand);
+
+const clusterKey = program
+  .command("cluster-key")
+  .description("the cluster key file: make one, and rotate keys without downtime (see the README)");
+clusterKey
+  .command("generate")
+  .description("write a new key file (mode 0600) with a fresh random key; prints the key's id")
+  .requiredOption("--file <file>", "the file to create (refused if it exists)")
+  .action(keyGenerateCommand);
+clusterKey
+  .command("show")
+  .description("the ids of a key file's keys (never the keys): the current one, and the one also accepted")
+  .requiredOption("--file <file>", "a cluster key file")
+  .action(keyShowCommand);
+clusterKey
+  .command("add")
+  .description("rotation, step 1 (on every node): accept the current key of --from as well")
+  .requiredOption("--file <file>", "the node's key file (its --cluster-key-file, or DATA/cluster.key)")
+  .requiredOption("--from <file>", "a key file holding the new key (cluster-key generate)")
+  .action(keyAddCommand);
+clusterKey
+  .command("use")
+  .description(
+    "rotation, step 2 (on every node, once all accept it): connect with key --id, still accepting the old one",
+  )
+  .requiredOption("--file <file>", "the node's key file")
+  .requiredOption("--id <id>", "the id of the key to connect with (cluster-key show)")
+  .action(keyUseCommand);
+clusterKey
+  .command("drop")
+  .description("rotation, step 3 (on every node, once all connect with the new key): stop accepting key --id")
+  .requiredOption("--file <file>", "the node's key file")
+  .requiredOption("--id <id>", "the id of the key to drop (not the current one)")
+  .action(keyDropCommand);
 
 const storage = program.command("storage").description("inspect a storage engine's data directory");
 storage

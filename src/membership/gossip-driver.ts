@@ -59,29 +59,33 @@ export class GossipDriver {
     this.rounds++;
     const peers = m.tick(this.d.clock.now(), this.d.random);
     this.changed();
-    for (const id of peers) {
-      const addr = m.member(id)?.peer;
-      if (addr === undefined) continue;
-      const body = { kind: "gossip", members: m.view(), ring: m.ring } as const;
-      this.d.transport.request(addr, body, this.d.requestTimeoutMs).then(
-        (res) => {
-          m.contactSucceeded(id);
-          m.merge(res.members, res.ring, this.d.clock.now());
-          this.changed();
-        },
-        () => m.contactFailed(id, this.d.clock.now()),
-      );
-    }
+    for (const id of peers) this.exchangeWith(id);
   }
 
-  /** Answers a gossip request from member `from`: merge theirs, return ours. */
+  /** One push-pull with member `id`: our view to it, its answer merged as its word. */
+  exchangeWith(id: string): void {
+    const m = this.d.membership;
+    const addr = m.member(id)?.peer;
+    if (addr === undefined || this.stopped) return;
+    const body = { kind: "gossip", members: m.view(), ring: m.ring } as const;
+    this.d.transport.request(addr, body, this.d.requestTimeoutMs).then(
+      (res) => {
+        m.contactSucceeded(id);
+        m.merge(res.members, res.ring, this.d.clock.now(), id);
+        this.changed();
+      },
+      () => m.contactFailed(id, this.d.clock.now()),
+    );
+  }
+
+  /** Answers a gossip request from member `from`: merge theirs (as its word), return ours. */
   onGossip(from: string, body: RequestOf<"gossip">): AnswerOf<"gossip"> {
     const m = this.d.membership;
     // It just reached us, so it is alive: no reason to keep waiting out a reconnect backoff.
     const addr = m.member(from)?.peer;
     if (addr !== undefined) this.d.transport.resetBackoff(addr);
     m.contactSucceeded(from);
-    m.merge(body.members, body.ring, this.d.clock.now());
+    m.merge(body.members, body.ring, this.d.clock.now(), from);
     this.changed();
     return { kind: "gossip", members: m.view(), ring: m.ring };
   }

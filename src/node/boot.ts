@@ -4,13 +4,15 @@
  * file system, virtual time and a simulated network).
  *
  * Start-up, in this order, so that a start refused for any reason leaves the data directory as it was:
- * 1. read the identity, the saved view and the running marker, and decide (start-plan.ts): refusals here
- *    write nothing;
+ * 1. read the identity, the saved view and the running marker, and decide (start-plan.ts); choose the
+ *    cluster key (cluster-key.ts: the file given, the data directory's, or a fresh one for a new
+ *    cluster) and give it to the transport: refusals here write nothing;
  * 2. take the data directory's lock (a second node on the same directory is refused here);
- * 3. for a new node given --join, ask the cluster to admit it; for a node with data given --join, check
- *    the peers belong to its cluster;
- * 4. only then write: the identity (new, joined, or with a renewed actor), the running marker and the
- *    heartbeat (alive.ts);
+ * 3. for a new node given --join, ask the cluster to admit it (refused if its members refuse the key);
+ *    for a node with data, check that the peers given with --join belong to its cluster and that its
+ *    peers take its key;
+ * 4. only then write: a new cluster's key, the identity (new, joined, or with a renewed actor), the
+ *    running marker and the heartbeat (alive.ts);
  * 5. open the storage engine and the node's dot counter (its lease, replication/dot-counter.ts), build
  *    the protocol core, answer peers, start gossip, handoff and the tombstone sweeps, save the view.
  * The caller binds its ports (peer, API) before calling, so a port in use also refuses the start before
@@ -27,11 +29,13 @@ import type { Runtime } from "../runtime/runtime.js";
 import type { StorageEngine } from "../storage/engine.js";
 import type { FileSystem } from "../storage/fs/file-system.js";
 import type { MemberView } from "../transport/messages.js";
+import type { PeerKeys } from "../transport/peer-keys.js";
 import type { RequestHandler, Transport } from "../transport/transport.js";
 import { AliveBeat } from "./alive.js";
+import { type ClusterKeyChoice, chooseClusterKey, peerKeysOf } from "./cluster-key.js";
 import { DataDir } from "./data-dir.js";
 import { type Entropy, type NodeIdentity, newIdentity, renewActor } from "./identity.js";
-import { checkJoinTargets, joinVia } from "./join.js";
+import { checkJoinTargets, checkKeyAccepted, joinVia, type KeySource } from "./join.js";
 import { NodeCore, type NodeCoreDeps } from "./node-core.js";
 import type { SavedView } from "./saved-view.js";
 import { planSelf, planStart } from "./start-plan.js";
@@ -103,9 +107,20 @@ export interface BootDeps {
   readonly serve: (handler: RequestHandler) => void;
   /** Opens the storage engine in `dir`. */
   readonly openStorage: (dir: string) => Promise<StorageEngine>;
+  /**
+   * The cluster key, when the transport authenticates peers with one (a real node; the simulator's
+   * network needs none): the file given with --cluster-key-file (undefined: the data directory's), and
+   * the transport that takes the keys.
+   */
+  readonly clusterKey?: {
+    readonly file: string | undefined;
+    readonly use: (keys: PeerKeys) => void;
+  };
   readonly onReadRepair?: (nodeId: string) => void;
   readonly onReplicaTimeout?: (op: "read" | "store") => void;
   readonly onLeft?: (how: "left" | "removed") => void;
+  /** Every change of the membership view, with its cause. */
+  readonly onMembershipEvent?: NodeCoreDeps["onMembershipEvent"];
   /** A background save of the view failed (it is retried). */
   readonly onViewSaveError?: (err: Error) => void;
   /** Anti-entropy's events, for the metrics. */
@@ -133,6 +148,13 @@ export interface BootedNode {
   readonly dataDir: DataDir;
   /** The node was forced back (--force-rejoin) after this long away, past the grace period. */
   readonly forcedBackAfterMs: number | undefined;
+  /**
+   * The cluster key file in use and the keys read from it (undefined without `clusterKey`); `fresh`:
+   * this start made the key (a new cluster) and wrote the file.
+   */
+  readonly clusterKey:
+    | { readonly path: string; readonly keys: PeerKeys; readonly fresh: boolean }
+    | undefined;
   /**
    * A clean stop: gossip and handoff stop, the view is saved, every versioned set is stored (or failed),
    * the engine closes, and the running marker goes (unless a write failed: the next start then renews the
@@ -167,6 +189,15 @@ export async function bootNode(config: BootConfig, deps: BootDeps): Promise<Boot
             force: config.forceRejoin === true,
           },
   });
+  let key: ClusterKeyChoice | undefined;
+  let keySource: KeySource | undefined;
+  let keys: PeerKeys | undefined;
+  if (deps.clusterKey !== undefined) {
+    key = await chooseClusterKey(dir, deps.clusterKey.file, plan, config.nodeId, env.entropy);
+    keys = peerKeysOf(key.keys);
+    keySource = { path: key.path, id: keys.current.id };
+    deps.clusterKey.use(keys);
+  }
   const release = await dir.lock(env.timers);
   let storage: StorageEngine | undefined;
   let core: NodeCore | undefined;
@@ -190,7 +221,7 @@ export async function bootNode(config: BootConfig, deps: BootDeps): Promise<Boot
         identity = newIdentity(config.nodeId, undefined, config.settings, env.entropy, env.clock.now());
         break;
       case "join": {
-        const answer = await joinVia(transport, plan.seeds, selfEntry("joining", 0));
+        const answer = await joinVia(transport, plan.seeds, selfEntry("joining", 0), keySource);
         identity = newIdentity(
           config.nodeId,
           {
@@ -208,15 +239,27 @@ export async function bootNode(config: BootConfig, deps: BootDeps): Promise<Boot
         view = { members: [...answer.members], ring: answer.ring };
         break;
       }
-      case "rejoin":
+      case "rejoin": {
         // The handshake names our cluster, so that a peer of another cluster refuses us.
         transport.setCluster(plan.identity.clusterId);
-        if (plan.checkSeeds.length > 0)
-          await checkJoinTargets(transport, plan.checkSeeds, config.dataDir, plan.identity.clusterId);
+        const answered =
+          plan.checkSeeds.length > 0 &&
+          (await checkJoinTargets(transport, plan.checkSeeds, config.dataDir, plan.identity.clusterId));
+        if (keySource !== undefined && !answered)
+          await checkKeyAccepted(
+            transport,
+            (saved?.members ?? [])
+              .filter((m) => m.id !== config.nodeId && m.status !== "left")
+              .map((m) => m.peer),
+            plan.identity.clusterId,
+            keySource,
+          );
         identity = plan.renewActor ? renewActor(plan.identity, env.entropy) : plan.identity;
         write = plan.renewActor;
         break;
+      }
     }
+    if (key?.fresh === true) await dir.writeClusterKey(key.keys);
     if (write) await dir.writeIdentity(identity);
     await dir.markRunning();
     // A node that never wrote a heartbeat (new, or from before it existed) starts in contact.
@@ -294,6 +337,7 @@ export async function bootNode(config: BootConfig, deps: BootDeps): Promise<Boot
       onReadRepair: deps.onReadRepair,
       onReplicaTimeout: deps.onReplicaTimeout,
       onLeft: deps.onLeft,
+      onMembershipEvent: deps.onMembershipEvent,
     });
     deps.serve(core.dispatch);
     core.start();
@@ -320,6 +364,8 @@ export async function bootNode(config: BootConfig, deps: BootDeps): Promise<Boot
       views,
       dataDir: dir,
       forcedBackAfterMs: plan.kind === "rejoin" ? plan.forcedBackAfterMs : undefined,
+      clusterKey:
+        key === undefined || keys === undefined ? undefined : { path: key.path, keys, fresh: key.fresh },
       stop: () => {
         stopping ??= runAll([
           () => booted.stop(),

@@ -63,6 +63,17 @@ export interface NodeConfig {
   readonly apiAuthFile: string | undefined;
   /** The API's bounds on its clients (api/limits.ts: defaults and why). */
   readonly apiLimits: ApiServerLimits;
+  /**
+   * The cluster key file (--cluster-key-file, or RINGSTORE_CLUSTER_KEY_FILE); undefined: the one in the
+   * data directory (`cluster.key`), written there by a node that creates a cluster.
+   */
+  readonly clusterKeyFile: string | undefined;
+  /**
+   * Peer traffic in TLS with the cluster key (true, always but for measurements), or in the clear and
+   * unauthenticated (--insecure-peer-plaintext: anyone who reaches the peer port can read and write
+   * every key).
+   */
+  readonly peerEncryption: boolean;
 }
 
 export const NODE_DEFAULTS = {
@@ -165,6 +176,8 @@ export interface NodeConfigInput {
   apiMaxInFlight?: string | number | undefined;
   apiHeadersTimeoutMs?: string | number | undefined;
   apiBodyTimeoutMs?: string | number | undefined;
+  clusterKeyFile?: string | undefined;
+  insecurePeerPlaintext?: boolean | undefined;
 }
 
 export function validateNodeConfig(input: NodeConfigInput): NodeConfig {
@@ -263,6 +276,9 @@ export function validateNodeConfig(input: NodeConfigInput): NodeConfig {
     apiTls: apiTls(input.tlsCert, input.tlsKey),
     apiAuthFile: input.authFile === undefined || input.authFile === "" ? undefined : input.authFile,
     apiLimits: apiLimits(input),
+    clusterKeyFile:
+      input.clusterKeyFile === undefined || input.clusterKeyFile === "" ? undefined : input.clusterKeyFile,
+    peerEncryption: input.insecurePeerPlaintext !== true,
   };
 }
 

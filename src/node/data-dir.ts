@@ -2,23 +2,30 @@
  * A node's data directory, through the FileSystem interface (so crash tests cover every file the node
  * writes):
  *   node.json     the identity (identity.ts)
+ *   cluster.key   the cluster key, written by the node that created the cluster unless it was given one
+ *                 with --cluster-key-file (cluster-key-file.ts)
  *   members.json  the saved view (saved-view.ts)
  *   running       present while the node runs; left behind by a crash (an unclean stop)
  *   alive         the last time the node was known to be running (alive.ts)
  *   LOCK          the directory's lock, held while a node runs on it
  *   storage/      the storage engine's files
  *
- * Small files are replaced durably: the new content goes to `FILE.tmp`, is fsynced, renamed over FILE,
- * and the directory is fsynced, so a crash at any instant leaves either the old file or the new one.
+ * Small files are replaced durably (durable-file.ts): the new content goes to `FILE.tmp`, is fsynced,
+ * renamed over FILE, and the directory is fsynced, so a crash at any instant leaves either the old file or
+ * the new one. Files are created 0600 and the directory is 0700: node.json and cluster.key are secrets.
  */
 import * as path from "node:path";
 import type { Timers } from "../runtime/runtime.js";
 import type { FileSystem } from "../storage/fs/file-system.js";
 import { type Alive, decodeAlive, encodeAlive } from "./alive.js";
+import { type ClusterKeyFile, readKeyFile, writeKeyFile } from "./cluster-key-file.js";
+import { writeFileDurably } from "./durable-file.js";
 import { decodeIdentity, encodeIdentity, type NodeIdentity } from "./identity.js";
 import { decodeView, encodeView, type SavedView } from "./saved-view.js";
 
 const IDENTITY = "node.json";
+/** The cluster key of a node that created its cluster without --cluster-key-file. */
+export const CLUSTER_KEY_FILE = "cluster.key";
 const LOCK_WAIT_MS = 1000;
 const LOCK_RETRY_MS = 50;
 const VIEW = "members.json";
@@ -47,19 +54,24 @@ export class DataDir {
     return (await this.fs.readFile(p)).toString("utf8");
   }
 
-  private async writeDurably(name: string, text: string): Promise<void> {
-    const p = this.file(name);
-    const tmp = `${p}.tmp`;
-    if (await this.fs.exists(tmp)) await this.fs.unlink(tmp);
-    const f = await this.fs.create(tmp);
-    try {
-      await f.append(Buffer.from(text, "utf8"));
-      await f.sync();
-    } finally {
-      await f.close();
-    }
-    await this.fs.rename(tmp, p);
-    await this.fs.syncDir(this.root);
+  private writeDurably(name: string, text: string): Promise<void> {
+    return writeFileDurably(this.fs, this.root, this.file(name), text);
+  }
+
+  /** Where this node keeps the cluster key it created (`<data>/cluster.key`). */
+  get clusterKeyFile(): string {
+    return this.file(CLUSTER_KEY_FILE);
+  }
+
+  /** The key file in the data directory, or undefined when there is none. */
+  async readClusterKey(): Promise<ClusterKeyFile | undefined> {
+    if (!(await this.fs.exists(this.clusterKeyFile))) return undefined;
+    return readKeyFile(this.fs, this.clusterKeyFile);
+  }
+
+  /** Writes `<data>/cluster.key` (a new cluster's key), mode 0600, durably. */
+  writeClusterKey(k: ClusterKeyFile): Promise<void> {
+    return writeKeyFile(this.fs, this.clusterKeyFile, this.root, k);
   }
 
   async readIdentity(): Promise<NodeIdentity | undefined> {
@@ -91,13 +103,15 @@ export class DataDir {
   }
 
   /**
-   * The directory and node.json (which holds the cluster secret) are their owner's only: a directory made
-   * by an older build kept wider modes until now.
+   * The directory, node.json (which holds the cluster secret) and cluster.key are their owner's only: a
+   * directory made by an older build kept wider modes until now.
    */
   private async restrict(): Promise<void> {
     await this.fs.chmod(this.root, 0o700);
-    const id = this.file(IDENTITY);
-    if (await this.fs.exists(id)) await this.fs.chmod(id, 0o600);
+    for (const name of [IDENTITY, CLUSTER_KEY_FILE]) {
+      const p = this.file(name);
+      if (await this.fs.exists(p)) await this.fs.chmod(p, 0o600);
+    }
   }
 
   /** Did the last node on this directory stop without a clean stop (its running marker is still here)? */

@@ -13,6 +13,7 @@ import {
   decideDeparture,
   LEAVE_FORCE_HINT,
   type LocalRefusal,
+  liveApprovals,
   REMOVE_FORCE_HINT,
 } from "../membership/departure.js";
 import type { Membership } from "../membership/membership.js";
@@ -42,6 +43,8 @@ export interface DeparturesDeps {
   readonly requestTimeoutMs: number;
   /** The membership state changed here (a leave started, a member removed): hand off; resolves once the view is durable. */
   readonly changed: () => Promise<void>;
+  /** Gossips with member `id` now (the claimant that approved a removal made here hears it at once). */
+  readonly tell?: (id: string) => void;
 }
 
 function refusal(r: LocalRefusal): MembershipRefusedError {
@@ -78,8 +81,21 @@ export class Departures {
     return out.verdict;
   }
 
-  /** Has the claimant (this node, or the member it sees as the claimant) approve a departure. */
-  private async approvedByClaimant(id: string, how: DepartureKind, force: boolean): Promise<number> {
+  /** Did this node, as the claimant, approve the departure of `id` lately (and it has not shown yet)? */
+  approvedDeparture(id: string): boolean {
+    const now = this.d.clock.now();
+    return liveApprovals(this.claimantView(now), this.approvals, now).has(id);
+  }
+
+  /**
+   * Has the claimant (this node, or the member it sees as the claimant) approve a departure; returns the
+   * members that would remain, and the claimant that approved it.
+   */
+  private async approvedByClaimant(
+    id: string,
+    how: DepartureKind,
+    force: boolean,
+  ): Promise<{ remaining: number; by: string }> {
     const code = how === "leave" ? "leave_refused" : "remove_refused";
     const claimant = this.d.membership.claimant(this.d.clock.now());
     let verdict: DepartureVerdict;
@@ -108,7 +124,7 @@ export class Departures {
         verdict.forceable ? `${verdict.refused} (${hint})` : verdict.refused,
       );
     }
-    return verdict.remaining;
+    return { remaining: verdict.remaining, by: claimant ?? this.d.selfId };
   }
 
   /**
@@ -134,11 +150,14 @@ export class Departures {
       );
     const before = check(false);
     if (before !== undefined) throw refusal(before);
-    const remaining = await this.approvedByClaimant(id, "remove", force);
+    const { remaining, by } = await this.approvedByClaimant(id, "remove", force);
     // The view may have moved while the claimant was asked.
     const after = check(true);
     if (after !== undefined) throw refusal(after);
-    m.remove(id);
+    // The removal names its approver: the other members take it from that claimant (membership.ts),
+    // which takes it from here at once.
+    m.remove(id, by);
+    this.d.tell?.(by);
     await this.d.changed();
     return { removed: id, remaining };
   }
@@ -157,7 +176,7 @@ export class Departures {
     const local = checkLeave(m.self, others, this.d.n, force);
     if (local === "already") return { status: "leaving", remaining: others };
     if (local !== undefined) throw refusal(local);
-    const remaining = await this.approvedByClaimant(this.d.selfId, "leave", force);
+    const { remaining } = await this.approvedByClaimant(this.d.selfId, "leave", force);
     // The view may have moved while the claimant was asked.
     if (m.self.status === "left")
       throw new MembershipRefusedError("leave_refused", "this node has already left the cluster");

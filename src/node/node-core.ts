@@ -13,7 +13,7 @@ import type { AeRequest } from "../anti-entropy/messages.js";
 import { AntiEntropy, type AntiEntropyDeps } from "../anti-entropy/service.js";
 import type { TreeSet } from "../anti-entropy/tree-set.js";
 import { GossipDriver } from "../membership/gossip-driver.js";
-import { Membership } from "../membership/membership.js";
+import { Membership, type MembershipEvent } from "../membership/membership.js";
 import { Coordinator, type CoordinatorDeps } from "../replication/coordinator.js";
 import type { DotCounter } from "../replication/dot-counter.js";
 import { ForwardMemo } from "../replication/forward-memo.js";
@@ -125,6 +125,8 @@ export interface NodeCoreDeps {
    * rounds), or it heard that an operator removed it. Stop it.
    */
   readonly onLeft?: (how: "left" | "removed") => void;
+  /** Every change of the membership view, once, with its cause (node.ts logs it). */
+  readonly onMembershipEvent?: (e: MembershipEvent) => void;
 }
 
 export class NodeCore {
@@ -175,6 +177,8 @@ export class NodeCore {
     if (d.view !== undefined) membership.merge(d.view.members, d.view.ring, now());
     this.absences = new Absences(membership.view(), d.tombstones?.lastContactAtMs ?? now());
     if (d.bootstrapRing) membership.bootstrapRing();
+    // Changes from here on are reported (loading the view at start is not a change).
+    membership.onEvent = d.onMembershipEvent;
     this.placement = new Placement(membership, d.nodeId, d.cluster.n);
     const list = (key: Uint8Array) => this.placement.preferenceList(key);
     const fallbacks = (key: Uint8Array) => (d.hinted === undefined ? [] : this.placement.fallbacks(key));
@@ -293,7 +297,11 @@ export class NodeCore {
         this.completion.viewChanged();
         await d.views?.persist();
       },
+      tell: (id) => {
+        if (id !== d.nodeId) this.gossip.exchangeWith(id);
+      },
     });
+    membership.approvedDeparture = (id) => this.departures.approvedDeparture(id);
     this.strays = new StrayForwarder({
       selfId: d.nodeId,
       joining: () => membership.self.status === "joining",

@@ -5,9 +5,10 @@
  * Data directory layout: data-dir.ts.
  */
 import { randomBytes, randomInt } from "node:crypto";
+import { statSync } from "node:fs";
 import * as path from "node:path";
 import type { AntiEntropy } from "../anti-entropy/service.js";
-import { loadApiSecurity } from "../api/api-security.js";
+import { checkSecretFileMode, loadApiSecurity } from "../api/api-security.js";
 import { Dashboard } from "../api/dashboard.js";
 import { createApi, type MembershipOutcome, serveApi } from "../api/http-api.js";
 import { NodeMetrics } from "../api/metrics.js";
@@ -23,6 +24,7 @@ import {
 import { EventLog } from "../core/event-log.js";
 import { DEFAULT_TOMBSTONE_PACING, type TombstoneReaper } from "../replication/tombstones.js";
 import { partitionOf } from "../ring/ring.js";
+import { BoundedLog } from "../runtime/bounded-log.js";
 import { seededRandom } from "../runtime/runtime.js";
 import { systemRuntime } from "../runtime/system-runtime.js";
 import { workerCompactionExecutor } from "../storage/compaction-worker.js";
@@ -33,7 +35,8 @@ import { TcpTransport } from "../transport/tcp-transport.js";
 import type { RequestHandler } from "../transport/transport.js";
 import { MAX_CONTEXT_TOKEN_CHARS } from "../versioning/context-token.js";
 import { type BootedNode, bootNode, type NodeEnv, runAll } from "./boot.js";
-import { formatHostPort, type HostPort, type NodeConfig } from "./config.js";
+import { watchClusterKey } from "./cluster-key.js";
+import { ConfigError, formatHostPort, type HostPort, type NodeConfig } from "./config.js";
 import { MembershipRefusedError } from "./departures.js";
 import type { NodeIdentity } from "./identity.js";
 import type { Census } from "./key-listing.js";
@@ -68,6 +71,8 @@ export interface RunningNode {
   readonly events: EventLog;
   /** Forced back (--force-rejoin) after this long away, past the tombstone grace period. */
   readonly forcedBackAfterMs: number | undefined;
+  /** The cluster key file in use (undefined: peer traffic in plaintext), and whether this start wrote it. */
+  readonly clusterKey: { readonly path: string; readonly created: boolean } | undefined;
   stop(): Promise<void>;
 }
 
@@ -95,6 +100,22 @@ export function systemEnv(): NodeEnv {
 export async function startNode(config: NodeConfig, options: StartOptions = {}): Promise<RunningNode> {
   const env = systemEnv();
   const now = () => env.clock.now();
+  const warn = (m: string) => process.stderr.write(`ringstore node ${config.id}: ${m}\n`);
+  // A key file that every user of the machine may read is refused before anything starts.
+  if (config.peerEncryption && config.clusterKeyFile !== undefined) {
+    let mode: number | undefined;
+    try {
+      mode = statSync(config.clusterKeyFile).mode;
+    } catch {
+      mode = undefined; // missing: the start says so with the sentence of cluster-key.ts
+    }
+    if (mode !== undefined)
+      try {
+        checkSecretFileMode(config.clusterKeyFile, mode, warn);
+      } catch (err) {
+        throw new ConfigError((err as Error).message);
+      }
+  }
 
   // Requests arrive as soon as the peer port listens; until the node is assembled they are refused.
   let dispatch: RequestHandler = async () => {
@@ -108,6 +129,8 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
     handler: (from, body) => dispatch(from, body),
     timers: env.timers,
     clock: env.clock,
+    security: config.peerEncryption ? "tls" : "plaintext",
+    log: warn,
   });
   const peerBound = {
     host: config.peer.host,
@@ -134,11 +157,19 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
     let aeDiffering: readonly number[] = [];
     /** Q, once the node knows its cluster's. */
     let ringPartitions = 0;
+    metrics.watchPeers(() => transport.counters);
+    const claims = new BoundedLog({
+      clock: env.clock,
+      timers: env.timers,
+      write: warn,
+      summary: (n) => `membership: ignored ${n} more claim(s)`,
+    });
+    cleanup.push(async () => claims.close());
     // The API's TLS and token files: one that cannot be used stops the start before anything is written.
     const security = await loadApiSecurity({
       tls: config.apiTls,
       authFile: config.apiAuthFile,
-      warn: (m) => process.stderr.write(`ringstore node ${config.id}: ${m}\n`),
+      warn,
       onReload: (f) => process.stdout.write(`ringstore node ${config.id}: ${f} changed: now in use\n`),
     });
     const app = createApi({
@@ -200,6 +231,9 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
         serve: (handler) => {
           dispatch = handler;
         },
+        ...(config.peerEncryption
+          ? { clusterKey: { file: config.clusterKeyFile, use: (keys) => transport.setKeys(keys) } }
+          : {}),
         openStorage: (dir) =>
           LsmEngine.open(
             {
@@ -217,6 +251,13 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
         onReadRepair: () => metrics.readRepairs.inc(),
         onReplicaTimeout: (op) => metrics.replicaRequestTimeouts.inc({ op }),
         onLeft: (how) => options.onLeft?.(how),
+        // One line per change, on stdout; claims ignored (or refuted) go to stderr, bounded per sender, as
+        // a member that keeps making them must not flood the log.
+        onMembershipEvent: (e) => {
+          if (e.change === "ignored" || e.change === "refuted")
+            claims.note(e.sender ?? "?", `membership: ${e.text}`);
+          else process.stdout.write(`ringstore node ${config.id}: membership: ${e.text}\n`);
+        },
         antiEntropyEvents: {
           onRepaired: () => metrics.antiEntropyKeysRepaired.inc(),
           onExchange: (r) => {
@@ -253,6 +294,22 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
     );
     // Stopping: the API first (no new requests), then the node, then the peer port.
     cleanup.splice(1, 0, () => node.stop());
+    // A rotation edits the key file; the node takes the change without a restart.
+    const key = node.clusterKey;
+    if (key !== undefined) {
+      const unwatch = watchClusterKey({
+        fs: env.fs,
+        timers: env.timers,
+        file: key.path,
+        keys: key.keys,
+        onChange: (keys, line) => {
+          transport.setKeys(keys);
+          process.stdout.write(`ringstore node ${config.id}: ${line}\n`);
+        },
+        onError: warn,
+      });
+      cleanup.unshift(async () => unwatch());
+    }
     const { identity: id, core, storage } = node;
     ringPartitions = id.partitions;
     const membership = core.membership;
@@ -302,6 +359,7 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
           now: t,
         }),
         transport: transport.counters,
+        peerSecurity: transport.securityStatus(),
         storage: storage.stats(),
       });
     };
@@ -399,6 +457,7 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
       createdCluster: node.created,
       events,
       forcedBackAfterMs: node.forcedBackAfterMs,
+      clusterKey: key === undefined ? undefined : { path: key.path, created: key.fresh },
       stop: () => {
         stopping ??= runAll(cleanup);
         return stopping;

@@ -13,12 +13,15 @@ export function frameBytes(payload: Buffer): Buffer {
   return out;
 }
 
-/** Accumulates stream chunks and yields whole frames' payloads. */
+/**
+ * Accumulates stream chunks and yields whole frames' payloads. The cap may be raised once the peer is
+ * known (tcp-transport.ts reads a small handshake frame first, and whole requests only after it).
+ */
 export class FrameReader {
   private chunks: Buffer[] = [];
   private buffered = 0;
 
-  constructor(private readonly maxFrameBytes = MAX_FRAME_BYTES) {}
+  constructor(public maxFrameBytes = MAX_FRAME_BYTES) {}
 
   /** Adds a chunk; returns the complete frames now available. Throws ProtocolError on an oversized length. */
   push(chunk: Buffer): Buffer[] {

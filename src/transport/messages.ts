@@ -48,9 +48,11 @@ import {
  * the receiver stands in for that replica); a node of version 4 would take such a store as its own data.
  * 6: anti-entropy's requests (ae_roots, ae_branches, ae_segments, ae_keys) and answers. 7: `list_keys`
  * (the cluster's key listing reads a partition set's live keys from a replica) and its `key_list`.
- * 8: tombstone purging's agreement (`purge_check`) and purge-if-equal (`purge`).
+ * 8: tombstone purging's agreement (`purge_check`) and purge-if-equal (`purge`). 9: connections are TLS
+ * with the cluster key (tcp-transport.ts), and a member's `left` entry made by a removal names the
+ * claimant that approved it (`removedBy`).
  */
-export const PROTOCOL_VERSION = 8;
+export const PROTOCOL_VERSION = 9;
 /** Longest `coordinate` request id (the forwarder's node id, 16 hex digits, a counter). */
 export const MAX_REQUEST_ID_CHARS = 128;
 /** Longest deadline a request frame carries (a longer timeout is sent as this). */
@@ -94,6 +96,11 @@ export interface MemberView {
   readonly incarnation: number;
   /** Increases while the member is alive (gossiped; the failure detector watches it). */
   readonly heartbeat: number;
+  /**
+   * On a `left` entry made by `cluster remove` (not by the member's own leave): the claimant that approved
+   * the removal. Receivers take such an entry from that claimant, or from their own (membership.ts).
+   */
+  readonly removedBy?: string;
 }
 
 export interface RingView {
@@ -407,26 +414,39 @@ const STATUSES = new Set(["joining", "up", "leaving", "left"]);
 const MAX_MEMBERS = 10_000;
 const MAX_PARTITIONS = 1 << 20;
 
+/** A member's weight: a share of the ring, so above 0 (the ring's claim refuses 0). */
+function weight(o: Obj): number {
+  const w = num(o, "weight", 0, 1e6);
+  if (w === 0) throw new ProtocolError("field weight is 0: a member's weight is above 0");
+  return w;
+}
+
 function member(v: unknown): MemberView {
   const o = obj(v, "member");
   const status = str(o, "status", 16);
   if (!STATUSES.has(status)) throw new ProtocolError(`member status ${status} unknown`);
-  return {
+  const m: MemberView = {
     id: str(o, "id", 64),
     api: str(o, "api", 300),
     peer: str(o, "peer", 300),
-    weight: num(o, "weight", 0, 1e6),
+    weight: weight(o),
     zone: optStr(o, "zone", 64),
     status: status as MemberView["status"],
     incarnation: int(o, "incarnation"),
     heartbeat: int(o, "heartbeat"),
   };
+  if (o.removedBy === undefined || o.removedBy === null) return m;
+  if (status !== "left")
+    throw new ProtocolError(`member ${m.id} names who removed it but is ${status}, not left`);
+  return { ...m, removedBy: nodeId(o, "removedBy") };
 }
 
 function ring(v: unknown): RingView | null {
   if (v === null || v === undefined) return null;
   const o = obj(v, "ring");
   const partitions = int(o, "partitions", 1, MAX_PARTITIONS);
+  if (!Number.isInteger(Math.log2(partitions)))
+    throw new ProtocolError(`ring of ${partitions} partitions: a ring has a power of two`);
   const owners = arr(o, "owners", MAX_PARTITIONS);
   if (owners.length !== partitions) throw new ProtocolError("ring owners do not match its partition count");
   for (const x of owners)

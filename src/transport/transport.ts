@@ -13,7 +13,9 @@ export type TransportErrorCode =
   | "ERR_REMOTE"
   | "ERR_OVERLOADED"
   | "ERR_CLOSED"
-  | "ERR_PROTOCOL";
+  | "ERR_PROTOCOL"
+  /** The peer refused this node's cluster key (the TLS handshake failed), or this node has none yet. */
+  | "ERR_AUTH";
 
 export class TransportError extends Error {
   /**
@@ -78,21 +80,63 @@ export interface Transport {
   close(): Promise<void>;
 }
 
+/**
+ * The TCP transport's bounds (tcp-transport.ts), with their arithmetic.
+ *
+ * Before a peer is authenticated (its TLS handshake and its hello frame done), it has proved nothing and
+ * may be anyone who reaches the port:
+ * - preAuthFrameBytes 64 KiB: the largest frame read before hello (a hello or welcome is under 200
+ *   bytes), so a peer that announces 96 MiB and trickles it is refused at its first 4 bytes;
+ * - handshakeTimeoutMs 5 s: TLS and hello together take a round trip or two and about a millisecond of
+ *   CPU; a connection that has not finished in 5 s is closed (a silent one too);
+ * - maxPendingPerAddress 32 and maxPending 256: connections not yet authenticated, from one address and
+ *   in all. A node's peers each open one connection to it (two for a moment during a key rotation), so
+ *   even a restart storm of many nodes on one host stays far below; a flood of 200 silent connections
+ *   from one address gets 32 slots for at most 5 s, and the rest are closed at accept.
+ * After authentication the peer holds the cluster key (it is trusted), and the bounds guard memory:
+ * - maxInbound 4096 connections in all (one per peer: a cluster of thousands fits);
+ * - maxBufferedBytes 64 MiB queued on one socket: new requests past it fail ERR_OVERLOADED, and an
+ *   incoming connection whose peer does not read its answers is dropped past it;
+ * - maxInFlightBytesPerConnection 64 MiB of requests being handled on one incoming connection: past it
+ *   the connection is not read until they are answered (TCP then slows the sender down);
+ * - maxInFlightPerConnection 4096 requests.
+ * The worst case in memory is then about maxInbound x (64 + 64) MiB only if every peer sends its largest
+ * requests at once, which a trusted peer does not; what an outsider can hold is maxPending x 64 KiB.
+ */
 export interface TransportLimits {
   /** Requests one connection may have in flight (each side); more get ERR_OVERLOADED. */
   readonly maxInFlightPerConnection: number;
-  /** Bytes queued on a socket before new requests on it fail with ERR_OVERLOADED. */
+  /** Bytes of requests being handled for one incoming connection; past it reading pauses. */
+  readonly maxInFlightBytesPerConnection: number;
+  /** Bytes queued on a socket before new requests on it fail (ERR_OVERLOADED) or, for answers, it is dropped. */
   readonly maxBufferedBytes: number;
   /** Reconnect backoff after a failed connection: doubles from min to max. */
   readonly backoffMinMs: number;
   readonly backoffMaxMs: number;
+  /** An outgoing connection's TCP connect, TLS handshake and welcome must complete within this. */
   readonly connectTimeoutMs: number;
+  /** An incoming connection's TLS handshake and hello must complete within this, or it is closed. */
+  readonly handshakeTimeoutMs: number;
+  /** The largest frame read before the handshake completes. */
+  readonly preAuthFrameBytes: number;
+  /** Incoming connections not yet authenticated, from one address; more are closed at accept. */
+  readonly maxPendingPerAddress: number;
+  /** Incoming connections not yet authenticated, in all; more are closed at accept. */
+  readonly maxPending: number;
+  /** Incoming connections in all; more are closed at accept. */
+  readonly maxInbound: number;
 }
 
 export const DEFAULT_TRANSPORT_LIMITS: TransportLimits = {
   maxInFlightPerConnection: 4096,
+  maxInFlightBytesPerConnection: 64 * 1024 * 1024,
   maxBufferedBytes: 64 * 1024 * 1024,
   backoffMinMs: 50,
   backoffMaxMs: 2000,
   connectTimeoutMs: 1000,
+  handshakeTimeoutMs: 5000,
+  preAuthFrameBytes: 64 * 1024,
+  maxPendingPerAddress: 32,
+  maxPending: 256,
+  maxInbound: 4096,
 };

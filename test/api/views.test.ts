@@ -82,7 +82,20 @@ test("status document: every field, members sorted by id, counters copied", () =
     lastError: null,
   };
   const strayStores = { forwarded: 2, failed: 1, dropped: 0 };
-  const transport = { protocolErrors: 1, rejectedHandshakes: 2, overloaded: 3 };
+  const transport = {
+    protocolErrors: 1,
+    rejectedHandshakes: 2,
+    overloaded: 3,
+    refused: { tls_handshake: 4, address_limit: 5 },
+    slowReaders: 6,
+    expired: 7,
+  };
+  const peerSecurity = {
+    encryption: "tls",
+    key: "00112233aabbccdd",
+    accepted: ["00112233aabbccdd", "ffeeddccbbaa9988"],
+    connections: { incoming: { "00112233aabbccdd": 2 }, outgoing: { "00112233aabbccdd": 1 } },
+  } as const;
   const storage = new MemoryEngine().stats();
   const doc = statusDocument({
     node: {
@@ -103,6 +116,7 @@ test("status document: every field, members sorted by id, counters copied", () =
     strayStores,
     viewSaves: { saved: 5, failed: 2, lastError: "ENOSPC: no space left on device", retrying: true },
     transport,
+    peerSecurity,
     storage,
   });
   const m = (id: string, state: string, status: string, zone: string | null, partitions: number) => ({
@@ -175,7 +189,15 @@ test("status document: every field, members sorted by id, counters copied", () =
         lastSweepAt: null,
         lastSweepAgeMs: null,
       },
-      transport: { protocolErrors: 1, rejectedHandshakes: 2, overloaded: 3 },
+      transport: {
+        protocolErrors: 1,
+        rejectedHandshakes: 2,
+        overloaded: 3,
+        refused: { tls_handshake: 4, address_limit: 5 },
+        slowReaders: 6,
+        expired: 7,
+      },
+      peerSecurity,
       storage,
     }),
   );
@@ -187,5 +209,14 @@ test("status document: every field, members sorted by id, counters copied", () =
   handoff.keysSent++;
   strayStores.forwarded++;
   transport.overloaded++;
-  assert.deepEqual([doc.handoff.keysSent, doc.strayStores.forwarded, doc.transport.overloaded], [4, 2, 3]);
+  transport.refused.tls_handshake++;
+  assert.deepEqual(
+    [
+      doc.handoff.keysSent,
+      doc.strayStores.forwarded,
+      doc.transport.overloaded,
+      doc.transport.refused.tls_handshake,
+    ],
+    [4, 2, 3, 4],
+  );
 });

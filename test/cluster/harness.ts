@@ -22,6 +22,11 @@ export interface TestNode {
 export class TestCluster {
   readonly root = mkdtempSync(path.join(tmpdir(), "ringstore-cluster-"));
   readonly nodes = new Map<string, TestNode>();
+  /**
+   * The cluster key: the `cluster.key` that the first node started without --join wrote. Every other
+   * node is started with it (--cluster-key-file), as an operator does.
+   */
+  keyFile: string | undefined;
 
   constructor(
     private readonly extraArgs: string[] = [
@@ -34,9 +39,23 @@ export class TestCluster {
     ],
   ) {}
 
-  /** Starts (or restarts, keeping its data) node `id`; joins through `join` (a node id) if given. */
-  async start(id: string, opts: { join?: string; args?: string[] } = {}): Promise<TestNode> {
+  /**
+   * Starts (or restarts, keeping its data) node `id`; joins through `join` (a node id) if given. A node
+   * other than the one that created the cluster gets the cluster's key file, unless `args` names one or
+   * `noKey` says not to.
+   */
+  async start(
+    id: string,
+    opts: { join?: string; args?: string[]; noKey?: boolean; env?: Record<string, string> } = {},
+  ): Promise<TestNode> {
     const dataDir = path.join(this.root, id);
+    const ownKey = path.join(dataDir, "cluster.key");
+    if (
+      this.keyFile === undefined &&
+      opts.join === undefined &&
+      !(opts.args ?? []).includes("--cluster-key-file")
+    )
+      this.keyFile = ownKey;
     const args = [
       BIN,
       "start",
@@ -52,7 +71,17 @@ export class TestCluster {
       ...(opts.args ?? []),
     ];
     if (opts.join !== undefined) args.push("--join", this.nodes.get(opts.join)!.peer);
-    const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] });
+    if (
+      opts.noKey !== true &&
+      this.keyFile !== undefined &&
+      this.keyFile !== ownKey &&
+      !args.includes("--cluster-key-file")
+    )
+      args.push("--cluster-key-file", this.keyFile);
+    const child = spawn(process.execPath, args, {
+      stdio: ["ignore", "pipe", "pipe"],
+      ...(opts.env === undefined ? {} : { env: { ...process.env, ...opts.env } }),
+    });
     const node: TestNode = this.nodes.get(id) ?? { id, dataDir, api: "", peer: "", child, output: "" };
     node.child = child;
     node.output = "";

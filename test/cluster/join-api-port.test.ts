@@ -32,6 +32,8 @@ test("--join with a node's API port fails at once with a sentence that says so",
       path.join(cluster.root, "b"),
       "--join",
       a.api,
+      "--cluster-key-file",
+      path.join(a.dataDir, "cluster.key"),
     ],
     { stdio: ["ignore", "pipe", "pipe"] },
   );

@@ -117,6 +117,8 @@ export class FaultCluster {
       ...this.args,
     ];
     if (opts.join !== undefined) args.push("--join", opts.join);
+    // Node 0 created the cluster and keeps its key; the others are given it, as an operator does.
+    if (i !== 0) args.push("--cluster-key-file", path.join(this.nodes[0]!.dataDir, "cluster.key"));
     const cmd = [
       ...(this.net === undefined ? [] : ["ip", "netns", "exec", this.net.ns(i)]),
       ...guard([process.execPath, ...args]),

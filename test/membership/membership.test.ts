@@ -618,7 +618,8 @@ describe("membership over the network", () => {
         30_000,
       ),
     );
-    c.node("n2").membership!.remove("n4");
+    // The claimant (n1) removes it: the others take the removal from it (membership.ts).
+    c.node("n1").membership!.remove("n4", "n1");
     const out = await c.net.runUntil(
       () =>
         c
@@ -714,7 +715,7 @@ describe("membership invariants", () => {
       message: /first ring made over ring version 1/,
     });
     m.merge([entry("x", "up")], null, 0);
-    m.remove("x");
+    m.remove("x", "me");
     assert.equal(m.member("x")?.status, "left");
     // Gossip cannot bring it back (newerEntry), and a change that tried would be caught.
     m.merge([entry("x", "up", 99)], null, 0);

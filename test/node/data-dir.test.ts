@@ -162,6 +162,37 @@ describe("the data directory's files under power loss", () => {
       assert.ok(sawOld > 0 && sawNew > 0);
     });
 
+  test("the cluster key: a crash at any instant of its write leaves none, the old one or the new one, whole", async () => {
+    const keyA = { current: Buffer.alloc(32, 0xa), accept: undefined };
+    const keyB = { current: Buffer.alloc(32, 0xb), accept: Buffer.alloc(32, 0xa) };
+    for (const first of [true, false]) {
+      const seen = new Set<string>();
+      for (let at = 1; ; at++) {
+        const mem = new MemoryFileSystem();
+        await mem.mkdirp(ROOT);
+        if (!first) await new DataDir(mem, ROOT).writeClusterKey(keyA);
+        const dir = new DataDir(cutAt(mem, at, "torn"), ROOT);
+        let finished = false;
+        try {
+          await dir.writeClusterKey(first ? keyA : keyB);
+          finished = true;
+        } catch (err) {
+          if (!(err instanceof PowerCut)) throw err;
+        }
+        if (finished) mem.crash({ unsynced: "drop" });
+        const k = await new DataDir(mem, ROOT).readClusterKey();
+        const got = k === undefined ? "none" : Buffer.from(k.current).equals(keyA.current) ? "A" : "B";
+        if (got === "B") assert.ok(k?.accept !== undefined && Buffer.from(k.accept).equals(keyA.current));
+        seen.add(got);
+        if (finished) {
+          assert.equal(got, first ? "A" : "B", "a write that returned is durable");
+          break;
+        }
+      }
+      assert.deepEqual([...seen].sort(), first ? ["A", "none"] : ["A", "B"]);
+    }
+  });
+
   test("the running marker survives a crash and goes at a clean stop", async () => {
     const mem = new MemoryFileSystem();
     const dir = new DataDir(mem, ROOT);

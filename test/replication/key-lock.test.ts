@@ -128,7 +128,14 @@ describe("a peer's store refused by the key lock", () => {
     );
     const replica = new Replica(engine, "b", 64, new KeyLock({ waitersMax: 1 }));
     const rt = systemRuntime();
-    const common = { host: "127.0.0.1", port: 0, clusterId: "c", timers: rt.timers, clock: rt.clock };
+    const common = {
+      host: "127.0.0.1",
+      port: 0,
+      clusterId: "c",
+      timers: rt.timers,
+      clock: rt.clock,
+      security: "plaintext",
+    } as const;
     // The receiving side answers a store as NodeCore does: a merge into its replica.
     const server = await TcpTransport.listen({
       ...common,

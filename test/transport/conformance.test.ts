@@ -2,7 +2,8 @@
  * The transport conformance suite: one set of cases for the contract in src/transport/transport.ts, run
  * over both implementations, as test/storage/conformance.test.ts is over both storage engines:
  *
- * - TcpTransport on 127.0.0.1 (port 0), in real time;
+ * - TcpTransport on 127.0.0.1 (port 0), in real time, with TLS and the cluster key (as nodes run) and in
+ *   plaintext (the measurement mode);
  * - the simulated network (src/sim/sim-network.ts) with its codec on (every frame encoded and decoded as
  *   over TCP), on virtual time, with no faults injected.
  *
@@ -27,7 +28,7 @@ import { systemRuntime } from "../../src/runtime/system-runtime.js";
 import { VirtualScheduler } from "../../src/runtime/virtual-runtime.js";
 import { SimNetwork } from "../../src/sim/sim-network.js";
 import type { AnswerBody, AnswerOf, RequestBody } from "../../src/transport/messages.js";
-import { TcpTransport } from "../../src/transport/tcp-transport.js";
+import { type PeerSecurity, TcpTransport } from "../../src/transport/tcp-transport.js";
 import {
   type PeerHandlers,
   peerHandler,
@@ -52,6 +53,7 @@ import {
   readAnswer,
   type Settled,
   settle,
+  TEST_KEYS,
   within,
 } from "./peers.js";
 
@@ -98,7 +100,8 @@ interface NetOptions {
 
 const rt = systemRuntime();
 
-async function tcpNet(o: NetOptions): Promise<Net> {
+async function tcpNet(o: NetOptions, security: PeerSecurity = "tls"): Promise<Net> {
+  const secured = { security, ...(security === "tls" ? { keys: TEST_KEYS } : {}) } as const;
   const nodes: TcpTransport[] = [];
   let n = 0;
   const waitFor = async (cond: () => boolean, what: string, ms = 3000) => {
@@ -119,6 +122,7 @@ async function tcpNet(o: NetOptions): Promise<Net> {
         timers: rt.timers,
         clock: rt.clock,
         limits: o.maxInFlight === undefined ? {} : { maxInFlightPerConnection: o.maxInFlight },
+        ...secured,
       });
       nodes.push(t);
       return t;
@@ -137,6 +141,7 @@ async function tcpNet(o: NetOptions): Promise<Net> {
         handler: echoHandler,
         timers: rt.timers,
         clock: rt.clock,
+        ...secured,
       });
       await s.close();
       return s.address;
@@ -188,7 +193,8 @@ async function simNet(o: NetOptions): Promise<Net> {
 }
 
 const NETWORKS: [string, (o: NetOptions) => Promise<Net>][] = [
-  ["TcpTransport on loopback", tcpNet],
+  ["TcpTransport on loopback (TLS with the cluster key)", (o) => tcpNet(o, "tls")],
+  ["TcpTransport on loopback (plaintext)", (o) => tcpNet(o, "plaintext")],
   ["the simulated network on virtual time", simNet],
 ];
 

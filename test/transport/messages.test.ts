@@ -301,3 +301,29 @@ describe("handshake frames across the rename of the discriminant (protocols 1-3 
     assert.throws(() => decodeFrame(rawReq({ op: "ping" })), ProtocolError);
   });
 });
+
+describe("gossip the ring's claim could not use is refused at decode (found by the fuzzer)", () => {
+  const gossip = (members: unknown[], ring: unknown) =>
+    encodeFrame({ kind: "req", id: 1, deadlineMs: 5, body: { kind: "gossip", members, ring } as never });
+  const m = { id: "a", api: "x", peer: "y", weight: 1, status: "up", incarnation: 1, heartbeat: 1 };
+
+  test("a ring whose partition count is not a power of two", () => {
+    const ring = { version: 2, partitions: 5, owners: ["a", "a", "a", "a", "a"], members: ["a:1"] };
+    assert.throws(() => decodeFrame(gossip([m], ring)), /ring of 5 partitions: a ring has a power of two/);
+    assert.equal(
+      decodeFrame(gossip([m], { ...ring, partitions: 4, owners: ring.owners.slice(1) })).kind,
+      "req",
+    );
+  });
+
+  test("a member of weight 0; one that names who removed it but is not left", () => {
+    assert.throws(() => decodeFrame(gossip([{ ...m, weight: 0 }], null)), /weight is 0/);
+    assert.throws(
+      () => decodeFrame(gossip([{ ...m, removedBy: "b" }], null)),
+      /names who removed it but is up/,
+    );
+    const left = decodeFrame(gossip([{ ...m, status: "left", removedBy: "b" }], null));
+    assert.ok(left.kind === "req" && left.body.kind === "gossip");
+    assert.equal(left.body.members[0]?.removedBy, "b");
+  });
+});

@@ -11,6 +11,7 @@ import type {
   RequestOf,
   RingView,
 } from "../../src/transport/messages.js";
+import { peerKeys } from "../../src/transport/peer-keys.js";
 import {
   type PeerHandlers,
   peerHandler,
@@ -19,6 +20,11 @@ import {
 } from "../../src/transport/transport.js";
 
 export const CLUSTER = "test-cluster";
+
+/** The cluster key of the transport tests (a fixed one: the tests are about the transport, not the key). */
+export const TEST_KEYS = peerKeys(Buffer.alloc(32, 7));
+/** Another cluster's key. */
+export const OTHER_KEYS = peerKeys(Buffer.alloc(32, 8));
 
 export const member = (id: string): MemberView => ({
   id,

@@ -19,6 +19,7 @@ import { systemRuntime } from "../../src/runtime/system-runtime.js";
 import type { AnswerBody } from "../../src/transport/messages.js";
 import { TcpTransport } from "../../src/transport/tcp-transport.js";
 import type { RequestHandler } from "../../src/transport/transport.js";
+import { TEST_KEYS } from "./peers.js";
 
 const scenario = process.argv[2];
 
@@ -28,7 +29,15 @@ function codeOf(err: unknown): string {
 
 async function pair(handler: RequestHandler): Promise<{ server: TcpTransport; client: TcpTransport }> {
   const rt = systemRuntime();
-  const base = { host: "127.0.0.1", port: 0, clusterId: "c", timers: rt.timers, clock: rt.clock };
+  const base = {
+    host: "127.0.0.1",
+    port: 0,
+    clusterId: "c",
+    timers: rt.timers,
+    clock: rt.clock,
+    security: "tls",
+    keys: TEST_KEYS,
+  } as const;
   const server = await TcpTransport.listen({ ...base, nodeId: "server", handler });
   const client = await TcpTransport.listen({
     ...base,

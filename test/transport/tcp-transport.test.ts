@@ -42,6 +42,7 @@ import {
   PROTOCOL_VERSION,
   type RequestBody,
 } from "../../src/transport/messages.js";
+import { connectTls, serverTls } from "../../src/transport/peer-tls.js";
 import { TcpTransport, type TcpTransportOptions } from "../../src/transport/tcp-transport.js";
 import type { RequestHandler, TransportError, TransportErrorCode } from "../../src/transport/transport.js";
 import {
@@ -58,6 +59,7 @@ import {
   readAnswer,
   type Settled,
   settle,
+  TEST_KEYS,
   within,
 } from "./peers.js";
 
@@ -112,6 +114,8 @@ async function listen(
     handler: echoHandler,
     timers: rt.timers,
     clock: rt.clock,
+    security: "tls",
+    keys: TEST_KEYS,
     ...o,
   });
   c.add(() => t.close());
@@ -175,12 +179,18 @@ class RawPeer {
     this.closed = new Promise((r) => socket.once("close", () => r()));
   }
 
-  static async connect(c: Cleanup, port: number): Promise<RawPeer> {
-    const s = net.connect({ host: HOST, port, noDelay: true });
+  /**
+   * Connects as a peer holding the cluster key (TLS, then the raw frames the test writes), or, with
+   * `plaintext`, to a transport that runs without TLS.
+   */
+  static async connect(c: Cleanup, port: number, plaintext = false): Promise<RawPeer> {
+    const s = plaintext
+      ? net.connect({ host: HOST, port, noDelay: true })
+      : connectTls(net.connect({ host: HOST, port, noDelay: true }), TEST_KEYS.current);
     c.add(() => s.destroy());
     await within(
       new Promise<void>((resolve, reject) => {
-        s.once("connect", resolve);
+        s.once(plaintext ? "connect" : "secureConnect", resolve);
         s.once("error", reject);
       }),
       2000,
@@ -209,7 +219,14 @@ class RawServer {
   private readonly server: net.Server;
 
   private constructor(onFrame: (send: (b: Buffer) => void, f: Frame, s: net.Socket) => void) {
-    this.server = net.createServer((s) => {
+    // A server holding the cluster key: TLS first, then the frames the test scripts.
+    this.server = net.createServer((tcp) => {
+      tcp.on("error", () => undefined);
+      const s = serverTls(
+        tcp,
+        () => TEST_KEYS,
+        () => undefined,
+      );
       this.sockets.add(s);
       s.setNoDelay(true);
       s.on("error", () => undefined);
@@ -811,6 +828,8 @@ describe("unreachable peers, backoff and reconnect", () => {
         handler: async (_f, b) => echo(b),
         timers: rt.timers,
         clock: rt.clock,
+        security: "tls",
+        keys: TEST_KEYS,
       });
       try {
         assert.deepEqual(await client.request(address, { kind: "ping" }, 2000), { kind: "pong" });
