@@ -53,6 +53,8 @@ export interface WriteCostConfig {
   readonly durability: string;
   /** The "on" cluster's --anti-entropy-interval (undefined: the node's default). */
   readonly intervalMs: number | undefined;
+  /** Before each phase, wait up to this many seconds for the other processes to leave the CPU idle. */
+  readonly quietWait: number;
 }
 
 export interface RepairConfig {
@@ -318,6 +320,10 @@ class LeanConnection {
     w?.resolve(status);
   }
 
+  get usable(): boolean {
+    return this.failed === undefined;
+  }
+
   close(): void {
     this.socket.destroy();
   }
@@ -350,8 +356,11 @@ async function leanPutter(via: NodeProc, skip: ReadonlySet<string> = new Set()):
   return {
     async put(key, value, query = "") {
       const api = route(key);
-      const c = idle.get(api)?.pop() ?? new LeanConnection(api);
-      if (!all.includes(c)) all.push(c);
+      let c = idle.get(api)?.pop();
+      if (c === undefined || !c.usable) {
+        c = new LeanConnection(api);
+        all.push(c);
+      }
       const head = Buffer.from(
         `PUT /kv/${key}${query} HTTP/1.1\r\nhost: ringstore\r\ncontent-type: application/octet-stream\r\ncontent-length: ${value.length}\r\n\r\n`,
         "latin1",
@@ -414,8 +423,49 @@ async function aeTotals(nodes: readonly NodeProc[]): Promise<{ exchanges: number
   return { exchanges, keysRepaired };
 }
 
-/** `clients` workers put fresh keys for `seconds` (bounded by a deadline and a count). */
+/**
+ * Waits (at most `seconds`) until processes other than this benchmark's use under 25% of a core for two
+ * seconds in a row (a shared machine's noise is most of the run-to-run difference).
+ */
+async function waitQuiet(seconds: number): Promise<void> {
+  if (seconds <= 0) return;
+  const end = performance.now() + seconds * 1000;
+  let calm = 0;
+  for (let i = 0; i < 100_000 && performance.now() < end; i++) {
+    const a = cpuSample();
+    await new Promise((r) => setTimeout(r, 1000));
+    const b = cpuSample();
+    let ours = b.self - a.self;
+    for (const [pid, x] of b.procs) ours += x - (a.procs.get(pid) ?? x);
+    const other = (100 * (b.machine - a.machine - ours)) / ((b.at - a.at) / 1000);
+    calm = other < 25 ? calm + 1 : 0;
+    if (calm >= 2) return;
+  }
+  console.log(`  (the machine was not quiet within ${seconds} s: measuring anyway)`);
+}
+
+/**
+ * `clients` workers put fresh keys for `seconds` (bounded by a deadline and a count), over connections of
+ * their own (a connection left idle while the other cluster is measured may be closed by its node).
+ */
 async function putPhase(
+  cfg: WriteCostConfig,
+  mode: "on" | "off",
+  round: number,
+  nodes: readonly NodeProc[],
+  seconds: number,
+  value: Buffer,
+): Promise<PhaseResult> {
+  await waitQuiet(cfg.quietWait);
+  const putter = await leanPutter(nodes[0]!);
+  try {
+    return await putLoad(cfg, mode, round, nodes, putter, seconds, value);
+  } finally {
+    putter.close();
+  }
+}
+
+async function putLoad(
   cfg: WriteCostConfig,
   mode: "on" | "off",
   round: number,
@@ -510,7 +560,6 @@ export async function writeCost(cfg: WriteCostConfig): Promise<void> {
   console.log(
     `  on:  ${on.nodes.map((n) => `${n.id} pid ${n.child.pid}`).join(", ")}\n  off: ${off.nodes.map((n) => `${n.id} pid ${n.child.pid}`).join(", ")}`,
   );
-  const putters = { on: await leanPutter(on.nodes[0]!), off: await leanPutter(off.nodes[0]!) };
   const value = valueBytesOf(cfg.valueBytes);
   const results: PhaseResult[] = [];
   try {
@@ -518,16 +567,14 @@ export async function writeCost(cfg: WriteCostConfig): Promise<void> {
       "  phase      puts/s  p50 ms  p99 ms  p99.9 ms errors  node CPU %    bench other node us/put exchanges",
     );
     for (const mode of ["on", "off"] as const)
-      printPhase(await putPhase(cfg, mode, 0, clusters[mode].nodes, putters[mode], cfg.warmup, value));
+      printPhase(await putPhase(cfg, mode, 0, clusters[mode].nodes, cfg.warmup, value));
     for (let r = 1; r <= cfg.rounds; r++)
       for (const mode of r % 2 === 1 ? (["off", "on"] as const) : (["on", "off"] as const)) {
-        const res = await putPhase(cfg, mode, r, clusters[mode].nodes, putters[mode], cfg.seconds, value);
+        const res = await putPhase(cfg, mode, r, clusters[mode].nodes, cfg.seconds, value);
         results.push(res);
         printPhase(res);
       }
   } finally {
-    putters.on.close();
-    putters.off.close();
     await Promise.all([...on.nodes, ...off.nodes].map((n) => stopNode(n.child)));
     for (const c of [on, off]) {
       fs.rmSync(c.root, { recursive: true, force: true });

@@ -115,6 +115,8 @@ writes and repair (real nodes, dist/cli/main.js):
   --value-bytes B   value size (default 100)
   --durability M    the nodes' --durability: fsync (default), interval or none
   --write-interval MS   the writes part's "on" nodes' --anti-entropy-interval (default: the node's, 30000)
+  --quiet-wait S    before each phase of the writes part, wait up to S seconds for other processes to
+                    leave the CPU idle (under 25% of a core for 2 s; default 0: do not wait)
   --repair-interval MS  the repair part's --anti-entropy-interval (default 1000)`;
 
 const collect = (globalThis as { gc?: () => void }).gc ?? (() => {});
@@ -429,6 +431,7 @@ async function main(): Promise<void> {
       durability: { type: "string", default: "fsync" },
       "repair-interval": { type: "string", default: "1000" },
       "write-interval": { type: "string" },
+      "quiet-wait": { type: "string", default: "0" },
       help: { type: "boolean", default: false },
     },
   });
@@ -446,6 +449,7 @@ async function main(): Promise<void> {
   const seed = Number(values.seed);
   const seconds = Number(values.seconds);
   const warmup = Number(values.warmup);
+  const quietWait = Number(values["quiet-wait"]);
   const nodeRounds = Number(values["node-rounds"]);
   const clients = Number(values.clients);
   const valueBytes = Number(values["value-bytes"]);
@@ -463,7 +467,7 @@ async function main(): Promise<void> {
     "write-interval": writeInterval ?? 1,
   }))
     if (!Number.isInteger(v) || v < 1) throw new Error(`--${n} must be a positive integer`);
-  for (const [n, v] of Object.entries({ seconds, warmup }))
+  for (const [n, v] of Object.entries({ seconds, warmup, "quiet-wait": quietWait }))
     if (!Number.isFinite(v) || v < 0) throw new Error(`--${n} must be a number >= 0`);
   if (!["fsync", "interval", "none"].includes(values.durability))
     throw new Error(`--durability must be fsync, interval or none, not ${values.durability}`);
@@ -498,6 +502,7 @@ async function main(): Promise<void> {
       valueBytes,
       durability: values.durability,
       intervalMs: writeInterval,
+      quietWait,
     });
   if (parts.includes("repair"))
     await repairTime({
