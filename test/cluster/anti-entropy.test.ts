@@ -289,4 +289,27 @@ describe("divergence that nobody reads", { timeout: 120_000 }, () => {
     const held = await storedData(c.nodes.get("c")!.dataDir);
     for (let i = 0; i < KEYS; i++) assert.deepEqual(held.get(`two-of-three-${i}`), [`v${i}`]);
   });
+
+  test("a node that ran with --anti-entropy off rebuilds its trees when it runs with it on again", async () => {
+    // c stopped cleanly above, its trees saved. A run with anti-entropy off takes writes that its saved
+    // trees do not know of.
+    await c.start("c", { args: ["--anti-entropy", "off"] });
+    for (const id of IDS) await c.converged(id, IDS, { atAddresses: true });
+    assert.equal((await n.status("c")).antiEntropy.enabled, false);
+    for (let i = 0; i < KEYS; i++) {
+      const r = await n.put("a", `while-off-${i}`, `w${i}`, "?w=3");
+      assert.equal(r.status, 204, r.text);
+    }
+    assert.equal(await c.stop("c"), 0);
+    // On again: its trees come from its data, so it finds its co-replicas in sync (trees saved before the
+    // run with it off would differ from the data in every segment those writes touched, for good).
+    const restartedAt = Date.now();
+    await c.start("c");
+    await c.until("c to find a and b in sync", () => n.inSyncWith("c", ["a", "b"], restartedAt), 30_000);
+    const ae = (await n.status("c")).antiEntropy as AntiEntropyStatus & {
+      rebuild: { state: string; keys: number | null } | null;
+    };
+    assert.equal(ae.rebuild?.state, "done");
+    assert.equal(ae.rebuild?.keys, 2 * KEYS);
+  });
 });
