@@ -115,7 +115,9 @@ export async function stopAllNodes(): Promise<void> {
 
 function startNode(id: string, dataDir: string, extra: readonly string[]): Promise<NodeProc> {
   const args = [BIN, "start", "--id", id, "--api", "127.0.0.1:0", "--peer", "127.0.0.1:0", "--data", dataDir];
-  const child = spawn(process.execPath, [...args, ...extra], {
+  // RINGSTORE_NODE_FLAGS: node's own flags for every node started (to profile them: --cpu-prof ...).
+  const nodeFlags = (process.env.RINGSTORE_NODE_FLAGS ?? "").split(" ").filter((f) => f !== "");
+  const child = spawn(process.execPath, [...nodeFlags, ...args, ...extra], {
     cwd: REPO,
     stdio: ["ignore", "pipe", "pipe"],
   });

@@ -115,6 +115,7 @@ writes and repair (real nodes, dist/cli/main.js):
   --value-bytes B   value size (default 100)
   --durability M    the nodes' --durability: fsync (default), interval or none
   --write-interval MS   the writes part's "on" nodes' --anti-entropy-interval (default: the node's, 30000)
+  (RINGSTORE_NODE_FLAGS="--cpu-prof --cpu-prof-dir=D" gives node's own flags to every node started)
   --quiet-wait S    before each phase of the writes part, wait up to S seconds for other processes to
                     leave the CPU idle (under 25% of a core for 2 s; default 0: do not wait)
   --repair-interval MS  the repair part's --anti-entropy-interval (default 1000)`;
