@@ -1,9 +1,17 @@
 /**
- * Anti-entropy benchmark, the part that needs no running node: two replicas in one process exchange over
- * their trees (src/anti-entropy), and the cost of keeping a tree on the write path.
+ * Anti-entropy benchmark. Three parts (--parts, default all):
+ *   core     this file: two replicas in one process exchange over their trees (src/anti-entropy), and the
+ *            cost of keeping a tree on the write path, in CPU per write;
+ *   writes   real nodes (bench/antientropy-nodes.ts): puts/s, p99 and CPU per put of a 3-node cluster with
+ *            --anti-entropy on and off, alternating, in the same run;
+ *   repair   real nodes (bench/antientropy-nodes.ts): two replicas of --keys keys, identical, one key and 1%
+ *            of the keys differing: the time until they are in sync again, and the bytes exchanged.
  *
  *   npm run bench:antientropy                          # npm run build && node --expose-gc --import tsx bench/antientropy.ts
- *   node --expose-gc --import tsx bench/antientropy.ts --keys 20000 --rounds 5   # after npm run build
+ *   node --expose-gc --import tsx bench/antientropy.ts --keys 20000 --rounds 5 --parts core   # after npm run build
+ *   node --expose-gc --import tsx bench/antientropy.ts --help                                 # every flag
+ *
+ * The core part:
  *
  * The code measured runs from dist/ (as the nodes do; bench:costs explains why: under tsx every closure
  * pays for esbuild's keepNames).
@@ -21,15 +29,21 @@
  * hooks included). Printed:
  *   exchanges    how many, until the one that found them in sync (included)
  *   found        keys found differing (must equal the keys that differ)
- *   ex bytes     every exchange message both ways: each body's MessagePack size as the peer transport
- *                writes it (messages.ts wireBytes, checked against msgpackr by the tests) plus its frame
- *                (kind, id, deadline, 4-byte length prefix)
+ *   trips        the exchanges' round trips with the peer
+ *   ex bytes     every exchange message both ways, as the exchange counts them (ExchangeResult.bytes, what a
+ *                node's /status shows): each body's MessagePack size as the peer transport writes it
+ *                (messages.ts wireBytes, checked against msgpackr by the tests) plus the frame envelope at
+ *                its largest (kind, an id up to 2^32, a deadline up to an hour, 4-byte length prefix)
+ *   on the wire  the same messages encoded by the transport's own encodeFrame with a node's id and deadline,
+ *                plus the length prefix (the difference per round trip is printed)
  *   repair bytes per differing key, a `read` of the peer's set and a `store` of the merged set, with
  *                their answers, framed by the transport's own encodeFrame + framing (4-byte prefix)
  *   find cpu     CPU time (process.cpuUsage, this process: both sides' work) of the exchanges: tree
  *                levels, both sides' scans of their 100,000 sets for the keys of the chosen segments, the
  *                comparison. The pause between the two looks is a timer in a node (skipped here, not timed)
- *   repair cpu   CPU time of the repairs (reads and merges on both sides, with the tree hooks)
+ *   repair cpu   CPU time of the repairs (reads and merges on both sides, with the tree hooks), and their
+ *                wall time (repair wall). A node paces repairs (--anti-entropy-rate) and pauses between
+ *                the looks: its time to repair is measured by the node parts (bench/antientropy-nodes.ts)
  *
  * Write path. Replica.version (the coordinator's own write, durable on the MemoryEngine) of existing keys,
  * each write superseding the key's set, alternately without and with the tree hook (two state hashes, the
@@ -52,6 +66,7 @@ import type { ExchangeResult } from "../src/anti-entropy/exchange.js";
 import type { TreeSet as TreeSetType } from "../src/anti-entropy/tree-set.js";
 import type { Replica as ReplicaType } from "../src/replication/replica.js";
 import type { StoredSibling, StoredValue } from "../src/versioning/object-codec.js";
+import { BIN, dataDirMount, repairTime, stopAllNodes, writeCost } from "./antientropy-nodes.js";
 
 const SELF = fileURLToPath(import.meta.url);
 const DIST = path.resolve(path.dirname(SELF), "../dist");
@@ -81,12 +96,29 @@ const { encodeSiblings } = await load<typeof import("../src/versioning/object-co
   "versioning/object-codec.js",
 );
 
+const PARTS = ["core", "writes", "repair"] as const;
+type Part = (typeof PARTS)[number];
+
 const HELP = `usage: node --expose-gc --import tsx bench/antientropy.ts [flags]   (after npm run build)
-  --keys N          keys per replica (default 100000)
+  --parts LIST      comma list of ${PARTS.join(",")} (default all)
+  --keys N          keys per replica, core and repair parts (default 100000)
+core:
   --partitions Q    ring partitions, all held by both replicas (default 1024)
   --writes N        writes per round of the write-path measure (default 20000)
   --rounds R        rounds per mode of the write-path measure (default 10)
-  --seed S          seed of the data (default 1)`;
+  --seed S          seed of the data (default 1)
+writes and repair (real nodes, dist/cli/main.js):
+  --seconds S       measured seconds per phase of the writes part (default 10)
+  --warmup S        warm-up seconds per cluster, not counted (default 20: the nodes' JIT warms up)
+  --node-rounds K   measured phases per cluster, alternating (default 3)
+  --clients C       concurrent clients (default 32)
+  --value-bytes B   value size (default 100)
+  --durability M    the nodes' --durability: fsync (default), interval or none
+  --write-interval MS   the writes part's "on" nodes' --anti-entropy-interval (default: the node's, 30000)
+  (RINGSTORE_NODE_FLAGS="--cpu-prof --cpu-prof-dir=D" gives node's own flags to every node started)
+  --quiet-wait S    before each phase of the writes part, wait up to S seconds for other processes to
+                    leave the CPU idle (under 25% of a core for 2 s; default 0: do not wait)
+  --repair-interval MS  the repair part's --anti-entropy-interval (default 1000)`;
 
 const collect = (globalThis as { gc?: () => void }).gc ?? (() => {});
 const cpuUs = () => {
@@ -173,11 +205,19 @@ async function setup(
   return { a, b, rebuildMs };
 }
 
+/**
+ * A request's id and deadline as a node's transport writes them: ids count up per connection (one past
+ * 65,535 takes the 5-byte form, as on any connection that has carried a few minutes of traffic), and an
+ * anti-entropy request's deadline is 4 x --timeout (20,000 ms by default; node-core.ts).
+ */
+const WIRE_ID = 1_000_000;
+const AE_DEADLINE_MS = 20_000;
+
 /** The frame bytes of a request and its answer, as the transport writes them (4-byte prefix included). */
-function framed(body: unknown, answer: unknown): number {
+function framed(body: unknown, answer: unknown, deadlineMs = 5000): number {
   type F = Parameters<typeof encodeFrame>[0];
-  const req = encodeFrame({ kind: "req", id: 123_456, deadlineMs: 5000, body } as F).length + 4;
-  const ans = encodeFrame({ kind: "ans", id: 123_456, body: answer } as F).length + 4;
+  const req = encodeFrame({ kind: "req", id: WIRE_ID, deadlineMs, body } as F).length + 4;
+  const ans = encodeFrame({ kind: "ans", id: WIRE_ID, body: answer } as F).length + 4;
   return req + ans;
 }
 
@@ -187,10 +227,14 @@ interface ScenarioResult {
   readonly exchanges: number;
   readonly found: number;
   readonly exchangeBytes: number;
+  /** The same messages framed by the transport's own encoder (framed), for comparison. */
+  readonly wireBytes: number;
+  readonly roundTrips: number;
   readonly repairBytes: number;
   readonly findCpuMs: number;
   readonly findWallMs: number;
   readonly repairCpuMs: number;
+  readonly repairWallMs: number;
   readonly last: ExchangeResult;
 }
 
@@ -206,10 +250,13 @@ async function scenario(
   const pof = a.trees.partitionOf;
   let exchanges = 0;
   let exchangeBytes = 0;
+  let wire = 0;
+  let roundTrips = 0;
   let repairBytes = 0;
   let findCpu = 0;
   let findWall = 0;
   let repairCpu = 0;
+  let repairWall = 0;
   const found = new Set<string>();
   let resumeFrom: number | undefined;
   for (;;) {
@@ -220,17 +267,27 @@ async function scenario(
       trees: a.trees,
       data: a.replica,
       paging: PAGING,
-      askTrees: async (r) => answerTreeRequest(b.trees, r),
-      askKeys: (r) => answerKeysRequest(r, b.replica, pof, PAGING),
+      askTrees: async (r) => {
+        const answer = answerTreeRequest(b.trees, r);
+        wire += framed(r, answer, AE_DEADLINE_MS);
+        return answer;
+      },
+      askKeys: async (r) => {
+        const answer = await answerKeysRequest(r, b.replica, pof, PAGING);
+        wire += framed(r, answer, AE_DEADLINE_MS);
+        return answer;
+      },
       pause: async () => {},
     });
     findCpu += cpuUs() - c0;
     findWall += performance.now() - t0;
     exchanges++;
     exchangeBytes += result.bytes;
+    roundTrips += result.roundTrips;
     if (result.outcome === "failed") throw new Error(`exchange failed: ${result.failure}`);
     resumeFrom = result.resumeFrom ?? resumeFrom;
     const c1 = cpuUs();
+    const t1 = performance.now();
     for (const d of result.keys) {
       found.add(Buffer.from(d.key).toString());
       const theirs = await b.replica.read(d.key);
@@ -242,6 +299,7 @@ async function scenario(
       await mergeHooked(b, d.key, merged);
     }
     repairCpu += cpuUs() - c1;
+    repairWall += performance.now() - t1;
     if (result.outcome === "in_sync") {
       const missed = [...differing].filter((k) => !found.has(k));
       const extra = [...found].filter((k) => !differing.has(k));
@@ -255,10 +313,13 @@ async function scenario(
         exchanges,
         found: found.size,
         exchangeBytes,
+        wireBytes: wire,
+        roundTrips,
         repairBytes,
         findCpuMs: findCpu / 1000,
         findWallMs: findWall,
         repairCpuMs: repairCpu / 1000,
+        repairWallMs: repairWall,
         last: result,
       };
     }
@@ -357,11 +418,21 @@ async function writePath(q: number, writes: number, rounds: number, seed: number
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
+      parts: { type: "string", default: PARTS.join(",") },
       keys: { type: "string", default: "100000" },
       partitions: { type: "string", default: "1024" },
       writes: { type: "string", default: "20000" },
       rounds: { type: "string", default: "10" },
       seed: { type: "string", default: "1" },
+      seconds: { type: "string", default: "10" },
+      warmup: { type: "string", default: "20" },
+      "node-rounds": { type: "string", default: "3" },
+      clients: { type: "string", default: "32" },
+      "value-bytes": { type: "string", default: "100" },
+      durability: { type: "string", default: "fsync" },
+      "repair-interval": { type: "string", default: "1000" },
+      "write-interval": { type: "string" },
+      "quiet-wait": { type: "string", default: "0" },
       help: { type: "boolean", default: false },
     },
   });
@@ -369,18 +440,45 @@ async function main(): Promise<void> {
     console.log(HELP);
     return;
   }
+  const parts = values.parts.split(",").map((x) => x.trim());
+  for (const x of parts)
+    if (!PARTS.includes(x as Part)) throw new Error(`--parts: unknown "${x}" (${PARTS.join(",")})`);
   const keys = Number(values.keys);
   const q = Number(values.partitions);
   const writes = Number(values.writes);
   const rounds = Number(values.rounds);
   const seed = Number(values.seed);
-  for (const [n, v] of Object.entries({ keys, partitions: q, writes, rounds }))
+  const seconds = Number(values.seconds);
+  const warmup = Number(values.warmup);
+  const quietWait = Number(values["quiet-wait"]);
+  const nodeRounds = Number(values["node-rounds"]);
+  const clients = Number(values.clients);
+  const valueBytes = Number(values["value-bytes"]);
+  const repairInterval = Number(values["repair-interval"]);
+  const writeInterval = values["write-interval"] === undefined ? undefined : Number(values["write-interval"]);
+  for (const [n, v] of Object.entries({
+    keys,
+    partitions: q,
+    writes,
+    rounds,
+    "node-rounds": nodeRounds,
+    clients,
+    "value-bytes": valueBytes,
+    "repair-interval": repairInterval,
+    "write-interval": writeInterval ?? 1,
+  }))
     if (!Number.isInteger(v) || v < 1) throw new Error(`--${n} must be a positive integer`);
+  for (const [n, v] of Object.entries({ seconds, warmup, "quiet-wait": quietWait }))
+    if (!Number.isFinite(v) || v < 0) throw new Error(`--${n} must be a number >= 0`);
+  if (!["fsync", "interval", "none"].includes(values.durability))
+    throw new Error(`--durability must be fsync, interval or none, not ${values.durability}`);
 
   const cpus = os.cpus();
-  console.log("ringstore anti-entropy benchmark (two replicas in one process; code from dist/)");
+  console.log("ringstore anti-entropy benchmark");
   console.log("machine");
-  console.log(`  cpu        ${cpus[0]?.model.trim() ?? "unknown"}, ${cpus.length} cores`);
+  console.log(
+    `  cpu        ${cpus[0]?.model.trim() ?? "unknown"}, ${cpus.length} cores (shared by the nodes and the load generator)`,
+  );
   console.log(
     `  memory     ${fmt(os.totalmem() / 2 ** 30, 1)} GiB, load average ${os
       .loadavg()
@@ -390,9 +488,36 @@ async function main(): Promise<void> {
   console.log(
     `  os         ${os.platform()} ${os.release()} ${os.arch()}, node ${process.version}, V8 ${process.versions.v8}`,
   );
+  console.log(`  code       ${DIST} (the core part loads it; the nodes run ${BIN})`);
+  console.log(`  data dirs  ${dataDirMount()}`);
   console.log(
     `  gc between runs: ${(globalThis as { gc?: unknown }).gc !== undefined ? "yes" : "no (--expose-gc)"}`,
   );
+  if (parts.includes("core")) await core(keys, q, writes, rounds, seed);
+  if (parts.includes("writes"))
+    await writeCost({
+      seconds,
+      warmup,
+      rounds: nodeRounds,
+      clients,
+      valueBytes,
+      durability: values.durability,
+      intervalMs: writeInterval,
+      quietWait,
+    });
+  if (parts.includes("repair"))
+    await repairTime({
+      keys,
+      clients,
+      valueBytes,
+      durability: values.durability,
+      intervalMs: repairInterval,
+    });
+}
+
+/** The core part: two replicas in one process (see the header). */
+async function core(keys: number, q: number, writes: number, rounds: number, seed: number): Promise<void> {
+  console.log("\ncore: two replicas in one process; code from dist/");
   console.log(
     `data: ${fmt(keys)} keys of 12 bytes, 100-byte values, ${q} partitions (all held by both), seed ${seed}; ` +
       `trees ${fmt((q * TREE_RECORD_BYTES) / 2 ** 20, 1)} MiB per replica saved`,
@@ -446,25 +571,31 @@ async function main(): Promise<void> {
     "scenario",
     "differ",
     "exchanges",
+    "trips",
     "found",
     "ex bytes",
+    "on the wire",
     "bytes/key",
     "repair bytes",
     "find cpu ms",
     "find wall ms",
     "repair cpu ms",
+    "repair wall ms",
   ];
   const rows = results.map((r) => [
     r.name,
     fmt(r.differing),
     fmt(r.exchanges),
+    fmt(r.roundTrips),
     fmt(r.found),
     fmt(r.exchangeBytes),
+    fmt(r.wireBytes),
     r.found === 0 ? "-" : fmt(r.exchangeBytes / r.found),
     fmt(r.repairBytes),
     fmt(r.findCpuMs, 1),
     fmt(r.findWallMs, 1),
     fmt(r.repairCpuMs, 1),
+    fmt(r.repairWallMs, 1),
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: readonly string[]) =>
@@ -477,6 +608,12 @@ async function main(): Promise<void> {
       `  ${r.name}: the last exchange ${r.last.outcome}, ${r.last.roundTrips} round trip(s), ${fmt(r.last.bytes)} bytes`,
     );
   }
+  const over = results.map((r) => (r.exchangeBytes - r.wireBytes) / r.roundTrips);
+  console.log(
+    `  ex bytes (the exchange's own count, exchange.ts: wireBytes of each body plus the largest frame envelope) against the\n` +
+      `  same messages framed by the transport's encoder (id ${fmt(WIRE_ID)}, deadline ${fmt(AE_DEADLINE_MS)} ms): ` +
+      `${over.map((x) => fmt(x, 1)).join(" / ")} bytes more per round trip`,
+  );
 
   const w = await writePath(q, writes, rounds, seed);
   // The least CPU per write of the rounds: interference (other processes, their cache traffic) only adds.
@@ -500,4 +637,9 @@ async function main(): Promise<void> {
   );
 }
 
-await main();
+await main()
+  .catch((err) => {
+    console.error(err);
+    process.exitCode = 1;
+  })
+  .finally(() => stopAllNodes());

@@ -9,6 +9,8 @@
  *   finds no marker, and the next start rebuilds the trees from the data rather than trust copies that
  *   writes since have made stale.
  * - No marker (an unclean stop, a first start, a damaged record): the caller rebuilds.
+ * - A start with anti-entropy off deletes the marker too (`forgetTrees`): the writes of that run do not
+ *   update the trees, so the saved ones would no longer match the data when it is on again.
  */
 import { KEYSPACES } from "../replication/keyspaces.js";
 import type { StorageEngine, WriteOp } from "../storage/engine.js";
@@ -25,6 +27,14 @@ export async function saveTrees(storage: StorageEngine, trees: readonly Partitio
     ops.push({ kind: "put", key: TREES.encode(treeRecordKey(t.partition)), value: encodeTree(t) });
   ops.push({ kind: "put", key: MARKER, value: Uint8Array.of(1) });
   await storage.write(ops);
+}
+
+/**
+ * Forgets the saved trees (deletes the marker, durably): for a start with anti-entropy off, whose writes
+ * would not reach them, so that the next start with it on rebuilds them from the data.
+ */
+export async function forgetTrees(storage: StorageEngine): Promise<void> {
+  if ((await storage.get(MARKER)) !== undefined) await storage.delete(MARKER);
 }
 
 /**

@@ -20,7 +20,7 @@
  */
 import { PartitionTree } from "../anti-entropy/tree.js";
 import { TreeSet } from "../anti-entropy/tree-set.js";
-import { loadTrees, saveTrees } from "../anti-entropy/tree-store.js";
+import { forgetTrees, loadTrees, saveTrees } from "../anti-entropy/tree-store.js";
 import { DotCounter } from "../replication/dot-counter.js";
 import { type HintLimits, HintStore, type HintStoreEvents } from "../replication/hints.js";
 import type { TombstonePacing } from "../replication/tombstones.js";
@@ -284,6 +284,10 @@ export async function bootNode(config: BootConfig, deps: BootDeps): Promise<Boot
         else rebuild = all;
       }
       antiEntropy = { trees, rebuild, ...config.antiEntropy, ...deps.antiEntropyEvents };
+    } else if (plan.kind === "rejoin") {
+      // This run's writes will not reach the trees saved at the last stop: the next start with
+      // anti-entropy on must rebuild them rather than load them.
+      await forgetTrees(storage);
     }
     let hints: HintStore | undefined;
     if (config.hinted !== undefined) {
