@@ -8,7 +8,9 @@
  *   the higher (incarnation, status rank, heartbeat): views converge whatever the order of exchanges.
  * - Who may say a member is `left` (merge knows the sender of each view, `from`; the transport
  *   authenticated it with the cluster key): the member itself; anyone, once the member announced its own
- *   leave (it is `leaving` here, and the `left` that completes it carries no removal); the claimant, as
+ *   leave (it is `leaving` here, and the `left` that completes it carries no removal); the claimant that
+ *   approved that leave, named in the entry (`leaveApprovedBy`: a member that never saw the leave begin
+ *   holds a relayed `left` and asks that claimant in its next round); the claimant, as
  *   this node sees it; and for a removal (`cluster remove`, which marks another member left after the
  *   claimant approved it) the approving claimant, named in the entry (`removedBy`), or this node if it
  *   is that claimant and did approve it. A removal relayed by another member is held: this node asks the
@@ -406,6 +408,15 @@ export class Membership {
       if (from === m.id) return undefined; // its own word
       // The end of a leave it announced itself.
       if (cur.status === "leaving" && m.removedBy === undefined) return undefined;
+      // The end of a leave this node never saw begin: the claimant that approved it confirms it.
+      const approver = m.leaveApprovedBy;
+      if (m.removedBy === undefined && approver !== undefined) {
+        if (from === approver) return undefined;
+        if (approver !== self && this.members.get(approver)?.status === "up") {
+          if (this.verify.size < VERIFY_MAX) this.verify.add(approver);
+          return "";
+        }
+      }
     }
     const claimant = this.claimant(now);
     if (from === claimant) return undefined;
@@ -492,10 +503,15 @@ export class Membership {
   }
 
   /** This node starts leaving: the claimant claims it out of the ring; it hands its data off meanwhile. */
-  startLeaving(): void {
+  startLeaving(approvedBy?: string): void {
     const me = this.self;
     if (me.status === "leaving" || me.status === "left") return;
-    this.setEntry(me.id, { ...me, status: "leaving", incarnation: me.incarnation + 1 });
+    this.setEntry(me.id, {
+      ...me,
+      status: "leaving",
+      incarnation: me.incarnation + 1,
+      ...(approvedBy === undefined ? {} : { leaveApprovedBy: approvedBy }),
+    });
     this.epoch++;
     this.emit("leave", me.id, "this node is leaving the cluster (cluster leave, approved by the claimant)");
   }

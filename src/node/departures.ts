@@ -176,12 +176,12 @@ export class Departures {
     const local = checkLeave(m.self, others, this.d.n, force);
     if (local === "already") return { status: "leaving", remaining: others };
     if (local !== undefined) throw refusal(local);
-    const { remaining } = await this.approvedByClaimant(this.d.selfId, "leave", force);
+    const { remaining, by } = await this.approvedByClaimant(this.d.selfId, "leave", force);
     // The view may have moved while the claimant was asked.
     if (m.self.status === "left")
       throw new MembershipRefusedError("leave_refused", "this node has already left the cluster");
     if (m.self.status === "leaving") return { status: "leaving", remaining };
-    m.startLeaving();
+    m.startLeaving(by);
     await this.d.changed();
     return { status: "leaving", remaining };
   }

@@ -50,7 +50,8 @@ import {
  * (the cluster's key listing reads a partition set's live keys from a replica) and its `key_list`.
  * 8: tombstone purging's agreement (`purge_check`) and purge-if-equal (`purge`). 9: connections are TLS
  * with the cluster key (tcp-transport.ts), and a member's `left` entry made by a removal names the
- * claimant that approved it (`removedBy`).
+ * claimant that approved it (`removedBy`), and a member's own leave the claimant that approved that
+ * (`leaveApprovedBy`).
  */
 export const PROTOCOL_VERSION = 9;
 /** Longest `coordinate` request id (the forwarder's node id, 16 hex digits, a counter). */
@@ -101,6 +102,11 @@ export interface MemberView {
    * the removal. Receivers take such an entry from that claimant, or from their own (membership.ts).
    */
   readonly removedBy?: string;
+  /**
+   * On the `leaving` and `left` entries of a member's own leave: the claimant that approved the leave. A
+   * member that never saw the leave begin takes the `left` that ends it from that claimant (membership.ts).
+   */
+  readonly leaveApprovedBy?: string;
 }
 
 export interface RingView {
@@ -435,10 +441,18 @@ function member(v: unknown): MemberView {
     incarnation: int(o, "incarnation"),
     heartbeat: int(o, "heartbeat"),
   };
-  if (o.removedBy === undefined || o.removedBy === null) return m;
+  const leave =
+    o.leaveApprovedBy === undefined || o.leaveApprovedBy === null
+      ? m
+      : { ...m, leaveApprovedBy: nodeId(o, "leaveApprovedBy") };
+  if (leave !== m && status !== "leaving" && status !== "left")
+    throw new ProtocolError(
+      `member ${m.id} names who approved its leave but is ${status}, not leaving or left`,
+    );
+  if (o.removedBy === undefined || o.removedBy === null) return leave;
   if (status !== "left")
     throw new ProtocolError(`member ${m.id} names who removed it but is ${status}, not left`);
-  return { ...m, removedBy: nodeId(o, "removedBy") };
+  return { ...leave, removedBy: nodeId(o, "removedBy") };
 }
 
 function ring(v: unknown): RingView | null {

@@ -100,7 +100,9 @@ async function replicaWith(keys: Iterable<[string, "live" | "deleted" | "both"]>
     if (state === "deleted") {
       const w = await r.coordinate(key, EMPTY_VECTOR, value(k));
       assert.equal(w.kind, "ok");
-      const ctx = new Map([[w.kind === "ok" ? w.written.dot.actor : "", 1]]);
+      // The write's own dot (the node's counter is node-wide: not 1 for every key).
+      const dot = w.kind === "ok" ? w.written.dot : { actor: "", counter: 0 };
+      const ctx = new Map([[dot.actor, dot.counter]]);
       await r.coordinate(key, ctx, value("", true));
     }
     // A delete concurrent with a live write: a live sibling stays.

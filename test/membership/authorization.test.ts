@@ -136,6 +136,25 @@ describe("who may say that a member left", () => {
     assert.equal(events.at(-1)?.change, "remove");
   });
 
+  test("the end of a leave this node never saw begin is held until the claimant that approved it says so", () => {
+    // The claimant a never heard d leaving (cut off meanwhile); d's leave was approved by b, then
+    // claimant. d has stopped: only relays of its left reach a. Found by the simulator (seed 104,
+    // faults heavy, membership): a refused every relay and kept d in the ring for ever.
+    const { m, events } = node("a");
+    m.merge([entry("d", "left", 4, { leaveApprovedBy: "b" })], null, 1, "c");
+    assert.equal(m.member("d")?.status, "up", "held, not taken from a relay");
+    assert.equal(events.length, 0, "held quietly, not reported as forged");
+    const peers = m.tick(2, seededRandom(1));
+    assert.ok(peers.includes("b"), `the approver is asked next round (${peers})`);
+    m.merge([entry("d", "left", 4, { leaveApprovedBy: "b" })], null, 3, "b");
+    assert.equal(m.member("d")?.status, "left");
+    // Naming an approver that is no member up here proves nothing: refused and reported.
+    const other = node("a");
+    other.m.merge([entry("d", "left", 4, { leaveApprovedBy: "x" })], null, 1, "c");
+    assert.equal(other.m.member("d")?.status, "up");
+    assert.equal(other.events.at(-1)?.change, "ignored");
+  });
+
   test("the approver takes a removal naming it from the member that performed it only if it approved it", () => {
     const { m, events } = node("a");
     m.merge([entry("d", "left", 9, { removedBy: "a" })], null, 1, "b");
