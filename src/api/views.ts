@@ -191,6 +191,15 @@ export interface AntiEntropyStatus {
     readonly state: "running" | "done" | "abandoned";
     readonly keys: number | null;
   } | null;
+  /**
+   * A replaced disk being refilled (node/recovery.ts): `recovering` until anti-entropy has swept every
+   * co-replica in full since the start, then `done`; null when this node's disk was not replaced.
+   */
+  readonly recovery: {
+    readonly state: "recovering" | "done";
+    readonly since: number;
+    readonly doneAt: number | null;
+  } | null;
   /** When every co-replica was last exchanged with in full, and how long ago (ms); null: not yet. */
   readonly lastFullSweepAt: number | null;
   readonly lastFullSweepAgeMs: number | null;
@@ -217,6 +226,7 @@ const ANTI_ENTROPY_OFF: AntiEntropyStatus = {
   enabled: false,
   paused: false,
   rebuild: null,
+  recovery: null,
   lastFullSweepAt: null,
   lastFullSweepAgeMs: null,
   exchanges: 0,

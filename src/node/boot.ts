@@ -37,6 +37,7 @@ import { DataDir } from "./data-dir.js";
 import { type Entropy, type NodeIdentity, newIdentity, renewActor } from "./identity.js";
 import { checkJoinTargets, checkKeyAccepted, joinVia, type KeySource } from "./join.js";
 import { NodeCore, type NodeCoreDeps } from "./node-core.js";
+import { Recovery, type RecoveryStatus } from "./recovery.js";
 import type { SavedView } from "./saved-view.js";
 import { planSelf, planStart } from "./start-plan.js";
 import { ViewSaver } from "./view-saver.js";
@@ -123,6 +124,10 @@ export interface BootDeps {
   readonly onMembershipEvent?: NodeCoreDeps["onMembershipEvent"];
   /** A background save of the view failed (it is retried). */
   readonly onViewSaveError?: (err: Error) => void;
+  /** A replaced disk was refilled by anti-entropy (recovery.ts). */
+  readonly onRecovered?: (status: RecoveryStatus) => void;
+  /** Removing the data directory's `recovering` mark failed (tried again). */
+  readonly onRecoveryError?: (err: Error) => void;
   /** Anti-entropy's events, for the metrics. */
   readonly antiEntropyEvents?: Pick<
     NonNullable<NodeCoreDeps["antiEntropy"]>,
@@ -152,6 +157,8 @@ export interface BootedNode {
    * The cluster key file in use and the keys read from it (undefined without `clusterKey`); `fresh`:
    * this start made the key (a new cluster) and wrote the file.
    */
+  /** A replaced disk being refilled by anti-entropy (undefined: none, or anti-entropy is off). */
+  readonly recovery: Recovery | undefined;
   readonly clusterKey:
     | { readonly path: string; readonly keys: PeerKeys; readonly fresh: boolean }
     | undefined;
@@ -216,6 +223,8 @@ export async function bootNode(config: BootConfig, deps: BootDeps): Promise<Boot
     let identity: NodeIdentity;
     let view: SavedView | undefined = saved;
     let write = true;
+    // A replaced disk (recovery.ts): when it began to be refilled, if it still is.
+    let recoveringSince: number | undefined;
     switch (plan.kind) {
       case "create":
         identity = newIdentity(config.nodeId, undefined, config.settings, env.entropy, env.clock.now());
@@ -237,6 +246,10 @@ export async function bootNode(config: BootConfig, deps: BootDeps): Promise<Boot
           env.clock.now(),
         );
         view = { members: [...answer.members], ring: answer.ring };
+        // The cluster knows this id already: the node's disk was replaced (or wiped); anti-entropy
+        // refills it, under the fresh actor just made.
+        if (answer.members.some((m) => m.id === config.nodeId && m.status !== "left"))
+          recoveringSince = env.clock.now();
         break;
       }
       case "rejoin": {
@@ -256,11 +269,13 @@ export async function bootNode(config: BootConfig, deps: BootDeps): Promise<Boot
           );
         identity = plan.renewActor ? renewActor(plan.identity, env.entropy) : plan.identity;
         write = plan.renewActor;
+        recoveringSince = await dir.readRecovering();
         break;
       }
     }
     if (key?.fresh === true) await dir.writeClusterKey(key.keys);
     if (write) await dir.writeIdentity(identity);
+    if (plan.kind === "join" && recoveringSince !== undefined) await dir.writeRecovering(recoveringSince);
     await dir.markRunning();
     // A node that never wrote a heartbeat (new, or from before it existed) starts in contact.
     const lastContactAtMs = alive?.contactMs ?? env.clock.now();
@@ -345,6 +360,20 @@ export async function bootNode(config: BootConfig, deps: BootDeps): Promise<Boot
     });
     deps.serve(core.dispatch);
     core.start();
+    const ae = core.antiEntropy;
+    const recovery =
+      recoveringSince === undefined || ae === undefined
+        ? undefined
+        : new Recovery({
+            clock: env.clock,
+            timers: env.timers,
+            sinceMs: recoveringSince,
+            lastFullSweepAt: () => ae.lastFullSweepAt(),
+            clear: () => dir.clearRecovering(),
+            onDone: deps.onRecovered,
+            onError: deps.onRecoveryError,
+          });
+    recovery?.start();
     beat =
       tomb === undefined
         ? undefined
@@ -368,10 +397,12 @@ export async function bootNode(config: BootConfig, deps: BootDeps): Promise<Boot
       views,
       dataDir: dir,
       forcedBackAfterMs: plan.kind === "rejoin" ? plan.forcedBackAfterMs : undefined,
+      recovery,
       clusterKey:
         key === undefined || keys === undefined ? undefined : { path: key.path, keys, fresh: key.fresh },
       stop: () => {
         stopping ??= runAll([
+          async () => recovery?.stop(),
           () => booted.stop(),
           async () => {
             if (heartbeat === undefined) return;

@@ -7,6 +7,7 @@
  *   members.json  the saved view (saved-view.ts)
  *   running       present while the node runs; left behind by a crash (an unclean stop)
  *   alive         the last time the node was known to be running (alive.ts)
+ *   recovering    present while a replaced disk is refilled by anti-entropy (recovery.ts)
  *   LOCK          the directory's lock, held while a node runs on it
  *   storage/      the storage engine's files
  *
@@ -21,6 +22,7 @@ import { type Alive, decodeAlive, encodeAlive } from "./alive.js";
 import { type ClusterKeyFile, readKeyFile, writeKeyFile } from "./cluster-key-file.js";
 import { writeFileDurably } from "./durable-file.js";
 import { decodeIdentity, encodeIdentity, type NodeIdentity } from "./identity.js";
+import { decodeRecovering, encodeRecovering } from "./recovery.js";
 import { decodeView, encodeView, type SavedView } from "./saved-view.js";
 
 const IDENTITY = "node.json";
@@ -31,6 +33,7 @@ const LOCK_RETRY_MS = 50;
 const VIEW = "members.json";
 const RUNNING = "running";
 const ALIVE = "alive";
+const RECOVERING = "recovering";
 
 export class DataDir {
   constructor(
@@ -112,6 +115,24 @@ export class DataDir {
       const p = this.file(name);
       if (await this.fs.exists(p)) await this.fs.chmod(p, 0o600);
     }
+  }
+
+  /** When this node's replacement disk began to be refilled (recovery.ts), if it still is. */
+  async readRecovering(): Promise<number | undefined> {
+    const text = await this.read(RECOVERING);
+    return text === undefined ? undefined : decodeRecovering(text, this.file(RECOVERING));
+  }
+
+  writeRecovering(sinceMs: number): Promise<void> {
+    return this.writeDurably(RECOVERING, encodeRecovering(sinceMs));
+  }
+
+  /** The node has recovered: the mark goes, durably. */
+  async clearRecovering(): Promise<void> {
+    const p = this.file(RECOVERING);
+    if (!(await this.fs.exists(p))) return;
+    await this.fs.unlink(p);
+    await this.fs.syncDir(this.root);
   }
 
   /** Did the last node on this directory stop without a clean stop (its running marker is still here)? */

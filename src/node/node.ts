@@ -41,6 +41,7 @@ import { MembershipRefusedError } from "./departures.js";
 import type { NodeIdentity } from "./identity.js";
 import type { Census } from "./key-listing.js";
 import type { NodeCore } from "./node-core.js";
+import type { RecoveryStatus } from "./recovery.js";
 
 /** The pause between an anti-entropy exchange's two looks (Riak pauses about a second). */
 const ANTI_ENTROPY_PAUSE_MS = 1000;
@@ -290,6 +291,11 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
           process.stderr.write(
             `ringstore node ${config.id}: saving the view failed (retrying): ${err.message}\n`,
           ),
+        onRecovered: (s) =>
+          process.stdout.write(
+            `ringstore node ${config.id}: recovered: anti-entropy swept every co-replica in full ${Math.round((s.doneAt ?? s.since) - s.since)} ms after this node's data directory was found replaced\n`,
+          ),
+        onRecoveryError: (err) => warn(`removing the recovering mark failed (retrying): ${err.message}`),
       },
     );
     // Stopping: the API first (no new requests), then the node, then the peer port.
@@ -340,7 +346,7 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
         handoff: core.handoff.progress,
         strayStores: core.strays.counts,
         viewSaves: node.views.status,
-        antiEntropy: ae === undefined ? undefined : antiEntropyDocument(ae, t),
+        antiEntropy: ae === undefined ? undefined : antiEntropyDocument(ae, node.recovery?.status, t),
         tombstones:
           reaper === undefined
             ? undefined
@@ -483,7 +489,11 @@ async function membershipOutcome<A>(run: () => Promise<A>): Promise<MembershipOu
 }
 
 /** Anti-entropy's part of /status. */
-function antiEntropyDocument(ae: AntiEntropy, now: number): AntiEntropyStatus {
+function antiEntropyDocument(
+  ae: AntiEntropy,
+  recovery: RecoveryStatus | undefined,
+  now: number,
+): AntiEntropyStatus {
   const at = ae.lastFullSweepAt();
   const r = ae.rebuildProgress;
   return {
@@ -498,6 +508,7 @@ function antiEntropyDocument(ae: AntiEntropy, now: number): AntiEntropyStatus {
             state: r.report === null ? "running" : r.report.outcome,
             keys: r.report?.keys ?? null,
           },
+    recovery: recovery ?? null,
     lastFullSweepAt: at,
     lastFullSweepAgeMs: at === null ? null : Math.max(0, Math.round(now - at)),
     exchanges: ae.totals.exchanges,

@@ -124,6 +124,7 @@ function facts() {
         enabled: true,
         paused: false,
         rebuild: null,
+        recovery: null,
         lastFullSweepAt: null,
         lastFullSweepAgeMs: null,
         exchanges: 0,

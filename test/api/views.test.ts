@@ -170,6 +170,7 @@ test("status document: every field, members sorted by id, counters copied", () =
         enabled: false,
         paused: false,
         rebuild: null,
+        recovery: null,
         lastFullSweepAt: null,
         lastFullSweepAgeMs: null,
         exchanges: 0,

@@ -12,7 +12,7 @@
  * Each replica's copy is checked in its own storage after a clean stop.
  */
 import assert from "node:assert/strict";
-import { rmSync } from "node:fs";
+import { existsSync, rmSync } from "node:fs";
 import * as path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { DATA } from "../../src/replication/keyspaces.js";
@@ -35,6 +35,7 @@ interface AntiEntropyStatus {
   enabled: boolean;
   paused: boolean;
   rebuild: unknown;
+  recovery: { state: "recovering" | "done"; since: number; doneAt: number | null } | null;
   lastFullSweepAt: number | null;
   exchanges: number;
   keysRepaired: number;
@@ -169,6 +170,10 @@ describe("a replaced disk: a replica started empty under its old id", { timeout:
     assert.equal(s0.antiEntropy.enabled, true);
     assert.equal(s0.antiEntropy.rebuild, null, "no tree rebuild: a node that joined empty has empty trees");
     assert.equal(s0.hintedHandoff.limits, null, "hinted handoff is off");
+    // It says it is recovering, and the mark is on its disk (a restart meanwhile would go on recovering).
+    assert.equal(s0.antiEntropy.recovery?.state, "recovering");
+    assert.ok(existsSync(path.join(c.nodes.get("c")!.dataDir, "recovering")));
+    assert.equal((await n.status("a")).antiEntropy.recovery, null, "a's disk was not replaced");
 
     // Until it finds each co-replica in sync, /status shows the catching up: exchanges that found
     // differences, keys repaired rising, no full sweep yet.
@@ -183,6 +188,17 @@ describe("a replaced disk: a replica started empty under its old id", { timeout:
       240_000,
     );
     const inSyncAt = Date.now();
+    // Recovered once every co-replica was swept in full: the state says so and the mark is gone.
+    await c.until(
+      "c to say it recovered",
+      async () => (await n.status("c")).antiEntropy.recovery?.state === "done",
+      10_000,
+    );
+    assert.ok(!existsSync(path.join(c.nodes.get("c")!.dataDir, "recovering")));
+    assert.ok(
+      samples.some((s) => s.recovery?.state === "recovering" && s.keysRepaired > 0),
+      "recovering while keys came back",
+    );
     const catchingUp = samples.filter(
       (s) => s.lastFullSweepAt === null && s.lastExchanges.some((x) => x.outcome === "differences"),
     );
