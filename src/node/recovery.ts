@@ -109,7 +109,10 @@ export class Recovery {
   private look(): void {
     if (this.stopped || this.clearing) return;
     const at = this.d.lastFullSweepAt();
-    if (at === null) return this.schedule();
+    if (at === null) {
+      this.schedule();
+      return;
+    }
     this.clearing = true;
     this.d.clear().then(
       () => {
