@@ -9,14 +9,15 @@
  * Written at start, every interval while the node runs (`AliveBeat`), and at a clean stop; so after a
  * crash it is at most one interval old, and the time away is never under-estimated by more than that.
  *
- * JSON `{format: "ringstore-alive", version: 1, atMs, contactMs, crc32}`, the crc over the JSON of
- * `{atMs, contactMs}`; replaced durably like the node's other small files (data-dir.ts).
+ * JSON `{format: "ringstore-alive", version: 1, atMs, contactMs, crc32}` (stamp-file.ts); replaced
+ * durably like the node's other small files (data-dir.ts).
  */
-import { crc32 } from "node:zlib";
 import type { TimerHandle, Timers } from "../runtime/runtime.js";
 import { ConfigError } from "./config.js";
+import { decodeStamp, encodeStamp } from "./stamp-file.js";
 
 const FORMAT = "ringstore-alive";
+const FIELDS = ["atMs", "contactMs"] as const;
 
 /** What the heartbeat file holds (ms since the epoch, by the node's clock). */
 export interface Alive {
@@ -27,10 +28,7 @@ export interface Alive {
 }
 
 export function encodeAlive(a: Alive): string {
-  const atMs = Math.floor(a.atMs);
-  const contactMs = Math.floor(a.contactMs);
-  const crc = crc32(JSON.stringify({ atMs, contactMs }));
-  return `${JSON.stringify({ format: FORMAT, version: 1, atMs, contactMs, crc32: crc })}\n`;
+  return encodeStamp(FORMAT, FIELDS, { atMs: a.atMs, contactMs: a.contactMs });
 }
 
 /** What an `alive` file's text holds (`file` names it in errors). */
@@ -39,22 +37,8 @@ export function decodeAlive(text: string, file: string): Alive {
     new ConfigError(
       `${file} is damaged (${why}): it holds the last time this node was running, which its start checks against the tombstone grace period; if you know the node was not away longer than that, remove the file and start it again`,
     );
-  let j: { format?: unknown; version?: unknown; atMs?: unknown; contactMs?: unknown; crc32?: unknown };
-  try {
-    j = JSON.parse(text);
-  } catch {
-    throw damaged("not valid JSON");
-  }
-  if (j === null || typeof j !== "object" || j.format !== FORMAT) throw damaged("unknown format");
-  if (j.version !== 1)
-    throw new ConfigError(
-      `${file} has format version ${JSON.stringify(j.version)}; this build reads version 1 (was it written by a newer ringstore?)`,
-    );
-  const { atMs, contactMs } = j;
-  if (typeof atMs !== "number" || !Number.isSafeInteger(atMs)) throw damaged("no time");
-  if (typeof contactMs !== "number" || !Number.isSafeInteger(contactMs)) throw damaged("no contact time");
-  if (j.crc32 !== crc32(JSON.stringify({ atMs, contactMs }))) throw damaged("checksum mismatch");
-  return { atMs, contactMs };
+  const v = decodeStamp(text, file, FORMAT, FIELDS, damaged);
+  return { atMs: v.atMs!, contactMs: v.contactMs! };
 }
 
 /**

@@ -10,21 +10,20 @@
  * since this process started, so every key a co-replica held at that exchange was compared and repaired
  * here (a key written since reached this node by its own write path).
  *
- * File: JSON `{format: "ringstore-recovering", version: 1, sinceMs, crc32}`, the crc over the JSON of
- * `{sinceMs}`; replaced durably like the node's other small files (data-dir.ts).
+ * File: JSON `{format: "ringstore-recovering", version: 1, sinceMs, crc32}` (stamp-file.ts); replaced
+ * durably like the node's other small files (data-dir.ts).
  */
-import { crc32 } from "node:zlib";
 import type { Clock, TimerHandle, Timers } from "../runtime/runtime.js";
 import { ConfigError } from "./config.js";
+import { decodeStamp, encodeStamp } from "./stamp-file.js";
 
 const FORMAT = "ringstore-recovering";
+const FIELDS = ["sinceMs"] as const;
 /** How often the tracker looks whether anti-entropy has swept every co-replica. */
 const LOOK_INTERVAL_MS = 1000;
 
 export function encodeRecovering(sinceMs: number): string {
-  const since = Math.floor(sinceMs);
-  const crc = crc32(JSON.stringify({ sinceMs: since }));
-  return `${JSON.stringify({ format: FORMAT, version: 1, sinceMs: since, crc32: crc })}\n`;
+  return encodeStamp(FORMAT, FIELDS, { sinceMs });
 }
 
 /** The time a recovery began, from a `recovering` file's text (`file` names it in errors). */
@@ -33,21 +32,7 @@ export function decodeRecovering(text: string, file: string): number {
     new ConfigError(
       `${file} is damaged (${why}): it says this node's data directory was replaced and is being refilled by anti-entropy; remove the file and start the node again (it will then not report that it is recovering)`,
     );
-  let j: { format?: unknown; version?: unknown; sinceMs?: unknown; crc32?: unknown };
-  try {
-    j = JSON.parse(text);
-  } catch {
-    throw damaged("not valid JSON");
-  }
-  if (j === null || typeof j !== "object" || j.format !== FORMAT) throw damaged("unknown format");
-  if (j.version !== 1)
-    throw new ConfigError(
-      `${file} has format version ${JSON.stringify(j.version)}; this build reads version 1 (was it written by a newer ringstore?)`,
-    );
-  const { sinceMs } = j;
-  if (typeof sinceMs !== "number" || !Number.isSafeInteger(sinceMs)) throw damaged("no time");
-  if (j.crc32 !== crc32(JSON.stringify({ sinceMs }))) throw damaged("checksum mismatch");
-  return sinceMs;
+  return decodeStamp(text, file, FORMAT, FIELDS, damaged).sinceMs!;
 }
 
 export interface RecoveryStatus {
