@@ -1,11 +1,17 @@
 /** `ringstore start`, and the key commands `get`, `put`, `delete` that talk to a node's API. */
 import { readFileSync } from "node:fs";
-import { type GetResult, RingstoreClient, RingstoreError } from "../client/client.js";
+import {
+  BYTES_CONTENT_TYPE,
+  type GetResult,
+  RingstoreClient,
+  RingstoreError,
+  STRING_CONTENT_TYPE,
+} from "../client/client.js";
 import { onInvariantBroken } from "../core/assert.js";
 import { ConfigError, formatHostPort, type NodeConfigInput, validateNodeConfig } from "../node/config.js";
 import { startNode } from "../node/node.js";
 import { duration } from "../node/start-plan.js";
-import { type ConnectionFlags, clientOptions } from "./connection.js";
+import { type ConnectionFlags, clientOptions, DEFAULT_NODE } from "./connection.js";
 
 export interface StartFlags
   extends Omit<
@@ -148,6 +154,19 @@ function opts(f: KeyFlags) {
   };
 }
 
+/** A word as a POSIX shell reads it back: as it is when it is safe, else in single quotes. */
+export function shellQuote(w: string): string {
+  return /^[A-Za-z0-9_.,:/@%+=-]+$/.test(w) ? w : `'${w.replace(/'/g, "'\\''")}'`;
+}
+
+/** The `ringstore` command line for `args`, with the --node given to this command when not the default. */
+function rerun(args: string[], f: ConnectionFlags): string {
+  const node = f.node !== DEFAULT_NODE ? ["--node", f.node] : [];
+  return ["ringstore", ...args, ...node]
+    .map((w, i) => (i === 0 || w === "VALUE" ? w : shellQuote(w)))
+    .join(" ");
+}
+
 function printable(b: Buffer): boolean {
   return !b.includes(0) && Buffer.from(b.toString("utf8"), "utf8").equals(b);
 }
@@ -195,9 +214,11 @@ export async function getCommand(key: string, f: KeyFlags): Promise<void> {
       return;
     }
     if (res.kind === "value") {
-      process.stdout.write(res.value);
-      if (process.stdout.isTTY && printable(res.value)) process.stdout.write("\n");
-      process.stderr.write(`context: ${res.context}\n`);
+      // A terminal gets the value and a newline, so that the prompt (or the context, on stderr) starts a
+      // line of its own; a pipe or a file gets exactly the stored bytes.
+      const tty = process.stdout.isTTY === true;
+      process.stdout.write(tty ? Buffer.concat([res.value, Buffer.from("\n")]) : res.value);
+      process.stderr.write(`${tty || process.stderr.isTTY !== true ? "" : "\n"}context: ${res.context}\n`);
     } else if (res.kind === "siblings") {
       process.stdout.write(`${res.siblings.length} concurrent versions (siblings):\n`);
       res.siblings.forEach((s, i) => {
@@ -209,7 +230,7 @@ export async function getCommand(key: string, f: KeyFlags): Promise<void> {
         process.stdout.write(`  [${i + 1}] ${shown}${s.deleted ? "" : `  (${s.contentType})`}\n`);
       });
       process.stdout.write(
-        `context: ${res.context}\nResolve them and write back with: ringstore put KEY VALUE --context ${res.context}\n`,
+        `context: ${res.context}\nResolve them and write back with: ${rerun(["put", key, "VALUE", "--context", res.context], f)}\n`,
       );
     } else {
       process.stderr.write(`not found${res.context ? ` (deleted; context: ${res.context})` : ""}\n`);
@@ -230,30 +251,21 @@ export async function putCommand(
     const ctx = await c.put(key, body, {
       ...opts(f),
       context: f.context,
-      contentType:
-        f.contentType ?? (f.file !== undefined ? "application/octet-stream" : "text/plain; charset=utf-8"),
+      contentType: f.contentType ?? (f.file !== undefined ? BYTES_CONTENT_TYPE : STRING_CONTENT_TYPE),
     });
     if (ctx !== undefined) process.stdout.write(`ok, context: ${ctx}\n`);
   });
 }
 
 /**
- * Without --context, reads the key first and deletes exactly what it read (a delete with no context would
- * only add a tombstone beside the live versions). With --context, deletes what that context covers.
+ * Without --context, reads the key first and deletes exactly what it read (the client's delete: a delete
+ * with no context would only add a tombstone beside the live versions). With --context, deletes what that
+ * context covers. A key with nothing live is not an error: "not found: nothing to delete", exit 0.
  */
 export async function deleteCommand(key: string, f: KeyFlags): Promise<void> {
   await withClient(f, async (c) => {
-    let context = f.context;
-    if (context === undefined) {
-      const cur = await c.get(key, f.timeout !== undefined ? { timeoutMs: timeoutMs(f.timeout) } : {});
-      context = cur.context;
-      if (cur.kind === "not_found" && context === undefined) {
-        process.stderr.write("not found: nothing to delete\n");
-        process.exitCode = 1;
-        return;
-      }
-    }
-    const ctx = await c.delete(key, { ...opts(f), context });
-    if (ctx !== undefined) process.stdout.write(`deleted, context: ${ctx}\n`);
+    const ctx = await c.delete(key, { ...opts(f), context: f.context });
+    if (ctx === undefined) process.stderr.write("not found: nothing to delete\n");
+    else process.stdout.write(`deleted, context: ${ctx}\n`);
   });
 }

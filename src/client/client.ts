@@ -160,6 +160,11 @@ export class RingstoreError extends Error {
   }
 }
 
+/** The content type a string value is stored with when none is given (the client's and the CLI's). */
+export const STRING_CONTENT_TYPE = "text/plain; charset=utf-8";
+/** The content type bytes are stored with when none is given (also the API's default). */
+export const BYTES_CONTENT_TYPE = "application/octet-stream";
+
 const UNRESERVED = /^[A-Za-z0-9._~-]+$/;
 
 export function encodeKey(key: string | Uint8Array): string {
@@ -740,23 +745,44 @@ export class RingstoreClient {
     return this.fail(res);
   }
 
-  /** Writes `value`; pass the context of the versions it replaces. Returns the new version's context. */
+  /**
+   * Writes `value`; pass the context of the versions it replaces. Returns the new version's context.
+   * Without `contentType`, a string is stored as `text/plain; charset=utf-8` (STRING_CONTENT_TYPE, as
+   * `ringstore put KEY VALUE` stores it) and bytes as `application/octet-stream`.
+   */
   async put(
     key: string | Uint8Array,
     value: string | Uint8Array,
     options: RequestOptions & { context?: string | undefined; contentType?: string } = {},
   ): Promise<string> {
-    const headers = {
-      "content-type": headerValue("contentType", options.contentType ?? "application/octet-stream"),
-    };
+    const type =
+      options.contentType ?? (typeof value === "string" ? STRING_CONTENT_TYPE : BYTES_CONTENT_TYPE);
+    const headers = { "content-type": headerValue("contentType", type) };
     return this.writeKey("PUT", key, options, headers, valueBytes(value));
   }
 
+  /**
+   * Deletes a key. Without `context` it reads the key first and deletes exactly what it read, so the
+   * tombstone supersedes the live versions (a delete with no context would be concurrent with them and
+   * leave them as siblings of the tombstone); a write that lands between the read and the delete stays.
+   * With `context`, it deletes what that context covers, without reading.
+   *
+   * Returns the tombstone's context. A key with nothing live (never written, or already deleted) is not
+   * an error: nothing is written and it returns undefined, as `ringstore delete` says "not found: nothing
+   * to delete" and exits 0, and `DELETE /kv/KEY` answers 204.
+   */
   async delete(
     key: string | Uint8Array,
     options: RequestOptions & { context?: string | undefined } = {},
-  ): Promise<string> {
-    return this.writeKey("DELETE", key, options, {}, undefined);
+  ): Promise<string | undefined> {
+    if (options.context !== undefined) return this.writeKey("DELETE", key, options, {}, undefined);
+    const read: RequestOptions = {
+      ...(options.r !== undefined ? { r: options.r } : {}),
+      ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
+    };
+    const cur = await this.get(key, read);
+    if (cur.kind === "not_found") return undefined;
+    return this.writeKey("DELETE", key, { ...options, context: cur.context }, {}, undefined);
   }
 
   /** A PUT or DELETE of a key: with the context's header, if any; returns the new version's context. */
@@ -889,6 +915,25 @@ export class RingstoreClient {
       node === undefined
         ? await this.send("GET", undefined, "/status")
         : await this.direct(node, "GET", "/status");
+    if (res.status !== 200) return this.fail(res);
+    return JSON.parse(res.body.toString("utf8")) as Record<string, unknown>;
+  }
+
+  /** `GET /health` of `node` (no failover): true when it answers 200. */
+  async health(node: string): Promise<boolean> {
+    return (await this.direct(node, "GET", "/health")).status === 200;
+  }
+
+  /**
+   * The dashboard's figures of `node` (`GET /ui/state`, without the history it keeps: views in
+   * src/ui/document.ts), such as its storage's key counts and its handoff's progress.
+   */
+  async dashboard(node: string): Promise<Record<string, unknown>> {
+    const res = await this.direct(
+      node,
+      "GET",
+      `/ui/state?since=${Number.MAX_SAFE_INTEGER}&events=${Number.MAX_SAFE_INTEGER}`,
+    );
     if (res.status !== 200) return this.fail(res);
     return JSON.parse(res.body.toString("utf8")) as Record<string, unknown>;
   }
