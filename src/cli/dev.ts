@@ -46,6 +46,22 @@ function prefixLines(prefix: string, onLine: (l: string) => void) {
   };
 }
 
+/**
+ * A node's log line as a person reads it: its message, after the level when above info (the nodes log
+ * JSON lines; `dev` is for people). A line that is not a log object is shown as it is.
+ */
+export function humanLine(line: string): string {
+  if (!line.startsWith("{")) return line;
+  try {
+    const j = JSON.parse(line) as { level?: unknown; msg?: unknown };
+    if (typeof j.msg !== "string") return line;
+    const level = typeof j.level === "string" && j.level !== "info" ? `${j.level.toUpperCase()}: ` : "";
+    return `${level}${j.msg}`;
+  } catch {
+    return line;
+  }
+}
+
 /** Did the node of this data directory leave its cluster (its saved view says so)? */
 async function leftEarlier(dataDir: string, id: string): Promise<boolean> {
   try {
@@ -117,6 +133,7 @@ export async function devCommand(flags: DevFlags): Promise<void> {
       child.stdout!.on(
         "data",
         prefixLines(`[n${k}] `, (l) => {
+          l = `[n${k}] ${humanLine(l.slice(`[n${k}] `.length))}`;
           // The first node's note on a cluster of one is moot here: the others join at once.
           if (!l.includes("note: a cluster of one node")) out(l);
           if (!ready && l.includes("serving the API")) {
@@ -127,7 +144,9 @@ export async function devCommand(flags: DevFlags): Promise<void> {
       );
       child.stderr!.on(
         "data",
-        prefixLines(`[n${k}] `, (l) => process.stderr.write(`${l}\n`)),
+        prefixLines(`[n${k}] `, (l) =>
+          process.stderr.write(`[n${k}] ${humanLine(l.slice(`[n${k}] `.length))}\n`),
+        ),
       );
       child.on("exit", (code, signal) => {
         children.splice(children.indexOf(child), 1);

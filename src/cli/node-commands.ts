@@ -10,6 +10,7 @@ import {
 import { onInvariantBroken } from "../core/assert.js";
 import { ConfigError, formatHostPort, type NodeConfigInput, validateNodeConfig } from "../node/config.js";
 import { startNode } from "../node/node.js";
+import { createNodeLogger, isLogLevel, LOG_LEVELS } from "../node/node-log.js";
 import { duration } from "../node/start-plan.js";
 import { type ConnectionFlags, clientOptions, DEFAULT_NODE } from "./connection.js";
 
@@ -33,13 +34,18 @@ export interface StartFlags
   downAfter?: string;
   apiHeadersTimeout?: string;
   apiBodyTimeout?: string;
+  logLevel?: string;
 }
 
 export async function startCommand(flags: StartFlags): Promise<void> {
   // A broken invariant stops the node at once: its state may be wrong, and nothing it would do next can
   // be trusted. The running marker stays, so the next start takes a new actor.
+  const level = flags.logLevel ?? "info";
+  if (!isLogLevel(level))
+    throw new ConfigError(`--log-level must be one of ${LOG_LEVELS.join(", ")}, got "${level}"`);
+  const log = createNodeLogger({ id: flags.id ?? "", level });
   onInvariantBroken((err) => {
-    process.stderr.write(`ringstore node ${flags.id ?? ""}: stopping at once: ${err.stack ?? err.message}\n`);
+    log.fatal({ event: "stop", err: err.stack ?? err.message }, `stopping at once: ${err.message}`);
     process.exit(70);
   });
   const config = validateNodeConfig({
@@ -57,6 +63,7 @@ export async function startCommand(flags: StartFlags): Promise<void> {
   // The node may hear that it is out of the cluster before startNode returns: keep the reason till then.
   let outBeforeStart: string | undefined;
   const node = await startNode(config, {
+    log,
     explicit: { n: flags.n !== undefined, r: flags.r !== undefined, w: flags.w !== undefined },
     onLeft: (how) => {
       const why =
@@ -69,37 +76,54 @@ export async function startCommand(flags: StartFlags): Promise<void> {
   });
   const id = node.identity;
   if (node.forcedBackAfterMs !== undefined)
-    process.stderr.write(
-      `ringstore node ${node.id}: warning: started with --force-rejoin after ${duration(node.forcedBackAfterMs)} away, longer than the tombstone grace period; it keeps its data (under a new actor)\n`,
+    log.warn(
+      { event: "start", forcedBackAfterMs: node.forcedBackAfterMs },
+      `started with --force-rejoin after ${duration(node.forcedBackAfterMs)} away, longer than the tombstone grace period; it keeps its data (under a new actor)`,
     );
-  process.stdout.write(
-    `ringstore node ${node.id} serving the API on ${config.apiTls === undefined ? "http" : "https"}://${formatHostPort(node.api)} ` +
+  const scheme = config.apiTls === undefined ? "http" : "https";
+  log.info(
+    {
+      event: "start",
+      api: `${scheme}://${formatHostPort(node.api)}`,
+      peer: formatHostPort(node.peer),
+      dataDir: config.dataDir,
+      cluster: id.clusterId,
+      newCluster: node.createdCluster,
+      n: id.n,
+      r: id.r,
+      w: id.w,
+    },
+    `ringstore node ${node.id} serving the API on ${scheme}://${formatHostPort(node.api)} ` +
       `(peer ${formatHostPort(node.peer)}), data in ${config.dataDir}, ` +
-      `${node.createdCluster ? "new cluster" : "cluster"} ${id.clusterId} with N=${id.n} R=${id.r} W=${id.w}\n`,
+      `${node.createdCluster ? "new cluster" : "cluster"} ${id.clusterId} with N=${id.n} R=${id.r} W=${id.w}`,
   );
   if (node.clusterKey === undefined)
-    process.stderr.write(
-      `ringstore node ${node.id}: WARNING: --insecure-peer-plaintext: peer traffic on ${formatHostPort(node.peer)} is neither encrypted nor authenticated; anyone who reaches that port can read and overwrite every key, join the cluster, and remove its members. It exists to measure what peer encryption costs: never run a cluster this way.\n`,
+    log.warn(
+      { event: "security" },
+      `--insecure-peer-plaintext: peer traffic on ${formatHostPort(node.peer)} is neither encrypted nor authenticated; anyone who reaches that port can read and overwrite every key, join the cluster, and remove its members. It exists to measure what peer encryption costs: never run a cluster this way.`,
     );
   else if (node.clusterKey.created)
-    process.stdout.write(
-      `ringstore node ${node.id}: new cluster key in ${node.clusterKey.path} (mode 0600): every other node needs it, started with --cluster-key-file F (a copy of that file)\n`,
+    log.info(
+      { event: "security", clusterKeyFile: node.clusterKey.path },
+      `new cluster key in ${node.clusterKey.path} (mode 0600): every other node needs it, started with --cluster-key-file F (a copy of that file)`,
     );
   if (config.apiAuthFile !== undefined)
-    process.stdout.write(
-      `ringstore node ${node.id}: the API requires a token from ${config.apiAuthFile} on every request but GET /health (the file is re-read when it changes)\n`,
+    log.info(
+      { event: "security", authFile: config.apiAuthFile },
+      `the API requires a token from ${config.apiAuthFile} on every request but GET /health (the file is re-read when it changes)`,
     );
   if (node.createdCluster && Math.max(id.r, id.w) > 1)
-    process.stdout.write(
-      `ringstore node ${node.id}: note: a cluster of one node holds one replica of each key, so requests ` +
+    log.info(
+      { event: "start" },
+      `note: a cluster of one node holds one replica of each key, so requests ` +
         `with the default R=${id.r} W=${id.w} get 503 until more nodes join (ringstore start ... --join ` +
-        `${formatHostPort(node.peer)}); per request, r=1 and w=1 work now\n`,
+        `${formatHostPort(node.peer)}); per request, r=1 and w=1 work now`,
     );
   let signals = 0;
   const onSignal = (sig: NodeJS.Signals) => {
     signals++;
     if (signals > 1) {
-      process.stderr.write(`ringstore: ${sig} again, exiting without a clean stop\n`);
+      log.warn({ event: "stop", signal: sig }, `${sig} again, exiting without a clean stop`);
       process.exit(1);
     }
     stopFor?.(sig);
@@ -108,14 +132,14 @@ export async function startCommand(flags: StartFlags): Promise<void> {
   stopFor = (why) => {
     if (stopping) return;
     stopping = true;
-    process.stdout.write(`ringstore node ${node.id}: ${why}, stopping (finishing requests, closing files)\n`);
+    log.info({ event: "stop", why }, `${why}, stopping (finishing requests, closing files)`);
     node.stop().then(
       () => {
-        process.stdout.write(`ringstore node ${node.id}: stopped cleanly\n`);
+        log.info({ event: "stop" }, "stopped cleanly");
         process.exit(0);
       },
       (err: unknown) => {
-        process.stderr.write(`ringstore node ${node.id}: stop failed: ${(err as Error).message}\n`);
+        log.error({ event: "stop", err: (err as Error).message }, `stop failed: ${(err as Error).message}`);
         process.exit(1);
       },
     );

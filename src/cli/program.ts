@@ -117,6 +117,11 @@ program
   .option("--api-max-in-flight <n>", "client requests served at once; more get 503 overloaded", "256")
   .option("--api-headers-timeout <ms>", "a request's line and headers must arrive within this", "10000")
   .option("--api-body-timeout <ms>", "a request's headers and body must arrive within this", "30000")
+  .option(
+    "--log-level <level>",
+    "log from this level up (JSON lines on stdout): trace, debug, info, warn, error, fatal or silent",
+    "info",
+  )
   .addOption(
     new Option(
       "--cluster-key-file <file>",

@@ -7,6 +7,7 @@
 import { randomBytes, randomInt } from "node:crypto";
 import { statSync } from "node:fs";
 import * as path from "node:path";
+import type { ExchangeResult } from "../anti-entropy/exchange.js";
 import type { AntiEntropy } from "../anti-entropy/service.js";
 import { checkSecretFileMode, loadApiSecurity } from "../api/api-security.js";
 import { Dashboard } from "../api/dashboard.js";
@@ -41,6 +42,7 @@ import { MembershipRefusedError } from "./departures.js";
 import type { NodeIdentity } from "./identity.js";
 import type { Census } from "./key-listing.js";
 import type { NodeCore } from "./node-core.js";
+import { createNodeLogger, EventTally, HandoffWatch, type NodeLogger, type TallyKind } from "./node-log.js";
 
 /** The pause between an anti-entropy exchange's two looks (Riak pauses about a second). */
 const ANTI_ENTROPY_PAUSE_MS = 1000;
@@ -84,6 +86,8 @@ export interface StartOptions {
    * operator removed it (`cluster remove`). The caller stops it.
    */
   readonly onLeft?: (how: "left" | "removed") => void;
+  /** Where the node logs (node-log.ts); default: JSON lines on stdout at level info. */
+  readonly log?: NodeLogger;
 }
 
 /** The real environment: system clock and timers, the disk, a CSPRNG for identities. */
@@ -100,7 +104,8 @@ export function systemEnv(): NodeEnv {
 export async function startNode(config: NodeConfig, options: StartOptions = {}): Promise<RunningNode> {
   const env = systemEnv();
   const now = () => env.clock.now();
-  const warn = (m: string) => process.stderr.write(`ringstore node ${config.id}: ${m}\n`);
+  const log = options.log ?? createNodeLogger({ id: config.id, level: "info" });
+  const warn = (m: string) => log.warn(m);
   // A key file that every user of the machine may read is refused before anything starts.
   if (config.peerEncryption && config.clusterKeyFile !== undefined) {
     let mode: number | undefined;
@@ -130,7 +135,8 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
     timers: env.timers,
     clock: env.clock,
     security: config.peerEncryption ? "tls" : "plaintext",
-    log: warn,
+    // Refused peers (no key, another key, bytes that are not the protocol), bounded per address there.
+    log: (m) => log.warn({ event: "peer" }, m),
   });
   const peerBound = {
     host: config.peer.host,
@@ -161,16 +167,19 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
     const claims = new BoundedLog({
       clock: env.clock,
       timers: env.timers,
-      write: warn,
+      write: (line) => log.warn({ event: "membership" }, line),
       summary: (n) => `membership: ignored ${n} more claim(s)`,
     });
     cleanup.push(async () => claims.close());
+    // Hints delivered and dropped, tombstones purged: counted, one line per kind and key per window.
+    const tally = new EventTally(log, env.timers);
+    cleanup.push(async () => tally.close());
     // The API's TLS and token files: one that cannot be used stops the start before anything is written.
     const security = await loadApiSecurity({
       tls: config.apiTls,
       authFile: config.apiAuthFile,
       warn,
-      onReload: (f) => process.stdout.write(`ringstore node ${config.id}: ${f} changed: now in use\n`),
+      onReload: (f) => log.info({ event: "security", file: f }, `${f} changed: now in use`),
     });
     const app = createApi({
       maxKeyBytes: config.maxKeyBytes,
@@ -256,30 +265,68 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
         onMembershipEvent: (e) => {
           if (e.change === "ignored" || e.change === "refuted")
             claims.note(e.sender ?? "?", `membership: ${e.text}`);
-          else process.stdout.write(`ringstore node ${config.id}: membership: ${e.text}\n`);
+          else
+            log.info(
+              {
+                event: "membership",
+                change: e.change,
+                member: e.member,
+                ...(e.sender ? { sender: e.sender } : {}),
+              },
+              `membership: ${e.text}`,
+            );
         },
         antiEntropyEvents: {
           onRepaired: () => metrics.antiEntropyKeysRepaired.inc(),
           onExchange: (r) => {
+            logExchange(log, r);
             metrics.antiEntropyExchanges.inc({ outcome: r.outcome });
             metrics.antiEntropyDifferingSegments.inc(r.confirmedSegments);
             const q = ringPartitions;
             if (q > 0)
               aeDiffering = [...new Set(r.keys.map((k) => partitionOf(k.key, q)))].sort((a, b) => a - b);
           },
-          onRebuild: (r) => metrics.antiEntropyRebuilds.inc({ outcome: r.outcome }),
+          onRebuild: (r) => {
+            if (r.outcome === "done")
+              log.info(
+                {
+                  event: "anti_entropy",
+                  rebuild: "done",
+                  partitions: r.partitions,
+                  keys: r.keys,
+                  damaged: r.damaged,
+                },
+                `anti-entropy: hash trees of ${r.partitions} partition(s) rebuilt from ${r.keys} keys`,
+              );
+            else
+              log.warn(
+                { event: "anti_entropy", rebuild: "abandoned", partitions: r.partitions, reason: r.reason },
+                `anti-entropy: a rebuild of ${r.partitions} partition(s) was abandoned: ${r.reason ?? "stopped"}`,
+              );
+            metrics.antiEntropyRebuilds.inc({ outcome: r.outcome });
+          },
         },
         tombstoneEvents: {
-          onPurged: () => metrics.tombstonesPurged.inc(),
-          onRefused: (reason) => metrics.tombstonesRefused.inc({ reason }),
+          onPurged: () => {
+            tally.note(TOMBSTONES_PURGED, "purged");
+            metrics.tombstonesPurged.inc();
+          },
+          onRefused: (reason) => {
+            tally.note(TOMBSTONES_KEPT, reason);
+            metrics.tombstonesRefused.inc({ reason });
+          },
         },
         hintEvents: {
           onStored: () => metrics.hintsStored.inc(),
-          onDelivered: (_target, bytes) => {
+          onDelivered: (target, bytes) => {
+            tally.note(HINTS_DELIVERED, target, bytes);
             metrics.hintsDelivered.inc();
             metrics.hintsDeliveredBytes.inc(bytes);
           },
-          onDropped: (_target, reason) => metrics.hintsDropped.inc({ reason }),
+          onDropped: (target, reason) => {
+            tally.note(HINTS_DROPPED[reason], target);
+            metrics.hintsDropped.inc({ reason });
+          },
           // A late hint refused at the bound is counted by the store (full).
           onLateHint: (outcome) => {
             if (outcome === "overloaded" || outcome === "failed")
@@ -287,8 +334,9 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
           },
         },
         onViewSaveError: (err) =>
-          process.stderr.write(
-            `ringstore node ${config.id}: saving the view failed (retrying): ${err.message}\n`,
+          log.error(
+            { event: "storage", err: err.message },
+            `saving the view failed (retrying): ${err.message}`,
           ),
       },
     );
@@ -304,7 +352,7 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
         keys: key.keys,
         onChange: (keys, line) => {
           transport.setKeys(keys);
-          process.stdout.write(`ringstore node ${config.id}: ${line}\n`);
+          log.info({ event: "security" }, line);
         },
         onError: warn,
       });
@@ -441,6 +489,14 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
       dashboard,
     });
     dashboard.start();
+    // Each handoff pass, logged when it starts and when it ends (from its progress, every second).
+    const handoffWatch = new HandoffWatch();
+    const lookAtHandoff = () => {
+      for (const l of handoffWatch.look(core.handoff.progress)) log[l.level](l.fields, l.msg);
+      handoffTimer = env.timers.after(HANDOFF_LOOK_MS, lookAtHandoff);
+    };
+    let handoffTimer = env.timers.after(0, lookAtHandoff);
+    cleanup.splice(1, 0, async () => handoffTimer.cancel());
     const stopCensus = scheduleCensus(core, (c) => {
       census = c;
     });
@@ -467,6 +523,71 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
     await runAll(cleanup);
     throw err;
   }
+}
+
+/** How often the handoff's progress is looked at, to log its passes. */
+const HANDOFF_LOOK_MS = 1000;
+
+const HINTS_DELIVERED: TallyKind = {
+  level: "info",
+  event: "hints",
+  line: (target, n, bytes) =>
+    `hinted handoff: delivered ${n} hint(s) (${bytes} bytes) to ${target}, a replica that had missed those writes`,
+};
+const HINTS_DROPPED: Record<"expired" | "removed" | "full" | "corrupt", TallyKind> = {
+  full: {
+    level: "warn",
+    event: "hints",
+    line: (target, n) =>
+      `hinted handoff: dropped ${n} hint(s) for ${target}: its hints reached --hint-max-bytes (anti-entropy repairs those keys)`,
+  },
+  corrupt: {
+    level: "warn",
+    event: "hints",
+    line: (target, n) =>
+      `hinted handoff: dropped ${n} hint(s) for ${target}: they failed their checksum on disk`,
+  },
+  expired: {
+    level: "warn",
+    event: "hints",
+    line: (target, n) =>
+      `hinted handoff: dropped ${n} hint(s) for ${target}: older than --hint-window (anti-entropy repairs those keys)`,
+  },
+  removed: {
+    level: "info",
+    event: "hints",
+    line: (target, n) => `hinted handoff: dropped ${n} hint(s) for ${target}: it left the cluster`,
+  },
+};
+const TOMBSTONES_PURGED: TallyKind = {
+  level: "info",
+  event: "tombstones",
+  line: (_k, n) =>
+    `tombstones: purged ${n} deleted key(s): every replica held the delete past --tombstone-grace`,
+};
+const TOMBSTONES_KEPT: TallyKind = {
+  level: "debug",
+  event: "tombstones",
+  line: (reason, n) => `tombstones: kept ${n} for now (${reason}); a later sweep tries again`,
+};
+
+/** An anti-entropy exchange, logged when it found (and so repaired) differences, or failed. */
+function logExchange(log: NodeLogger, r: ExchangeResult): void {
+  if (r.outcome === "differences")
+    log.info(
+      { event: "anti_entropy", outcome: r.outcome, keys: r.keys.length, partitions: r.differingPartitions },
+      `anti-entropy: an exchange found ${r.keys.length} key(s) differing in ${r.differingPartitions} partition(s) between replicas; repairing them`,
+    );
+  else if (r.outcome === "failed")
+    log.warn(
+      { event: "anti_entropy", outcome: r.outcome, failure: r.failure },
+      `anti-entropy: an exchange failed: ${r.failure ?? "unknown"}`,
+    );
+  else
+    log.debug(
+      { event: "anti_entropy", outcome: r.outcome, partitions: r.partitions },
+      `anti-entropy: ${r.outcome}`,
+    );
 }
 
 /**

@@ -30,7 +30,8 @@ function free(port: number): Promise<boolean> {
 /** A base port for `dev --nodes n` whose API and peer ports are all free now. */
 async function freeBase(n: number): Promise<number> {
   for (let i = 0; i < 50; i++) {
-    const base = 20_000 + Math.floor(Math.random() * 20_000);
+    // Below the ephemeral range (32768 up), where port-0 binds of other tests land.
+    const base = 20_000 + Math.floor(Math.random() * 10_000);
     const ports = Array.from({ length: n }, (_, k) => [base + 1 + k, base + 1001 + k]).flat();
     if ((await Promise.all(ports.map(free))).every(Boolean)) return base;
   }
