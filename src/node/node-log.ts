@@ -11,6 +11,8 @@
  * that each pass is logged once when it starts and once when it ends.
  */
 import pino, { type Logger } from "pino";
+import type { ExchangeResult } from "../anti-entropy/exchange.js";
+import type { RebuildReport } from "../anti-entropy/rebuild.js";
 import type { HandoffProgress } from "../replication/handoff.js";
 import type { Timers } from "../runtime/runtime.js";
 
@@ -167,4 +169,82 @@ export class HandoffWatch {
     }
     return out;
   }
+}
+
+// ------------------------------------------------------------------ the events' lines
+
+export const HINTS_DELIVERED: TallyKind = {
+  level: "info",
+  event: "hints",
+  line: (target, n, bytes) =>
+    `hinted handoff: delivered ${n} hint(s) (${bytes} bytes) to ${target}, a replica that had missed those writes`,
+};
+export const HINTS_DROPPED: Record<"expired" | "removed" | "full" | "corrupt", TallyKind> = {
+  full: {
+    level: "warn",
+    event: "hints",
+    line: (target, n) =>
+      `hinted handoff: dropped ${n} hint(s) for ${target}: its hints reached --hint-max-bytes (anti-entropy repairs those keys)`,
+  },
+  corrupt: {
+    level: "warn",
+    event: "hints",
+    line: (target, n) =>
+      `hinted handoff: dropped ${n} hint(s) for ${target}: they failed their checksum on disk`,
+  },
+  expired: {
+    level: "warn",
+    event: "hints",
+    line: (target, n) =>
+      `hinted handoff: dropped ${n} hint(s) for ${target}: older than --hint-window (anti-entropy repairs those keys)`,
+  },
+  removed: {
+    level: "info",
+    event: "hints",
+    line: (target, n) => `hinted handoff: dropped ${n} hint(s) for ${target}: it left the cluster`,
+  },
+};
+export const TOMBSTONES_PURGED: TallyKind = {
+  level: "info",
+  event: "tombstones",
+  line: (_k, n) =>
+    `tombstones: purged ${n} deleted key(s): every replica held the delete past --tombstone-grace`,
+};
+export const TOMBSTONES_KEPT: TallyKind = {
+  level: "debug",
+  event: "tombstones",
+  line: (reason, n) => `tombstones: kept ${n} for now (${reason}); a later sweep tries again`,
+};
+
+/** An anti-entropy exchange, logged when it found (and so repaired) differences, or failed. */
+export function logExchange(log: NodeLogger, r: ExchangeResult): void {
+  if (r.outcome === "differences")
+    log.info(
+      { event: "anti_entropy", outcome: r.outcome, keys: r.keys.length, partitions: r.differingPartitions },
+      `anti-entropy: an exchange found ${r.keys.length} key(s) differing in ${r.differingPartitions} partition(s) between replicas; repairing them`,
+    );
+  else if (r.outcome === "failed")
+    log.warn(
+      { event: "anti_entropy", outcome: r.outcome, failure: r.failure },
+      `anti-entropy: an exchange failed: ${r.failure ?? "unknown"}`,
+    );
+  else
+    log.debug(
+      { event: "anti_entropy", outcome: r.outcome, partitions: r.partitions },
+      `anti-entropy: ${r.outcome}`,
+    );
+}
+
+/** A hash-tree rebuild's end: done, or abandoned with its reason. */
+export function logRebuild(log: NodeLogger, r: RebuildReport): void {
+  if (r.outcome === "done")
+    log.info(
+      { event: "anti_entropy", rebuild: "done", partitions: r.partitions, keys: r.keys, damaged: r.damaged },
+      `anti-entropy: hash trees of ${r.partitions} partition(s) rebuilt from ${r.keys} keys`,
+    );
+  else
+    log.warn(
+      { event: "anti_entropy", rebuild: "abandoned", partitions: r.partitions, reason: r.reason },
+      `anti-entropy: a rebuild of ${r.partitions} partition(s) was abandoned: ${r.reason ?? "stopped"}`,
+    );
 }

@@ -7,7 +7,6 @@
 import { randomBytes, randomInt } from "node:crypto";
 import { statSync } from "node:fs";
 import * as path from "node:path";
-import type { ExchangeResult } from "../anti-entropy/exchange.js";
 import type { AntiEntropy } from "../anti-entropy/service.js";
 import { checkSecretFileMode, loadApiSecurity } from "../api/api-security.js";
 import { Dashboard } from "../api/dashboard.js";
@@ -42,7 +41,18 @@ import { MembershipRefusedError } from "./departures.js";
 import type { NodeIdentity } from "./identity.js";
 import type { Census } from "./key-listing.js";
 import type { NodeCore } from "./node-core.js";
-import { createNodeLogger, EventTally, HandoffWatch, type NodeLogger, type TallyKind } from "./node-log.js";
+import {
+  createNodeLogger,
+  EventTally,
+  HandoffWatch,
+  HINTS_DELIVERED,
+  HINTS_DROPPED,
+  logExchange,
+  logRebuild,
+  type NodeLogger,
+  TOMBSTONES_KEPT,
+  TOMBSTONES_PURGED,
+} from "./node-log.js";
 
 /** The pause between an anti-entropy exchange's two looks (Riak pauses about a second). */
 const ANTI_ENTROPY_PAUSE_MS = 1000;
@@ -287,22 +297,7 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
               aeDiffering = [...new Set(r.keys.map((k) => partitionOf(k.key, q)))].sort((a, b) => a - b);
           },
           onRebuild: (r) => {
-            if (r.outcome === "done")
-              log.info(
-                {
-                  event: "anti_entropy",
-                  rebuild: "done",
-                  partitions: r.partitions,
-                  keys: r.keys,
-                  damaged: r.damaged,
-                },
-                `anti-entropy: hash trees of ${r.partitions} partition(s) rebuilt from ${r.keys} keys`,
-              );
-            else
-              log.warn(
-                { event: "anti_entropy", rebuild: "abandoned", partitions: r.partitions, reason: r.reason },
-                `anti-entropy: a rebuild of ${r.partitions} partition(s) was abandoned: ${r.reason ?? "stopped"}`,
-              );
+            logRebuild(log, r);
             metrics.antiEntropyRebuilds.inc({ outcome: r.outcome });
           },
         },
@@ -527,68 +522,6 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
 
 /** How often the handoff's progress is looked at, to log its passes. */
 const HANDOFF_LOOK_MS = 1000;
-
-const HINTS_DELIVERED: TallyKind = {
-  level: "info",
-  event: "hints",
-  line: (target, n, bytes) =>
-    `hinted handoff: delivered ${n} hint(s) (${bytes} bytes) to ${target}, a replica that had missed those writes`,
-};
-const HINTS_DROPPED: Record<"expired" | "removed" | "full" | "corrupt", TallyKind> = {
-  full: {
-    level: "warn",
-    event: "hints",
-    line: (target, n) =>
-      `hinted handoff: dropped ${n} hint(s) for ${target}: its hints reached --hint-max-bytes (anti-entropy repairs those keys)`,
-  },
-  corrupt: {
-    level: "warn",
-    event: "hints",
-    line: (target, n) =>
-      `hinted handoff: dropped ${n} hint(s) for ${target}: they failed their checksum on disk`,
-  },
-  expired: {
-    level: "warn",
-    event: "hints",
-    line: (target, n) =>
-      `hinted handoff: dropped ${n} hint(s) for ${target}: older than --hint-window (anti-entropy repairs those keys)`,
-  },
-  removed: {
-    level: "info",
-    event: "hints",
-    line: (target, n) => `hinted handoff: dropped ${n} hint(s) for ${target}: it left the cluster`,
-  },
-};
-const TOMBSTONES_PURGED: TallyKind = {
-  level: "info",
-  event: "tombstones",
-  line: (_k, n) =>
-    `tombstones: purged ${n} deleted key(s): every replica held the delete past --tombstone-grace`,
-};
-const TOMBSTONES_KEPT: TallyKind = {
-  level: "debug",
-  event: "tombstones",
-  line: (reason, n) => `tombstones: kept ${n} for now (${reason}); a later sweep tries again`,
-};
-
-/** An anti-entropy exchange, logged when it found (and so repaired) differences, or failed. */
-function logExchange(log: NodeLogger, r: ExchangeResult): void {
-  if (r.outcome === "differences")
-    log.info(
-      { event: "anti_entropy", outcome: r.outcome, keys: r.keys.length, partitions: r.differingPartitions },
-      `anti-entropy: an exchange found ${r.keys.length} key(s) differing in ${r.differingPartitions} partition(s) between replicas; repairing them`,
-    );
-  else if (r.outcome === "failed")
-    log.warn(
-      { event: "anti_entropy", outcome: r.outcome, failure: r.failure },
-      `anti-entropy: an exchange failed: ${r.failure ?? "unknown"}`,
-    );
-  else
-    log.debug(
-      { event: "anti_entropy", outcome: r.outcome, partitions: r.partitions },
-      `anti-entropy: ${r.outcome}`,
-    );
-}
 
 /**
  * A leave or a removal as the API takes it: the core's refusal (MembershipRefusedError) is an outcome,
