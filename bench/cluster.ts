@@ -89,7 +89,8 @@ const HELP = `usage: node --import tsx bench/cluster.ts [flags]   (run \`npm run
   --warmup S         warm-up seconds per phase, not counted (default 20: the nodes' JIT warms up)
   --clients C        concurrent clients (default 32)
   --value-bytes B    value size (default 100)
-  --loadgens LIST    comma list of ${LOADGENS.join(",")} (default all; one node runs all but pa)
+  --loadgens LIST    comma list of ${LOADGENS.join(",")} (default all; one node runs all but pa; 4 nodes
+                     run lean, and client and pa when this flag names them)
   --configs LIST     comma list of 3,3plain,1,floor,4,4down,drain: the 3-node cluster, the same with peer
                      traffic in plaintext (the cost of peer TLS; lean only), the single node, the floor
                      (three bench/floor-node.ts processes: the same protocol shape with none of the
@@ -119,6 +120,8 @@ interface Config {
   clients: number;
   valueBytes: number;
   loadgens: Loadgen[];
+  /** --loadgens was given: the 4-node cluster then runs client and pa too (routing's gain needs > N nodes). */
+  loadgensGiven: boolean;
   configs: Size[];
   phases: Op[];
   durability: string;
@@ -211,6 +214,7 @@ function parseConfig(): Config {
     clients: Math.floor(num(values.clients, 32, "clients", 1)),
     valueBytes: Math.floor(num(values["value-bytes"], 100, "value-bytes", 0)),
     loadgens: parseList(values.loadgens, LOADGENS, "loadgens"),
+    loadgensGiven: values.loadgens !== undefined,
     configs: configsOf(values.configs, values.durability ?? "fsync"),
     phases: parseList(values.phases, OPS, "phases"),
     durability: values.durability ?? "fsync",
@@ -929,8 +933,16 @@ async function benchConfig(cfg: Config, size: Exclude<Size, "drain">, value: Buf
   const name = configName(cfg, size);
   const out: PhaseResult[] = [];
   // One node runs every load generator but pa (no routing to do); the floor runs only lean (the others
-  // need the node's /ring or its client semantics), and so do the 4-node clusters (one comparison).
-  const gens = cfg.loadgens.filter((g) => (size === 1 ? g !== "pa" : size === 3 ? true : g === "lean"));
+  // need the node's /ring or its client semantics), and so do the 4-node clusters (one comparison), but
+  // that the 4-node one also runs client and pa when --loadgens names them: with more nodes than N, a
+  // coordinator may hold no replica of the key, the hop partition-aware routing saves.
+  const gens = cfg.loadgens.filter((g) =>
+    size === 1
+      ? g !== "pa"
+      : size === 3
+        ? true
+        : g === "lean" || (size === 4 && cfg.loadgensGiven && (g === "client" || g === "pa")),
+  );
   // A fresh cluster for each load generator, so that each starts from the same (empty) data: the cost of
   // a write grows with the data already stored, which would otherwise favour whichever runs first.
   for (const [k, g] of gens.entries()) {

@@ -5,6 +5,7 @@
 import type { HintedHandoffStatus } from "../api/views.js";
 import { RingstoreClient, RingstoreError } from "../client/client.js";
 import { type ConnectionFlags, clientOptions } from "./connection.js";
+import { Progress } from "./progress.js";
 
 interface StatusMember {
   id: string;
@@ -28,16 +29,39 @@ export function table(rows: string[][]): string {
     .join("\n");
 }
 
-export async function clusterStatusCommand(flags: ConnectionFlags & { json?: boolean }): Promise<void> {
-  const c = new RingstoreClient(flags.node, { connections: 1, ...clientOptions(flags) });
+/** How long `cluster status` waits for the node asked, and for each member's /health. */
+export const STATUS_ANSWER_MS = 3000;
+
+/** The sentence for a node that did not answer in time (or at all). */
+function noAnswer(addr: string, err: RingstoreError, ms: number): string {
+  const timedOut = /timeout/i.test(`${err.message} ${String((err.cause as { code?: string })?.code ?? "")}`);
+  return timedOut
+    ? `${addr} did not answer within ${ms / 1000} s: its process may be paused (SIGSTOP) or overloaded; ask another node with --node`
+    : `cannot reach ${addr}: ${err.message}`;
+}
+
+export async function clusterStatusCommand(
+  flags: ConnectionFlags & { json?: boolean; all?: boolean },
+): Promise<void> {
+  const c = new RingstoreClient(flags.node, {
+    connections: 1,
+    httpTimeoutMs: STATUS_ANSWER_MS,
+    ...clientOptions(flags),
+  });
   try {
-    const s = (await c.status()) as {
+    let s: {
       node: { id: string };
       cluster: { id: string; n: number; r: number; w: number; partitions: number; ringVersion: number };
       members: StatusMember[];
       handoff?: LeaveStatus["handoff"];
       hintedHandoff?: HintedHandoffStatus;
     };
+    try {
+      s = (await c.status(flags.node)) as typeof s;
+    } catch (err) {
+      if (!(err instanceof RingstoreError) || err.status !== 0) throw err;
+      throw new Error(noAnswer(flags.node, err, STATUS_ANSWER_MS));
+    }
     if (flags.json) {
       process.stdout.write(`${JSON.stringify(s, null, 2)}\n`);
       return;
@@ -46,10 +70,44 @@ export async function clusterStatusCommand(flags: ConnectionFlags & { json?: boo
     process.stdout.write(
       `cluster ${cl.id}: N=${cl.n} R=${cl.r} W=${cl.w}, ${cl.partitions} partitions, ring version ${cl.ringVersion} (as seen by ${s.node.id})\n\n`,
     );
-    const rows = [["ID", "STATE", "API", "PEER", "PARTITIONS", "WEIGHT", "ZONE"]];
-    for (const m of s.members)
-      rows.push([m.id, m.state, m.api, m.peer, String(m.partitions), String(m.weight), m.zone ?? "-"]);
+    const shown = s.members.filter((m) => flags.all === true || m.state !== "left");
+    // Every member shown (but the one that answered) is asked for /health at once, each within the same
+    // short bound: one paused or cut off is named rather than holding the command up.
+    const answers = await Promise.all(
+      shown.map(async (m) => {
+        if (m.id === s.node.id) return "yes";
+        if (m.state === "left" || /:0$/.test(m.api)) return "-";
+        try {
+          return (await c.health(m.api)) ? "yes" : "no";
+        } catch (err) {
+          if (err instanceof RingstoreError && err.status === 0) return "NO";
+          throw err;
+        }
+      }),
+    );
+    const rows = [["ID", "STATE", "ANSWERS", "API", "PEER", "PARTITIONS", "WEIGHT", "ZONE"]];
+    shown.forEach((m, i) => {
+      rows.push([
+        m.id,
+        m.state,
+        answers[i]!,
+        m.api,
+        m.peer,
+        String(m.partitions),
+        String(m.weight),
+        m.zone ?? "-",
+      ]);
+    });
     process.stdout.write(`${table(rows)}\n`);
+    const hidden = s.members.length - shown.length;
+    if (hidden > 0)
+      process.stdout.write(`(${hidden} member(s) that left the cluster not shown: --all shows them)\n`);
+    shown.forEach((m, i) => {
+      if (answers[i] === "NO")
+        process.stdout.write(
+          `${m.id} (${m.api}) did not answer within ${STATUS_ANSWER_MS / 1000} s: its process may be paused (SIGSTOP), overloaded or cut off\n`,
+        );
+    });
     const h = s.handoff;
     if (h !== undefined && h.state !== "idle")
       process.stdout.write(
@@ -170,8 +228,10 @@ async function leaveAndFollow(
   );
   if (!flags.wait) return;
   const deadline = Date.now() + waitS * 1000;
-  let lastLine = "";
+  const progress = new Progress({ stream: process.stdout, unit: "keys" });
   let unreachableSince: number | undefined;
+  let total: number | null = null;
+  let totalAt = 0;
   while (Date.now() < deadline) {
     const s = await statusOf(c, flags.node);
     if (s === undefined) {
@@ -179,31 +239,58 @@ async function leaveAndFollow(
       // to carry the news: only 10 s of silence without it counts as a failed leave).
       unreachableSince ??= Date.now();
       if ((await askOthers(c, last, info.node, flags.node)) === "left") {
-        process.stdout.write(`node ${info.node} has left the cluster and stopped\n`);
+        progress.finish(`node ${info.node} has left the cluster and stopped`);
         return;
       }
-      if (Date.now() - unreachableSince > 10_000)
+      if (Date.now() - unreachableSince > 10_000) {
+        progress.finish();
         throw new Error(
           `node ${info.node} stopped answering before it finished handing off; start it again (same --data) and its leave goes on`,
         );
+      }
     } else {
       unreachableSince = undefined;
       last = s;
       const self = s.members.find((m) => m.id === s!.node.id);
-      const h = s.handoff;
-      const line = `handoff: ${h.state}, ring version ${h.ringVersion}, ${h.keysScanned} keys scanned, ${h.keysSent} copies sent, ${h.storesFailed} failed, ${h.passesCompleted} passes done${h.storesFailed > 0 && h.lastError ? ` (last error: ${h.lastError})` : ""}`;
-      if (line !== lastLine) process.stdout.write(`  ${line}\n`);
-      lastLine = line;
       if (self?.status === "left") {
-        process.stdout.write(`node ${info.node} has left the cluster; it stops by itself\n`);
+        progress.finish(`node ${info.node} has left the cluster; it stops by itself`);
         return;
       }
+      // The keys it holds (its last census, refreshed every few seconds): what the pass scans.
+      if (Date.now() - totalAt > 2000) {
+        totalAt = Date.now();
+        total = await keysHeld(c, flags.node);
+      }
+      const h = s.handoff;
+      const failed =
+        h.storesFailed > 0 ? `, ${h.storesFailed} failed${h.lastError ? ` (${h.lastError})` : ""}` : "";
+      progress.update(
+        `handoff of ${info.node}:`,
+        h.keysScanned,
+        h.state === "idle" ? null : total,
+        `${h.keysSent} copies sent, ${h.state}${failed}`,
+      );
     }
     await new Promise((r) => setTimeout(r, 250));
   }
+  progress.finish();
   throw new Error(
     `node ${info.node} has not finished leaving after ${waitS} s (it goes on; see cluster status)`,
   );
+}
+
+/** The keys `node` holds, live and tombstones, as its last census counted them (null: not known). */
+async function keysHeld(c: RingstoreClient, node: string): Promise<number | null> {
+  try {
+    const d = (await c.dashboard(node)) as {
+      storage?: { keys?: { live: number; tombstones: number } | null };
+    };
+    const k = d.storage?.keys;
+    return k === undefined || k === null ? null : k.live + k.tombstones;
+  } catch (err) {
+    if (err instanceof RingstoreError) return null;
+    throw err;
+  }
 }
 
 /** "left" if another member says `id` has left; undefined if none answers or none knows it yet. */
@@ -230,20 +317,88 @@ export async function clusterRemoveCommand(
   flags: ConnectionFlags & {
     id: string;
     force?: boolean;
+    wait: boolean;
+    waitTimeout: string;
   },
 ): Promise<void> {
+  const waitS = Number(flags.waitTimeout);
+  if (!Number.isFinite(waitS) || waitS <= 0)
+    throw new Error(`--wait-timeout must be a positive number of seconds`);
   const c = new RingstoreClient(flags.node, { connections: 1, httpTimeoutMs: 5000, ...clientOptions(flags) });
-  let r: { removed: string; remaining: number };
   try {
-    r = (await postMembership(flags.node, `remove ${flags.id}`, () =>
+    const r = (await postMembership(flags.node, `remove ${flags.id}`, () =>
       c.remove(flags.node, flags.id, { force: flags.force === true }),
     )) as { removed: string; remaining: number };
+    process.stdout.write(
+      `member ${r.removed} is removed: its partitions go to the ${r.remaining} remaining member(s), and the ` +
+        `other replicas of its keys send them to their new replicas; if ${r.removed} ever runs again, it stops\n`,
+    );
+    if (flags.wait) await followRemoval(c, flags.node, r.removed, waitS);
   } finally {
     await c.close();
   }
-  process.stdout.write(
-    `member ${r.removed} is removed: its partitions go to the ${r.remaining} remaining member(s), and the ` +
-      `other replicas of its keys send them to their new replicas (handoff in each node's /status); ` +
-      `if ${r.removed} ever runs again, it stops\n`,
+}
+
+interface MemberStatus {
+  node: { id: string };
+  cluster: { ringVersion: number };
+  members: { id: string; api: string; status: string; state: string }[];
+  handoff: LeaveStatus["handoff"];
+}
+
+/**
+ * Follows the handoff that a removal starts on every remaining member (each sends the keys it holds to
+ * their new replicas) until each has finished a pass for the ring without the removed member: the sum of
+ * their figures, as a bar on a terminal or lines elsewhere. A member that does not answer is left out
+ * (and named) rather than waited for.
+ */
+async function followRemoval(
+  c: RingstoreClient,
+  node: string,
+  removed: string,
+  waitS: number,
+): Promise<void> {
+  const first = (await statusOf(c, node)) as unknown as MemberStatus | undefined;
+  if (first === undefined) return;
+  const version = first.cluster.ringVersion;
+  const members = first.members.filter((m) => m.id !== removed && m.status !== "left" && m.state === "up");
+  const progress = new Progress({ stream: process.stdout, unit: "keys" });
+  const totals = new Map<string, number | null>();
+  let totalsAt = 0;
+  const deadline = Date.now() + waitS * 1000;
+  while (Date.now() < deadline) {
+    const all = await Promise.all(
+      members.map(async (m) => ({ m, s: (await statusOf(c, m.api)) as unknown as MemberStatus | undefined })),
+    );
+    if (Date.now() - totalsAt > 2000) {
+      totalsAt = Date.now();
+      await Promise.all(members.map(async (m) => totals.set(m.id, await keysHeld(c, m.api))));
+    }
+    const answering = all.filter((x) => x.s !== undefined) as { m: (typeof members)[0]; s: MemberStatus }[];
+    const busy = answering.filter(
+      (x) =>
+        x.s.cluster.ringVersion < version ||
+        x.s.handoff.state !== "idle" ||
+        x.s.handoff.ringVersion < version,
+    );
+    if (busy.length === 0) {
+      const silent = all.filter((x) => x.s === undefined).map((x) => x.m.id);
+      progress.finish(
+        `handoff after removing ${removed} done on ${answering.map((x) => x.m.id).join(", ")}` +
+          (silent.length > 0 ? `; ${silent.join(", ")} did not answer (see cluster status)` : ""),
+      );
+      return;
+    }
+    const running = busy.filter((x) => x.s.handoff.ringVersion >= version);
+    const done = running.reduce((n, x) => n + x.s.handoff.keysScanned, 0);
+    const sizes = busy.map((x) => totals.get(x.m.id) ?? null);
+    const total = sizes.includes(null) ? null : (sizes as number[]).reduce((a, b) => a + b, 0);
+    const sent = running.reduce((n, x) => n + x.s.handoff.keysSent, 0);
+    progress.update(`handoff on ${busy.map((x) => x.m.id).join(", ")}:`, done, total, `${sent} copies sent`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  progress.finish();
+  throw new Error(
+    `the handoff after removing ${removed} has not finished after ${waitS} s (it goes on; see cluster status)`,
   );
 }

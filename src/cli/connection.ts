@@ -32,8 +32,30 @@ export function connectionOptions(c: Command, nodeHelp = "API address of any nod
     );
 }
 
-/** The client library's options for these flags (the CA file read here: an error names it). */
+/**
+ * `--node` checked before anything is sent: `HOST:PORT`, `http://HOST:PORT` or `https://HOST:PORT`, with
+ * a port 1..65535 (a host name, an IPv4 address, or an IPv6 one in brackets). Anything else is refused
+ * with one sentence that says what to give, rather than the HTTP library's error about a URL.
+ */
+export function checkNodeAddress(node: string, flag = "--node"): string {
+  const m =
+    /^(?:(?:https?):\/\/)?(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?):([0-9]{1,5})\/?$/i.exec(
+      node,
+    );
+  const port = m === null ? 0 : Number(m[1]);
+  if (port < 1 || port > 65535)
+    throw new Error(
+      `${flag} ${JSON.stringify(node)} is not a node's API address: give HOST:PORT (such as 127.0.0.1:8001), or https://HOST:PORT for a node that serves https`,
+    );
+  return node;
+}
+
+/**
+ * The client library's options for these flags (the CA file read here: an error names it). Checks
+ * `--node` first.
+ */
 export function clientOptions(f: ConnectionFlags): Pick<ClientOptions, "token" | "ca"> {
+  checkNodeAddress(f.node);
   let ca: Buffer | undefined;
   if (f.caFile !== undefined && f.caFile !== "") {
     try {

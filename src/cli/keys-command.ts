@@ -8,6 +8,7 @@ import { percentEncode } from "../api/list-route.js";
 import { RingstoreClient, RingstoreError } from "../client/client.js";
 import { ConfigError } from "../node/config.js";
 import { type ConnectionFlags, clientOptions } from "./connection.js";
+import { Progress } from "./progress.js";
 
 export interface KeysFlags extends ConnectionFlags {
   limit?: string;
@@ -34,6 +35,8 @@ export async function keysCommand(f: KeysFlags): Promise<void> {
   const c = new RingstoreClient(f.node, { connections: 1, ...clientOptions(f) });
   let cursor: string | null | undefined = f.cursor;
   let count = 0;
+  // On a terminal, the count so far on stderr, redrawn in place (never in a pipe: stdout is the keys).
+  const progress = process.stderr.isTTY === true ? new Progress({ unit: "keys" }) : undefined;
   try {
     for await (const key of c.keys({
       pageSize,
@@ -43,11 +46,13 @@ export async function keysCommand(f: KeysFlags): Promise<void> {
       },
     })) {
       count++;
+      progress?.update("listing:", count, null);
       if (!process.stdout.write(`${shown(key, f.encoded === true)}\n`))
         await new Promise((resolve) => process.stdout.once("drain", resolve));
     }
-    if (process.stderr.isTTY) process.stderr.write(`${count} keys\n`);
+    progress?.finish(`${count} keys`);
   } catch (err) {
+    progress?.finish();
     if (!(err instanceof RingstoreError)) throw err;
     const head = err.status === 0 ? `cannot reach ${f.node}` : `${err.status} ${err.code}`;
     process.stderr.write(`ringstore: ${head}: ${err.message}\n`);

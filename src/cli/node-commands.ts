@@ -1,11 +1,18 @@
 /** `ringstore start`, and the key commands `get`, `put`, `delete` that talk to a node's API. */
 import { readFileSync } from "node:fs";
-import { type GetResult, RingstoreClient, RingstoreError } from "../client/client.js";
+import {
+  BYTES_CONTENT_TYPE,
+  type GetResult,
+  RingstoreClient,
+  RingstoreError,
+  STRING_CONTENT_TYPE,
+} from "../client/client.js";
 import { onInvariantBroken } from "../core/assert.js";
 import { ConfigError, formatHostPort, type NodeConfigInput, validateNodeConfig } from "../node/config.js";
 import { startNode } from "../node/node.js";
+import { createNodeLogger, isLogLevel, LOG_LEVELS } from "../node/node-log.js";
 import { duration } from "../node/start-plan.js";
-import { type ConnectionFlags, clientOptions } from "./connection.js";
+import { type ConnectionFlags, clientOptions, DEFAULT_NODE } from "./connection.js";
 
 export interface StartFlags
   extends Omit<
@@ -27,13 +34,18 @@ export interface StartFlags
   downAfter?: string;
   apiHeadersTimeout?: string;
   apiBodyTimeout?: string;
+  logLevel?: string;
 }
 
 export async function startCommand(flags: StartFlags): Promise<void> {
   // A broken invariant stops the node at once: its state may be wrong, and nothing it would do next can
   // be trusted. The running marker stays, so the next start takes a new actor.
+  const level = flags.logLevel ?? "info";
+  if (!isLogLevel(level))
+    throw new ConfigError(`--log-level must be one of ${LOG_LEVELS.join(", ")}, got "${level}"`);
+  const log = createNodeLogger({ id: flags.id ?? "", level });
   onInvariantBroken((err) => {
-    process.stderr.write(`ringstore node ${flags.id ?? ""}: stopping at once: ${err.stack ?? err.message}\n`);
+    log.fatal({ event: "stop", err: err.stack ?? err.message }, `stopping at once: ${err.message}`);
     process.exit(70);
   });
   const config = validateNodeConfig({
@@ -51,6 +63,7 @@ export async function startCommand(flags: StartFlags): Promise<void> {
   // The node may hear that it is out of the cluster before startNode returns: keep the reason till then.
   let outBeforeStart: string | undefined;
   const node = await startNode(config, {
+    log,
     explicit: { n: flags.n !== undefined, r: flags.r !== undefined, w: flags.w !== undefined },
     onLeft: (how) => {
       const why =
@@ -63,37 +76,54 @@ export async function startCommand(flags: StartFlags): Promise<void> {
   });
   const id = node.identity;
   if (node.forcedBackAfterMs !== undefined)
-    process.stderr.write(
-      `ringstore node ${node.id}: warning: started with --force-rejoin after ${duration(node.forcedBackAfterMs)} away, longer than the tombstone grace period; it keeps its data (under a new actor)\n`,
+    log.warn(
+      { event: "start", forcedBackAfterMs: node.forcedBackAfterMs },
+      `started with --force-rejoin after ${duration(node.forcedBackAfterMs)} away, longer than the tombstone grace period; it keeps its data (under a new actor)`,
     );
-  process.stdout.write(
-    `ringstore node ${node.id} serving the API on ${config.apiTls === undefined ? "http" : "https"}://${formatHostPort(node.api)} ` +
+  const scheme = config.apiTls === undefined ? "http" : "https";
+  log.info(
+    {
+      event: "start",
+      api: `${scheme}://${formatHostPort(node.api)}`,
+      peer: formatHostPort(node.peer),
+      dataDir: config.dataDir,
+      cluster: id.clusterId,
+      newCluster: node.createdCluster,
+      n: id.n,
+      r: id.r,
+      w: id.w,
+    },
+    `ringstore node ${node.id} serving the API on ${scheme}://${formatHostPort(node.api)} ` +
       `(peer ${formatHostPort(node.peer)}), data in ${config.dataDir}, ` +
-      `${node.createdCluster ? "new cluster" : "cluster"} ${id.clusterId} with N=${id.n} R=${id.r} W=${id.w}\n`,
+      `${node.createdCluster ? "new cluster" : "cluster"} ${id.clusterId} with N=${id.n} R=${id.r} W=${id.w}`,
   );
   if (node.clusterKey === undefined)
-    process.stderr.write(
-      `ringstore node ${node.id}: WARNING: --insecure-peer-plaintext: peer traffic on ${formatHostPort(node.peer)} is neither encrypted nor authenticated; anyone who reaches that port can read and overwrite every key, join the cluster, and remove its members. It exists to measure what peer encryption costs: never run a cluster this way.\n`,
+    log.warn(
+      { event: "security" },
+      `--insecure-peer-plaintext: peer traffic on ${formatHostPort(node.peer)} is neither encrypted nor authenticated; anyone who reaches that port can read and overwrite every key, join the cluster, and remove its members. It exists to measure what peer encryption costs: never run a cluster this way.`,
     );
   else if (node.clusterKey.created)
-    process.stdout.write(
-      `ringstore node ${node.id}: new cluster key in ${node.clusterKey.path} (mode 0600): every other node needs it, started with --cluster-key-file F (a copy of that file)\n`,
+    log.info(
+      { event: "security", clusterKeyFile: node.clusterKey.path },
+      `new cluster key in ${node.clusterKey.path} (mode 0600): every other node needs it, started with --cluster-key-file F (a copy of that file)`,
     );
   if (config.apiAuthFile !== undefined)
-    process.stdout.write(
-      `ringstore node ${node.id}: the API requires a token from ${config.apiAuthFile} on every request but GET /health (the file is re-read when it changes)\n`,
+    log.info(
+      { event: "security", authFile: config.apiAuthFile },
+      `the API requires a token from ${config.apiAuthFile} on every request but GET /health (the file is re-read when it changes)`,
     );
   if (node.createdCluster && Math.max(id.r, id.w) > 1)
-    process.stdout.write(
-      `ringstore node ${node.id}: note: a cluster of one node holds one replica of each key, so requests ` +
+    log.info(
+      { event: "start" },
+      `note: a cluster of one node holds one replica of each key, so requests ` +
         `with the default R=${id.r} W=${id.w} get 503 until more nodes join (ringstore start ... --join ` +
-        `${formatHostPort(node.peer)}); per request, r=1 and w=1 work now\n`,
+        `${formatHostPort(node.peer)}); per request, r=1 and w=1 work now`,
     );
   let signals = 0;
   const onSignal = (sig: NodeJS.Signals) => {
     signals++;
     if (signals > 1) {
-      process.stderr.write(`ringstore: ${sig} again, exiting without a clean stop\n`);
+      log.warn({ event: "stop", signal: sig }, `${sig} again, exiting without a clean stop`);
       process.exit(1);
     }
     stopFor?.(sig);
@@ -102,14 +132,14 @@ export async function startCommand(flags: StartFlags): Promise<void> {
   stopFor = (why) => {
     if (stopping) return;
     stopping = true;
-    process.stdout.write(`ringstore node ${node.id}: ${why}, stopping (finishing requests, closing files)\n`);
+    log.info({ event: "stop", why }, `${why}, stopping (finishing requests, closing files)`);
     node.stop().then(
       () => {
-        process.stdout.write(`ringstore node ${node.id}: stopped cleanly\n`);
+        log.info({ event: "stop" }, "stopped cleanly");
         process.exit(0);
       },
       (err: unknown) => {
-        process.stderr.write(`ringstore node ${node.id}: stop failed: ${(err as Error).message}\n`);
+        log.error({ event: "stop", err: (err as Error).message }, `stop failed: ${(err as Error).message}`);
         process.exit(1);
       },
     );
@@ -146,6 +176,19 @@ function opts(f: KeyFlags) {
     ...(f.w !== undefined ? { w: quorum(f.w)! } : {}),
     ...(f.timeout !== undefined ? { timeoutMs: timeoutMs(f.timeout) } : {}),
   };
+}
+
+/** A word as a POSIX shell reads it back: as it is when it is safe, else in single quotes. */
+export function shellQuote(w: string): string {
+  return /^[A-Za-z0-9_.,:/@%+=-]+$/.test(w) ? w : `'${w.replace(/'/g, "'\\''")}'`;
+}
+
+/** The `ringstore` command line for `args`, with the --node given to this command when not the default. */
+function rerun(args: string[], f: ConnectionFlags): string {
+  const node = f.node !== DEFAULT_NODE ? ["--node", f.node] : [];
+  return ["ringstore", ...args, ...node]
+    .map((w, i) => (i === 0 || w === "VALUE" ? w : shellQuote(w)))
+    .join(" ");
 }
 
 function printable(b: Buffer): boolean {
@@ -195,9 +238,11 @@ export async function getCommand(key: string, f: KeyFlags): Promise<void> {
       return;
     }
     if (res.kind === "value") {
-      process.stdout.write(res.value);
-      if (process.stdout.isTTY && printable(res.value)) process.stdout.write("\n");
-      process.stderr.write(`context: ${res.context}\n`);
+      // A terminal gets the value and a newline, so that the prompt (or the context, on stderr) starts a
+      // line of its own; a pipe or a file gets exactly the stored bytes.
+      const tty = process.stdout.isTTY === true;
+      process.stdout.write(tty ? Buffer.concat([res.value, Buffer.from("\n")]) : res.value);
+      process.stderr.write(`${tty || process.stderr.isTTY !== true ? "" : "\n"}context: ${res.context}\n`);
     } else if (res.kind === "siblings") {
       process.stdout.write(`${res.siblings.length} concurrent versions (siblings):\n`);
       res.siblings.forEach((s, i) => {
@@ -209,7 +254,7 @@ export async function getCommand(key: string, f: KeyFlags): Promise<void> {
         process.stdout.write(`  [${i + 1}] ${shown}${s.deleted ? "" : `  (${s.contentType})`}\n`);
       });
       process.stdout.write(
-        `context: ${res.context}\nResolve them and write back with: ringstore put KEY VALUE --context ${res.context}\n`,
+        `context: ${res.context}\nResolve them and write back with: ${rerun(["put", key, "VALUE", "--context", res.context], f)}\n`,
       );
     } else {
       process.stderr.write(`not found${res.context ? ` (deleted; context: ${res.context})` : ""}\n`);
@@ -230,30 +275,21 @@ export async function putCommand(
     const ctx = await c.put(key, body, {
       ...opts(f),
       context: f.context,
-      contentType:
-        f.contentType ?? (f.file !== undefined ? "application/octet-stream" : "text/plain; charset=utf-8"),
+      contentType: f.contentType ?? (f.file !== undefined ? BYTES_CONTENT_TYPE : STRING_CONTENT_TYPE),
     });
     if (ctx !== undefined) process.stdout.write(`ok, context: ${ctx}\n`);
   });
 }
 
 /**
- * Without --context, reads the key first and deletes exactly what it read (a delete with no context would
- * only add a tombstone beside the live versions). With --context, deletes what that context covers.
+ * Without --context, reads the key first and deletes exactly what it read (the client's delete: a delete
+ * with no context would only add a tombstone beside the live versions). With --context, deletes what that
+ * context covers. A key with nothing live is not an error: "not found: nothing to delete", exit 0.
  */
 export async function deleteCommand(key: string, f: KeyFlags): Promise<void> {
   await withClient(f, async (c) => {
-    let context = f.context;
-    if (context === undefined) {
-      const cur = await c.get(key, f.timeout !== undefined ? { timeoutMs: timeoutMs(f.timeout) } : {});
-      context = cur.context;
-      if (cur.kind === "not_found" && context === undefined) {
-        process.stderr.write("not found: nothing to delete\n");
-        process.exitCode = 1;
-        return;
-      }
-    }
-    const ctx = await c.delete(key, { ...opts(f), context });
-    if (ctx !== undefined) process.stdout.write(`deleted, context: ${ctx}\n`);
+    const ctx = await c.delete(key, { ...opts(f), context: f.context });
+    if (ctx === undefined) process.stderr.write("not found: nothing to delete\n");
+    else process.stdout.write(`deleted, context: ${ctx}\n`);
   });
 }

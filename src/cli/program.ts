@@ -14,6 +14,7 @@ import * as path from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { addTokenCommand, listTokensCommand, removeTokenCommand } from "./auth-commands.js";
 import { clusterLeaveCommand, clusterRemoveCommand, clusterStatusCommand } from "./cluster-commands.js";
+import { applyConfigFile, checkRequired } from "./config-file.js";
 import { connectionOptions } from "./connection.js";
 import { runDemo } from "./demo.js";
 import { devCommand } from "./dev.js";
@@ -25,7 +26,7 @@ import {
   keyUseCommand,
 } from "./key-commands.js";
 import { keysCommand } from "./keys-command.js";
-import { deleteCommand, getCommand, putCommand, startCommand } from "./node-commands.js";
+import { deleteCommand, getCommand, putCommand, type StartFlags, startCommand } from "./node-commands.js";
 import { printStorageStats } from "./storage-stats.js";
 
 function packageVersion(): string {
@@ -60,10 +61,12 @@ program
 program
   .command("start")
   .description("run one node in the foreground (a new cluster of one, or joining one with --join)")
-  .requiredOption("--id <id>", "this node's id (letters, digits, _ . -)")
-  .requiredOption("--api <host:port>", "address of the client HTTP API")
-  .requiredOption("--peer <host:port>", "address for node-to-node traffic")
-  .requiredOption("--data <dir>", "data directory")
+  .option("--config <file>", "read flags from this TOML or JSON file (flags on the command line win)")
+  // Required, from the command line or the config file (checked once the file is read).
+  .option("--id <id>", "this node's id (letters, digits, _ . -); required")
+  .option("--api <host:port>", "address of the client HTTP API; required")
+  .option("--peer <host:port>", "address for node-to-node traffic; required")
+  .option("--data <dir>", "data directory; required")
   .option("--join <host:port,...>", "peer address(es) of a member of the cluster to join")
   .option("--n <n>", "replicas per key (fixed when the cluster is created; default 3)")
   .option("--r <r>", "default read quorum (default 2)")
@@ -114,6 +117,11 @@ program
   .option("--api-max-in-flight <n>", "client requests served at once; more get 503 overloaded", "256")
   .option("--api-headers-timeout <ms>", "a request's line and headers must arrive within this", "10000")
   .option("--api-body-timeout <ms>", "a request's headers and body must arrive within this", "30000")
+  .option(
+    "--log-level <level>",
+    "log from this level up (JSON lines on stdout): trace, debug, info, warn, error, fatal or silent",
+    "info",
+  )
   .addOption(
     new Option(
       "--cluster-key-file <file>",
@@ -124,7 +132,11 @@ program
   .addOption(
     new Option("--insecure-peer-plaintext", "peer traffic unencrypted and unauthenticated").hideHelp(),
   )
-  .action(startCommand);
+  .action(async (_opts: unknown, cmd: Command) => {
+    const flags = applyConfigFile(cmd);
+    checkRequired(cmd, ["id", "api", "peer", "data"]);
+    await startCommand(flags as unknown as StartFlags);
+  });
 
 program
   .command("dev")
@@ -132,11 +144,16 @@ program
   .option("--nodes <n>", "number of nodes", "3")
   .option("--data <dir>", "data directory (one folder per node)", "./data")
   .option("--base-port <port>", "API ports are base+k, peer ports base+1000+k", "8000")
+  .option("--n <n>", "replicas per key (default 3, or the number of nodes if fewer)")
+  .option("--r <r>", "default read quorum (default a majority of N)")
+  .option("--w <w>", "default write quorum (default a majority of N)")
+  .option("--durability <mode>", "fsync (default), interval or none, for every node")
   .action(devCommand);
 
 const cluster = program.command("cluster").description("look at and operate the cluster");
 connectionOptions(cluster.command("status").description("the members and their states, as a table"))
   .option("--json", "print the node's whole /status as JSON")
+  .option("--all", "show the members that left the cluster too")
   .action(clusterStatusCommand);
 connectionOptions(
   cluster
@@ -156,6 +173,8 @@ connectionOptions(
 )
   .requiredOption("--id <id>", "the id of the member to remove")
   .option("--force", "remove it even if it does not look down, or if fewer than N members would remain")
+  .option("--no-wait", "return once removed, without following the other members' handoff")
+  .option("--wait-timeout <s>", "give up following the handoff after this many seconds", "3600")
   .action(clusterRemoveCommand);
 
 const keyOptions = (c: Command) =>

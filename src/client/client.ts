@@ -30,6 +30,19 @@
  */
 import { Pool } from "undici";
 import { PreferenceTable, partitionOf } from "../ring/ring.js";
+import { BYTES_CONTENT_TYPE, STRING_CONTENT_TYPE } from "./content-types.js";
+import { type Codec, jsonCodec, stringCodec, TypedKeys } from "./typed.js";
+
+export { BYTES_CONTENT_TYPE, JSON_CONTENT_TYPE, STRING_CONTENT_TYPE } from "./content-types.js";
+export {
+  type Codec,
+  jsonCodec,
+  stringCodec,
+  type TypedGetResult,
+  TypedKeys,
+  type TypedUpdateOptions,
+  type TypedUpdateResult,
+} from "./typed.js";
 
 export interface Sibling {
   readonly value: Buffer;
@@ -42,7 +55,17 @@ export type GetResult =
   | { readonly kind: "siblings"; readonly siblings: Sibling[]; readonly context: string }
   | { readonly kind: "not_found"; readonly context: string | undefined };
 
-export interface RequestOptions {
+/** Options every call takes. */
+export interface CallOptions {
+  /**
+   * Aborting it cancels the call: the HTTP request in flight is torn down, no other node is tried, and
+   * the call rejects with a RingstoreError of code `aborted` (already aborted: nothing is sent). A write
+   * aborted after it was sent may have been applied, as with a lost connection.
+   */
+  readonly signal?: AbortSignal;
+}
+
+export interface RequestOptions extends CallOptions {
   readonly r?: number | "one" | "quorum" | "all";
   readonly w?: number | "one" | "quorum" | "all";
   readonly timeoutMs?: number;
@@ -50,7 +73,7 @@ export interface RequestOptions {
 
 export type Routing = "none" | "partition-aware";
 
-export interface ListKeysOptions {
+export interface ListKeysOptions extends CallOptions {
   /** Keys per page (1..10000; the node's default is 1000). */
   readonly limit?: number;
   /** Where to go on: the cursor of the page before (absent: from the start). */
@@ -69,7 +92,7 @@ export interface KeysOptions {
   readonly pageSize?: number;
   /** Resume a listing from a page's cursor. */
   readonly cursor?: string;
-  /** Checked between pages: once aborted, the iterator throws `aborted`. */
+  /** Aborting it cancels the page in flight; the iterator then throws `aborted`. */
   readonly signal?: AbortSignal;
   /** Told of every page as it arrives (its keys and the cursor to resume from). */
   readonly onPage?: (page: KeyPage) => void;
@@ -217,6 +240,23 @@ function query(o: RequestOptions): string {
   return p.length > 0 ? `?${p.join("&")}` : "";
 }
 
+/** The error of a call whose signal was aborted (`what`: a sentence's subject). */
+function abortedError(signal: AbortSignal, what: string): RingstoreError {
+  const reason = signal.reason instanceof Error ? `: ${signal.reason.message}` : "";
+  return new RingstoreError(
+    0,
+    "aborted",
+    `${what} was aborted${reason}`,
+    { error: "aborted" },
+    { cause: signal.reason },
+  );
+}
+
+/** Throws `aborted` if the signal is already aborted: nothing is sent. */
+function checkSignal(signal: AbortSignal | undefined, what: string): void {
+  if (signal?.aborted === true) throw abortedError(signal, what);
+}
+
 function badArgument(message: string): RingstoreError {
   return new RingstoreError(0, "bad_argument", message, { error: "bad_argument" });
 }
@@ -339,7 +379,18 @@ interface Answer {
   readonly body: Buffer;
 }
 
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+/** Waits `ms`, or less if `signal` is aborted meanwhile. */
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const done = () => {
+      clearTimeout(t);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    };
+    const t = setTimeout(done, ms);
+    signal?.addEventListener("abort", done, { once: true });
+  });
+}
 
 export class RingstoreClient {
   private readonly seeds: string[];
@@ -363,6 +414,15 @@ export class RingstoreClient {
   private next = 0;
   /** Set by close(): the client is closed from then on. */
   private closing: Promise<void> | undefined;
+  /** JSON values (`application/json`): get, put, delete, update (typed.ts). */
+  readonly json: TypedKeys<unknown> = new TypedKeys(this, jsonCodec);
+  /** Text (`text/plain; charset=utf-8`): get, put, delete, update. */
+  readonly string: TypedKeys<string> = new TypedKeys(this, stringCodec);
+
+  /** Values through a codec of one's own (a schema-checked JSON, a binary format). */
+  typed<T>(codec: Codec<T>): TypedKeys<T> {
+    return new TypedKeys(this, codec);
+  }
 
   /**
    * `nodes`: one API address or several (seeds), each `http://HOST:PORT`, `https://HOST:PORT` or
@@ -510,9 +570,12 @@ export class RingstoreClient {
     headers: Record<string, string> = {},
     body?: Uint8Array,
     waitMs?: number,
+    signal?: AbortSignal,
   ): Promise<Answer> {
     this.assertOpen();
+    checkSignal(signal, `${method} ${path}`);
     if (this.routing === "partition-aware" && this.ring === undefined) await this.loadRing();
+    checkSignal(signal, `${method} ${path}`);
     const tried: string[] = [];
     let last: unknown;
     const attempt = async (addr: string): Promise<Answer | undefined> => {
@@ -522,10 +585,11 @@ export class RingstoreClient {
         const t = waitMs !== undefined && waitMs + 2000 > this.httpTimeoutMs ? waitMs + 2000 : undefined;
         const timeouts = t === undefined ? {} : { headersTimeout: t, bodyTimeout: t };
         if (this.common.authorization !== undefined) headers.authorization = this.common.authorization;
+        const sig = signal === undefined ? {} : { signal };
         const res = await this.pool(addr).request(
           body === undefined
-            ? { method, path, headers, ...timeouts }
-            : { method, path, headers, body, ...timeouts },
+            ? { method, path, headers, ...timeouts, ...sig }
+            : { method, path, headers, body, ...timeouts, ...sig },
         );
         const buf = Buffer.from(await res.body.arrayBuffer());
         if (res.statusCode === 503 && isStoppingAnswer(buf)) {
@@ -541,6 +605,12 @@ export class RingstoreClient {
         }
         return { status: res.statusCode, headers: res.headers, body: buf };
       } catch (err) {
+        // Aborted by the caller: not the node's fault, and no other node is tried.
+        if (signal?.aborted === true)
+          throw abortedError(
+            signal,
+            method === "GET" ? `${method} ${path}` : `${method} ${path} (it may have been applied)`,
+          );
         if (!isNetworkError(err)) throw err;
         last = err;
         this.markFailed(addr);
@@ -703,6 +773,7 @@ export class RingstoreClient {
       {},
       undefined,
       options.timeoutMs,
+      options.signal,
     );
     const context = res.headers["x-context"] as string | undefined;
     if (res.status === 200) {
@@ -740,23 +811,45 @@ export class RingstoreClient {
     return this.fail(res);
   }
 
-  /** Writes `value`; pass the context of the versions it replaces. Returns the new version's context. */
+  /**
+   * Writes `value`; pass the context of the versions it replaces. Returns the new version's context.
+   * Without `contentType`, a string is stored as `text/plain; charset=utf-8` (STRING_CONTENT_TYPE, as
+   * `ringstore put KEY VALUE` stores it) and bytes as `application/octet-stream`.
+   */
   async put(
     key: string | Uint8Array,
     value: string | Uint8Array,
     options: RequestOptions & { context?: string | undefined; contentType?: string } = {},
   ): Promise<string> {
-    const headers = {
-      "content-type": headerValue("contentType", options.contentType ?? "application/octet-stream"),
-    };
+    const type =
+      options.contentType ?? (typeof value === "string" ? STRING_CONTENT_TYPE : BYTES_CONTENT_TYPE);
+    const headers = { "content-type": headerValue("contentType", type) };
     return this.writeKey("PUT", key, options, headers, valueBytes(value));
   }
 
+  /**
+   * Deletes a key. Without `context` it reads the key first and deletes exactly what it read, so the
+   * tombstone supersedes the live versions (a delete with no context would be concurrent with them and
+   * leave them as siblings of the tombstone); a write that lands between the read and the delete stays.
+   * With `context`, it deletes what that context covers, without reading.
+   *
+   * Returns the tombstone's context. A key with nothing live (never written, or already deleted) is not
+   * an error: nothing is written and it returns undefined, as `ringstore delete` says "not found: nothing
+   * to delete" and exits 0, and `DELETE /kv/KEY` answers 204.
+   */
   async delete(
     key: string | Uint8Array,
     options: RequestOptions & { context?: string | undefined } = {},
-  ): Promise<string> {
-    return this.writeKey("DELETE", key, options, {}, undefined);
+  ): Promise<string | undefined> {
+    if (options.context !== undefined) return this.writeKey("DELETE", key, options, {}, undefined);
+    const read: RequestOptions = {
+      ...(options.r !== undefined ? { r: options.r } : {}),
+      ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
+      ...(options.signal !== undefined ? { signal: options.signal } : {}),
+    };
+    const cur = await this.get(key, read);
+    if (cur.kind === "not_found") return undefined;
+    return this.writeKey("DELETE", key, { ...options, context: cur.context }, {}, undefined);
   }
 
   /** A PUT or DELETE of a key: with the context's header, if any; returns the new version's context. */
@@ -775,6 +868,7 @@ export class RingstoreClient {
       headers,
       body,
       options.timeoutMs,
+      options.signal,
     );
     if (res.status === 200 || res.status === 204) return res.headers["x-context"] as string;
     return this.fail(res);
@@ -806,6 +900,7 @@ export class RingstoreClient {
       ...(options.r !== undefined ? { r: options.r } : {}),
       ...(options.w !== undefined ? { w: options.w } : {}),
       ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
+      ...(options.signal !== undefined ? { signal: options.signal } : {}),
     };
     let lastErr: unknown;
     for (let attempt = 1; attempt <= maxAttempts; attempt++) {
@@ -843,7 +938,8 @@ export class RingstoreClient {
         if (!retryable || attempt === maxAttempts) throw err;
         lastErr = err;
         const delay = Math.min(1000, base * 2 ** (attempt - 1)) * (0.5 + Math.random());
-        await sleep(delay);
+        await sleep(delay, options.signal);
+        checkSignal(options.signal, "the update");
       }
     }
     throw lastErr;
@@ -858,7 +954,7 @@ export class RingstoreClient {
     if (options.limit !== undefined) p.set("limit", String(options.limit));
     if (options.cursor !== undefined) p.set("cursor", options.cursor);
     const qs = p.size > 0 ? `?${p}` : "";
-    const res = await this.send("GET", undefined, `/kv/${qs}`);
+    const res = await this.send("GET", undefined, `/kv/${qs}`, {}, undefined, undefined, options.signal);
     if (res.status !== 200) return this.fail(res);
     const j = JSON.parse(res.body.toString("utf8")) as { keys: string[]; cursor: string | null };
     return { keys: j.keys.map(decodeKey), cursor: j.cursor };
@@ -873,9 +969,12 @@ export class RingstoreClient {
   async *keys(options: KeysOptions = {}): AsyncGenerator<Buffer, void, undefined> {
     let cursor = options.cursor;
     for (;;) {
-      if (options.signal?.aborted === true)
-        throw new RingstoreError(0, "aborted", "the key listing was aborted", { error: "aborted" });
-      const page = await this.listKeys({ limit: options.pageSize, cursor });
+      checkSignal(options.signal, "the key listing");
+      const page = await this.listKeys({
+        limit: options.pageSize,
+        cursor,
+        ...(options.signal !== undefined ? { signal: options.signal } : {}),
+      });
       options.onPage?.(page);
       yield* page.keys;
       if (page.cursor === null) return;
@@ -884,11 +983,31 @@ export class RingstoreClient {
   }
 
   /** This node's view of the cluster (`GET /status`): of `node` if given, else of any node. */
-  async status(node?: string): Promise<Record<string, unknown>> {
+  async status(node?: string, options: CallOptions = {}): Promise<Record<string, unknown>> {
     const res =
       node === undefined
-        ? await this.send("GET", undefined, "/status")
-        : await this.direct(node, "GET", "/status");
+        ? await this.send("GET", undefined, "/status", {}, undefined, undefined, options.signal)
+        : await this.direct(node, "GET", "/status", options.signal);
+    if (res.status !== 200) return this.fail(res);
+    return JSON.parse(res.body.toString("utf8")) as Record<string, unknown>;
+  }
+
+  /** `GET /health` of `node` (no failover): true when it answers 200. */
+  async health(node: string, options: CallOptions = {}): Promise<boolean> {
+    return (await this.direct(node, "GET", "/health", options.signal)).status === 200;
+  }
+
+  /**
+   * The dashboard's figures of `node` (`GET /ui/state`, without the history it keeps: views in
+   * src/ui/document.ts), such as its storage's key counts and its handoff's progress.
+   */
+  async dashboard(node: string, options: CallOptions = {}): Promise<Record<string, unknown>> {
+    const res = await this.direct(
+      node,
+      "GET",
+      `/ui/state?since=${Number.MAX_SAFE_INTEGER}&events=${Number.MAX_SAFE_INTEGER}`,
+      options.signal,
+    );
     if (res.status !== 200) return this.fail(res);
     return JSON.parse(res.body.toString("utf8")) as Record<string, unknown>;
   }
@@ -898,8 +1017,15 @@ export class RingstoreClient {
    * once the leave started (`{node, remaining, ...}`), else a RingstoreError (409 `leave_refused`, 503
    * `unavailable`, 401, 403).
    */
-  async leave(node: string, options: { readonly force?: boolean } = {}): Promise<Record<string, unknown>> {
-    return this.membership(node, `/cluster/leave${options.force === true ? "?force=true" : ""}`);
+  async leave(
+    node: string,
+    options: CallOptions & { readonly force?: boolean } = {},
+  ): Promise<Record<string, unknown>> {
+    return this.membership(
+      node,
+      `/cluster/leave${options.force === true ? "?force=true" : ""}`,
+      options.signal,
+    );
   }
 
   /**
@@ -909,31 +1035,47 @@ export class RingstoreClient {
   async remove(
     node: string,
     id: string,
-    options: { readonly force?: boolean } = {},
+    options: CallOptions & { readonly force?: boolean } = {},
   ): Promise<Record<string, unknown>> {
     const q = new URLSearchParams({ id });
     if (options.force === true) q.set("force", "true");
-    return this.membership(node, `/cluster/remove?${q}`);
+    return this.membership(node, `/cluster/remove?${q}`, options.signal);
   }
 
-  private async membership(node: string, pathAndQuery: string): Promise<Record<string, unknown>> {
-    const res = await this.direct(node, "POST", pathAndQuery);
+  private async membership(
+    node: string,
+    pathAndQuery: string,
+    signal: AbortSignal | undefined,
+  ): Promise<Record<string, unknown>> {
+    const res = await this.direct(node, "POST", pathAndQuery, signal);
     if (res.status !== 202) return this.fail(res);
     return JSON.parse(res.body.toString("utf8")) as Record<string, unknown>;
   }
 
   /** One request to one node (no failover): a network failure is `unreachable` (or `tls_error`). */
-  private async direct(node: string, method: "GET" | "POST", path: string): Promise<Answer> {
+  private async direct(
+    node: string,
+    method: "GET" | "POST",
+    path: string,
+    signal: AbortSignal | undefined,
+  ): Promise<Answer> {
     this.assertOpen();
+    checkSignal(signal, `${method} ${path}`);
     const { addr, scheme } = parseNode(node);
     if (scheme !== undefined && scheme !== this.scheme)
       throw new RangeError(
         `${node}: this client speaks ${this.scheme}:// (its nodes are all one or the other)`,
       );
     try {
-      const r = await this.pool(addr).request({ method, path, headers: this.common });
+      const r = await this.pool(addr).request({
+        method,
+        path,
+        headers: this.common,
+        ...(signal === undefined ? {} : { signal }),
+      });
       return { status: r.statusCode, headers: r.headers, body: Buffer.from(await r.body.arrayBuffer()) };
     } catch (err) {
+      if (signal?.aborted === true) throw abortedError(signal, `${method} ${path} to ${addr}`);
       if (!isNetworkError(err)) throw err;
       const code = errorCode(err);
       if (isTlsError(code))

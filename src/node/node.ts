@@ -41,6 +41,18 @@ import { MembershipRefusedError } from "./departures.js";
 import type { NodeIdentity } from "./identity.js";
 import type { Census } from "./key-listing.js";
 import type { NodeCore } from "./node-core.js";
+import {
+  createNodeLogger,
+  EventTally,
+  HandoffWatch,
+  HINTS_DELIVERED,
+  HINTS_DROPPED,
+  logExchange,
+  logRebuild,
+  type NodeLogger,
+  TOMBSTONES_KEPT,
+  TOMBSTONES_PURGED,
+} from "./node-log.js";
 import type { RecoveryStatus } from "./recovery.js";
 
 /** The pause between an anti-entropy exchange's two looks (Riak pauses about a second). */
@@ -85,6 +97,8 @@ export interface StartOptions {
    * operator removed it (`cluster remove`). The caller stops it.
    */
   readonly onLeft?: (how: "left" | "removed") => void;
+  /** Where the node logs (node-log.ts); default: JSON lines on stdout at level info. */
+  readonly log?: NodeLogger;
 }
 
 /** The real environment: system clock and timers, the disk, a CSPRNG for identities. */
@@ -101,7 +115,8 @@ export function systemEnv(): NodeEnv {
 export async function startNode(config: NodeConfig, options: StartOptions = {}): Promise<RunningNode> {
   const env = systemEnv();
   const now = () => env.clock.now();
-  const warn = (m: string) => process.stderr.write(`ringstore node ${config.id}: ${m}\n`);
+  const log = options.log ?? createNodeLogger({ id: config.id, level: "info" });
+  const warn = (m: string) => log.warn(m);
   // A key file that every user of the machine may read is refused before anything starts.
   if (config.peerEncryption && config.clusterKeyFile !== undefined) {
     let mode: number | undefined;
@@ -131,7 +146,8 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
     timers: env.timers,
     clock: env.clock,
     security: config.peerEncryption ? "tls" : "plaintext",
-    log: warn,
+    // Refused peers (no key, another key, bytes that are not the protocol), bounded per address there.
+    log: (m) => log.warn({ event: "peer" }, m),
   });
   const peerBound = {
     host: config.peer.host,
@@ -162,16 +178,19 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
     const claims = new BoundedLog({
       clock: env.clock,
       timers: env.timers,
-      write: warn,
+      write: (line) => log.warn({ event: "membership" }, line),
       summary: (n) => `membership: ignored ${n} more claim(s)`,
     });
     cleanup.push(async () => claims.close());
+    // Hints delivered and dropped, tombstones purged: counted, one line per kind and key per window.
+    const tally = new EventTally(log, env.timers);
+    cleanup.push(async () => tally.close());
     // The API's TLS and token files: one that cannot be used stops the start before anything is written.
     const security = await loadApiSecurity({
       tls: config.apiTls,
       authFile: config.apiAuthFile,
       warn,
-      onReload: (f) => process.stdout.write(`ringstore node ${config.id}: ${f} changed: now in use\n`),
+      onReload: (f) => log.info({ event: "security", file: f }, `${f} changed: now in use`),
     });
     const app = createApi({
       maxKeyBytes: config.maxKeyBytes,
@@ -257,30 +276,53 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
         onMembershipEvent: (e) => {
           if (e.change === "ignored" || e.change === "refuted")
             claims.note(e.sender ?? "?", `membership: ${e.text}`);
-          else process.stdout.write(`ringstore node ${config.id}: membership: ${e.text}\n`);
+          else
+            log.info(
+              {
+                event: "membership",
+                change: e.change,
+                member: e.member,
+                ...(e.sender ? { sender: e.sender } : {}),
+              },
+              `membership: ${e.text}`,
+            );
         },
         antiEntropyEvents: {
           onRepaired: () => metrics.antiEntropyKeysRepaired.inc(),
           onExchange: (r) => {
+            logExchange(log, r);
             metrics.antiEntropyExchanges.inc({ outcome: r.outcome });
             metrics.antiEntropyDifferingSegments.inc(r.confirmedSegments);
             const q = ringPartitions;
             if (q > 0)
               aeDiffering = [...new Set(r.keys.map((k) => partitionOf(k.key, q)))].sort((a, b) => a - b);
           },
-          onRebuild: (r) => metrics.antiEntropyRebuilds.inc({ outcome: r.outcome }),
+          onRebuild: (r) => {
+            logRebuild(log, r);
+            metrics.antiEntropyRebuilds.inc({ outcome: r.outcome });
+          },
         },
         tombstoneEvents: {
-          onPurged: () => metrics.tombstonesPurged.inc(),
-          onRefused: (reason) => metrics.tombstonesRefused.inc({ reason }),
+          onPurged: () => {
+            tally.note(TOMBSTONES_PURGED, "purged");
+            metrics.tombstonesPurged.inc();
+          },
+          onRefused: (reason) => {
+            tally.note(TOMBSTONES_KEPT, reason);
+            metrics.tombstonesRefused.inc({ reason });
+          },
         },
         hintEvents: {
           onStored: () => metrics.hintsStored.inc(),
-          onDelivered: (_target, bytes) => {
+          onDelivered: (target, bytes) => {
+            tally.note(HINTS_DELIVERED, target, bytes);
             metrics.hintsDelivered.inc();
             metrics.hintsDeliveredBytes.inc(bytes);
           },
-          onDropped: (_target, reason) => metrics.hintsDropped.inc({ reason }),
+          onDropped: (target, reason) => {
+            tally.note(HINTS_DROPPED[reason], target);
+            metrics.hintsDropped.inc({ reason });
+          },
           // A late hint refused at the bound is counted by the store (full).
           onLateHint: (outcome) => {
             if (outcome === "overloaded" || outcome === "failed")
@@ -288,14 +330,20 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
           },
         },
         onViewSaveError: (err) =>
-          process.stderr.write(
-            `ringstore node ${config.id}: saving the view failed (retrying): ${err.message}\n`,
+          log.error(
+            { event: "storage", err: err.message },
+            `saving the view failed (retrying): ${err.message}`,
           ),
         onRecovered: (s) =>
-          process.stdout.write(
-            `ringstore node ${config.id}: recovered: anti-entropy swept every co-replica in full ${Math.round((s.doneAt ?? s.since) - s.since)} ms after this node's data directory was found replaced\n`,
+          log.info(
+            { event: "recovered", ms: Math.round((s.doneAt ?? s.since) - s.since) },
+            "recovered: anti-entropy swept every co-replica in full since this node's data directory was found replaced",
           ),
-        onRecoveryError: (err) => warn(`removing the recovering mark failed (retrying): ${err.message}`),
+        onRecoveryError: (err) =>
+          log.error(
+            { event: "storage", err: err.message },
+            `removing the recovering mark failed (retrying): ${err.message}`,
+          ),
       },
     );
     // Stopping: the API first (no new requests), then the node, then the peer port.
@@ -310,7 +358,7 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
         keys: key.keys,
         onChange: (keys, line) => {
           transport.setKeys(keys);
-          process.stdout.write(`ringstore node ${config.id}: ${line}\n`);
+          log.info({ event: "security" }, line);
         },
         onError: warn,
       });
@@ -447,6 +495,14 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
       dashboard,
     });
     dashboard.start();
+    // Each handoff pass, logged when it starts and when it ends (from its progress, every second).
+    const handoffWatch = new HandoffWatch();
+    const lookAtHandoff = () => {
+      for (const l of handoffWatch.look(core.handoff.progress)) log[l.level](l.fields, l.msg);
+      handoffTimer = env.timers.after(HANDOFF_LOOK_MS, lookAtHandoff);
+    };
+    let handoffTimer = env.timers.after(0, lookAtHandoff);
+    cleanup.splice(1, 0, async () => handoffTimer.cancel());
     const stopCensus = scheduleCensus(core, (c) => {
       census = c;
     });
@@ -474,6 +530,9 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
     throw err;
   }
 }
+
+/** How often the handoff's progress is looked at, to log its passes. */
+const HANDOFF_LOOK_MS = 1000;
 
 /**
  * A leave or a removal as the API takes it: the core's refusal (MembershipRefusedError) is an outcome,
