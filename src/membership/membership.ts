@@ -43,7 +43,24 @@ import { assert } from "../core/assert.js";
 
 import { claim, type Ring, type RingMember } from "../ring/ring.js";
 import type { Random } from "../runtime/runtime.js";
-import type { MemberView, RingView } from "../transport/messages.js";
+import {
+  type GossipDigest,
+  MAX_HEARTBEAT,
+  type MemberView,
+  type RingDelta,
+  type RingRef,
+  type RingView,
+} from "../transport/messages.js";
+import {
+  applyRingDelta,
+  directoryHash,
+  NO_RING,
+  ringDelta,
+  ringHash,
+  STATUS_RANK,
+  STATUSES,
+  u32At,
+} from "./digest.js";
 
 export type Liveness = "up" | "suspect" | "down";
 
@@ -85,13 +102,27 @@ export interface MembershipConfig {
   readonly fanout: number;
 }
 
-interface Local {
+type Mutable<T> = { -readonly [K in keyof T]: T[K] };
+
+/** A member as this node holds it: its entry (this node's own copy) and what is local to this node. */
+interface Slot {
+  /** Changed in place only for a heartbeat (advanceHeartbeat); every other change goes through setEntry. */
+  entry: Mutable<MemberView>;
   /** Local time when the member's heartbeat last increased (or when first heard of). */
   lastProgressAt: number;
   suspectUntil: number;
 }
 
-const STATUS_RANK: Record<MemberView["status"], number> = { joining: 0, up: 1, leaving: 2, left: 3 };
+/** Rings kept to send a peer the change from its version (a delta) instead of the whole ring. */
+const RING_HISTORY = 8;
+
+/** What a full digest comparison found (compareDigest). */
+export interface DigestComparison {
+  /** Entries the peer lacks or holds older (to push to it). */
+  readonly lacks: MemberView[];
+  /** Ids whose entries the peer holds newer, or this node lacks (to ask it for). */
+  readonly wants: string[];
+}
 
 /**
  * Does `a` supersede `b` (both entries of the same member)? `left` is final: it supersedes every entry
@@ -99,10 +130,23 @@ const STATUS_RANK: Record<MemberView["status"], number> = { joining: 0, up: 1, l
  * removed stops when it hears it, and its id cannot join again).
  */
 export function newerEntry(a: MemberView, b: MemberView): boolean {
-  if ((a.status === "left") !== (b.status === "left")) return a.status === "left";
-  if (a.incarnation !== b.incarnation) return a.incarnation > b.incarnation;
-  if (a.status !== b.status) return STATUS_RANK[a.status] > STATUS_RANK[b.status];
-  return a.heartbeat > b.heartbeat;
+  return entryOrder(a.status, a.incarnation, a.heartbeat, b) > 0;
+}
+
+/**
+ * The order of newerEntry between an entry given by its parts (status, incarnation, heartbeat: what a
+ * digest says of it) and `b`: above 0 if it supersedes `b`, below 0 if `b` supersedes it, 0 if equal.
+ */
+function entryOrder(
+  status: MemberView["status"],
+  incarnation: number,
+  heartbeat: number,
+  b: MemberView,
+): number {
+  if ((status === "left") !== (b.status === "left")) return status === "left" ? 1 : -1;
+  if (incarnation !== b.incarnation) return incarnation > b.incarnation ? 1 : -1;
+  if (status !== b.status) return STATUS_RANK[status] > STATUS_RANK[b.status] ? 1 : -1;
+  return heartbeat === b.heartbeat ? 0 : heartbeat > b.heartbeat ? 1 : -1;
 }
 
 /** Whether two entries of a member give the same addresses, weight and zone. */
@@ -142,9 +186,17 @@ function heard(from: string | undefined): string {
 }
 
 export class Membership {
-  private readonly members = new Map<string, MemberView>();
-  private readonly local = new Map<string, Local>();
+  private readonly slots = new Map<string, Slot>();
+  /** The slots in id order, with the directory's hash: rebuilt when the directory changed (null). */
+  private order: { readonly slots: readonly Slot[]; readonly dir: number } | null = null;
+  /** Bumped on every change of the directory (a member added, or its incarnation or status changed). */
+  private dirVersion = 0;
+  /** The directory version and ring the claimant last checked its ring against (maybeClaim). */
+  private claimChecked: { dir: number; ring: RingView | null } | undefined;
   private ringView: RingView | null = null;
+  private ringRefView: RingRef = NO_RING;
+  /** The last rings held (newest last), to send a peer a delta from its own. */
+  private readonly ringHistory: { readonly ring: RingView; readonly ref: RingRef }[] = [];
   /** Liveness last reported per member (only changes are reported). */
   private readonly reported = new Map<string, Liveness>();
   /** Members to gossip with in the next round: they approved a removal this node heard of second-hand. */
@@ -168,30 +220,46 @@ export class Membership {
     self: MemberView,
     now: number,
   ) {
-    this.members.set(self.id, self);
-    this.local.set(self.id, { lastProgressAt: now, suspectUntil: 0 });
+    this.slots.set(self.id, { entry: { ...self }, lastProgressAt: now, suspectUntil: 0 });
   }
 
   get self(): MemberView {
-    return this.members.get(this.config.selfId)!;
+    return this.slots.get(this.config.selfId)!.entry;
   }
 
   get ring(): RingView | null {
     return this.ringView;
   }
 
-  view(): MemberView[] {
-    return [...this.members.values()];
+  /** The ring's version and hash (0, 0 without a ring): what a digest says of it. */
+  get ringRef(): RingRef {
+    return this.ringRefView;
   }
 
+  /** Every member's entry, copied (a snapshot: heartbeats move on afterwards). */
+  view(): MemberView[] {
+    const out: MemberView[] = [];
+    for (const s of this.slots.values()) out.push({ ...s.entry });
+    return out;
+  }
+
+  /**
+   * A member's entry: this node's own, whose heartbeat moves as gossip arrives (read it, or copy it to
+   * keep it).
+   */
   member(id: string): MemberView | undefined {
-    return this.members.get(id);
+    return this.slots.get(id)?.entry;
   }
 
   liveness(id: string, now: number): Liveness {
     if (id === this.config.selfId) return "up";
-    const l = this.local.get(id);
+    const l = this.slots.get(id);
     if (l === undefined) return "down";
+    return this.slotLiveness(l, now);
+  }
+
+  private slotLiveness(l: Slot, now: number): Liveness {
+    if (l.entry.id === this.config.selfId) return "up";
     if (now - l.lastProgressAt > this.config.downAfterMs) return "down";
     if (now < l.suspectUntil) return "suspect";
     return "up";
@@ -202,27 +270,52 @@ export class Membership {
    * partitions go to the nodes that will keep them while it hands its data off (replication/handoff.ts).
    */
   ringMembers(): RingMember[] {
-    return this.view()
-      .filter((m) => m.status === "joining" || m.status === "up")
-      .map((m) => ({ id: m.id, weight: m.weight, zone: m.zone }));
+    const out: RingMember[] = [];
+    for (const { entry: m } of this.slots.values())
+      if (m.status === "joining" || m.status === "up") out.push({ id: m.id, weight: m.weight, zone: m.zone });
+    return out;
   }
 
   /** Every member not gone (left), with its zone: what preference lists need to know of placement. */
   placementMembers(): RingMember[] {
-    return this.view()
-      .filter((m) => m.status !== "left")
-      .map((m) => ({ id: m.id, weight: m.weight, zone: m.zone }));
+    const out: RingMember[] = [];
+    for (const { entry: m } of this.slots.values())
+      if (m.status !== "left") out.push({ id: m.id, weight: m.weight, zone: m.zone });
+    return out;
   }
 
-  /** Every change of a member's entry: `left` is final. */
-  private setEntry(id: string, next: MemberView): void {
+  /** Every change of a member's entry but a heartbeat's: `left` is final. Stores a copy of `next`. */
+  private setEntry(id: string, next: MemberView, now?: number): Slot {
     assert(next.id === id, () => `the entry of ${next.id} stored as ${id}'s`);
-    const cur = this.members.get(id);
+    assert(
+      next.heartbeat <= MAX_HEARTBEAT,
+      () => `member ${id}'s heartbeat ${next.heartbeat} is past ${MAX_HEARTBEAT}`,
+    );
+    const slot = this.slots.get(id);
+    const cur = slot?.entry;
     assert(
       cur === undefined || cur.status !== "left" || next.status === "left",
       () => `member ${next.id} would go from left back to ${next.status}`,
     );
-    this.members.set(id, next);
+    if (cur === undefined || cur.incarnation !== next.incarnation || cur.status !== next.status) {
+      this.order = null;
+      this.dirVersion++;
+    }
+    if (slot !== undefined) {
+      slot.entry = { ...next };
+      return slot;
+    }
+    assert(now !== undefined, () => `member ${id} added without the time`);
+    const added: Slot = { entry: { ...next }, lastProgressAt: now, suspectUntil: 0 };
+    this.slots.set(id, added);
+    return added;
+  }
+
+  /** A heartbeat-only change (same incarnation and status): in place, as it is the most frequent. */
+  private advanceHeartbeat(slot: Slot, heartbeat: number, now: number): void {
+    assert(heartbeat > slot.entry.heartbeat, () => `member ${slot.entry.id}'s heartbeat would not increase`);
+    slot.entry.heartbeat = heartbeat;
+    slot.lastProgressAt = now;
   }
 
   /** Every change of the ring: its version never goes back. */
@@ -233,6 +326,18 @@ export class Membership {
       () => `the ring would go from version ${cur?.version} back to ${next.version}`,
     );
     this.ringView = next;
+    this.ringRefView = { version: next.version, hash: ringHash(next) };
+    this.ringHistory.push({ ring: next, ref: this.ringRefView });
+    if (this.ringHistory.length > RING_HISTORY) this.ringHistory.shift();
+  }
+
+  /** The slots in id order and the directory's hash (cached until the directory changes). */
+  private directory(): { readonly slots: readonly Slot[]; readonly dir: number } {
+    if (this.order === null) {
+      const slots = [...this.slots.values()].sort((a, b) => (a.entry.id < b.entry.id ? -1 : 1));
+      this.order = { slots, dir: directoryHash(slots.map((s) => s.entry)) };
+    }
+    return this.order;
   }
 
   private emit(change: MembershipEvent["change"], member: string, text: string, sender?: string): void {
@@ -241,12 +346,13 @@ export class Membership {
 
   /** Reports each member's liveness when it changed since last reported. */
   private reportLiveness(now: number): void {
-    for (const m of this.members.values()) {
+    for (const s of this.slots.values()) {
+      const m = s.entry;
       if (m.id === this.config.selfId || m.status === "left") {
-        this.reported.delete(m.id);
+        if (this.reported.size > 0) this.reported.delete(m.id);
         continue;
       }
-      const live = this.liveness(m.id, now);
+      const live = this.slotLiveness(s, now);
       const was = this.reported.get(m.id) ?? "up";
       if (live === was) continue;
       this.reported.set(m.id, live);
@@ -277,30 +383,39 @@ export class Membership {
 
   /** One gossip round: bumps our heartbeat; returns the peers to gossip with this round. */
   tick(now: number, random: Random): string[] {
-    const me = this.self;
-    this.setEntry(me.id, { ...me, heartbeat: me.heartbeat + 1 });
-    this.local.get(me.id)!.lastProgressAt = now;
+    const mySlot = this.slots.get(this.config.selfId)!;
+    const me = mySlot.entry;
+    // A heartbeat that reached its bound (it travels as a u32) moves into the incarnation.
+    if (me.heartbeat >= MAX_HEARTBEAT)
+      this.setEntry(me.id, { ...me, incarnation: me.incarnation + 1, heartbeat: 0 });
+    else this.advanceHeartbeat(mySlot, me.heartbeat + 1, now);
+    mySlot.lastProgressAt = now;
     this.maybeClaim(now);
     this.maybeBecomeUp();
     this.reportLiveness(now);
-    const candidates = this.view().filter((m) => m.id !== me.id && m.status !== "left");
     // Prefer members that look alive, but keep probing the others now and then so they can come back.
-    const alive = candidates.filter((m) => this.liveness(m.id, now) !== "down");
-    const dead = candidates.filter((m) => this.liveness(m.id, now) === "down");
+    const alive: MemberView[] = [];
+    const dead: MemberView[] = [];
+    for (const s of this.slots.values()) {
+      const m = s.entry;
+      if (m.id === this.config.selfId || m.status === "left") continue;
+      if (this.slotLiveness(s, now) === "down") dead.push(m);
+      else alive.push(m);
+    }
     const out: string[] = [];
     const pick = (pool: MemberView[], k: number) => {
-      const p = [...pool];
-      for (let i = 0; i < k && p.length > 0; i++) {
-        const j = Math.floor(random.next() * p.length);
-        out.push(p[j]!.id);
-        p.splice(j, 1);
+      for (let i = 0; i < k && pool.length > 0; i++) {
+        const j = Math.floor(random.next() * pool.length);
+        out.push(pool[j]!.id);
+        pool[j] = pool[pool.length - 1]!;
+        pool.pop();
       }
     };
     pick(alive, this.config.fanout);
     if (dead.length > 0 && random.next() < 0.25) pick(dead, 1);
     // Ask the approvers of removals heard second-hand (merge): they confirm them, or nothing comes of it.
     for (const id of this.verify)
-      if (!out.includes(id) && this.members.get(id)?.status !== "left" && id !== me.id) out.push(id);
+      if (!out.includes(id) && this.slots.get(id)?.entry.status !== "left" && id !== me.id) out.push(id);
     this.verify.clear();
     return out;
   }
@@ -317,7 +432,8 @@ export class Membership {
         if (this.mergeSelf(m, now, from)) changed = true;
         continue;
       }
-      const cur = this.members.get(m.id);
+      const slot = this.slots.get(m.id);
+      const cur = slot?.entry;
       if (cur !== undefined && !newerEntry(m, cur)) continue;
       if (cur !== undefined && cur.status !== "left" && m.status === "left") {
         const why = this.leftRefused(m, cur, now, from);
@@ -330,14 +446,19 @@ export class Membership {
       // is a change of the view that is saved (members.json): a node that restarts finds its peers at
       // the addresses it saved. Heartbeats alone are not.
       if (cur === undefined || cur.status !== m.status || !samePlace(cur, m)) changed = true;
-      this.setEntry(m.id, m);
-      const l = this.local.get(m.id);
-      if (l === undefined) this.local.set(m.id, { lastProgressAt: now, suspectUntil: 0 });
-      else if (cur === undefined || m.heartbeat > cur.heartbeat || m.incarnation > cur.incarnation)
-        l.lastProgressAt = now;
+      const progress = cur === undefined || m.heartbeat > cur.heartbeat || m.incarnation > cur.incarnation;
+      const l = this.setEntry(m.id, m, now);
+      if (progress) l.lastProgressAt = now;
       this.reportEntry(cur, m, from);
     }
-    if (ring !== null && ring.partitions !== this.config.partitions)
+    if (ring !== null && this.takeRing(ring, from)) changed = true;
+    if (changed) this.epoch++;
+    this.maybeBecomeUp();
+  }
+
+  /** Takes a ring if it is this cluster's and newer than this node's; returns whether it did. */
+  private takeRing(ring: RingView, from: string | undefined): boolean {
+    if (ring.partitions !== this.config.partitions) {
       // Not this cluster's ring (Q is fixed at its creation): claiming over it would fail.
       this.emit(
         "ignored",
@@ -345,12 +466,11 @@ export class Membership {
         `ignored ${from ?? "?"}'s ring (version ${ring.version}): it has ${ring.partitions} partitions, this cluster ${this.config.partitions}`,
         from,
       );
-    else if (ring !== null && (this.ringView === null || compareRings(ring, this.ringView) > 0)) {
-      changed = true;
-      this.setRing(ring);
+      return false;
     }
-    if (changed) this.epoch++;
-    this.maybeBecomeUp();
+    if (this.ringView !== null && compareRings(ring, this.ringView) <= 0) return false;
+    this.setRing(ring);
+    return true;
   }
 
   /** Merges an entry for this node; returns whether the view changed. */
@@ -381,7 +501,11 @@ export class Membership {
     }
     // Someone holds a newer entry for us than we do (we restarted, or it is forged): jump past it.
     const incarnation = m.incarnation + 1;
-    this.setEntry(me.id, { ...me, incarnation, heartbeat: Math.max(me.heartbeat, m.heartbeat) + 1 });
+    this.setEntry(me.id, {
+      ...me,
+      incarnation,
+      heartbeat: Math.min(MAX_HEARTBEAT, Math.max(me.heartbeat, m.heartbeat) + 1),
+    });
     if (from !== undefined)
       this.emit(
         "refuted",
@@ -412,7 +536,7 @@ export class Membership {
       const approver = m.leaveApprovedBy;
       if (m.removedBy === undefined && approver !== undefined) {
         if (from === approver) return undefined;
-        if (approver !== self && this.members.get(approver)?.status === "up") {
+        if (approver !== self && this.slots.get(approver)?.entry.status === "up") {
           if (this.verify.size < VERIFY_MAX) this.verify.add(approver);
           return "";
         }
@@ -423,7 +547,7 @@ export class Membership {
     if (m.removedBy !== undefined) {
       if (from === m.removedBy) return undefined; // the approver's own word
       if (m.removedBy === self && this.approvedDeparture(m.id)) return undefined;
-      const approver = this.members.get(m.removedBy);
+      const approver = this.slots.get(m.removedBy)?.entry;
       if (m.removedBy !== self && approver?.status === "up") {
         // Plausible: confirm it with the approver itself in the next round.
         if (this.verify.size < VERIFY_MAX) this.verify.add(m.removedBy);
@@ -485,13 +609,13 @@ export class Membership {
 
   /** A direct contact with `id` failed: suspect it for a while (local only). */
   contactFailed(id: string, now: number): void {
-    const l = this.local.get(id);
+    const l = this.slots.get(id);
     if (l !== undefined) l.suspectUntil = now + this.config.suspectForMs;
   }
 
   /** A direct contact with `id` succeeded: lift our suspicion. */
   contactSucceeded(id: string): void {
-    const l = this.local.get(id);
+    const l = this.slots.get(id);
     if (l !== undefined) l.suspectUntil = 0;
   }
 
@@ -532,7 +656,7 @@ export class Membership {
    * new replicas (handoff); if it ever runs again, it hears that it left and stops.
    */
   remove(id: string, approvedBy: string): void {
-    const m = this.members.get(id);
+    const m = this.slots.get(id)?.entry;
     if (m === undefined || m.status === "left" || id === this.config.selfId) return;
     this.setEntry(id, { ...m, status: "left", incarnation: m.incarnation + 1, removedBy: approvedBy });
     this.epoch++;
@@ -564,18 +688,159 @@ export class Membership {
     this.merge([m], null, now, m.id);
   }
 
+  // ------------------------------------------------------------------ digests (gossip-driver.ts)
+
+  /**
+   * This node's digest (transport/messages.ts, GossipDigest): the directory's hash, every heartbeat in
+   * id order and the ring's version and hash; `full` also names every member with its incarnation and
+   * status.
+   */
+  digest(full: boolean): GossipDigest {
+    const { slots, dir } = this.directory();
+    const heartbeats = new Uint8Array(4 * slots.length);
+    const view = new DataView(heartbeats.buffer);
+    for (let i = 0; i < slots.length; i++) view.setUint32(4 * i, slots[i]!.entry.heartbeat, true);
+    const d: GossipDigest = {
+      dir,
+      count: slots.length,
+      heartbeats,
+      ringVersion: this.ringRefView.version,
+      ringHash: this.ringRefView.hash,
+    };
+    if (!full) return d;
+    return {
+      ...d,
+      ids: slots.map((s) => s.entry.id),
+      incarnations: slots.map((s) => s.entry.incarnation),
+      statuses: Uint8Array.from(slots, (s) => STATUS_RANK[s.entry.status]),
+    };
+  }
+
+  /**
+   * Takes the heartbeats of a peer's digest if its directory is this node's (then they line up with
+   * this node's members); returns false, taking nothing, otherwise. A heartbeat newer than this node's
+   * own is an entry for it newer than its own: refuted as merge would (mergeSelf).
+   */
+  takeHeartbeats(d: GossipDigest, now: number, from: string): boolean {
+    const { slots, dir } = this.directory();
+    if (d.dir !== dir || d.count !== slots.length) return false;
+    for (let i = 0; i < slots.length; i++) {
+      const hb = u32At(d.heartbeats, i);
+      const s = slots[i]!;
+      if (hb <= s.entry.heartbeat) continue;
+      if (s.entry.id === this.config.selfId) this.mergeSelf({ ...s.entry, heartbeat: hb }, now, from);
+      else this.advanceHeartbeat(s, hb, now);
+    }
+    return true;
+  }
+
+  /**
+   * Compares a peer's full digest with this node's view: takes its newer heartbeats of entries equal
+   * but for the heartbeat, and returns the entries the peer lacks or holds older (to push) and the ids
+   * it holds newer or this node lacks (to ask for). Entries change only through merge, with its rules;
+   * this node's own entry is asked for whenever the peer's is newer, so that merge refutes it.
+   */
+  compareDigest(d: GossipDigest, now: number): DigestComparison {
+    assert(
+      d.ids !== undefined && d.incarnations !== undefined && d.statuses !== undefined,
+      () => "not a full digest",
+    );
+    const { ids, incarnations, statuses } = d;
+    const { slots } = this.directory();
+    const lacks: MemberView[] = [];
+    const wants: string[] = [];
+    let i = 0;
+    let j = 0;
+    while (i < d.count || j < slots.length) {
+      const theirs = i < d.count ? ids[i]! : undefined;
+      const s = j < slots.length ? slots[j]! : undefined;
+      if (s === undefined || (theirs !== undefined && theirs < s.entry.id)) {
+        wants.push(theirs!);
+        i++;
+        continue;
+      }
+      const m = s.entry;
+      if (theirs === undefined || m.id < theirs) {
+        lacks.push({ ...m });
+        j++;
+        continue;
+      }
+      const status = STATUSES[statuses[i]!]!;
+      const hb = u32At(d.heartbeats, i);
+      const order = entryOrder(status, incarnations[i]!, hb, m);
+      const sameButHeartbeat = status === m.status && incarnations[i] === m.incarnation;
+      if (order > 0) {
+        if (sameButHeartbeat && m.id !== this.config.selfId) this.advanceHeartbeat(s, hb, now);
+        else wants.push(m.id);
+      } else if (order < 0 && !sameButHeartbeat) lacks.push({ ...m });
+      i++;
+      j++;
+    }
+    return { lacks, wants };
+  }
+
+  /** Copies of the entries of `ids` this node holds (what a peer asked for). */
+  entriesFor(ids: readonly string[]): MemberView[] {
+    const out: MemberView[] = [];
+    for (const id of ids) {
+      const s = this.slots.get(id);
+      if (s !== undefined) out.push({ ...s.entry });
+    }
+    return out;
+  }
+
+  /**
+   * What a peer whose ring is `ref` needs to hold this node's: nothing if it holds this one or a newer;
+   * the change from its ring if this node held that ring lately and the change is smaller; else the
+   * whole ring.
+   */
+  ringFor(ref: RingRef): { readonly ring: RingView } | { readonly ringDelta: RingDelta } | undefined {
+    const mine = this.ringView;
+    if (mine === null || ref.version > mine.version) return undefined;
+    if (ref.version === mine.version && ref.hash === this.ringRefView.hash) return undefined;
+    if (ref.version < mine.version) {
+      const base = this.ringHistory.find((h) => h.ref.version === ref.version && h.ref.hash === ref.hash);
+      const delta = base === undefined ? undefined : ringDelta(base.ring, base.ref, mine);
+      if (delta !== undefined) return { ringDelta: delta };
+    }
+    return { ring: mine };
+  }
+
+  /** Is the peer's ring (`ref`) one to ask it for: newer than this node's, or another of the same version? */
+  wantsRing(ref: RingRef): boolean {
+    const mine = this.ringRefView;
+    if (ref.version === 0) return false;
+    return ref.version > mine.version || (ref.version === mine.version && ref.hash !== mine.hash);
+  }
+
+  /**
+   * Takes a ring sent as the change from this node's; returns false, taking nothing, when this node's
+   * ring is not the delta's base any more (a later exchange sends the ring again).
+   */
+  mergeRingDelta(d: RingDelta, now: number, from: string): boolean {
+    const cur = this.ringView;
+    const ref = this.ringRefView;
+    if (cur === null || ref.version !== d.base.version || ref.hash !== d.base.hash) return false;
+    if (d.partitions !== cur.partitions) return false;
+    this.merge([], applyRingDelta(cur, d), now, from);
+    return true;
+  }
+
   // ------------------------------------------------------------------ ring changes
 
   /** The members that are up and do not look down from here. */
   upAndAlive(now: number): MemberView[] {
-    return this.view().filter((m) => m.status === "up" && this.liveness(m.id, now) !== "down");
+    const out: MemberView[] = [];
+    for (const s of this.slots.values())
+      if (s.entry.status === "up" && this.slotLiveness(s, now) !== "down") out.push(s.entry);
+    return out;
   }
 
   /** The claimant: the lowest id among up members that look alive from here. */
   claimant(now: number): string | undefined {
-    return this.upAndAlive(now)
-      .map((m) => m.id)
-      .sort()[0];
+    for (const s of this.directory().slots)
+      if (s.entry.status === "up" && this.slotLiveness(s, now) !== "down") return s.entry.id;
+    return undefined;
   }
 
   /** The claimant re-claims when the ring's members (or their weights) differ from the current members. */
@@ -585,6 +850,9 @@ export class Membership {
       this.self.status === "up",
       () => `the claimant ${this.config.selfId} is ${this.self.status}, not up`,
     );
+    // The ring's members change only with the directory (weights change with the incarnation).
+    if (this.claimChecked?.dir === this.dirVersion && this.claimChecked.ring === this.ringView) return;
+    this.claimChecked = { dir: this.dirVersion, ring: this.ringView };
     const members = this.ringMembers();
     const keys = ringMemberKeys(members);
     if (keys.length === this.ringView.members.length && keys.every((k, i) => k === this.ringView!.members[i]))
