@@ -6,7 +6,7 @@ import type { HintedHandoffStatus } from "../api/views.js";
 import { RingstoreClient, RingstoreError } from "../client/client.js";
 import { type ConnectionFlags, clientOptions } from "./connection.js";
 
-interface StatusMember {
+export interface StatusMember {
   id: string;
   state: string;
   api: string;
@@ -28,7 +28,25 @@ export function table(rows: string[][]): string {
     .join("\n");
 }
 
-export async function clusterStatusCommand(flags: ConnectionFlags & { json?: boolean }): Promise<void> {
+/**
+ * The members' table of `cluster status`: departed members (state `left`, until every node forgets them)
+ * only with `all`; otherwise a line says how many are hidden.
+ */
+export function membersTable(members: readonly StatusMember[], all: boolean): string {
+  const shown = all ? members : members.filter((m) => m.state !== "left");
+  const rows = [["ID", "STATE", "API", "PEER", "PARTITIONS", "WEIGHT", "ZONE"]];
+  for (const m of shown)
+    rows.push([m.id, m.state, m.api, m.peer, String(m.partitions), String(m.weight), m.zone ?? "-"]);
+  const hidden = members.length - shown.length;
+  return hidden === 0
+    ? table(rows)
+    : `${table(rows)}
+(${hidden} departed member${hidden === 1 ? "" : "s"} not shown: --all shows ${hidden === 1 ? "it" : "them"})`;
+}
+
+export async function clusterStatusCommand(
+  flags: ConnectionFlags & { json?: boolean; all?: boolean },
+): Promise<void> {
   const c = new RingstoreClient(flags.node, { connections: 1, ...clientOptions(flags) });
   try {
     const s = (await c.status()) as {
@@ -46,10 +64,7 @@ export async function clusterStatusCommand(flags: ConnectionFlags & { json?: boo
     process.stdout.write(
       `cluster ${cl.id}: N=${cl.n} R=${cl.r} W=${cl.w}, ${cl.partitions} partitions, ring version ${cl.ringVersion} (as seen by ${s.node.id})\n\n`,
     );
-    const rows = [["ID", "STATE", "API", "PEER", "PARTITIONS", "WEIGHT", "ZONE"]];
-    for (const m of s.members)
-      rows.push([m.id, m.state, m.api, m.peer, String(m.partitions), String(m.weight), m.zone ?? "-"]);
-    process.stdout.write(`${table(rows)}\n`);
+    process.stdout.write(`${membersTable(s.members, flags.all === true)}\n`);
     const h = s.handoff;
     if (h !== undefined && h.state !== "idle")
       process.stdout.write(

@@ -13,6 +13,9 @@
  * 3. only if the directories differ or the peer's ring is older, a closing request carries the entries
  *    the peer lacks (or holds older), the ring it asked for, and `want`, the ids of entries it holds
  *    newer; its answer carries those entries.
+ * The digest also carries, while departed members are in the directory, who was seen holding each
+ * (membership.ts forgets them once every live member has), and the answer to a closing request adds the
+ * final entries of members the answerer forgot that the asker pushed as not left.
  * Full entries thus travel only to a node that lacks them, always from the node that holds them, and go
  * through Membership.merge with its rules (who may say a member left): the sender of each is `from`.
  * `wholeView` instead makes every exchange send the whole view and ring both ways (protocol 9's
@@ -115,7 +118,7 @@ export class GossipDriver {
     let push: GossipRequest["members"] = [];
     let want: readonly string[] = [];
     if (res.digest?.ids !== undefined) {
-      const c = m.compareDigest(res.digest, now);
+      const c = m.compareDigest(res.digest, now, id);
       push = c.lacks;
       want = c.wants;
     } else if (res.digest !== undefined) m.takeHeartbeats(res.digest, now, id);
@@ -164,7 +167,12 @@ export class GossipDriver {
         ...(m.wantsRing(theirs) ? { ringWant: m.ringRef } : {}),
       };
     }
-    if (body.want !== undefined) return { kind: "gossip", members: m.entriesFor(body.want), ring: null };
+    if (body.want !== undefined)
+      return {
+        kind: "gossip",
+        members: [...m.entriesFor(body.want), ...m.departuresFor(body.members)],
+        ring: null,
+      };
     return { kind: "gossip", members: m.view(), ring: m.ring };
   }
 }

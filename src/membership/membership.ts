@@ -22,6 +22,14 @@
  *   relay is trusted for those: a holder of the cluster key is a member.
  * - Every change of a member's status, and of its liveness here, is reported once (`onEvent`), with its
  *   cause: who said it, or what was observed.
+ * - Gossip travels by digest (gossip-driver.ts, digest.ts): entries change here only through merge (or
+ *   this node's own changes); a digest only advances heartbeats of entries equal but for the heartbeat,
+ *   and says which entries to ask a peer for or push to it.
+ * - A departed member (left) is forgotten once every live member (not left, not down here) has been
+ *   seen holding its departure and forgetAfterMs passed since this node first held it: it leaves the
+ *   view, the digests and the status. Its final entry is kept apart (at most FORGOTTEN_MAX, the oldest
+ *   dropped first): `member` still reads it as left (a join with its id is refused), no entry for it is
+ *   taken again, and a peer still holding it otherwise is sent it.
  * - The ring has a version; the higher version wins. Ring changes are made by one member at a time, the
  *   claimant: the lowest id among members that are up and look alive. It claims the joining members in
  *   (and the departed out) with ring.claim, which moves partitions only to where they must go.
@@ -81,7 +89,8 @@ export interface MembershipEvent {
     | "down"
     | "alive"
     | "ignored"
-    | "refuted";
+    | "refuted"
+    | "forgotten";
   /** The member the change is about. */
   readonly member: string;
   /** The member whose gossip carried it (undefined: observed or decided here). */
@@ -100,7 +109,20 @@ export interface MembershipConfig {
   readonly suspectForMs: number;
   /** Peers gossiped with per round. */
   readonly fanout: number;
+  /**
+   * How long a departed member (left) stays in the view after this node learned of its departure, at
+   * least (and until every live member has been seen holding it): DEPARTED_GRACE_MS when absent.
+   */
+  readonly forgetAfterMs?: number;
 }
+
+/** The grace time before a departed member is forgotten, unless configured (forgetAfterMs). */
+export const DEPARTED_GRACE_MS = 60_000;
+/**
+ * Departed members forgotten but still refused (their final `left` entry kept, outside the view): the
+ * oldest is dropped beyond this many. About 200 bytes each: at most about 1 MiB.
+ */
+export const FORGOTTEN_MAX = 4096;
 
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };
 
@@ -111,6 +133,8 @@ interface Slot {
   /** Local time when the member's heartbeat last increased (or when first heard of). */
   lastProgressAt: number;
   suspectUntil: number;
+  /** A departed member: when this node first held it left (its first round after), and who holds it so. */
+  departed?: { readonly at: number; readonly seenBy: Set<string> };
 }
 
 /** Rings kept to send a peer the change from its version (a delta) instead of the whole ring. */
@@ -187,6 +211,14 @@ function heard(from: string | undefined): string {
 
 export class Membership {
   private readonly slots = new Map<string, Slot>();
+  /**
+   * Departed members forgotten (out of the view, the digests and the status), by id, oldest first, with
+   * their final entry: an entry for one of them is never taken again, and a peer that still holds one
+   * as not left is told it left.
+   */
+  private readonly forgotten = new Map<string, MemberView>();
+  /** Departed members in the view (kept by setEntry and forgetDeparted). */
+  private departedCount = 0;
   /** The slots in id order, with the directory's hash: rebuilt when the directory changed (null). */
   private order: { readonly slots: readonly Slot[]; readonly dir: number } | null = null;
   /** Bumped on every change of the directory (a member added, or its incarnation or status changed). */
@@ -248,7 +280,12 @@ export class Membership {
    * keep it).
    */
   member(id: string): MemberView | undefined {
-    return this.slots.get(id)?.entry;
+    return this.slots.get(id)?.entry ?? this.forgotten.get(id);
+  }
+
+  /** Was `id` forgotten (a departed member out of the view, still refused)? */
+  isForgotten(id: string): boolean {
+    return this.forgotten.has(id);
   }
 
   liveness(id: string, now: number): Liveness {
@@ -301,6 +338,7 @@ export class Membership {
       this.order = null;
       this.dirVersion++;
     }
+    if (next.status === "left" && cur?.status !== "left") this.departedCount++;
     if (slot !== undefined) {
       slot.entry = { ...next };
       return slot;
@@ -393,6 +431,7 @@ export class Membership {
     this.maybeClaim(now);
     this.maybeBecomeUp();
     this.reportLiveness(now);
+    this.forgetDeparted(now);
     // Prefer members that look alive, but keep probing the others now and then so they can come back.
     const alive: MemberView[] = [];
     const dead: MemberView[] = [];
@@ -432,8 +471,11 @@ export class Membership {
         if (this.mergeSelf(m, now, from)) changed = true;
         continue;
       }
+      // A departed member forgotten here never comes back (its final entry is kept: see `forgotten`).
+      if (this.forgotten.has(m.id)) continue;
       const slot = this.slots.get(m.id);
       const cur = slot?.entry;
+      if (from !== undefined && m.status === "left") this.sawDeparted(m.id, from);
       if (cur !== undefined && !newerEntry(m, cur)) continue;
       if (cur !== undefined && cur.status !== "left" && m.status === "left") {
         const why = this.leftRefused(m, cur, now, from);
@@ -688,6 +730,99 @@ export class Membership {
     this.merge([m], null, now, m.id);
   }
 
+  // ------------------------------------------------------------------ departed members
+
+  private departedSlots(): Slot[] {
+    const out: Slot[] = [];
+    if (this.departedCount === 0) return out;
+    for (const s of this.slots.values()) if (s.entry.status === "left") out.push(s);
+    return out;
+  }
+
+  /**
+   * Who this node has seen holding each departed member as left: one bitmap per departed member (in
+   * directory order), bit i (of byte i >> 3, i & 7) for the directory's member i; each ceil(count / 8)
+   * bytes. A member not yet a round old here (no record) has only this node's bit.
+   */
+  private seenBitmaps(slots: readonly Slot[]): Uint8Array {
+    const width = (slots.length + 7) >> 3;
+    const departed = slots.filter((s) => s.entry.status === "left");
+    const out = new Uint8Array(width * departed.length);
+    departed.forEach((x, k) => {
+      for (let i = 0; i < slots.length; i++) {
+        const id = slots[i]!.entry.id;
+        if (id === this.config.selfId || x.departed?.seenBy.has(id) === true)
+          out[k * width + (i >> 3)]! |= 1 << (i & 7);
+      }
+    });
+    return out;
+  }
+
+  /** Takes a peer's seen bitmaps (its directory is this node's), and notes that it holds them all. */
+  private takeSeen(slots: readonly Slot[], seen: Uint8Array | undefined, from: string): void {
+    const width = (slots.length + 7) >> 3;
+    let k = 0;
+    const count = seen === undefined ? 0 : seen.length / width;
+    for (const x of slots) {
+      if (x.entry.status !== "left") continue;
+      x.departed?.seenBy.add(from);
+      if (seen !== undefined && count === this.departedCount && x.departed !== undefined)
+        for (let i = 0; i < slots.length; i++)
+          if ((seen[k * width + (i >> 3)]! & (1 << (i & 7))) !== 0) x.departed.seenBy.add(slots[i]!.entry.id);
+      k++;
+    }
+  }
+
+  /** Member `by` holds departed member `id` as left (or forgot it). */
+  private sawDeparted(id: string, by: string): void {
+    this.slots.get(id)?.departed?.seenBy.add(by);
+  }
+
+  /**
+   * Forgets the departed members that every live member (not left, not down here) has been seen
+   * holding as left, once forgetAfterMs passed since this node first held them so. A member seen by
+   * this node is seen through its digest (the same directory, or a full digest listing it left or not
+   * at all) or its gossip of the `left` entry. Forgotten, a member leaves the view, the digests and the
+   * status; its final entry is kept (at most FORGOTTEN_MAX, oldest dropped first) to refuse it and to
+   * tell a peer that still holds it otherwise.
+   */
+  private forgetDeparted(now: number): void {
+    const grace = this.config.forgetAfterMs ?? DEPARTED_GRACE_MS;
+    for (const s of this.departedSlots()) {
+      const d = s.departed;
+      if (d === undefined) {
+        s.departed = { at: now, seenBy: new Set([this.config.selfId]) };
+        continue;
+      }
+      if (now - d.at < grace) continue;
+      let all = true;
+      for (const o of this.slots.values())
+        if (
+          o.entry.status !== "left" &&
+          o.entry.id !== this.config.selfId &&
+          this.slotLiveness(o, now) !== "down" &&
+          !d.seenBy.has(o.entry.id)
+        ) {
+          all = false;
+          break;
+        }
+      if (!all) continue;
+      const id = s.entry.id;
+      this.slots.delete(id);
+      this.departedCount--;
+      this.order = null;
+      this.dirVersion++;
+      this.reported.delete(id);
+      this.forgotten.set(id, { ...s.entry });
+      if (this.forgotten.size > FORGOTTEN_MAX) this.forgotten.delete(this.forgotten.keys().next().value!);
+      this.emit(
+        "forgotten",
+        id,
+        `${id} is forgotten: it left ${Math.round((now - d.at) / 1000)} s ago and every live member holds its departure (its id stays refused)`,
+      );
+    }
+  }
+
   // ------------------------------------------------------------------ digests (gossip-driver.ts)
 
   /**
@@ -706,6 +841,7 @@ export class Membership {
       heartbeats,
       ringVersion: this.ringRefView.version,
       ringHash: this.ringRefView.hash,
+      ...(this.departedCount > 0 ? { seen: this.seenBitmaps(slots) } : {}),
     };
     if (!full) return d;
     return {
@@ -724,6 +860,9 @@ export class Membership {
   takeHeartbeats(d: GossipDigest, now: number, from: string): boolean {
     const { slots, dir } = this.directory();
     if (d.dir !== dir || d.count !== slots.length) return false;
+    // The same directory: the peer holds every departed member as left, as this node does, and tells
+    // who else it has seen holding each.
+    if (this.departedCount > 0) this.takeSeen(slots, d.seen, from);
     for (let i = 0; i < slots.length; i++) {
       const hb = u32At(d.heartbeats, i);
       const s = slots[i]!;
@@ -740,7 +879,7 @@ export class Membership {
    * it holds newer or this node lacks (to ask for). Entries change only through merge, with its rules;
    * this node's own entry is asked for whenever the peer's is newer, so that merge refutes it.
    */
-  compareDigest(d: GossipDigest, now: number): DigestComparison {
+  compareDigest(d: GossipDigest, now: number, from: string): DigestComparison {
     assert(
       d.ids !== undefined && d.incarnations !== undefined && d.statuses !== undefined,
       () => "not a full digest",
@@ -755,16 +894,22 @@ export class Membership {
       const theirs = i < d.count ? ids[i]! : undefined;
       const s = j < slots.length ? slots[j]! : undefined;
       if (s === undefined || (theirs !== undefined && theirs < s.entry.id)) {
-        wants.push(theirs!);
+        const gone = this.forgotten.get(theirs!);
+        // A member forgotten here: the peer is told it left if it holds it otherwise; never asked for.
+        if (gone === undefined) wants.push(theirs!);
+        else if (statuses[i] !== STATUS_RANK.left) lacks.push(gone);
         i++;
         continue;
       }
       const m = s.entry;
       if (theirs === undefined || m.id < theirs) {
+        // Not in the peer's directory: a departed member it forgot (it saw it leave) holds nothing back.
+        if (m.status === "left") this.sawDeparted(m.id, from);
         lacks.push({ ...m });
         j++;
         continue;
       }
+      if (statuses[i] === STATUS_RANK.left && m.status === "left") this.sawDeparted(m.id, from);
       const status = STATUSES[statuses[i]!]!;
       const hb = u32At(d.heartbeats, i);
       const order = entryOrder(status, incarnations[i]!, hb, m);
@@ -779,7 +924,21 @@ export class Membership {
     return { lacks, wants };
   }
 
-  /** Copies of the entries of `ids` this node holds (what a peer asked for). */
+  /**
+   * The final entries of members forgotten here that `pushed` (entries a peer sent) holds as not left:
+   * what tells the peer they left, as it would not ask for them (they are in no digest of this node).
+   */
+  departuresFor(pushed: readonly MemberView[]): MemberView[] {
+    const out: MemberView[] = [];
+    if (this.forgotten.size === 0) return out;
+    for (const m of pushed) {
+      const gone = this.forgotten.get(m.id);
+      if (gone !== undefined && m.status !== "left") out.push(gone);
+    }
+    return out;
+  }
+
+  /** Copies of the entries of `ids` this node holds in its view (what a peer asked for). */
   entriesFor(ids: readonly string[]): MemberView[] {
     const out: MemberView[] = [];
     for (const id of ids) {

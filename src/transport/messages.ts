@@ -136,6 +136,12 @@ export interface GossipDigest {
   readonly ids?: readonly string[];
   readonly incarnations?: readonly number[];
   readonly statuses?: Uint8Array;
+  /**
+   * While departed members are in the directory: for each (in id order) a bitmap of ceil(count / 8)
+   * bytes, bit i (byte i >> 3, bit i & 7) set if directory member i was seen holding it as left
+   * (membership.ts forgets a departed member once every live member has).
+   */
+  readonly seen?: Uint8Array;
 }
 
 /** A ring named by its version and hash (0, 0: no ring). */
@@ -582,6 +588,15 @@ function ringDelta(v: unknown): RingDelta | undefined {
   };
 }
 
+/** A digest's `seen`: whole bitmaps of ceil(count / 8) bytes, one per departed member. */
+function seenBitmaps(o: Obj, count: number): Uint8Array {
+  const width = (count + 7) >> 3;
+  const v = bytes(o, "seen", width * count);
+  if (width === 0 || v.length % width !== 0)
+    throw new ProtocolError(`digest: ${v.length} bytes of seen bitmaps for ${count} members`);
+  return v;
+}
+
 function digest(v: unknown): GossipDigest | undefined {
   if (v === undefined || v === null) return undefined;
   const o = obj(v, "digest");
@@ -595,6 +610,7 @@ function digest(v: unknown): GossipDigest | undefined {
     heartbeats,
     ringVersion: int(o, "ringVersion"),
     ringHash: int(o, "ringHash", 0, 0xffff_ffff),
+    ...(o.seen === undefined || o.seen === null ? {} : { seen: seenBitmaps(o, count) }),
   };
   if (o.ids === undefined || o.ids === null) return d;
   const list = ids(o, "ids", MAX_MEMBERS, 64);
