@@ -128,14 +128,39 @@ type Mutable<T> = { -readonly [K in keyof T]: T[K] };
 
 /** A member as this node holds it: its entry (this node's own copy) and what is local to this node. */
 interface Slot {
-  /** Changed in place only for a heartbeat (advanceHeartbeat); every other change goes through setEntry. */
+  /**
+   * Changed in place only for a heartbeat; every other change goes through setEntry. While the
+   * directory is built (`order`), the heartbeat and lastProgressAt of its arrays are the ones that
+   * count: read an entry through `fresh`, and the progress through `progressOf`.
+   */
   entry: Mutable<MemberView>;
   /** Local time when the member's heartbeat last increased (or when first heard of). */
   lastProgressAt: number;
   suspectUntil: number;
   /** A departed member: when this node first held it left (its first round after), and who holds it so. */
   departed?: { readonly at: number; readonly seenBy: Set<string> };
+  /** Liveness last reported (only changes are reported; undefined: up, or not reported). */
+  reported?: Liveness;
+  /** Its position in the directory (valid while the directory is, `order`). */
+  index: number;
 }
+
+/**
+ * The directory: slots in id order, its hash, and in that order every heartbeat and the local time it
+ * last increased. While it is built these arrays hold the heartbeats and progress times (gossip updates
+ * them without touching the slots); `invalidate` writes them back to the slots before it is rebuilt.
+ */
+interface Directory {
+  readonly slots: readonly Slot[];
+  readonly dir: number;
+  readonly heartbeats: Uint32Array;
+  readonly progress: Float64Array;
+  /** What a full digest names (built when first asked for). */
+  names?: Pick<GossipDigest, "ids" | "incarnations" | "statuses">;
+}
+
+/** Heartbeats travel as u32 little-endian: on a little-endian machine, a Uint32Array's bytes as they are. */
+const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
 
 /** Rings kept to send a peer the change from its version (a delta) instead of the whole ring. */
 const RING_HISTORY = 8;
@@ -220,7 +245,7 @@ export class Membership {
   /** Departed members in the view (kept by setEntry and forgetDeparted). */
   private departedCount = 0;
   /** The slots in id order, with the directory's hash: rebuilt when the directory changed (null). */
-  private order: { readonly slots: readonly Slot[]; readonly dir: number } | null = null;
+  private order: Directory | null = null;
   /** Bumped on every change of the directory (a member added, or its incarnation or status changed). */
   private dirVersion = 0;
   /** The directory version and ring the claimant last checked its ring against (maybeClaim). */
@@ -229,8 +254,6 @@ export class Membership {
   private ringRefView: RingRef = NO_RING;
   /** The last rings held (newest last), to send a peer a delta from its own. */
   private readonly ringHistory: { readonly ring: RingView; readonly ref: RingRef }[] = [];
-  /** Liveness last reported per member (only changes are reported). */
-  private readonly reported = new Map<string, Liveness>();
   /** Members to gossip with in the next round: they approved a removal this node heard of second-hand. */
   private readonly verify = new Set<string>();
   /** Receives every change (undefined: nobody listens, e.g. while the saved view is loaded at start). */
@@ -252,11 +275,37 @@ export class Membership {
     self: MemberView,
     now: number,
   ) {
-    this.slots.set(self.id, { entry: { ...self }, lastProgressAt: now, suspectUntil: 0 });
+    this.slots.set(self.id, { entry: { ...self }, lastProgressAt: now, suspectUntil: 0, index: 0 });
   }
 
   get self(): MemberView {
-    return this.slots.get(this.config.selfId)!.entry;
+    return this.fresh(this.slots.get(this.config.selfId)!);
+  }
+
+  /** A slot's entry with its heartbeat brought up to date (see Directory). */
+  private fresh(s: Slot): Mutable<MemberView> {
+    if (this.order !== null) s.entry.heartbeat = this.order.heartbeats[s.index]!;
+    return s.entry;
+  }
+
+  private progressOf(s: Slot): number {
+    return this.order === null ? s.lastProgressAt : this.order.progress[s.index]!;
+  }
+
+  private setProgress(s: Slot, at: number): void {
+    if (this.order === null) s.lastProgressAt = at;
+    else this.order.progress[s.index] = at;
+  }
+
+  /** The directory changes: its arrays go back to the slots, and it is rebuilt when next needed. */
+  private invalidate(): void {
+    const o = this.order;
+    if (o === null) return;
+    for (const s of o.slots) {
+      s.entry.heartbeat = o.heartbeats[s.index]!;
+      s.lastProgressAt = o.progress[s.index]!;
+    }
+    this.order = null;
   }
 
   get ring(): RingView | null {
@@ -271,7 +320,7 @@ export class Membership {
   /** Every member's entry, copied (a snapshot: heartbeats move on afterwards). */
   view(): MemberView[] {
     const out: MemberView[] = [];
-    for (const s of this.slots.values()) out.push({ ...s.entry });
+    for (const s of this.slots.values()) out.push({ ...this.fresh(s) });
     return out;
   }
 
@@ -280,7 +329,8 @@ export class Membership {
    * keep it).
    */
   member(id: string): MemberView | undefined {
-    return this.slots.get(id)?.entry ?? this.forgotten.get(id);
+    const s = this.slots.get(id);
+    return s === undefined ? this.forgotten.get(id) : this.fresh(s);
   }
 
   /** Was `id` forgotten (a departed member out of the view, still refused)? */
@@ -297,7 +347,7 @@ export class Membership {
 
   private slotLiveness(l: Slot, now: number): Liveness {
     if (l.entry.id === this.config.selfId) return "up";
-    if (now - l.lastProgressAt > this.config.downAfterMs) return "down";
+    if (now - this.progressOf(l) > this.config.downAfterMs) return "down";
     if (now < l.suspectUntil) return "suspect";
     return "up";
   }
@@ -335,25 +385,39 @@ export class Membership {
       () => `member ${next.id} would go from left back to ${next.status}`,
     );
     if (cur === undefined || cur.incarnation !== next.incarnation || cur.status !== next.status) {
-      this.order = null;
+      this.invalidate();
       this.dirVersion++;
     }
     if (next.status === "left" && cur?.status !== "left") this.departedCount++;
     if (slot !== undefined) {
       slot.entry = { ...next };
+      if (this.order !== null) this.order.heartbeats[slot.index] = next.heartbeat;
       return slot;
     }
     assert(now !== undefined, () => `member ${id} added without the time`);
-    const added: Slot = { entry: { ...next }, lastProgressAt: now, suspectUntil: 0 };
+    const added: Slot = { entry: { ...next }, lastProgressAt: now, suspectUntil: 0, index: 0 };
     this.slots.set(id, added);
     return added;
   }
 
   /** A heartbeat-only change (same incarnation and status): in place, as it is the most frequent. */
   private advanceHeartbeat(slot: Slot, heartbeat: number, now: number): void {
-    assert(heartbeat > slot.entry.heartbeat, () => `member ${slot.entry.id}'s heartbeat would not increase`);
-    slot.entry.heartbeat = heartbeat;
-    slot.lastProgressAt = now;
+    const o = this.order;
+    if (o === null) {
+      assert(
+        heartbeat > slot.entry.heartbeat,
+        () => `member ${slot.entry.id}'s heartbeat would not increase`,
+      );
+      slot.entry.heartbeat = heartbeat;
+      slot.lastProgressAt = now;
+      return;
+    }
+    assert(
+      heartbeat > o.heartbeats[slot.index]!,
+      () => `member ${slot.entry.id}'s heartbeat would not increase`,
+    );
+    o.heartbeats[slot.index] = heartbeat;
+    o.progress[slot.index] = now;
   }
 
   /** Every change of the ring: its version never goes back. */
@@ -370,10 +434,17 @@ export class Membership {
   }
 
   /** The slots in id order and the directory's hash (cached until the directory changes). */
-  private directory(): { readonly slots: readonly Slot[]; readonly dir: number } {
+  private directory(): Directory {
     if (this.order === null) {
       const slots = [...this.slots.values()].sort((a, b) => (a.entry.id < b.entry.id ? -1 : 1));
-      this.order = { slots, dir: directoryHash(slots.map((s) => s.entry)) };
+      const heartbeats = new Uint32Array(slots.length);
+      const progress = new Float64Array(slots.length);
+      slots.forEach((s, i) => {
+        s.index = i;
+        heartbeats[i] = s.entry.heartbeat;
+        progress[i] = s.lastProgressAt;
+      });
+      this.order = { slots, dir: directoryHash(slots.map((s) => s.entry)), heartbeats, progress };
     }
     return this.order;
   }
@@ -387,13 +458,13 @@ export class Membership {
     for (const s of this.slots.values()) {
       const m = s.entry;
       if (m.id === this.config.selfId || m.status === "left") {
-        if (this.reported.size > 0) this.reported.delete(m.id);
+        s.reported = undefined;
         continue;
       }
       const live = this.slotLiveness(s, now);
-      const was = this.reported.get(m.id) ?? "up";
+      const was = s.reported ?? "up";
       if (live === was) continue;
-      this.reported.set(m.id, live);
+      s.reported = live;
       if (live === "down")
         this.emit(
           "down",
@@ -422,39 +493,51 @@ export class Membership {
   /** One gossip round: bumps our heartbeat; returns the peers to gossip with this round. */
   tick(now: number, random: Random): string[] {
     const mySlot = this.slots.get(this.config.selfId)!;
-    const me = mySlot.entry;
+    const me = this.fresh(mySlot);
     // A heartbeat that reached its bound (it travels as a u32) moves into the incarnation.
     if (me.heartbeat >= MAX_HEARTBEAT)
       this.setEntry(me.id, { ...me, incarnation: me.incarnation + 1, heartbeat: 0 });
     else this.advanceHeartbeat(mySlot, me.heartbeat + 1, now);
-    mySlot.lastProgressAt = now;
+    this.setProgress(mySlot, now);
     this.maybeClaim(now);
     this.maybeBecomeUp();
     this.reportLiveness(now);
     this.forgetDeparted(now);
-    // Prefer members that look alive, but keep probing the others now and then so they can come back.
-    const alive: MemberView[] = [];
-    const dead: MemberView[] = [];
-    for (const s of this.slots.values()) {
-      const m = s.entry;
-      if (m.id === this.config.selfId || m.status === "left") continue;
-      if (this.slotLiveness(s, now) === "down") dead.push(m);
-      else alive.push(m);
-    }
+    // Members that look alive, drawn at random from the directory (a scan when draws find too few), and
+    // now and then one that looks down, so that it can come back.
+    const self = this.config.selfId;
+    const { slots } = this.directory();
     const out: string[] = [];
-    const pick = (pool: MemberView[], k: number) => {
+    const alive = (x: Slot) =>
+      x.entry.id !== self && x.entry.status !== "left" && this.slotLiveness(x, now) !== "down";
+    const pick = (pool: Slot[], k: number) => {
       for (let i = 0; i < k && pool.length > 0; i++) {
         const j = Math.floor(random.next() * pool.length);
-        out.push(pool[j]!.id);
+        out.push(pool[j]!.entry.id);
         pool[j] = pool[pool.length - 1]!;
         pool.pop();
       }
     };
-    pick(alive, this.config.fanout);
-    if (dead.length > 0 && random.next() < 0.25) pick(dead, 1);
+    const fanout = this.config.fanout;
+    for (let tries = 0; out.length < fanout && tries < 4 * fanout + 8; tries++) {
+      const x = slots[Math.floor(random.next() * slots.length)]!;
+      if (alive(x) && !out.includes(x.entry.id)) out.push(x.entry.id);
+    }
+    if (out.length < fanout)
+      pick(
+        slots.filter((x) => alive(x) && !out.includes(x.entry.id)),
+        fanout - out.length,
+      );
+    if (random.next() < 0.25)
+      pick(
+        slots.filter(
+          (x) => x.entry.id !== self && x.entry.status !== "left" && this.slotLiveness(x, now) === "down",
+        ),
+        1,
+      );
     // Ask the approvers of removals heard second-hand (merge): they confirm them, or nothing comes of it.
     for (const id of this.verify)
-      if (!out.includes(id) && this.slots.get(id)?.entry.status !== "left" && id !== me.id) out.push(id);
+      if (!out.includes(id) && this.slots.get(id)?.entry.status !== "left" && id !== self) out.push(id);
     this.verify.clear();
     return out;
   }
@@ -474,9 +557,21 @@ export class Membership {
       // A departed member forgotten here never comes back (its final entry is kept: see `forgotten`).
       if (this.forgotten.has(m.id)) continue;
       const slot = this.slots.get(m.id);
-      const cur = slot?.entry;
+      const cur = slot === undefined ? undefined : this.fresh(slot);
       if (from !== undefined && m.status === "left") this.sawDeparted(m.id, from);
       if (cur !== undefined && !newerEntry(m, cur)) continue;
+      if (
+        slot !== undefined &&
+        cur!.incarnation === m.incarnation &&
+        cur!.status === m.status &&
+        samePlace(cur!, m) &&
+        cur!.removedBy === m.removedBy &&
+        cur!.leaveApprovedBy === m.leaveApprovedBy
+      ) {
+        // Only the heartbeat moved (the most frequent change): in place.
+        this.advanceHeartbeat(slot, m.heartbeat, now);
+        continue;
+      }
       if (cur !== undefined && cur.status !== "left" && m.status === "left") {
         const why = this.leftRefused(m, cur, now, from);
         if (why !== undefined) {
@@ -490,7 +585,7 @@ export class Membership {
       if (cur === undefined || cur.status !== m.status || !samePlace(cur, m)) changed = true;
       const progress = cur === undefined || m.heartbeat > cur.heartbeat || m.incarnation > cur.incarnation;
       const l = this.setEntry(m.id, m, now);
-      if (progress) l.lastProgressAt = now;
+      if (progress) this.setProgress(l, now);
       this.reportEntry(cur, m, from);
     }
     if (ring !== null && this.takeRing(ring, from)) changed = true;
@@ -808,12 +903,11 @@ export class Membership {
         }
       if (!all) continue;
       const id = s.entry.id;
+      this.invalidate();
       this.slots.delete(id);
       this.departedCount--;
-      this.order = null;
       this.dirVersion++;
-      this.reported.delete(id);
-      this.forgotten.set(id, { ...s.entry });
+      this.forgotten.set(id, { ...this.fresh(s) });
       if (this.forgotten.size > FORGOTTEN_MAX) this.forgotten.delete(this.forgotten.keys().next().value!);
       this.emit(
         "forgotten",
@@ -831,10 +925,14 @@ export class Membership {
    * status.
    */
   digest(full: boolean): GossipDigest {
-    const { slots, dir } = this.directory();
-    const heartbeats = new Uint8Array(4 * slots.length);
-    const view = new DataView(heartbeats.buffer);
-    for (let i = 0; i < slots.length; i++) view.setUint32(4 * i, slots[i]!.entry.heartbeat, true);
+    const { slots, dir, heartbeats: hbs } = this.directory();
+    let heartbeats: Uint8Array;
+    if (LITTLE_ENDIAN) heartbeats = new Uint8Array(hbs.slice().buffer);
+    else {
+      heartbeats = new Uint8Array(4 * hbs.length);
+      const view = new DataView(heartbeats.buffer);
+      for (let i = 0; i < hbs.length; i++) view.setUint32(4 * i, hbs[i]!, true);
+    }
     const d: GossipDigest = {
       dir,
       count: slots.length,
@@ -844,12 +942,13 @@ export class Membership {
       ...(this.departedCount > 0 ? { seen: this.seenBitmaps(slots) } : {}),
     };
     if (!full) return d;
-    return {
-      ...d,
+    const o = this.directory();
+    o.names ??= {
       ids: slots.map((s) => s.entry.id),
       incarnations: slots.map((s) => s.entry.incarnation),
       statuses: Uint8Array.from(slots, (s) => STATUS_RANK[s.entry.status]),
     };
+    return { ...d, ...o.names };
   }
 
   /**
@@ -858,18 +957,33 @@ export class Membership {
    * own is an entry for it newer than its own: refuted as merge would (mergeSelf).
    */
   takeHeartbeats(d: GossipDigest, now: number, from: string): boolean {
-    const { slots, dir } = this.directory();
+    const o = this.directory();
+    const { slots, dir, heartbeats: mine, progress } = o;
     if (d.dir !== dir || d.count !== slots.length) return false;
     // The same directory: the peer holds every departed member as left, as this node does, and tells
     // who else it has seen holding each.
     if (this.departedCount > 0) this.takeSeen(slots, d.seen, from);
+    const b = d.heartbeats;
+    // Read as u32s where they are aligned, else from a copy (a decoded Buffer may sit at any offset).
+    const theirs = !LITTLE_ENDIAN
+      ? undefined
+      : b.byteOffset % 4 === 0
+        ? new Uint32Array(b.buffer, b.byteOffset, slots.length)
+        : new Uint32Array(new Uint8Array(b).buffer);
+    const me = this.slots.get(this.config.selfId)!.index;
+    let self: number | undefined;
     for (let i = 0; i < slots.length; i++) {
-      const hb = u32At(d.heartbeats, i);
-      const s = slots[i]!;
-      if (hb <= s.entry.heartbeat) continue;
-      if (s.entry.id === this.config.selfId) this.mergeSelf({ ...s.entry, heartbeat: hb }, now, from);
-      else this.advanceHeartbeat(s, hb, now);
+      const hb = theirs === undefined ? u32At(b, i) : theirs[i]!;
+      if (hb <= mine[i]!) continue;
+      if (i === me) self = hb;
+      else {
+        // advanceHeartbeat, inline: this loop runs over every member for every exchange.
+        mine[i] = hb;
+        progress[i] = now;
+      }
     }
+    // A newer heartbeat for this node: refuted (it changes the directory, so only after the loop).
+    if (self !== undefined) this.mergeSelf({ ...this.self, heartbeat: self }, now, from);
     return true;
   }
 
@@ -901,7 +1015,7 @@ export class Membership {
         i++;
         continue;
       }
-      const m = s.entry;
+      const m = this.fresh(s);
       if (theirs === undefined || m.id < theirs) {
         // Not in the peer's directory: a departed member it forgot (it saw it leave) holds nothing back.
         if (m.status === "left") this.sawDeparted(m.id, from);
@@ -943,7 +1057,7 @@ export class Membership {
     const out: MemberView[] = [];
     for (const id of ids) {
       const s = this.slots.get(id);
-      if (s !== undefined) out.push({ ...s.entry });
+      if (s !== undefined) out.push({ ...this.fresh(s) });
     }
     return out;
   }
@@ -991,7 +1105,7 @@ export class Membership {
   upAndAlive(now: number): MemberView[] {
     const out: MemberView[] = [];
     for (const s of this.slots.values())
-      if (s.entry.status === "up" && this.slotLiveness(s, now) !== "down") out.push(s.entry);
+      if (s.entry.status === "up" && this.slotLiveness(s, now) !== "down") out.push(this.fresh(s));
     return out;
   }
 
