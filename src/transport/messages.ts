@@ -57,6 +57,23 @@ import {
  * a member's heartbeat is a u32.
  */
 export const PROTOCOL_VERSION = 10;
+/**
+ * The oldest protocol a node still speaks, for a rolling upgrade (tcp-transport.ts): 9, which differs
+ * from 10 only in gossip. A node of 9 sends protocol 9's whole-view exchange, which a node of 10
+ * answers the same way; a node of 10 opens with a digest, which a node of 9 reads as an empty whole-view
+ * request (it ignores fields it does not know) and answers with its whole view, which the node of 10
+ * merges. So a node of 10 accepts a hello of 9 (its welcome says 9), and a node of 9 that refuses its
+ * hello gets a hello of 9 on the next connection. The window: as long as this constant is 9, i.e. until
+ * the release whose protocol drops it (11 may raise it to 10 only once no node of 9 can remain).
+ */
+export const MIN_PROTOCOL_VERSION = 9;
+
+/** The version an older node's refusal names as its own ("protocol version V is not THEIRS"), if it is one this node still speaks. */
+export function olderVersionIn(reason: string): number | undefined {
+  const m = /^protocol version \d+ is not (\d+)/.exec(reason);
+  const v = m === null ? Number.NaN : Number(m[1]);
+  return v >= MIN_PROTOCOL_VERSION && v < PROTOCOL_VERSION ? v : undefined;
+}
 /** Longest `coordinate` request id (the forwarder's node id, 16 hex digits, a counter). */
 export const MAX_REQUEST_ID_CHARS = 128;
 /** Longest deadline a request frame carries (a longer timeout is sent as this). */

@@ -12,7 +12,8 @@
  * - the ring travels only when its version changed: as the change from the peer's ring when smaller,
  *   whole when the peer's ring is not one this node held, and two rings of one version converge;
  * - a digest saying this node's heartbeat is newer than its own is refuted (a new incarnation);
- * - protocol 9's whole-view request is answered with the whole view.
+ * - protocol 9's whole-view request is answered with the whole view, and a node of 9's whole-view
+ *   answer to a digest is merged (a rolling upgrade, transport/messages.ts MIN_PROTOCOL_VERSION).
  */
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
@@ -247,5 +248,23 @@ describe("protocol 9's exchange", () => {
     assert.deepEqual(answer.members.map((m) => m.id).sort(), ["a", "b", "c"]);
     assert.deepEqual(answer.ring, ring1);
     assert.equal(node("a").m.member("b")?.heartbeat, 9);
+  });
+
+  test("a node of protocol 9 answers a digest with its whole view (it ignores the digest): it is merged", async () => {
+    const { net, node } = cluster(["a", "b"]);
+    // Node "old" speaks protocol 9: it reads a gossip request's members and ring only, and answers its
+    // whole view and ring.
+    const oldView = [entry("old", "up", 2, 40), entry("a", "up"), entry("b", "up", 2, 30)];
+    net.node("old", async (_from, body) => {
+      assert.equal(body.kind, "gossip");
+      return { kind: "gossip", members: oldView, ring: ring1 };
+    });
+    const a = node("a").m;
+    a.merge([entry("old", "up", 2, 1)], null, 5);
+    node("a").g.exchangeWith("old");
+    while (net.pending().length > 0) await net.step();
+    assert.equal(a.member("old")?.heartbeat, 40);
+    assert.equal(a.member("b")?.heartbeat, 30);
+    assert.equal(a.liveness("old", 10), "up");
   });
 });
