@@ -536,8 +536,10 @@ export class Membership {
         1,
       );
     // Ask the approvers of removals heard second-hand (merge): they confirm them, or nothing comes of it.
-    for (const id of this.verify)
-      if (!out.includes(id) && this.slots.get(id)?.entry.status !== "left" && id !== self) out.push(id);
+    for (const id of this.verify) {
+      const v = this.slots.get(id);
+      if (v !== undefined && v.entry.status !== "left" && id !== self && !out.includes(id)) out.push(id);
+    }
     this.verify.clear();
     return out;
   }
