@@ -7,7 +7,7 @@ import { RingstoreClient, RingstoreError } from "../client/client.js";
 import { type ConnectionFlags, clientOptions } from "./connection.js";
 import { Progress } from "./progress.js";
 
-interface StatusMember {
+export interface StatusMember {
   id: string;
   state: string;
   api: string;
@@ -40,6 +40,50 @@ function noAnswer(addr: string, err: RingstoreError, ms: number): string {
     : `cannot reach ${addr}: ${err.message}`;
 }
 
+/** The members `cluster status` shows: departed members (state `left`, until every node forgets them) only with `all`. */
+export function shownMembers(members: readonly StatusMember[], all: boolean): readonly StatusMember[] {
+  return all ? members : members.filter((m) => m.state !== "left");
+}
+
+/**
+ * The members' table of `cluster status` (shownMembers), with each member's answer to /health when
+ * `answers` has it; a line says how many departed members are hidden.
+ */
+export function membersTable(
+  members: readonly StatusMember[],
+  all: boolean,
+  answers?: ReadonlyMap<string, string>,
+): string {
+  const shown = shownMembers(members, all);
+  const head = [
+    "ID",
+    "STATE",
+    ...(answers === undefined ? [] : ["ANSWERS"]),
+    "API",
+    "PEER",
+    "PARTITIONS",
+    "WEIGHT",
+    "ZONE",
+  ];
+  const rows = [head];
+  for (const m of shown)
+    rows.push([
+      m.id,
+      m.state,
+      ...(answers === undefined ? [] : [answers.get(m.id) ?? "-"]),
+      m.api,
+      m.peer,
+      String(m.partitions),
+      String(m.weight),
+      m.zone ?? "-",
+    ]);
+  const hidden = members.length - shown.length;
+  return hidden === 0
+    ? table(rows)
+    : `${table(rows)}
+(${hidden} departed member${hidden === 1 ? "" : "s"} not shown: --all shows ${hidden === 1 ? "it" : "them"})`;
+}
+
 export async function clusterStatusCommand(
   flags: ConnectionFlags & { json?: boolean; all?: boolean },
 ): Promise<void> {
@@ -70,7 +114,7 @@ export async function clusterStatusCommand(
     process.stdout.write(
       `cluster ${cl.id}: N=${cl.n} R=${cl.r} W=${cl.w}, ${cl.partitions} partitions, ring version ${cl.ringVersion} (as seen by ${s.node.id})\n\n`,
     );
-    const shown = s.members.filter((m) => flags.all === true || m.state !== "left");
+    const shown = shownMembers(s.members, flags.all === true);
     // Every member shown (but the one that answered) is asked for /health at once, each within the same
     // short bound: one paused or cut off is named rather than holding the command up.
     const answers = await Promise.all(
@@ -85,23 +129,8 @@ export async function clusterStatusCommand(
         }
       }),
     );
-    const rows = [["ID", "STATE", "ANSWERS", "API", "PEER", "PARTITIONS", "WEIGHT", "ZONE"]];
-    shown.forEach((m, i) => {
-      rows.push([
-        m.id,
-        m.state,
-        answers[i]!,
-        m.api,
-        m.peer,
-        String(m.partitions),
-        String(m.weight),
-        m.zone ?? "-",
-      ]);
-    });
-    process.stdout.write(`${table(rows)}\n`);
-    const hidden = s.members.length - shown.length;
-    if (hidden > 0)
-      process.stdout.write(`(${hidden} member(s) that left the cluster not shown: --all shows them)\n`);
+    const byId = new Map(shown.map((m, i) => [m.id, answers[i]!]));
+    process.stdout.write(`${membersTable(s.members, flags.all === true, byId)}\n`);
     shown.forEach((m, i) => {
       if (answers[i] === "NO")
         process.stdout.write(

@@ -153,7 +153,7 @@ program
 const cluster = program.command("cluster").description("look at and operate the cluster");
 connectionOptions(cluster.command("status").description("the members and their states, as a table"))
   .option("--json", "print the node's whole /status as JSON")
-  .option("--all", "show the members that left the cluster too")
+  .option("--all", "also list departed members (left or removed), until the cluster forgets them")
   .action(clusterStatusCommand);
 connectionOptions(
   cluster

@@ -51,9 +51,29 @@ import {
  * 8: tombstone purging's agreement (`purge_check`) and purge-if-equal (`purge`). 9: connections are TLS
  * with the cluster key (tcp-transport.ts), and a member's `left` entry made by a removal names the
  * claimant that approved it (`removedBy`), and a member's own leave the claimant that approved that
- * (`leaveApprovedBy`).
+ * (`leaveApprovedBy`). 10: gossip by digest and delta (`gossip` carries a `digest` of every member's
+ * incarnation, status and heartbeat and the ring's version; full entries and the ring, or a ring's
+ * change as `ringDelta`, travel only to a peer that lacks them, asked with `want` and `ringWant`), and
+ * a member's heartbeat is a u32.
  */
-export const PROTOCOL_VERSION = 9;
+export const PROTOCOL_VERSION = 10;
+/**
+ * The oldest protocol a node still speaks, for a rolling upgrade (tcp-transport.ts): 9, which differs
+ * from 10 only in gossip. A node of 9 sends protocol 9's whole-view exchange, which a node of 10
+ * answers the same way; a node of 10 opens with a digest, which a node of 9 reads as an empty whole-view
+ * request (it ignores fields it does not know) and answers with its whole view, which the node of 10
+ * merges. So a node of 10 accepts a hello of 9 (its welcome says 9), and a node of 9 that refuses its
+ * hello gets a hello of 9 on the next connection. The window: as long as this constant is 9, i.e. until
+ * the release whose protocol drops it (11 may raise it to 10 only once no node of 9 can remain).
+ */
+export const MIN_PROTOCOL_VERSION = 9;
+
+/** The version an older node's refusal names as its own ("protocol version V is not THEIRS"), if it is one this node still speaks. */
+export function olderVersionIn(reason: string): number | undefined {
+  const m = /^protocol version \d+ is not (\d+)/.exec(reason);
+  const v = m === null ? Number.NaN : Number(m[1]);
+  return v >= MIN_PROTOCOL_VERSION && v < PROTOCOL_VERSION ? v : undefined;
+}
 /** Longest `coordinate` request id (the forwarder's node id, 16 hex digits, a counter). */
 export const MAX_REQUEST_ID_CHARS = 128;
 /** Longest deadline a request frame carries (a longer timeout is sent as this). */
@@ -107,6 +127,85 @@ export interface MemberView {
    * member that never saw the leave begin takes the `left` that ends it from that claimant (membership.ts).
    */
   readonly leaveApprovedBy?: string;
+}
+
+/** Largest heartbeat (it travels as a u32): a member that reaches it bumps its incarnation instead. */
+export const MAX_HEARTBEAT = 0xffff_ffff;
+
+/**
+ * What a gossip exchange opens with (membership/digest.ts builds and reads it): enough to tell which
+ * side lacks what, without the entries themselves.
+ *
+ * The directory is every member this node holds (departed ones too, until forgotten) in id order, each
+ * with its incarnation and status; `dir` is a 53-bit hash of it. Two nodes with the same `dir` and
+ * `count` hold the same members with the same incarnations and statuses, so `heartbeats` (u32
+ * little-endian, one per member in id order) line up and are all that needs to travel. A full digest
+ * (the answer to an opening whose `dir` differs) also names the members: `ids` (strictly ascending),
+ * `incarnations`, and `statuses` (one byte each: 0 joining, 1 up, 2 leaving, 3 left).
+ */
+export interface GossipDigest {
+  readonly dir: number;
+  readonly count: number;
+  readonly heartbeats: Uint8Array;
+  readonly ringVersion: number;
+  /** 32-bit hash of the ring (two rings of one version differ only if two claimants acted at once). */
+  readonly ringHash: number;
+  readonly ids?: readonly string[];
+  readonly incarnations?: readonly number[];
+  readonly statuses?: Uint8Array;
+  /**
+   * While departed members are in the directory: for each (in id order) a bitmap of ceil(count / 8)
+   * bytes, bit i (byte i >> 3, bit i & 7) set if directory member i was seen holding it as left
+   * (membership.ts forgets a departed member once every live member has).
+   */
+  readonly seen?: Uint8Array;
+}
+
+/** A ring named by its version and hash (0, 0: no ring). */
+export interface RingRef {
+  readonly version: number;
+  readonly hash: number;
+}
+
+/**
+ * A ring as the change from one the receiver holds (`base`, by version and hash): the partitions whose
+ * owner changed (`moved`, u32 little-endian each) with their new `owners`, and the new ring's version and
+ * member list. Sent instead of the whole ring when it is smaller.
+ */
+export interface RingDelta {
+  readonly version: number;
+  readonly partitions: number;
+  readonly members: readonly string[];
+  readonly base: RingRef;
+  readonly moved: Uint8Array;
+  readonly owners: readonly string[];
+}
+
+/**
+ * Gossip (membership/gossip-driver.ts). An exchange opens with a request carrying `digest` (and no
+ * entries); the answer carries the answerer's digest (full if the directories differ), the ring or its
+ * delta if the asker's is older, and `ringWant` (the answerer's ring) if the asker's is newer. If the
+ * asker then lacks entries or holds some the answerer lacks, it closes with a second request carrying
+ * `want` (ids it asks for), the entries the answerer lacks and the ring it asked for; its answer carries
+ * the entries wanted. A request with neither `digest` nor `want` is protocol 9's whole-view exchange:
+ * it carries the sender's whole view and ring, and is answered with the answerer's.
+ */
+export interface GossipRequest {
+  readonly kind: "gossip";
+  readonly members: readonly MemberView[];
+  readonly ring: RingView | null;
+  readonly digest?: GossipDigest;
+  readonly want?: readonly string[];
+  readonly ringDelta?: RingDelta;
+}
+
+export interface GossipAnswer {
+  readonly kind: "gossip";
+  readonly members: readonly MemberView[];
+  readonly ring: RingView | null;
+  readonly digest?: GossipDigest;
+  readonly ringWant?: RingRef;
+  readonly ringDelta?: RingDelta;
 }
 
 export interface RingView {
@@ -218,7 +317,7 @@ export type RequestBody =
       readonly pw?: number;
       readonly timeoutMs: number;
     }
-  | { readonly kind: "gossip"; readonly members: readonly MemberView[]; readonly ring: RingView | null }
+  | GossipRequest
   | {
       readonly kind: "join";
       readonly member: MemberView;
@@ -279,7 +378,7 @@ export type AnswerBody =
       readonly forceable: boolean;
       readonly remaining: number;
     }
-  | { readonly kind: "gossip"; readonly members: readonly MemberView[]; readonly ring: RingView | null }
+  | GossipAnswer
   | {
       readonly kind: "joined";
       readonly clusterId: string;
@@ -439,7 +538,7 @@ function member(v: unknown): MemberView {
     zone: optStr(o, "zone", 64),
     status: status as MemberView["status"],
     incarnation: int(o, "incarnation"),
-    heartbeat: int(o, "heartbeat"),
+    heartbeat: int(o, "heartbeat", 0, MAX_HEARTBEAT),
   };
   const leave =
     o.leaveApprovedBy === undefined || o.leaveApprovedBy === null
@@ -469,6 +568,111 @@ function ring(v: unknown): RingView | null {
   for (const x of members)
     if (typeof x !== "string" || x.length > 100) throw new ProtocolError("ring member is not an id");
   return { version: int(o, "version"), partitions, owners: owners as string[], members: members as string[] };
+}
+
+/** A list of id strings of at most `maxChars` each. */
+function ids(o: Obj, k: string, max: number, maxChars: number): string[] {
+  const v = arr(o, k, max);
+  for (const x of v)
+    if (typeof x !== "string" || x.length > maxChars) throw new ProtocolError(`field ${k} holds a non-id`);
+  return v as string[];
+}
+
+function ringRef(v: unknown, what: string): RingRef {
+  const o = obj(v, what);
+  return { version: int(o, "version"), hash: int(o, "hash", 0, 0xffff_ffff) };
+}
+
+function ringDelta(v: unknown): RingDelta | undefined {
+  if (v === undefined || v === null) return undefined;
+  const o = obj(v, "ringDelta");
+  const partitions = int(o, "partitions", 1, MAX_PARTITIONS);
+  const moved = u32List(o, "moved", partitions);
+  const owners = ids(o, "owners", partitions, 64);
+  if (owners.length * 4 !== moved.length)
+    throw new ProtocolError("ringDelta: moved partitions and owners do not match");
+  const view = new DataView(moved.buffer, moved.byteOffset, moved.byteLength);
+  for (let i = 0; i < owners.length; i++)
+    if (view.getUint32(4 * i, true) >= partitions)
+      throw new ProtocolError(`ringDelta: partition ${view.getUint32(4 * i, true)} of ${partitions}`);
+  return {
+    version: int(o, "version"),
+    partitions,
+    members: ids(o, "members", MAX_MEMBERS, 100),
+    base: ringRef(o.base, "ringDelta base"),
+    moved,
+    owners,
+  };
+}
+
+/** A digest's `seen`: whole bitmaps of ceil(count / 8) bytes, one per departed member. */
+function seenBitmaps(o: Obj, count: number): Uint8Array {
+  const width = (count + 7) >> 3;
+  const v = bytes(o, "seen", width * count);
+  if (width === 0 || v.length % width !== 0)
+    throw new ProtocolError(`digest: ${v.length} bytes of seen bitmaps for ${count} members`);
+  return v;
+}
+
+function digest(v: unknown): GossipDigest | undefined {
+  if (v === undefined || v === null) return undefined;
+  const o = obj(v, "digest");
+  const count = int(o, "count", 0, MAX_MEMBERS);
+  const heartbeats = bytes(o, "heartbeats", 4 * MAX_MEMBERS);
+  if (heartbeats.length !== 4 * count)
+    throw new ProtocolError(`digest: ${heartbeats.length} bytes of heartbeats for ${count} members`);
+  const d: GossipDigest = {
+    dir: int(o, "dir"),
+    count,
+    heartbeats,
+    ringVersion: int(o, "ringVersion"),
+    ringHash: int(o, "ringHash", 0, 0xffff_ffff),
+    ...(o.seen === undefined || o.seen === null ? {} : { seen: seenBitmaps(o, count) }),
+  };
+  if (o.ids === undefined || o.ids === null) return d;
+  const list = ids(o, "ids", MAX_MEMBERS, 64);
+  const incarnations = arr(o, "incarnations", MAX_MEMBERS);
+  const statuses = bytes(o, "statuses", MAX_MEMBERS);
+  if (list.length !== count || incarnations.length !== count || statuses.length !== count)
+    throw new ProtocolError("digest: ids, incarnations, statuses and heartbeats do not match");
+  for (let i = 0; i < count; i++) {
+    if (i > 0 && !(list[i - 1]! < list[i]!)) throw new ProtocolError("digest: ids are not in strict order");
+    const inc = incarnations[i];
+    if (typeof inc !== "number" || !Number.isSafeInteger(inc) || inc < 0)
+      throw new ProtocolError("digest: an incarnation is not a whole number");
+    if (statuses[i]! > 3) throw new ProtocolError(`digest: status ${statuses[i]} unknown`);
+  }
+  return { ...d, ids: list, incarnations: incarnations as number[], statuses };
+}
+
+function gossipRequest(o: Obj): GossipRequest {
+  const out: GossipRequest = {
+    kind: "gossip",
+    members: arr(o, "members", MAX_MEMBERS).map(member),
+    ring: ring(o.ring),
+  };
+  const d = digest(o.digest);
+  const delta = ringDelta(o.ringDelta);
+  if (d?.ids !== undefined) throw new ProtocolError("gossip: a request's digest is never a full one");
+  return {
+    ...out,
+    ...(d === undefined ? {} : { digest: d }),
+    ...(o.want === undefined || o.want === null ? {} : { want: ids(o, "want", MAX_MEMBERS, 64) }),
+    ...(delta === undefined ? {} : { ringDelta: delta }),
+  };
+}
+
+function gossipAnswer(o: Obj): GossipAnswer {
+  const d = digest(o.digest);
+  const delta = ringDelta(o.ringDelta);
+  return {
+    kind: "gossip",
+    members: arr(o, "members", MAX_MEMBERS).map(member),
+    ring: ring(o.ring),
+    ...(d === undefined ? {} : { digest: d }),
+    ...(o.ringWant === undefined || o.ringWant === null ? {} : { ringWant: ringRef(o.ringWant, "ringWant") }),
+    ...(delta === undefined ? {} : { ringDelta: delta }),
+  };
 }
 
 function context(o: Obj, k: string): WireContext {
@@ -590,7 +794,7 @@ function requestBody(v: unknown): RequestBody {
         timeoutMs: int(o, "timeoutMs", 1, 3_600_000),
       };
     case "gossip":
-      return { kind, members: arr(o, "members", MAX_MEMBERS).map(member), ring: ring(o.ring) };
+      return gossipRequest(o);
     case "join":
       return { kind, member: member(o.member) };
     case "depart": {
@@ -707,7 +911,7 @@ function answerBody(v: unknown): AnswerBody {
         remaining: int(o, "remaining", 0, MAX_MEMBERS),
       };
     case "gossip":
-      return { kind, members: arr(o, "members", MAX_MEMBERS).map(member), ring: ring(o.ring) };
+      return gossipAnswer(o);
     case "joined":
       return {
         kind,

@@ -16,7 +16,9 @@
  * - Framing: u32 length prefix, cap checked before allocation (framing.ts); MessagePack frames validated
  *   on decode (messages.ts). Garbage from a peer closes that connection and nothing else.
  * - Handshake: the connecting side says `hello` with protocol version, cluster id and node id; the other
- *   answers `welcome` or `reject` (other cluster, other version). A node that is not yet in a cluster
+ *   answers `welcome` or `reject` (other cluster, other version). A hello of an older version this node
+ *   still speaks (MIN_PROTOCOL_VERSION, a rolling upgrade) is welcomed in that version; refused by a node
+ *   of such a version, this node says hello in it on the next connection to that address. A node that is not yet in a cluster
  *   says cluster "" and may then only send `join` and `ping`. A listener that answers in HTTP (a node's
  *   API port given where its peer port belongs) is recognised and named in the error.
  * - Requests carry an id and a deadline; an answer that comes after the deadline is dropped. An answer of
@@ -40,6 +42,8 @@ import {
   encodeFrame,
   type Frame,
   MAX_FRAME_BYTES,
+  MIN_PROTOCOL_VERSION,
+  olderVersionIn,
   PROTOCOL_VERSION,
   ProtocolError,
   type RequestBody,
@@ -160,6 +164,9 @@ async function answersHttp(host: string, port: number, timers: Timers): Promise<
 
 const API_PORT_HINT = "--join takes a member's peer address (its --peer)";
 
+/** Most addresses remembered as speaking an older protocol (a cluster's peers; past it, all are forgotten). */
+const SPEAKS_MAX = 4096;
+
 class OutConnection {
   private socket: net.Socket | undefined;
   private sink: FrameSink | undefined;
@@ -233,13 +240,15 @@ class OutConnection {
       const reader = new FrameReader(this.owner.limits.preAuthFrameBytes);
       /** The first bytes received, until the handshake completes (to recognise an HTTP answer). */
       let head = Buffer.alloc(0);
+      // The version to speak: ours, or the older one this address's node said it speaks (a rolling upgrade).
+      const version = this.owner.versionFor(this.address);
       s.on(security === "tls" ? "secureConnect" : "connect", () => {
         secured = true;
         s.write(
           frameBytes(
             encodeFrame({
               kind: "hello",
-              v: PROTOCOL_VERSION,
+              v: version,
               cluster: this.owner.clusterId,
               node: this.owner.nodeId,
             }),
@@ -259,14 +268,20 @@ class OutConnection {
             if (!this.ready) {
               if (f.kind === "reject") {
                 connectTimer.cancel();
+                // A node of an older protocol this node still speaks: the next connection speaks it.
+                const older = olderVersionIn(f.reason);
+                if (older !== undefined && older !== version) this.owner.speakTo(this.address, older);
                 fail(
-                  new TransportError("ERR_REJECTED", `${this.address} refused the handshake: ${f.reason}`),
+                  new TransportError(
+                    "ERR_REJECTED",
+                    `${this.address} refused the handshake: ${f.reason}${older === undefined || older === version ? "" : ` (the next connection speaks protocol ${older})`}`,
+                  ),
                 );
                 return;
               }
               if (f.kind !== "welcome") throw new ProtocolError(`expected welcome, got ${f.kind}`);
-              if (f.v !== PROTOCOL_VERSION)
-                throw new ProtocolError(`peer speaks protocol ${f.v}, we speak ${PROTOCOL_VERSION}`);
+              if (f.v !== version)
+                throw new ProtocolError(`peer speaks protocol ${f.v}, we speak ${version}`);
               if (this.owner.clusterId !== "" && f.cluster !== this.owner.clusterId) {
                 connectTimer.cancel();
                 fail(
@@ -586,6 +601,8 @@ export class TcpTransport implements Transport {
   /** Outgoing connections retired by a key change, until they close. */
   private readonly retiring = new Set<OutConnection>();
   private readonly backoff = new Map<string, { until: number; delayMs: number }>();
+  /** Addresses whose node speaks an older protocol (it refused ours), at most SPEAKS_MAX of them. */
+  private readonly speaks = new Map<string, number>();
   private readonly inbound = new Set<Inbound>();
   /** Incoming connections not yet authenticated, by source address, and in all. */
   private readonly pendingByAddress = new Map<string, number>();
@@ -695,6 +712,17 @@ export class TcpTransport implements Transport {
         ),
       },
     };
+  }
+
+  /** @internal The protocol version to say hello with to `address`. */
+  versionFor(address: string): number {
+    return this.speaks.get(address) ?? PROTOCOL_VERSION;
+  }
+
+  /** @internal `address`'s node speaks `version`, an older one this node still speaks. */
+  speakTo(address: string, version: number): void {
+    if (this.speaks.size >= SPEAKS_MAX && !this.speaks.has(address)) this.speaks.clear();
+    this.speaks.set(address, version);
   }
 
   resetBackoff(address: string): void {
@@ -890,9 +918,12 @@ export class TcpTransport implements Transport {
         }
         if (peer === undefined) {
           if (f.kind !== "hello") return bad(`expected hello, got ${f.kind}`);
-          if (f.v !== PROTOCOL_VERSION) {
+          if (f.v < MIN_PROTOCOL_VERSION || f.v > PROTOCOL_VERSION) {
             this.counters.rejectedHandshakes++;
-            send({ kind: "reject", reason: `protocol version ${f.v} is not ${PROTOCOL_VERSION}` });
+            send({
+              kind: "reject",
+              reason: `protocol version ${f.v} is not ${PROTOCOL_VERSION}${MIN_PROTOCOL_VERSION < PROTOCOL_VERSION ? ` (nor ${MIN_PROTOCOL_VERSION}, during an upgrade)` : ""}`,
+            });
             sink.flush();
             s.end();
             return;
@@ -911,7 +942,8 @@ export class TcpTransport implements Transport {
           joinOnly = f.cluster === "" && this.clusterId !== "";
           settle();
           reader.maxFrameBytes = MAX_FRAME_BYTES;
-          send({ kind: "welcome", v: PROTOCOL_VERSION, cluster: this.clusterId, node: this.nodeId });
+          // The peer's version (it may be an older one this node still speaks: a rolling upgrade).
+          send({ kind: "welcome", v: f.v, cluster: this.clusterId, node: this.nodeId });
           continue;
         }
         if (f.kind !== "req") return bad(`unexpected ${f.kind} frame on an incoming connection`);

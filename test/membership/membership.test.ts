@@ -320,17 +320,24 @@ describe("membership, message by message", () => {
     assert.deepEqual([n1.ring?.version, n2.self.status], [1, "joining"]);
     assert.equal(c.sched.now(), 0);
 
-    // A round each: n1, the claimant, claims n2 in before it pushes; n2 pushes what it has.
+    // A round each: n1, the claimant, claims n2 in before it gossips; each opens with its digest.
     await net.elapse(INTERVAL_MS);
     assert.deepEqual(net.pending(), ["n1 -> n2 gossip", "n2 -> n1 gossip"]);
     assert.equal(n1.ring?.version, 2);
     assert.ok(n1.ring!.owners.includes("n2"));
     assert.equal(n2.self.status, "joining", "n2 has heard nothing yet");
 
-    // n1's push reaches n2: it takes ring 2, turns itself up, and answers with its view.
+    // n1's digest reaches n2: n1's ring is newer, so n2 asks for it (ringWant) in its answer; the
+    // directories differ (n1 holds n2's entry of the join), so n2's digest names every member.
     assert.deepEqual(await net.deliver({ to: "n2" }), ["n1 -> n2 gossip"]);
-    assert.deepEqual([n2.ring?.version, n2.self.status], [2, "up"]);
+    assert.deepEqual([n2.ring?.version, n2.self.status], [1, "joining"], "a digest carries no ring");
     assert.deepEqual(net.pending(), ["n2 -> n1 gossip", "n2 --> n1 gossip"]);
+    // n1 closes the exchange: ring 2 (as the change from ring 1) and a want of n2's newer entry.
+    await net.deliver({ answer: true });
+    assert.deepEqual(net.pending(), ["n2 -> n1 gossip", "n1 -> n2 gossip"]);
+    assert.deepEqual(await net.deliver({ to: "n2" }), ["n1 -> n2 gossip"]);
+    assert.deepEqual([n2.ring?.version, n2.self.status], [2, "up"], "n2 took ring 2 and turned up");
+    assert.deepEqual(n2.ring, n1.ring, "the delta made n1's ring");
     assert.equal(n1.member("n2")?.status, "joining");
     await net.deliver({ answer: true });
     assert.equal(n1.member("n2")?.status, "up", "n2's answer told n1");

@@ -327,3 +327,81 @@ describe("gossip the ring's claim could not use is refused at decode (found by t
     assert.equal(left.body.members[0]?.removedBy, "b");
   });
 });
+
+describe("gossip digests and ring deltas are validated (protocol 10)", () => {
+  const u32s = (...xs: number[]) => {
+    const b = Buffer.alloc(4 * xs.length);
+    for (const [i, x] of xs.entries()) b.writeUInt32LE(x, 4 * i);
+    return b;
+  };
+  const digest = { dir: 12345, count: 2, heartbeats: u32s(1, 2), ringVersion: 3, ringHash: 99 };
+  const full = { ...digest, ids: ["a", "b"], incarnations: [1, 2], statuses: Buffer.from([1, 3]) };
+  const opening = (d: unknown) =>
+    encodeFrame({
+      kind: "req",
+      id: 1,
+      deadlineMs: 5,
+      body: { kind: "gossip", members: [], ring: null, digest: d } as never,
+    });
+  const answer = (body: Record<string, unknown>) =>
+    encodeFrame({ kind: "ans", id: 1, body: { kind: "gossip", members: [], ring: null, ...body } as never });
+  const delta = {
+    version: 4,
+    partitions: 8,
+    members: ["a:1", "b:1"],
+    base: { version: 3, hash: 99 },
+    moved: u32s(0, 5),
+    owners: ["a", "b"],
+  };
+
+  test("digests, full digests, wants and deltas survive the wire", () => {
+    const f = decodeFrame(opening(digest));
+    assert.ok(f.kind === "req" && f.body.kind === "gossip");
+    assert.deepEqual(
+      { ...f.body.digest, heartbeats: [...f.body.digest!.heartbeats] },
+      { ...digest, heartbeats: [...digest.heartbeats] },
+    );
+    const a = decodeFrame(answer({ digest: full, ringDelta: delta, ringWant: { version: 1, hash: 2 } }));
+    assert.ok(a.kind === "ans" && a.body.kind === "gossip");
+    assert.deepEqual(a.body.digest?.ids, ["a", "b"]);
+    assert.deepEqual(a.body.ringDelta?.owners, ["a", "b"]);
+    assert.deepEqual(a.body.ringWant, { version: 1, hash: 2 });
+    const closing = decodeFrame(
+      encodeFrame(req({ kind: "gossip", members: [], ring: null, want: ["a"], ringDelta: delta })),
+    );
+    assert.ok(closing.kind === "req" && closing.body.kind === "gossip");
+    assert.deepEqual(closing.body.want, ["a"]);
+  });
+
+  test("a bad digest or delta is a ProtocolError", () => {
+    assert.throws(
+      () => decodeFrame(opening({ ...digest, count: 3 })),
+      /2 members|8 bytes of heartbeats for 3/,
+    );
+    assert.throws(() => decodeFrame(opening(full)), /never a full one/);
+    assert.throws(() => decodeFrame(answer({ digest: { ...full, ids: ["b", "a"] } })), /strict order/);
+    assert.throws(() => decodeFrame(answer({ digest: { ...full, ids: ["a", "a"] } })), /strict order/);
+    assert.throws(
+      () => decodeFrame(answer({ digest: { ...full, statuses: Buffer.from([1, 4]) } })),
+      /status 4/,
+    );
+    assert.throws(() => decodeFrame(answer({ digest: { ...full, incarnations: [1, -1] } })), /incarnation/);
+    assert.throws(() => decodeFrame(answer({ digest: { ...full, incarnations: [1] } })), /do not match/);
+    assert.throws(
+      () => decodeFrame(answer({ ringDelta: { ...delta, moved: u32s(0, 8) } })),
+      /partition 8 of 8/,
+    );
+    assert.throws(() => decodeFrame(answer({ ringDelta: { ...delta, owners: ["a"] } })), /do not match/);
+    assert.throws(
+      () => decodeFrame(answer({ ringDelta: { ...delta, moved: Buffer.from([1, 2, 3]) } })),
+      /u32/,
+    );
+    assert.throws(() => decodeFrame(answer({ ringWant: { version: -1, hash: 0 } })), ProtocolError);
+  });
+
+  test("a heartbeat travels as a u32", () => {
+    const m = { id: "a", api: "x", peer: "y", weight: 1, status: "up", incarnation: 1, heartbeat: 2 ** 32 };
+    assert.throws(() => decodeFrame(answer({ members: [m] })), /heartbeat/);
+    assert.equal(decodeFrame(answer({ members: [{ ...m, heartbeat: 2 ** 32 - 1 }] })).kind, "ans");
+  });
+});

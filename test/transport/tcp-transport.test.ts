@@ -39,6 +39,7 @@ import {
   encodeFrame,
   type Frame,
   MAX_FRAME_BYTES,
+  MIN_PROTOCOL_VERSION,
   PROTOCOL_VERSION,
   type RequestBody,
 } from "../../src/transport/messages.js";
@@ -460,6 +461,52 @@ describe("handshake", () => {
       const e = await failsWith(client.request(oldServer.address, { kind: "ping" }, 2000), "ERR_REJECTED");
       assert.match(e.message, /protocol version \d+ is not 3/);
       assert.equal((oldServer.raw[0] as { t?: unknown }).t, "hello");
+    },
+  );
+
+  test("a rolling upgrade: a hello of the previous protocol is welcomed in it", T, async (t) => {
+    const c = scope(t);
+    const server = await listen(c, { nodeId: "srv" });
+    const raw = await RawPeer.connect(c, Number(server.address.split(":")[1]));
+    raw.write(
+      wire(hello(CLUSTER, MIN_PROTOCOL_VERSION), { kind: "req", id: 3, deadlineMs: 1000, body: read("k") }),
+    );
+    await raw.waitFrames(2);
+    assert.deepEqual(raw.frames[0], {
+      kind: "welcome",
+      v: MIN_PROTOCOL_VERSION,
+      cluster: CLUSTER,
+      node: "srv",
+    });
+    assert.deepEqual(raw.frames[1], { kind: "ans", id: 3, body: readAnswer("k") });
+    assert.equal(server.counters.rejectedHandshakes, 0);
+  });
+
+  test(
+    "a rolling upgrade: a node of the previous protocol refuses ours; the next connection speaks its",
+    T,
+    async (t) => {
+      const c = scope(t);
+      // A node of MIN_PROTOCOL_VERSION, as it answers: a reject for any other version, else welcome.
+      const hellos: number[] = [];
+      const old = await RawServer.start(c, (send, f) => {
+        if (f.kind === "hello") {
+          hellos.push(f.v);
+          send(
+            wire(
+              f.v === MIN_PROTOCOL_VERSION
+                ? { kind: "welcome", v: MIN_PROTOCOL_VERSION, cluster: CLUSTER, node: "old" }
+                : { kind: "reject", reason: `protocol version ${f.v} is not ${MIN_PROTOCOL_VERSION}` },
+            ),
+          );
+        } else if (f.kind === "req") send(wire({ kind: "ans", id: f.id, body: { kind: "pong" } }));
+      });
+      const client = await listen(c);
+      const e = await failsWith(client.request(old.address, { kind: "ping" }, 2000), "ERR_REJECTED");
+      assert.match(e.message, new RegExp(`the next connection speaks protocol ${MIN_PROTOCOL_VERSION}`));
+      client.resetBackoff(old.address);
+      assert.deepEqual(await client.request(old.address, { kind: "ping" }, 2000), { kind: "pong" });
+      assert.deepEqual(hellos, [PROTOCOL_VERSION, MIN_PROTOCOL_VERSION]);
     },
   );
 
