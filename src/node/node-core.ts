@@ -230,6 +230,7 @@ export class NodeCore {
       preferenceList: list,
       fallbacks,
       random: d.random,
+      clock: d.clock,
     });
     this.forwarded = new ForwardMemo<AnswerOf<"coordinate">>({ clock: d.clock }, ({ outcome }) =>
       outcome.kind === "ok" ? outcome.written.length + outcome.set.length : 0,
@@ -441,7 +442,7 @@ export class NodeCore {
     this.dispatch =
       tomb === undefined
         ? handle
-        : (from, body) => {
+        : (from, body, leftMs) => {
             // A member that left (or was removed longer than the grace period ago) is heard no more, but
             // for gossip (so that it learns it left): its copies may be older than tombstones purged since.
             if (!GOSSIP_KINDS.has(body.kind) && this.absences.gone(from, membership, now(), tomb.graceMs))
@@ -450,7 +451,7 @@ export class NodeCore {
                   code: "ERR_REJECTED",
                 }),
               );
-            return handle(from, body);
+            return handle(from, body, leftMs);
           };
   }
 

@@ -126,7 +126,7 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
     port: config.peer.port,
     nodeId: config.id,
     clusterId: "",
-    handler: (from, body) => dispatch(from, body),
+    handler: (from, body, leftMs) => dispatch(from, body, leftMs),
     timers: env.timers,
     clock: env.clock,
     security: config.peerEncryption ? "tls" : "plaintext",

@@ -101,9 +101,10 @@ export function peerHandlers(d: PeerDispatchDeps): PeerHandlers {
     purge: (from, body) =>
       d.tombstones?.answerPurge(from, body) ?? { kind: "purge_results", verdicts: off(body.keys.length) },
     // The request id makes the write idempotent: a second copy gets the first one's outcome.
-    coordinate: (_from, body) =>
+    // It ends within the frame's deadline: the forwarder answers its client by then.
+    coordinate: (_from, body, leftMs) =>
       d.forwarded.run(body.requestId, `${body.key.length}:${hash32(body.key, 0)}`, () =>
-        d.router.coordinateForwarded(body),
+        d.router.coordinateForwarded(body, leftMs),
       ),
   };
 }
