@@ -4,7 +4,7 @@
  * - nodes: `start` (one node in the foreground; a new cluster, or `--join` one), `dev` (a local cluster of
  *   N nodes on 127.0.0.1: what `npm start` runs);
  * - keys, through a node's HTTP API: `get`, `put`, `delete` (`--node HOST:PORT`);
- * - the cluster: `cluster status`, `cluster leave`, `cluster remove`;
+ * - the cluster: `cluster status`, `cluster leave`, `cluster remove`, `cluster plan`, `cluster weight`;
  * - API tokens: `auth add-token`, `auth list`, `auth remove-token` (`--file F`, the node's --auth-file);
  * - the storage engine: `demo` (writes, reads, reopens, prints statistics), `storage stats --data DIR`
  *   (read-only).
@@ -26,6 +26,7 @@ import {
 } from "./key-commands.js";
 import { keysCommand } from "./keys-command.js";
 import { deleteCommand, getCommand, putCommand, startCommand } from "./node-commands.js";
+import { clusterPlanCommand, clusterWeightCommand } from "./plan-commands.js";
 import { printStorageStats } from "./storage-stats.js";
 
 function packageVersion(): string {
@@ -157,6 +158,28 @@ connectionOptions(
   .requiredOption("--id <id>", "the id of the member to remove")
   .option("--force", "remove it even if it does not look down, or if fewer than N members would remain")
   .action(clusterRemoveCommand);
+connectionOptions(
+  cluster
+    .command("plan <change> [weight]")
+    .description(
+      "what a change (join, leave, remove, or weight W) would move: partitions from where to where, keys, bytes, and the time at the handoff throttle; changes nothing",
+    ),
+  "API address of any live member (it computes the plan)",
+)
+  .requiredOption("--id <id>", "the member the change is about (a new id for join)")
+  .option("--weight <w>", "join: the new member's weight (default 1); weight: the new weight")
+  .option("--zone <zone>", "join: the new member's zone")
+  .option("--all", "list every partition that moves (default: the first 40)")
+  .option("--json", "print the whole plan as JSON")
+  .action(clusterPlanCommand);
+connectionOptions(
+  cluster
+    .command("weight <weight>")
+    .description("change a member's weight (1..1000) online: its share of the ring follows, with handoff"),
+  "API address of any live member",
+)
+  .requiredOption("--id <id>", "the member whose weight changes")
+  .action(clusterWeightCommand);
 
 const keyOptions = (c: Command) =>
   connectionOptions(c).option("--timeout <ms>", "time the coordinator waits for replicas");

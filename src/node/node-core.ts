@@ -36,7 +36,12 @@ import type { Actor } from "../versioning/dvv.js";
 import { Absences } from "./absences.js";
 import { Departures } from "./departures.js";
 import type { ClusterSettings } from "./identity.js";
-import { KeyListing } from "./key-listing.js";
+import { countsFromWire, countsToWire, KeyListing, type PartitionCounts } from "./key-listing.js";
+import { type Plan, PlanError, planChange, type RingChange } from "./plan.js";
+
+/** How long a plan waits for a member's counts (a paced scan of everything it stores). */
+const PLAN_COUNT_TIMEOUT_MS = 60_000;
+
 import { LeaveCompletion } from "./leave-completion.js";
 import { peerHandlers } from "./peer-dispatch.js";
 import { Placement } from "./placement.js";
@@ -423,6 +428,16 @@ export class NodeCore {
     this.handlers = peerHandlers({
       selfId: d.nodeId,
       listKeys: (body) => this.keyListing.answer(body),
+      countPartitions: async (body) => {
+        if (body.partitions !== d.cluster.partitions)
+          throw Object.assign(
+            new Error(
+              `count_partitions for ${body.partitions} partitions: this cluster has ${d.cluster.partitions}`,
+            ),
+            { code: "ERR_REJECTED" },
+          );
+        return countsToWire(await this.keyListing.partitionCounts());
+      },
       antiEntropy: this.antiEntropy,
       tombstones: this.tombstones,
       local: peerFor(d.nodeId),
@@ -453,6 +468,48 @@ export class NodeCore {
               );
             return handle(from, body, leftMs);
           };
+  }
+
+  /**
+   * What `change` would move (node/plan.ts), from the counts of every member not seen down (this one's
+   * own directly); changes nothing. A PlanError if the change does not apply or there is no ring yet.
+   */
+  async plan(change: RingChange): Promise<Plan> {
+    const m = this.membership;
+    const ring = m.ring;
+    if (ring === null) throw new PlanError("this node has no ring yet");
+    const placement = m.placementMembers();
+    const counts = new Map<string, PartitionCounts>();
+    const t = this.d.clock.now();
+    await Promise.all(
+      placement.map(async ({ id }) => {
+        try {
+          if (id === this.d.nodeId) counts.set(id, await this.keyListing.partitionCounts());
+          else {
+            const addr = m.member(id)?.peer;
+            if (addr === undefined || m.liveness(id, t) === "down") return;
+            const a = await this.d.transport.request(
+              addr,
+              { kind: "count_partitions", partitions: ring.partitions },
+              PLAN_COUNT_TIMEOUT_MS,
+            );
+            counts.set(id, countsFromWire(a));
+          }
+        } catch {
+          // Left out: the plan names the members whose counts are missing.
+        }
+      }),
+    );
+    return planChange({
+      ring,
+      ringVersion: ring.version,
+      n: this.d.cluster.n,
+      ringMembers: m.ringMembers(),
+      placementMembers: placement,
+      change,
+      counts,
+      bytesPerSecond: this.handoff.bytesPerSecond,
+    });
   }
 
   /** The key's preference list: node ids, in order ([] before the node has a ring). */

@@ -41,6 +41,7 @@ import { MembershipRefusedError } from "./departures.js";
 import type { NodeIdentity } from "./identity.js";
 import type { Census } from "./key-listing.js";
 import type { NodeCore } from "./node-core.js";
+import { PlanError } from "./plan.js";
 
 /** The pause between an anti-entropy exchange's two looks (Riak pauses about a second). */
 const ANTI_ENTROPY_PAUSE_MS = 1000;
@@ -329,7 +330,7 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
           api: formatHostPort(apiBound),
           peer: transport.address,
           dataDir: path.resolve(config.dataDir),
-          weight: config.weight,
+          weight: membership.self.weight,
           zone: config.zone ?? null,
         },
         cluster: { id: id.clusterId, n: id.n, r: id.r, w: id.w, partitions: id.partitions },
@@ -429,6 +430,37 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
       leave: (force) => membershipOutcome(async () => ({ node: config.id, ...(await core.leave(force)) })),
       remove: (rid, force) =>
         membershipOutcome(async () => ({ node: config.id, ...(await core.remove(rid, force)) })),
+      plan: async (change) => {
+        try {
+          return await core.plan(change);
+        } catch (err) {
+          if (err instanceof PlanError) return { refused: err.message };
+          throw err;
+        }
+      },
+      setWeight: (wid, weight) => {
+        const self = membership.self;
+        if (wid !== undefined && wid !== config.id) {
+          const other = membership.member(wid);
+          return {
+            refused:
+              other === undefined || other.status === "left"
+                ? `${wid} is not a member of this cluster`
+                : `this is ${config.id}: send the weight of ${wid} to its own API, ${other.api}`,
+          };
+        }
+        if (self.status !== "up")
+          return { refused: `${config.id} is ${self.status}: only a member that is up changes its weight` };
+        const was = self.weight;
+        if (weight !== was) {
+          membership.updateSelf({ weight });
+          const detail = `this node's weight is now ${weight} (was ${was}): the claimant re-claims the ring`;
+          events.record({ at: Date.now(), kind: "note", member: config.id, detail });
+          process.stdout.write(`ringstore node ${config.id}: membership: ${detail}\n`);
+          core.gossip.round();
+        }
+        return { node: config.id, weight, was };
+      },
       antiEntropy:
         ae === undefined
           ? undefined

@@ -21,7 +21,9 @@
  * again.
  *
  * Everything is bounded: a page of `pageKeys` keys (or `pageBytes` bytes) is in memory at a time, with
- * at most `maxInFlight` stores outstanding, and the pass yields to the event loop between pages.
+ * at most `maxInFlight` stores outstanding, and the pass yields to the event loop between pages. What
+ * it sends is paced by a throttle (`bytesPerSecond`, keys and sets, settable at run time): a token
+ * bucket holding a tenth of a second's bytes.
  * Progress is kept in `progress` for /status.
  *
  * Invariants asserted: a node never sends a key to itself, and the ring a completed pass was for never
@@ -62,7 +64,12 @@ export interface HandoffDeps {
   /** First wait before a pass that missed some stores runs again; doubled per failed pass up to maxRetryMs. */
   readonly retryMs?: number;
   readonly maxRetryMs?: number;
+  /** The throttle: bytes (keys and sets) this node sends per second at most (DEFAULT_HANDOFF_BYTES_PER_SECOND). */
+  readonly bytesPerSecond?: number;
 }
+
+/** The handoff's throttle by default: bytes one node sends per second. */
+export const DEFAULT_HANDOFF_BYTES_PER_SECOND = 64 * 1024 * 1024;
 
 /** A ring as handoff needs it: the view (to save), its preference table, its version. */
 export interface HandoffRing {
@@ -80,6 +87,8 @@ export interface HandoffProgress {
   leaving: boolean;
   keysScanned: number;
   keysSent: number;
+  /** Bytes (keys and sets) of the stores acknowledged in this pass. */
+  bytesSent: number;
   storesFailed: number;
   passesCompleted: number;
   startedAt: number;
@@ -107,6 +116,7 @@ export class Handoff {
     leaving: false,
     keysScanned: 0,
     keysSent: 0,
+    bytesSent: 0,
     storesFailed: 0,
     passesCompleted: 0,
     startedAt: 0,
@@ -118,8 +128,16 @@ export class Handoff {
   private readonly maxInFlight: number;
   private readonly retryMs: number;
   private readonly maxRetryMs: number;
+  private rate: number;
+  /** The throttle's bucket: bytes that may go now (negative: owed), as of `bucketAt`; it starts full. */
+  private bucket: number;
+  private bucketAt: number;
 
   constructor(private readonly d: HandoffDeps) {
+    this.rate = d.bytesPerSecond ?? DEFAULT_HANDOFF_BYTES_PER_SECOND;
+    if (!(this.rate > 0)) throw new RangeError(`handoff bytesPerSecond must be positive, got ${this.rate}`);
+    this.bucket = this.rate / 10;
+    this.bucketAt = d.clock.now();
     this.pageKeys = d.pageKeys ?? 256;
     this.pageBytes = d.pageBytes ?? 4 << 20;
     this.maxInFlight = d.maxInFlight ?? 16;
@@ -140,6 +158,35 @@ export class Handoff {
   /** The ring the last complete pass was for: what a restart starts from (saved with the node's view). */
   get handedOffRing(): RingView | undefined {
     return this.from?.ring;
+  }
+
+  /** The throttle: bytes this node sends per second at most. */
+  get bytesPerSecond(): number {
+    return this.rate;
+  }
+
+  /** Changes the throttle (at once, for the stores still to go). */
+  setBytesPerSecond(bps: number): void {
+    if (!(bps > 0) || !Number.isFinite(bps))
+      throw new RangeError(`handoff bytesPerSecond must be positive, got ${bps}`);
+    this.refill();
+    this.rate = bps;
+    this.bucket = Math.min(this.bucket, bps / 10);
+  }
+
+  private refill(): void {
+    const now = this.d.clock.now();
+    this.bucket = Math.min(this.rate / 10, this.bucket + ((now - this.bucketAt) * this.rate) / 1000);
+    this.bucketAt = now;
+  }
+
+  /** Takes `bytes` from the throttle's bucket, waiting while it is in debt. */
+  private pace(bytes: number): Promise<void> {
+    this.refill();
+    this.bucket -= bytes;
+    if (this.bucket >= 0) return Promise.resolve();
+    const ms = (-this.bucket * 1000) / this.rate;
+    return new Promise((resolve) => this.d.timers.after(ms, resolve));
   }
 
   /** Stops passing; resolves once the pass under way (if any) has let go of the storage engine. */
@@ -294,6 +341,7 @@ export class Handoff {
     p.leaving = leaving;
     p.keysScanned = 0;
     p.keysSent = 0;
+    p.bytesSent = 0;
     p.storesFailed = 0;
     p.startedAt = this.d.clock.now();
     this.failed = [];
@@ -339,9 +387,13 @@ export class Handoff {
       while (next < sends.length && !this.stopped && !this.rerun) {
         const s = sends[next++]!;
         assert(s.to !== this.d.selfId, () => `handoff would send a key to itself (${s.to})`);
+        const size = s.key.length + s.value.length;
+        await this.pace(size);
+        if (this.stopped || this.rerun) break;
         try {
           await this.d.peer(s.to).store(s.key, decodeSiblings(s.value), true);
           this.progress.keysSent++;
+          this.progress.bytesSent += size;
         } catch (err) {
           this.progress.storesFailed++;
           this.progress.lastError = `${s.to}: ${(err as Error)?.message ?? String(err)}`;

@@ -51,9 +51,10 @@ import {
  * 8: tombstone purging's agreement (`purge_check`) and purge-if-equal (`purge`). 9: connections are TLS
  * with the cluster key (tcp-transport.ts), and a member's `left` entry made by a removal names the
  * claimant that approved it (`removedBy`), and a member's own leave the claimant that approved that
- * (`leaveApprovedBy`).
+ * (`leaveApprovedBy`). 10: `count_partitions` (how many sets and bytes a node stores per partition, for
+ * `cluster plan`) and its `partition_counts`.
  */
-export const PROTOCOL_VERSION = 9;
+export const PROTOCOL_VERSION = 10;
 /** Longest `coordinate` request id (the forwarder's node id, 16 hex digits, a counter). */
 export const MAX_REQUEST_ID_CHARS = 128;
 /** Longest deadline a request frame carries (a longer timeout is sent as this). */
@@ -250,6 +251,12 @@ export type RequestBody =
       readonly maxBytes: number;
     }
   /**
+   * How many sibling sets (live or not) and bytes (keys and sets) this node stores in each of the ring's
+   * `partitions` partitions (node/partition-counts.ts): what a change of the ring would move
+   * (`cluster plan`).
+   */
+  | { readonly kind: "count_partitions"; readonly partitions: number }
+  /**
    * Tombstone purging (replication/tombstones.ts), from a key's first replica to every other member.
    * `keys[i]` holds `sets[i]` (stored-object bytes, all tombstones) at the sender, under its ring
    * `ringVersion`. `purge_check` asks whether each receiver holds the identical set (or, if it is no
@@ -303,6 +310,11 @@ export type AnswerBody =
       readonly done: boolean;
       readonly scanned: number;
     }
+  /**
+   * The answer to `count_partitions`: per partition p, `keys` holds the count of sets as the u32 at 4p
+   * and `kib` the KiB they take (keys and sets, rounded up) as the u32 at 4p (little-endian).
+   */
+  | { readonly kind: "partition_counts"; readonly keys: Uint8Array; readonly kib: Uint8Array }
   /** One PurgeVerdict per key of the request (its index in PURGE_VERDICTS, one byte each). */
   | { readonly kind: "purge_verdicts"; readonly verdicts: Uint8Array }
   | { readonly kind: "purge_results"; readonly verdicts: Uint8Array }
@@ -324,6 +336,7 @@ export const ANSWER_KIND = {
   join: "joined",
   depart: "departure",
   list_keys: "key_list",
+  count_partitions: "partition_counts",
   purge_check: "purge_verdicts",
   purge: "purge_results",
   ...AE_ANSWER_KIND,
@@ -613,6 +626,8 @@ function requestBody(v: unknown): RequestBody {
         maxBytes: int(o, "maxBytes", 1, MAX_LIST_BYTES),
       };
     }
+    case "count_partitions":
+      return { kind, partitions: int(o, "partitions", 1, MAX_PARTITIONS) };
     case "purge_check":
     case "purge": {
       const keys = keyList(o, "keys", MAX_PURGE_KEYS);
@@ -683,6 +698,12 @@ function answerBody(v: unknown): AnswerBody {
       if (hashes.length !== 4 * keys.length)
         throw new ProtocolError("ae_key_diffs: keys and hashes do not match");
       return { kind, covered: int(o, "covered", 0, MAX_REQUEST_SEGMENTS), keys, hashes };
+    }
+    case "partition_counts": {
+      const keys = u32List(o, "keys", MAX_PARTITIONS);
+      const kib = u32List(o, "kib", MAX_PARTITIONS);
+      if (keys.length !== kib.length) throw new ProtocolError("partition_counts: keys and kib do not match");
+      return { kind, keys, kib };
     }
     case "key_list": {
       const keys = arr(o, "keys", MAX_LIST_KEYS).map((x, i) => {
