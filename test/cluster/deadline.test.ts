@@ -249,6 +249,59 @@ describe("requests answered within their deadline through join, leave, pause and
         await pause(1500);
         phase(`join ${id}`);
       }
+      // d's weight goes from 1 to 3 online, planned first: the ring follows the plan, with handoff.
+      const ring = async (id: string) =>
+        (await http(c.url(id, "/ring"))).json() as unknown as {
+          version: number;
+          owners: string[];
+          members: { id: string; weight: number }[];
+        };
+      const r0 = await ring("a");
+      const planned = JSON.parse(
+        (
+          await run(
+            process.execPath,
+            [BIN, "cluster", "plan", "weight", "--id", "d", "3", "--node", c.nodes.get("b")!.api, "--json"],
+            {
+              timeout: 60_000,
+            },
+          )
+        ).stdout,
+      ) as {
+        ringVersion: number;
+        moves: { partition: number; ownerTo: string }[];
+        nodes: { id: string; partitionsAfter: number }[];
+      };
+      assert.equal(planned.ringVersion, r0.version);
+      const weighed = await run(
+        process.execPath,
+        [BIN, "cluster", "weight", "3", "--id", "d", "--node", c.nodes.get("a")!.api],
+        {
+          timeout: 30_000,
+        },
+      );
+      assert.match(weighed.stdout, /member d now has weight 3 \(was 1\)/);
+      for (const id of ["a", "b", "c", "d", "e"])
+        await c.until(
+          `${id} to have the ring with d's weight 3`,
+          async () => {
+            const r = await ring(id);
+            return r.version > r0.version && r.members.some((m) => m.id === "d" && m.weight === 3);
+          },
+          30_000,
+        );
+      const r1 = await ring("a");
+      assert.equal(r1.version, r0.version + 1, "one new ring");
+      for (const m of planned.moves)
+        assert.equal(r1.owners[m.partition], m.ownerTo, `partition ${m.partition}`);
+      for (let p = 0; p < r1.owners.length; p++)
+        if (!planned.moves.some((m) => m.partition === p))
+          assert.equal(r1.owners[p], r0.owners[p], `partition ${p}`);
+      const dAfter = r1.owners.filter((o) => o === "d").length;
+      assert.equal(dAfter, planned.nodes.find((n) => n.id === "d")!.partitionsAfter);
+      assert.ok(dAfter > r0.owners.filter((o) => o === "d").length * 2, `d owns ${dAfter} partitions`);
+      await pause(1500);
+      phase("weight d");
       // c leaves.
       await entry.retire("c");
       const left = await run(process.execPath, [BIN, "cluster", "leave", "--node", c.nodes.get("c")!.api], {
