@@ -2,7 +2,8 @@
  * The operational routes: `GET /health`, `/status`, `/ring` and `/metrics`, and the membership
  * operations `POST /cluster/leave` and `POST /cluster/remove?id=ID` (the CLI's `cluster leave` and
  * `cluster remove`), `GET /cluster/plan` (what a change would move; `cluster plan`) and
- * `POST /cluster/weight` (this node's weight; `cluster weight`).
+ * `POST /cluster/weight` (this node's weight; `cluster weight`), and `POST /cluster/handoff` (this node's
+ * handoff throttle; `cluster handoff-rate`).
  */
 import type { Plan, RingChange } from "../node/plan.js";
 import type { Call } from "./http-server.js";
@@ -42,6 +43,12 @@ export interface AdminRouteDeps {
    * Sets this node's weight (`POST /cluster/weight?weight=W`, optionally `&id=` this node's id):
    * refused with why (another member's id: its address, to send it there).
    */
+  /** Sets this node's handoff throttle, bytes per second (`POST /cluster/handoff?bytesPerSecond=N`). */
+  readonly setHandoffRate?: (bytesPerSecond: number) => {
+    readonly node: string;
+    readonly bytesPerSecond: number;
+    readonly was: number;
+  };
   readonly setWeight?: (
     id: string | undefined,
     weight: number,
@@ -49,6 +56,10 @@ export interface AdminRouteDeps {
     | { readonly refused: string }
     | { readonly node: string; readonly weight: number; readonly was: number };
 }
+
+/** The handoff throttle's bounds (`POST /cluster/handoff?bytesPerSecond=N`): 1 KiB/s to 1 TiB/s. */
+export const HANDOFF_RATE_MIN = 1024;
+export const HANDOFF_RATE_MAX = 2 ** 40;
 
 /** Largest weight a member may have (as `--weight`). */
 export const MAX_WEIGHT = 1000;
@@ -182,6 +193,26 @@ export function adminRoutes(deps: AdminRouteDeps): ReadonlyMap<string, Route> {
           const out = set(q.id, weight);
           if ("refused" in out) return c.error(409, "weight_refused", out.refused);
           return c.json(200, out);
+        },
+      },
+    ],
+    [
+      "/cluster/handoff",
+      {
+        method: "POST",
+        run: (c) => {
+          const set = deps.setHandoffRate;
+          if (set === undefined)
+            return c.error(404, "not_found", "this node's handoff throttle cannot be changed");
+          const v = c.query().bytesPerSecond;
+          const bps = typeof v === "string" && /^[0-9]{1,16}$/.test(v) ? Number(v) : Number.NaN;
+          if (!(bps >= HANDOFF_RATE_MIN && bps <= HANDOFF_RATE_MAX))
+            return c.error(
+              400,
+              "bad_parameter",
+              `bytesPerSecond must be an integer ${HANDOFF_RATE_MIN}..${HANDOFF_RATE_MAX}, once`,
+            );
+          return c.json(200, set(bps));
         },
       },
     ],

@@ -1,7 +1,8 @@
 /**
  * `ringstore cluster plan join|leave|remove|weight --id ID [W]` (what a change would move, from the
  * node's `GET /cluster/plan`; changes nothing) and `ringstore cluster weight --id ID W` (the member's
- * weight, set through its own API, found in `--node`'s view).
+ * weight, set through its own API, found in `--node`'s view) and `ringstore cluster handoff-rate MIB`
+ * (a node's handoff throttle, at run time).
  */
 import { RingstoreClient } from "../client/client.js";
 import { table } from "./cluster-commands.js";
@@ -169,6 +170,29 @@ export async function clusterWeightCommand(
       r.was === r.weight
         ? `member ${r.node} has weight ${r.weight} already: nothing changes\n`
         : `member ${r.node} now has weight ${r.weight} (was ${r.was}): the claimant re-claims the ring and handoff moves its share (see cluster status); a restart takes its --weight again\n`,
+    );
+  } finally {
+    await c.close();
+  }
+}
+
+export async function clusterHandoffRateCommand(mib: string, flags: ConnectionFlags): Promise<void> {
+  const v = Number(mib);
+  if (!(v > 0) || !Number.isFinite(v) || v * (1 << 20) < 1024)
+    throw new Error(`the rate is in MiB/s, at least 0.001, not "${mib}"`);
+  const c = new RingstoreClient(flags.node, {
+    connections: 1,
+    httpTimeoutMs: 10_000,
+    ...clientOptions(flags),
+  });
+  try {
+    const r = (await c.setHandoffRate(flags.node, v * (1 << 20))) as {
+      node: string;
+      bytesPerSecond: number;
+      was: number;
+    };
+    process.stdout.write(
+      `node ${r.node}: handoff throttle ${formatBytes(r.bytesPerSecond)}/s (was ${formatBytes(r.was)}/s), from now on; a restart takes its --handoff-rate again\n`,
     );
   } finally {
     await c.close();

@@ -26,7 +26,7 @@ import {
 } from "./key-commands.js";
 import { keysCommand } from "./keys-command.js";
 import { deleteCommand, getCommand, putCommand, startCommand } from "./node-commands.js";
-import { clusterPlanCommand, clusterWeightCommand } from "./plan-commands.js";
+import { clusterHandoffRateCommand, clusterPlanCommand, clusterWeightCommand } from "./plan-commands.js";
 import { printStorageStats } from "./storage-stats.js";
 
 function packageVersion(): string {
@@ -74,6 +74,11 @@ program
   .option("--max-key-bytes <n>", "largest key accepted", "1024")
   .option("--max-value-bytes <n>", "largest value accepted", String(1024 * 1024))
   .option("--max-siblings <n>", "siblings a key may hold before writes are refused", "64")
+  .option(
+    "--handoff-rate <MiB/s>",
+    "the handoff throttle: MiB this node sends per second at most when the ring changes (POST /cluster/handoff changes it at run time)",
+    "64",
+  )
   .option("--weight <w>", "relative capacity: the node's share of the ring follows it", "1")
   .option("--zone <zone>", "failure zone: a key's replicas go to distinct zones first")
   .option("--partitions <q>", "ring partitions, a power of two (fixed when the cluster is created)", "1024")
@@ -180,6 +185,12 @@ connectionOptions(
 )
   .requiredOption("--id <id>", "the member whose weight changes")
   .action(clusterWeightCommand);
+connectionOptions(
+  cluster
+    .command("handoff-rate <MiB/s>")
+    .description("set that node's handoff throttle at run time: MiB it sends per second at most"),
+  "API address of the node",
+).action(clusterHandoffRateCommand);
 
 const keyOptions = (c: Command) =>
   connectionOptions(c).option("--timeout <ms>", "time the coordinator waits for replicas");

@@ -949,6 +949,20 @@ export class RingstoreClient {
     return JSON.parse(res.body.toString("utf8")) as Record<string, unknown>;
   }
 
+  /**
+   * Sets the handoff throttle of `node` (`POST /cluster/handoff`; admin role), bytes per second:
+   * `{node, bytesPerSecond, was}`, else a RingstoreError.
+   */
+  async setHandoffRate(node: string, bytesPerSecond: number): Promise<Record<string, unknown>> {
+    const res = await this.direct(
+      node,
+      "POST",
+      `/cluster/handoff?bytesPerSecond=${Math.round(bytesPerSecond)}`,
+    );
+    if (res.status !== 200) return this.fail(res);
+    return JSON.parse(res.body.toString("utf8")) as Record<string, unknown>;
+  }
+
   private async membership(node: string, pathAndQuery: string): Promise<Record<string, unknown>> {
     const res = await this.direct(node, "POST", pathAndQuery);
     if (res.status !== 202) return this.fail(res);

@@ -68,6 +68,8 @@ export interface BootConfig {
   readonly downAfterMs: number;
   readonly requestTimeoutMs: number;
   readonly maxSiblings: number;
+  /** The handoff's throttle, bytes per second. */
+  readonly handoffBytesPerSecond?: number;
   /** Read repair after reads (on unless false: the simulator's hint check turns it off). */
   readonly readRepair?: boolean;
   /** Anti-entropy (absent: off). */
@@ -321,6 +323,7 @@ export async function bootNode(config: BootConfig, deps: BootDeps): Promise<Boot
       downAfterMs: config.downAfterMs,
       requestTimeoutMs: config.requestTimeoutMs,
       maxSiblings: config.maxSiblings,
+      handoffBytesPerSecond: config.handoffBytesPerSecond,
       handedOff: saved?.handedOff,
       views,
       antiEntropy,

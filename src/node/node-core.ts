@@ -123,6 +123,8 @@ export interface NodeCoreDeps {
   readonly onReadRepair?: (nodeId: string) => void;
   /** Sets the key listing's scans look at per second at most on this node (key-listing.ts's default). */
   readonly listKeysPerSecond?: number;
+  /** The handoff's throttle, bytes per second (handoff.ts's default if absent). */
+  readonly handoffBytesPerSecond?: number;
   /** A read or store sent to another replica timed out. */
   readonly onReplicaTimeout?: (op: "read" | "store") => void;
   /**
@@ -163,6 +165,9 @@ export class NodeCore {
   /** Members removed lately, and this node's last contact with the others (for tombstone purging). */
   private readonly absences: Absences;
   private sampling: TimerHandle | undefined;
+
+  /** Sets this node stores (its last census), for the handoff's time left; null before the first. */
+  storedSets: number | null = null;
 
   constructor(private readonly d: NodeCoreDeps) {
     const now = () => d.clock.now();
@@ -275,6 +280,8 @@ export class NodeCore {
         this.completion.passComplete(p.startedAt);
       },
       retryMs: Math.max(d.gossipIntervalMs * 4, 1000),
+      bytesPerSecond: d.handoffBytesPerSecond,
+      storedSets: () => this.storedSets,
     });
     this.completion = new LeaveCompletion({
       selfId: d.nodeId,

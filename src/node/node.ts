@@ -199,6 +199,7 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
         downAfterMs: config.downAfterMs,
         requestTimeoutMs: config.requestTimeoutMs,
         maxSiblings: config.maxSiblings,
+        handoffBytesPerSecond: config.handoffBytesPerSecond,
         ...(config.antiEntropy
           ? {
               antiEntropy: {
@@ -438,6 +439,11 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
           throw err;
         }
       },
+      setHandoffRate: (bps) => {
+        const was = core.handoff.bytesPerSecond;
+        core.handoff.setBytesPerSecond(bps);
+        return { node: config.id, bytesPerSecond: bps, was };
+      },
       setWeight: (wid, weight) => {
         const self = membership.self;
         if (wid !== undefined && wid !== config.id) {
@@ -475,6 +481,7 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
     dashboard.start();
     const stopCensus = scheduleCensus(core, (c) => {
       census = c;
+      core.storedSets = c.live + c.tombstones;
     });
     cleanup.splice(1, 0, async () => {
       stopCensus();

@@ -66,6 +66,8 @@ export interface HandoffDeps {
   readonly maxRetryMs?: number;
   /** The throttle: bytes (keys and sets) this node sends per second at most (DEFAULT_HANDOFF_BYTES_PER_SECOND). */
   readonly bytesPerSecond?: number;
+  /** How many sets this node stores, if known (a census): a pass's total, for its time left. */
+  readonly storedSets?: () => number | null;
 }
 
 /** The handoff's throttle by default: bytes one node sends per second. */
@@ -94,6 +96,17 @@ export interface HandoffProgress {
   startedAt: number;
   lastCompletedAt: number | null;
   lastError: string | null;
+  /** The throttle (bytes this node sends per second at most), as set now. */
+  throttleBytesPerSecond: number;
+  /** Over the pass so far: sets scanned and bytes sent per second (null before a pass ran a page). */
+  keysPerSecond: number | null;
+  bytesPerSecond: number | null;
+  /**
+   * Sets the pass scans in all (this node's last census, up to a census interval old), and the time left
+   * at the scan's rate (null when unknown: no census yet, or the pass went past its count).
+   */
+  keysTotal: number | null;
+  etaSeconds: number | null;
 }
 
 /** Missed stores remembered for a resend; a pass that misses more runs again whole. */
@@ -122,6 +135,11 @@ export class Handoff {
     startedAt: 0,
     lastCompletedAt: null,
     lastError: null,
+    throttleBytesPerSecond: DEFAULT_HANDOFF_BYTES_PER_SECOND,
+    keysPerSecond: null,
+    bytesPerSecond: null,
+    keysTotal: null,
+    etaSeconds: null,
   };
   private readonly pageKeys: number;
   private readonly pageBytes: number;
@@ -138,6 +156,7 @@ export class Handoff {
     if (!(this.rate > 0)) throw new RangeError(`handoff bytesPerSecond must be positive, got ${this.rate}`);
     this.bucket = this.rate / 10;
     this.bucketAt = d.clock.now();
+    this.progress.throttleBytesPerSecond = this.rate;
     this.pageKeys = d.pageKeys ?? 256;
     this.pageBytes = d.pageBytes ?? 4 << 20;
     this.maxInFlight = d.maxInFlight ?? 16;
@@ -172,6 +191,21 @@ export class Handoff {
     this.refill();
     this.rate = bps;
     this.bucket = Math.min(this.bucket, bps / 10);
+    this.progress.throttleBytesPerSecond = bps;
+  }
+
+  /** The pass's rates so far, and its time left at its scan rate. */
+  private measure(): void {
+    const p = this.progress;
+    const s = (this.d.clock.now() - p.startedAt) / 1000;
+    if (!(s > 0)) return;
+    p.keysPerSecond = p.keysScanned / s;
+    p.bytesPerSecond = p.bytesSent / s;
+    // The total is a census from up to a census interval ago: past it, the time left is unknown.
+    p.etaSeconds =
+      p.keysTotal === null || p.keysPerSecond === 0 || p.keysTotal <= p.keysScanned
+        ? null
+        : (p.keysTotal - p.keysScanned) / p.keysPerSecond;
   }
 
   private refill(): void {
@@ -281,6 +315,7 @@ export class Handoff {
       );
       this.from = to;
       this.progress.state = "idle";
+      this.progress.etaSeconds = null;
       this.progress.passesCompleted++;
       this.progress.lastCompletedAt = this.d.clock.now();
       this.d.onPassComplete?.(this.progress);
@@ -344,6 +379,10 @@ export class Handoff {
     p.bytesSent = 0;
     p.storesFailed = 0;
     p.startedAt = this.d.clock.now();
+    p.keysPerSecond = null;
+    p.bytesPerSecond = null;
+    p.keysTotal = this.d.storedSets?.() ?? null;
+    p.etaSeconds = null;
     this.failed = [];
     this.failedOverflow = false;
     let after: Uint8Array | undefined;
@@ -359,6 +398,7 @@ export class Handoff {
           sends.push({ to: target, key: e.key, value: e.value });
       }
       await this.send(sends);
+      this.measure();
       await this.betweenPages();
     }
   }

@@ -81,6 +81,11 @@ test("status document: every field, members sorted by id, counters copied", () =
     startedAt: 1000,
     lastCompletedAt: null,
     lastError: null,
+    throttleBytesPerSecond: 1 << 20,
+    keysPerSecond: 5,
+    bytesPerSecond: 200,
+    keysTotal: 30,
+    etaSeconds: 4,
   };
   const strayStores = { forwarded: 2, failed: 1, dropped: 0 };
   const transport = {
@@ -164,6 +169,11 @@ test("status document: every field, members sorted by id, counters copied", () =
         startedAt: 1000,
         lastCompletedAt: null,
         lastError: null,
+        throttleBytesPerSecond: 1 << 20,
+        keysPerSecond: 5,
+        bytesPerSecond: 200,
+        keysTotal: 30,
+        etaSeconds: 4,
       },
       strayStores: { forwarded: 2, failed: 1, dropped: 0 },
       viewSaves: { saved: 5, failed: 2, lastError: "ENOSPC: no space left on device", retrying: true },
