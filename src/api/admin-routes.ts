@@ -52,9 +52,9 @@ export interface AdminRouteDeps {
   readonly setWeight?: (
     id: string | undefined,
     weight: number,
-  ) =>
-    | { readonly refused: string }
-    | { readonly node: string; readonly weight: number; readonly was: number };
+  ) => Promise<
+    { readonly refused: string } | { readonly node: string; readonly weight: number; readonly was: number }
+  >;
 }
 
 /** The handoff throttle's bounds (`POST /cluster/handoff?bytesPerSecond=N`): 1 KiB/s to 1 TiB/s. */
@@ -181,7 +181,7 @@ export function adminRoutes(deps: AdminRouteDeps): ReadonlyMap<string, Route> {
       "/cluster/weight",
       {
         method: "POST",
-        run: (c) => {
+        run: async (c) => {
           const set = deps.setWeight;
           if (set === undefined) return c.error(404, "not_found", "this node's weight cannot be changed");
           const q = c.query();
@@ -190,7 +190,7 @@ export function adminRoutes(deps: AdminRouteDeps): ReadonlyMap<string, Route> {
             return c.error(400, "bad_parameter", `weight must be an integer 1..${MAX_WEIGHT}, once`);
           if (q.id !== undefined && (typeof q.id !== "string" || q.id === ""))
             return c.error(400, "bad_parameter", "id must be given at most once, not empty");
-          const out = set(q.id, weight);
+          const out = await set(q.id, weight);
           if ("refused" in out) return c.error(409, "weight_refused", out.refused);
           return c.json(200, out);
         },

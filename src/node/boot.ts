@@ -40,6 +40,7 @@ import { NodeCore, type NodeCoreDeps } from "./node-core.js";
 import type { SavedView } from "./saved-view.js";
 import { planSelf, planStart } from "./start-plan.js";
 import { ViewSaver } from "./view-saver.js";
+import { startingWeight } from "./weight-file.js";
 
 /** Everything a node reaches the world through. */
 export interface NodeEnv extends Runtime {
@@ -205,11 +206,15 @@ export async function bootNode(config: BootConfig, deps: BootDeps): Promise<Boot
   let core: NodeCore | undefined;
   let beat: AliveBeat | undefined;
   try {
+    // A weight set online (cluster weight) outlives a restart with the same --weight.
+    const savedWeight = await dir.readWeight();
+    const weight = startingWeight(config.weight, savedWeight);
+    if (savedWeight !== undefined && savedWeight.flag !== config.weight) await dir.forgetWeight();
     const selfEntry = (status: MemberView["status"], incarnation: number): MemberView => ({
       id: config.nodeId,
       api: config.api,
       peer: transport.address,
-      weight: config.weight,
+      weight,
       zone: config.zone,
       status,
       incarnation,

@@ -444,7 +444,7 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
         core.handoff.setBytesPerSecond(bps);
         return { node: config.id, bytesPerSecond: bps, was };
       },
-      setWeight: (wid, weight) => {
+      setWeight: async (wid, weight) => {
         const self = membership.self;
         if (wid !== undefined && wid !== config.id) {
           const other = membership.member(wid);
@@ -459,6 +459,9 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
           return { refused: `${config.id} is ${self.status}: only a member that is up changes its weight` };
         const was = self.weight;
         if (weight !== was) {
+          // Kept first (a restart with the same --weight keeps it), then gossiped.
+          if (weight === config.weight) await node.dataDir.forgetWeight();
+          else await node.dataDir.writeWeight({ weight, flag: config.weight });
           membership.updateSelf({ weight });
           const detail = `this node's weight is now ${weight} (was ${was}): the claimant re-claims the ring`;
           events.record({ at: Date.now(), kind: "note", member: config.id, detail });

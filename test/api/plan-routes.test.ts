@@ -45,7 +45,7 @@ test("plan: the change is parsed and passed on; bad parameters are 400, a refusa
 
 test("weight: POST only, a weight 1..1000, the node's refusal is 409", async () => {
   const calls: [string | undefined, number][] = [];
-  const setWeight = (id: string | undefined, weight: number) => {
+  const setWeight = async (id: string | undefined, weight: number) => {
     calls.push([id, weight]);
     return id === "b" ? { refused: "this is a: send it to b" } : { node: "a", weight, was: 1 };
   };
