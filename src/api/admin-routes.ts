@@ -5,7 +5,7 @@
  * `POST /cluster/weight` (this node's weight; `cluster weight`), and `POST /cluster/handoff` (this node's
  * handoff throttle; `cluster handoff-rate`).
  */
-import type { Plan, RingChange } from "../node/plan.js";
+import type { Plan, RingChange } from "../ring/plan.js";
 import type { Call } from "./http-server.js";
 import type { NodeMetrics } from "./metrics.js";
 import { parseForce } from "./params.js";

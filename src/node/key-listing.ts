@@ -8,6 +8,7 @@ import { DONE, type ListingPosition } from "../listing/cursor.js";
 import { type ListingDeps, listPage, type PageLimits, type PageOutcome } from "../listing/pager.js";
 import { listReplicaKeys, type ScanSource, ScanThrottle } from "../listing/replica-scan.js";
 import type { Membership } from "../membership/membership.js";
+import type { PartitionCounts } from "../ring/plan.js";
 import { partitionOf } from "../ring/ring.js";
 import type { Clock, Timers } from "../runtime/runtime.js";
 import type { AnswerOf, RequestOf } from "../transport/messages.js";
@@ -38,13 +39,6 @@ export interface KeyListingDeps {
   readonly timers: Timers;
   readonly requestTimeoutMs: number;
   readonly keysPerSecond?: number;
-}
-
-/** What a node stores per partition (`count_partitions`): sets, live or not, and their bytes. */
-export interface PartitionCounts {
-  readonly keys: number[];
-  /** Bytes of keys and stored sets. */
-  readonly bytes: number[];
 }
 
 /** Packs counts into a `partition_counts` answer (bytes as KiB, rounded up; u32, little-endian). */

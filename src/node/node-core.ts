@@ -23,6 +23,7 @@ import type { HintStore } from "../replication/hints.js";
 import { Replica } from "../replication/replica.js";
 import { Router } from "../replication/router.js";
 import { type TombstoneDeps, type TombstonePacing, TombstoneReaper } from "../replication/tombstones.js";
+import { type PartitionCounts, type Plan, PlanError, planChange, type RingChange } from "../ring/plan.js";
 import type { Clock, Random, TimerHandle, Timers } from "../runtime/runtime.js";
 import type { StorageEngine } from "../storage/engine.js";
 import type { AnswerOf, MemberView, PurgeRequest, RingView } from "../transport/messages.js";
@@ -36,18 +37,16 @@ import type { Actor } from "../versioning/dvv.js";
 import { Absences } from "./absences.js";
 import { Departures } from "./departures.js";
 import type { ClusterSettings } from "./identity.js";
-import { countsFromWire, countsToWire, KeyListing, type PartitionCounts } from "./key-listing.js";
-import { type Plan, PlanError, planChange, type RingChange } from "./plan.js";
-
-/** How long a plan waits for a member's counts (a paced scan of everything it stores). */
-const PLAN_COUNT_TIMEOUT_MS = 60_000;
-
+import { countsFromWire, countsToWire, KeyListing } from "./key-listing.js";
 import { LeaveCompletion } from "./leave-completion.js";
 import { peerHandlers } from "./peer-dispatch.js";
 import { Placement } from "./placement.js";
 import { ReplicaPeers } from "./replica-peers.js";
 import type { SavedView } from "./saved-view.js";
 import { StrayForwarder } from "./stray-forwarder.js";
+
+/** How long a plan waits for a member's counts (a paced scan of everything it stores). */
+const PLAN_COUNT_TIMEOUT_MS = 60_000;
 
 /** Requests a member that left may still make: it hears of its departure through them. */
 const GOSSIP_KINDS: ReadonlySet<string> = new Set(["ping", "probe", "gossip"]);

@@ -23,6 +23,7 @@ import {
 } from "../api/views.js";
 import { EventLog } from "../core/event-log.js";
 import { DEFAULT_TOMBSTONE_PACING, type TombstoneReaper } from "../replication/tombstones.js";
+import { PlanError } from "../ring/plan.js";
 import { partitionOf } from "../ring/ring.js";
 import { BoundedLog } from "../runtime/bounded-log.js";
 import { seededRandom } from "../runtime/runtime.js";
@@ -41,7 +42,6 @@ import { MembershipRefusedError } from "./departures.js";
 import type { NodeIdentity } from "./identity.js";
 import type { Census } from "./key-listing.js";
 import type { NodeCore } from "./node-core.js";
-import { PlanError } from "./plan.js";
 
 /** The pause between an anti-entropy exchange's two looks (Riak pauses about a second). */
 const ANTI_ENTROPY_PAUSE_MS = 1000;

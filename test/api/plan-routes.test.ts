@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import type { Plan, RingChange } from "../../src/node/plan.js";
+import type { Plan, RingChange } from "../../src/ring/plan.js";
 import { withServer } from "./api-support.js";
 
 test("plan: the change is parsed and passed on; bad parameters are 400, a refusal 409", async () => {

@@ -14,8 +14,14 @@
  * no remaining member loses it); a leaving node sends everything it holds to every replica of the next
  * ring. Pure: it works on what it is given.
  */
-import { claim, PreferenceTable, type Ring, type RingMember } from "../ring/ring.js";
-import type { PartitionCounts } from "./key-listing.js";
+import { claim, PreferenceTable, type Ring, type RingMember } from "./ring.js";
+
+/** What a node stores per partition (`count_partitions`): sets, live or not, and their bytes. */
+export interface PartitionCounts {
+  readonly keys: number[];
+  /** Bytes of keys and stored sets. */
+  readonly bytes: number[];
+}
 
 export type RingChange =
   | {
