@@ -28,11 +28,15 @@ function silent(): { service: KvService; budgets: number[] } {
   };
 }
 
+/** Timers fire late on a machine loaded by other test runs: the bound allows for it (the answer comes). */
+const LOAD_MS = 500;
+
 async function timed(url: string, init: RequestInit = {}) {
   const start = performance.now();
   const r = await fetch(url, { ...init, signal: AbortSignal.timeout(5000) });
   const body = (await r.json()) as Record<string, unknown>;
-  return { status: r.status, body, ms: performance.now() - start };
+  const held = Number(/^total;dur=([0-9.]+)$/.exec(r.headers.get("server-timing") ?? "")?.[1]);
+  return { status: r.status, body, ms: performance.now() - start, held };
 }
 
 test("a request the replication layer leaves unanswered gets its 503 at its timeout", async () => {
@@ -42,15 +46,20 @@ test("a request the replication layer leaves unanswered gets its 503 at its time
     assert.equal(put.status, 503);
     assert.equal(put.body.error, "unavailable");
     assert.match(String(put.body.message), /may have been applied/);
-    assert.ok(put.ms >= 290 && put.ms < 300 + DEADLINE_BACKSTOP_MS + 100, `answered after ${put.ms} ms`);
+    assert.ok(put.ms >= 290 && put.ms < 300 + DEADLINE_BACKSTOP_MS + LOAD_MS, `answered after ${put.ms} ms`);
+    // The node says how long it held the request (Server-Timing).
+    assert.ok(put.held >= 290 && put.held <= put.ms, `held ${put.held} ms`);
     const get = await timed(`http://127.0.0.1:${port}/kv/k?timeout=200`);
     assert.equal(get.status, 503);
     assert.equal(get.body.error, "unavailable");
-    assert.ok(get.ms >= 190 && get.ms < 200 + DEADLINE_BACKSTOP_MS + 100, `answered after ${get.ms} ms`);
+    assert.ok(get.ms >= 190 && get.ms < 200 + DEADLINE_BACKSTOP_MS + LOAD_MS, `answered after ${get.ms} ms`);
     // The default timeout (1000 ms in these tests) is the budget when none is given.
     const dflt = await timed(`http://127.0.0.1:${port}/kv/k`);
     assert.equal(dflt.status, 503);
-    assert.ok(dflt.ms >= 990 && dflt.ms < 1000 + DEADLINE_BACKSTOP_MS + 100, `answered after ${dflt.ms} ms`);
+    assert.ok(
+      dflt.ms >= 990 && dflt.ms < 1000 + DEADLINE_BACKSTOP_MS + LOAD_MS,
+      `answered after ${dflt.ms} ms`,
+    );
   });
   assert.equal(budgets.length, 3);
   assert.ok(budgets[0]! <= 300 && budgets[0]! > 250, `the write got ${budgets[0]} ms`);
@@ -76,7 +85,7 @@ test("the time a body takes to arrive counts against the budget", async () => {
     s.destroy();
     assert.match(got, /^HTTP\/1.1 503/);
     assert.match(got, /NOT applied/);
-    assert.ok(performance.now() - start < 450);
+    assert.ok(performance.now() - start < 300 + LOAD_MS);
   });
   assert.deepEqual(budgets, [], "a request past its budget is not started");
 });

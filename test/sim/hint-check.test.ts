@@ -20,17 +20,18 @@ import {
 } from "../../src/sim/simulator.js";
 
 /**
- * Seeds whose runs the planted bug fails, one of them (10, heavy) losing a copy with a coordinator that
- * crashed before its late hint. Histories follow the protocol: a change to it may call for other seeds
+ * Seeds whose runs the planted bug fails, one of them (18, heavy) losing a copy with a coordinator that
+ * crashed before its late hint (chosen again when forwarded writes got one budget: seeds 1 and 3
+ * standard no longer lost a hint the check could see, and 10 heavy no longer had the excuse). Histories follow the protocol: a change to it may call for other seeds
  * (a sweep with `npm run sim -- --hint-check --bug lose-hints` shows which catch it).
  */
 const FIXED: [number, FaultProfile][] = [
-  [1, "standard"],
-  [3, "standard"],
   [4, "standard"],
+  [5, "standard"],
+  [6, "standard"],
   [1, "heavy"],
   [3, "heavy"],
-  [10, "heavy"],
+  [18, "heavy"],
 ];
 const SEEDS: [number, FaultProfile][] =
   process.env.SIM_SEEDS === undefined

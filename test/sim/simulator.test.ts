@@ -232,8 +232,12 @@ describe("simulator: planted bugs are caught", () => {
  * outcomes (src/replication/forward-memo.ts) (planted: `no-forward-memo`).
  */
 describe("simulator: bugs it found stay caught", () => {
-  const firstCatch = async (o: (seed: number) => SimOptions, seeds: number): Promise<number | undefined> => {
-    for (let seed = 1; seed <= seeds; seed++) {
+  const firstCatch = async (
+    o: (seed: number) => SimOptions,
+    from: number,
+    to: number,
+  ): Promise<number | undefined> => {
+    for (let seed = from; seed <= to; seed++) {
       const r = await runSimulation(o(seed));
       if (r.anomalies.length > 0) return seed;
     }
@@ -241,22 +245,27 @@ describe("simulator: bugs it found stay caught", () => {
   };
 
   test("a forwarded write retried on another replica after a maybe-delivered failure", async () => {
-    // About half of heavy runs catch it.
-    const seed = await firstCatch((s) => ({ ...options(s, "lsm", "heavy"), bug: "retry-forward" }), 12);
-    assert.ok(seed !== undefined, "no seed of 1..12 caught the retried forward");
+    // Since a forwarded write's timeout is one budget, a forward that timed out leaves no time to retry:
+    // only a connection reset before the deadline leads to the bug's retry, and few heavy runs catch it
+    // (seed 13 of 1..40; before the budget, about half did). Histories follow the protocol: a change to
+    // it may call for other seeds (npm run sim -- --seed S --faults heavy --bug retry-forward).
+    const seed = await firstCatch((s) => ({ ...options(s, "lsm", "heavy"), bug: "retry-forward" }), 9, 20);
+    assert.ok(seed !== undefined, "no seed of 9..20 caught the retried forward");
   });
 
   test("a duplicated forwarded write coordinated twice (no memo)", async () => {
-    // About one standard --dup-requests run in seven catches it.
+    // Few standard --dup-requests runs catch it (seeds 47 and 54 of 1..60; before the forward's budget,
+    // seed 25 of 1..30). Histories follow the protocol: a change to it may call for other seeds.
     const seed = await firstCatch(
       (s) => ({
         ...options(s, s % 2 === 0 ? "memory" : "lsm", "standard"),
         duplicateRequests: true,
         bug: "no-forward-memo",
       }),
-      30,
+      41,
+      60,
     );
-    assert.ok(seed !== undefined, "no seed of 1..30 caught the unmemoized forward");
+    assert.ok(seed !== undefined, "no seed of 41..60 caught the unmemoized forward");
   });
 
   test("with the memo, a duplicating network applies each forwarded write once", async () => {
