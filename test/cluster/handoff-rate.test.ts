@@ -75,6 +75,7 @@ describe("the handoff throttle, set at run time", { timeout: 120_000 }, () => {
     assert.ok(h.bytesPerSecond! <= 0.02 * (1 << 20) * 1.3, `${h.bytesPerSecond} bytes/s`);
     assert.ok(h.keysPerSecond! > 0);
     const status = await run(process.execPath, [BIN, "cluster", "status", "--node", c.nodes.get(h.id)!.api]);
+    console.log(status.stdout);
     assert.match(
       status.stdout,
       /handoff on [abc]: running .*keys\/s scanned, [0-9.]+ KiB\/s sent.*throttle 20\.\d KiB\/s/,
