@@ -122,6 +122,7 @@ export function kvRoutes(deps: KvRouteDeps): KvRoutes {
     const out = left < 1 ? "late" : await withinBudget(deps.service.get(key, r, left, { pr }), left, timers);
     if (out === "late") {
       m.replicaTimeouts.inc();
+      m.deadlineAnswers.inc({ when: left < 1 ? "ready" : "late" });
       return c.error(
         503,
         "unavailable",
@@ -189,6 +190,7 @@ export function kvRoutes(deps: KvRouteDeps): KvRoutes {
     const left = leftOf(c, timeout);
     if (left < 1) {
       m.replicaTimeouts.inc();
+      m.deadlineAnswers.inc({ when: "ready" });
       return c.error(
         503,
         "unavailable",
@@ -212,6 +214,7 @@ export function kvRoutes(deps: KvRouteDeps): KvRoutes {
     const out = await withinBudget(work, left, timers);
     if (out === "late") {
       m.replicaTimeouts.inc();
+      m.deadlineAnswers.inc({ when: "late" });
       return c.error(
         503,
         "unavailable",

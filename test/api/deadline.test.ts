@@ -41,7 +41,7 @@ async function timed(url: string, init: RequestInit = {}) {
 
 test("a request the replication layer leaves unanswered gets its 503 at its timeout", async () => {
   const { service, budgets } = silent();
-  await withServer({ service }, async (port) => {
+  await withServer({ service }, async (port, metrics) => {
     const put = await timed(`http://127.0.0.1:${port}/kv/k?timeout=300`, { method: "PUT", body: "v" });
     assert.equal(put.status, 503);
     assert.equal(put.body.error, "unavailable");
@@ -60,6 +60,8 @@ test("a request the replication layer leaves unanswered gets its 503 at its time
       dflt.ms >= 990 && dflt.ms < 1000 + DEADLINE_BACKSTOP_MS + LOAD_MS,
       `answered after ${dflt.ms} ms`,
     );
+    const counted = await metrics.registry.getSingleMetricAsString("ringstore_api_deadline_answers_total");
+    assert.match(counted, /ringstore_api_deadline_answers_total\{[^}]*when="late"[^}]*\} 3/);
   });
   assert.equal(budgets.length, 3);
   assert.ok(budgets[0]! <= 300 && budgets[0]! > 250, `the write got ${budgets[0]} ms`);
@@ -68,7 +70,7 @@ test("a request the replication layer leaves unanswered gets its 503 at its time
 
 test("the time a body takes to arrive counts against the budget", async () => {
   const { service, budgets } = silent();
-  await withServer({ service }, async (port) => {
+  await withServer({ service }, async (port, metrics) => {
     const net = await import("node:net");
     const s = net.connect(port, "127.0.0.1");
     await new Promise((r) => s.once("connect", r));
@@ -85,6 +87,8 @@ test("the time a body takes to arrive counts against the budget", async () => {
     s.destroy();
     assert.match(got, /^HTTP\/1.1 503/);
     assert.match(got, /NOT applied/);
+    const counted = await metrics.registry.getSingleMetricAsString("ringstore_api_deadline_answers_total");
+    assert.match(counted, /ringstore_api_deadline_answers_total\{[^}]*when="ready"[^}]*\} 1/);
     assert.ok(performance.now() - start < 300 + LOAD_MS);
   });
   assert.deepEqual(budgets, [], "a request past its budget is not started");
