@@ -31,7 +31,7 @@
  */
 import { assert } from "../core/assert.js";
 import type { PreferenceTable } from "../ring/ring.js";
-import type { Clock, Timers } from "../runtime/runtime.js";
+import type { Clock, TimerHandle, Timers } from "../runtime/runtime.js";
 import type { RingView } from "../transport/messages.js";
 import { decodeSiblings } from "../versioning/object-codec.js";
 import type { ReplicaPeer } from "./coordinator.js";
@@ -150,6 +150,8 @@ export class Handoff {
   /** The throttle's bucket: bytes that may go now (negative: owed), as of `bucketAt`; it starts full. */
   private bucket: number;
   private bucketAt: number;
+  /** Stores waiting off the bucket's debt: a new rate lets them go at once. */
+  private readonly paced = new Set<{ timer: TimerHandle; go: () => void }>();
 
   constructor(private readonly d: HandoffDeps) {
     this.rate = d.bytesPerSecond ?? DEFAULT_HANDOFF_BYTES_PER_SECOND;
@@ -190,7 +192,12 @@ export class Handoff {
       throw new RangeError(`handoff bytesPerSecond must be positive, got ${bps}`);
     this.refill();
     this.rate = bps;
-    this.bucket = Math.min(this.bucket, bps / 10);
+    // The debt was owed at the old rate: the stores waiting on it go now, and the new rate paces the rest.
+    this.bucket = Math.min(Math.max(this.bucket, 0), bps / 10);
+    for (const w of [...this.paced]) {
+      w.timer.cancel();
+      w.go();
+    }
     this.progress.throttleBytesPerSecond = bps;
   }
 
@@ -220,13 +227,26 @@ export class Handoff {
     this.bucket -= bytes;
     if (this.bucket >= 0) return Promise.resolve();
     const ms = (-this.bucket * 1000) / this.rate;
-    return new Promise((resolve) => this.d.timers.after(ms, resolve));
+    return new Promise((resolve) => {
+      const w = {
+        timer: this.d.timers.after(ms, () => w.go()),
+        go: () => {
+          this.paced.delete(w);
+          resolve();
+        },
+      };
+      this.paced.add(w);
+    });
   }
 
   /** Stops passing; resolves once the pass under way (if any) has let go of the storage engine. */
   stop(): Promise<void> {
     this.stopped = true;
     this.wake?.();
+    for (const w of [...this.paced]) {
+      w.timer.cancel();
+      w.go();
+    }
     return this.running ?? Promise.resolve();
   }
 
