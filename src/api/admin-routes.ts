@@ -1,8 +1,11 @@
 /**
  * The operational routes: `GET /health`, `/status`, `/ring` and `/metrics`, and the membership
  * operations `POST /cluster/leave` and `POST /cluster/remove?id=ID` (the CLI's `cluster leave` and
- * `cluster remove`).
+ * `cluster remove`), `GET /cluster/plan` (what a change would move; `cluster plan`) and
+ * `POST /cluster/weight` (this node's weight; `cluster weight`), and `POST /cluster/handoff` (this node's
+ * handoff throttle; `cluster handoff-rate`).
  */
+import type { Plan, RingChange } from "../ring/plan.js";
 import type { Call } from "./http-server.js";
 import type { NodeMetrics } from "./metrics.js";
 import { parseForce } from "./params.js";
@@ -34,6 +37,63 @@ export interface AdminRouteDeps {
    * absent: anti-entropy is off on this node (409).
    */
   readonly antiEntropy?: (paused: boolean) => { readonly node: string; readonly paused: boolean };
+  /** What a change of the ring would move (`GET /cluster/plan`); refused: why it does not apply. */
+  readonly plan?: (change: RingChange) => Promise<{ readonly refused: string } | Plan>;
+  /**
+   * Sets this node's weight (`POST /cluster/weight?weight=W`, optionally `&id=` this node's id):
+   * refused with why (another member's id: its address, to send it there).
+   */
+  /** Sets this node's handoff throttle, bytes per second (`POST /cluster/handoff?bytesPerSecond=N`). */
+  readonly setHandoffRate?: (bytesPerSecond: number) => {
+    readonly node: string;
+    readonly bytesPerSecond: number;
+    readonly was: number;
+  };
+  readonly setWeight?: (
+    id: string | undefined,
+    weight: number,
+  ) => Promise<
+    { readonly refused: string } | { readonly node: string; readonly weight: number; readonly was: number }
+  >;
+}
+
+/** The handoff throttle's bounds (`POST /cluster/handoff?bytesPerSecond=N`): 1 KiB/s to 1 TiB/s. */
+export const HANDOFF_RATE_MIN = 1024;
+export const HANDOFF_RATE_MAX = 2 ** 40;
+
+/** Largest weight a member may have (as `--weight`). */
+export const MAX_WEIGHT = 1000;
+
+function weightOf(v: string | string[] | undefined): number | undefined {
+  if (typeof v !== "string" || !/^[0-9]{1,4}$/.test(v)) return undefined;
+  const w = Number(v);
+  return w >= 1 && w <= MAX_WEIGHT ? w : undefined;
+}
+
+/** The change a plan request names, or a message saying what is wrong with it. */
+function changeOf(q: Record<string, string | string[] | undefined>): RingChange | string {
+  const id = q.id;
+  if (typeof id !== "string" || id === "") return "id (the member the change is about) is required, once";
+  const weight = q.weight === undefined ? undefined : weightOf(q.weight);
+  if (q.weight !== undefined && weight === undefined)
+    return `weight must be an integer 1..${MAX_WEIGHT}, once`;
+  switch (q.change) {
+    case "join":
+      return {
+        kind: "join",
+        id,
+        weight: weight ?? 1,
+        ...(typeof q.zone === "string" && q.zone !== "" ? { zone: q.zone } : {}),
+      };
+    case "leave":
+    case "remove":
+      return { kind: q.change, id };
+    case "weight":
+      if (weight === undefined) return "weight is required for change=weight";
+      return { kind: "weight", id, weight };
+    default:
+      return "change must be one of join, leave, remove, weight";
+  }
 }
 
 /** A route of an exact path. */
@@ -99,6 +159,60 @@ export function adminRoutes(deps: AdminRouteDeps): ReadonlyMap<string, Route> {
             return c.error(400, "bad_parameter", "id (the member to remove) is required, once");
           const id = q.id;
           return membershipOp(c, "remove_refused", () => remove(id, force));
+        },
+      },
+    ],
+    [
+      "/cluster/plan",
+      {
+        method: "GET",
+        run: async (c) => {
+          const plan = deps.plan;
+          if (plan === undefined) return c.error(404, "not_found", "this node makes no plans");
+          const change = changeOf(c.query());
+          if (typeof change === "string") return c.error(400, "bad_parameter", change);
+          const out = await plan(change);
+          if ("refused" in out) return c.error(409, "plan_refused", out.refused);
+          return c.json(200, out);
+        },
+      },
+    ],
+    [
+      "/cluster/weight",
+      {
+        method: "POST",
+        run: async (c) => {
+          const set = deps.setWeight;
+          if (set === undefined) return c.error(404, "not_found", "this node's weight cannot be changed");
+          const q = c.query();
+          const weight = weightOf(q.weight);
+          if (weight === undefined)
+            return c.error(400, "bad_parameter", `weight must be an integer 1..${MAX_WEIGHT}, once`);
+          if (q.id !== undefined && (typeof q.id !== "string" || q.id === ""))
+            return c.error(400, "bad_parameter", "id must be given at most once, not empty");
+          const out = await set(q.id, weight);
+          if ("refused" in out) return c.error(409, "weight_refused", out.refused);
+          return c.json(200, out);
+        },
+      },
+    ],
+    [
+      "/cluster/handoff",
+      {
+        method: "POST",
+        run: (c) => {
+          const set = deps.setHandoffRate;
+          if (set === undefined)
+            return c.error(404, "not_found", "this node's handoff throttle cannot be changed");
+          const v = c.query().bytesPerSecond;
+          const bps = typeof v === "string" && /^[0-9]{1,16}$/.test(v) ? Number(v) : Number.NaN;
+          if (!(bps >= HANDOFF_RATE_MIN && bps <= HANDOFF_RATE_MAX))
+            return c.error(
+              400,
+              "bad_parameter",
+              `bytesPerSecond must be an integer ${HANDOFF_RATE_MIN}..${HANDOFF_RATE_MAX}, once`,
+            );
+          return c.json(200, set(bps));
         },
       },
     ],

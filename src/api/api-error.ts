@@ -22,6 +22,8 @@ export type ErrorCode =
   | "forbidden"
   | "leave_refused"
   | "remove_refused"
+  | "plan_refused"
+  | "weight_refused"
   | "internal";
 
 /** Thrown while a request is handled: answered with `status` and the error body; nothing else is done. */

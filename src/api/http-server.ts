@@ -189,6 +189,10 @@ export class Call {
     // node takes no further request on it.
     if (this.awaitingContinue || (this.server.closing && lastOnSocket.get(this.req.socket) === this.seq))
       headers.connection = "close";
+    // How long the node held a key-value request, from its arrival (W3C Server-Timing): a client tells
+    // the node's time from the network's and its own.
+    if (this.op !== undefined)
+      headers["server-timing"] = `total;dur=${(performance.now() - this.started).toFixed(1)}`;
     res.writeHead(status, headers);
     res.end(body);
     this.observe(status);

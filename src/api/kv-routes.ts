@@ -5,6 +5,8 @@
  */
 import type * as http from "node:http";
 import type { KvService, TooFewReplicas } from "../replication/coordinator.js";
+import type { Timers } from "../runtime/runtime.js";
+import { systemRuntime } from "../runtime/system-runtime.js";
 import { encodeContext } from "../versioning/context-token.js";
 import { contextOf, type VersionVector } from "../versioning/dvv.js";
 import type { StoredSibling } from "../versioning/object-codec.js";
@@ -41,6 +43,40 @@ export interface KvRouteDeps {
   readonly metrics: NodeMetrics;
   /** Wall clock for writtenAt (tombstone expiry); never used to order versions. */
   readonly now: () => number;
+  /** For the requests' deadlines (default: the system's timers). */
+  readonly timers?: Timers;
+}
+
+/**
+ * How long after a request's deadline the API answers it 503 by itself if the replication layer has
+ * not: the layer ends its own work at the deadline and answers first, with its true counts; this only
+ * bounds a path that would not.
+ */
+export const DEADLINE_BACKSTOP_MS = 20;
+
+/** What is left of a request's budget: its timeout less the time since it arrived (`c.started`). */
+function leftOf(c: Call, timeoutMs: number): number {
+  return Math.floor(timeoutMs - (performance.now() - c.started));
+}
+
+/**
+ * The service's outcome, or "late" once `leftMs` (and the backstop) passed without one: the request is
+ * answered then, and the outcome that may still come is dropped.
+ */
+function withinBudget<T>(work: Promise<T>, leftMs: number, timers: Timers): Promise<T | "late"> {
+  return new Promise((resolve, reject) => {
+    const timer = timers.after(leftMs + DEADLINE_BACKSTOP_MS, () => resolve("late"));
+    work.then(
+      (v) => {
+        timer.cancel();
+        resolve(v);
+      },
+      (err: unknown) => {
+        timer.cancel();
+        reject(err);
+      },
+    );
+  });
 }
 
 export interface KvRoutes {
@@ -75,11 +111,25 @@ export function kvRoutes(deps: KvRouteDeps): KvRoutes {
   const m = deps.metrics;
   const secret = deps.secret;
   const limits = deps.limits;
+  const timers = deps.timers ?? systemRuntime().timers;
 
+  // The timeout is one budget from the request's arrival to its answer: the replication layer gets what
+  // is left of it when the request is ready (its body read), and the answer never comes later.
   const get = async (c: Call): Promise<void> => {
     const key = parseKey(c.rawUrl, limits.maxKeyBytes);
     const { r, pr, timeout } = quorums(c.query(), deps);
-    const out = await deps.service.get(key, r, timeout, { pr });
+    const left = leftOf(c, timeout);
+    const out = left < 1 ? "late" : await withinBudget(deps.service.get(key, r, left, { pr }), left, timers);
+    if (out === "late") {
+      m.replicaTimeouts.inc();
+      m.deadlineAnswers.inc({ when: left < 1 ? "ready" : "late" });
+      return c.error(
+        503,
+        "unavailable",
+        `the request's timeout (${timeout} ms) passed before ${r} replicas replied`,
+        { needed: r, timeoutMs: timeout },
+      );
+    }
     if (out.kind === "too_few_replicas")
       return tooFewReplicas(c, out.needed === pr && pr > r ? "pr" : "r", out, "nothing was read");
     if (out.kind === "unavailable") {
@@ -137,7 +187,18 @@ export function kvRoutes(deps: KvRouteDeps): KvRoutes {
     if (body === undefined) return;
     const sent = c.req.headers["content-type"];
     const ct = deleted ? "" : sent === undefined || sent === "" ? "application/octet-stream" : sent;
-    const out = await deps.service.write(
+    const left = leftOf(c, timeout);
+    if (left < 1) {
+      m.replicaTimeouts.inc();
+      m.deadlineAnswers.inc({ when: "ready" });
+      return c.error(
+        503,
+        "unavailable",
+        `the request's timeout (${timeout} ms) passed before its body arrived; the write was NOT applied`,
+        { needed: w, acked: 0, timeoutMs: timeout, applied: false },
+      );
+    }
+    const work = deps.service.write(
       key,
       context,
       {
@@ -147,9 +208,20 @@ export function kvRoutes(deps: KvRouteDeps): KvRoutes {
         writtenAtMs: Math.max(0, Math.floor(deps.now())),
       },
       w,
-      timeout,
+      left,
       { pw },
     );
+    const out = await withinBudget(work, left, timers);
+    if (out === "late") {
+      m.replicaTimeouts.inc();
+      m.deadlineAnswers.inc({ when: "late" });
+      return c.error(
+        503,
+        "unavailable",
+        `the request's timeout (${timeout} ms) passed before ${w} replicas acknowledged; the write may have been applied on some replicas (it is not rolled back)`,
+        { needed: w, timeoutMs: timeout },
+      );
+    }
     if (out.kind === "too_many_siblings")
       return c.error(
         409,

@@ -95,6 +95,11 @@ export class NodeMetrics {
   readonly siblings: Histogram;
   readonly objectSize: Histogram<"op">;
   readonly replicaTimeouts: Counter;
+  /**
+   * Requests the API answered 503 by itself at their deadline (the replication layer had not answered),
+   * by when: `ready` (the timeout had passed when the request was ready, its body read) or `late`.
+   */
+  readonly deadlineAnswers: Counter<"when">;
   readonly readRepairs: Counter;
   readonly replicaRequestTimeouts: Counter<"op">;
   readonly hintsStored: Counter;
@@ -167,6 +172,12 @@ export class NodeMetrics {
     this.replicaTimeouts = new Counter({
       name: "ringstore_replica_timeouts_total",
       help: "Requests that did not get their quorum in time",
+      registers: [r],
+    });
+    this.deadlineAnswers = new Counter({
+      name: "ringstore_api_deadline_answers_total",
+      help: "Requests the API answered 503 itself at their deadline: the timeout had passed when the request was ready (ready), or the replication layer had not answered by then (late)",
+      labelNames: ["when"],
       registers: [r],
     });
     this.replicaRequestTimeouts = new Counter({

@@ -141,7 +141,7 @@ export async function clusterStatusCommand(
     if (h !== undefined && h.state !== "idle")
       process.stdout.write(
         `\nhandoff on ${s.node.id}: ${h.state} for ring version ${h.ringVersion}, ${h.keysScanned} keys scanned, ` +
-          `${h.keysSent} copies sent, ${h.storesFailed} failed${h.lastError ? ` (last error: ${h.lastError})` : ""}\n`,
+          `${h.keysSent} copies sent, ${h.storesFailed} failed${handoffPace(h)}${h.lastError ? ` (last error: ${h.lastError})` : ""}\n`,
       );
     const hh = s.hintedHandoff;
     if (hh !== undefined && hh.targets.length > 0) process.stdout.write(`\n${hintsTable(s.node.id, hh)}\n`);
@@ -190,7 +190,30 @@ interface LeaveStatus {
     storesFailed: number;
     passesCompleted: number;
     lastError: string | null;
+    /** Absent from nodes of before the handoff throttle. */
+    throttleBytesPerSecond?: number;
+    keysPerSecond?: number | null;
+    bytesPerSecond?: number | null;
+    keysTotal?: number | null;
+    etaSeconds?: number | null;
   };
+}
+
+/** A handoff's rates, total and time left, as one phrase ("" when the node reports none). */
+export function handoffPace(h: LeaveStatus["handoff"]): string {
+  const parts: string[] = [];
+  if (h.keysPerSecond != null) parts.push(`${Math.round(h.keysPerSecond)} keys/s scanned`);
+  if (h.bytesPerSecond != null) parts.push(`${formatRate(h.bytesPerSecond)} sent`);
+  if (h.keysTotal != null) parts.push(`${h.keysScanned} of ~${h.keysTotal} keys`);
+  if (h.etaSeconds != null) parts.push(`about ${Math.ceil(h.etaSeconds)} s left`);
+  if (h.throttleBytesPerSecond !== undefined) parts.push(`throttle ${formatRate(h.throttleBytesPerSecond)}`);
+  return parts.length === 0 ? "" : ` (${parts.join(", ")})`;
+}
+
+function formatRate(bps: number): string {
+  if (bps < 1024) return `${Math.round(bps)} B/s`;
+  if (bps < 1 << 20) return `${(bps / 1024).toFixed(1)} KiB/s`;
+  return `${(bps / (1 << 20)).toFixed(1)} MiB/s`;
 }
 
 /** The node's /status, or undefined if it does not answer 200 (or at all). */
@@ -297,7 +320,7 @@ async function leaveAndFollow(
         `handoff of ${info.node}:`,
         h.keysScanned,
         h.state === "idle" ? null : total,
-        `${h.keysSent} copies sent, ${h.state}${failed}`,
+        `${h.keysSent} copies sent, ${h.state}${handoffPace(h)}${failed}`,
       );
     }
     await new Promise((r) => setTimeout(r, 250));

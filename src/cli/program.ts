@@ -4,7 +4,7 @@
  * - nodes: `start` (one node in the foreground; a new cluster, or `--join` one), `dev` (a local cluster of
  *   N nodes on 127.0.0.1: what `npm start` runs);
  * - keys, through a node's HTTP API: `get`, `put`, `delete` (`--node HOST:PORT`);
- * - the cluster: `cluster status`, `cluster leave`, `cluster remove`;
+ * - the cluster: `cluster status`, `cluster leave`, `cluster remove`, `cluster plan`, `cluster weight`;
  * - API tokens: `auth add-token`, `auth list`, `auth remove-token` (`--file F`, the node's --auth-file);
  * - the storage engine: `demo` (writes, reads, reopens, prints statistics), `storage stats --data DIR`
  *   (read-only).
@@ -27,6 +27,8 @@ import {
 } from "./key-commands.js";
 import { keysCommand } from "./keys-command.js";
 import { deleteCommand, getCommand, putCommand, type StartFlags, startCommand } from "./node-commands.js";
+
+import { clusterHandoffRateCommand, clusterPlanCommand, clusterWeightCommand } from "./plan-commands.js";
 import { printStorageStats } from "./storage-stats.js";
 
 function packageVersion(): string {
@@ -76,6 +78,11 @@ program
   .option("--max-key-bytes <n>", "largest key accepted", "1024")
   .option("--max-value-bytes <n>", "largest value accepted", String(1024 * 1024))
   .option("--max-siblings <n>", "siblings a key may hold before writes are refused", "64")
+  .option(
+    "--handoff-rate <MiB/s>",
+    "the handoff throttle: MiB this node sends per second at most when the ring changes (POST /cluster/handoff changes it at run time)",
+    "64",
+  )
   .option("--weight <w>", "relative capacity: the node's share of the ring follows it", "1")
   .option("--zone <zone>", "failure zone: a key's replicas go to distinct zones first")
   .option("--partitions <q>", "ring partitions, a power of two (fixed when the cluster is created)", "1024")
@@ -176,6 +183,34 @@ connectionOptions(
   .option("--no-wait", "return once removed, without following the other members' handoff")
   .option("--wait-timeout <s>", "give up following the handoff after this many seconds", "3600")
   .action(clusterRemoveCommand);
+connectionOptions(
+  cluster
+    .command("plan <change> [weight]")
+    .description(
+      "what a change (join, leave, remove, or weight W) would move: partitions from where to where, keys, bytes, and the time at the handoff throttle; changes nothing",
+    ),
+  "API address of any live member (it computes the plan)",
+)
+  .requiredOption("--id <id>", "the member the change is about (a new id for join)")
+  .option("--weight <w>", "join: the new member's weight (default 1); weight: the new weight")
+  .option("--zone <zone>", "join: the new member's zone")
+  .option("--all", "list every partition that moves (default: the first 40)")
+  .option("--json", "print the whole plan as JSON")
+  .action(clusterPlanCommand);
+connectionOptions(
+  cluster
+    .command("weight <weight>")
+    .description("change a member's weight (1..1000) online: its share of the ring follows, with handoff"),
+  "API address of any live member",
+)
+  .requiredOption("--id <id>", "the member whose weight changes")
+  .action(clusterWeightCommand);
+connectionOptions(
+  cluster
+    .command("handoff-rate <MiB/s>")
+    .description("set that node's handoff throttle at run time: MiB it sends per second at most"),
+  "API address of the node",
+).action(clusterHandoffRateCommand);
 
 const keyOptions = (c: Command) =>
   connectionOptions(c).option("--timeout <ms>", "time the coordinator waits for replicas");

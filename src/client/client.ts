@@ -1042,6 +1042,54 @@ export class RingstoreClient {
     return this.membership(node, `/cluster/remove?${q}`, options.signal);
   }
 
+  /**
+   * What a change of the ring would move (`GET /cluster/plan`, computed by `node`; admin role): the
+   * plan, else a RingstoreError (409 `plan_refused`, 400 `bad_parameter`, ...). Changes nothing.
+   */
+  async plan(
+    node: string,
+    change: {
+      readonly change: string;
+      readonly id: string;
+      readonly weight?: number;
+      readonly zone?: string;
+    },
+  ): Promise<Record<string, unknown>> {
+    const q = new URLSearchParams({ change: change.change, id: change.id });
+    if (change.weight !== undefined) q.set("weight", String(change.weight));
+    if (change.zone !== undefined) q.set("zone", change.zone);
+    const res = await this.direct(node, "GET", `/cluster/plan?${q}`, undefined);
+    if (res.status !== 200) return this.fail(res);
+    return JSON.parse(res.body.toString("utf8")) as Record<string, unknown>;
+  }
+
+  /**
+   * Sets the weight of `node`, the member whose API that is (`POST /cluster/weight`; admin role), `id`
+   * its id if given (checked there): `{node, weight, was}`, else a RingstoreError (409 `weight_refused`).
+   */
+  async setWeight(node: string, weight: number, id?: string): Promise<Record<string, unknown>> {
+    const q = new URLSearchParams({ weight: String(weight) });
+    if (id !== undefined) q.set("id", id);
+    const res = await this.direct(node, "POST", `/cluster/weight?${q}`, undefined);
+    if (res.status !== 200) return this.fail(res);
+    return JSON.parse(res.body.toString("utf8")) as Record<string, unknown>;
+  }
+
+  /**
+   * Sets the handoff throttle of `node` (`POST /cluster/handoff`; admin role), bytes per second:
+   * `{node, bytesPerSecond, was}`, else a RingstoreError.
+   */
+  async setHandoffRate(node: string, bytesPerSecond: number): Promise<Record<string, unknown>> {
+    const res = await this.direct(
+      node,
+      "POST",
+      `/cluster/handoff?bytesPerSecond=${Math.round(bytesPerSecond)}`,
+      undefined,
+    );
+    if (res.status !== 200) return this.fail(res);
+    return JSON.parse(res.body.toString("utf8")) as Record<string, unknown>;
+  }
+
   private async membership(
     node: string,
     pathAndQuery: string,

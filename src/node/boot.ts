@@ -41,6 +41,7 @@ import { Recovery, type RecoveryStatus } from "./recovery.js";
 import type { SavedView } from "./saved-view.js";
 import { planSelf, planStart } from "./start-plan.js";
 import { ViewSaver } from "./view-saver.js";
+import { startingWeight } from "./weight-file.js";
 
 /** Everything a node reaches the world through. */
 export interface NodeEnv extends Runtime {
@@ -69,6 +70,8 @@ export interface BootConfig {
   readonly downAfterMs: number;
   readonly requestTimeoutMs: number;
   readonly maxSiblings: number;
+  /** The handoff's throttle, bytes per second. */
+  readonly handoffBytesPerSecond?: number;
   /** Read repair after reads (on unless false: the simulator's hint check turns it off). */
   readonly readRepair?: boolean;
   /** Anti-entropy (absent: off). */
@@ -210,11 +213,15 @@ export async function bootNode(config: BootConfig, deps: BootDeps): Promise<Boot
   let core: NodeCore | undefined;
   let beat: AliveBeat | undefined;
   try {
+    // A weight set online (cluster weight) outlives a restart with the same --weight.
+    const savedWeight = await dir.readWeight();
+    const weight = startingWeight(config.weight, savedWeight);
+    if (savedWeight !== undefined && savedWeight.flag !== config.weight) await dir.forgetWeight();
     const selfEntry = (status: MemberView["status"], incarnation: number): MemberView => ({
       id: config.nodeId,
       api: config.api,
       peer: transport.address,
-      weight: config.weight,
+      weight,
       zone: config.zone,
       status,
       incarnation,
@@ -336,6 +343,7 @@ export async function bootNode(config: BootConfig, deps: BootDeps): Promise<Boot
       downAfterMs: config.downAfterMs,
       requestTimeoutMs: config.requestTimeoutMs,
       maxSiblings: config.maxSiblings,
+      handoffBytesPerSecond: config.handoffBytesPerSecond,
       handedOff: saved?.handedOff,
       views,
       antiEntropy,

@@ -23,6 +23,8 @@ export interface NodeConfig {
   readonly maxKeyBytes: number;
   readonly maxValueBytes: number;
   readonly maxSiblings: number;
+  /** The handoff's throttle: bytes this node sends per second at most (`--handoff-rate`, MiB/s). */
+  readonly handoffBytesPerSecond: number;
   readonly requestTimeoutMs: number;
   readonly maxRequestTimeoutMs: number;
   readonly durability: Durability;
@@ -87,6 +89,7 @@ export const NODE_DEFAULTS = {
   maxKeyBytes: 1024,
   maxValueBytes: 1024 * 1024,
   maxSiblings: 64,
+  handoffRateMiB: 64,
   requestTimeoutMs: 5000,
   maxRequestTimeoutMs: 60_000,
   antiEntropyIntervalMs: 30_000,
@@ -152,6 +155,7 @@ export interface NodeConfigInput {
   maxKeyBytes?: string | number | undefined;
   maxValueBytes?: string | number | undefined;
   maxSiblings?: string | number | undefined;
+  handoffRate?: string | number | undefined;
   timeoutMs?: string | number | undefined;
   durability?: string | undefined;
   weight?: string | number | undefined;
@@ -230,6 +234,8 @@ export function validateNodeConfig(input: NodeConfigInput): NodeConfig {
       64 * 1024 * 1024,
     ),
     maxSiblings: int(input.maxSiblings ?? NODE_DEFAULTS.maxSiblings, "--max-siblings", 1, 10_000),
+    handoffBytesPerSecond:
+      int(input.handoffRate ?? NODE_DEFAULTS.handoffRateMiB, "--handoff-rate", 1, 1 << 20) * (1 << 20),
     requestTimeoutMs: int(
       input.timeoutMs ?? NODE_DEFAULTS.requestTimeoutMs,
       "--timeout",

@@ -24,8 +24,10 @@ import { writeFileDurably } from "./durable-file.js";
 import { decodeIdentity, encodeIdentity, type NodeIdentity } from "./identity.js";
 import { decodeRecovering, encodeRecovering } from "./recovery.js";
 import { decodeView, encodeView, type SavedView } from "./saved-view.js";
+import { decodeWeight, encodeWeight, type SavedWeight } from "./weight-file.js";
 
 const IDENTITY = "node.json";
+const WEIGHT = "weight.json";
 /** The cluster key of a node that created its cluster without --cluster-key-file. */
 export const CLUSTER_KEY_FILE = "cluster.key";
 const LOCK_WAIT_MS = 1000;
@@ -84,6 +86,22 @@ export class DataDir {
 
   writeIdentity(id: NodeIdentity): Promise<void> {
     return this.writeDurably(IDENTITY, encodeIdentity(id));
+  }
+
+  /** A weight set online (weight-file.ts), if any. */
+  async readWeight(): Promise<SavedWeight | undefined> {
+    const text = await this.read(WEIGHT);
+    return text === undefined ? undefined : decodeWeight(text, this.file(WEIGHT));
+  }
+
+  writeWeight(w: SavedWeight): Promise<void> {
+    return this.writeDurably(WEIGHT, encodeWeight(w));
+  }
+
+  /** Drops the weight set online (the node's --weight changed since). */
+  async forgetWeight(): Promise<void> {
+    const p = this.file(WEIGHT);
+    if (await this.fs.exists(p)) await this.fs.unlink(p);
   }
 
   async readView(): Promise<SavedView | undefined> {

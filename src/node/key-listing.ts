@@ -8,6 +8,7 @@ import { DONE, type ListingPosition } from "../listing/cursor.js";
 import { type ListingDeps, listPage, type PageLimits, type PageOutcome } from "../listing/pager.js";
 import { listReplicaKeys, type ScanSource, ScanThrottle } from "../listing/replica-scan.js";
 import type { Membership } from "../membership/membership.js";
+import type { PartitionCounts } from "../ring/plan.js";
 import { partitionOf } from "../ring/ring.js";
 import type { Clock, Timers } from "../runtime/runtime.js";
 import type { AnswerOf, RequestOf } from "../transport/messages.js";
@@ -38,6 +39,31 @@ export interface KeyListingDeps {
   readonly timers: Timers;
   readonly requestTimeoutMs: number;
   readonly keysPerSecond?: number;
+}
+
+/** Packs counts into a `partition_counts` answer (bytes as KiB, rounded up; u32, little-endian). */
+export function countsToWire(c: PartitionCounts): AnswerOf<"count_partitions"> {
+  const q = c.keys.length;
+  const keys = Buffer.alloc(4 * q);
+  const kib = Buffer.alloc(4 * q);
+  for (let p = 0; p < q; p++) {
+    keys.writeUInt32LE(Math.min(0xffff_ffff, c.keys[p]!), 4 * p);
+    kib.writeUInt32LE(Math.min(0xffff_ffff, Math.ceil(c.bytes[p]! / 1024)), 4 * p);
+  }
+  return { kind: "partition_counts", keys, kib };
+}
+
+/** The counts a `partition_counts` answer carries (bytes as whole KiB). */
+export function countsFromWire(a: AnswerOf<"count_partitions">): PartitionCounts {
+  const k = Buffer.from(a.keys.buffer, a.keys.byteOffset, a.keys.length);
+  const b = Buffer.from(a.kib.buffer, a.kib.byteOffset, a.kib.length);
+  const keys: number[] = [];
+  const bytes: number[] = [];
+  for (let i = 0; i + 4 <= k.length; i += 4) {
+    keys.push(k.readUInt32LE(i));
+    bytes.push(b.readUInt32LE(i) * 1024);
+  }
+  return { keys, bytes };
 }
 
 export class KeyListing {
@@ -79,6 +105,41 @@ export class KeyListing {
         ),
       );
     return this.throttle.run((pace) => listReplicaKeys(body, this.d.replica, partitionOf, pace));
+  }
+
+  /**
+   * Counts the sets this node stores per partition, and their bytes, in one paced pass (behind the
+   * listing's throttle, as the census). Calls made while one runs share it.
+   */
+  partitionCounts(): Promise<PartitionCounts> {
+    this.counting ??= this.countPartitions().finally(() => {
+      this.counting = undefined;
+    });
+    return this.counting;
+  }
+
+  private counting: Promise<PartitionCounts> | undefined;
+
+  private async countPartitions(): Promise<PartitionCounts> {
+    const q = this.d.partitions;
+    const keys = new Array<number>(q).fill(0);
+    const bytes = new Array<number>(q).fill(0);
+    let after: Uint8Array | undefined;
+    for (;;) {
+      const page = await this.throttle.run(async (pace) => {
+        await pace(256);
+        return this.d.replica.scan(after, 256, 1 << 20);
+      });
+      if (page.length === 0) break;
+      for (const e of page) {
+        const p = partitionOf(e.key, q);
+        keys[p]!++;
+        bytes[p]! += e.key.length + e.value.length;
+      }
+      // Scan keys are views into the engine's buffers: the next page starts after a copy.
+      after = Buffer.from(page[page.length - 1]!.key);
+    }
+    return { keys, bytes };
   }
 
   /** One page of a listing from `position`. */

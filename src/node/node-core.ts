@@ -23,6 +23,7 @@ import type { HintStore } from "../replication/hints.js";
 import { Replica } from "../replication/replica.js";
 import { Router } from "../replication/router.js";
 import { type TombstoneDeps, type TombstonePacing, TombstoneReaper } from "../replication/tombstones.js";
+import { type PartitionCounts, type Plan, PlanError, planChange, type RingChange } from "../ring/plan.js";
 import type { Clock, Random, TimerHandle, Timers } from "../runtime/runtime.js";
 import type { StorageEngine } from "../storage/engine.js";
 import type { AnswerOf, MemberView, PurgeRequest, RingView } from "../transport/messages.js";
@@ -36,13 +37,16 @@ import type { Actor } from "../versioning/dvv.js";
 import { Absences } from "./absences.js";
 import { Departures } from "./departures.js";
 import type { ClusterSettings } from "./identity.js";
-import { KeyListing } from "./key-listing.js";
+import { countsFromWire, countsToWire, KeyListing } from "./key-listing.js";
 import { LeaveCompletion } from "./leave-completion.js";
 import { peerHandlers } from "./peer-dispatch.js";
 import { Placement } from "./placement.js";
 import { ReplicaPeers } from "./replica-peers.js";
 import type { SavedView } from "./saved-view.js";
 import { StrayForwarder } from "./stray-forwarder.js";
+
+/** How long a plan waits for a member's counts (a paced scan of everything it stores). */
+const PLAN_COUNT_TIMEOUT_MS = 60_000;
 
 /** Requests a member that left may still make: it hears of its departure through them. */
 const GOSSIP_KINDS: ReadonlySet<string> = new Set(["ping", "probe", "gossip"]);
@@ -118,6 +122,8 @@ export interface NodeCoreDeps {
   readonly onReadRepair?: (nodeId: string) => void;
   /** Sets the key listing's scans look at per second at most on this node (key-listing.ts's default). */
   readonly listKeysPerSecond?: number;
+  /** The handoff's throttle, bytes per second (handoff.ts's default if absent). */
+  readonly handoffBytesPerSecond?: number;
   /** A read or store sent to another replica timed out. */
   readonly onReplicaTimeout?: (op: "read" | "store") => void;
   /**
@@ -158,6 +164,9 @@ export class NodeCore {
   /** Members removed lately, and this node's last contact with the others (for tombstone purging). */
   private readonly absences: Absences;
   private sampling: TimerHandle | undefined;
+
+  /** Sets this node stores (its last census), for the handoff's time left; null before the first. */
+  storedSets: number | null = null;
 
   constructor(private readonly d: NodeCoreDeps) {
     const now = () => d.clock.now();
@@ -230,6 +239,7 @@ export class NodeCore {
       preferenceList: list,
       fallbacks,
       random: d.random,
+      clock: d.clock,
     });
     this.forwarded = new ForwardMemo<AnswerOf<"coordinate">>({ clock: d.clock }, ({ outcome }) =>
       outcome.kind === "ok" ? outcome.written.length + outcome.set.length : 0,
@@ -269,6 +279,8 @@ export class NodeCore {
         this.completion.passComplete(p.startedAt);
       },
       retryMs: Math.max(d.gossipIntervalMs * 4, 1000),
+      bytesPerSecond: d.handoffBytesPerSecond,
+      storedSets: () => this.storedSets,
     });
     this.completion = new LeaveCompletion({
       selfId: d.nodeId,
@@ -422,6 +434,16 @@ export class NodeCore {
     this.handlers = peerHandlers({
       selfId: d.nodeId,
       listKeys: (body) => this.keyListing.answer(body),
+      countPartitions: async (body) => {
+        if (body.partitions !== d.cluster.partitions)
+          throw Object.assign(
+            new Error(
+              `count_partitions for ${body.partitions} partitions: this cluster has ${d.cluster.partitions}`,
+            ),
+            { code: "ERR_REJECTED" },
+          );
+        return countsToWire(await this.keyListing.partitionCounts());
+      },
       antiEntropy: this.antiEntropy,
       tombstones: this.tombstones,
       local: peerFor(d.nodeId),
@@ -441,7 +463,7 @@ export class NodeCore {
     this.dispatch =
       tomb === undefined
         ? handle
-        : (from, body) => {
+        : (from, body, leftMs) => {
             // A member that left (or was removed longer than the grace period ago) is heard no more, but
             // for gossip (so that it learns it left): its copies may be older than tombstones purged since.
             if (!GOSSIP_KINDS.has(body.kind) && this.absences.gone(from, membership, now(), tomb.graceMs))
@@ -450,8 +472,50 @@ export class NodeCore {
                   code: "ERR_REJECTED",
                 }),
               );
-            return handle(from, body);
+            return handle(from, body, leftMs);
           };
+  }
+
+  /**
+   * What `change` would move (node/plan.ts), from the counts of every member not seen down (this one's
+   * own directly); changes nothing. A PlanError if the change does not apply or there is no ring yet.
+   */
+  async plan(change: RingChange): Promise<Plan> {
+    const m = this.membership;
+    const ring = m.ring;
+    if (ring === null) throw new PlanError("this node has no ring yet");
+    const placement = m.placementMembers();
+    const counts = new Map<string, PartitionCounts>();
+    const t = this.d.clock.now();
+    await Promise.all(
+      placement.map(async ({ id }) => {
+        try {
+          if (id === this.d.nodeId) counts.set(id, await this.keyListing.partitionCounts());
+          else {
+            const addr = m.member(id)?.peer;
+            if (addr === undefined || m.liveness(id, t) === "down") return;
+            const a = await this.d.transport.request(
+              addr,
+              { kind: "count_partitions", partitions: ring.partitions },
+              PLAN_COUNT_TIMEOUT_MS,
+            );
+            counts.set(id, countsFromWire(a));
+          }
+        } catch {
+          // Left out: the plan names the members whose counts are missing.
+        }
+      }),
+    );
+    return planChange({
+      ring,
+      ringVersion: ring.version,
+      n: this.d.cluster.n,
+      ringMembers: m.ringMembers(),
+      placementMembers: placement,
+      change,
+      counts,
+      bytesPerSecond: this.handoff.bytesPerSecond,
+    });
   }
 
   /** The key's preference list: node ids, in order ([] before the node has a ring). */

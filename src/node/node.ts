@@ -23,6 +23,7 @@ import {
 } from "../api/views.js";
 import { EventLog } from "../core/event-log.js";
 import { DEFAULT_TOMBSTONE_PACING, type TombstoneReaper } from "../replication/tombstones.js";
+import { PlanError } from "../ring/plan.js";
 import { partitionOf } from "../ring/ring.js";
 import { BoundedLog } from "../runtime/bounded-log.js";
 import { seededRandom } from "../runtime/runtime.js";
@@ -142,7 +143,7 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
     port: config.peer.port,
     nodeId: config.id,
     clusterId: "",
-    handler: (from, body) => dispatch(from, body),
+    handler: (from, body, leftMs) => dispatch(from, body, leftMs),
     timers: env.timers,
     clock: env.clock,
     security: config.peerEncryption ? "tls" : "plaintext",
@@ -218,6 +219,7 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
         downAfterMs: config.downAfterMs,
         requestTimeoutMs: config.requestTimeoutMs,
         maxSiblings: config.maxSiblings,
+        handoffBytesPerSecond: config.handoffBytesPerSecond,
         ...(config.antiEntropy
           ? {
               antiEntropy: {
@@ -383,7 +385,7 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
           api: formatHostPort(apiBound),
           peer: transport.address,
           dataDir: path.resolve(config.dataDir),
-          weight: config.weight,
+          weight: membership.self.weight,
           zone: config.zone ?? null,
         },
         cluster: { id: id.clusterId, n: id.n, r: id.r, w: id.w, partitions: id.partitions },
@@ -483,6 +485,45 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
       leave: (force) => membershipOutcome(async () => ({ node: config.id, ...(await core.leave(force)) })),
       remove: (rid, force) =>
         membershipOutcome(async () => ({ node: config.id, ...(await core.remove(rid, force)) })),
+      plan: async (change) => {
+        try {
+          return await core.plan(change);
+        } catch (err) {
+          if (err instanceof PlanError) return { refused: err.message };
+          throw err;
+        }
+      },
+      setHandoffRate: (bps) => {
+        const was = core.handoff.bytesPerSecond;
+        core.handoff.setBytesPerSecond(bps);
+        return { node: config.id, bytesPerSecond: bps, was };
+      },
+      setWeight: async (wid, weight) => {
+        const self = membership.self;
+        if (wid !== undefined && wid !== config.id) {
+          const other = membership.member(wid);
+          return {
+            refused:
+              other === undefined || other.status === "left"
+                ? `${wid} is not a member of this cluster`
+                : `this is ${config.id}: send the weight of ${wid} to its own API, ${other.api}`,
+          };
+        }
+        if (self.status !== "up")
+          return { refused: `${config.id} is ${self.status}: only a member that is up changes its weight` };
+        const was = self.weight;
+        if (weight !== was) {
+          // Kept first (a restart with the same --weight keeps it), then gossiped.
+          if (weight === config.weight) await node.dataDir.forgetWeight();
+          else await node.dataDir.writeWeight({ weight, flag: config.weight });
+          membership.updateSelf({ weight });
+          const detail = `this node's weight is now ${weight} (was ${was}): the claimant re-claims the ring`;
+          events.record({ at: Date.now(), kind: "note", member: config.id, detail });
+          process.stdout.write(`ringstore node ${config.id}: membership: ${detail}\n`);
+          core.gossip.round();
+        }
+        return { node: config.id, weight, was };
+      },
       antiEntropy:
         ae === undefined
           ? undefined
@@ -505,6 +546,7 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
     cleanup.splice(1, 0, async () => handoffTimer.cancel());
     const stopCensus = scheduleCensus(core, (c) => {
       census = c;
+      core.storedSets = c.live + c.tombstones;
     });
     cleanup.splice(1, 0, async () => {
       stopCensus();

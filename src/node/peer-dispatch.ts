@@ -39,6 +39,8 @@ export interface PeerDispatchDeps {
   readonly approveDeparture: (id: string, how: "leave" | "remove", force: boolean) => DepartureVerdict;
   /** A store changed a key here (the stray forwarder sends it on if this node does not replicate it). */
   readonly stored: (key: Uint8Array, set: readonly StoredSibling[]) => void;
+  /** Answers a peer's `count_partitions` from this node's sets (node/key-listing.ts). */
+  readonly countPartitions: (body: RequestOf<"count_partitions">) => Promise<AnswerOf<"count_partitions">>;
   /** Answers a peer's `list_keys` from this node's sets (node/key-listing.ts). */
   readonly listKeys: (body: RequestOf<"list_keys">) => Promise<AnswerOf<"list_keys">>;
 }
@@ -92,6 +94,7 @@ export function peerHandlers(d: PeerDispatchDeps): PeerHandlers {
     },
     depart: (_from, body) => ({ kind: "departure", ...d.approveDeparture(body.id, body.how, body.force) }),
     list_keys: (_from, body) => d.listKeys(body),
+    count_partitions: (_from, body) => d.countPartitions(body),
     ae_roots: (_from, body) => aeOn(d).answerTrees(body),
     ae_branches: (_from, body) => aeOn(d).answerTrees(body),
     ae_segments: (_from, body) => aeOn(d).answerTrees(body),
@@ -101,9 +104,10 @@ export function peerHandlers(d: PeerDispatchDeps): PeerHandlers {
     purge: (from, body) =>
       d.tombstones?.answerPurge(from, body) ?? { kind: "purge_results", verdicts: off(body.keys.length) },
     // The request id makes the write idempotent: a second copy gets the first one's outcome.
-    coordinate: (_from, body) =>
+    // It ends within the frame's deadline: the forwarder answers its client by then.
+    coordinate: (_from, body, leftMs) =>
       d.forwarded.run(body.requestId, `${body.key.length}:${hash32(body.key, 0)}`, () =>
-        d.router.coordinateForwarded(body),
+        d.router.coordinateForwarded(body, leftMs),
       ),
   };
 }

@@ -17,7 +17,7 @@ import { MAX_REQUEST_ID_CHARS } from "../transport/messages.js";
 export const FORWARD_MEMO_MAX_ENTRIES = 4096;
 /**
  * How long a request is remembered (virtual ms of the node's clock): longer than any sensible request
- * timeout (the forwarder waits the write's timeout plus 500 ms), so a copy held by the network for as
+ * timeout (the forwarder waits no longer than the write's timeout), so a copy held by the network for as
  * long as its sender still waits is caught.
  */
 export const FORWARD_MEMO_MAX_AGE_MS = 120_000;

@@ -21,7 +21,9 @@
  * again.
  *
  * Everything is bounded: a page of `pageKeys` keys (or `pageBytes` bytes) is in memory at a time, with
- * at most `maxInFlight` stores outstanding, and the pass yields to the event loop between pages.
+ * at most `maxInFlight` stores outstanding, and the pass yields to the event loop between pages. What
+ * it sends is paced by a throttle (`bytesPerSecond`, keys and sets, settable at run time): a token
+ * bucket holding a tenth of a second's bytes.
  * Progress is kept in `progress` for /status.
  *
  * Invariants asserted: a node never sends a key to itself, and the ring a completed pass was for never
@@ -29,7 +31,7 @@
  */
 import { assert } from "../core/assert.js";
 import type { PreferenceTable } from "../ring/ring.js";
-import type { Clock, Timers } from "../runtime/runtime.js";
+import type { Clock, TimerHandle, Timers } from "../runtime/runtime.js";
 import type { RingView } from "../transport/messages.js";
 import { decodeSiblings } from "../versioning/object-codec.js";
 import type { ReplicaPeer } from "./coordinator.js";
@@ -62,7 +64,14 @@ export interface HandoffDeps {
   /** First wait before a pass that missed some stores runs again; doubled per failed pass up to maxRetryMs. */
   readonly retryMs?: number;
   readonly maxRetryMs?: number;
+  /** The throttle: bytes (keys and sets) this node sends per second at most (DEFAULT_HANDOFF_BYTES_PER_SECOND). */
+  readonly bytesPerSecond?: number;
+  /** How many sets this node stores, if known (a census): a pass's total, for its time left. */
+  readonly storedSets?: () => number | null;
 }
+
+/** The handoff's throttle by default: bytes one node sends per second. */
+export const DEFAULT_HANDOFF_BYTES_PER_SECOND = 64 * 1024 * 1024;
 
 /** A ring as handoff needs it: the view (to save), its preference table, its version. */
 export interface HandoffRing {
@@ -80,11 +89,24 @@ export interface HandoffProgress {
   leaving: boolean;
   keysScanned: number;
   keysSent: number;
+  /** Bytes (keys and sets) of the stores acknowledged in this pass. */
+  bytesSent: number;
   storesFailed: number;
   passesCompleted: number;
   startedAt: number;
   lastCompletedAt: number | null;
   lastError: string | null;
+  /** The throttle (bytes this node sends per second at most), as set now. */
+  throttleBytesPerSecond: number;
+  /** Over the pass so far: sets scanned and bytes sent per second (null before a pass ran a page). */
+  keysPerSecond: number | null;
+  bytesPerSecond: number | null;
+  /**
+   * Sets the pass scans in all (this node's last census, up to a census interval old), and the time left
+   * at the scan's rate (null when unknown: no census yet, or the pass went past its count).
+   */
+  keysTotal: number | null;
+  etaSeconds: number | null;
 }
 
 /** Missed stores remembered for a resend; a pass that misses more runs again whole. */
@@ -107,19 +129,36 @@ export class Handoff {
     leaving: false,
     keysScanned: 0,
     keysSent: 0,
+    bytesSent: 0,
     storesFailed: 0,
     passesCompleted: 0,
     startedAt: 0,
     lastCompletedAt: null,
     lastError: null,
+    throttleBytesPerSecond: DEFAULT_HANDOFF_BYTES_PER_SECOND,
+    keysPerSecond: null,
+    bytesPerSecond: null,
+    keysTotal: null,
+    etaSeconds: null,
   };
   private readonly pageKeys: number;
   private readonly pageBytes: number;
   private readonly maxInFlight: number;
   private readonly retryMs: number;
   private readonly maxRetryMs: number;
+  private rate: number;
+  /** The throttle's bucket: bytes that may go now (negative: owed), as of `bucketAt`; it starts full. */
+  private bucket: number;
+  private bucketAt: number;
+  /** Stores waiting off the bucket's debt: a new rate lets them go at once. */
+  private readonly paced = new Set<{ timer: TimerHandle; go: () => void }>();
 
   constructor(private readonly d: HandoffDeps) {
+    this.rate = d.bytesPerSecond ?? DEFAULT_HANDOFF_BYTES_PER_SECOND;
+    if (!(this.rate > 0)) throw new RangeError(`handoff bytesPerSecond must be positive, got ${this.rate}`);
+    this.bucket = this.rate / 10;
+    this.bucketAt = d.clock.now();
+    this.progress.throttleBytesPerSecond = this.rate;
     this.pageKeys = d.pageKeys ?? 256;
     this.pageBytes = d.pageBytes ?? 4 << 20;
     this.maxInFlight = d.maxInFlight ?? 16;
@@ -142,10 +181,72 @@ export class Handoff {
     return this.from?.ring;
   }
 
+  /** The throttle: bytes this node sends per second at most. */
+  get bytesPerSecond(): number {
+    return this.rate;
+  }
+
+  /** Changes the throttle (at once, for the stores still to go). */
+  setBytesPerSecond(bps: number): void {
+    if (!(bps > 0) || !Number.isFinite(bps))
+      throw new RangeError(`handoff bytesPerSecond must be positive, got ${bps}`);
+    this.refill();
+    this.rate = bps;
+    // The debt was owed at the old rate: the stores waiting on it go now, and the new rate paces the rest.
+    this.bucket = Math.min(Math.max(this.bucket, 0), bps / 10);
+    for (const w of [...this.paced]) {
+      w.timer.cancel();
+      w.go();
+    }
+    this.progress.throttleBytesPerSecond = bps;
+  }
+
+  /** The pass's rates so far, and its time left at its scan rate. */
+  private measure(): void {
+    const p = this.progress;
+    const s = (this.d.clock.now() - p.startedAt) / 1000;
+    if (!(s > 0)) return;
+    p.keysPerSecond = p.keysScanned / s;
+    p.bytesPerSecond = p.bytesSent / s;
+    // The total is a census from up to a census interval ago: past it, the time left is unknown.
+    p.etaSeconds =
+      p.keysTotal === null || p.keysPerSecond === 0 || p.keysTotal <= p.keysScanned
+        ? null
+        : (p.keysTotal - p.keysScanned) / p.keysPerSecond;
+  }
+
+  private refill(): void {
+    const now = this.d.clock.now();
+    this.bucket = Math.min(this.rate / 10, this.bucket + ((now - this.bucketAt) * this.rate) / 1000);
+    this.bucketAt = now;
+  }
+
+  /** Takes `bytes` from the throttle's bucket, waiting while it is in debt. */
+  private pace(bytes: number): Promise<void> {
+    this.refill();
+    this.bucket -= bytes;
+    if (this.bucket >= 0) return Promise.resolve();
+    const ms = (-this.bucket * 1000) / this.rate;
+    return new Promise((resolve) => {
+      const w = {
+        timer: this.d.timers.after(ms, () => w.go()),
+        go: () => {
+          this.paced.delete(w);
+          resolve();
+        },
+      };
+      this.paced.add(w);
+    });
+  }
+
   /** Stops passing; resolves once the pass under way (if any) has let go of the storage engine. */
   stop(): Promise<void> {
     this.stopped = true;
     this.wake?.();
+    for (const w of [...this.paced]) {
+      w.timer.cancel();
+      w.go();
+    }
     return this.running ?? Promise.resolve();
   }
 
@@ -234,6 +335,7 @@ export class Handoff {
       );
       this.from = to;
       this.progress.state = "idle";
+      this.progress.etaSeconds = null;
       this.progress.passesCompleted++;
       this.progress.lastCompletedAt = this.d.clock.now();
       this.d.onPassComplete?.(this.progress);
@@ -294,8 +396,13 @@ export class Handoff {
     p.leaving = leaving;
     p.keysScanned = 0;
     p.keysSent = 0;
+    p.bytesSent = 0;
     p.storesFailed = 0;
     p.startedAt = this.d.clock.now();
+    p.keysPerSecond = null;
+    p.bytesPerSecond = null;
+    p.keysTotal = this.d.storedSets?.() ?? null;
+    p.etaSeconds = null;
     this.failed = [];
     this.failedOverflow = false;
     let after: Uint8Array | undefined;
@@ -311,6 +418,7 @@ export class Handoff {
           sends.push({ to: target, key: e.key, value: e.value });
       }
       await this.send(sends);
+      this.measure();
       await this.betweenPages();
     }
   }
@@ -339,9 +447,13 @@ export class Handoff {
       while (next < sends.length && !this.stopped && !this.rerun) {
         const s = sends[next++]!;
         assert(s.to !== this.d.selfId, () => `handoff would send a key to itself (${s.to})`);
+        const size = s.key.length + s.value.length;
+        await this.pace(size);
+        if (this.stopped || this.rerun) break;
         try {
           await this.d.peer(s.to).store(s.key, decodeSiblings(s.value), true);
           this.progress.keysSent++;
+          this.progress.bytesSent += size;
         } catch (err) {
           this.progress.storesFailed++;
           this.progress.lastError = `${s.to}: ${(err as Error)?.message ?? String(err)}`;

@@ -7,7 +7,7 @@
  * whose sibling sets are stored-object bytes (transport/messages.ts); they are turned into a
  * VersionVector and a WriteOutcome here, the sets decoded with the object codec's validation.
  */
-import type { Random } from "../runtime/runtime.js";
+import type { Clock, Random } from "../runtime/runtime.js";
 import type { AnswerOf, RequestOf, WireContext, WireWriteOutcome } from "../transport/messages.js";
 import { type Transport, TransportError } from "../transport/transport.js";
 import type { VersionVector } from "../versioning/dvv.js";
@@ -17,8 +17,18 @@ import { ForwardIds } from "./forward-memo.js";
 import type { PeerDirectory } from "./remote-replica.js";
 import { standInSet } from "./sloppy.js";
 
-/** How much longer than the write's own timeout the forwarder waits for the outcome. */
-const FORWARD_MARGIN_MS = 500;
+/**
+ * Of a forwarded write's budget, what is kept for its answer's way back: the replica that coordinates it
+ * answers this much before the forwarder stops waiting (at most a tenth of the budget).
+ */
+export const FORWARD_RETURN_MS = 50;
+/** With less budget left than this, a write is not forwarded (again): 503 at once. */
+export const MIN_FORWARD_MS = 5;
+
+/** The part of `leftMs` a coordinator works in, the rest being the answer's way back. */
+export function workingBudget(leftMs: number): number {
+  return Math.max(1, Math.floor(leftMs - Math.min(FORWARD_RETURN_MS, leftMs / 10)));
+}
 
 export interface RouterDeps {
   readonly coordinator: Coordinator;
@@ -31,6 +41,8 @@ export interface RouterDeps {
   readonly fallbacks?: (key: Uint8Array) => readonly string[];
   /** Seeds the ids of forwarded writes (drawn once, at construction). */
   readonly random: Random;
+  /** Measures what is left of a write's budget while it is forwarded. */
+  readonly clock: Clock;
 }
 
 /** A write's outcome as a `coordinated` answer carries it. */
@@ -60,6 +72,10 @@ function contextFromWire(entries: WireContext): VersionVector {
  * Reads are coordinated here (any node may merge replicas' answers). A write is coordinated here if this
  * node is a replica of the key that can version writes; otherwise it goes to the first other replica
  * that is not down, which coordinates it and sends back the outcome.
+ *
+ * The timeout is one budget for the whole request, not one per hop: a forwarded write asks the replica to
+ * answer within what is left of it (less the answer's way back), the transport waits no longer than what
+ * is left, and a replica tried after another one refused gets only what remains.
  */
 export class Router implements KvService {
   private readonly ids: ForwardIds;
@@ -102,9 +118,12 @@ export class Router implements KvService {
     // (the coordinator's ForwardMemo). Moving on to the next replica happens only when the request was
     // never delivered, so no two replicas see the id.
     const requestId = this.ids.next();
+    const start = this.d.clock.now();
     for (const id of candidates) {
       const addr = this.d.directory.addressOf(id);
       if (addr === undefined) continue;
+      const leftMs = timeoutMs - (this.d.clock.now() - start);
+      if (leftMs < MIN_FORWARD_MS) break;
       try {
         const res = await this.d.transport.request(
           addr,
@@ -119,9 +138,9 @@ export class Router implements KvService {
             writtenAtMs: value.writtenAtMs,
             w,
             ...(opts.pw === undefined || opts.pw === 0 ? {} : { pw: opts.pw }),
-            timeoutMs,
+            timeoutMs: workingBudget(leftMs),
           },
-          timeoutMs + FORWARD_MARGIN_MS,
+          leftMs,
         );
         this.d.directory.contacted(id, true);
         return outcomeFromWire(res.outcome);
@@ -140,8 +159,11 @@ export class Router implements KvService {
   /**
    * Coordinates a write another node forwarded here. Not idempotent by itself: the node's dispatch puts
    * the forwarded-write memo (forward-memo.ts) in front of it, so a copy that arrives twice applies once.
+   * `leftMs`: how long the forwarder still waits (its frame's deadline, where the transport knows it); the
+   * write ends early enough for the answer to reach it.
    */
-  async coordinateForwarded(body: RequestOf<"coordinate">): Promise<AnswerOf<"coordinate">> {
+  async coordinateForwarded(body: RequestOf<"coordinate">, leftMs?: number): Promise<AnswerOf<"coordinate">> {
+    const timeoutMs = leftMs === undefined ? body.timeoutMs : Math.min(body.timeoutMs, workingBudget(leftMs));
     const out = await this.d.coordinator.write(
       body.key,
       contextFromWire(body.context),
@@ -152,7 +174,7 @@ export class Router implements KvService {
         writtenAtMs: body.writtenAtMs,
       },
       body.w,
-      body.timeoutMs,
+      timeoutMs,
       { pw: body.pw ?? 0 },
     );
     return { kind: "coordinated", outcome: outcomeToWire(out) };

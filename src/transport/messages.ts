@@ -54,17 +54,19 @@ import {
  * (`leaveApprovedBy`). 10: gossip by digest and delta (`gossip` carries a `digest` of every member's
  * incarnation, status and heartbeat and the ring's version; full entries and the ring, or a ring's
  * change as `ringDelta`, travel only to a peer that lacks them, asked with `want` and `ringWant`), and
- * a member's heartbeat is a u32.
+ * a member's heartbeat is a u32. 11: `count_partitions` (how many sets and bytes a node stores per
+ * partition, for `cluster plan`) and its `partition_counts`.
  */
-export const PROTOCOL_VERSION = 10;
+export const PROTOCOL_VERSION = 11;
 /**
  * The oldest protocol a node still speaks, for a rolling upgrade (tcp-transport.ts): 9, which differs
- * from 10 only in gossip. A node of 9 sends protocol 9's whole-view exchange, which a node of 10
- * answers the same way; a node of 10 opens with a digest, which a node of 9 reads as an empty whole-view
- * request (it ignores fields it does not know) and answers with its whole view, which the node of 10
- * merges. So a node of 10 accepts a hello of 9 (its welcome says 9), and a node of 9 that refuses its
+ * from 11 in gossip and in `count_partitions` (a node of 9 answers it with an error: a `cluster plan`
+ * asked while such a node remains fails and names it). A node of 9 sends protocol 9's whole-view exchange, which a node of 11
+ * answers the same way; a node of 11 opens with a digest, which a node of 9 reads as an empty whole-view
+ * request (it ignores fields it does not know) and answers with its whole view, which the node of 11
+ * merges. So a node of 11 accepts a hello of 9 (its welcome says 9), and a node of 9 that refuses its
  * hello gets a hello of 9 on the next connection. The window: as long as this constant is 9, i.e. until
- * the release whose protocol drops it (11 may raise it to 10 only once no node of 9 can remain).
+ * the release whose protocol drops it (a later one may raise it only once no node of 9 can remain).
  */
 export const MIN_PROTOCOL_VERSION = 9;
 
@@ -349,6 +351,12 @@ export type RequestBody =
       readonly maxBytes: number;
     }
   /**
+   * How many sibling sets (live or not) and bytes (keys and sets) this node stores in each of the ring's
+   * `partitions` partitions (node/partition-counts.ts): what a change of the ring would move
+   * (`cluster plan`).
+   */
+  | { readonly kind: "count_partitions"; readonly partitions: number }
+  /**
    * Tombstone purging (replication/tombstones.ts), from a key's first replica to every other member.
    * `keys[i]` holds `sets[i]` (stored-object bytes, all tombstones) at the sender, under its ring
    * `ringVersion`. `purge_check` asks whether each receiver holds the identical set (or, if it is no
@@ -402,6 +410,11 @@ export type AnswerBody =
       readonly done: boolean;
       readonly scanned: number;
     }
+  /**
+   * The answer to `count_partitions`: per partition p, `keys` holds the count of sets as the u32 at 4p
+   * and `kib` the KiB they take (keys and sets, rounded up) as the u32 at 4p (little-endian).
+   */
+  | { readonly kind: "partition_counts"; readonly keys: Uint8Array; readonly kib: Uint8Array }
   /** One PurgeVerdict per key of the request (its index in PURGE_VERDICTS, one byte each). */
   | { readonly kind: "purge_verdicts"; readonly verdicts: Uint8Array }
   | { readonly kind: "purge_results"; readonly verdicts: Uint8Array }
@@ -423,6 +436,7 @@ export const ANSWER_KIND = {
   join: "joined",
   depart: "departure",
   list_keys: "key_list",
+  count_partitions: "partition_counts",
   purge_check: "purge_verdicts",
   purge: "purge_results",
   ...AE_ANSWER_KIND,
@@ -817,6 +831,8 @@ function requestBody(v: unknown): RequestBody {
         maxBytes: int(o, "maxBytes", 1, MAX_LIST_BYTES),
       };
     }
+    case "count_partitions":
+      return { kind, partitions: int(o, "partitions", 1, MAX_PARTITIONS) };
     case "purge_check":
     case "purge": {
       const keys = keyList(o, "keys", MAX_PURGE_KEYS);
@@ -887,6 +903,12 @@ function answerBody(v: unknown): AnswerBody {
       if (hashes.length !== 4 * keys.length)
         throw new ProtocolError("ae_key_diffs: keys and hashes do not match");
       return { kind, covered: int(o, "covered", 0, MAX_REQUEST_SEGMENTS), keys, hashes };
+    }
+    case "partition_counts": {
+      const keys = u32List(o, "keys", MAX_PARTITIONS);
+      const kib = u32List(o, "kib", MAX_PARTITIONS);
+      if (keys.length !== kib.length) throw new ProtocolError("partition_counts: keys and kib do not match");
+      return { kind, keys, kib };
     }
     case "key_list": {
       const keys = arr(o, "keys", MAX_LIST_KEYS).map((x, i) => {

@@ -986,7 +986,7 @@ export class TcpTransport implements Transport {
         const from = peer;
         let answer: Promise<AnswerBody>;
         try {
-          answer = this.handler(from, f.body);
+          answer = this.handler(from, f.body, f.deadlineMs - (this.clock.now() - receivedAt));
         } catch (err) {
           answer = Promise.reject(err);
         }

@@ -41,11 +41,19 @@ export class TransportError extends Error {
  * transport's own, untyped form. The transport checks that the answer is of the kind the request
  * expects (else the requester gets ERR_PROTOCOL). Build one from typed handlers with `peerHandler`.
  */
-export type RequestHandler = (from: string, body: RequestBody) => Promise<AnswerBody>;
+export type RequestHandler = (from: string, body: RequestBody, leftMs?: number) => Promise<AnswerBody>;
 
-/** One handler per request kind, each answering with its own answer type. */
+/**
+ * One handler per request kind, each answering with its own answer type. `leftMs`, where the transport
+ * knows it: how long the requester still waits for the answer (the frame's deadline less the time the
+ * request waited here), so that work on its behalf ends in time.
+ */
 export type PeerHandlers = {
-  readonly [K in RequestKind]: (from: string, body: RequestOf<K>) => Promise<AnswerOf<K>> | AnswerOf<K>;
+  readonly [K in RequestKind]: (
+    from: string,
+    body: RequestOf<K>,
+    leftMs?: number,
+  ) => Promise<AnswerOf<K>> | AnswerOf<K>;
 };
 
 /**
@@ -54,14 +62,15 @@ export type PeerHandlers = {
  * passes codes on (ERR_OVERLOADED, ERR_REJECTED), else ERR_REMOTE.
  */
 export function peerHandler(handlers: PeerHandlers): RequestHandler {
-  return async (from, body) => {
+  return async (from, body, leftMs) => {
     // Indexing by a union of kinds loses the pairing of each kind with its handler; it holds by the
     // mapped type above, so the call is sound for every body.
     const handle = handlers[body.kind] as (
       from: string,
       body: RequestBody,
+      leftMs?: number,
     ) => Promise<AnswerBody> | AnswerBody;
-    return handle(from, body);
+    return handle(from, body, leftMs);
   };
 }
 

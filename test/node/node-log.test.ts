@@ -77,6 +77,12 @@ function progress(p: Partial<HandoffProgress>): HandoffProgress {
     startedAt: 0,
     lastCompletedAt: null,
     lastError: null,
+    bytesSent: 0,
+    throttleBytesPerSecond: 64 << 20,
+    keysPerSecond: null,
+    bytesPerSecond: null,
+    keysTotal: null,
+    etaSeconds: null,
     ...p,
   };
 }

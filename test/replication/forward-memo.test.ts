@@ -434,6 +434,7 @@ describe("Router: forwarded writes carry an id", () => {
       directory,
       preferenceList: () => ["b"],
       random: seededRandom(random),
+      clock: sched,
     });
     return { b, router, sent };
   }

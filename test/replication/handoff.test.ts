@@ -184,6 +184,65 @@ describe("handoff", () => {
     for (const h of hs) await h.stop();
   });
 
+  test("the throttle paces what a node sends, and a new rate applies at once", async () => {
+    const { before, after } = joinOfD();
+    const engines: Record<string, MemoryEngine> = {};
+    for (const id of ["a", "b", "c"]) engines[id] = await storeFor(id, before.table);
+    const { net, sched, handoff } = nodes(["a", "b", "c", "d"], engines);
+    let cur = at(before, 1);
+    // 2,000 bytes a second: a's share of the join (about a hundred sets of some tens of bytes) takes seconds.
+    const h = handoff("a", () => cur, false, { bytesPerSecond: 2000 });
+    h.start();
+    cur = at(after, 2);
+    h.kick();
+    assert.ok(await net.runUntil(() => h.progress.passesCompleted === 1, 600_000));
+    const sent = h.progress.bytesSent;
+    const took = sched.now() - h.progress.startedAt;
+    assert.ok(sent > 2000, `${sent} bytes sent`);
+    // The bucket holds a tenth of a second's bytes: the pass cannot be faster than the rest at the rate.
+    assert.ok(took >= ((sent - 200) / 2000) * 1000, `${sent} bytes in ${took} ms`);
+    assert.ok(took <= ((sent + 2000) / 2000) * 1000 + 500, `${sent} bytes in ${took} ms`);
+    // Ten times the rate: the same pass again goes about ten times as fast.
+    h.setBytesPerSecond(20_000);
+    assert.equal(h.bytesPerSecond, 20_000);
+    h.rescan();
+    assert.ok(await net.runUntil(() => h.progress.passesCompleted === 2, 600_000));
+    const again = sched.now() - h.progress.startedAt;
+    assert.ok(again <= took / 5, `${again} ms at 10x the rate, ${took} ms before`);
+    assert.throws(() => h.setBytesPerSecond(0), RangeError);
+    await h.stop();
+  });
+
+  test("a stalled pass at a tiny rate goes on at once when the rate is raised, and a stop ends its wait", async () => {
+    const { before, after } = joinOfD();
+    const engines: Record<string, MemoryEngine> = {};
+    for (const id of ["a", "b", "c"]) engines[id] = await storeFor(id, before.table);
+    const { net, sched, handoff } = nodes(["a", "b", "c", "d"], engines);
+    let cur = at(before, 1);
+    // 20 bytes a second: the first stores put the bucket in debt for many seconds.
+    const h = handoff("a", () => cur, false, { bytesPerSecond: 20 });
+    h.start();
+    cur = at(after, 2);
+    h.kick();
+    await net.runFor(2000);
+    assert.equal(h.progress.passesCompleted, 0);
+    const sentSlowly = h.progress.keysSent;
+    h.setBytesPerSecond(100 * 1024 * 1024);
+    const raisedAt = sched.now();
+    assert.ok(await net.runUntil(() => h.progress.passesCompleted === 1, 60_000));
+    assert.ok(sched.now() - raisedAt < 2000, `done ${sched.now() - raisedAt} ms after the rate was raised`);
+    assert.ok(h.progress.keysSent > sentSlowly);
+    // Stalled again, then stopped: the stop does not wait for the debt.
+    h.setBytesPerSecond(20);
+    h.rescan();
+    await net.runFor(2000);
+    let done = false;
+    void h.stop().then(() => {
+      done = true;
+    });
+    assert.ok(await net.runUntil(() => done, 500), "the stop waited off the debt");
+  });
+
   test("a restart resumes from the ring saved as handed off for, not from the ring it starts with", async () => {
     const { before, after } = joinOfD();
     const storage = await storeFor("a", before.table);

@@ -20,17 +20,18 @@ import {
 } from "../../src/sim/simulator.js";
 
 /**
- * Seeds whose runs the planted bug fails, one of them (17, heavy) losing a copy with a coordinator that
- * crashed before its late hint. Histories follow the protocol: a change to it may call for other seeds
- * (a sweep with `npm run sim -- --hint-check --bug lose-hints` shows which catch it).
+ * Seeds whose runs the planted bug fails, two of them (6 standard, 9 heavy) losing a copy with a
+ * coordinator that crashed before its late hint. Histories follow the protocol: a change to it may call for
+ * other seeds (a sweep with `npm run sim -- --hint-check --bug lose-hints` shows which catch it; chosen
+ * again when gossip went by digest and forwarded writes got one budget).
  */
 const FIXED: [number, FaultProfile][] = [
   [2, "standard"],
-  [3, "standard"],
   [4, "standard"],
+  [6, "standard"],
+  [9, "standard"],
   [1, "heavy"],
-  [3, "heavy"],
-  [17, "heavy"],
+  [9, "heavy"],
 ];
 const SEEDS: [number, FaultProfile][] =
   process.env.SIM_SEEDS === undefined

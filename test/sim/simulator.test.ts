@@ -234,10 +234,10 @@ describe("simulator: planted bugs are caught", () => {
 describe("simulator: bugs it found stay caught", () => {
   const firstCatch = async (
     o: (seed: number) => SimOptions,
-    seeds: number,
-    first = 1,
+    from: number,
+    to: number,
   ): Promise<number | undefined> => {
-    for (let seed = first; seed < first + seeds; seed++) {
+    for (let seed = from; seed <= to; seed++) {
       const r = await runSimulation(o(seed));
       if (r.anomalies.length > 0) return seed;
     }
@@ -245,24 +245,28 @@ describe("simulator: bugs it found stay caught", () => {
   };
 
   test("a forwarded write retried on another replica after a maybe-delivered failure", async () => {
-    // About half of heavy runs catch it.
-    const seed = await firstCatch((s) => ({ ...options(s, "lsm", "heavy"), bug: "retry-forward" }), 12);
-    assert.ok(seed !== undefined, "no seed of 1..12 caught the retried forward");
+    // Since a forwarded write's timeout is one budget, a forward that timed out leaves no time to retry:
+    // only a connection reset before the deadline leads to the bug's retry, and few heavy runs catch it
+    // (seed 50 of 1..60 with gossip by digest; before the budget, about half did). Histories follow the
+    // protocol: a change to it may call for other seeds (npm run sim -- --seed S --faults heavy --bug retry-forward).
+    const seed = await firstCatch((s) => ({ ...options(s, "lsm", "heavy"), bug: "retry-forward" }), 46, 55);
+    assert.ok(seed !== undefined, "no seed of 46..55 caught the retried forward");
   });
 
   test("a duplicated forwarded write coordinated twice (no memo)", async () => {
-    // About one standard --dup-requests run in thirty catches it (seeds 1..70 after gossip went by
-    // digest: 67 and 69); the seeds searched start where one is known to.
+    // Few standard --dup-requests runs catch it (seeds 37 and 46 of 1..100 with gossip by digest and the
+    // forward's budget; before both, seed 25 of 1..30). Histories follow the protocol: a change to it may
+    // call for other seeds.
     const seed = await firstCatch(
       (s) => ({
         ...options(s, s % 2 === 0 ? "memory" : "lsm", "standard"),
         duplicateRequests: true,
         bug: "no-forward-memo",
       }),
-      30,
-      61,
+      31,
+      50,
     );
-    assert.ok(seed !== undefined, "no seed of 61..90 caught the unmemoized forward");
+    assert.ok(seed !== undefined, "no seed of 31..50 caught the unmemoized forward");
   });
 
   test("with the memo, a duplicating network applies each forwarded write once", async () => {

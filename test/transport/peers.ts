@@ -100,6 +100,11 @@ export const ECHO: PeerHandlers = {
     done: body.after === null,
     scanned: body.maxKeys + body.partitions,
   }),
+  count_partitions: (_from, body) => ({
+    kind: "partition_counts",
+    keys: Buffer.alloc(4 * body.partitions, 1),
+    kib: Buffer.alloc(4 * body.partitions, 2),
+  }),
   ae_keys: (_from, body) => ({
     kind: "ae_key_diffs",
     covered: body.counts.length / 4,
@@ -193,6 +198,7 @@ export function everyKind(): RequestBody[] {
       maxKeys: 1,
       maxBytes: 1,
     },
+    { kind: "count_partitions", partitions: 256 },
     { kind: "ae_roots", partitions: u32(0, 5, 1023) },
     { kind: "ae_branches", partitions: u32(7) },
     { kind: "ae_segments", branches: u32(7 * 32 + 3, 9 * 32) },
