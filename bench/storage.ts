@@ -582,6 +582,41 @@ interface Measured {
   /** Stopped by the time budget before the op count was reached. */
   bounded: boolean;
   maxOpMs: number;
+  /** Latency of one call (a batch is one call), from the histogram: 50th, 99th and 99.9th percentiles. */
+  p50Ms: number;
+  p99Ms: number;
+  p999Ms: number;
+}
+
+/**
+ * Call latencies in log-spaced buckets, 1% wide from 1 us up (a fixed array: recording allocates nothing,
+ * so the histogram neither grows the heap it measures nor adds to the phase's RSS).
+ */
+class LatencyHistogram {
+  private static readonly GROWTH = Math.log(1.01);
+  private static readonly BUCKETS = 2400;
+  private readonly counts = new Float64Array(LatencyHistogram.BUCKETS);
+  private total = 0;
+
+  record(ms: number): void {
+    const us = ms * 1000;
+    const i =
+      us <= 1 ? 0 : Math.min(LatencyHistogram.BUCKETS - 1, Math.ceil(Math.log(us) / LatencyHistogram.GROWTH));
+    this.counts[i]!++;
+    this.total++;
+  }
+
+  /** The upper edge of the bucket holding quantile q (0..1), in ms; 0 with no calls. */
+  quantile(q: number): number {
+    if (this.total === 0) return 0;
+    const rank = Math.ceil(q * this.total);
+    let seen = 0;
+    for (let i = 0; i < this.counts.length; i++) {
+      seen += this.counts[i]!;
+      if (seen >= rank) return Math.exp(i * LatencyHistogram.GROWTH) / 1000;
+    }
+    return Number.POSITIVE_INFINITY;
+  }
 }
 
 /**
@@ -598,6 +633,7 @@ async function measure(
   let ops = 0;
   let bounded = false;
   let maxOpMs = 0;
+  const hist = new LatencyHistogram();
   const t0 = performance.now();
   const deadline = t0 + budgetMs;
   const worker = async () => {
@@ -612,13 +648,23 @@ async function measure(
       const n = await op(i);
       ops += n;
       const d = performance.now() - s;
+      hist.record(d);
       if (d > maxOpMs) maxOpMs = d;
     }
   };
   const workers: Promise<void>[] = [];
   for (let w = 0; w < Math.min(concurrency, calls); w++) workers.push(worker());
   await Promise.all(workers);
-  return { ops, ms: performance.now() - t0, bounded, maxOpMs };
+  return {
+    ops,
+    ms: performance.now() - t0,
+    bounded,
+    // The histogram's buckets are 1% wide: the max is exact, a percentile never exceeds it.
+    maxOpMs,
+    p50Ms: Math.min(maxOpMs, hist.quantile(0.5)),
+    p99Ms: Math.min(maxOpMs, hist.quantile(0.99)),
+    p999Ms: Math.min(maxOpMs, hist.quantile(0.999)),
+  };
 }
 
 // ------------------------------------------------------------------------------------------ child
@@ -642,6 +688,9 @@ interface PhaseRow {
   opsPerSec: number;
   bounded: boolean;
   maxOpMs: number;
+  p50Ms: number;
+  p99Ms: number;
+  p999Ms: number;
   peakRssBytes: number;
   /** Reads that returned a wrong value, a value for a missing key, or a wrong scan. */
   wrong: number;
@@ -802,6 +851,9 @@ class ChildRun {
       opsPerSec: m.ops / (m.ms / 1000),
       bounded: m.bounded,
       maxOpMs: m.maxOpMs,
+      p50Ms: m.p50Ms,
+      p99Ms: m.p99Ms,
+      p999Ms: m.p999Ms,
       peakRssBytes: this.rss.phasePeak,
       wrong: m.wrong ?? 0,
       load: os.loadavg()[0] ?? 0,
@@ -1575,6 +1627,50 @@ function printReport(cfg: Config, m: MachineFacts, results: Partial<Record<Engin
     );
     out(t);
   }
+  // Write latency against LevelDB's (issue 18: no write stalls): per call, a batch being one call.
+  const latRows: string[][] = [];
+  const ms = (x: number) => (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2));
+  for (const d of cfg.durabilities)
+    for (const p of WRITE_PHASES)
+      for (const mode of cfg.modes) {
+        const a = rowOf(ours, d, p, mode);
+        const b = rowOf(level, d, p, mode);
+        if (!a || !b) continue;
+        const verdicts: string[] = [];
+        const check = (label: string, pass: boolean, detail: string) => {
+          checked++;
+          verdicts.push(`${label} ${pass ? "ok" : "MISS"}`);
+          if (!pass) misses.push(`${d} ${p} ${modeLabel(mode, cfg)}: ${detail}`);
+        };
+        check("p99.9", a.p999Ms <= b.p999Ms, `p99.9 ${ms(a.p999Ms)} ms > level's ${ms(b.p999Ms)} ms`);
+        check(
+          "max",
+          a.maxOpMs <= b.maxOpMs,
+          `longest write ${ms(a.maxOpMs)} ms > level's ${ms(b.maxOpMs)} ms`,
+        );
+        const ratio = a.opsPerSec / b.opsPerSec;
+        check(">=3x", ratio >= 3, `${ratio.toFixed(2)}x the throughput of level (target >=3x)`);
+        latRows.push([
+          `${d} ${p}`,
+          modeLabel(mode, cfg),
+          `${ms(a.p50Ms)} / ${ms(b.p50Ms)}`,
+          `${ms(a.p99Ms)} / ${ms(b.p99Ms)}`,
+          `${ms(a.p999Ms)} / ${ms(b.p999Ms)}`,
+          `${ms(a.maxOpMs)} / ${ms(b.maxOpMs)}`,
+          `${ratio.toFixed(2)}x`,
+          verdicts.join(", "),
+        ]);
+      }
+  if (latRows.length > 0) {
+    out();
+    out(section("write latency per call, ms, ours / level (a batch is one call)"));
+    out(table(["phase", "mode", "p50", "p99", "p99.9", "max", "ratio", "targets"], latRows));
+    out(
+      "targets (issue 18): p99.9 and the longest call at most level's, throughput at least 3x level's; " +
+        "percentiles are bucket upper edges, 1% wide",
+    );
+  }
+
   const rt = phaseTable(
     "none",
     READ_PHASES,
@@ -1629,6 +1725,7 @@ function printReport(cfg: Config, m: MachineFacts, results: Partial<Record<Engin
       s ? fmtMiB(s.tableBytesWritten) : "-",
       s ? `${s.flushes}/${s.compactions}` : "-",
       s ? `${s.writeStalls}/${fmtMs(s.writeStallMs)}` : "-",
+      s ? `${s.writeDelays}/${fmtMs(s.writeDelayMs)}` : "-",
       w.processWriteBytes !== undefined ? (w.processWriteBytes / w.userBytes).toFixed(2) : "-",
       lw?.processWriteBytes !== undefined ? (lw.processWriteBytes / lw.userBytes).toFixed(2) : "-",
     ]);
@@ -1650,6 +1747,7 @@ function printReport(cfg: Config, m: MachineFacts, results: Partial<Record<Engin
           "table MiB",
           "flush/comp",
           "stalls",
+          "delays",
           "ours os",
           "level os",
         ],

@@ -79,6 +79,9 @@ export interface EngineStats {
   /** Times a writer had to wait for a flush or compaction, and the total wait. */
   readonly writeStalls: number;
   readonly writeStallMs: number;
+  /** Group commits delayed while flushes or compactions were behind (delayed writes), and the total delay. */
+  readonly writeDelays: number;
+  readonly writeDelayMs: number;
   readonly walSyncs: number;
   /** Obsolete tables that could not be deleted (they are removed on the next open). */
   readonly tableDeleteFailures: number;

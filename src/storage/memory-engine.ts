@@ -155,6 +155,8 @@ export class MemoryEngine implements StorageEngine {
       blockCacheCapacityBytes: 0,
       writeStalls: 0,
       writeStallMs: 0,
+      writeDelays: 0,
+      writeDelayMs: 0,
       walSyncs: 0,
       tableDeleteFailures: 0,
       liveKeysEstimate: this.table.entries,

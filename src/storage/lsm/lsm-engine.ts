@@ -80,6 +80,7 @@ import { type LsmOptions, resolveLsmOptions } from "./options.js";
 import { TableCache, tableFileName } from "./table-cache.js";
 import type { ReadStats } from "./table-reader.js";
 import { findTable, makeRun, type Run, type TableMeta, Version, type VersionEdit } from "./version.js";
+import { type WriteDebt, WritePacer } from "./write-pacer.js";
 
 export interface LsmEngineConfig {
   readonly dir: string;
@@ -148,6 +149,12 @@ export class LsmEngine implements StorageEngine {
   private readonly tables: TableCache;
   private readonly readStats: ReadStats = { bloomChecks: 0, bloomNegatives: 0, bloomFalsePositives: 0 };
   private readonly compactor: CompactionExecutor;
+  private readonly pacer: WritePacer;
+  /**
+   * The pace of compaction writes, bytes per second (0: unpaced), in shared memory: a merge running in a
+   * worker thread reads it as it goes, so that it speeds up as soon as the runs pile up.
+   */
+  private readonly compactionRate = new Float64Array(new SharedArrayBuffer(8));
 
   private mem!: Memtable;
   private imms: Memtable[] = [];
@@ -204,6 +211,8 @@ export class LsmEngine implements StorageEngine {
     compactionBytesWritten: 0,
     writeStalls: 0,
     writeStallMs: 0,
+    writeDelays: 0,
+    writeDelayMs: 0,
     walSyncs: 0,
     deleteFailures: 0,
   };
@@ -220,6 +229,7 @@ export class LsmEngine implements StorageEngine {
     this.timers = config.timers;
     this.now = now;
     this.blockCache = new BlockCache(this.o.blockCacheBytes, this.o.blockBytes);
+    this.pacer = new WritePacer(this.o);
     this.compactor = config.compactor ?? inlineCompactionExecutor(config.fs);
     this.tables = new TableCache(
       this.fs,
@@ -401,6 +411,7 @@ export class LsmEngine implements StorageEngine {
     });
     this.installVersion(version);
     await this.removeLeftovers();
+    this.compactor.warm?.();
     this.armSyncTimer();
   }
 
@@ -572,6 +583,8 @@ export class LsmEngine implements StorageEngine {
     this.writerRunning = true;
     try {
       while (this.queue.length > 0) {
+        const delay = this.writeDelayMs();
+        if (delay > 0) await this.delayWrites(delay);
         try {
           await this.makeRoomForWrite();
         } catch (err) {
@@ -624,6 +637,7 @@ export class LsmEngine implements StorageEngine {
         for (let i = 0; i < group.length; i++) this.counters.userBytes += group[i]!.userBytes;
         this.visibleSequence = this.lastSequence;
         this.queuedBytes -= groupBytes;
+        this.pacer.wrote(this.now(), groupBytes, this.debt());
         for (let i = 0; i < group.length; i++) group[i]!.resolve();
         this.queueSpace.signal();
       }
@@ -642,6 +656,43 @@ export class LsmEngine implements StorageEngine {
     // The bytes of the rejected writes stay in the group buffer: the next write starts a new group.
     this.groupStart = -1;
     this.queueSpace.signal();
+  }
+
+  private debt(): WriteDebt {
+    let unflushed = this.mem.bytes;
+    for (const m of this.imms) unflushed += m.bytes;
+    return {
+      unflushedBytes: unflushed,
+      unflushedLimitBytes: (1 + this.o.maxImmutableMemtables) * this.o.memtableBytes,
+      runs: this.current.runs.length,
+    };
+  }
+
+  /**
+   * Called by the writer loop only, before a group: the delayed write (lsm/write-pacer.ts) while flushes
+   * or compactions are behind. Only while one runs (it is what pays the debt), and only with timers.
+   */
+  private writeDelayMs(): number {
+    if (this.timers === undefined || this.failed || this.closed) return 0;
+    if (this.flushTask === undefined && this.compactionTask === undefined) return 0;
+    return this.pacer.delayMs(this.now(), this.debt());
+  }
+
+  private async delayWrites(ms: number): Promise<void> {
+    const timers = this.timers!;
+    const t0 = this.now();
+    // Ends early when a flush or compaction ends (the debt changed): that also ends it when the timer
+    // alone would not keep the process alive.
+    let timer: { cancel(): void } | undefined;
+    await Promise.race([
+      new Promise<void>((r) => {
+        timer = timers.after(ms, r);
+      }),
+      this.backgroundDone.wait(),
+    ]);
+    timer?.cancel();
+    this.counters.writeDelays++;
+    this.counters.writeDelayMs += this.now() - t0;
   }
 
   /** Called by the writer loop only: freezes a full memtable; waits while the background falls behind. */
@@ -719,6 +770,11 @@ export class LsmEngine implements StorageEngine {
       this.backgroundDone.signal();
       return;
     }
+    // Paced while the runs are few; at full speed once they pile up, and when closing (close waits for it).
+    this.compactionRate[0] =
+      this.closed || this.current.runs.length >= this.o.slowdownWritesAtRuns
+        ? 0
+        : this.o.compactionBytesPerSec;
     if (this.flushTask === undefined && this.imms.length > 0) {
       this.flushTask = this.flushOldest().then(
         () => {
@@ -803,6 +859,7 @@ export class LsmEngine implements StorageEngine {
     for (let k = flushFilesNeeded(imm.bytes, this.o.tableTargetBytes); k > 0; k--)
       fileNumbers.push(this.nextFileNumber++);
     const { chunks, order, count } = imm.latestOrder();
+    const t0 = this.now();
     const { files } = await this.compactor.flush({
       dir: this.dir,
       chunks,
@@ -813,6 +870,7 @@ export class LsmEngine implements StorageEngine {
       fileNumbers,
       options: this.o,
     });
+    this.pacer.noteFlush(imm.bytes, this.now() - t0);
     for (const f of files) this.counters.tableBytes += f.size;
     const run = files.length > 0 ? makeRun(this.nextFileNumber++, imm.minSeq, imm.maxSeq, files) : undefined;
     await this.withManifest(async () => {
@@ -848,6 +906,7 @@ export class LsmEngine implements StorageEngine {
         fileNumbers,
         options: this.o,
         maxOpenTables: this.o.maxOpenTables,
+        rate: this.compactionRate,
       });
       let bytesOut = 0;
       for (const f of files) bytesOut += f.size;
@@ -1091,6 +1150,8 @@ export class LsmEngine implements StorageEngine {
       blockCacheCapacityBytes: this.blockCache.capacityBytes,
       writeStalls: c.writeStalls,
       writeStallMs: c.writeStallMs,
+      writeDelays: c.writeDelays,
+      writeDelayMs: c.writeDelayMs,
       walSyncs: c.walSyncs,
       tableDeleteFailures: c.deleteFailures,
       liveKeysEstimate: liveKeys,
@@ -1132,6 +1193,7 @@ export class LsmEngine implements StorageEngine {
 
   private async doClose(): Promise<void> {
     this.closed = true;
+    this.compactionRate[0] = 0;
     if (this.readOnly) {
       await this.tables.closeAll();
       await this.compactor.close();

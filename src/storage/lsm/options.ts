@@ -45,6 +45,23 @@ export interface LsmOptions {
   readonly maxRunsBeforeForcedMerge: number;
   /** With this many runs, writers wait for compaction (back-pressure). */
   readonly stopWritesAtRuns: number;
+  /**
+   * Delayed writes (RocksDB's idea): from this many runs on, and once the unflushed memtables hold more
+   * than `slowdownMemtableFraction` of what they may hold, each group commit waits a little before its
+   * WAL write, longer as the debt nears the limit where writes would stop, so that the ingest rate meets
+   * what flushes and compactions sustain instead of stopping at the limit. Needs timers (no delays
+   * without). The rate is measured from the flushes (see WritePacer, lsm/write-pacer.ts).
+   */
+  readonly slowdownWritesAtRuns: number;
+  readonly slowdownMemtableFraction: number;
+  /** Longest delay one group commit takes (a debt that still grows meets the hard limits). */
+  readonly maxWriteDelayMs: number;
+  /**
+   * Compaction writes are paced to this rate (bytes per second; 0: unpaced) while the runs are fewer than
+   * `slowdownWritesAtRuns`, so that a merge does not take the CPU and the disk from flushes and writers in
+   * bursts; from there on a merge runs at full speed to pay the debt. Flushes are never paced.
+   */
+  readonly compactionBytesPerSec: number;
   readonly maxKeyBytes: number;
   readonly maxValueBytes: number;
   /** Bytes of writes queued behind the WAL; past this, writers wait. */
@@ -92,6 +109,10 @@ export const DEFAULT_LSM_OPTIONS: LsmOptions = {
   maxSizeAmplificationPercent: 200,
   maxRunsBeforeForcedMerge: 12,
   stopWritesAtRuns: 24,
+  slowdownWritesAtRuns: 16,
+  slowdownMemtableFraction: 0.5,
+  maxWriteDelayMs: 20,
+  compactionBytesPerSec: 64 * 1024 * 1024,
   maxKeyBytes: 65535,
   maxValueBytes: 64 * 1024 * 1024,
   maxPendingWriteBytes: 64 * 1024 * 1024,
@@ -103,7 +124,10 @@ export const DEFAULT_LSM_OPTIONS: LsmOptions = {
 };
 
 export function resolveLsmOptions(partial: Partial<LsmOptions> = {}): LsmOptions {
-  const o: LsmOptions = { ...DEFAULT_LSM_OPTIONS, ...partial };
+  let o: LsmOptions = { ...DEFAULT_LSM_OPTIONS, ...partial };
+  // A lower stop limit given alone brings the default slowdown point down with it.
+  if (partial.slowdownWritesAtRuns === undefined && o.slowdownWritesAtRuns > o.stopWritesAtRuns)
+    o = { ...o, slowdownWritesAtRuns: o.stopWritesAtRuns };
   const positive: (keyof LsmOptions)[] = [
     "syncIntervalMs",
     "memtableBytes",
@@ -130,5 +154,11 @@ export function resolveLsmOptions(partial: Partial<LsmOptions> = {}): LsmOptions
   if (o.stopWritesAtRuns <= o.maxRunsBeforeForcedMerge)
     throw new RangeError("stopWritesAtRuns must exceed maxRunsBeforeForcedMerge");
   if (o.blockCacheBytes < 0 || o.maxValueBytes < 0) throw new RangeError("sizes cannot be negative");
+  if (o.slowdownWritesAtRuns < 1 || o.slowdownWritesAtRuns > o.stopWritesAtRuns)
+    throw new RangeError("slowdownWritesAtRuns must be in 1..stopWritesAtRuns");
+  if (!(o.slowdownMemtableFraction > 0 && o.slowdownMemtableFraction <= 1))
+    throw new RangeError("slowdownMemtableFraction must be in (0, 1]");
+  if (!(o.maxWriteDelayMs >= 0) || !(o.compactionBytesPerSec >= 0))
+    throw new RangeError("maxWriteDelayMs and compactionBytesPerSec cannot be negative");
   return o;
 }
