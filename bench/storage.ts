@@ -45,10 +45,12 @@ import {
   DEFAULT_LSM_OPTIONS,
   type EngineStats,
   LsmEngine,
+  memoryBudgetParts,
   NodeFileSystem,
   type WriteOp,
   workerCompactionExecutor,
 } from "../src/storage/index.js";
+import { resolveLsmOptions } from "../src/storage/lsm/options.js";
 
 const SCRIPT = fileURLToPath(import.meta.url);
 const REPO = path.resolve(path.dirname(SCRIPT), "..");
@@ -90,6 +92,8 @@ interface Config {
   batchSize: number;
   cacheBytes: number;
   memtableBytes: number;
+  /** Ours' LsmOptions.memoryBudgetBytes (0: none; then cacheBytes and memtableBytes apply). */
+  memoryBudgetBytes: number;
   /** Data block size, both engines. */
   blockBytes: number;
   seed: number;
@@ -113,6 +117,8 @@ const HELP = `usage: node --expose-gc --import tsx bench/storage.ts [flags]
   --batch B           ops per batch of the batch mode (default 1000)
   --cache-mib M       block cache, both engines (default ours: ${DEFAULT_LSM_OPTIONS.blockCacheBytes / MIB})
   --memtable-mib M    memtable / write buffer, both engines (default ours: ${DEFAULT_LSM_OPTIONS.memtableBytes / MIB})
+  --memory-budget-mib M  ours: LsmOptions.memoryBudgetBytes (memtables, block cache, write queue); LevelDB
+                      gets the cache and write buffer the budget gives ours (default: no budget)
   --block-bytes B     data block size, both engines (default ${DEFAULT_LSM_OPTIONS.blockBytes}, ours' default; LevelDB's is also 4096)
   --seed S            PRNG seed (default 42)
   --settle-max S      most seconds to wait for background work before reads (default 60)
@@ -169,6 +175,7 @@ function parseConfig(argv: string[]): Config {
       "cache-mib": { type: "string" },
       "memtable-mib": { type: "string" },
       "block-bytes": { type: "string" },
+      "memory-budget-mib": { type: "string" },
       seed: { type: "string" },
       "settle-max": { type: "string" },
       profile: { type: "string" },
@@ -184,6 +191,11 @@ function parseConfig(argv: string[]): Config {
     process.exit(0);
   }
   const keys = Math.floor(parseNumber(v.keys, v.quick ? 100_000 : 1_000_000, "keys"));
+  const memoryBudgetBytes = Math.floor(parseNumber(v["memory-budget-mib"], 0, "memory-budget-mib", 0) * MIB);
+  if (memoryBudgetBytes > 0 && (v["cache-mib"] !== undefined || v["memtable-mib"] !== undefined))
+    throw new Error("--memory-budget-mib decides the cache and memtable sizes: give it or them, not both");
+  // The sizes the budget gives ours; LevelDB gets the same cache and write buffer.
+  const budgeted = memoryBudgetBytes > 0 ? resolveLsmOptions({ memoryBudgetBytes }) : undefined;
   if (keys > 50_000_000) throw new Error("--keys is at most 50,000,000");
   return {
     keys,
@@ -205,12 +217,15 @@ function parseConfig(argv: string[]): Config {
     ),
     concurrency: Math.floor(parseNumber(v.concurrency, 32, "concurrency")),
     batchSize: Math.floor(parseNumber(v.batch, 1000, "batch")),
-    cacheBytes: Math.floor(
-      parseNumber(v["cache-mib"], DEFAULT_LSM_OPTIONS.blockCacheBytes / MIB, "cache-mib") * MIB,
-    ),
-    memtableBytes: Math.floor(
-      parseNumber(v["memtable-mib"], DEFAULT_LSM_OPTIONS.memtableBytes / MIB, "memtable-mib") * MIB,
-    ),
+    cacheBytes:
+      budgeted?.blockCacheBytes ??
+      Math.floor(parseNumber(v["cache-mib"], DEFAULT_LSM_OPTIONS.blockCacheBytes / MIB, "cache-mib") * MIB),
+    memtableBytes:
+      budgeted?.memtableBytes ??
+      Math.floor(
+        parseNumber(v["memtable-mib"], DEFAULT_LSM_OPTIONS.memtableBytes / MIB, "memtable-mib") * MIB,
+      ),
+    memoryBudgetBytes,
     blockBytes: Math.floor(parseNumber(v["block-bytes"], DEFAULT_LSM_OPTIONS.blockBytes, "block-bytes", 256)),
     seed: Math.floor(parseNumber(v.seed, 42, "seed", 0)),
     settleMaxMs: parseNumber(v["settle-max"], 60, "settle-max", 1) * 1000,
@@ -378,12 +393,15 @@ class OursDb implements BenchDb {
         dir,
         fs: new NodeFileSystem(),
         timers: systemRuntime().timers,
-        options: {
-          durability,
-          memtableBytes: cfg.memtableBytes,
-          blockCacheBytes: cfg.cacheBytes,
-          blockBytes: cfg.blockBytes,
-        },
+        options:
+          cfg.memoryBudgetBytes > 0
+            ? { durability, memoryBudgetBytes: cfg.memoryBudgetBytes, blockBytes: cfg.blockBytes }
+            : {
+                durability,
+                memtableBytes: cfg.memtableBytes,
+                blockCacheBytes: cfg.cacheBytes,
+                blockBytes: cfg.blockBytes,
+              },
         // As the product runs it (openStorage, the node): compactions in a worker thread.
         compactor: workerCompactionExecutor(),
       },
@@ -1860,6 +1878,15 @@ function printReport(cfg: Config, m: MachineFacts, results: Partial<Record<Engin
     ),
   );
   out("the data set (keys, value pool, op sequences) lives in each child: about 2 x 16 B + 12 B per key");
+  if (cfg.memoryBudgetBytes > 0 && ours) {
+    const parts = memoryBudgetParts(cfg.memoryBudgetBytes);
+    out(
+      `ours' memory budget ${fmtMiB(cfg.memoryBudgetBytes)} MiB (memtables ${fmtMiB(parts.memtablesBytes)}, block cache ` +
+        `${fmtMiB(parts.blockCacheBytes)}, write queue ${fmtMiB(parts.pendingWritesBytes)}): peak RSS ` +
+        `${fmtMiB(ours.maxRssBytes)} MiB = ${(ours.maxRssBytes / cfg.memoryBudgetBytes).toFixed(2)}x the budget ` +
+        "(RSS also holds the data set, V8's heaps and the two worker threads)",
+    );
+  }
 
   // Targets.
   out();

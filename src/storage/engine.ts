@@ -64,6 +64,12 @@ export interface EngineStats {
   readonly levels: readonly LevelStats[];
   readonly memtableBytes: number;
   readonly immutableMemtables: number;
+  /** Bytes held by the frozen memtables waiting for their flush. */
+  readonly immutableMemtableBytes: number;
+  /** Bytes of writes queued behind the WAL. */
+  readonly pendingWriteBytes: number;
+  /** The engine's memory budget (0: none; see LsmOptions.memoryBudgetBytes). */
+  readonly memoryBudgetBytes: number;
   readonly flushes: number;
   readonly compactions: number;
   readonly compactionBytesRead: number;

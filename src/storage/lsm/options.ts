@@ -18,6 +18,14 @@
 export type Durability = "fsync" | "interval" | "none";
 
 export interface LsmOptions {
+  /**
+   * One bound on the engine's memory, in bytes (0: none, and the sizes below apply as given). When set,
+   * it decides memtableBytes, maxWriteGroupBytes, blockCacheBytes and maxPendingWriteBytes (giving any of
+   * them too is an error): see memoryBudgetParts. Not counted: the open tables' indexes and filters
+   * (maxOpenTables bounds them), the worker threads' heaps, and a single write larger than the queue's
+   * part (admitted alone).
+   */
+  readonly memoryBudgetBytes: number;
   /** `fsync`: a write resolves once its WAL record is fsynced (group commit shares one fsync among
    * concurrent writers). `interval`: once written to the OS; fsync every `syncIntervalMs`. `none`: once
    * written to the OS (survives a process crash, not a power loss). */
@@ -95,6 +103,7 @@ export interface LsmOptions {
 }
 
 export const DEFAULT_LSM_OPTIONS: LsmOptions = {
+  memoryBudgetBytes: 0,
   durability: "fsync",
   syncIntervalMs: 100,
   memtableBytes: 8 * 1024 * 1024,
@@ -123,8 +132,67 @@ export const DEFAULT_LSM_OPTIONS: LsmOptions = {
   walSyncOnEventLoop: true,
 };
 
+/** What a memory budget allows each part of the engine (memoryBudgetBytes). */
+export interface MemoryBudgetParts {
+  /** The active and frozen memtables together, each up to memtableBytes plus one write group. */
+  readonly memtablesBytes: number;
+  readonly blockCacheBytes: number;
+  /** Writes queued behind the WAL (maxPendingWriteBytes). */
+  readonly pendingWritesBytes: number;
+}
+
+/** The smallest budget: the memtables need room for a few write groups each. */
+export const MIN_MEMORY_BUDGET_BYTES = 4 * 1024 * 1024;
+
+/**
+ * The split of a memory budget: 3/8 memtables (writes absorbed while flushes run), 3/8 block cache (the
+ * read working set), 1/4 the write queue (bursts of writers beyond what one group commit takes). With
+ * the defaults' 120 MiB (24 + 32 + 64) the queue had the most; the split favours what flushes and reads use.
+ */
+export function memoryBudgetParts(budgetBytes: number): MemoryBudgetParts {
+  const memtablesBytes = Math.floor((budgetBytes * 3) / 8);
+  const blockCacheBytes = Math.floor((budgetBytes * 3) / 8);
+  return {
+    memtablesBytes,
+    blockCacheBytes,
+    pendingWritesBytes: budgetBytes - memtablesBytes - blockCacheBytes,
+  };
+}
+
+const BUDGETED: readonly (keyof LsmOptions)[] = [
+  "memtableBytes",
+  "maxWriteGroupBytes",
+  "blockCacheBytes",
+  "maxPendingWriteBytes",
+];
+
+/** The sizes a budget decides (see memoryBudgetParts). */
+function budgeted(o: LsmOptions): LsmOptions {
+  const b = o.memoryBudgetBytes;
+  if (typeof b !== "number" || !Number.isFinite(b) || b < 0)
+    throw new RangeError(`lsm option memoryBudgetBytes must be a size in bytes, got ${String(b)}`);
+  if (b === 0) return o;
+  if (b < MIN_MEMORY_BUDGET_BYTES)
+    throw new RangeError(`memoryBudgetBytes must be at least ${MIN_MEMORY_BUDGET_BYTES} (4 MiB), got ${b}`);
+  const parts = memoryBudgetParts(b);
+  // Each memtable may pass memtableBytes by one write group (it is frozen at the next group): both fit.
+  const perMemtable = Math.floor(parts.memtablesBytes / (1 + o.maxImmutableMemtables));
+  const maxWriteGroupBytes = Math.min(DEFAULT_LSM_OPTIONS.maxWriteGroupBytes, Math.floor(perMemtable / 8));
+  return {
+    ...o,
+    memtableBytes: perMemtable - maxWriteGroupBytes,
+    maxWriteGroupBytes,
+    blockCacheBytes: parts.blockCacheBytes,
+    maxPendingWriteBytes: parts.pendingWritesBytes,
+  };
+}
+
 export function resolveLsmOptions(partial: Partial<LsmOptions> = {}): LsmOptions {
-  let o: LsmOptions = { ...DEFAULT_LSM_OPTIONS, ...partial };
+  if ((partial.memoryBudgetBytes ?? 0) !== 0)
+    for (const k of BUDGETED)
+      if (partial[k] !== undefined)
+        throw new RangeError(`give memoryBudgetBytes or ${k}, not both (the budget decides ${k})`);
+  let o: LsmOptions = budgeted({ ...DEFAULT_LSM_OPTIONS, ...partial });
   // A lower stop limit given alone brings the default slowdown point down with it.
   if (partial.slowdownWritesAtRuns === undefined && o.slowdownWritesAtRuns > o.stopWritesAtRuns)
     o = { ...o, slowdownWritesAtRuns: o.stopWritesAtRuns };
