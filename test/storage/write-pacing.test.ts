@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { performance } from "node:perf_hooks";
 import { describe, test } from "node:test";
+import { seededRandom } from "../../src/runtime/runtime.js";
 import { systemRuntime } from "../../src/runtime/system-runtime.js";
 import { LsmEngine, MemoryFileSystem } from "../../src/storage/index.js";
 import { inlineCompactionExecutor, ratePacer } from "../../src/storage/lsm/compaction-job.js";
@@ -149,5 +150,60 @@ describe("delayed writes in the engine", () => {
     const on = await writeBurst(true);
     assert.ok(on.delays > 0, `paced writers wait a little (${JSON.stringify(on)})`);
     assert.ok(on.stalls < off.stalls, `fewer stops paced than unpaced (${JSON.stringify({ on, off })})`);
+  });
+});
+
+describe("the memtable switch off the writer's path", () => {
+  const wals = async (fs: MemoryFileSystem) =>
+    (await fs.readdir("/db")).filter((n) => n.endsWith(".wal")).sort();
+
+  test("the next WAL is made ahead of the switch, and a closed store holds no spare", async () => {
+    const fs = new MemoryFileSystem();
+    const e = await LsmEngine.open({
+      dir: "/db",
+      fs,
+      options: { durability: "none", memtableBytes: 64 * 1024 },
+    });
+    const value = Buffer.alloc(1000, 3);
+    assert.equal((await wals(fs)).length, 1);
+    for (let i = 0; i < 40; i++) await e.put(Buffer.from(`a${i}`), value);
+    await new Promise((r) => setImmediate(r));
+    assert.equal((await wals(fs)).length, 2, "past half a memtable, the next WAL exists already");
+    for (let i = 0; i < 200; i++) await e.put(Buffer.from(`b${i}`), value);
+    await e.close();
+    const left = await wals(fs);
+    assert.equal(left.length, 1, `only the WAL in use is left (${left.join(", ")})`);
+    const again = await LsmEngine.open({ dir: "/db", fs, options: { durability: "none" } });
+    assert.deepEqual(await again.get(Buffer.from("b199")), value);
+    await again.close();
+  });
+
+  test("a crash with a spare WAL recovers every write (the spare replays as empty)", async () => {
+    const fs = new MemoryFileSystem();
+    const e = await LsmEngine.open({
+      dir: "/db",
+      fs,
+      options: { durability: "fsync", memtableBytes: 64 * 1024 },
+    });
+    const value = Buffer.alloc(1000, 4);
+    for (let i = 0; i < 150; i++) await e.put(Buffer.from(`k${i}`), value);
+    await new Promise((r) => setImmediate(r));
+    fs.crash({ unsynced: "torn", random: seededRandom(7).next });
+    const again = await LsmEngine.open({ dir: "/db", fs, options: { durability: "fsync" } });
+    for (let i = 0; i < 150; i++) assert.deepEqual(await again.get(Buffer.from(`k${i}`)), value, `k${i}`);
+    await again.close();
+  });
+
+  test("without fsync per write, the WAL is synced in the background every MiB written", async () => {
+    const fs = new MemoryFileSystem();
+    const e = await LsmEngine.open({ dir: "/db", fs, options: { durability: "none" } });
+    const before = e.stats().walSyncs;
+    const value = Buffer.alloc(16 * 1024, 5);
+    for (let i = 0; i < 200; i++) await e.put(Buffer.from(`k${i}`), value);
+    await new Promise((r) => setImmediate(r));
+    const s = e.stats();
+    assert.equal(s.flushes, 0, "no memtable switch happened");
+    assert.ok(s.walSyncs - before >= 2, `3 MiB written: background syncs (${s.walSyncs - before})`);
+    await e.close();
   });
 });

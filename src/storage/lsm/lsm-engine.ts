@@ -120,7 +120,17 @@ class WalFile {
     readonly file: WritableFile,
   ) {}
   dirty = false;
+  /** Bytes appended since the last sync started (durability interval and none: see WAL_BYTES_PER_SYNC). */
+  unsyncedBytes = 0;
 }
+
+/**
+ * Without per-write fsync (durability interval and none), the WAL is synced in the background each time
+ * this much was appended since the last sync (RocksDB's wal_bytes_per_sync): the sync a memtable switch
+ * must make before the new WAL is used then has at most this much left to write, instead of a whole
+ * memtable's worth, which stalled the writer behind it.
+ */
+const WAL_BYTES_PER_SYNC = 1024 * 1024;
 
 /** A waitable condition: `wait()` resolves at the next `signal()`. */
 class Signal {
@@ -176,6 +186,12 @@ export class LsmEngine implements StorageEngine {
   private readonly writerIdle = new Signal();
   private readonly backgroundDone = new Signal();
   private flushTask: Promise<void> | undefined;
+  /**
+   * The next WAL, created (and its directory entry synced) ahead of the memtable switch that takes it, so
+   * that the writer does not wait for two syncs at each switch. Empty until used; removed on close, and
+   * replayed as empty (then removed) by the next open after a crash.
+   */
+  private spareWal: Promise<WalFile> | undefined;
   private compactionTask: Promise<void> | undefined;
   private manifestLock: Promise<void> = Promise.resolve();
   private syncTimer: { cancel(): void } | undefined;
@@ -622,6 +638,9 @@ export class LsmEngine implements StorageEngine {
             this.counters.walSyncs++;
           } else {
             this.wal.dirty = true;
+            this.wal.unsyncedBytes += record.length;
+            if (this.wal.unsyncedBytes >= WAL_BYTES_PER_SYNC && this.syncInFlight === undefined)
+              this.syncInBackground(this.wal);
           }
         } catch (err) {
           this.queuedBytes -= groupBytes;
@@ -638,6 +657,7 @@ export class LsmEngine implements StorageEngine {
         this.visibleSequence = this.lastSequence;
         this.queuedBytes -= groupBytes;
         this.pacer.wrote(this.now(), groupBytes, this.debt());
+        if (this.spareWal === undefined && this.mem.bytes >= this.o.memtableBytes / 2) this.prepareSpareWal();
         for (let i = 0; i < group.length; i++) group[i]!.resolve();
         this.queueSpace.signal();
       }
@@ -716,9 +736,38 @@ export class LsmEngine implements StorageEngine {
     }
   }
 
+  private prepareSpareWal(): void {
+    if (this.readOnly || this.closed || this.failed) return;
+    const spare = this.createWal(this.nextFileNumber++);
+    // Its failure is the memtable switch's, which awaits it.
+    spare.catch(() => undefined);
+    this.spareWal = spare;
+  }
+
+  /** A sync of `wal` off the writer's path (WAL_BYTES_PER_SYNC); `dirty` stays: writes go on meanwhile. */
+  private syncInBackground(wal: WalFile): void {
+    wal.unsyncedBytes = 0;
+    this.syncInFlight = wal.file.sync().then(
+      () => {
+        this.counters.walSyncs++;
+        this.syncInFlight = undefined;
+      },
+      (err) => {
+        this.syncInFlight = undefined;
+        this.failed ??= new StorageIoError(
+          "background WAL sync failed; the engine takes no more writes",
+          err,
+        );
+      },
+    );
+  }
+
   private async rollMemtable(): Promise<void> {
     const old = this.wal;
-    const walNumber = this.nextFileNumber++;
+    const next = this.spareWal ?? this.createWal(this.nextFileNumber++);
+    this.spareWal = undefined;
+    // Awaited below; a failed sync of the old WAL must not leave its rejection unhandled meanwhile.
+    next.catch(() => undefined);
     if (this.syncInFlight) await this.syncInFlight;
     // Unsynced WAL bytes (durability interval/none) must reach the disk before the flush makes them
     // redundant: otherwise a crash could keep a later WAL's writes but lose these.
@@ -727,7 +776,8 @@ export class LsmEngine implements StorageEngine {
       this.counters.walSyncs++;
       old.dirty = false;
     }
-    this.wal = await this.createWal(walNumber);
+    this.wal = await next;
+    const walNumber = this.wal.number;
     await old.file.close();
     this.imms.push(this.mem);
     this.mem = new Memtable(walNumber);
@@ -739,6 +789,11 @@ export class LsmEngine implements StorageEngine {
     this.syncTimer = this.timers.after(this.o.syncIntervalMs, () => {
       this.syncTimer = undefined;
       const wal = this.wal;
+      // A background sync in flight (WAL_BYTES_PER_SYNC): the next tick syncs what it did not cover.
+      if (this.syncInFlight !== undefined) {
+        this.armSyncTimer();
+        return;
+      }
       if (wal.dirty && !this.failed) {
         wal.dirty = false;
         this.syncInFlight = wal.file.sync().then(
@@ -1219,6 +1274,17 @@ export class LsmEngine implements StorageEngine {
     }
     for (const t of [this.flushTask, this.compactionTask]) if (t) await t;
     await this.wal.file.close();
+    if (this.spareWal !== undefined) {
+      // Never used: empty. Removed so that a closed store holds only what it needs.
+      try {
+        const spare = await this.spareWal;
+        await spare.file.close();
+        await this.fs.unlink(path.join(this.dir, walFileName(spare.number)));
+      } catch (err) {
+        firstError ??= err;
+      }
+      this.spareWal = undefined;
+    }
     await this.manifest.close();
     await this.tables.closeAll();
     await this.compactor.close();
