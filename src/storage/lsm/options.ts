@@ -67,7 +67,9 @@ export interface LsmOptions {
   /**
    * Compaction writes are paced to this rate (bytes per second; 0: unpaced) while the runs are fewer than
    * `slowdownWritesAtRuns`, so that a merge does not take the CPU and the disk from flushes and writers in
-   * bursts; from there on a merge runs at full speed to pay the debt. Flushes are never paced.
+   * bursts; from there on a merge runs at full speed to pay the debt. Flushes are never paced. At 64 MiB/s
+   * the pace held merges below what a 1M-key overwrite load needed on two cores and cost throughput with
+   * no gain in the tails (docs/performance.md, "no write stalls"): the default caps bursts only.
    */
   readonly compactionBytesPerSec: number;
   readonly maxKeyBytes: number;
@@ -118,10 +120,10 @@ export const DEFAULT_LSM_OPTIONS: LsmOptions = {
   maxSizeAmplificationPercent: 200,
   maxRunsBeforeForcedMerge: 12,
   stopWritesAtRuns: 24,
-  slowdownWritesAtRuns: 16,
+  slowdownWritesAtRuns: 20,
   slowdownMemtableFraction: 0.5,
   maxWriteDelayMs: 20,
-  compactionBytesPerSec: 64 * 1024 * 1024,
+  compactionBytesPerSec: 128 * 1024 * 1024,
   maxKeyBytes: 65535,
   maxValueBytes: 64 * 1024 * 1024,
   maxPendingWriteBytes: 64 * 1024 * 1024,
