@@ -639,7 +639,11 @@ export class LsmEngine implements StorageEngine {
           } else {
             this.wal.dirty = true;
             this.wal.unsyncedBytes += record.length;
-            if (this.wal.unsyncedBytes >= WAL_BYTES_PER_SYNC && this.syncInFlight === undefined)
+            if (
+              this.o.walAhead &&
+              this.wal.unsyncedBytes >= WAL_BYTES_PER_SYNC &&
+              this.syncInFlight === undefined
+            )
               this.syncInBackground(this.wal);
           }
         } catch (err) {
@@ -657,7 +661,8 @@ export class LsmEngine implements StorageEngine {
         this.visibleSequence = this.lastSequence;
         this.queuedBytes -= groupBytes;
         this.pacer.wrote(this.now(), groupBytes, this.debt());
-        if (this.spareWal === undefined && this.mem.bytes >= this.o.memtableBytes / 2) this.prepareSpareWal();
+        if (this.o.walAhead && this.spareWal === undefined && this.mem.bytes >= this.o.memtableBytes / 2)
+          this.prepareSpareWal();
         for (let i = 0; i < group.length; i++) group[i]!.resolve();
         this.queueSpace.signal();
       }
