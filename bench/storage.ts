@@ -45,10 +45,13 @@ import {
   DEFAULT_LSM_OPTIONS,
   type EngineStats,
   LsmEngine,
+  type LsmOptions,
+  memoryBudgetParts,
   NodeFileSystem,
   type WriteOp,
   workerCompactionExecutor,
 } from "../src/storage/index.js";
+import { resolveLsmOptions } from "../src/storage/lsm/options.js";
 
 const SCRIPT = fileURLToPath(import.meta.url);
 const REPO = path.resolve(path.dirname(SCRIPT), "..");
@@ -90,6 +93,10 @@ interface Config {
   batchSize: number;
   cacheBytes: number;
   memtableBytes: number;
+  /** Ours' LsmOptions.memoryBudgetBytes (0: none; then cacheBytes and memtableBytes apply). */
+  memoryBudgetBytes: number;
+  /** More LsmOptions for ours (to compare settings side by side), from --ours-options JSON. */
+  oursOptions: Partial<LsmOptions>;
   /** Data block size, both engines. */
   blockBytes: number;
   seed: number;
@@ -113,6 +120,9 @@ const HELP = `usage: node --expose-gc --import tsx bench/storage.ts [flags]
   --batch B           ops per batch of the batch mode (default 1000)
   --cache-mib M       block cache, both engines (default ours: ${DEFAULT_LSM_OPTIONS.blockCacheBytes / MIB})
   --memtable-mib M    memtable / write buffer, both engines (default ours: ${DEFAULT_LSM_OPTIONS.memtableBytes / MIB})
+  --memory-budget-mib M  ours: LsmOptions.memoryBudgetBytes (memtables, block cache, write queue); LevelDB
+                      gets the cache and write buffer the budget gives ours (default: no budget)
+  --ours-options JSON more LsmOptions for ours, e.g. '{"compactionBytesPerSec":0}' (to compare settings)
   --block-bytes B     data block size, both engines (default ${DEFAULT_LSM_OPTIONS.blockBytes}, ours' default; LevelDB's is also 4096)
   --seed S            PRNG seed (default 42)
   --settle-max S      most seconds to wait for background work before reads (default 60)
@@ -147,6 +157,15 @@ function parseEngine(s: string | undefined, what: string): EngineName | undefine
   return s;
 }
 
+function parseOursOptions(s: string | undefined): Partial<LsmOptions> {
+  if (s === undefined) return {};
+  const o = JSON.parse(s) as unknown;
+  if (o === null || typeof o !== "object" || Array.isArray(o))
+    throw new Error("--ours-options takes a JSON object");
+  resolveLsmOptions(o as Partial<LsmOptions>);
+  return o as Partial<LsmOptions>;
+}
+
 function parseConfig(argv: string[]): Config {
   const { values: v } = parseArgs({
     args: argv,
@@ -169,6 +188,8 @@ function parseConfig(argv: string[]): Config {
       "cache-mib": { type: "string" },
       "memtable-mib": { type: "string" },
       "block-bytes": { type: "string" },
+      "memory-budget-mib": { type: "string" },
+      "ours-options": { type: "string" },
       seed: { type: "string" },
       "settle-max": { type: "string" },
       profile: { type: "string" },
@@ -184,6 +205,11 @@ function parseConfig(argv: string[]): Config {
     process.exit(0);
   }
   const keys = Math.floor(parseNumber(v.keys, v.quick ? 100_000 : 1_000_000, "keys"));
+  const memoryBudgetBytes = Math.floor(parseNumber(v["memory-budget-mib"], 0, "memory-budget-mib", 0) * MIB);
+  if (memoryBudgetBytes > 0 && (v["cache-mib"] !== undefined || v["memtable-mib"] !== undefined))
+    throw new Error("--memory-budget-mib decides the cache and memtable sizes: give it or them, not both");
+  // The sizes the budget gives ours; LevelDB gets the same cache and write buffer.
+  const budgeted = memoryBudgetBytes > 0 ? resolveLsmOptions({ memoryBudgetBytes }) : undefined;
   if (keys > 50_000_000) throw new Error("--keys is at most 50,000,000");
   return {
     keys,
@@ -205,12 +231,16 @@ function parseConfig(argv: string[]): Config {
     ),
     concurrency: Math.floor(parseNumber(v.concurrency, 32, "concurrency")),
     batchSize: Math.floor(parseNumber(v.batch, 1000, "batch")),
-    cacheBytes: Math.floor(
-      parseNumber(v["cache-mib"], DEFAULT_LSM_OPTIONS.blockCacheBytes / MIB, "cache-mib") * MIB,
-    ),
-    memtableBytes: Math.floor(
-      parseNumber(v["memtable-mib"], DEFAULT_LSM_OPTIONS.memtableBytes / MIB, "memtable-mib") * MIB,
-    ),
+    cacheBytes:
+      budgeted?.blockCacheBytes ??
+      Math.floor(parseNumber(v["cache-mib"], DEFAULT_LSM_OPTIONS.blockCacheBytes / MIB, "cache-mib") * MIB),
+    memtableBytes:
+      budgeted?.memtableBytes ??
+      Math.floor(
+        parseNumber(v["memtable-mib"], DEFAULT_LSM_OPTIONS.memtableBytes / MIB, "memtable-mib") * MIB,
+      ),
+    memoryBudgetBytes,
+    oursOptions: parseOursOptions(v["ours-options"]),
     blockBytes: Math.floor(parseNumber(v["block-bytes"], DEFAULT_LSM_OPTIONS.blockBytes, "block-bytes", 256)),
     seed: Math.floor(parseNumber(v.seed, 42, "seed", 0)),
     settleMaxMs: parseNumber(v["settle-max"], 60, "settle-max", 1) * 1000,
@@ -379,10 +409,15 @@ class OursDb implements BenchDb {
         fs: new NodeFileSystem(),
         timers: systemRuntime().timers,
         options: {
-          durability,
-          memtableBytes: cfg.memtableBytes,
-          blockCacheBytes: cfg.cacheBytes,
-          blockBytes: cfg.blockBytes,
+          ...(cfg.memoryBudgetBytes > 0
+            ? { durability, memoryBudgetBytes: cfg.memoryBudgetBytes, blockBytes: cfg.blockBytes }
+            : {
+                durability,
+                memtableBytes: cfg.memtableBytes,
+                blockCacheBytes: cfg.cacheBytes,
+                blockBytes: cfg.blockBytes,
+              }),
+          ...cfg.oursOptions,
         },
         // As the product runs it (openStorage, the node): compactions in a worker thread.
         compactor: workerCompactionExecutor(),
@@ -582,6 +617,41 @@ interface Measured {
   /** Stopped by the time budget before the op count was reached. */
   bounded: boolean;
   maxOpMs: number;
+  /** Latency of one call (a batch is one call), from the histogram: 50th, 99th and 99.9th percentiles. */
+  p50Ms: number;
+  p99Ms: number;
+  p999Ms: number;
+}
+
+/**
+ * Call latencies in log-spaced buckets, 1% wide from 1 us up (a fixed array: recording allocates nothing,
+ * so the histogram neither grows the heap it measures nor adds to the phase's RSS).
+ */
+class LatencyHistogram {
+  private static readonly GROWTH = Math.log(1.01);
+  private static readonly BUCKETS = 2400;
+  private readonly counts = new Float64Array(LatencyHistogram.BUCKETS);
+  private total = 0;
+
+  record(ms: number): void {
+    const us = ms * 1000;
+    const i =
+      us <= 1 ? 0 : Math.min(LatencyHistogram.BUCKETS - 1, Math.ceil(Math.log(us) / LatencyHistogram.GROWTH));
+    this.counts[i]!++;
+    this.total++;
+  }
+
+  /** The upper edge of the bucket holding quantile q (0..1), in ms; 0 with no calls. */
+  quantile(q: number): number {
+    if (this.total === 0) return 0;
+    const rank = Math.ceil(q * this.total);
+    let seen = 0;
+    for (let i = 0; i < this.counts.length; i++) {
+      seen += this.counts[i]!;
+      if (seen >= rank) return Math.exp(i * LatencyHistogram.GROWTH) / 1000;
+    }
+    return Number.POSITIVE_INFINITY;
+  }
 }
 
 /**
@@ -598,6 +668,7 @@ async function measure(
   let ops = 0;
   let bounded = false;
   let maxOpMs = 0;
+  const hist = new LatencyHistogram();
   const t0 = performance.now();
   const deadline = t0 + budgetMs;
   const worker = async () => {
@@ -612,13 +683,23 @@ async function measure(
       const n = await op(i);
       ops += n;
       const d = performance.now() - s;
+      hist.record(d);
       if (d > maxOpMs) maxOpMs = d;
     }
   };
   const workers: Promise<void>[] = [];
   for (let w = 0; w < Math.min(concurrency, calls); w++) workers.push(worker());
   await Promise.all(workers);
-  return { ops, ms: performance.now() - t0, bounded, maxOpMs };
+  return {
+    ops,
+    ms: performance.now() - t0,
+    bounded,
+    // The histogram's buckets are 1% wide: the max is exact, a percentile never exceeds it.
+    maxOpMs,
+    p50Ms: Math.min(maxOpMs, hist.quantile(0.5)),
+    p99Ms: Math.min(maxOpMs, hist.quantile(0.99)),
+    p999Ms: Math.min(maxOpMs, hist.quantile(0.999)),
+  };
 }
 
 // ------------------------------------------------------------------------------------------ child
@@ -642,6 +723,9 @@ interface PhaseRow {
   opsPerSec: number;
   bounded: boolean;
   maxOpMs: number;
+  p50Ms: number;
+  p99Ms: number;
+  p999Ms: number;
   peakRssBytes: number;
   /** Reads that returned a wrong value, a value for a missing key, or a wrong scan. */
   wrong: number;
@@ -802,6 +886,9 @@ class ChildRun {
       opsPerSec: m.ops / (m.ms / 1000),
       bounded: m.bounded,
       maxOpMs: m.maxOpMs,
+      p50Ms: m.p50Ms,
+      p99Ms: m.p99Ms,
+      p999Ms: m.p999Ms,
       peakRssBytes: this.rss.phasePeak,
       wrong: m.wrong ?? 0,
       load: os.loadavg()[0] ?? 0,
@@ -1474,6 +1561,8 @@ function printReport(cfg: Config, m: MachineFacts, results: Partial<Record<Engin
     `settings     memtable/write buffer ${fmtBytes(cfg.memtableBytes)} both; block cache ${fmtBytes(cfg.cacheBytes)} both; ` +
       `data blocks ${fmtBytes(cfg.blockBytes)} both;`,
   );
+  if (Object.keys(cfg.oursOptions).length > 0)
+    out(`             ours also ${JSON.stringify(cfg.oursOptions)}`);
   out(
     `             bloom 10 bits/key both; LevelDB compression off (ours has none), max_file_size 2 MiB (default);`,
   );
@@ -1575,6 +1664,53 @@ function printReport(cfg: Config, m: MachineFacts, results: Partial<Record<Engin
     );
     out(t);
   }
+  // Write latency against LevelDB's (issue 18: no write stalls): per call, a batch being one call.
+  const latRows: string[][] = [];
+  const ms = (x: number) => (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2));
+  for (const d of cfg.durabilities)
+    for (const p of WRITE_PHASES)
+      for (const mode of cfg.modes) {
+        const a = rowOf(ours, d, p, mode);
+        const b = rowOf(level, d, p, mode);
+        if (!a) continue;
+        const verdicts: string[] = [];
+        const check = (label: string, pass: boolean, detail: string) => {
+          checked++;
+          verdicts.push(`${label} ${pass ? "ok" : "MISS"}`);
+          if (!pass) misses.push(`${d} ${p} ${modeLabel(mode, cfg)}: ${detail}`);
+        };
+        const ratio = b ? a.opsPerSec / b.opsPerSec : Number.NaN;
+        if (b) {
+          check("p99.9", a.p999Ms <= b.p999Ms, `p99.9 ${ms(a.p999Ms)} ms > level's ${ms(b.p999Ms)} ms`);
+          check(
+            "max",
+            a.maxOpMs <= b.maxOpMs,
+            `longest write ${ms(a.maxOpMs)} ms > level's ${ms(b.maxOpMs)} ms`,
+          );
+          check(">=3x", ratio >= 3, `${ratio.toFixed(2)}x the throughput of level (target >=3x)`);
+        }
+        const pair = (x: number, y: number | undefined) => `${ms(x)} / ${y === undefined ? "-" : ms(y)}`;
+        latRows.push([
+          `${d} ${p}`,
+          modeLabel(mode, cfg),
+          pair(a.p50Ms, b?.p50Ms),
+          pair(a.p99Ms, b?.p99Ms),
+          pair(a.p999Ms, b?.p999Ms),
+          pair(a.maxOpMs, b?.maxOpMs),
+          Number.isFinite(ratio) ? `${ratio.toFixed(2)}x` : "-",
+          verdicts.join(", "),
+        ]);
+      }
+  if (latRows.length > 0) {
+    out();
+    out(section("write latency per call, ms, ours / level (a batch is one call)"));
+    out(table(["phase", "mode", "p50", "p99", "p99.9", "max", "ratio", "targets"], latRows));
+    out(
+      "targets (issue 18): p99.9 and the longest call at most level's, throughput at least 3x level's; " +
+        "percentiles are bucket upper edges, 1% wide",
+    );
+  }
+
   const rt = phaseTable(
     "none",
     READ_PHASES,
@@ -1629,6 +1765,7 @@ function printReport(cfg: Config, m: MachineFacts, results: Partial<Record<Engin
       s ? fmtMiB(s.tableBytesWritten) : "-",
       s ? `${s.flushes}/${s.compactions}` : "-",
       s ? `${s.writeStalls}/${fmtMs(s.writeStallMs)}` : "-",
+      s ? `${s.writeDelays}/${fmtMs(s.writeDelayMs)}` : "-",
       w.processWriteBytes !== undefined ? (w.processWriteBytes / w.userBytes).toFixed(2) : "-",
       lw?.processWriteBytes !== undefined ? (lw.processWriteBytes / lw.userBytes).toFixed(2) : "-",
     ]);
@@ -1650,6 +1787,7 @@ function printReport(cfg: Config, m: MachineFacts, results: Partial<Record<Engin
           "table MiB",
           "flush/comp",
           "stalls",
+          "delays",
           "ours os",
           "level os",
         ],
@@ -1762,6 +1900,15 @@ function printReport(cfg: Config, m: MachineFacts, results: Partial<Record<Engin
     ),
   );
   out("the data set (keys, value pool, op sequences) lives in each child: about 2 x 16 B + 12 B per key");
+  if (cfg.memoryBudgetBytes > 0 && ours) {
+    const parts = memoryBudgetParts(cfg.memoryBudgetBytes);
+    out(
+      `ours' memory budget ${fmtMiB(cfg.memoryBudgetBytes)} MiB (memtables ${fmtMiB(parts.memtablesBytes)}, block cache ` +
+        `${fmtMiB(parts.blockCacheBytes)}, write queue ${fmtMiB(parts.pendingWritesBytes)}): peak RSS ` +
+        `${fmtMiB(ours.maxRssBytes)} MiB = ${(ours.maxRssBytes / cfg.memoryBudgetBytes).toFixed(2)}x the budget ` +
+        "(RSS also holds the data set, V8's heaps and the two worker threads)",
+    );
+  }
 
   // Targets.
   out();

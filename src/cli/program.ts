@@ -75,6 +75,11 @@ program
   .option("--w <w>", "default write quorum (default 2)")
   .option("--timeout <ms>", "default time the coordinator waits for replicas", "5000")
   .option("--durability <mode>", "fsync (default), interval or none", "fsync")
+  .option(
+    "--memory-budget <bytes>",
+    "bound on the storage engine's memtables, block cache and write queue (0: the engine's defaults)",
+    "0",
+  )
   .option("--max-key-bytes <n>", "largest key accepted", "1024")
   .option("--max-value-bytes <n>", "largest value accepted", String(1024 * 1024))
   .option("--max-siblings <n>", "siblings a key may hold before writes are refused", "64")

@@ -3,7 +3,7 @@
  * meaning; `validateNodeConfig` turns user input into it or fails with a message naming the field.
  */
 import { API_LIMIT_DEFAULTS, type ApiServerLimits } from "../api/limits.js";
-import type { Durability } from "../storage/lsm/options.js";
+import { type Durability, MIN_MEMORY_BUDGET_BYTES } from "../storage/lsm/options.js";
 
 export interface HostPort {
   readonly host: string;
@@ -28,6 +28,11 @@ export interface NodeConfig {
   readonly requestTimeoutMs: number;
   readonly maxRequestTimeoutMs: number;
   readonly durability: Durability;
+  /**
+   * The storage engine's memory budget in bytes (LsmOptions.memoryBudgetBytes: memtables, block cache
+   * and write queue); 0 keeps the engine's default sizes.
+   */
+  readonly memoryBudgetBytes: number;
   /** Relative capacity: the node's share of partitions follows it. */
   readonly weight: number;
   readonly zone: string | undefined;
@@ -99,6 +104,7 @@ export const NODE_DEFAULTS = {
   hintRateBytesPerSec: 16 * 1024 * 1024,
   tombstoneGraceMs: 24 * 60 * 60 * 1000,
   durability: "fsync" as Durability,
+  memoryBudgetBytes: 0,
   apiMaxConnections: API_LIMIT_DEFAULTS.maxConnections,
   apiMaxInFlight: API_LIMIT_DEFAULTS.maxInFlight,
   apiHeadersTimeoutMs: API_LIMIT_DEFAULTS.headersTimeoutMs,
@@ -136,6 +142,15 @@ export function formatHostPort(h: HostPort): string {
 
 const ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 
+function memoryBudget(v: unknown): number {
+  const n = int(v, "--memory-budget", 0, 2 ** 50);
+  if (n !== 0 && n < MIN_MEMORY_BUDGET_BYTES)
+    throw new ConfigError(
+      `--memory-budget must be 0 (the engine's defaults) or at least ${MIN_MEMORY_BUDGET_BYTES}, got ${n}`,
+    );
+  return n;
+}
+
 function int(v: unknown, what: string, min: number, max: number): number {
   const n = typeof v === "string" && /^[0-9]+$/.test(v) ? Number(v) : v;
   if (typeof n !== "number" || !Number.isSafeInteger(n) || n < min || n > max)
@@ -158,6 +173,7 @@ export interface NodeConfigInput {
   handoffRate?: string | number | undefined;
   timeoutMs?: string | number | undefined;
   durability?: string | undefined;
+  memoryBudget?: string | number | undefined;
   weight?: string | number | undefined;
   zone?: string | undefined;
   partitions?: string | number | undefined;
@@ -244,6 +260,7 @@ export function validateNodeConfig(input: NodeConfigInput): NodeConfig {
     ),
     maxRequestTimeoutMs: NODE_DEFAULTS.maxRequestTimeoutMs,
     durability: durability as Durability,
+    memoryBudgetBytes: memoryBudget(input.memoryBudget ?? NODE_DEFAULTS.memoryBudgetBytes),
     weight: int(input.weight ?? NODE_DEFAULTS.weight, "--weight", 1, 1000),
     zone: input.zone === undefined || input.zone === "" ? undefined : zone(input.zone),
     partitions: partitionCount(input.partitions ?? NODE_DEFAULTS.partitions),

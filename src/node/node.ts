@@ -265,7 +265,11 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
               // A node's event loop serves peers as well as its own clients: a group commit's fdatasync
               // runs in the thread pool so that the loop keeps parsing requests and answering other
               // replicas meanwhile (docs/performance.md, "WAL sync in a cluster node").
-              options: { durability: config.durability, walSyncOnEventLoop: false },
+              options: {
+                durability: config.durability,
+                walSyncOnEventLoop: false,
+                ...(config.memoryBudgetBytes > 0 ? { memoryBudgetBytes: config.memoryBudgetBytes } : {}),
+              },
               compactor: workerCompactionExecutor(),
             },
             now,

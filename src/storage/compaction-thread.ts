@@ -2,21 +2,34 @@
  * The compaction worker thread's entry: runs compaction and flush jobs (lsm/compaction-job.ts) on the real
  * disk, one message per job, and answers with the output tables' metadata or the error.
  */
+import { performance } from "node:perf_hooks";
 import { parentPort } from "node:worker_threads";
 import { reviveRuns } from "./compaction-worker.js";
 import { CorruptionError, StorageError } from "./errors.js";
 import { NodeFileSystem } from "./fs/node-file-system.js";
-import { type CompactionJob, type FlushJob, runCompaction, runFlush } from "./lsm/compaction-job.js";
+import {
+  type CompactionJob,
+  type FlushJob,
+  ratePacer,
+  runCompaction,
+  runFlush,
+} from "./lsm/compaction-job.js";
 
 const port = parentPort;
 if (port === null) throw new Error("compaction-thread.ts must run in a worker thread");
 const fs = new NodeFileSystem();
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 port.on("message", (msg: { id: number; job?: CompactionJob; flush?: FlushJob }) => {
   const work =
     msg.flush !== undefined
       ? runFlush(fs, msg.flush)
-      : runCompaction(fs, { ...msg.job!, inputs: reviveRuns(msg.job!.inputs) });
+      : runCompaction(
+          fs,
+          { ...msg.job!, inputs: reviveRuns(msg.job!.inputs) },
+          // The rate cell is shared memory: the engine changes the pace while the merge runs.
+          msg.job!.rate !== undefined ? ratePacer(msg.job!.rate, () => performance.now(), sleep) : undefined,
+        );
   work.then(
     (res) => port.postMessage({ id: msg.id, files: res.files }),
     (err: unknown) => {

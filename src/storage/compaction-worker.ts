@@ -56,6 +56,7 @@ const WORKER_LIMITS = { maxYoungGenerationSizeMb: 8 };
 /** One worker thread and its jobs in flight, started on the first job. */
 function workerLane(name: string): {
   post(msg: { job?: CompactionJob; flush?: FlushJob }): Promise<CompactionResult>;
+  warm(): void;
   close(): Promise<void>;
 } {
   let worker: Worker | undefined;
@@ -95,6 +96,9 @@ function workerLane(name: string): {
     return w;
   };
   return {
+    warm() {
+      worker ??= start();
+    },
     post(msg) {
       worker ??= start();
       const w = worker;
@@ -125,6 +129,12 @@ export function workerCompactionExecutor(): CompactionExecutor {
   return {
     run: (job: CompactionJob) => merges.post({ job }),
     flush: (flush: FlushJob) => flushes.post({ flush }),
+    // A worker takes a while to start (its isolate and modules): the first flush must not wait for it while
+    // writers fill the memtables behind it.
+    warm: () => {
+      merges.warm();
+      flushes.warm();
+    },
     async close(): Promise<void> {
       await Promise.all([merges.close(), flushes.close()]);
     },

@@ -64,6 +64,12 @@ export interface EngineStats {
   readonly levels: readonly LevelStats[];
   readonly memtableBytes: number;
   readonly immutableMemtables: number;
+  /** Bytes held by the frozen memtables waiting for their flush. */
+  readonly immutableMemtableBytes: number;
+  /** Bytes of writes queued behind the WAL. */
+  readonly pendingWriteBytes: number;
+  /** The engine's memory budget (0: none; see LsmOptions.memoryBudgetBytes). */
+  readonly memoryBudgetBytes: number;
   readonly flushes: number;
   readonly compactions: number;
   readonly compactionBytesRead: number;
@@ -79,6 +85,9 @@ export interface EngineStats {
   /** Times a writer had to wait for a flush or compaction, and the total wait. */
   readonly writeStalls: number;
   readonly writeStallMs: number;
+  /** Group commits delayed while flushes or compactions were behind (delayed writes), and the total delay. */
+  readonly writeDelays: number;
+  readonly writeDelayMs: number;
   readonly walSyncs: number;
   /** Obsolete tables that could not be deleted (they are removed on the next open). */
   readonly tableDeleteFailures: number;

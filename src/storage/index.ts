@@ -26,7 +26,13 @@ export type { FileSystem, RandomAccessFile, WritableFile } from "./fs/file-syste
 export { type CrashOptions, MemoryFileSystem } from "./fs/memory-file-system.js";
 export { type FileLocks, NodeFileSystem } from "./fs/node-file-system.js";
 export { LsmEngine, type LsmEngineConfig } from "./lsm/lsm-engine.js";
-export { DEFAULT_LSM_OPTIONS, type Durability, type LsmOptions } from "./lsm/options.js";
+export {
+  DEFAULT_LSM_OPTIONS,
+  type Durability,
+  type LsmOptions,
+  type MemoryBudgetParts,
+  memoryBudgetParts,
+} from "./lsm/options.js";
 export { MemoryEngine } from "./memory-engine.js";
 
 export type StorageConfig =

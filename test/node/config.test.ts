@@ -44,3 +44,16 @@ test("the hint window must end before the grace period (a hint delivered after a
     /--tombstone-purge must be on or off/,
   );
 });
+
+test("--memory-budget: 0 (the engine's defaults) by default, else at least 4 MiB", () => {
+  assert.equal(validateNodeConfig(base).memoryBudgetBytes, 0);
+  assert.equal(
+    validateNodeConfig({ ...base, memoryBudget: "134217728" }).memoryBudgetBytes,
+    128 * 1024 * 1024,
+  );
+  for (const bad of ["1000", "-1", "lots"])
+    assert.throws(
+      () => validateNodeConfig({ ...base, memoryBudget: bad }),
+      (err: Error) => err instanceof ConfigError && /--memory-budget/.test(err.message),
+    );
+});

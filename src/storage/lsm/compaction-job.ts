@@ -26,6 +26,45 @@ export interface TableWriteOptions {
   readonly tableWriteChunkBytes: number;
 }
 
+/** How often (in entry bytes) a paced job checks its pace, and what an entry costs beyond its bytes. */
+const PACE_STEP_BYTES = 256 * 1024;
+const ENTRY_OVERHEAD_BYTES = 8;
+
+/** Meters a job's output: `consumed(total)` waits while the job is ahead of its allowed rate. */
+export interface Pacer {
+  consumed(totalBytes: number): Promise<void>;
+}
+
+/**
+ * A pacer at the rate held in `rate[0]` (bytes per second, 0: unpaced), read at each step so that the
+ * engine can change it while a job runs (a shared cell when the job is in a worker thread).
+ */
+export function ratePacer(
+  rate: Float64Array,
+  now: () => number,
+  sleep: (ms: number) => Promise<void>,
+): Pacer {
+  let current = -1;
+  let t0 = 0;
+  let base = 0;
+  return {
+    async consumed(total: number): Promise<void> {
+      const r = rate[0] ?? 0;
+      if (r !== current) {
+        // A new rate counts from here: what was written before is neither owed nor credited.
+        current = r;
+        t0 = now();
+        base = total;
+        return;
+      }
+      if (!(r > 0)) return;
+      const dueMs = ((total - base) / r) * 1000;
+      const ahead = dueMs - (now() - t0);
+      if (ahead >= 1) await sleep(ahead);
+    },
+  };
+}
+
 /**
  * Writes the entries of `source` (already positioned) into tables of about tableTargetBytes, dropping
  * tombstones if asked; syncs each table and then the directory. Closes the source.
@@ -37,8 +76,12 @@ export async function writeRunTables(
   dropTombstones: boolean,
   o: TableWriteOptions,
   nextFileNumber: () => number,
+  pace?: Pacer,
 ): Promise<TableMeta[]> {
   const out: TableMeta[] = [];
+  /** Bytes of entries handed to builders so far (what the pacer meters). */
+  let added = 0;
+  let nextPace = PACE_STEP_BYTES;
   let builder: TableBuilder | undefined;
   let fileNumber = 0;
   const finish = async () => {
@@ -59,6 +102,13 @@ export async function writeRunTables(
           });
         }
         builder.add(source.key, source.kind, source.value);
+        if (pace !== undefined) {
+          added += source.key.length + source.value.length + ENTRY_OVERHEAD_BYTES;
+          if (added >= nextPace) {
+            nextPace = added + PACE_STEP_BYTES;
+            await pace.consumed(added);
+          }
+        }
         if (builder.pendingBytes >= o.tableWriteChunkBytes) await builder.drainIfNeeded();
         if (builder.estimatedSize >= o.tableTargetBytes) await finish();
       }
@@ -83,6 +133,8 @@ export interface CompactionJob {
   readonly fileNumbers: readonly number[];
   readonly options: TableWriteOptions;
   readonly maxOpenTables: number;
+  /** The pace of its writes, bytes per second in cell 0 (0: unpaced); the engine changes it as it goes. */
+  readonly rate?: Float64Array;
 }
 
 export interface CompactionResult {
@@ -174,6 +226,8 @@ export async function runFlush(fs: FileSystem, job: FlushJob): Promise<Compactio
 export interface CompactionExecutor {
   run(job: CompactionJob): Promise<CompactionResult>;
   flush(job: FlushJob): Promise<CompactionResult>;
+  /** Gets ready for the first job (starts its threads); optional. */
+  warm?(): void;
   close(): Promise<void>;
 }
 
@@ -185,7 +239,11 @@ export function outputFilesNeeded(inputs: readonly Run[], tableTargetBytes: numb
 }
 
 /** Runs a compaction job against `fs`. Inputs are read through their own small cache, never the engine's. */
-export async function runCompaction(fs: FileSystem, job: CompactionJob): Promise<CompactionResult> {
+export async function runCompaction(
+  fs: FileSystem,
+  job: CompactionJob,
+  pace?: Pacer,
+): Promise<CompactionResult> {
   const cache = new BlockCache(0, job.options.blockBytes);
   const stats = { bloomChecks: 0, bloomNegatives: 0, bloomFalsePositives: 0 };
   const tables = new TableCache(fs, job.dir, cache, stats, job.maxOpenTables, true);
@@ -193,11 +251,19 @@ export async function runCompaction(fs: FileSystem, job: CompactionJob): Promise
     const merged = new MergingIterator(job.inputs.map((r) => new RunIterator(r, tables, false)));
     await merged.seek(undefined);
     let next = 0;
-    const files = await writeRunTables(fs, job.dir, merged, job.dropTombstones, job.options, () => {
-      const n = job.fileNumbers[next++];
-      if (n === undefined) throw new Error("compaction: more output files than allocated");
-      return n;
-    });
+    const files = await writeRunTables(
+      fs,
+      job.dir,
+      merged,
+      job.dropTombstones,
+      job.options,
+      () => {
+        const n = job.fileNumbers[next++];
+        if (n === undefined) throw new Error("compaction: more output files than allocated");
+        return n;
+      },
+      pace,
+    );
     return { files };
   } finally {
     await tables.closeAll();

@@ -80,6 +80,7 @@ import { type LsmOptions, resolveLsmOptions } from "./options.js";
 import { TableCache, tableFileName } from "./table-cache.js";
 import type { ReadStats } from "./table-reader.js";
 import { findTable, makeRun, type Run, type TableMeta, Version, type VersionEdit } from "./version.js";
+import { type WriteDebt, WritePacer } from "./write-pacer.js";
 
 export interface LsmEngineConfig {
   readonly dir: string;
@@ -119,7 +120,17 @@ class WalFile {
     readonly file: WritableFile,
   ) {}
   dirty = false;
+  /** Bytes appended since the last sync started (durability interval and none: see WAL_BYTES_PER_SYNC). */
+  unsyncedBytes = 0;
 }
+
+/**
+ * Without per-write fsync (durability interval and none), the WAL is synced in the background each time
+ * this much was appended since the last sync (RocksDB's wal_bytes_per_sync): the sync a memtable switch
+ * must make before the new WAL is used then has at most this much left to write, instead of a whole
+ * memtable's worth, which stalled the writer behind it.
+ */
+const WAL_BYTES_PER_SYNC = 1024 * 1024;
 
 /** A waitable condition: `wait()` resolves at the next `signal()`. */
 class Signal {
@@ -148,6 +159,12 @@ export class LsmEngine implements StorageEngine {
   private readonly tables: TableCache;
   private readonly readStats: ReadStats = { bloomChecks: 0, bloomNegatives: 0, bloomFalsePositives: 0 };
   private readonly compactor: CompactionExecutor;
+  private readonly pacer: WritePacer;
+  /**
+   * The pace of compaction writes, bytes per second (0: unpaced), in shared memory: a merge running in a
+   * worker thread reads it as it goes, so that it speeds up as soon as the runs pile up.
+   */
+  private readonly compactionRate = new Float64Array(new SharedArrayBuffer(8));
 
   private mem!: Memtable;
   private imms: Memtable[] = [];
@@ -169,6 +186,12 @@ export class LsmEngine implements StorageEngine {
   private readonly writerIdle = new Signal();
   private readonly backgroundDone = new Signal();
   private flushTask: Promise<void> | undefined;
+  /**
+   * The next WAL, created (and its directory entry synced) ahead of the memtable switch that takes it, so
+   * that the writer does not wait for two syncs at each switch. Empty until used; removed on close, and
+   * replayed as empty (then removed) by the next open after a crash.
+   */
+  private spareWal: Promise<WalFile> | undefined;
   private compactionTask: Promise<void> | undefined;
   private manifestLock: Promise<void> = Promise.resolve();
   private syncTimer: { cancel(): void } | undefined;
@@ -204,6 +227,8 @@ export class LsmEngine implements StorageEngine {
     compactionBytesWritten: 0,
     writeStalls: 0,
     writeStallMs: 0,
+    writeDelays: 0,
+    writeDelayMs: 0,
     walSyncs: 0,
     deleteFailures: 0,
   };
@@ -220,6 +245,7 @@ export class LsmEngine implements StorageEngine {
     this.timers = config.timers;
     this.now = now;
     this.blockCache = new BlockCache(this.o.blockCacheBytes, this.o.blockBytes);
+    this.pacer = new WritePacer(this.o);
     this.compactor = config.compactor ?? inlineCompactionExecutor(config.fs);
     this.tables = new TableCache(
       this.fs,
@@ -401,6 +427,7 @@ export class LsmEngine implements StorageEngine {
     });
     this.installVersion(version);
     await this.removeLeftovers();
+    this.compactor.warm?.();
     this.armSyncTimer();
   }
 
@@ -572,6 +599,8 @@ export class LsmEngine implements StorageEngine {
     this.writerRunning = true;
     try {
       while (this.queue.length > 0) {
+        const delay = this.writeDelayMs();
+        if (delay > 0) await this.delayWrites(delay);
         try {
           await this.makeRoomForWrite();
         } catch (err) {
@@ -609,6 +638,13 @@ export class LsmEngine implements StorageEngine {
             this.counters.walSyncs++;
           } else {
             this.wal.dirty = true;
+            this.wal.unsyncedBytes += record.length;
+            if (
+              this.o.walAhead &&
+              this.wal.unsyncedBytes >= WAL_BYTES_PER_SYNC &&
+              this.syncInFlight === undefined
+            )
+              this.syncInBackground(this.wal);
           }
         } catch (err) {
           this.queuedBytes -= groupBytes;
@@ -624,6 +660,9 @@ export class LsmEngine implements StorageEngine {
         for (let i = 0; i < group.length; i++) this.counters.userBytes += group[i]!.userBytes;
         this.visibleSequence = this.lastSequence;
         this.queuedBytes -= groupBytes;
+        this.pacer.wrote(this.now(), groupBytes, this.debt());
+        if (this.o.walAhead && this.spareWal === undefined && this.mem.bytes >= this.o.memtableBytes / 2)
+          this.prepareSpareWal();
         for (let i = 0; i < group.length; i++) group[i]!.resolve();
         this.queueSpace.signal();
       }
@@ -642,6 +681,43 @@ export class LsmEngine implements StorageEngine {
     // The bytes of the rejected writes stay in the group buffer: the next write starts a new group.
     this.groupStart = -1;
     this.queueSpace.signal();
+  }
+
+  private debt(): WriteDebt {
+    let unflushed = this.mem.bytes;
+    for (const m of this.imms) unflushed += m.bytes;
+    return {
+      unflushedBytes: unflushed,
+      unflushedLimitBytes: (1 + this.o.maxImmutableMemtables) * this.o.memtableBytes,
+      runs: this.current.runs.length,
+    };
+  }
+
+  /**
+   * Called by the writer loop only, before a group: the delayed write (lsm/write-pacer.ts) while flushes
+   * or compactions are behind. Only while one runs (it is what pays the debt), and only with timers.
+   */
+  private writeDelayMs(): number {
+    if (this.timers === undefined || this.failed || this.closed) return 0;
+    if (this.flushTask === undefined && this.compactionTask === undefined) return 0;
+    return this.pacer.delayMs(this.now(), this.debt());
+  }
+
+  private async delayWrites(ms: number): Promise<void> {
+    const timers = this.timers!;
+    const t0 = this.now();
+    // Ends early when a flush or compaction ends (the debt changed): that also ends it when the timer
+    // alone would not keep the process alive.
+    let timer: { cancel(): void } | undefined;
+    await Promise.race([
+      new Promise<void>((r) => {
+        timer = timers.after(ms, r);
+      }),
+      this.backgroundDone.wait(),
+    ]);
+    timer?.cancel();
+    this.counters.writeDelays++;
+    this.counters.writeDelayMs += this.now() - t0;
   }
 
   /** Called by the writer loop only: freezes a full memtable; waits while the background falls behind. */
@@ -665,9 +741,38 @@ export class LsmEngine implements StorageEngine {
     }
   }
 
+  private prepareSpareWal(): void {
+    if (this.readOnly || this.closed || this.failed) return;
+    const spare = this.createWal(this.nextFileNumber++);
+    // Its failure is the memtable switch's, which awaits it.
+    spare.catch(() => undefined);
+    this.spareWal = spare;
+  }
+
+  /** A sync of `wal` off the writer's path (WAL_BYTES_PER_SYNC); `dirty` stays: writes go on meanwhile. */
+  private syncInBackground(wal: WalFile): void {
+    wal.unsyncedBytes = 0;
+    this.syncInFlight = wal.file.sync().then(
+      () => {
+        this.counters.walSyncs++;
+        this.syncInFlight = undefined;
+      },
+      (err) => {
+        this.syncInFlight = undefined;
+        this.failed ??= new StorageIoError(
+          "background WAL sync failed; the engine takes no more writes",
+          err,
+        );
+      },
+    );
+  }
+
   private async rollMemtable(): Promise<void> {
     const old = this.wal;
-    const walNumber = this.nextFileNumber++;
+    const next = this.spareWal ?? this.createWal(this.nextFileNumber++);
+    this.spareWal = undefined;
+    // Awaited below; a failed sync of the old WAL must not leave its rejection unhandled meanwhile.
+    next.catch(() => undefined);
     if (this.syncInFlight) await this.syncInFlight;
     // Unsynced WAL bytes (durability interval/none) must reach the disk before the flush makes them
     // redundant: otherwise a crash could keep a later WAL's writes but lose these.
@@ -676,7 +781,8 @@ export class LsmEngine implements StorageEngine {
       this.counters.walSyncs++;
       old.dirty = false;
     }
-    this.wal = await this.createWal(walNumber);
+    this.wal = await next;
+    const walNumber = this.wal.number;
     await old.file.close();
     this.imms.push(this.mem);
     this.mem = new Memtable(walNumber);
@@ -688,6 +794,11 @@ export class LsmEngine implements StorageEngine {
     this.syncTimer = this.timers.after(this.o.syncIntervalMs, () => {
       this.syncTimer = undefined;
       const wal = this.wal;
+      // A background sync in flight (WAL_BYTES_PER_SYNC): the next tick syncs what it did not cover.
+      if (this.syncInFlight !== undefined) {
+        this.armSyncTimer();
+        return;
+      }
       if (wal.dirty && !this.failed) {
         wal.dirty = false;
         this.syncInFlight = wal.file.sync().then(
@@ -719,6 +830,11 @@ export class LsmEngine implements StorageEngine {
       this.backgroundDone.signal();
       return;
     }
+    // Paced while the runs are few; at full speed once they pile up, and when closing (close waits for it).
+    this.compactionRate[0] =
+      this.closed || this.current.runs.length >= this.o.slowdownWritesAtRuns
+        ? 0
+        : this.o.compactionBytesPerSec;
     if (this.flushTask === undefined && this.imms.length > 0) {
       this.flushTask = this.flushOldest().then(
         () => {
@@ -803,6 +919,7 @@ export class LsmEngine implements StorageEngine {
     for (let k = flushFilesNeeded(imm.bytes, this.o.tableTargetBytes); k > 0; k--)
       fileNumbers.push(this.nextFileNumber++);
     const { chunks, order, count } = imm.latestOrder();
+    const t0 = this.now();
     const { files } = await this.compactor.flush({
       dir: this.dir,
       chunks,
@@ -813,6 +930,7 @@ export class LsmEngine implements StorageEngine {
       fileNumbers,
       options: this.o,
     });
+    this.pacer.noteFlush(imm.bytes, this.now() - t0);
     for (const f of files) this.counters.tableBytes += f.size;
     const run = files.length > 0 ? makeRun(this.nextFileNumber++, imm.minSeq, imm.maxSeq, files) : undefined;
     await this.withManifest(async () => {
@@ -848,6 +966,7 @@ export class LsmEngine implements StorageEngine {
         fileNumbers,
         options: this.o,
         maxOpenTables: this.o.maxOpenTables,
+        rate: this.compactionRate,
       });
       let bytesOut = 0;
       for (const f of files) bytesOut += f.size;
@@ -1078,6 +1197,9 @@ export class LsmEngine implements StorageEngine {
       levels,
       memtableBytes: this.mem.bytes,
       immutableMemtables: this.imms.length,
+      immutableMemtableBytes: this.imms.reduce((n, m) => n + m.bytes, 0),
+      pendingWriteBytes: this.queuedBytes,
+      memoryBudgetBytes: this.o.memoryBudgetBytes,
       flushes: c.flushes,
       compactions: c.compactions,
       compactionBytesRead: c.compactionBytesRead,
@@ -1091,6 +1213,8 @@ export class LsmEngine implements StorageEngine {
       blockCacheCapacityBytes: this.blockCache.capacityBytes,
       writeStalls: c.writeStalls,
       writeStallMs: c.writeStallMs,
+      writeDelays: c.writeDelays,
+      writeDelayMs: c.writeDelayMs,
       walSyncs: c.walSyncs,
       tableDeleteFailures: c.deleteFailures,
       liveKeysEstimate: liveKeys,
@@ -1132,6 +1256,7 @@ export class LsmEngine implements StorageEngine {
 
   private async doClose(): Promise<void> {
     this.closed = true;
+    this.compactionRate[0] = 0;
     if (this.readOnly) {
       await this.tables.closeAll();
       await this.compactor.close();
@@ -1154,6 +1279,17 @@ export class LsmEngine implements StorageEngine {
     }
     for (const t of [this.flushTask, this.compactionTask]) if (t) await t;
     await this.wal.file.close();
+    if (this.spareWal !== undefined) {
+      // Never used: empty. Removed so that a closed store holds only what it needs.
+      try {
+        const spare = await this.spareWal;
+        await spare.file.close();
+        await this.fs.unlink(path.join(this.dir, walFileName(spare.number)));
+      } catch (err) {
+        firstError ??= err;
+      }
+      this.spareWal = undefined;
+    }
     await this.manifest.close();
     await this.tables.closeAll();
     await this.compactor.close();

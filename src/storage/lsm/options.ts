@@ -18,6 +18,14 @@
 export type Durability = "fsync" | "interval" | "none";
 
 export interface LsmOptions {
+  /**
+   * One bound on the engine's memory, in bytes (0: none, and the sizes below apply as given). When set,
+   * it decides memtableBytes, maxWriteGroupBytes, blockCacheBytes and maxPendingWriteBytes (giving any of
+   * them too is an error): see memoryBudgetParts. Not counted: the open tables' indexes and filters
+   * (maxOpenTables bounds them), the worker threads' heaps, and a single write larger than the queue's
+   * part (admitted alone).
+   */
+  readonly memoryBudgetBytes: number;
   /** `fsync`: a write resolves once its WAL record is fsynced (group commit shares one fsync among
    * concurrent writers). `interval`: once written to the OS; fsync every `syncIntervalMs`. `none`: once
    * written to the OS (survives a process crash, not a power loss). */
@@ -45,6 +53,25 @@ export interface LsmOptions {
   readonly maxRunsBeforeForcedMerge: number;
   /** With this many runs, writers wait for compaction (back-pressure). */
   readonly stopWritesAtRuns: number;
+  /**
+   * Delayed writes (RocksDB's idea): from this many runs on, and once the unflushed memtables hold more
+   * than `slowdownMemtableFraction` of what they may hold, each group commit waits a little before its
+   * WAL write, longer as the debt nears the limit where writes would stop, so that the ingest rate meets
+   * what flushes and compactions sustain instead of stopping at the limit. Needs timers (no delays
+   * without). The rate is measured from the flushes (see WritePacer, lsm/write-pacer.ts).
+   */
+  readonly slowdownWritesAtRuns: number;
+  readonly slowdownMemtableFraction: number;
+  /** Longest delay one group commit takes (a debt that still grows meets the hard limits). */
+  readonly maxWriteDelayMs: number;
+  /**
+   * Compaction writes are paced to this rate (bytes per second; 0: unpaced) while the runs are fewer than
+   * `slowdownWritesAtRuns`, so that a merge does not take the CPU and the disk from flushes and writers in
+   * bursts; from there on a merge runs at full speed to pay the debt. Flushes are never paced. At 64 MiB/s
+   * the pace held merges below what a 1M-key overwrite load needed on two cores and cost throughput with
+   * no gain in the tails (docs/performance.md, "no write stalls"): the default caps bursts only.
+   */
+  readonly compactionBytesPerSec: number;
   readonly maxKeyBytes: number;
   readonly maxValueBytes: number;
   /** Bytes of writes queued behind the WAL; past this, writers wait. */
@@ -75,9 +102,17 @@ export interface LsmOptions {
    * "storage write path" and "WAL sync in a cluster node".
    */
   readonly walSyncOnEventLoop: boolean;
+  /**
+   * Take the memtable switch's file work off the writer's path: the next WAL is created once the memtable
+   * is half full, and without fsync per write the WAL is synced in the background every MiB (see
+   * ARCHITECTURE.md, "No write stalls"). The simulator turns it off: its fixed seeds were chosen under the
+   * timing of the switch without it.
+   */
+  readonly walAhead: boolean;
 }
 
 export const DEFAULT_LSM_OPTIONS: LsmOptions = {
+  memoryBudgetBytes: 0,
   durability: "fsync",
   syncIntervalMs: 100,
   memtableBytes: 8 * 1024 * 1024,
@@ -92,6 +127,10 @@ export const DEFAULT_LSM_OPTIONS: LsmOptions = {
   maxSizeAmplificationPercent: 200,
   maxRunsBeforeForcedMerge: 12,
   stopWritesAtRuns: 24,
+  slowdownWritesAtRuns: 20,
+  slowdownMemtableFraction: 0.5,
+  maxWriteDelayMs: 20,
+  compactionBytesPerSec: 128 * 1024 * 1024,
   maxKeyBytes: 65535,
   maxValueBytes: 64 * 1024 * 1024,
   maxPendingWriteBytes: 64 * 1024 * 1024,
@@ -100,10 +139,73 @@ export const DEFAULT_LSM_OPTIONS: LsmOptions = {
   syncReads: true,
   walPreallocateBytes: 1024 * 1024,
   walSyncOnEventLoop: true,
+  walAhead: true,
 };
 
+/** What a memory budget allows each part of the engine (memoryBudgetBytes). */
+export interface MemoryBudgetParts {
+  /** The active and frozen memtables together, each up to memtableBytes plus one write group. */
+  readonly memtablesBytes: number;
+  readonly blockCacheBytes: number;
+  /** Writes queued behind the WAL (maxPendingWriteBytes). */
+  readonly pendingWritesBytes: number;
+}
+
+/** The smallest budget: the memtables need room for a few write groups each. */
+export const MIN_MEMORY_BUDGET_BYTES = 4 * 1024 * 1024;
+
+/**
+ * The split of a memory budget: 3/8 memtables (writes absorbed while flushes run), 3/8 block cache (the
+ * read working set), 1/4 the write queue (bursts of writers beyond what one group commit takes). With
+ * the defaults' 120 MiB (24 + 32 + 64) the queue had the most; the split favours what flushes and reads use.
+ */
+export function memoryBudgetParts(budgetBytes: number): MemoryBudgetParts {
+  const memtablesBytes = Math.floor((budgetBytes * 3) / 8);
+  const blockCacheBytes = Math.floor((budgetBytes * 3) / 8);
+  return {
+    memtablesBytes,
+    blockCacheBytes,
+    pendingWritesBytes: budgetBytes - memtablesBytes - blockCacheBytes,
+  };
+}
+
+const BUDGETED: readonly (keyof LsmOptions)[] = [
+  "memtableBytes",
+  "maxWriteGroupBytes",
+  "blockCacheBytes",
+  "maxPendingWriteBytes",
+];
+
+/** The sizes a budget decides (see memoryBudgetParts). */
+function budgeted(o: LsmOptions): LsmOptions {
+  const b = o.memoryBudgetBytes;
+  if (typeof b !== "number" || !Number.isFinite(b) || b < 0)
+    throw new RangeError(`lsm option memoryBudgetBytes must be a size in bytes, got ${String(b)}`);
+  if (b === 0) return o;
+  if (b < MIN_MEMORY_BUDGET_BYTES)
+    throw new RangeError(`memoryBudgetBytes must be at least ${MIN_MEMORY_BUDGET_BYTES} (4 MiB), got ${b}`);
+  const parts = memoryBudgetParts(b);
+  // Each memtable may pass memtableBytes by one write group (it is frozen at the next group): both fit.
+  const perMemtable = Math.floor(parts.memtablesBytes / (1 + o.maxImmutableMemtables));
+  const maxWriteGroupBytes = Math.min(DEFAULT_LSM_OPTIONS.maxWriteGroupBytes, Math.floor(perMemtable / 8));
+  return {
+    ...o,
+    memtableBytes: perMemtable - maxWriteGroupBytes,
+    maxWriteGroupBytes,
+    blockCacheBytes: parts.blockCacheBytes,
+    maxPendingWriteBytes: parts.pendingWritesBytes,
+  };
+}
+
 export function resolveLsmOptions(partial: Partial<LsmOptions> = {}): LsmOptions {
-  const o: LsmOptions = { ...DEFAULT_LSM_OPTIONS, ...partial };
+  if ((partial.memoryBudgetBytes ?? 0) !== 0)
+    for (const k of BUDGETED)
+      if (partial[k] !== undefined)
+        throw new RangeError(`give memoryBudgetBytes or ${k}, not both (the budget decides ${k})`);
+  let o: LsmOptions = budgeted({ ...DEFAULT_LSM_OPTIONS, ...partial });
+  // A lower stop limit given alone brings the default slowdown point down with it.
+  if (partial.slowdownWritesAtRuns === undefined && o.slowdownWritesAtRuns > o.stopWritesAtRuns)
+    o = { ...o, slowdownWritesAtRuns: o.stopWritesAtRuns };
   const positive: (keyof LsmOptions)[] = [
     "syncIntervalMs",
     "memtableBytes",
@@ -130,5 +232,11 @@ export function resolveLsmOptions(partial: Partial<LsmOptions> = {}): LsmOptions
   if (o.stopWritesAtRuns <= o.maxRunsBeforeForcedMerge)
     throw new RangeError("stopWritesAtRuns must exceed maxRunsBeforeForcedMerge");
   if (o.blockCacheBytes < 0 || o.maxValueBytes < 0) throw new RangeError("sizes cannot be negative");
+  if (o.slowdownWritesAtRuns < 1 || o.slowdownWritesAtRuns > o.stopWritesAtRuns)
+    throw new RangeError("slowdownWritesAtRuns must be in 1..stopWritesAtRuns");
+  if (!(o.slowdownMemtableFraction > 0 && o.slowdownMemtableFraction <= 1))
+    throw new RangeError("slowdownMemtableFraction must be in (0, 1]");
+  if (!(o.maxWriteDelayMs >= 0) || !(o.compactionBytesPerSec >= 0))
+    throw new RangeError("maxWriteDelayMs and compactionBytesPerSec cannot be negative");
   return o;
 }
