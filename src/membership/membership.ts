@@ -324,6 +324,23 @@ export class Membership {
     return out;
   }
 
+  /** The final entries of the departed members forgotten here, oldest first (saved with the view). */
+  forgottenEntries(): MemberView[] {
+    return [...this.forgotten.values()].map((m) => ({ ...m }));
+  }
+
+  /**
+   * Takes back the departed members forgotten before a restart (the saved view's): each stays refused. Only
+   * `left` entries of members this node does not hold are taken; at most FORGOTTEN_MAX are kept.
+   */
+  restoreForgotten(entries: readonly MemberView[]): void {
+    for (const m of entries) {
+      if (m.status !== "left" || this.slots.has(m.id) || m.id === this.config.selfId) continue;
+      this.forgotten.set(m.id, { ...m });
+      if (this.forgotten.size > FORGOTTEN_MAX) this.forgotten.delete(this.forgotten.keys().next().value!);
+    }
+  }
+
   /**
    * A member's entry: this node's own, whose heartbeat moves as gossip arrives (read it, or copy it to
    * keep it).
@@ -911,6 +928,7 @@ export class Membership {
       this.dirVersion++;
       this.forgotten.set(id, { ...this.fresh(s) });
       if (this.forgotten.size > FORGOTTEN_MAX) this.forgotten.delete(this.forgotten.keys().next().value!);
+      this.epoch++;
       this.emit(
         "forgotten",
         id,

@@ -63,7 +63,12 @@ export interface NodeCoreDeps {
   /** This node's entry as it starts (start-plan.ts). */
   readonly self: MemberView;
   /** The last view known (saved, or from the join answer); undefined for a brand-new node. */
-  readonly view?: { readonly members: readonly MemberView[]; readonly ring: RingView | null };
+  readonly view?: {
+    readonly members: readonly MemberView[];
+    readonly ring: RingView | null;
+    /** Departed members forgotten before the restart (saved-view.ts): their ids stay refused. */
+    readonly forgotten?: readonly MemberView[];
+  };
   /** The ring the node's last complete handoff pass was for (saved in members.json), if any. */
   readonly handedOff?: RingView | null;
   /** Make the first ring (a new cluster of one). */
@@ -183,7 +188,10 @@ export class NodeCore {
       now(),
     );
     this.membership = membership;
-    if (d.view !== undefined) membership.merge(d.view.members, d.view.ring, now());
+    if (d.view !== undefined) {
+      membership.merge(d.view.members, d.view.ring, now());
+      membership.restoreForgotten(d.view.forgotten ?? []);
+    }
     this.absences = new Absences(membership.view(), d.tombstones?.lastContactAtMs ?? now());
     if (d.bootstrapRing) membership.bootstrapRing();
     // Changes from here on are reported (loading the view at start is not a change).
@@ -586,6 +594,7 @@ export class NodeCore {
       members: this.membership.view(),
       ring: this.membership.ring,
       handedOff: this.handoff.handedOffRing ?? null,
+      forgotten: this.membership.forgottenEntries(),
     };
   }
 }

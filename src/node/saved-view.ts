@@ -15,6 +15,11 @@ export interface SavedView {
   readonly ring: RingView | null;
   /** The ring of the last complete handoff pass (handoff.ts); absent in views saved before it existed. */
   readonly handedOff?: RingView | null;
+  /**
+   * The final entries of departed members this node forgot (membership.ts): kept so that their ids stay
+   * refused after a restart. Absent in views saved before it existed (and when there are none).
+   */
+  readonly forgotten?: MemberView[];
 }
 
 /** A ring read back from members.json, checked enough to build a preference table from it. */
@@ -34,12 +39,18 @@ function savedRing(x: unknown): RingView | null {
 const VIEW_FORMAT = "ringstore-members";
 
 function viewChecksum(v: SavedView): number {
-  return crc32(JSON.stringify({ members: v.members, ring: v.ring, handedOff: v.handedOff ?? null }));
+  // The forgotten members join the checksummed body only when there are some, so that a view saved
+  // before they existed checks as it did.
+  const forgotten = v.forgotten !== undefined && v.forgotten.length > 0 ? { forgotten: v.forgotten } : {};
+  return crc32(
+    JSON.stringify({ members: v.members, ring: v.ring, handedOff: v.handedOff ?? null, ...forgotten }),
+  );
 }
 
 /** The view in a parsed file. An unreadable handed-off ring only costs a pass from the current ring. */
 function viewOf(j: SavedView): SavedView {
-  return { members: j.members, ring: j.ring ?? null, handedOff: savedRing(j.handedOff) };
+  const forgotten = Array.isArray(j.forgotten) ? { forgotten: j.forgotten } : {};
+  return { members: j.members, ring: j.ring ?? null, handedOff: savedRing(j.handedOff), ...forgotten };
 }
 
 /** How every saved view of this format begins (encodeView puts the format first). */
@@ -83,5 +94,7 @@ export function decodeView(text: string, file: string): SavedView | undefined {
 }
 
 export function encodeView(body: SavedView): string {
-  return JSON.stringify({ format: VIEW_FORMAT, version: 1, ...body, crc32: viewChecksum(body) });
+  const { forgotten, ...rest } = body;
+  const more = forgotten !== undefined && forgotten.length > 0 ? { forgotten } : {};
+  return JSON.stringify({ format: VIEW_FORMAT, version: 1, ...rest, ...more, crc32: viewChecksum(body) });
 }

@@ -16,6 +16,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { GossipDriver } from "../../src/membership/gossip-driver.js";
 import { Membership, type MembershipEvent } from "../../src/membership/membership.js";
+import { decodeView, encodeView } from "../../src/node/saved-view.js";
 import { derivedRandom } from "../../src/runtime/virtual-runtime.js";
 import type {
   AnswerBody,
@@ -208,5 +209,39 @@ describe("departed members forgotten, the rules", () => {
     );
     // Not asked for either: it is no want of a.
     assert.deepEqual(a.compareDigest(member("b", [left]).digest(true), GRACE_MS + 30, "b").wants, []);
+  });
+
+  test("forgotten members outlive a restart: saved with the view, taken back, still refused", () => {
+    const left = entry("d", "left", 3);
+    const a = member("a", [left]);
+    a.tick(1, { next: () => 0.5 });
+    for (const p of ["b", "c"]) a.takeHeartbeats(member(p, [left]).digest(false), 2, p);
+    const before = a.epoch;
+    a.tick(GRACE_MS + 10, { next: () => 0.5 });
+    assert.ok(a.isForgotten("d"));
+    assert.ok(a.epoch > before, "forgetting changes what the node saves");
+    const saved = decodeView(
+      encodeView({ members: a.view(), ring: a.ring, forgotten: a.forgottenEntries() }),
+      "members.json",
+    );
+    assert.deepEqual(
+      saved?.forgotten?.map((m) => `${m.id}:${m.status}`),
+      ["d:left"],
+    );
+    // The restarted node: its saved view, then the forgotten members.
+    const again = new Membership(config("a"), entry("a", "up", 3), 0);
+    again.merge(saved!.members, saved!.ring, 0);
+    again.restoreForgotten(saved!.forgotten ?? []);
+    assert.ok(again.isForgotten("d"));
+    again.merge([entry("d", "up", 9, 5)], null, 10, "d");
+    assert.equal(again.member("d")?.status, "left", "its id is still refused after the restart");
+    assert.ok(!again.view().some((v) => v.id === "d"));
+    // A view saved with none checks as a view saved before the field existed.
+    const plain = encodeView({ members: a.view(), ring: a.ring, forgotten: [] });
+    assert.ok(!plain.includes("forgotten"));
+    assert.deepEqual(
+      decodeView(plain, "members.json")?.members.map((m) => m.id),
+      a.view().map((m) => m.id),
+    );
   });
 });
