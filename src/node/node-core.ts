@@ -23,7 +23,7 @@ import type { HintStore } from "../replication/hints.js";
 import { Replica } from "../replication/replica.js";
 import { Router } from "../replication/router.js";
 import { type TombstoneDeps, type TombstonePacing, TombstoneReaper } from "../replication/tombstones.js";
-import { type PartitionCounts, type Plan, PlanError, planChange, type RingChange } from "../ring/plan.js";
+import type { Plan, RingChange } from "../ring/plan.js";
 import type { Clock, Random, TimerHandle, Timers } from "../runtime/runtime.js";
 import type { StorageEngine } from "../storage/engine.js";
 import type { AnswerOf, MemberView, PurgeRequest, RingView } from "../transport/messages.js";
@@ -37,16 +37,14 @@ import type { Actor } from "../versioning/dvv.js";
 import { Absences } from "./absences.js";
 import { Departures } from "./departures.js";
 import type { ClusterSettings } from "./identity.js";
-import { countsFromWire, countsToWire, KeyListing } from "./key-listing.js";
+import { countsToWire, KeyListing } from "./key-listing.js";
 import { LeaveCompletion } from "./leave-completion.js";
 import { peerHandlers } from "./peer-dispatch.js";
 import { Placement } from "./placement.js";
+import { gatherPlan } from "./plan-gathering.js";
 import { ReplicaPeers } from "./replica-peers.js";
 import type { SavedView } from "./saved-view.js";
 import { StrayForwarder } from "./stray-forwarder.js";
-
-/** How long a plan waits for a member's counts (a paced scan of everything it stores). */
-const PLAN_COUNT_TIMEOUT_MS = 60_000;
 
 /** Requests a member that left may still make: it hears of its departure through them. */
 const GOSSIP_KINDS: ReadonlySet<string> = new Set(["ping", "probe", "gossip"]);
@@ -484,46 +482,20 @@ export class NodeCore {
           };
   }
 
-  /**
-   * What `change` would move (node/plan.ts), from the counts of every member not seen down (this one's
-   * own directly); changes nothing. A PlanError if the change does not apply or there is no ring yet.
-   */
-  async plan(change: RingChange): Promise<Plan> {
-    const m = this.membership;
-    const ring = m.ring;
-    if (ring === null) throw new PlanError("this node has no ring yet");
-    const placement = m.placementMembers();
-    const counts = new Map<string, PartitionCounts>();
-    const t = this.d.clock.now();
-    await Promise.all(
-      placement.map(async ({ id }) => {
-        try {
-          if (id === this.d.nodeId) counts.set(id, await this.keyListing.partitionCounts());
-          else {
-            const addr = m.member(id)?.peer;
-            if (addr === undefined || m.liveness(id, t) === "down") return;
-            const a = await this.d.transport.request(
-              addr,
-              { kind: "count_partitions", partitions: ring.partitions },
-              PLAN_COUNT_TIMEOUT_MS,
-            );
-            counts.set(id, countsFromWire(a));
-          }
-        } catch {
-          // Left out: the plan names the members whose counts are missing.
-        }
-      }),
-    );
-    return planChange({
-      ring,
-      ringVersion: ring.version,
-      n: this.d.cluster.n,
-      ringMembers: m.ringMembers(),
-      placementMembers: placement,
+  /** What `change` would move (plan-gathering.ts); changes nothing. */
+  plan(change: RingChange): Promise<Plan> {
+    return gatherPlan(
+      {
+        selfId: this.d.nodeId,
+        n: this.d.cluster.n,
+        membership: this.membership,
+        transport: this.d.transport,
+        clock: this.d.clock,
+        ownCounts: () => this.keyListing.partitionCounts(),
+        bytesPerSecond: () => this.handoff.bytesPerSecond,
+      },
       change,
-      counts,
-      bytesPerSecond: this.handoff.bytesPerSecond,
-    });
+    );
   }
 
   /** The key's preference list: node ids, in order ([] before the node has a ring). */
