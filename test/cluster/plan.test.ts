@@ -28,6 +28,7 @@ interface PlanDoc {
     from: string[];
     to: string[];
     keys: number;
+    bytes: number;
   }[];
   keys: number;
   nodes: { id: string; partitionsBefore: number; partitionsAfter: number; receivesKeys: number }[];
@@ -163,6 +164,29 @@ describe("cluster plan agrees with what the change then moves", { timeout: 180_0
     await c.start("d", { join: "a" });
     const r2 = await settled(c, ["a", "b", "c", "d"], r1.version + 1);
     samePartitions(pj, r1, r2);
+    // What the join moved against the ideal, the plan's (every key to each new replica of its partition
+    // once): the handoff passes' copies and bytes on the senders (each ran one pass for this ring).
+    let sentKeys = 0;
+    let sentBytes = 0;
+    for (const id of ["a", "b", "c"]) {
+      const h = (
+        (await http(c.url(id, "/status"))).json() as { handoff: { keysSent: number; bytesSent: number } }
+      ).handoff;
+      sentKeys += h.keysSent;
+      sentBytes += h.bytesSent;
+    }
+    const idealBytes = pj.moves.reduce(
+      (sum, m) => sum + m.bytes * m.to.filter((x) => !m.from.includes(x)).length,
+      0,
+    );
+    console.log(
+      `join of d: the handoff sent ${sentKeys} copies (${sentBytes} bytes) for the plan's ${pj.keys} (${idealBytes} bytes): ${(sentKeys / pj.keys).toFixed(3)}x the ideal in keys, ${(sentBytes / idealBytes).toFixed(3)}x in bytes`,
+    );
+    // Two copies per new replica at most: the replica that loses the key sends it, and so does the first
+    // that keeps it, in case the loser is down (handoff.ts targets). So a join moves about 2x the ideal;
+    // issue 18 asks for 1.2x, which needs the keeper to send only for a loser seen down.
+    assert.ok(sentKeys <= 2 * pj.keys, `${sentKeys} copies sent for ${pj.keys}: more than 2x the ideal`);
+    assert.ok(sentKeys >= pj.keys, `${sentKeys} copies sent for ${pj.keys}: fewer than the plan`);
     // What d holds came by the handoff alone (nothing was written since).
     await c.stop("d");
     const dHeld = await heldPerPartition(c.nodes.get("d")!.dataDir);
