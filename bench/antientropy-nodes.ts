@@ -40,6 +40,7 @@ import * as path from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import { PreferenceTable, partitionOf } from "../src/ring/ring.js";
+import { type NodeProc, spawnNode } from "./node-process.js";
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 export const BIN = path.join(REPO, "dist/cli/main.js");
@@ -66,13 +67,6 @@ export interface RepairConfig {
 }
 
 // ------------------------------------------------------------------ processes
-
-interface NodeProc {
-  readonly id: string;
-  readonly api: string;
-  readonly peer: string;
-  readonly child: ChildProcess;
-}
 
 const children = new Set<ChildProcess>();
 const tempDirs = new Set<string>();
@@ -117,35 +111,7 @@ function startNode(id: string, dataDir: string, extra: readonly string[]): Promi
   const args = [BIN, "start", "--id", id, "--api", "127.0.0.1:0", "--peer", "127.0.0.1:0", "--data", dataDir];
   // RINGSTORE_NODE_FLAGS: node's own flags for every node started (to profile them: --cpu-prof ...).
   const nodeFlags = (process.env.RINGSTORE_NODE_FLAGS ?? "").split(" ").filter((f) => f !== "");
-  const child = spawn(process.execPath, [...nodeFlags, ...args, ...extra], {
-    cwd: REPO,
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  children.add(child);
-  let output = "";
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${id} did not start in 30 s:\n${output}`)), 30_000);
-    const onData = (d: Buffer) => {
-      output += d.toString();
-      if (output.length > 100_000) output = output.slice(-50_000);
-      const m = /serving the API on http:\/\/([0-9.]+:[0-9]+) \(peer ([0-9.]+:[0-9]+)\)/.exec(output);
-      if (m) {
-        clearTimeout(timer);
-        child.stdout!.off("data", onData);
-        // Keep draining the pipes so a chatty node never blocks on a full pipe.
-        child.stdout!.resume();
-        resolve({ id, api: m[1]!, peer: m[2]!, child });
-      }
-    };
-    child.stdout!.on("data", onData);
-    child.stderr!.on("data", (d: Buffer) => {
-      output += d.toString();
-    });
-    child.once("exit", (code, signal) => {
-      clearTimeout(timer);
-      reject(new Error(`${id} exited (${code ?? signal}) before serving:\n${output}`));
-    });
-  });
+  return spawnNode(id, [...nodeFlags, ...args, ...extra], children);
 }
 
 async function getJson(api: string, p: string): Promise<Record<string, unknown>> {
@@ -192,7 +158,14 @@ async function startCluster(
   const first = await startNode("n1", path.join(root, "n1"), flags);
   const rest = await Promise.all(
     Array.from({ length: count - 1 }, (_, i) =>
-      startNode(`n${i + 2}`, path.join(root, `n${i + 2}`), [...flags, "--join", first.peer]),
+      // A joiner is given the key the first node wrote, as an operator does.
+      startNode(`n${i + 2}`, path.join(root, `n${i + 2}`), [
+        ...flags,
+        "--join",
+        first.peer,
+        "--cluster-key-file",
+        path.join(root, "n1", "cluster.key"),
+      ]),
     ),
   );
   const nodes = [first, ...rest];

@@ -64,6 +64,7 @@ import { parseArgs } from "node:util";
 import { Pool } from "undici";
 import { RingstoreClient } from "../src/client/client.js";
 import { PreferenceTable, partitionOf } from "../src/ring/ring.js";
+import { type NodeProc, spawnNode } from "./node-process.js";
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 let BIN = path.join(REPO, "dist/cli/main.js");
@@ -235,13 +236,6 @@ function parseConfig(): Config {
 
 // ------------------------------------------------------------------------------------------ processes
 
-interface NodeProc {
-  readonly id: string;
-  readonly api: string;
-  readonly peer: string;
-  readonly child: ChildProcess;
-}
-
 const children = new Set<ChildProcess>();
 const tempDirs = new Set<string>();
 
@@ -312,51 +306,25 @@ async function freePorts(k: number): Promise<number[]> {
 function startNode(id: string, dataDir: string, extra: string[], nodeFlags: string[]): Promise<NodeProc> {
   const key =
     id === "n1" ? [] : ["--cluster-key-file", path.join(path.dirname(dataDir), "n1", "cluster.key")];
-  return spawnNode(id, [
-    ...nodeFlags,
-    BIN,
-    "start",
-    "--id",
+  return spawnNode(
     id,
-    "--api",
-    "127.0.0.1:0",
-    "--peer",
-    "127.0.0.1:0",
-    "--data",
-    dataDir,
-    ...key,
-    ...extra,
-  ]);
-}
-
-/** Starts `node ARGS` and resolves once it prints the line that says where it serves. */
-function spawnNode(id: string, args: string[]): Promise<NodeProc> {
-  const child = spawn(process.execPath, args, { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] });
-  children.add(child);
-  let output = "";
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${id} did not start in 30 s:\n${output}`)), 30_000);
-    const onData = (d: Buffer) => {
-      output += d.toString();
-      if (output.length > 100_000) output = output.slice(-50_000);
-      const m = /serving the API on http:\/\/([0-9.]+:[0-9]+) \(peer ([0-9.]+:[0-9]+)\)/.exec(output);
-      if (m) {
-        clearTimeout(timer);
-        child.stdout!.off("data", onData);
-        // Keep draining the pipes so a chatty node never blocks on a full pipe.
-        child.stdout!.resume();
-        resolve({ id, api: m[1]!, peer: m[2]!, child });
-      }
-    };
-    child.stdout!.on("data", onData);
-    child.stderr!.on("data", (d: Buffer) => {
-      output += d.toString();
-    });
-    child.once("exit", (code, signal) => {
-      clearTimeout(timer);
-      reject(new Error(`${id} exited (${code ?? signal}) before serving:\n${output}`));
-    });
-  });
+    [
+      ...nodeFlags,
+      BIN,
+      "start",
+      "--id",
+      id,
+      "--api",
+      "127.0.0.1:0",
+      "--peer",
+      "127.0.0.1:0",
+      "--data",
+      dataDir,
+      ...key,
+      ...extra,
+    ],
+    children,
+  );
 }
 
 async function getJson(api: string, p: string): Promise<Record<string, unknown>> {
@@ -473,20 +441,24 @@ async function startFloor(cfg: Config, root: string): Promise<NodeProc[]> {
   const peers = ports.slice(3).map((p) => `127.0.0.1:${p}`);
   const nodes = await Promise.all(
     [0, 1, 2].map((i) =>
-      spawnNode(`f${i + 1}`, [
-        ...cfg.nodeFlags,
-        script,
-        "--api",
-        `127.0.0.1:${ports[i]}`,
-        "--peer",
-        peers[i]!,
-        "--peers",
-        peers.filter((_, j) => j !== i).join(","),
-        "--data",
-        path.join(root, `f${i + 1}`),
-        "--durability",
-        cfg.durability,
-      ]),
+      spawnNode(
+        `f${i + 1}`,
+        [
+          ...cfg.nodeFlags,
+          script,
+          "--api",
+          `127.0.0.1:${ports[i]}`,
+          "--peer",
+          peers[i]!,
+          "--peers",
+          peers.filter((_, j) => j !== i).join(","),
+          "--data",
+          path.join(root, `f${i + 1}`),
+          "--durability",
+          cfg.durability,
+        ],
+        children,
+      ),
     ),
   );
   const end = Date.now() + 30_000;
