@@ -14,12 +14,11 @@
  * NUL | everything before the mac): bound to the cluster (a token of another cluster, or a context token,
  * fails it) and to its bytes (an edited position fails it). A bad token is an `InvalidCursorError`.
  */
-import { createHmac, timingSafeEqual } from "node:crypto";
 import { assert } from "../core/assert.js";
+import { openToken, sealToken, tokenMac } from "../core/signed-token.js";
 import { readVarint, varintLength, writeVarint } from "../storage/bytes.js";
 
 const VERSION = 1;
-const MAC_BYTES = 12;
 const DOMAIN = Buffer.from("ringstore key listing cursor\0", "utf8");
 /** Longest token accepted (runs and a key of up to 64 KiB fit). */
 export const MAX_CURSOR_CHARS = 100_000;
@@ -53,9 +52,7 @@ export function startPosition(partitions: number): ListingPosition {
   return { partitions, states: new Uint8Array(partitions), after: undefined };
 }
 
-function mac(secret: Uint8Array, body: Uint8Array): Buffer {
-  return createHmac("sha256", secret).update(DOMAIN).update(body).digest().subarray(0, MAC_BYTES);
-}
+const mac = (secret: Uint8Array, body: Uint8Array): Buffer => tokenMac(secret, DOMAIN, body);
 
 /** The runs of equal states, as [state, length] pairs. */
 function runs(states: Uint8Array): [number, number][] {
@@ -90,23 +87,19 @@ export function encodeCursor(pos: ListingPosition, secret: Uint8Array): string {
     p += pos.after.length;
   }
   assert(p === len, () => `cursor length ${p}, expected ${len}`);
-  return Buffer.concat([body, mac(secret, body)]).toString("base64url");
+  return sealToken(body, mac(secret, body));
 }
 
 /** The position a token names; `partitions` is this cluster's Q (another is refused). */
 export function decodeCursor(token: string, secret: Uint8Array, partitions: number): ListingPosition {
-  if (token.length === 0) throw new InvalidCursorError("empty cursor");
-  if (token.length > MAX_CURSOR_CHARS) throw new InvalidCursorError("cursor too long");
-  if (!/^[A-Za-z0-9_-]+$/.test(token)) throw new InvalidCursorError("the cursor is not base64url");
-  const raw = Buffer.from(token, "base64url");
-  if (raw.toString("base64url") !== token)
-    throw new InvalidCursorError("the cursor is not in canonical base64url");
-  if (raw.length < 4 + MAC_BYTES) throw new InvalidCursorError("cursor too short");
-  const body = raw.subarray(0, raw.length - MAC_BYTES);
-  if (!timingSafeEqual(raw.subarray(raw.length - MAC_BYTES), mac(secret, body)))
-    throw new InvalidCursorError(
+  const body = openToken(token, (b) => mac(secret, b), {
+    noun: "cursor",
+    maxChars: MAX_CURSOR_CHARS,
+    minBodyBytes: 4,
+    forged:
       "the cursor failed its integrity check (edited, or from another cluster): start the listing again",
-    );
+    fail: (m) => new InvalidCursorError(m),
+  });
   if (body[0] !== VERSION) throw new InvalidCursorError(`unsupported cursor version ${body[0]}`);
   try {
     const next = [0];

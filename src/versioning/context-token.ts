@@ -14,12 +14,11 @@
  * cannot forge a context that covers versions it did not read. Tokens are validated in full before any
  * state changes; a bad token is an `InvalidContextError` (HTTP 400 `bad_context`).
  */
-import { createHmac, timingSafeEqual } from "node:crypto";
+import { openToken, sealToken, tokenMac } from "../core/signed-token.js";
 import { readVarint, varintLength, writeVarint } from "../storage/bytes.js";
 import type { Actor, VersionVector } from "./dvv.js";
 
 const TOKEN_VERSION = 1;
-const MAC_BYTES = 12;
 /** Tokens longer than this are refused before decoding (a vector of ~100 actors fits easily). */
 export const MAX_CONTEXT_TOKEN_CHARS = 8192;
 
@@ -34,7 +33,7 @@ export class InvalidContextError extends Error {
 function mac(secret: Uint8Array, key: Uint8Array, body: Uint8Array): Buffer {
   const len = Buffer.allocUnsafe(4);
   len.writeUInt32BE(key.length, 0);
-  return createHmac("sha256", secret).update(len).update(key).update(body).digest().subarray(0, MAC_BYTES);
+  return tokenMac(secret, len, key, body);
 }
 
 export function encodeContext(vv: VersionVector, key: Uint8Array, secret: Uint8Array): string {
@@ -53,23 +52,17 @@ export function encodeContext(vv: VersionVector, key: Uint8Array, secret: Uint8A
     p += enc[i]!.length;
     p = writeVarint(body, p, vv.get(a)!);
   });
-  return Buffer.concat([body, mac(secret, key, body)]).toString("base64url");
+  return sealToken(body, mac(secret, key, body));
 }
 
 export function decodeContext(token: string, key: Uint8Array, secret: Uint8Array): VersionVector {
-  if (token.length === 0) throw new InvalidContextError("empty context");
-  if (token.length > MAX_CONTEXT_TOKEN_CHARS) throw new InvalidContextError("context too long");
-  if (!/^[A-Za-z0-9_-]+$/.test(token)) throw new InvalidContextError("context is not base64url");
-  const raw = Buffer.from(token, "base64url");
-  if (raw.toString("base64url") !== token)
-    throw new InvalidContextError("context is not in canonical base64url");
-  if (raw.length < 2 + MAC_BYTES) throw new InvalidContextError("context too short");
-  const body = raw.subarray(0, raw.length - MAC_BYTES);
-  const got = raw.subarray(raw.length - MAC_BYTES);
-  if (!timingSafeEqual(got, mac(secret, key, body)))
-    throw new InvalidContextError(
-      "context failed its integrity check (tampered, or from another key or cluster)",
-    );
+  const body = openToken(token, (b) => mac(secret, key, b), {
+    noun: "context",
+    maxChars: MAX_CONTEXT_TOKEN_CHARS,
+    minBodyBytes: 2,
+    forged: "context failed its integrity check (tampered, or from another key or cluster)",
+    fail: (m) => new InvalidContextError(m),
+  });
   if (body[0] !== TOKEN_VERSION) throw new InvalidContextError(`unsupported context version ${body[0]}`);
   try {
     const next = [0];
