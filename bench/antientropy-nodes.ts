@@ -32,7 +32,7 @@
  * Every loop is bounded in time and count; every child process is stopped by its PID (SIGTERM, SIGKILL
  * after 5 s; SIGKILL at exit), and temp dirs are removed.
  */
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { type ChildProcess, execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as net from "node:net";
 import * as os from "node:os";

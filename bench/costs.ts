@@ -38,7 +38,7 @@
  *
  * Every loop is bounded in time; child processes are stopped by PID (also on error); temp dirs removed.
  */
-import { type ChildProcess, execFileSync, fork } from "node:child_process";
+import { type ChildProcess, fork } from "node:child_process";
 import * as fs from "node:fs";
 import * as http from "node:http";
 import * as net from "node:net";
@@ -50,6 +50,7 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import type { TcpTransport as TcpTransportType } from "../src/transport/tcp-transport.js";
 import type { RequestHandler } from "../src/transport/transport.js";
+import { makeTestPki } from "../test/api/tls-fixture.js";
 
 const SELF = fileURLToPath(import.meta.url);
 
@@ -348,43 +349,8 @@ let pki: { dir: string; ca: Buffer; cert: string; key: string } | undefined;
 function benchPki(): NonNullable<typeof pki> {
   if (pki !== undefined) return pki;
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "ringstore-costs-tls-"));
-  const f = (n: string) => path.join(dir, n);
-  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
-  const openssl = (args: string[]) => execFileSync("openssl", args, { stdio: ["ignore", "ignore", "pipe"] });
-  openssl([
-    "req",
-    "-x509",
-    ...ec,
-    "-keyout",
-    f("ca.key"),
-    "-out",
-    f("ca.pem"),
-    "-days",
-    "1",
-    "-subj",
-    "/CN=bench CA",
-  ]);
-  openssl(["req", ...ec, "-keyout", f("server.key"), "-out", f("server.csr"), "-subj", "/CN=localhost"]);
-  fs.writeFileSync(f("ext.cnf"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n");
-  openssl([
-    "x509",
-    "-req",
-    "-in",
-    f("server.csr"),
-    "-CA",
-    f("ca.pem"),
-    "-CAkey",
-    f("ca.key"),
-    "-set_serial",
-    "1",
-    "-out",
-    f("server.pem"),
-    "-days",
-    "1",
-    "-extfile",
-    f("ext.cnf"),
-  ]);
-  pki = { dir, ca: fs.readFileSync(f("ca.pem")), cert: f("server.pem"), key: f("server.key") };
+  const made = makeTestPki(dir, "bench");
+  pki = { dir, ca: made.ca, cert: made.certFile, key: made.keyFile };
   return pki;
 }
 
