@@ -6,44 +6,9 @@ import assert from "node:assert/strict";
 import * as net from "node:net";
 import { test } from "node:test";
 import { type ApiDeps, buildHttpApi, createApi, type HttpApi, serveApi } from "../../src/api/http-api.js";
-import { NodeMetrics } from "../../src/api/metrics.js";
-import type { KvService, ReadOutcome, WriteOutcome } from "../../src/replication/coordinator.js";
-import { EMPTY_VECTOR, update } from "../../src/versioning/dvv.js";
-
-const VALUE = { data: Buffer.from("v"), contentType: "text/plain", deleted: false, writtenAtMs: 0 };
-const DONE = update([], EMPTY_VECTOR, "a1", VALUE);
-const OK_WRITE: WriteOutcome = { kind: "ok", written: DONE.written, set: DONE.set, acked: 1 };
-const OK_READ: ReadOutcome = { kind: "ok", siblings: DONE.set, replied: 1 };
-
-function testMetrics(): NodeMetrics {
-  return new NodeMetrics(
-    () => {
-      throw new Error("storage statistics are not part of this test");
-    },
-    { node: "t" },
-  );
-}
-
-/** What the API needs, over `service`; /status and /ring are not part of these tests. */
-function testDeps(service: KvService, metrics: NodeMetrics, more: Partial<ApiDeps> = {}): ApiDeps {
-  return {
-    service,
-    secret: Buffer.alloc(32, 1),
-    n: 1,
-    r: 1,
-    w: 1,
-    requestTimeoutMs: 1000,
-    maxTimeoutMs: 60_000,
-    limits: { maxKeyBytes: 1024, maxValueBytes: 1024, maxContextChars: 8192 },
-    metrics,
-    now: () => 0,
-    status: () => Promise.reject(new Error("/status is not part of this test")),
-    ring: () => {
-      throw new Error("/ring is not part of this test");
-    },
-    ...more,
-  };
-}
+import type { NodeMetrics } from "../../src/api/metrics.js";
+import type { KvService, WriteOutcome } from "../../src/replication/coordinator.js";
+import { OK_READ, OK_WRITE, testDeps, testMetrics } from "./api-support.js";
 
 async function withApi(
   service: KvService,

@@ -18,36 +18,17 @@ import { GossipDriver } from "../../src/membership/gossip-driver.js";
 import { Membership, type MembershipEvent } from "../../src/membership/membership.js";
 import { decodeView, encodeView } from "../../src/node/saved-view.js";
 import { derivedRandom } from "../../src/runtime/virtual-runtime.js";
-import type {
-  AnswerBody,
-  GossipRequest,
-  MemberView,
-  RequestBody,
-  RingView,
-} from "../../src/transport/messages.js";
+import type { AnswerBody, GossipRequest, MemberView, RequestBody } from "../../src/transport/messages.js";
+import { memberView, roundRobinRing } from "../support/member-views.js";
 import { ProtocolNet } from "../support/protocol-net.js";
 
 const PARTITIONS = 16;
 const INTERVAL_MS = 200;
 const GRACE_MS = 3000;
 
-const entry = (id: string, status: MemberView["status"], incarnation = 2, heartbeat = 1): MemberView => ({
-  id,
-  api: `api-${id}`,
-  peer: id,
-  weight: 1,
-  zone: undefined,
-  status,
-  incarnation,
-  heartbeat,
-});
+const entry = memberView;
 
-const ring: RingView = {
-  version: 1,
-  partitions: PARTITIONS,
-  owners: Array.from({ length: PARTITIONS }, (_, i) => ["a", "b", "c", "d"][i % 4]!),
-  members: ["a:1", "b:1", "c:1", "d:1"],
-};
+const ring = roundRobinRing(["a", "b", "c", "d"], PARTITIONS);
 
 const config = (selfId: string) => ({
   selfId,

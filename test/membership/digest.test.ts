@@ -25,32 +25,18 @@ import type {
   AnswerBody,
   GossipAnswer,
   GossipRequest,
-  MemberView,
   RequestBody,
   RingView,
 } from "../../src/transport/messages.js";
+import { memberView, roundRobinRing } from "../support/member-views.js";
 import { ProtocolNet } from "../support/protocol-net.js";
 
 const PARTITIONS = 16;
 const INTERVAL_MS = 200;
 
-const entry = (id: string, status: MemberView["status"], incarnation = 2, heartbeat = 1): MemberView => ({
-  id,
-  api: `api-${id}`,
-  peer: id,
-  weight: 1,
-  zone: undefined,
-  status,
-  incarnation,
-  heartbeat,
-});
+const entry = memberView;
 
-const ring1: RingView = {
-  version: 1,
-  partitions: PARTITIONS,
-  owners: Array.from({ length: PARTITIONS }, (_, i) => ["a", "b", "c"][i % 3]!),
-  members: ["a:1", "b:1", "c:1"],
-};
+const ring1 = roundRobinRing(["a", "b", "c"], PARTITIONS);
 
 interface Exchange {
   readonly from: string;
