@@ -22,9 +22,23 @@
  * holds a hint any more is measured, with the delivery throttle's setting (`--hint-rate`, as the nodes'
  * /status reports it) printed beside the rate reached.
  *
- *   npm run build && node --import tsx bench/cluster.ts                 # 20 s warm-up + 10 s per phase, about 12 minutes
+ * The mixed run (`--configs mixed`, `--mixed-seconds`, 300 by default): a fresh 3-node cluster with
+ * `--mixed-keys` keys written first; then half the clients write (fresh keys, and overwrites of their own
+ * keys with the context of their last write, 1 KiB values, so that the LSM flushes and compacts) and half
+ * read acknowledged keys, for the whole run. At 1/3 a fourth node joins (`start --join`); at 2/3 the
+ * clients stop using n3 and it leaves (`cluster leave`). Printed: per window (`--window`, 10 s), writes
+ * and reads apart, ops/s, p50/p99/p99.9 and the longest, the failed requests, the nodes' CPU and the
+ * flushes, compactions and delayed or stalled writes (from /status), with marks where the join and the
+ * leave happened and where their handoffs ended (every remaining node idle at the new ring, by /status);
+ * each node's storage figures before and after; and the totals: errors by status and kind (a write's 503
+ * that "may have been applied" apart), stale reads (older than the version acknowledged when the read
+ * began: each value carries its version's number), answers later than the timeout + 100 ms, and each
+ * node's peak RSS against its memory budget.
+ *
+ *   npm run build && node --import tsx bench/cluster.ts                 # 20 s warm-up + 10 s per phase, about 18 minutes
  *   node --import tsx bench/cluster.ts --seconds 3 --loadgens lean      # quicker
  *   node --import tsx bench/cluster.ts --configs 4,4down,drain --loadgens lean   # sloppy quorum alone, about 4 minutes
+ *   node --import tsx bench/cluster.ts --configs mixed                  # the mixed run alone, about 6 minutes
  *   node --import tsx bench/cluster.ts --help                           # every flag
  *
  * Nodes are real processes started through the built CLI (`dist/cli/main.js start`, or `--bin`), each
@@ -48,7 +62,10 @@
  * process.cpuUsage), the CPU used by every other process on the machine (/proc/stat; on a shared machine
  * this says whether the row is trustworthy; `--quiet-wait` waits for a quiet moment before each phase),
  * the CPU time per operation and the rate that cost would allow with every core ours. Put rows add the
- * nodes' WAL fsyncs per second and writes per fsync (group commit), from /status.
+ * nodes' WAL fsyncs per second and writes per fsync (group commit), from /status. Every row (and the
+ * drain and the mixed run) prints each node's peak RSS (VmHWM of /proc/PID/status) beside the memory
+ * budget its /status reports: every node gets `--memory-budget` (`--memory-budget-mib`; by default the
+ * node's own default, none).
  *
  * Every loop is bounded in time and in count; every child process is stopped by its PID at the end (and
  * on error, SIGINT or SIGTERM): SIGTERM, then SIGKILL after 5 s. Temp dirs are removed.
@@ -1515,6 +1532,13 @@ async function benchMixed(cfg: Config): Promise<void> {
 
     const t0 = performance.now();
     const end = t0 + runMs;
+    // V8's CPU profiles (--profile) time their samples by this clock, in microseconds.
+    console.log(
+      `  the run starts (monotonic clock ${process.hrtime.bigint() / 1000n} us, to line up CPU profiles; load average ${os
+        .loadavg()
+        .map((x) => x.toFixed(2))
+        .join(" ")})`,
+    );
     const now = () => performance.now() - t0;
     const mark = (text: string) => {
       const at = now();
@@ -1777,6 +1801,12 @@ async function benchMixed(cfg: Config): Promise<void> {
     if (end < performance.now() - 1000)
       console.log(`  (${((performance.now() - end) / 1000).toFixed(0)} s after the run's end)`);
 
+    console.log(
+      `  load average at the end ${os
+        .loadavg()
+        .map((x) => x.toFixed(2))
+        .join(" ")}`,
+    );
     printTimeline(windows, cfg.window);
     const afterStatus = new Map<string, StorageFigures>();
     for (const n of alive()) {
@@ -1979,7 +2009,9 @@ async function main(): Promise<void> {
 
   const runs: PhaseResult[][] = [];
   const drains: DrainResult[] = [];
-  header();
+  // Rows come from the configurations measured in phases; the drain and the mixed run print their own.
+  const rows = cfg.configs.some((x) => x !== "drain" && x !== "mixed");
+  if (rows) header();
   for (let k = 0; k < cfg.repeat; k++) {
     if (cfg.repeat > 1) console.log(`\n=== run ${k + 1} of ${cfg.repeat}`);
     const one: PhaseResult[] = [];
@@ -2009,8 +2041,8 @@ async function main(): Promise<void> {
       );
   }
 
-  console.log(cfg.repeat > 1 ? `\nresults (median of ${cfg.repeat} runs each):` : "\nresults:");
-  header();
+  if (rows) console.log(cfg.repeat > 1 ? `\nresults (median of ${cfg.repeat} runs each):` : "\nresults:");
+  if (rows) header();
   for (const r of results) {
     printRow(r);
     const range = ranges.get(r);
@@ -2047,6 +2079,8 @@ async function main(): Promise<void> {
     for (const d of drains) printDrain(d);
   }
 
+  if (cfg.profileDir !== undefined) console.log(`\nprofiles of n1 in ${cfg.profileDir}`);
+  if (!cfg.configs.includes(3) && !cfg.configs.includes("floor")) return;
   console.log(
     `\ntarget (3 nodes, 3x a 3-member etcd on this machine: >= ${TARGET.putsPerSec} puts/s, >= ${TARGET.getsPerSec} gets/s, p99 < ${TARGET.p99Ms} ms):`,
   );
@@ -2072,7 +2106,6 @@ async function main(): Promise<void> {
       `  the floor here: ${op} ${f.rate.toFixed(0)}/s, p99 ${f2(f.p99)} ms: ${f.rate >= want ? "the target is within what Node allows on this machine" : "below the target: even a minimal Node implementation of the protocol does not reach it here"}`,
     );
   }
-  if (cfg.profileDir !== undefined) console.log(`\nprofiles of n1 in ${cfg.profileDir}`);
 }
 
 main()
