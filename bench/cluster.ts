@@ -1364,8 +1364,8 @@ interface MixedWindow {
   compactions: number;
   delayMs: number;
   stallMs: number;
-  /** CPU seconds in the window: the nodes (all of them), this process, the machine in all. */
-  nodeCpu: number;
+  /** CPU seconds in the window: each node (by id), this process, the machine in all. */
+  readonly nodeCpu: Map<string, number>;
   selfCpu: number;
   machineCpu: number;
   readonly marks: string[];
@@ -1447,7 +1447,7 @@ async function benchMixed(cfg: Config): Promise<void> {
     compactions: 0,
     delayMs: 0,
     stallMs: 0,
-    nodeCpu: 0,
+    nodeCpu: new Map(),
     selfCpu: 0,
     machineCpu: 0,
     marks: [],
@@ -1643,11 +1643,13 @@ async function benchMixed(cfg: Config): Promise<void> {
     const peaks = new Map<string, number>();
     const budgets = new Map<string, number>();
     const lastStorage = new Map<string, StorageFigures>();
+    const lastHandoff = new Map<string, NodeStatus["handoff"]>();
     const lastCpu = new Map<number, number>();
     const spare = {
       ...windows[0]!,
       lat: { writes: [], reads: [] },
       errors: { writes: 0, reads: 0 },
+      nodeCpu: new Map<string, number>(),
       marks: [],
     };
     for (const n of all) lastCpu.set(n.child.pid!, cpuSeconds(n.child.pid!));
@@ -1665,7 +1667,8 @@ async function benchMixed(cfg: Config): Promise<void> {
           const pid = n.child.pid!;
           const c = cpuSeconds(pid);
           const prev = lastCpu.get(pid);
-          if (prev !== undefined && Number.isFinite(c)) w.nodeCpu += c - prev;
+          if (prev !== undefined && Number.isFinite(c))
+            w.nodeCpu.set(n.id, (w.nodeCpu.get(n.id) ?? 0) + c - prev);
           if (Number.isFinite(c)) lastCpu.set(pid, c);
           const p = peakRss(pid);
           if (Number.isFinite(p)) peaks.set(n.id, Math.max(peaks.get(n.id) ?? 0, p));
@@ -1696,6 +1699,7 @@ async function benchMixed(cfg: Config): Promise<void> {
             w.stallMs += st.storage.writeStallMs - prev.writeStallMs;
           }
           lastStorage.set(id, st.storage);
+          lastHandoff.set(id, st.handoff);
         }
         if (pending !== undefined) {
           const watched = pending.watch().map((n) => statuses.get(n.id));
@@ -1711,7 +1715,12 @@ async function benchMixed(cfg: Config): Promise<void> {
             v > pending.base &&
             pending.also();
           if (done) {
-            mark(`${pending.label} handoff ended (ring version ${v})`);
+            // What each node's pass for the change sent (a node gone meanwhile: as last seen).
+            const base = pending.base;
+            const sent = [...lastHandoff]
+              .filter(([, h]) => h.ringVersion > base && h.keysSent > 0)
+              .map(([id, h]) => `${id} ${h.keysSent} keys/${wholeMib(h.bytesSent)} MiB`);
+            mark(`${pending.label} handoff ended (ring version ${v}; sent: ${sent.join(", ") || "-"})`);
             pending = undefined;
           }
         }
@@ -1783,8 +1792,13 @@ async function benchMixed(cfg: Config): Promise<void> {
       mark(`cluster leave returned (exit ${code}${last === "" ? "" : `: ${last.slice(0, 120)}`})`);
     };
 
-    const monitorDone = monitor();
-    const scriptDone = script();
+    // A failure of either ends the run early (the load stops), and is printed.
+    const failed = (what: string) => (err: unknown) => {
+      mark(`${what} failed: ${(err as Error).message}`);
+      stopping = true;
+    };
+    const monitorDone = monitor().catch(failed("the monitor"));
+    const scriptDone = script().catch(failed("the join or the leave"));
     await Promise.all([
       ...Array.from({ length: writers }, (_, w) => writer(w)),
       ...Array.from({ length: readers }, (_, r) => reader(r)),
@@ -1807,7 +1821,11 @@ async function benchMixed(cfg: Config): Promise<void> {
         .map((x) => x.toFixed(2))
         .join(" ")}`,
     );
-    printTimeline(windows, cfg.window);
+    printTimeline(
+      windows,
+      cfg.window,
+      all.map((n) => n.id),
+    );
     const afterStatus = new Map<string, StorageFigures>();
     for (const n of alive()) {
       afterStatus.set(n.id, (await statusOf(n)).storage);
@@ -1853,21 +1871,26 @@ async function sleepUntil(at: number, stop: () => boolean): Promise<void> {
     await new Promise((res) => setTimeout(res, Math.min(200, Math.max(1, at - performance.now()))));
 }
 
-function printTimeline(windows: MixedWindow[], windowS: number): void {
+function printTimeline(windows: MixedWindow[], windowS: number, ids: string[]): void {
   console.log(
-    `\n  latency over time (${windowS} s windows; ops/s, then p50/p99/p99.9/longest ms; err: failed requests; node CPU: all nodes, % of one core; other: outside this benchmark; LSM: flushes/compactions, delayed-write ms, stalled ms, summed over nodes):`,
+    `\n  latency over time (${windowS} s windows; ops/s, then p50/p99/p99.9/longest ms; err: failed requests; node CPU: each node, % of one core; other: outside this benchmark; LSM: flushes/compactions, delayed-write ms, stalled ms, summed over nodes):`,
   );
   console.log(
-    `  ${"window s".padEnd(9)} ${"writes/s".padStart(8)} ${"write p50/p99/p99.9/max".padEnd(27)} ${"err".padStart(4)} ${"reads/s".padStart(8)} ${"read p50/p99/p99.9/max".padEnd(27)} ${"err".padStart(4)} ${"node CPU".padStart(8)} ${"other".padStart(5)}  LSM`,
+    `  ${"window s".padEnd(9)} ${"writes/s".padStart(8)} ${"write p50/p99/p99.9/max".padEnd(27)} ${"err".padStart(4)} ${"reads/s".padStart(8)} ${"read p50/p99/p99.9/max".padEnd(27)} ${"err".padStart(4)} ${"node CPU %".padStart(15)} ${"other".padStart(5)}  LSM`,
   );
   for (const [i, w] of windows.entries()) {
     const q = (l: number[]) => {
       const s = Float64Array.from(l).sort();
       return `${f1(percentile(s, 0.5))}/${f1(percentile(s, 0.99))}/${f1(percentile(s, 0.999))}/${f1(s.length > 0 ? s[s.length - 1]! : Number.NaN)}`;
     };
-    const other = w.machineCpu - w.nodeCpu - w.selfCpu;
+    const nodes = [...w.nodeCpu.values()].reduce((a, b) => a + b, 0);
+    const other = w.machineCpu - nodes - w.selfCpu;
+    const each = ids.map((id) => {
+      const c = w.nodeCpu.get(id);
+      return c === undefined ? "-" : ((100 * c) / windowS).toFixed(0);
+    });
     console.log(
-      `  ${`${i * windowS}-${(i + 1) * windowS}`.padEnd(9)} ${(w.lat.writes.length / windowS).toFixed(0).padStart(8)} ${q(w.lat.writes).padEnd(27)} ${String(w.errors.writes).padStart(4)} ${(w.lat.reads.length / windowS).toFixed(0).padStart(8)} ${q(w.lat.reads).padEnd(27)} ${String(w.errors.reads).padStart(4)} ${((100 * w.nodeCpu) / windowS).toFixed(0).padStart(8)} ${((100 * other) / windowS).toFixed(0).padStart(5)}  ${w.flushes}/${w.compactions} ${w.delayMs.toFixed(0)} ${w.stallMs.toFixed(0)}`,
+      `  ${`${i * windowS}-${(i + 1) * windowS}`.padEnd(9)} ${(w.lat.writes.length / windowS).toFixed(0).padStart(8)} ${q(w.lat.writes).padEnd(27)} ${String(w.errors.writes).padStart(4)} ${(w.lat.reads.length / windowS).toFixed(0).padStart(8)} ${q(w.lat.reads).padEnd(27)} ${String(w.errors.reads).padStart(4)} ${each.join("/").padStart(15)} ${((100 * other) / windowS).toFixed(0).padStart(5)}  ${w.flushes}/${w.compactions} ${w.delayMs.toFixed(0)} ${w.stallMs.toFixed(0)}`,
     );
     for (const m of w.marks) console.log(`      ^ ${m}`);
   }
