@@ -1756,7 +1756,7 @@ async function benchMixed(cfg: Config): Promise<void> {
       active.delete(n3.id);
       mark("clients stop using n3");
       const drainEnd = performance.now() + 15_000;
-      while ((inFlight.get(n3.api) ?? 0) > 0 && performance.now() < drainEnd)
+      for (let i = 0; i < 300 && (inFlight.get(n3.api) ?? 0) > 0 && performance.now() < drainEnd; i++)
         await new Promise((res) => setTimeout(res, 50));
       const leaveBase = await ringVersion(first[0]!);
       mark("n3 leaves (cluster leave)");
@@ -1806,7 +1806,7 @@ async function benchMixed(cfg: Config): Promise<void> {
     // After the load: wait (bounded) for the leave command and the last handoff to finish.
     const settle = performance.now() + 120_000;
     await Promise.race([scriptDone, sleepUntil(settle, () => false)]);
-    while (pending !== undefined && performance.now() < settle)
+    for (let i = 0; i < 600 && pending !== undefined && performance.now() < settle; i++)
       await new Promise((res) => setTimeout(res, 200));
     if (pending !== undefined)
       console.log(`  the ${pending.label} handoff had not ended 120 s after the run`);
