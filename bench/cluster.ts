@@ -22,9 +22,23 @@
  * holds a hint any more is measured, with the delivery throttle's setting (`--hint-rate`, as the nodes'
  * /status reports it) printed beside the rate reached.
  *
- *   npm run build && node --import tsx bench/cluster.ts                 # 20 s warm-up + 10 s per phase, about 12 minutes
+ * The mixed run (`--configs mixed`, `--mixed-seconds`, 300 by default): a fresh 3-node cluster with
+ * `--mixed-keys` keys written first; then half the clients write (fresh keys, and overwrites of their own
+ * keys with the context of their last write, 1 KiB values, so that the LSM flushes and compacts) and half
+ * read acknowledged keys, for the whole run. At 1/3 a fourth node joins (`start --join`); at 2/3 the
+ * clients stop using n3 and it leaves (`cluster leave`). Printed: per window (`--window`, 10 s), writes
+ * and reads apart, ops/s, p50/p99/p99.9 and the longest, the failed requests, the nodes' CPU and the
+ * flushes, compactions and delayed or stalled writes (from /status), with marks where the join and the
+ * leave happened and where their handoffs ended (every remaining node idle at the new ring, by /status);
+ * each node's storage figures before and after; and the totals: errors by status and kind (a write's 503
+ * that "may have been applied" apart), stale reads (older than the version acknowledged when the read
+ * began: each value carries its version's number), answers later than the timeout + 100 ms, and each
+ * node's peak RSS against its memory budget.
+ *
+ *   npm run build && node --import tsx bench/cluster.ts                 # 20 s warm-up + 10 s per phase, about 18 minutes
  *   node --import tsx bench/cluster.ts --seconds 3 --loadgens lean      # quicker
  *   node --import tsx bench/cluster.ts --configs 4,4down,drain --loadgens lean   # sloppy quorum alone, about 4 minutes
+ *   node --import tsx bench/cluster.ts --configs mixed                  # the mixed run alone, about 6 minutes
  *   node --import tsx bench/cluster.ts --help                           # every flag
  *
  * Nodes are real processes started through the built CLI (`dist/cli/main.js start`, or `--bin`), each
@@ -48,7 +62,10 @@
  * process.cpuUsage), the CPU used by every other process on the machine (/proc/stat; on a shared machine
  * this says whether the row is trustworthy; `--quiet-wait` waits for a quiet moment before each phase),
  * the CPU time per operation and the rate that cost would allow with every core ours. Put rows add the
- * nodes' WAL fsyncs per second and writes per fsync (group commit), from /status.
+ * nodes' WAL fsyncs per second and writes per fsync (group commit), from /status. Every row (and the
+ * drain and the mixed run) prints each node's peak RSS (VmHWM of /proc/PID/status) beside the memory
+ * budget its /status reports: every node gets `--memory-budget` (`--memory-budget-mib`; by default the
+ * node's own default, none).
  *
  * Every loop is bounded in time and in count; every child process is stopped by its PID at the end (and
  * on error, SIGINT or SIGTERM): SIGTERM, then SIGKILL after 5 s. Temp dirs are removed.
@@ -63,7 +80,9 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { Pool } from "undici";
 import { RingstoreClient } from "../src/client/client.js";
+import { NODE_DEFAULTS } from "../src/node/config.js";
 import { PreferenceTable, partitionOf } from "../src/ring/ring.js";
+import { MIN_MEMORY_BUDGET_BYTES } from "../src/storage/lsm/options.js";
 import { type NodeProc, spawnNode } from "./node-process.js";
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
@@ -82,8 +101,12 @@ type Op = (typeof OPS)[number];
  * The clusters a run can measure: ringstore's 3 nodes, its single node, the floor (floor-node.ts), 4 nodes
  * all up and with one down, and the drain of hints (see the header).
  */
-const SIZES = ["3", "3plain", "1", "floor", "4", "4down", "drain"] as const;
-type Size = 3 | 1 | 4 | "3plain" | "floor" | "4down" | "drain";
+const SIZES = ["3", "3plain", "1", "floor", "4", "4down", "drain", "mixed"] as const;
+type Size = 3 | 1 | 4 | "3plain" | "floor" | "4down" | "drain" | "mixed";
+/** The configurations measured by phases of one load (rows of the results table). */
+type Measured = Exclude<Size, "drain" | "mixed">;
+/** A mixed run's client gives up on a request after this long (three times the node's default timeout). */
+const MIXED_CLIENT_TIMEOUT_MS = 15_000;
 
 const HELP = `usage: node --import tsx bench/cluster.ts [flags]   (run \`npm run build\` first)
   --seconds S        measured seconds per phase (default 10), after the warm-up
@@ -92,12 +115,14 @@ const HELP = `usage: node --import tsx bench/cluster.ts [flags]   (run \`npm run
   --value-bytes B    value size (default 100)
   --loadgens LIST    comma list of ${LOADGENS.join(",")} (default all; one node runs all but pa; 4 nodes
                      run lean, and client and pa when this flag names them)
-  --configs LIST     comma list of 3,3plain,1,floor,4,4down,drain: the 3-node cluster, the same with peer
+  --configs LIST     comma list of 3,3plain,1,floor,4,4down,drain,mixed: the 3-node cluster, the same with peer
                      traffic in plaintext (the cost of peer TLS; lean only), the single node, the floor
                      (three bench/floor-node.ts processes: the same protocol shape with none of the
                      node's work, the least Node does here; lean load generator only), 4 nodes all up
-                     and 4 nodes with one down (sloppy quorum's cost; lean only), and the drain of
-                     --hinted-writes hints once their target returns (default all of them)
+                     and 4 nodes with one down (sloppy quorum's cost; lean only), the drain of
+                     --hinted-writes hints once their target returns, and the mixed run (writes and
+                     reads for --mixed-seconds while a 4th node joins at 1/3 and one leaves at 2/3, its
+                     latency over time) (default all of them)
   --phases LIST      comma list of puts,gets (default both)
   --durability M     fsync (default), interval or none (the floor knows fsync and none: with interval it
                      is left out of the default configs, and asking for it is an error)
@@ -109,6 +134,12 @@ const HELP = `usage: node --import tsx bench/cluster.ts [flags]   (run \`npm run
   --hinted-writes H  the drain's writes of keys whose down node's hints are measured (default 100000)
   --hint-rate B      the drain's nodes' --hint-rate, bytes of hints delivered per second at most
                      (default: the node's own default; the setting in force is printed)
+  --memory-budget-mib M  every node's --memory-budget, MiB (default the node's default, ${NODE_DEFAULTS.memoryBudgetBytes / 2 ** 20}: none); each
+                     row prints every node's peak RSS (VmHWM) beside the budget /status reports
+  --mixed-seconds S  the mixed run's length (default 300); --window S its windows (default 10)
+  --mixed-keys K     keys written before the mixed run starts (default 5000)
+  --mixed-value-bytes B  the mixed run's value size (default 1024: enough data for flushes and compactions)
+  --overwrite-share F    the share of the mixed run's writes that overwrite a key with its context (0.5)
   --bin FILE         the CLI the nodes run (default dist/cli/main.js; e.g. a build of a clean snapshot)
   --node-flags=F     flags for every node's node process, one string (e.g. --node-flags="--max-semi-space-size=16")
   --profile DIR      start node n1 of each cluster with --cpu-prof (profile written to DIR at its stop)
@@ -137,6 +168,14 @@ interface Config {
   hintedWrites: number;
   /** The drain's nodes' --hint-rate (undefined: the node's default). */
   hintRate: number | undefined;
+  /** Every node's --memory-budget, bytes (0: none, the engine's own sizes). */
+  memoryBudgetBytes: number;
+  /** The mixed run: its length, its windows, the keys written before it, the share of writes that overwrite. */
+  mixedSeconds: number;
+  window: number;
+  mixedKeys: number;
+  overwriteShare: number;
+  mixedValueBytes: number;
 }
 
 function parseQuorumFlag(v: string): readonly [number, number, number] {
@@ -172,8 +211,22 @@ function configsOf(v: string | undefined, durability: string): Size[] {
       `the floor runs with --durability fsync or none, not ${durability}: leave it out of --configs`,
     );
   return all.map((s) =>
-    s === "floor" || s === "4down" || s === "drain" || s === "3plain" ? s : (Number(s) as 1 | 3 | 4),
+    s === "floor" || s === "4down" || s === "drain" || s === "3plain" || s === "mixed"
+      ? s
+      : (Number(s) as 1 | 3 | 4),
   );
+}
+
+/** --memory-budget-mib as bytes: 0 (none) or at least the engine's least budget; default the node's. */
+function memoryBudgetFlag(v: string | undefined): number {
+  if (v === undefined) return NODE_DEFAULTS.memoryBudgetBytes;
+  const mib = Number(v);
+  const bytes = Math.floor(mib * 2 ** 20);
+  if (!Number.isFinite(mib) || mib < 0 || (bytes !== 0 && bytes < MIN_MEMORY_BUDGET_BYTES))
+    throw new Error(
+      `--memory-budget-mib must be 0 (none) or at least ${MIN_MEMORY_BUDGET_BYTES / 2 ** 20}, got ${v}`,
+    );
+  return bytes;
 }
 
 function parseConfig(): Config {
@@ -196,6 +249,12 @@ function parseConfig(): Config {
       "node-flags": { type: "string" },
       "hinted-writes": { type: "string" },
       "hint-rate": { type: "string" },
+      "memory-budget-mib": { type: "string" },
+      "mixed-seconds": { type: "string" },
+      window: { type: "string" },
+      "mixed-keys": { type: "string" },
+      "overwrite-share": { type: "string" },
+      "mixed-value-bytes": { type: "string" },
       help: { type: "boolean" },
     },
   });
@@ -231,6 +290,12 @@ function parseConfig(): Config {
       values["hint-rate"] === undefined
         ? undefined
         : Math.floor(num(values["hint-rate"], 0, "hint-rate", 1024)),
+    memoryBudgetBytes: memoryBudgetFlag(values["memory-budget-mib"]),
+    mixedSeconds: num(values["mixed-seconds"], 300, "mixed-seconds", 3),
+    window: num(values.window, 10, "window", 0.5),
+    mixedKeys: Math.floor(num(values["mixed-keys"], 5000, "mixed-keys", 0)),
+    overwriteShare: Math.min(1, num(values["overwrite-share"], 0.5, "overwrite-share", 0)),
+    mixedValueBytes: Math.floor(num(values["mixed-value-bytes"], 1024, "mixed-value-bytes", 16)),
   };
 }
 
@@ -361,7 +426,14 @@ async function waitConverged(nodes: NodeProc[]): Promise<void> {
 function commonFlags(cfg: Config, size: Size): string[] {
   const rate = size === "drain" && cfg.hintRate !== undefined ? ["--hint-rate", String(cfg.hintRate)] : [];
   const plain = size === "3plain" ? ["--insecure-peer-plaintext"] : [];
-  return ["--durability", cfg.durability, ...rate, ...plain];
+  return [
+    "--durability",
+    cfg.durability,
+    "--memory-budget",
+    String(cfg.memoryBudgetBytes),
+    ...rate,
+    ...plain,
+  ];
 }
 
 async function startCluster(
@@ -374,7 +446,7 @@ async function startCluster(
   if (size === "floor") return { nodes: await startFloor(cfg, root), root };
   // Every port is 0, the kernel's choice (each node prints where it serves): ports chosen here and bound
   // later could be taken meanwhile by another node's port 0.
-  const count = size === 1 ? 1 : size === 3 || size === "3plain" ? 3 : 4;
+  const count = size === 1 ? 1 : size === 3 || size === "3plain" || size === "mixed" ? 3 : 4;
   const common = commonFlags(cfg, size);
   const [n, r, w] = size === 1 ? [1, 1, 1] : cfg.quorum;
   const q = ["--n", String(n), "--r", String(r), "--w", String(w)];
@@ -498,6 +570,19 @@ function cpuSeconds(pid: number): number {
   }
 }
 
+/**
+ * A process's peak resident set so far (VmHWM of /proc/PID/status), in bytes; NaN once it is gone. The
+ * kernel keeps the peak, so one read at the end of a run covers all of it while the process lives.
+ */
+function peakRss(pid: number): number {
+  try {
+    const m = /^VmHWM:\s+([0-9]+) kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"));
+    return m === null ? Number.NaN : Number(m[1]) * 1024;
+  } catch {
+    return Number.NaN;
+  }
+}
+
 /** CPU seconds the whole machine spent not idle (all cores), from the first line of /proc/stat. */
 function machineBusySeconds(): number {
   try {
@@ -579,16 +664,26 @@ function clientDriver(nodes: NodeProc[], clients: number, routing: "none" | "par
   };
 }
 
+/** An answer as LeanConnection reads it: the status, the head (status line and headers) and the body. */
+interface LeanResponse {
+  status: number;
+  head: string;
+  body: Buffer;
+}
+
 /**
  * One keep-alive HTTP/1.1 connection with one request at a time, written and parsed by hand: a load
  * generator that costs little CPU, so that on a machine whose cores the nodes share, the figures measure
  * the nodes rather than the client (etcd's reference figures came from its Go benchmark tool). It reads
- * the status line and Content-Length, nothing else; anything it cannot parse is an error.
+ * the status line and Content-Length, and keeps the head and body for a caller that wants them; anything
+ * it cannot parse is an error. A request given `timeoutMs` that has no answer by then fails, and the
+ * connection with it.
  */
 class LeanConnection {
   private readonly socket: net.Socket;
   private buf: Buffer = Buffer.alloc(0);
-  private waiter: { resolve: (status: number) => void; reject: (e: Error) => void } | undefined;
+  private waiter: { resolve: (r: LeanResponse) => void; reject: (e: Error) => void } | undefined;
+  private timer: NodeJS.Timeout | undefined;
   private failed: Error | undefined;
 
   constructor(api: string) {
@@ -597,6 +692,7 @@ class LeanConnection {
     this.socket.on("data", (chunk: Buffer) => this.onData(chunk));
     const fail = (e: Error) => {
       this.failed ??= e;
+      clearTimeout(this.timer);
       const w = this.waiter;
       this.waiter = undefined;
       w?.reject(e);
@@ -605,11 +701,20 @@ class LeanConnection {
     this.socket.on("close", () => fail(new Error(`connection to ${api} closed`)));
   }
 
-  request(head: Buffer, body: Buffer | undefined): Promise<number> {
+  get broken(): boolean {
+    return this.failed !== undefined;
+  }
+
+  request(head: Buffer, body: Buffer | undefined, timeoutMs?: number): Promise<LeanResponse> {
     if (this.failed !== undefined) return Promise.reject(this.failed);
     if (this.waiter !== undefined) return Promise.reject(new Error("one request at a time"));
     return new Promise((resolve, reject) => {
       this.waiter = { resolve, reject };
+      if (timeoutMs !== undefined)
+        this.timer = setTimeout(
+          () => this.socket.destroy(new Error(`no answer within ${timeoutMs} ms`)),
+          timeoutMs,
+        );
       this.socket.write(body === undefined ? head : Buffer.concat([head, body]));
     });
   }
@@ -631,14 +736,49 @@ class LeanConnection {
       this.socket.destroy(new Error("bytes after the response"));
       return;
     }
+    const body = this.buf.subarray(end + 4);
     this.buf = Buffer.alloc(0);
+    clearTimeout(this.timer);
     const w = this.waiter;
     this.waiter = undefined;
-    w?.resolve(status);
+    w?.resolve({ status, head, body });
   }
 
   close(): void {
     this.socket.destroy();
+  }
+}
+
+/**
+ * LeanConnections to any number of nodes, one per (node, request in flight): a request takes one from
+ * the node's free list (or opens one) and puts it back when its answer is in.
+ */
+class LeanPool {
+  private readonly all: LeanConnection[] = [];
+  private readonly idle = new Map<string, LeanConnection[]>();
+
+  async roundTrip(
+    api: string,
+    head: Buffer,
+    body: Buffer | undefined,
+    timeoutMs?: number,
+  ): Promise<LeanResponse> {
+    let c = this.idle.get(api)?.pop();
+    if (c === undefined || c.broken) {
+      c = new LeanConnection(api);
+      this.all.push(c);
+    }
+    const r = await c.request(head, body, timeoutMs);
+    const list = this.idle.get(api);
+    if (list === undefined) this.idle.set(api, [c]);
+    else list.push(c);
+    return r;
+  }
+
+  close(): void {
+    for (const c of this.all) c.close();
+    this.all.length = 0;
+    this.idle.clear();
   }
 }
 
@@ -691,50 +831,34 @@ function hashRoute(nodes: NodeProc[]): (key: string) => string {
 
 /**
  * The lean load generator: each request straight to the node `target` names (for ringstore the key's
- * first replica, as the client library's "partition-aware" routing does) over LeanConnections, one per
- * worker and node.
+ * first replica, as the client library's "partition-aware" routing does) over a LeanPool.
  */
 function leanDriver(target: (key: string) => string): Driver {
-  const all: LeanConnection[] = [];
-  // Workers run one request each at a time: a connection per (node, request in flight), taken from the
-  // node's free list and put back when its answer is in.
-  const idle = new Map<string, LeanConnection[]>();
-  const acquire = (api: string): LeanConnection => {
-    const c = idle.get(api)?.pop();
-    if (c !== undefined) return c;
-    const fresh = new LeanConnection(api);
-    all.push(fresh);
-    return fresh;
-  };
-  const release = (api: string, c: LeanConnection) => {
-    const list = idle.get(api);
-    if (list === undefined) idle.set(api, [c]);
-    else list.push(c);
-  };
-  const roundTrip = async (key: string, head: Buffer, body: Buffer | undefined): Promise<number> => {
-    const api = target(key);
-    const c = acquire(api);
-    const status = await c.request(head, body);
-    release(api, c);
-    return status;
-  };
+  const pool = new LeanPool();
   return {
     async put(key, value) {
-      const head = Buffer.from(
-        `PUT /kv/${key} HTTP/1.1\r\nhost: ringstore\r\ncontent-type: application/octet-stream\r\ncontent-length: ${value.length}\r\n\r\n`,
-        "latin1",
-      );
-      const s = await roundTrip(key, head, value);
+      const s = (await pool.roundTrip(target(key), putHead(key, value.length, undefined), value)).status;
       return s === 204 || s === 200;
     },
     async get(key) {
-      const head = Buffer.from(`GET /kv/${key} HTTP/1.1\r\nhost: ringstore\r\n\r\n`, "latin1");
-      return (await roundTrip(key, head, undefined)) === 200;
+      return (await pool.roundTrip(target(key), getHead(key), undefined)).status === 200;
     },
     close: async () => {
-      for (const c of all) c.close();
+      pool.close();
     },
   };
+}
+
+function putHead(key: string, length: number, context: string | undefined): Buffer {
+  const ctx = context === undefined ? "" : `x-context: ${context}\r\n`;
+  return Buffer.from(
+    `PUT /kv/${key} HTTP/1.1\r\nhost: ringstore\r\ncontent-type: application/octet-stream\r\n${ctx}content-length: ${length}\r\n\r\n`,
+    "latin1",
+  );
+}
+
+function getHead(key: string): Buffer {
+  return Buffer.from(`GET /kv/${key} HTTP/1.1\r\nhost: ringstore\r\n\r\n`, "latin1");
 }
 
 interface PhaseResult {
@@ -756,17 +880,29 @@ interface PhaseResult {
   otherCpu: number;
   /** Per node over the whole phase (warm-up included): WAL fsyncs per second, writes per fsync. */
   storage: { fsyncsPerSec: number; writesPerFsync: number }[];
+  /** Per node: peak RSS (VmHWM) at the end of the phase, bytes, and its memory budget as /status says. */
+  rssPeak: number[];
+  budget: number[];
 }
 
-/** WAL fsyncs and the engine's sequence number (one per written record) of each node, from /status. */
-async function storageCounters(nodes: NodeProc[]): Promise<{ syncs: number; seq: number; at: number }[]> {
+/**
+ * WAL fsyncs, the engine's sequence number (one per written record) and the memory budget of each node,
+ * from /status (NaN where it has none: the floor).
+ */
+async function storageCounters(
+  nodes: NodeProc[],
+): Promise<{ syncs: number; seq: number; budget: number; at: number }[]> {
   return Promise.all(
     nodes.map(async (n) => {
       try {
-        const st = (await getJson(n.api, "/status")).storage as { walSyncs: number; sequence: number };
-        return { syncs: st.walSyncs, seq: st.sequence, at: performance.now() };
+        const st = (await getJson(n.api, "/status")).storage as {
+          walSyncs: number;
+          sequence: number;
+          memoryBudgetBytes: number;
+        };
+        return { syncs: st.walSyncs, seq: st.sequence, budget: st.memoryBudgetBytes, at: performance.now() };
       } catch {
-        return { syncs: Number.NaN, seq: Number.NaN, at: performance.now() };
+        return { syncs: Number.NaN, seq: Number.NaN, budget: Number.NaN, at: performance.now() };
       }
     }),
   );
@@ -879,11 +1015,13 @@ async function runPhase(
           after.nodes.reduce((s, x, i) => s + x - before!.nodes[i]!, 0))) /
       wall,
     storage,
+    rssPeak: nodes.map((x) => peakRss(x.child.pid!)),
+    budget: storageAfter.map((x) => x.budget),
   };
 }
 
 /** A configuration's name in the result rows. */
-function configName(cfg: Config, size: Exclude<Size, "drain">): string {
+function configName(cfg: Config, size: Measured): string {
   const [n, r, w] = cfg.quorum;
   switch (size) {
     case 3:
@@ -901,7 +1039,7 @@ function configName(cfg: Config, size: Exclude<Size, "drain">): string {
   }
 }
 
-async function benchConfig(cfg: Config, size: Exclude<Size, "drain">, value: Buffer): Promise<PhaseResult[]> {
+async function benchConfig(cfg: Config, size: Measured, value: Buffer): Promise<PhaseResult[]> {
   const name = configName(cfg, size);
   const out: PhaseResult[] = [];
   // One node runs every load generator but pa (no routing to do); the floor runs only lean (the others
@@ -1081,6 +1219,9 @@ interface DrainResult {
   deliveredBytes: number;
   /** Sends that failed during the drain (tried again later). */
   failed: number;
+  /** Per node (n4 as restarted): peak RSS at the end, bytes, and its memory budget as /status says. */
+  rssPeak: number[];
+  budget: number[];
 }
 
 /**
@@ -1163,7 +1304,11 @@ async function benchDrain(cfg: Config, value: Buffer): Promise<DrainResult> {
       await new Promise((res) => setTimeout(res, 100));
     }
     if (!Number.isFinite(t3)) console.log(`  the hints did not drain within 30 minutes: ${last.count} left`);
+    const after = [...live, back];
+    const budget = (await storageCounters(after)).map((x) => x.budget);
     return {
+      rssPeak: after.map((x) => peakRss(x.child.pid!)),
+      budget,
       writes: keys.length - errors,
       writeErrors: errors,
       writeSeconds,
@@ -1196,6 +1341,559 @@ function printDrain(d: DrainResult): void {
   console.log(
     `  throttle: --hint-rate ${mib(d.rateSetting)} MiB/s per holder, which alone allows the largest holder's share in ${f1(largest / d.rateSetting)} s`,
   );
+  console.log(`  peak RSS per node ${rssVsBudget(d.rssPeak, d.budget)}`);
+}
+
+// ------------------------------------------------------------------------------------------ mixed run
+
+/** A key of the mixed run: the number its last acknowledged value carries, and that version's context. */
+interface MixedKey {
+  readonly key: string;
+  acked: number;
+  context: string | undefined;
+  /** A write of it failed (it may have been applied, so the context is not the latest): not overwritten again. */
+  doubtful: boolean;
+}
+
+/** One window of the mixed run's timeline. */
+interface MixedWindow {
+  readonly lat: { writes: number[]; reads: number[] };
+  readonly errors: { writes: number; reads: number };
+  /** Summed over the nodes in the window: flushes, compactions, delayed-write and stalled-write ms. */
+  flushes: number;
+  compactions: number;
+  delayMs: number;
+  stallMs: number;
+  /** CPU seconds in the window: each node (by id), this process, the machine in all. */
+  readonly nodeCpu: Map<string, number>;
+  selfCpu: number;
+  machineCpu: number;
+  readonly marks: string[];
+}
+
+interface StorageFigures {
+  sequence: number;
+  userBytesWritten: number;
+  tableBytesWritten: number;
+  flushes: number;
+  compactions: number;
+  compactionBytesWritten: number;
+  writeDelays: number;
+  writeDelayMs: number;
+  writeStalls: number;
+  writeStallMs: number;
+  liveKeysEstimate: number;
+  memoryBudgetBytes: number;
+  levels: { level: number; tables: number; bytes: number }[];
+}
+
+interface NodeStatus {
+  cluster: { ringVersion: number };
+  handoff: { state: string; ringVersion: number; keysSent: number; bytesSent: number };
+  storage: StorageFigures;
+}
+
+/** The kind of a failed request, for the error counts: status and error code, or what went wrong. */
+function failureKind(r: LeanResponse): string {
+  let code = "";
+  let message = "";
+  try {
+    const j = JSON.parse(r.body.toString("utf8")) as { error?: unknown; message?: unknown };
+    code = typeof j.error === "string" ? j.error : "";
+    message = typeof j.message === "string" ? j.message : "";
+  } catch {
+    // not JSON
+  }
+  const applied = message.includes("may have been applied")
+    ? " (may have been applied)"
+    : /NOT applied/.test(message)
+      ? " (not applied)"
+      : "";
+  return `${r.status} ${code || "-"}${applied}`;
+}
+
+function exceptionKind(err: unknown): string {
+  const m = (err as Error).message ?? String(err);
+  if (m.startsWith("no answer within")) return `no answer (${m})`;
+  if (m.startsWith("connection to")) return "connection closed";
+  return `exception: ${m.slice(0, 80)}`;
+}
+
+function storageLine(id: string, s: StorageFigures): string {
+  const runs = s.levels
+    .filter((l) => l.tables > 0)
+    .map((l) => `L${l.level}:${l.tables}/${wholeMib(l.bytes)}`);
+  return `    ${id}: seq ${s.sequence}, ~${s.liveKeysEstimate} keys, ${wholeMib(s.userBytesWritten)} MiB written by users, ${wholeMib(s.tableBytesWritten)} MiB to tables; ${s.flushes} flushes, ${s.compactions} compactions (${wholeMib(s.compactionBytesWritten)} MiB written); delayed writes ${s.writeDelays} (${s.writeDelayMs.toFixed(0)} ms), stalls ${s.writeStalls} (${s.writeStallMs.toFixed(0)} ms); runs (tables/MiB) ${runs.join(" ") || "none"}`;
+}
+
+/**
+ * The mixed run: a 3-node cluster, `--mixed-keys` keys written first, then for `--mixed-seconds` half
+ * the clients write (fresh keys, and overwrites of their own keys with the context of their last write)
+ * and half read keys already acknowledged, checking that each read returns at least the version
+ * acknowledged when it began. At 1/3 of the run n4 joins (`start --join`), at 2/3 n3 leaves (`cluster
+ * leave`), clients having stopped using it first. Printed: per window, writes and reads apart, the rate,
+ * p50/p99/p99.9 and the longest, with the join, the leave and the ends of their handoffs marked; the
+ * storage figures of every node before and after; the totals, errors by kind, stale reads and each
+ * node's peak RSS against its memory budget.
+ */
+async function benchMixed(cfg: Config): Promise<void> {
+  const [qn, qr, qw] = cfg.quorum;
+  const winMs = cfg.window * 1000;
+  const runMs = cfg.mixedSeconds * 1000;
+  const windows: MixedWindow[] = Array.from({ length: Math.ceil(runMs / winMs) }, () => ({
+    lat: { writes: [], reads: [] },
+    errors: { writes: 0, reads: 0 },
+    flushes: 0,
+    compactions: 0,
+    delayMs: 0,
+    stallMs: 0,
+    nodeCpu: new Map(),
+    selfCpu: 0,
+    machineCpu: 0,
+    marks: [],
+  }));
+  console.log(
+    `\nstarting 3 nodes N${qn}R${qr}W${qw} (durability ${cfg.durability}) for the mixed run: ${cfg.mixedSeconds} s, ${cfg.window} s windows, ${cfg.clients >> 1} writers (${Math.round(100 * cfg.overwriteShare)}% overwrites) and ${cfg.clients - (cfg.clients >> 1)} readers, ${cfg.mixedValueBytes}-byte values ...`,
+  );
+  const { nodes: first, root } = await startCluster(cfg, "mixed", "mixed");
+  const all: NodeProc[] = [...first];
+  const pool = new LeanPool();
+  const extra: ChildProcess[] = [];
+  try {
+    console.log(`  ${all.map((n) => `${n.id} ${n.api} pid ${n.child.pid}`).join(", ")}`);
+    const alive = () => all.filter((n) => n.child.exitCode === null && n.child.signalCode === null);
+    const statusOf = async (n: NodeProc) => (await getJson(n.api, "/status")) as unknown as NodeStatus;
+
+    // Routing: each key to its first replica that clients use, from a /ring refreshed by the monitor.
+    const active = new Set(first.map((n) => n.id));
+    let table = await ringTable(first[0]!);
+    const inFlight = new Map<string, number>();
+    const target = (key: string): string => {
+      const id = table.listOf(key).find((x) => active.has(x) && table.apiOf.has(x));
+      return id !== undefined ? table.apiOf.get(id)! : all.find((n) => active.has(n.id))!.api;
+    };
+
+    const value = (seq: number) => {
+      const v = Buffer.alloc(Math.max(cfg.mixedValueBytes, 16), 0x2e);
+      v.write(`${seq}|`, 0, "latin1");
+      return v;
+    };
+    const known: MixedKey[] = [];
+    const writers = Math.max(1, cfg.clients >> 1);
+    const readers = Math.max(1, cfg.clients - writers);
+    const own: MixedKey[][] = Array.from({ length: writers }, () => []);
+    const MAX_KEYS = 2_000_000;
+
+    const counts = { writes: 0, reads: 0, stale: 0, siblings: 0, late: 0, longest: 0 };
+    const errors = new Map<string, number>();
+    const fail = (op: "writes" | "reads", kind: string, at: number) => {
+      errors.set(
+        `${op === "writes" ? "write" : "read"} ${kind}`,
+        (errors.get(`${op === "writes" ? "write" : "read"} ${kind}`) ?? 0) + 1,
+      );
+      const w = windows[Math.floor(at / winMs)];
+      if (w !== undefined) w.errors[op]++;
+    };
+    const send = async (key: string, head: Buffer, body: Buffer | undefined): Promise<LeanResponse> => {
+      const api = target(key);
+      inFlight.set(api, (inFlight.get(api) ?? 0) + 1);
+      try {
+        return await pool.roundTrip(api, head, body, MIXED_CLIENT_TIMEOUT_MS);
+      } finally {
+        inFlight.set(api, inFlight.get(api)! - 1);
+      }
+    };
+    const contextOf = (r: LeanResponse) => /\r\nx-context: *([^\r]+)/i.exec(r.head)?.[1];
+
+    // The keys written before the run: reads and overwrites have something to work on from the start.
+    let preloaded = 0;
+    await Promise.all(
+      Array.from({ length: writers }, async (_, w) => {
+        for (let i = w; i < cfg.mixedKeys; i += writers) {
+          const k: MixedKey = { key: `mx-pre-${i}`, acked: 0, context: undefined, doubtful: false };
+          try {
+            const r = await send(k.key, putHead(k.key, value(1).length, undefined), value(1));
+            if (r.status !== 200 && r.status !== 204) continue;
+            k.acked = 1;
+            k.context = contextOf(r);
+            own[w]!.push(k);
+            known.push(k);
+            preloaded++;
+          } catch {
+            // not counted: the run has not begun
+          }
+        }
+      }),
+    );
+    const before = new Map<string, StorageFigures>();
+    for (const n of all) before.set(n.id, (await statusOf(n)).storage);
+    console.log(`  ${preloaded} keys written first; storage before the run:`);
+    for (const n of all) console.log(storageLine(n.id, before.get(n.id)!));
+
+    const t0 = performance.now();
+    const end = t0 + runMs;
+    // V8's CPU profiles (--profile) time their samples by this clock, in microseconds.
+    console.log(
+      `  the run starts (monotonic clock ${process.hrtime.bigint() / 1000n} us, to line up CPU profiles; load average ${os
+        .loadavg()
+        .map((x) => x.toFixed(2))
+        .join(" ")})`,
+    );
+    const now = () => performance.now() - t0;
+    const mark = (text: string) => {
+      const at = now();
+      const w = windows[Math.min(windows.length - 1, Math.floor(at / winMs))]!;
+      w.marks.push(`${text} at ${(at / 1000).toFixed(1)} s${at >= runMs ? " (after the run)" : ""}`);
+      console.log(`  [${(at / 1000).toFixed(1)} s] ${text}`);
+    };
+    let stopping = false;
+    let total = 0;
+
+    const writer = async (w: number) => {
+      let seed = (w + 1) * 0x9e3779b1;
+      const rnd = () => {
+        seed ^= seed << 13;
+        seed ^= seed >>> 17;
+        seed ^= seed << 5;
+        return (seed >>> 0) / 0x1_0000_0000;
+      };
+      const mine = own[w]!;
+      for (let i = 0; i < cfg.maxOps && !stopping && total < cfg.maxOps; i++) {
+        const s = now();
+        if (s >= runMs) return;
+        total++;
+        const old =
+          mine.length > 0 && rnd() < cfg.overwriteShare ? mine[Math.floor(rnd() * mine.length)]! : undefined;
+        const k =
+          old?.doubtful === false
+            ? old
+            : { key: `mx-${w}-${i}`, acked: 0, context: undefined, doubtful: false };
+        const seq = k.acked + 1;
+        const body = value(seq);
+        let ok = false;
+        try {
+          const r = await send(k.key, putHead(k.key, body.length, k.context), body);
+          if (r.status === 200 || r.status === 204) {
+            ok = true;
+            k.acked = seq;
+            k.context = contextOf(r);
+            if (seq === 1 && known.length < MAX_KEYS) {
+              known.push(k);
+              mine.push(k);
+            }
+          } else {
+            k.doubtful = true;
+            fail("writes", failureKind(r), s);
+          }
+        } catch (err) {
+          k.doubtful = true;
+          fail("writes", exceptionKind(err), s);
+        }
+        const lat = now() - s;
+        answered(lat);
+        if (ok) record("writes", s, lat);
+      }
+    };
+    const record = (op: "writes" | "reads", s: number, lat: number) => {
+      counts[op]++;
+      windows[Math.floor(s / winMs)]?.lat[op].push(lat);
+    };
+    /** Every request, answered or failed: the longest, and those later than the timeout + 100 ms. */
+    const answered = (lat: number) => {
+      if (lat > counts.longest) counts.longest = lat;
+      if (lat > NODE_DEFAULTS.requestTimeoutMs + 100) counts.late++;
+    };
+    const reader = async (r0: number) => {
+      let seed = (r0 + 101) * 0x85ebca6b;
+      const rnd = () => {
+        seed ^= seed << 13;
+        seed ^= seed >>> 17;
+        seed ^= seed << 5;
+        return (seed >>> 0) / 0x1_0000_0000;
+      };
+      for (let i = 0; i < cfg.maxOps && !stopping && total < cfg.maxOps; i++) {
+        const s = now();
+        if (s >= runMs) return;
+        if (known.length === 0) {
+          await new Promise((res) => setTimeout(res, 10));
+          continue;
+        }
+        total++;
+        const k = known[Math.floor(rnd() * known.length)]!;
+        const want = k.acked;
+        try {
+          const r = await send(k.key, getHead(k.key), undefined);
+          if (r.status === 200) {
+            const got = Number.parseInt(r.body.toString("latin1", 0, 16), 10);
+            if (!(got >= want)) counts.stale++;
+            record("reads", s, now() - s);
+          } else if (r.status === 300) {
+            counts.siblings++;
+            record("reads", s, now() - s);
+          } else fail("reads", r.status === 404 ? "404 (an acknowledged key not found)" : failureKind(r), s);
+        } catch (err) {
+          fail("reads", exceptionKind(err), s);
+        }
+        answered(now() - s);
+      }
+    };
+
+    // The monitor: every second, each live node's /status (handoff, ring version, storage counters) and
+    // CPU; the ring for routing every other second; the ends of handoffs; the nodes' peak RSS.
+    const peaks = new Map<string, number>();
+    const budgets = new Map<string, number>();
+    const lastStorage = new Map<string, StorageFigures>();
+    const lastHandoff = new Map<string, NodeStatus["handoff"]>();
+    const lastCpu = new Map<number, number>();
+    const spare = {
+      ...windows[0]!,
+      lat: { writes: [], reads: [] },
+      errors: { writes: 0, reads: 0 },
+      nodeCpu: new Map<string, number>(),
+      marks: [],
+    };
+    for (const n of all) lastCpu.set(n.child.pid!, cpuSeconds(n.child.pid!));
+    let lastSelf = process.cpuUsage();
+    let lastMachine = machineBusySeconds();
+    let pending: { label: string; base: number; watch: () => NodeProc[]; also: () => boolean } | undefined;
+    const monitor = async () => {
+      for (let tick = 0; tick < 100_000 && !stopping; tick++) {
+        await new Promise((res) => setTimeout(res, 1000));
+        // Past the run's end the figures go to a window that is not printed.
+        const at = now();
+        const w = windows[Math.floor(at / winMs)] ?? spare;
+        const live = alive();
+        for (const n of live) {
+          const pid = n.child.pid!;
+          const c = cpuSeconds(pid);
+          const prev = lastCpu.get(pid);
+          if (prev !== undefined && Number.isFinite(c))
+            w.nodeCpu.set(n.id, (w.nodeCpu.get(n.id) ?? 0) + c - prev);
+          if (Number.isFinite(c)) lastCpu.set(pid, c);
+          const p = peakRss(pid);
+          if (Number.isFinite(p)) peaks.set(n.id, Math.max(peaks.get(n.id) ?? 0, p));
+        }
+        const self = process.cpuUsage(lastSelf);
+        lastSelf = process.cpuUsage();
+        w.selfCpu += (self.user + self.system) / 1e6;
+        const m = machineBusySeconds();
+        w.machineCpu += m - lastMachine;
+        lastMachine = m;
+        const statuses = new Map<string, NodeStatus>();
+        await Promise.all(
+          live.map(async (n) => {
+            try {
+              statuses.set(n.id, await statusOf(n));
+            } catch {
+              // not answering now (leaving, starting)
+            }
+          }),
+        );
+        for (const [id, st] of statuses) {
+          budgets.set(id, st.storage.memoryBudgetBytes);
+          const prev = lastStorage.get(id);
+          if (prev !== undefined) {
+            w.flushes += st.storage.flushes - prev.flushes;
+            w.compactions += st.storage.compactions - prev.compactions;
+            w.delayMs += st.storage.writeDelayMs - prev.writeDelayMs;
+            w.stallMs += st.storage.writeStallMs - prev.writeStallMs;
+          }
+          lastStorage.set(id, st.storage);
+          lastHandoff.set(id, st.handoff);
+        }
+        if (pending !== undefined) {
+          const watched = pending.watch().map((n) => statuses.get(n.id));
+          const v = watched[0]?.cluster.ringVersion ?? 0;
+          const done =
+            watched.every(
+              (s) =>
+                s !== undefined &&
+                s.cluster.ringVersion === v &&
+                s.handoff.state === "idle" &&
+                s.handoff.ringVersion === v,
+            ) &&
+            v > pending.base &&
+            pending.also();
+          if (done) {
+            // What each node's pass for the change sent (a node gone meanwhile: as last seen).
+            const base = pending.base;
+            const sent = [...lastHandoff]
+              .filter(([, h]) => h.ringVersion > base && h.keysSent > 0)
+              .map(([id, h]) => `${id} ${h.keysSent} keys/${wholeMib(h.bytesSent)} MiB`);
+            mark(`${pending.label} handoff ended (ring version ${v}; sent: ${sent.join(", ") || "-"})`);
+            pending = undefined;
+          }
+        }
+        if (tick % 2 === 1) {
+          const src = live.find((n) => active.has(n.id));
+          if (src !== undefined) table = await ringTable(src).catch(() => table);
+        }
+      }
+    };
+
+    const ringVersion = async (n: NodeProc) => (await statusOf(n)).cluster.ringVersion;
+    const script = async () => {
+      // The join, at 1/3 of the run.
+      await sleepUntil(t0 + runMs / 3, () => stopping);
+      if (stopping) return;
+      const base = await ringVersion(first[0]!);
+      mark("n4 starts (start --join)");
+      const n4 = await startNode(
+        "n4",
+        path.join(root, "n4"),
+        ["--join", first[0]!.peer, ...commonFlags(cfg, "mixed")],
+        cfg.nodeFlags,
+      );
+      all.push(n4);
+      active.add(n4.id);
+      mark(`n4 serves (${n4.api}, pid ${n4.child.pid})`);
+      pending = { label: "join", base, watch: () => first, also: () => true };
+      // The leave, at 2/3: clients stop using n3, then `cluster leave` (its own wait bounded).
+      await sleepUntil(t0 + (2 * runMs) / 3, () => stopping);
+      if (stopping) return;
+      if (pending !== undefined) mark("(the join's handoff has not ended yet)");
+      const n3 = first[2]!;
+      active.delete(n3.id);
+      mark("clients stop using n3");
+      const drainEnd = performance.now() + 15_000;
+      for (let i = 0; i < 300 && (inFlight.get(n3.api) ?? 0) > 0 && performance.now() < drainEnd; i++)
+        await new Promise((res) => setTimeout(res, 50));
+      const leaveBase = await ringVersion(first[0]!);
+      mark("n3 leaves (cluster leave)");
+      const cli = spawn(
+        process.execPath,
+        [BIN, "cluster", "leave", "--node", n3.api, "--wait-timeout", String(Math.max(60, cfg.mixedSeconds))],
+        { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] },
+      );
+      children.add(cli);
+      extra.push(cli);
+      let out = "";
+      cli.stdout!.on("data", (d: Buffer) => {
+        out = (out + d.toString()).slice(-4000);
+      });
+      cli.stderr!.on("data", (d: Buffer) => {
+        out = (out + d.toString()).slice(-4000);
+      });
+      const rest = [first[0]!, first[1]!, n4];
+      pending = {
+        label: "leave",
+        base: leaveBase,
+        watch: () => rest,
+        also: () => n3.child.exitCode !== null || n3.child.signalCode !== null,
+      };
+      const code = await new Promise<number | null>((res) => cli.once("exit", (c) => res(c)));
+      children.delete(cli);
+      const last =
+        out
+          .trim()
+          .split("\n")
+          .filter((l) => l.trim() !== "")
+          .pop() ?? "";
+      mark(`cluster leave returned (exit ${code}${last === "" ? "" : `: ${last.slice(0, 120)}`})`);
+    };
+
+    // A failure of either ends the run early (the load stops), and is printed.
+    const failed = (what: string) => (err: unknown) => {
+      mark(`${what} failed: ${(err as Error).message}`);
+      stopping = true;
+    };
+    const monitorDone = monitor().catch(failed("the monitor"));
+    const scriptDone = script().catch(failed("the join or the leave"));
+    await Promise.all([
+      ...Array.from({ length: writers }, (_, w) => writer(w)),
+      ...Array.from({ length: readers }, (_, r) => reader(r)),
+    ]);
+    // After the load: wait (bounded) for the leave command and the last handoff to finish.
+    const settle = performance.now() + 120_000;
+    await Promise.race([scriptDone, sleepUntil(settle, () => false)]);
+    for (let i = 0; i < 600 && pending !== undefined && performance.now() < settle; i++)
+      await new Promise((res) => setTimeout(res, 200));
+    if (pending !== undefined)
+      console.log(`  the ${pending.label} handoff had not ended 120 s after the run`);
+    stopping = true;
+    await monitorDone;
+    if (end < performance.now() - 1000)
+      console.log(`  (${((performance.now() - end) / 1000).toFixed(0)} s after the run's end)`);
+
+    console.log(
+      `  load average at the end ${os
+        .loadavg()
+        .map((x) => x.toFixed(2))
+        .join(" ")}`,
+    );
+    printTimeline(
+      windows,
+      cfg.window,
+      all.map((n) => n.id),
+    );
+    const afterStatus = new Map<string, StorageFigures>();
+    for (const n of alive()) {
+      afterStatus.set(n.id, (await statusOf(n)).storage);
+      const p = peakRss(n.child.pid!);
+      if (Number.isFinite(p)) peaks.set(n.id, Math.max(peaks.get(n.id) ?? 0, p));
+    }
+    console.log("  storage after the run (n3 left: its last figures before it stopped):");
+    for (const n of all) {
+      const s = afterStatus.get(n.id) ?? lastStorage.get(n.id);
+      if (s !== undefined) console.log(storageLine(n.id, s));
+    }
+    const secs = cfg.mixedSeconds;
+    const writeLat = Float64Array.from(windows.flatMap((w) => w.lat.writes)).sort();
+    const readLat = Float64Array.from(windows.flatMap((w) => w.lat.reads)).sort();
+    const tot = (name: string, l: Float64Array) =>
+      `  ${name}: ${l.length} (${(l.length / secs).toFixed(0)}/s), p50 ${f2(percentile(l, 0.5))} ms, p99 ${f2(percentile(l, 0.99))} ms, p99.9 ${f2(percentile(l, 0.999))} ms, longest ${f1(l.length > 0 ? l[l.length - 1]! : Number.NaN)} ms`;
+    console.log("\n  mixed run totals:");
+    console.log(tot("writes acknowledged", writeLat));
+    console.log(tot("reads answered     ", readLat));
+    console.log(
+      `  stale reads ${counts.stale} (a value older than the one acknowledged when the read began), reads with siblings ${counts.siblings}, longest request (answered or failed) ${f1(counts.longest)} ms, ${counts.late} later than the ${NODE_DEFAULTS.requestTimeoutMs} ms timeout + 100 ms`,
+    );
+    const errs = [...errors.entries()].sort((a, b) => b[1] - a[1]);
+    console.log(`  errors: ${errs.length === 0 ? "none" : errs.map(([k, v]) => `${v} x ${k}`).join("; ")}`);
+    const ids = all.map((n) => n.id);
+    console.log(
+      `  peak RSS per node ${ids.join("/")} ${rssVsBudget(
+        ids.map((id) => peaks.get(id) ?? Number.NaN),
+        ids.map((id) => budgets.get(id) ?? Number.NaN),
+      )}`,
+    );
+  } finally {
+    pool.close();
+    await Promise.all([...all.map((n) => stopNode(n.child)), ...extra.map((c) => stopNode(c))]);
+    fs.rmSync(root, { recursive: true, force: true });
+    tempDirs.delete(root);
+  }
+}
+
+/** Waits until performance.now() reaches `at` or `stop()` says so (checked every 200 ms). */
+async function sleepUntil(at: number, stop: () => boolean): Promise<void> {
+  for (let i = 0; i < 10_000_000 && performance.now() < at && !stop(); i++)
+    await new Promise((res) => setTimeout(res, Math.min(200, Math.max(1, at - performance.now()))));
+}
+
+function printTimeline(windows: MixedWindow[], windowS: number, ids: string[]): void {
+  console.log(
+    `\n  latency over time (${windowS} s windows; ops/s, then p50/p99/p99.9/longest ms; err: failed requests; node CPU: each node, % of one core; other: outside this benchmark; LSM: flushes/compactions, delayed-write ms, stalled ms, summed over nodes):`,
+  );
+  console.log(
+    `  ${"window s".padEnd(9)} ${"writes/s".padStart(8)} ${"write p50/p99/p99.9/max".padEnd(27)} ${"err".padStart(4)} ${"reads/s".padStart(8)} ${"read p50/p99/p99.9/max".padEnd(27)} ${"err".padStart(4)} ${"node CPU %".padStart(15)} ${"other".padStart(5)}  LSM`,
+  );
+  for (const [i, w] of windows.entries()) {
+    const q = (l: number[]) => {
+      const s = Float64Array.from(l).sort();
+      return `${f1(percentile(s, 0.5))}/${f1(percentile(s, 0.99))}/${f1(percentile(s, 0.999))}/${f1(s.length > 0 ? s[s.length - 1]! : Number.NaN)}`;
+    };
+    const nodes = [...w.nodeCpu.values()].reduce((a, b) => a + b, 0);
+    const other = w.machineCpu - nodes - w.selfCpu;
+    const each = ids.map((id) => {
+      const c = w.nodeCpu.get(id);
+      return c === undefined ? "-" : ((100 * c) / windowS).toFixed(0);
+    });
+    console.log(
+      `  ${`${i * windowS}-${(i + 1) * windowS}`.padEnd(9)} ${(w.lat.writes.length / windowS).toFixed(0).padStart(8)} ${q(w.lat.writes).padEnd(27)} ${String(w.errors.writes).padStart(4)} ${(w.lat.reads.length / windowS).toFixed(0).padStart(8)} ${q(w.lat.reads).padEnd(27)} ${String(w.errors.reads).padStart(4)} ${each.join("/").padStart(15)} ${((100 * other) / windowS).toFixed(0).padStart(5)}  ${w.flushes}/${w.compactions} ${w.delayMs.toFixed(0)} ${w.stallMs.toFixed(0)}`,
+    );
+    for (const m of w.marks) console.log(`      ^ ${m}`);
+  }
 }
 
 // ------------------------------------------------------------------------------------------ report
@@ -1261,6 +1959,21 @@ function printRow(r: PhaseResult): void {
     console.log(
       `      WAL fsyncs/s per node ${r.storage.map((x) => x.fsyncsPerSec.toFixed(0)).join("/")}, writes per fsync ${r.storage.map((x) => f1(x.writesPerFsync)).join("/")}`,
     );
+  console.log(`      peak RSS per node ${rssVsBudget(r.rssPeak, r.budget)}`);
+}
+
+const wholeMib = (b: number) => (Number.isFinite(b) ? (b / 2 ** 20).toFixed(0) : "-");
+
+/** "a/b/c MiB against a memory budget of ..." for nodes' peak RSS and their budgets (bytes). */
+function rssVsBudget(peaks: number[], budgets: number[]): string {
+  const set = [...new Set(budgets.map((b) => (Number.isFinite(b) ? b : -1)))];
+  const budget =
+    set.length === 1 && set[0] === -1
+      ? "no memory budget (not a ringstore node)"
+      : set.every((b) => b === 0)
+        ? "memory budget none (the engine's own sizes)"
+        : `memory budget ${budgets.map(wholeMib).join("/")} MiB`;
+  return `(VmHWM) ${peaks.map(wholeMib).join("/")} MiB; ${budget}`;
 }
 
 function machineFacts(): void {
@@ -1319,12 +2032,15 @@ async function main(): Promise<void> {
 
   const runs: PhaseResult[][] = [];
   const drains: DrainResult[] = [];
-  header();
+  // Rows come from the configurations measured in phases; the drain and the mixed run print their own.
+  const rows = cfg.configs.some((x) => x !== "drain" && x !== "mixed");
+  if (rows) header();
   for (let k = 0; k < cfg.repeat; k++) {
     if (cfg.repeat > 1) console.log(`\n=== run ${k + 1} of ${cfg.repeat}`);
     const one: PhaseResult[] = [];
     for (const size of cfg.configs) {
-      if (size !== "drain") one.push(...(await benchConfig(cfg, size, value)));
+      if (size === "mixed") await benchMixed(cfg);
+      else if (size !== "drain") one.push(...(await benchConfig(cfg, size, value)));
       else {
         const d = await benchDrain(cfg, value);
         drains.push(d);
@@ -1348,17 +2064,17 @@ async function main(): Promise<void> {
       );
   }
 
-  console.log(cfg.repeat > 1 ? `\nresults (median of ${cfg.repeat} runs each):` : "\nresults:");
-  header();
+  if (rows) console.log(cfg.repeat > 1 ? `\nresults (median of ${cfg.repeat} runs each):` : "\nresults:");
+  if (rows) header();
   for (const r of results) {
     printRow(r);
     const range = ranges.get(r);
     if (range !== undefined) console.log(`      ${range}`);
   }
 
-  const find = (size: Exclude<Size, "drain">, g: Loadgen, op: Op) =>
+  const find = (size: Measured, g: Loadgen, op: Op) =>
     results.find((r) => r.config === configName(cfg, size) && r.loadgen === g && r.op === op);
-  const ratio = (title: string, base: Exclude<Size, "drain">, of: Exclude<Size, "drain"> = 3) => {
+  const ratio = (title: string, base: Measured, of: Measured = 3) => {
     if (!cfg.configs.includes(of) || !cfg.configs.includes(base)) return;
     console.log(`\n${title} (throughput; p99; CPU per operation):`);
     for (const g of LOADGENS)
@@ -1386,6 +2102,8 @@ async function main(): Promise<void> {
     for (const d of drains) printDrain(d);
   }
 
+  if (cfg.profileDir !== undefined) console.log(`\nprofiles of n1 in ${cfg.profileDir}`);
+  if (!cfg.configs.includes(3) && !cfg.configs.includes("floor")) return;
   console.log(
     `\ntarget (3 nodes, 3x a 3-member etcd on this machine: >= ${TARGET.putsPerSec} puts/s, >= ${TARGET.getsPerSec} gets/s, p99 < ${TARGET.p99Ms} ms):`,
   );
@@ -1411,7 +2129,6 @@ async function main(): Promise<void> {
       `  the floor here: ${op} ${f.rate.toFixed(0)}/s, p99 ${f2(f.p99)} ms: ${f.rate >= want ? "the target is within what Node allows on this machine" : "below the target: even a minimal Node implementation of the protocol does not reach it here"}`,
     );
   }
-  if (cfg.profileDir !== undefined) console.log(`\nprofiles of n1 in ${cfg.profileDir}`);
 }
 
 main()
