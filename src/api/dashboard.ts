@@ -147,6 +147,7 @@ export class Dashboard {
         ringVersion: h.ringVersion,
         leaving: h.leaving,
       },
+      join: s.join ?? null,
       hints: s.hintedHandoff.targets.map((t) => {
         const before = p?.delivered.get(t.target);
         const r = before === undefined ? null : rate(t.delivered - before, ms);
@@ -335,6 +336,7 @@ function emptyProgress(): DashboardProgress {
   const none: WorkProgress = { state: "idle", rate: null, unit: "", done: 0, total: null, etaSeconds: null };
   return {
     handoff: { ...none, unit: "keys", ringVersion: 0, leaving: false },
+    join: null,
     hints: [],
     antiEntropy: {
       ...none,
