@@ -228,7 +228,7 @@ function drawProgress(d: DashboardDocument): void {
     progressRow(
       "handoff",
       p.handoff,
-      `ring v${p.handoff.ringVersion}${p.handoff.leaving ? ", leaving" : ""}`,
+      `ring v${p.handoff.ringVersion}${p.handoff.leaving ? ", leaving" : ""}, throttle ${bytes(p.handoff.throttleBytesPerSecond)}/s`,
     ),
     ...(p.join === null ? [] : [joinRow(p.join)]),
     ...p.hints.map((h) => progressRow(`hints → ${h.target}`, h, bytes(h.bytes))),

@@ -119,7 +119,12 @@ export interface JoinStatus {
 }
 
 export interface DashboardProgress {
-  readonly handoff: WorkProgress & { readonly ringVersion: number; readonly leaving: boolean };
+  readonly handoff: WorkProgress & {
+    readonly ringVersion: number;
+    readonly leaving: boolean;
+    /** The throttle this node's handoff is paced at (bytes per second; settable at run time). */
+    readonly throttleBytesPerSecond: number;
+  };
   /** The handoff a join of this node started, while this node follows it (null: it did not join now). */
   readonly join: JoinStatus | null;
   /** Per target with hints held here, or delivered since the node started. */
