@@ -102,7 +102,11 @@ export async function startCommand(flags: StartFlags): Promise<void> {
       `started with --force-rejoin after ${duration(node.forcedBackAfterMs)} away, longer than the tombstone grace period; it keeps its data (under a new actor)`,
     );
   const scheme = config.apiTls === undefined ? "http" : "https";
-  log.info(
+  // Where the node serves is announced whatever --log-level: a user starting a node must learn its
+  // addresses (and scripts wait for this line). It stays a log line of level info, so the output is JSON
+  // lines still; at a level that keeps info it is the ordinary line.
+  const announce = log.isLevelEnabled("info") ? log : log.child({}, { level: "info" });
+  announce.info(
     {
       event: "start",
       api: `${scheme}://${formatHostPort(node.api)}`,
