@@ -45,7 +45,7 @@ export async function startCommand(flags: StartFlags): Promise<void> {
   if (!isLogLevel(level))
     throw new ConfigError(`--log-level must be one of ${LOG_LEVELS.join(", ")}, got "${level}"`);
   // On a terminal, a join's handoff is drawn as a bar below the log (the log's lines are written above
-  // it, whole); elsewhere the log's own lines (event "join") are the progress (README, "Joining").
+  // it, whole); elsewhere the log's own lines (event "join") are the progress (README, "A join's progress").
   const bar =
     process.stdout.isTTY === true ? new Progress({ stream: process.stdout, unit: "keys" }) : undefined;
   const log = createNodeLogger({
@@ -157,6 +157,7 @@ export async function startCommand(flags: StartFlags): Promise<void> {
   stopFor = (why) => {
     if (stopping) return;
     stopping = true;
+    bar?.finish(); // a join's bar, if drawn, stays where it was; the lines of the stop follow it
     log.info({ event: "stop", why }, `${why}, stopping (finishing requests, closing files)`);
     node.stop().then(
       () => {

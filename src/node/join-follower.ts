@@ -121,7 +121,12 @@ export class JoinFollower {
 
   /** Looks at once, then every `lookEveryMs` until done. */
   start(): void {
-    this.timer = this.d.timers.after(0, () => void this.look());
+    this.timer = this.d.timers.after(0, () => this.lookSafely());
+  }
+
+  /** A look; one that fails (a listener threw) is followed by the next, within the follow's bound. */
+  private lookSafely(): void {
+    this.look().catch(() => this.next());
   }
 
   stop(): void {
@@ -191,7 +196,7 @@ export class JoinFollower {
   }
 
   private next(): void {
-    if (!this.stopped) this.timer = this.d.timers.after(this.lookEveryMs, () => void this.look());
+    if (!this.stopped) this.timer = this.d.timers.after(this.lookEveryMs, () => this.lookSafely());
   }
 
   private end(state: "done" | "given_up"): void {
