@@ -146,7 +146,9 @@ export class Dashboard {
             : null,
         ringVersion: h.ringVersion,
         leaving: h.leaving,
+        throttleBytesPerSecond: h.throttleBytesPerSecond,
       },
+      join: s.join ?? null,
       hints: s.hintedHandoff.targets.map((t) => {
         const before = p?.delivered.get(t.target);
         const r = before === undefined ? null : rate(t.delivered - before, ms);
@@ -334,7 +336,8 @@ export class Dashboard {
 function emptyProgress(): DashboardProgress {
   const none: WorkProgress = { state: "idle", rate: null, unit: "", done: 0, total: null, etaSeconds: null };
   return {
-    handoff: { ...none, unit: "keys", ringVersion: 0, leaving: false },
+    handoff: { ...none, unit: "keys", ringVersion: 0, leaving: false, throttleBytesPerSecond: 0 },
+    join: null,
     hints: [],
     antiEntropy: {
       ...none,

@@ -12,6 +12,7 @@ import type { Liveness } from "../membership/membership.js";
 import type { HandoffProgress } from "../replication/handoff.js";
 import type { EngineStats } from "../storage/engine.js";
 import type { MemberView, RingView } from "../transport/messages.js";
+import type { JoinStatus } from "../ui/document.js";
 
 /** How a key's partition is computed (src/ring/ring.ts's partitionOf), for clients in other languages. */
 export const RING_HASH = "murmur3-x86-32, seed 0x52494e47, partition = floor(hash * partitions / 2^32)";
@@ -85,6 +86,11 @@ export interface StatusDocument {
   readonly partitions: StatusPartitions;
   /** This node's ownership handoff: its current or last pass. */
   readonly handoff: HandoffProgress;
+  /**
+   * The handoff this node's join started, as the node follows it on every member (present only on a node
+   * that joined in this run).
+   */
+  readonly join?: JoinStatus;
   readonly strayStores: StrayStores;
   /** Saves of this node's view (members.json): a failing disk shows here, the node keeps running. */
   readonly viewSaves: ViewSaves;
@@ -339,6 +345,7 @@ export interface StatusInputs {
   readonly liveness: (id: string) => Liveness;
   readonly partitions: { readonly owned: readonly number[]; readonly replicated: readonly number[] };
   readonly handoff: HandoffProgress;
+  readonly join?: JoinStatus;
   readonly strayStores: StrayStores;
   readonly viewSaves: ViewSaves;
   readonly hintedHandoff?: HintedHandoffStatus;
@@ -392,6 +399,7 @@ export function statusDocument(i: StatusInputs): StatusDocument {
       replicated: i.partitions.replicated,
     },
     handoff: { ...i.handoff },
+    ...(i.join === undefined ? {} : { join: i.join }),
     strayStores: { forwarded: s.forwarded, failed: s.failed, dropped: s.dropped },
     viewSaves: {
       saved: i.viewSaves.saved,

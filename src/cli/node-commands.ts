@@ -10,9 +10,10 @@ import {
 import { onInvariantBroken } from "../core/assert.js";
 import { ConfigError, formatHostPort, type NodeConfigInput, validateNodeConfig } from "../node/config.js";
 import { startNode } from "../node/node.js";
-import { createNodeLogger, isLogLevel, LOG_LEVELS } from "../node/node-log.js";
+import { createNodeLogger, isLogLevel, joinEndSentence, LOG_LEVELS } from "../node/node-log.js";
 import { duration } from "../node/start-plan.js";
 import { type ConnectionFlags, clientOptions, DEFAULT_NODE } from "./connection.js";
+import { Progress } from "./progress.js";
 
 export interface StartFlags
   extends Omit<
@@ -43,7 +44,15 @@ export async function startCommand(flags: StartFlags): Promise<void> {
   const level = flags.logLevel ?? "info";
   if (!isLogLevel(level))
     throw new ConfigError(`--log-level must be one of ${LOG_LEVELS.join(", ")}, got "${level}"`);
-  const log = createNodeLogger({ id: flags.id ?? "", level });
+  // On a terminal, a join's handoff is drawn as a bar below the log (the log's lines are written above
+  // it, whole); elsewhere the log's own lines (event "join") are the progress (README, "A join's progress").
+  const bar =
+    process.stdout.isTTY === true ? new Progress({ stream: process.stdout, unit: "keys" }) : undefined;
+  const log = createNodeLogger({
+    id: flags.id ?? "",
+    level,
+    ...(bar === undefined ? {} : { stream: { write: (line: string) => bar.above(line) } }),
+  });
   onInvariantBroken((err) => {
     log.fatal({ event: "stop", err: err.stack ?? err.message }, `stopping at once: ${err.message}`);
     process.exit(70);
@@ -64,6 +73,18 @@ export async function startCommand(flags: StartFlags): Promise<void> {
   let outBeforeStart: string | undefined;
   const node = await startNode(config, {
     log,
+    onJoinProgress: (p) => {
+      if (bar === undefined) return;
+      if (p.state === "waiting") bar.update("join: waiting for the ring to include this node:", 0, null);
+      else if (p.state === "handing_off")
+        bar.update(
+          `join handoff (ring v${p.ringVersion}):`,
+          p.keysScanned,
+          p.keysTotal,
+          `${p.keysSent} copies sent, ${p.keysReceived} received${p.storesFailed > 0 ? `, ${p.storesFailed} failed (retrying)` : ""}`,
+        );
+      else bar.finish(joinEndSentence(p));
+    },
     explicit: { n: flags.n !== undefined, r: flags.r !== undefined, w: flags.w !== undefined },
     onLeft: (how) => {
       const why =
@@ -81,7 +102,11 @@ export async function startCommand(flags: StartFlags): Promise<void> {
       `started with --force-rejoin after ${duration(node.forcedBackAfterMs)} away, longer than the tombstone grace period; it keeps its data (under a new actor)`,
     );
   const scheme = config.apiTls === undefined ? "http" : "https";
-  log.info(
+  // Where the node serves is announced whatever --log-level: a user starting a node must learn its
+  // addresses (and scripts wait for this line). It stays a log line of level info, so the output is JSON
+  // lines still; at a level that keeps info it is the ordinary line.
+  const announce = log.isLevelEnabled("info") ? log : log.child({}, { level: "info" });
+  announce.info(
     {
       event: "start",
       api: `${scheme}://${formatHostPort(node.api)}`,
@@ -132,6 +157,7 @@ export async function startCommand(flags: StartFlags): Promise<void> {
   stopFor = (why) => {
     if (stopping) return;
     stopping = true;
+    bar?.finish(); // a join's bar, if drawn, stays where it was; the lines of the stop follow it
     log.info({ event: "stop", why }, `${why}, stopping (finishing requests, closing files)`);
     node.stop().then(
       () => {

@@ -48,6 +48,8 @@ export class Progress {
   private lastDrawAt = -Infinity;
   private lastPlain = "";
   private drawn = false;
+  /** What is drawn in place now (to draw again below a line written above it). */
+  private drawnText = "";
   /** The first sample of the current run of figures, for the rate. */
   private start: { at: number; done: number } | undefined;
 
@@ -82,7 +84,8 @@ export class Progress {
         : `${num(done)} ${this.unit}${rateText}`;
       const line = `${label} ${figures}${tail}`;
       const width = this.stream.columns || 120;
-      this.stream.write(`\r${line.slice(0, Math.max(20, width - 1))}\x1b[K`);
+      this.drawnText = `\r${line.slice(0, Math.max(20, width - 1))}\x1b[K`;
+      this.stream.write(this.drawnText);
       this.drawn = true;
       return;
     }
@@ -91,6 +94,15 @@ export class Progress {
     this.lastDrawAt = at;
     this.lastPlain = line;
     this.stream.write(`${line}\n`);
+  }
+
+  /**
+   * Writes `text` (whole lines, ending with a newline) above the line drawn in place, which is drawn again
+   * below it: another writer to the same terminal (a log) keeps its lines whole.
+   */
+  above(text: string): void {
+    if (this.tty && this.drawn) this.stream.write(`\r\x1b[K${text}${this.drawnText}`);
+    else this.stream.write(text);
   }
 
   /** Ends the line drawn in place (nothing to do for plain output), then writes `line` if given. */

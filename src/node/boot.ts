@@ -150,6 +150,8 @@ export interface BootedNode {
   readonly identity: NodeIdentity;
   /** This start created a new cluster. */
   readonly created: boolean;
+  /** This start joined a cluster (a new node given --join, admitted by a member). */
+  readonly joined: boolean;
   readonly core: NodeCore;
   readonly storage: StorageEngine;
   readonly views: ViewSaver;
@@ -400,6 +402,7 @@ export async function bootNode(config: BootConfig, deps: BootDeps): Promise<Boot
     return {
       identity,
       created: plan.kind === "create",
+      joined: plan.kind === "join",
       core: booted,
       storage: engine,
       views,

@@ -170,6 +170,8 @@ export class NodeCore {
 
   /** Sets this node stores (its last census), for the handoff's time left; null before the first. */
   storedSets: number | null = null;
+  /** Handoff stores received from other members since the start: keys and their bytes. */
+  readonly handoffReceived = { keys: 0, bytes: 0 };
 
   constructor(private readonly d: NodeCoreDeps) {
     const now = () => d.clock.now();
@@ -450,6 +452,11 @@ export class NodeCore {
           );
         return countsToWire(await this.keyListing.partitionCounts());
       },
+      handoffFigures: () => this.handoffFigures(),
+      handedOffHere: (bytes) => {
+        this.handoffReceived.keys++;
+        this.handoffReceived.bytes += bytes;
+      },
       antiEntropy: this.antiEntropy,
       tombstones: this.tombstones,
       local: peerFor(d.nodeId),
@@ -480,6 +487,24 @@ export class NodeCore {
               );
             return handle(from, body, leftMs);
           };
+  }
+
+  /** This node's handoff as a peer's `handoff_progress` gets it (and as its own join follower reads it). */
+  handoffFigures(): AnswerOf<"handoff_progress"> {
+    const p = this.handoff.progress;
+    return {
+      kind: "handoff_figures",
+      ringVersion: this.membership.ring?.version ?? 0,
+      handedOff: this.handoff.handedOffRing?.version ?? 0,
+      state: p.state,
+      passRingVersion: p.ringVersion,
+      keysScanned: p.keysScanned,
+      keysSent: p.keysSent,
+      bytesSent: p.bytesSent,
+      storesFailed: p.storesFailed,
+      keysTotal: p.keysTotal,
+      throttleBytesPerSecond: p.throttleBytesPerSecond,
+    };
   }
 
   /** What `change` would move (plan-gathering.ts); changes nothing. */

@@ -1,20 +1,22 @@
 /**
  * The node's log: one JSON object per line on stdout (pino), with `time` (ISO 8601), `level` (its name:
  * trace, debug, info, warn, error, fatal), `node` (the node's id), `msg` (one human sentence: what
- * happened and why) and, for events, `event` (membership, peer, handoff, hints, anti_entropy, tombstones,
- * start, stop, security, storage) with the event's figures as fields. Written synchronously: a node
+ * happened and why) and, for events, `event` (membership, peer, handoff, join, hints, anti_entropy,
+ * tombstones, start, stop, security, storage) with the event's figures as fields. Written synchronously: a node
  * logs events, not requests, and a line must not be lost when the process exits right after it.
  *
  * Events that come by the thousand (a hint delivered, a tombstone purged) are counted and logged as one
  * line per kind every `windowMs` (EventTally), with the count and the cause; the first of a burst is
  * logged at once. Handoff passes are watched on the handoff's own progress figures (HandoffWatch), so
- * that each pass is logged once when it starts and once when it ends.
+ * that each pass is logged once when it starts and once when it ends. A joining node's follow of the
+ * handoff its join started is logged by JoinWatch (event `join`): at most one line every few seconds.
  */
 import pino, { type Logger } from "pino";
 import type { ExchangeResult } from "../anti-entropy/exchange.js";
 import type { RebuildReport } from "../anti-entropy/rebuild.js";
 import type { HandoffProgress } from "../replication/handoff.js";
 import type { Timers } from "../runtime/runtime.js";
+import type { JoinProgress, MemberHandoff } from "./join-follower.js";
 
 export type NodeLogger = Logger;
 
@@ -247,4 +249,100 @@ export function logRebuild(log: NodeLogger, r: RebuildReport): void {
       { event: "anti_entropy", rebuild: "abandoned", partitions: r.partitions, reason: r.reason },
       `anti-entropy: a rebuild of ${r.partitions} partition(s) was abandoned: ${r.reason ?? "stopped"}`,
     );
+}
+
+/** A whole number with thousands separators. */
+const count = (n: number) => Math.round(n).toLocaleString("en-US");
+
+/** The members of a join's handoff in one state, by id ("" when none). */
+function named(p: JoinProgress, state: MemberHandoff["state"]): string[] {
+  return p.members.filter((m) => m.state === state).map((m) => m.id);
+}
+
+/** The last sentence of a join's handoff: done (and who did not answer), or given up. */
+export function joinEndSentence(p: JoinProgress): string {
+  const secs = p.endedAt === null ? 0 : Math.round((p.endedAt - p.startedAt) / 1000);
+  const figures = `${count(p.keysScanned)} keys scanned, ${count(p.keysSent)} copies sent, ${count(p.keysReceived)} received here`;
+  const silent = p.members.filter((m) => m.state === "silent");
+  const unanswered =
+    silent.length === 0
+      ? ""
+      : `; ${silent.map((m) => `${m.id} (${m.why ?? "no answer"})`).join(", ")} did not answer: see cluster status (anti-entropy repairs what they hold)`;
+  if (p.state === "given_up")
+    return `join: stopped following the handoff after ${secs} s, not finished on ${named(p, "busy").join(", ") || "?"} (${figures}); it goes on: see cluster status${unanswered}`;
+  return `join: done: the handoff for ring version ${p.ringVersion} finished on ${named(p, "done").join(", ") || "no member"} in ${secs} s (${figures})${unanswered}`;
+}
+
+/** A join's handoff of the moment, as one phrase of figures (for the log and the terminal). */
+export function joinFigures(p: JoinProgress): string {
+  const parts = [
+    `${count(p.keysScanned)}${p.keysTotal === null ? "" : ` of ${count(p.keysTotal)}`} keys scanned`,
+    `${count(p.keysSent)} copies sent`,
+    `${count(p.keysReceived)} received here`,
+  ];
+  if (p.keysPerSecond !== null) parts.push(`${count(p.keysPerSecond)} keys/s`);
+  if (p.etaSeconds !== null) parts.push(`about ${Math.ceil(p.etaSeconds)} s left`);
+  if (p.storesFailed > 0) parts.push(`${count(p.storesFailed)} failed (retrying)`);
+  const busy = named(p, "busy");
+  if (busy.length > 0) parts.push(`waiting for ${busy.join(", ")}`);
+  return parts.join(", ");
+}
+
+/**
+ * Turns a joining node's follow of its handoff (node/join-follower.ts) into log lines: one when it
+ * waits for the ring, one when the handoff starts, then one when the figures changed at most every
+ * `everyMs`, and the last one, done (naming the members that did not answer) or given up.
+ */
+export class JoinWatch {
+  private lastState: JoinProgress["state"] | undefined;
+  private lastAt = Number.NEGATIVE_INFINITY;
+  private lastFigures = "";
+
+  constructor(private readonly everyMs = 3000) {}
+
+  look(p: JoinProgress, now: number): LogLine | undefined {
+    const changed = p.state !== this.lastState;
+    this.lastState = p.state;
+    const fields = {
+      event: "join",
+      phase: p.state,
+      ringVersion: p.ringVersion,
+      keysScanned: p.keysScanned,
+      keysTotal: p.keysTotal,
+      keysSent: p.keysSent,
+      bytesSent: p.bytesSent,
+      keysReceived: p.keysReceived,
+      keysPerSecond: p.keysPerSecond === null ? null : Math.round(p.keysPerSecond),
+      etaSeconds: p.etaSeconds === null ? null : Math.ceil(p.etaSeconds),
+      storesFailed: p.storesFailed,
+      membersDone: named(p, "done"),
+      membersBusy: named(p, "busy"),
+      membersSilent: named(p, "silent"),
+    };
+    if (p.state === "done" || p.state === "given_up")
+      return changed
+        ? {
+            level: p.state === "done" && fields.membersSilent.length === 0 ? "info" : "warn",
+            fields,
+            msg: joinEndSentence(p),
+          }
+        : undefined;
+    if (p.state === "waiting")
+      return changed
+        ? {
+            level: "info",
+            fields,
+            msg: "join: waiting for the ring to include this node (the claimant re-claims it)",
+          }
+        : undefined;
+    const figures = `${p.keysScanned}/${p.keysTotal}/${p.keysSent}/${p.keysReceived}/${p.storesFailed}/${fields.membersBusy.join(",")}`;
+    if (!changed && (figures === this.lastFigures || now - this.lastAt < this.everyMs)) return undefined;
+    this.lastFigures = figures;
+    this.lastAt = now;
+    return {
+      level: "info",
+      fields,
+      msg: `join: handoff for ring version ${p.ringVersion}${changed ? " started" : ""}: ${joinFigures(p)}`,
+    };
+  }
 }

@@ -15,6 +15,7 @@ import { NodeMetrics } from "../api/metrics.js";
 import {
   type AntiEntropyStatus,
   hintedHandoffDocument,
+  type JoinStatus,
   memberState,
   ringDocument,
   type StatusDocument,
@@ -40,6 +41,7 @@ import { watchClusterKey } from "./cluster-key.js";
 import { ConfigError, formatHostPort, type HostPort, type NodeConfig } from "./config.js";
 import { MembershipRefusedError } from "./departures.js";
 import type { NodeIdentity } from "./identity.js";
+import { JoinFollower, type JoinProgress } from "./join-follower.js";
 import type { Census } from "./key-listing.js";
 import type { NodeCore } from "./node-core.js";
 import {
@@ -48,6 +50,7 @@ import {
   HandoffWatch,
   HINTS_DELIVERED,
   HINTS_DROPPED,
+  JoinWatch,
   logExchange,
   logRebuild,
   type NodeLogger,
@@ -100,6 +103,11 @@ export interface StartOptions {
   readonly onLeft?: (how: "left" | "removed") => void;
   /** Where the node logs (node-log.ts); default: JSON lines on stdout at level info. */
   readonly log?: NodeLogger;
+  /**
+   * A node that joins in this start follows the handoff its join started (join-follower.ts): its figures
+   * after every look, the last with state done or given_up (the node logs them too, JoinWatch).
+   */
+  readonly onJoinProgress?: (p: JoinProgress) => void;
 }
 
 /** The real environment: system clock and timers, the disk, a CSPRNG for identities. */
@@ -380,6 +388,27 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
     if (ae !== undefined) lastSweep = () => ae.lastFullSweepAt();
     const reaper = core.tombstones;
     if (reaper !== undefined) tombstonesHeld = () => reaper.stats.held;
+    // A node that joined now follows the handoff its join started on every member, to its end.
+    let follower: JoinFollower | undefined;
+    if (node.joined) {
+      const watch = new JoinWatch();
+      follower = new JoinFollower({
+        selfId: config.id,
+        membership,
+        transport,
+        clock: env.clock,
+        timers: env.timers,
+        ownFigures: () => core.handoffFigures(),
+        received: () => core.handoffReceived,
+        onChange: (p) => {
+          const l = watch.look(p, now());
+          if (l !== undefined) log[l.level](l.fields, l.msg);
+          options.onJoinProgress?.(p);
+        },
+      });
+      const f = follower;
+      cleanup.splice(1, 0, async () => f.stop());
+    }
     const status = async (): Promise<StatusDocument> => {
       const t = now();
       return statusDocument({
@@ -398,6 +427,7 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
         liveness: (mid) => membership.liveness(mid, t),
         partitions: core.placement.partitionsHeld(),
         handoff: core.handoff.progress,
+        ...(follower === undefined ? {} : { join: joinStatus(follower.progress, t) }),
         strayStores: core.strays.counts,
         viewSaves: node.views.status,
         antiEntropy: ae === undefined ? undefined : antiEntropyDocument(ae, node.recovery?.status, t),
@@ -540,6 +570,7 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
       dashboard,
     });
     dashboard.start();
+    follower?.start();
     // Each handoff pass, logged when it starts and when it ends (from its progress, every second).
     const handoffWatch = new HandoffWatch();
     const lookAtHandoff = () => {
@@ -575,6 +606,31 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
     await runAll(cleanup);
     throw err;
   }
+}
+
+/** A join's follow as `/status` and the dashboard show it (`now`: the node's clock). */
+function joinStatus(p: JoinProgress, now: number): JoinStatus {
+  const ids = (state: string) => p.members.filter((m) => m.state === state).map((m) => m.id);
+  return {
+    state: p.state,
+    ringVersion: p.ringVersion,
+    keysScanned: p.keysScanned,
+    keysTotal: p.keysTotal,
+    keysSent: p.keysSent,
+    bytesSent: p.bytesSent,
+    storesFailed: p.storesFailed,
+    keysReceived: p.keysReceived,
+    bytesReceived: p.bytesReceived,
+    keysPerSecond: p.keysPerSecond,
+    etaSeconds: p.etaSeconds,
+    throttleBytesPerSecond: p.throttleBytesPerSecond,
+    membersDone: ids("done"),
+    membersBusy: ids("busy"),
+    membersSilent: p.members
+      .filter((m) => m.state === "silent")
+      .map((m) => ({ id: m.id, why: m.why ?? "no answer" })),
+    elapsedMs: Math.max(0, Math.round((p.endedAt ?? now) - p.startedAt)),
+  };
 }
 
 /** How often the handoff's progress is looked at, to log its passes. */

@@ -41,6 +41,10 @@ export interface PeerDispatchDeps {
   readonly stored: (key: Uint8Array, set: readonly StoredSibling[]) => void;
   /** Answers a peer's `count_partitions` from this node's sets (node/key-listing.ts). */
   readonly countPartitions: (body: RequestOf<"count_partitions">) => Promise<AnswerOf<"count_partitions">>;
+  /** This node's handoff figures, for a peer's `handoff_progress` (a joining node follows them). */
+  readonly handoffFigures: () => AnswerOf<"handoff_progress">;
+  /** A store of handoff (`handoff: true`) arrived here, `bytes` of key and set (counted for /status). */
+  readonly handedOffHere?: (bytes: number) => void;
   /** Answers a peer's `list_keys` from this node's sets (node/key-listing.ts). */
   readonly listKeys: (body: RequestOf<"list_keys">) => Promise<AnswerOf<"list_keys">>;
 }
@@ -89,12 +93,14 @@ export function peerHandlers(d: PeerDispatchDeps): PeerHandlers {
         return { kind: "stored" };
       }
       const { set, changed } = await d.replica.mergeChanged(body.key, incoming);
-      if (changed && body.handoff !== true) d.stored(body.key, set);
+      if (body.handoff === true) d.handedOffHere?.(body.key.length + body.set.length);
+      else if (changed) d.stored(body.key, set);
       return { kind: "stored" };
     },
     depart: (_from, body) => ({ kind: "departure", ...d.approveDeparture(body.id, body.how, body.force) }),
     list_keys: (_from, body) => d.listKeys(body),
     count_partitions: (_from, body) => d.countPartitions(body),
+    handoff_progress: () => d.handoffFigures(),
     ae_roots: (_from, body) => aeOn(d).answerTrees(body),
     ae_branches: (_from, body) => aeOn(d).answerTrees(body),
     ae_segments: (_from, body) => aeOn(d).answerTrees(body),

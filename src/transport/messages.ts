@@ -55,20 +55,40 @@ import {
  * incarnation, status and heartbeat and the ring's version; full entries and the ring, or a ring's
  * change as `ringDelta`, travel only to a peer that lacks them, asked with `want` and `ringWant`), and
  * a member's heartbeat is a u32. 11: `count_partitions` (how many sets and bytes a node stores per
- * partition, for `cluster plan`) and its `partition_counts`.
+ * partition, for `cluster plan`) and its `partition_counts`. 12: `handoff_progress` (a member's ownership
+ * handoff figures, which a joining node follows) and its `handoff_figures`.
  */
-export const PROTOCOL_VERSION = 11;
+export const PROTOCOL_VERSION = 12;
 /**
  * The oldest protocol a node still speaks, for a rolling upgrade (tcp-transport.ts): 9, which differs
- * from 11 in gossip and in `count_partitions` (a node of 9 answers it with an error: a `cluster plan`
- * asked while such a node remains fails and names it). A node of 9 sends protocol 9's whole-view exchange, which a node of 11
- * answers the same way; a node of 11 opens with a digest, which a node of 9 reads as an empty whole-view
- * request (it ignores fields it does not know) and answers with its whole view, which the node of 11
- * merges. So a node of 11 accepts a hello of 9 (its welcome says 9), and a node of 9 that refuses its
- * hello gets a hello of 9 on the next connection. The window: as long as this constant is 9, i.e. until
+ * from 12 in gossip and in the requests of 11 (`count_partitions`) and 12 (`handoff_progress`), which
+ * are never sent over a connection that speaks an older protocol (REQUEST_SINCE: they fail at once, so a
+ * `cluster plan` asked while such a node remains names it, and a joining node's progress names it as not
+ * answering). A node of 9 sends protocol 9's whole-view exchange, which a node of 12
+ * answers the same way; a node of 12 opens with a digest, which a node of 9 reads as an empty whole-view
+ * request (it ignores fields it does not know) and answers with its whole view, which the node of 12
+ * merges. So a node of 12 accepts a hello of 9, 10 or 11 (its welcome says that version), and a node of
+ * an older version that refuses its hello gets a hello of its own version on the next connection. The
+ * window: as long as this constant is 9, i.e. until
  * the release whose protocol drops it (a later one may raise it only once no node of 9 can remain).
  */
 export const MIN_PROTOCOL_VERSION = 9;
+
+/**
+ * The protocol that brought each request kind newer than MIN_PROTOCOL_VERSION. A node of an older one
+ * cannot decode such a request (its decoder refuses the frame and closes the connection, failing every
+ * request in flight on it), so the transport never sends one over a connection that speaks an older
+ * protocol: the request fails at once, ERR_REJECTED, naming the version (tcp-transport.ts).
+ */
+export const REQUEST_SINCE: { readonly [K in RequestKind]?: number } = {
+  count_partitions: 11,
+  handoff_progress: 12,
+};
+
+/** Does a peer speaking protocol `version` understand requests of `kind`? */
+export function speaksKind(version: number, kind: RequestKind): boolean {
+  return version >= (REQUEST_SINCE[kind] ?? MIN_PROTOCOL_VERSION);
+}
 
 /** The version an older node's refusal names as its own ("protocol version V is not THEIRS"), if it is one this node still speaks. */
 export function olderVersionIn(reason: string): number | undefined {
@@ -357,6 +377,11 @@ export type RequestBody =
    */
   | { readonly kind: "count_partitions"; readonly partitions: number }
   /**
+   * This node's ownership handoff as it stands (replication/handoff.ts): a joining node asks every member
+   * until each has finished its pass for the ring that includes it (node/join-follower.ts).
+   */
+  | { readonly kind: "handoff_progress" }
+  /**
    * Tombstone purging (replication/tombstones.ts), from a key's first replica to every other member.
    * `keys[i]` holds `sets[i]` (stored-object bytes, all tombstones) at the sender, under its ring
    * `ringVersion`. `purge_check` asks whether each receiver holds the identical set (or, if it is no
@@ -415,10 +440,34 @@ export type AnswerBody =
    * and `kib` the KiB they take (keys and sets, rounded up) as the u32 at 4p (little-endian).
    */
   | { readonly kind: "partition_counts"; readonly keys: Uint8Array; readonly kib: Uint8Array }
+  | HandoffFigures
   /** One PurgeVerdict per key of the request (its index in PURGE_VERDICTS, one byte each). */
   | { readonly kind: "purge_verdicts"; readonly verdicts: Uint8Array }
   | { readonly kind: "purge_results"; readonly verdicts: Uint8Array }
   | AeAnswer;
+
+/** The states of a handoff (replication/handoff.ts HandoffProgress). */
+export const HANDOFF_STATES = ["idle", "running", "retrying"] as const;
+
+/** The answer to `handoff_progress`: the answerer's handoff figures of the moment. */
+export interface HandoffFigures {
+  readonly kind: "handoff_figures";
+  /** The answerer's ring version (0: it has no ring yet). */
+  readonly ringVersion: number;
+  /** The ring version its last complete pass was for (0: none): it is done for every ring up to it. */
+  readonly handedOff: number;
+  readonly state: (typeof HANDOFF_STATES)[number];
+  /** The ring the current (or last) pass is for, and that pass's figures. */
+  readonly passRingVersion: number;
+  readonly keysScanned: number;
+  readonly keysSent: number;
+  readonly bytesSent: number;
+  readonly storesFailed: number;
+  /** Sets the pass scans in all (the answerer's last census), null when not known. */
+  readonly keysTotal: number | null;
+  /** The throttle: bytes per second the answerer sends at most. */
+  readonly throttleBytesPerSecond: number;
+}
 
 export type RequestKind = RequestBody["kind"];
 export type AnswerKind = AnswerBody["kind"];
@@ -437,6 +486,7 @@ export const ANSWER_KIND = {
   depart: "departure",
   list_keys: "key_list",
   count_partitions: "partition_counts",
+  handoff_progress: "handoff_figures",
   purge_check: "purge_verdicts",
   purge: "purge_results",
   ...AE_ANSWER_KIND,
@@ -772,6 +822,25 @@ function nodeId(o: Obj, k: string): string {
   return v;
 }
 
+function handoffFigures(o: Obj): HandoffFigures {
+  const state = str(o, "state", 16);
+  if (!(HANDOFF_STATES as readonly string[]).includes(state))
+    throw new ProtocolError(`unknown handoff state ${JSON.stringify(state)}`);
+  return {
+    kind: "handoff_figures",
+    ringVersion: int(o, "ringVersion"),
+    handedOff: int(o, "handedOff"),
+    state: state as HandoffFigures["state"],
+    passRingVersion: int(o, "passRingVersion"),
+    keysScanned: int(o, "keysScanned"),
+    keysSent: int(o, "keysSent"),
+    bytesSent: int(o, "bytesSent"),
+    storesFailed: int(o, "storesFailed"),
+    keysTotal: o.keysTotal === null || o.keysTotal === undefined ? null : int(o, "keysTotal"),
+    throttleBytesPerSecond: num(o, "throttleBytesPerSecond", Number.MIN_VALUE),
+  };
+}
+
 function requestBody(v: unknown): RequestBody {
   const o = obj(v, "request body");
   const kind = str(o, "kind", 32);
@@ -833,6 +902,8 @@ function requestBody(v: unknown): RequestBody {
     }
     case "count_partitions":
       return { kind, partitions: int(o, "partitions", 1, MAX_PARTITIONS) };
+    case "handoff_progress":
+      return { kind };
     case "purge_check":
     case "purge": {
       const keys = keyList(o, "keys", MAX_PURGE_KEYS);
@@ -910,6 +981,8 @@ function answerBody(v: unknown): AnswerBody {
       if (keys.length !== kib.length) throw new ProtocolError("partition_counts: keys and kib do not match");
       return { kind, keys, kib };
     }
+    case "handoff_figures":
+      return handoffFigures(o);
     case "key_list": {
       const keys = arr(o, "keys", MAX_LIST_KEYS).map((x, i) => {
         if (!(x instanceof Uint8Array) || x.length === 0 || x.length > MAX_KEY_BYTES)

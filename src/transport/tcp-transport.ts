@@ -21,6 +21,8 @@
  *   of such a version, this node says hello in it on the next connection to that address. A node that is not yet in a cluster
  *   says cluster "" and may then only send `join` and `ping`. A listener that answers in HTTP (a node's
  *   API port given where its peer port belongs) is recognised and named in the error.
+ * - A request of a kind newer than the protocol a connection speaks (REQUEST_SINCE) is not sent: it fails
+ *   at once with ERR_REJECTED, as the older node could not decode it.
  * - Requests carry an id and a deadline; an answer that comes after the deadline is dropped. An answer of
  *   another kind than its request expects fails that request with ERR_PROTOCOL.
  * - Reconnect with exponential backoff: while a peer is in backoff, requests to it fail at once
@@ -46,7 +48,9 @@ import {
   olderVersionIn,
   PROTOCOL_VERSION,
   ProtocolError,
+  REQUEST_SINCE,
   type RequestBody,
+  speaksKind,
   wireDeadlineMs,
 } from "./messages.js";
 import { describePeerKeys, type PeerKeys } from "./peer-keys.js";
@@ -183,6 +187,8 @@ class OutConnection {
   private nextId = 1;
   readonly opened: Promise<void>;
   peerNode = "";
+  /** The protocol this connection speaks: ours, or the older one its node said it speaks. */
+  readonly version: number;
   /** The id of the key this connection authenticated with (TLS), or undefined (plaintext). */
   keyId: string | undefined;
 
@@ -190,6 +196,7 @@ class OutConnection {
     private readonly owner: TcpTransport,
     readonly address: string,
   ) {
+    this.version = owner.versionFor(address);
     this.opened = this.open();
     this.opened.catch(() => undefined);
   }
@@ -241,7 +248,7 @@ class OutConnection {
       /** The first bytes received, until the handshake completes (to recognise an HTTP answer). */
       let head = Buffer.alloc(0);
       // The version to speak: ours, or the older one this address's node said it speaks (a rolling upgrade).
-      const version = this.owner.versionFor(this.address);
+      const version = this.version;
       s.on(security === "tls" ? "secureConnect" : "connect", () => {
         secured = true;
         s.write(
@@ -410,6 +417,14 @@ class OutConnection {
   request(body: RequestBody, timeoutMs: number): Promise<AnswerBody> {
     if (this.closed)
       return Promise.reject(new TransportError("ERR_UNREACHABLE", `connection to ${this.address} is closed`));
+    // A node of an older protocol could not decode it, and would close the connection on it.
+    if (!speaksKind(this.version, body.kind))
+      return Promise.reject(
+        new TransportError(
+          "ERR_REJECTED",
+          `${this.address} speaks protocol ${this.version}, which has no ${body.kind} (since ${REQUEST_SINCE[body.kind]})`,
+        ),
+      );
     const limits = this.owner.limits;
     if (
       this.pending.size >= limits.maxInFlightPerConnection ||

@@ -5,7 +5,13 @@
  * the charts are uPlot's (loaded before this script by the page, from the node itself).
  */
 import type uPlotType from "uplot";
-import type { DashboardDocument, DashboardEvent, RequestSampleView, WorkProgress } from "./document.js";
+import type {
+  DashboardDocument,
+  DashboardEvent,
+  JoinStatus,
+  RequestSampleView,
+  WorkProgress,
+} from "./document.js";
 
 declare const uPlot: typeof uPlotType;
 
@@ -193,6 +199,28 @@ function progressRow(name: string, w: WorkProgress, extra = ""): HTMLElement {
   );
 }
 
+/** The handoff this node's join started, over every member (keys scanned of those they hold). */
+function joinRow(j: JoinStatus): HTMLElement {
+  const who =
+    j.membersBusy.length > 0
+      ? `, waiting for ${j.membersBusy.join(", ")}`
+      : j.membersSilent.length > 0
+        ? `, ${j.membersSilent.map((m) => m.id).join(", ")} did not answer`
+        : "";
+  return progressRow(
+    "join",
+    {
+      state: j.state.replace("_", " "),
+      rate: j.state === "handing_off" ? j.keysPerSecond : null,
+      unit: "keys",
+      done: j.keysScanned,
+      total: j.keysTotal,
+      etaSeconds: j.etaSeconds,
+    },
+    `${j.ringVersion === null ? "" : `ring v${j.ringVersion}, `}${num(j.keysSent)} copies sent, ${num(j.keysReceived)} received${who}`,
+  );
+}
+
 function drawProgress(d: DashboardDocument): void {
   const p = d.progress;
   const ae = p.antiEntropy;
@@ -200,8 +228,9 @@ function drawProgress(d: DashboardDocument): void {
     progressRow(
       "handoff",
       p.handoff,
-      `ring v${p.handoff.ringVersion}${p.handoff.leaving ? ", leaving" : ""}`,
+      `ring v${p.handoff.ringVersion}${p.handoff.leaving ? ", leaving" : ""}, throttle ${bytes(p.handoff.throttleBytesPerSecond)}/s`,
     ),
+    ...(p.join === null ? [] : [joinRow(p.join)]),
     ...p.hints.map((h) => progressRow(`hints → ${h.target}`, h, bytes(h.bytes))),
     progressRow(
       "anti-entropy",

@@ -86,8 +86,47 @@ export interface WorkProgress {
   readonly etaSeconds: number | null;
 }
 
+/**
+ * A joining node's follow of the handoff its join started (node/join-follower.ts), in `/status` as `join`
+ * and on the dashboard: until every member has finished its pass for the first ring holding the node.
+ */
+export interface JoinStatus {
+  /** waiting (for a ring holding this node), handing_off, done, given_up (past the follow's bound). */
+  readonly state: string;
+  /** The first ring version holding this node (null while waiting). */
+  readonly ringVersion: number | null;
+  /** Over the members' passes for that ring: keys scanned of those they hold (null: not known). */
+  readonly keysScanned: number;
+  readonly keysTotal: number | null;
+  /** Copies those passes sent (to this node and to others whose replicas moved), and their bytes. */
+  readonly keysSent: number;
+  readonly bytesSent: number;
+  readonly storesFailed: number;
+  /** Handoff copies this node received, and their bytes. */
+  readonly keysReceived: number;
+  readonly bytesReceived: number;
+  /** Keys scanned per second so far, and the seconds left at that rate (null: not known). */
+  readonly keysPerSecond: number | null;
+  readonly etaSeconds: number | null;
+  /** The slowest member's handoff throttle, bytes per second (null before any answered). */
+  readonly throttleBytesPerSecond: number | null;
+  /** Members done with their pass, still at it, and given up on (with why). */
+  readonly membersDone: readonly string[];
+  readonly membersBusy: readonly string[];
+  readonly membersSilent: readonly { readonly id: string; readonly why: string }[];
+  /** Since the follow began (ms), to its end if it ended. */
+  readonly elapsedMs: number;
+}
+
 export interface DashboardProgress {
-  readonly handoff: WorkProgress & { readonly ringVersion: number; readonly leaving: boolean };
+  readonly handoff: WorkProgress & {
+    readonly ringVersion: number;
+    readonly leaving: boolean;
+    /** The throttle this node's handoff is paced at (bytes per second; settable at run time). */
+    readonly throttleBytesPerSecond: number;
+  };
+  /** The handoff a join of this node started, while this node follows it (null: it did not join now). */
+  readonly join: JoinStatus | null;
   /** Per target with hints held here, or delivered since the node started. */
   readonly hints: readonly (WorkProgress & { readonly target: string; readonly bytes: number })[];
   readonly antiEntropy: WorkProgress & {

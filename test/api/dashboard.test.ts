@@ -99,6 +99,7 @@ function facts() {
         startedAt: 1,
         lastCompletedAt: null,
         lastError: null,
+        throttleBytesPerSecond: 20 * 1024,
       },
       hintedHandoff: {
         backlog: f.held,
@@ -174,6 +175,7 @@ describe("the dashboard's document", () => {
     assert.equal(doc.progress.handoff.rate, 100);
     assert.equal(doc.progress.handoff.total, 1020);
     assert.equal(doc.progress.handoff.etaSeconds, 8);
+    assert.equal(doc.progress.handoff.throttleBytesPerSecond, 20 * 1024, "the throttle, from /status");
     const hints = doc.progress.hints[0]!;
     assert.deepEqual([hints.rate, hints.etaSeconds, hints.done, hints.total], [20, 3, 40, 100]);
     assert.deepEqual(doc.pending, { handoff: [1, 3], hints: [3], hintsComplete: true, antiEntropy: [] });

@@ -63,3 +63,27 @@ test("elsewhere: plain lines, one when the figures change, at most one per secon
   p.finish("9 keys");
   assert.equal(out.text, "listing: 5 keys\nlisting: 9 of ~40 keys\n9 keys\n");
 });
+
+test("a line written above the bar (a log line) stays whole, and the bar is drawn again below it", () => {
+  let now = 0;
+  const out = sink();
+  const p = new Progress({ stream: out, tty: true, unit: "keys", now: () => now });
+  p.above('{"msg":"before"}\n'); // nothing drawn yet: the line as it is
+  p.update("join:", 10, 100);
+  p.above('{"msg":"a log line"}\n');
+  now = 1000;
+  p.update("join:", 20, 100);
+  p.finish("done");
+  // ESC and CR shown as "^[" and "^M" (a regular expression may not hold control characters).
+  const lines = out.text.replaceAll("\x1b", "^[").replaceAll("\r", "^M").split("\n");
+  assert.equal(lines[0], '{"msg":"before"}');
+  // The bar is erased before the log line and drawn again after it.
+  assert.match(lines[1]!, /^\^Mjoin: .*10\/100 keys\^\[\[K\^M\^\[\[K\{"msg":"a log line"\}$/);
+  assert.match(lines[2]!, /^\^Mjoin: .*10\/100 keys\^\[\[K\^Mjoin: .*20\/100 keys.*\^\[\[K\^M\^\[\[Kdone$/);
+  // Plain output (not a terminal): the line alone.
+  const plain = sink();
+  const q = new Progress({ stream: plain, tty: false, unit: "keys", now: () => 0 });
+  q.update("join:", 1, 2);
+  q.above("line\n");
+  assert.equal(plain.text, "join: 1 of ~2 keys\nline\n");
+});

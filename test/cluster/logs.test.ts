@@ -212,10 +212,25 @@ describe("--log-level", { timeout: 60_000 }, () => {
     });
   }
 
-  test("warn hides the info lines, debug keeps them, a bad level is refused with a sentence", async () => {
-    const quiet = await run(["--id", "q", "--data", path.join(root, "q"), "--log-level", "warn"], 2500);
-    assert.equal(quiet.code, 0, quiet.err);
-    assert.equal(quiet.out, "", "nothing at warn and above on a quiet start");
+  test("warn hides the info lines but where the node serves, debug keeps them, a bad level is refused with a sentence", async () => {
+    // At warn, error or silent, a quiet start says one thing: where the node serves (a JSON line still).
+    for (const level of ["warn", "error", "silent"]) {
+      const quiet = await run(
+        ["--id", "q", "--data", path.join(root, `q-${level}`), "--log-level", level],
+        2500,
+      );
+      assert.equal(quiet.code, 0, quiet.err);
+      const only = lines(quiet.out);
+      assert.equal(only.length, 1, `${level}: ${quiet.out}`);
+      assert.equal(only[0]!.event, "start");
+      assert.equal(only[0]!.level, "info");
+      assert.equal(only[0]!.node, "q");
+      assert.match(String(only[0]!.api), /^http:\/\/127\.0\.0\.1:\d+$/);
+      assert.match(
+        only[0]!.msg,
+        /^ringstore node q serving the API on http:\/\/127\.0\.0\.1:\d+ \(peer 127\.0\.0\.1:\d+\)/,
+      );
+    }
     const chatty = await run(["--id", "d", "--data", path.join(root, "d"), "--log-level", "debug"], 2500);
     assert.equal(chatty.code, 0, chatty.err);
     const l = lines(chatty.out);

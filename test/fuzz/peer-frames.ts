@@ -129,6 +129,7 @@ export const request: fc.Arbitrary<RequestBody> = fc.oneof(
   fc
     .record({ id, how: fc.constantFrom("leave", "remove"), force: fc.boolean() })
     .map((d): RequestBody => ({ kind: "depart", ...d })),
+  fc.constant<RequestBody>({ kind: "handoff_progress" }),
   u32s(8).map((partitions): RequestBody => ({ kind: "ae_roots", partitions })),
   u32s(8).map((partitions): RequestBody => ({ kind: "ae_branches", partitions })),
   u32s(8).map((branches): RequestBody => ({ kind: "ae_segments", branches })),

@@ -1,7 +1,14 @@
 /** The node's log helpers: JSON lines with level names, counted events per window, handoff passes once each. */
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { createNodeLogger, EventTally, HandoffWatch, type TallyKind } from "../../src/node/node-log.js";
+import type { JoinProgress } from "../../src/node/join-follower.js";
+import {
+  createNodeLogger,
+  EventTally,
+  HandoffWatch,
+  JoinWatch,
+  type TallyKind,
+} from "../../src/node/node-log.js";
 import type { HandoffProgress } from "../../src/replication/handoff.js";
 import { VirtualScheduler } from "../../src/runtime/virtual-runtime.js";
 
@@ -126,4 +133,103 @@ test("handoff: each pass logged once when it starts and once when it ends; retri
     ["done"],
   );
   assert.match(quick[0]!.msg, /because this node is leaving/);
+});
+
+/** A join's figures with `members` given as id:state and the rest as given. */
+function joinAt(state: JoinProgress["state"], members: string, o: Partial<JoinProgress> = {}): JoinProgress {
+  return {
+    state,
+    ringVersion: state === "waiting" ? null : 5,
+    members: members
+      .split(" ")
+      .filter((x) => x !== "")
+      .map((x) => {
+        const [id, st] = x.split(":") as [string, "busy" | "done" | "silent"];
+        return { id, state: st, figures: null, why: st === "silent" ? "it is down" : null };
+      }),
+    keysScanned: 0,
+    keysTotal: 3000,
+    keysSent: 0,
+    bytesSent: 0,
+    storesFailed: 0,
+    keysReceived: 0,
+    bytesReceived: 0,
+    keysPerSecond: null,
+    etaSeconds: null,
+    throttleBytesPerSecond: 1024,
+    startedAt: 0,
+    endedAt: state === "done" || state === "given_up" ? 12_000 : null,
+    ...o,
+  };
+}
+
+test("join: a line when waiting and when the handoff starts, then one per change at most every 3 s, then the last", () => {
+  const w = new JoinWatch(3000);
+  assert.match(w.look(joinAt("waiting", ""), 0)!.msg, /^join: waiting for the ring to include this node/);
+  assert.equal(w.look(joinAt("waiting", ""), 500), undefined, "once");
+  const started = w.look(joinAt("handing_off", "a:busy b:busy d:done", { keysScanned: 100 }), 1000)!;
+  assert.match(
+    started.msg,
+    /^join: handoff for ring version 5 started: 100 of 3,000 keys scanned, 0 copies sent, 0 received here, waiting for a, b$/,
+  );
+  assert.equal(started.fields.phase, "handing_off");
+  // Changed figures within 3 s: not logged; the same figures later: not logged either.
+  assert.equal(w.look(joinAt("handing_off", "a:busy b:busy d:done", { keysScanned: 400 }), 2000), undefined);
+  const l = w.look(
+    joinAt("handing_off", "a:busy b:done d:done", {
+      keysScanned: 1500,
+      keysSent: 700,
+      keysReceived: 690,
+      keysPerSecond: 299.6,
+      etaSeconds: 5.01,
+    }),
+    4000,
+  )!;
+  assert.equal(
+    l.msg,
+    "join: handoff for ring version 5: 1,500 of 3,000 keys scanned, 700 copies sent, 690 received here, 300 keys/s, about 6 s left, waiting for a",
+  );
+  assert.deepEqual(
+    { ...l.fields, membersDone: [...(l.fields.membersDone as string[])] },
+    {
+      event: "join",
+      phase: "handing_off",
+      ringVersion: 5,
+      keysScanned: 1500,
+      keysTotal: 3000,
+      keysSent: 700,
+      bytesSent: 0,
+      keysReceived: 690,
+      keysPerSecond: 300,
+      etaSeconds: 6,
+      storesFailed: 0,
+      membersDone: ["b", "d"],
+      membersBusy: ["a"],
+      membersSilent: [],
+    },
+  );
+  assert.equal(
+    w.look(
+      joinAt("handing_off", "a:busy b:done d:done", { keysScanned: 1500, keysSent: 700, keysReceived: 690 }),
+      9000,
+    ),
+    undefined,
+  );
+  // The end: once, naming who did not answer (a warning then).
+  const end = w.look(
+    joinAt("done", "a:silent b:done d:done", { keysScanned: 2000, keysSent: 900, keysReceived: 880 }),
+    9500,
+  )!;
+  assert.equal(end.level, "warn");
+  assert.equal(
+    end.msg,
+    "join: done: the handoff for ring version 5 finished on b, d in 12 s (2,000 keys scanned, 900 copies sent, 880 received here); a (it is down) did not answer: see cluster status (anti-entropy repairs what they hold)",
+  );
+  assert.equal(w.look(joinAt("done", "a:silent b:done d:done"), 20_000), undefined);
+  const clean = new JoinWatch().look(joinAt("done", "b:done d:done"), 0)!;
+  assert.equal(clean.level, "info");
+  assert.match(clean.msg, /^join: done: the handoff for ring version 5 finished on b, d in 12 s \(/);
+  const gaveUp = new JoinWatch().look(joinAt("given_up", "b:busy d:done"), 0)!;
+  assert.equal(gaveUp.level, "warn");
+  assert.match(gaveUp.msg, /^join: stopped following the handoff after 12 s, not finished on b/);
 });

@@ -405,3 +405,29 @@ describe("gossip digests and ring deltas are validated (protocol 10)", () => {
     assert.equal(decodeFrame(answer({ members: [{ ...m, heartbeat: 2 ** 32 - 1 }] })).kind, "ans");
   });
 });
+
+describe("handoff_progress (protocol 12): its figures are validated", () => {
+  const figures = echo({ kind: "handoff_progress" });
+
+  test("round-trips, with and without a total; the request carries nothing", () => {
+    assert.deepEqual(roundTrip(ans(figures)), ans(figures));
+    const unknown = { ...figures, keysTotal: null };
+    assert.deepEqual(roundTrip(ans(unknown)), ans(unknown));
+    assert.deepEqual(roundTrip(req({ kind: "handoff_progress" })), req({ kind: "handoff_progress" }));
+    assert.ok(PROTOCOL_VERSION >= 12);
+  });
+
+  test("anything else is a protocol error", () => {
+    const bad: [string, unknown][] = [
+      ["an unknown state", { ...figures, state: "paused" }],
+      ["a state that is not a string", { ...figures, state: 1 }],
+      ["a negative count", { ...figures, keysSent: -1 }],
+      ["a fractional count", { ...figures, keysScanned: 1.5 }],
+      ["a count that is a string", { ...figures, bytesSent: "12" }],
+      ["no ring version", { ...figures, ringVersion: undefined }],
+      ["a throttle of 0", { ...figures, throttleBytesPerSecond: 0 }],
+      ["a total that is not a number", { ...figures, keysTotal: "many" }],
+    ];
+    for (const [what, body] of bad) assert.throws(() => decodeFrame(rawAns(body)), ProtocolError, what);
+  });
+});

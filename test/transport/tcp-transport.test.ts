@@ -507,6 +507,22 @@ describe("handshake", () => {
       client.resetBackoff(old.address);
       assert.deepEqual(await client.request(old.address, { kind: "ping" }, 2000), { kind: "pong" });
       assert.deepEqual(hellos, [PROTOCOL_VERSION, MIN_PROTOCOL_VERSION]);
+      // Requests newer than its protocol are never sent to it (it could not decode them, and would close
+      // the connection on every request in flight): they fail at once, and the connection serves on.
+      const requests = () => old.raw.filter((f) => (f as { kind?: unknown }).kind === "req").length;
+      const before = requests();
+      for (const body of [
+        { kind: "handoff_progress" },
+        { kind: "count_partitions", partitions: 8 },
+      ] as const) {
+        const refused = await failsWith(client.request(old.address, body, 2000), "ERR_REJECTED");
+        assert.match(
+          refused.message,
+          new RegExp(`speaks protocol ${MIN_PROTOCOL_VERSION}, which has no ${body.kind}`),
+        );
+      }
+      assert.deepEqual(await client.request(old.address, { kind: "ping" }, 2000), { kind: "pong" });
+      assert.equal(requests(), before + 1, "only the ping went out");
     },
   );
 

@@ -74,6 +74,9 @@ describe("the dashboard in Chromium", {
     assert.equal(await page.locator("#members tr[data-member]").count(), 3);
     for (const id of ids) assert.equal(await stateOf(id), "up", id);
     assert.equal(await page.getAttribute("#ring", "data-cells"), "1024");
+    // The handoff row shows the throttle it is paced at (the default, 64 MiB/s).
+    const handoffRow = await page.locator('#progress tr[data-work="handoff"]').textContent();
+    assert.match(handoffRow ?? "", /throttle 64 MiB\/s/);
     assert.deepEqual(errors, []);
   });
 
