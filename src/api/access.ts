@@ -6,7 +6,7 @@
  *   GET/HEAD /kv/..., /status, /ring, /metrics, /ui   read
  *   PUT/DELETE /kv/...                             write (and admin)
  *   POST /cluster/leave, /cluster/remove,          admin
- *        /cluster/anti-entropy
+ *        /cluster/anti-entropy, /storage/compact
  *
  * Any other request (an unknown path or method) needs `read`: only a token holder learns that a route
  * does not exist (404 or 405 after the check).
@@ -22,7 +22,7 @@ import { roleAllows } from "./tokens.js";
 export function requiredRole(path: string, method: string): Role | undefined {
   if (path === "/health" && (method === "GET" || method === "HEAD")) return undefined;
   if (path.startsWith("/kv/")) return method === "PUT" || method === "DELETE" ? "write" : "read";
-  if (path.startsWith("/cluster/")) return "admin";
+  if (path.startsWith("/cluster/") || path.startsWith("/storage/")) return "admin";
   return "read";
 }
 

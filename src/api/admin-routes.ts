@@ -2,10 +2,12 @@
  * The operational routes: `GET /health`, `/status`, `/ring` and `/metrics`, and the membership
  * operations `POST /cluster/leave` and `POST /cluster/remove?id=ID` (the CLI's `cluster leave` and
  * `cluster remove`), `GET /cluster/plan` (what a change would move; `cluster plan`) and
- * `POST /cluster/weight` (this node's weight; `cluster weight`), and `POST /cluster/handoff` (this node's
- * handoff throttle; `cluster handoff-rate`).
+ * `POST /cluster/weight` (this node's weight; `cluster weight`), `POST /cluster/handoff` (this node's
+ * handoff throttle; `cluster handoff-rate`), and `POST /storage/compact` (a full compaction of this node's
+ * storage engine; `storage compact`).
  */
 import type { Plan, RingChange } from "../ring/plan.js";
+import type { ManualCompactionProgress } from "../storage/engine.js";
 import type { Call } from "./http-server.js";
 import type { NodeMetrics } from "./metrics.js";
 import { parseForce } from "./params.js";
@@ -48,6 +50,14 @@ export interface AdminRouteDeps {
     readonly node: string;
     readonly bytesPerSecond: number;
     readonly was: number;
+  };
+  /**
+   * Starts a full compaction of this node's store (`POST /storage/compact`): whether it started (false:
+   * one runs already, and that one's progress). Absent: 404.
+   */
+  readonly compactStorage?: () => {
+    readonly started: boolean;
+    readonly progress: ManualCompactionProgress;
   };
   readonly setWeight?: (
     id: string | undefined,
@@ -213,6 +223,36 @@ export function adminRoutes(deps: AdminRouteDeps): ReadonlyMap<string, Route> {
               `bytesPerSecond must be an integer ${HANDOFF_RATE_MIN}..${HANDOFF_RATE_MAX}, once`,
             );
           return c.json(200, set(bps));
+        },
+      },
+    ],
+    [
+      "/storage/compact",
+      {
+        method: "POST",
+        run: (c) => {
+          const compact = deps.compactStorage;
+          if (compact === undefined)
+            return c.error(404, "not_found", "this node's storage cannot be compacted");
+          let out: ReturnType<typeof compact>;
+          try {
+            out = compact();
+          } catch (err) {
+            // The engine failed (it takes no more writes) or is closing: nothing was started.
+            return c.error(
+              503,
+              "unavailable",
+              `the storage engine cannot compact: ${(err as Error).message}`,
+            );
+          }
+          if (!out.started)
+            return c.error(
+              409,
+              "compaction_running",
+              "a full compaction of this node's storage is running already: follow it in GET /status (storage.manualCompaction)",
+              { compaction: out.progress },
+            );
+          return c.json(202, { compaction: out.progress });
         },
       },
     ],

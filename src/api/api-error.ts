@@ -24,6 +24,7 @@ export type ErrorCode =
   | "remove_refused"
   | "plan_refused"
   | "weight_refused"
+  | "compaction_running"
   | "internal";
 
 /** Thrown while a request is handled: answered with `status` and the error body; nothing else is done. */

@@ -358,6 +358,11 @@ export class NodeMetrics {
       );
     storageCounter("flushes_total", "Memtable flushes since start", (s) => s.flushes);
     storageCounter("compactions_total", "Compactions since start", (s) => s.compactions);
+    storageCounter(
+      "manual_compactions_total",
+      "Full compactions asked for (POST /storage/compact) since start",
+      (s) => s.manualCompactions,
+    );
     storageGauge(
       "write_amplification",
       "Bytes written to disk per byte written by users",

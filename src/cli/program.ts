@@ -7,7 +7,7 @@
  * - the cluster: `cluster status`, `cluster leave`, `cluster remove`, `cluster plan`, `cluster weight`;
  * - API tokens: `auth add-token`, `auth list`, `auth remove-token` (`--file F`, the node's --auth-file);
  * - the storage engine: `demo` (writes, reads, reopens, prints statistics), `storage stats --data DIR`
- *   (read-only).
+ *   (read-only), `storage compact --node HOST:PORT` or `--data DIR` (a full compaction).
  */
 import { readFileSync } from "node:fs";
 import * as path from "node:path";
@@ -15,7 +15,7 @@ import { Command, InvalidArgumentError, Option } from "commander";
 import { addTokenCommand, listTokensCommand, removeTokenCommand } from "./auth-commands.js";
 import { clusterLeaveCommand, clusterRemoveCommand, clusterStatusCommand } from "./cluster-commands.js";
 import { applyConfigFile, checkRequired } from "./config-file.js";
-import { connectionOptions } from "./connection.js";
+import { type ConnectionFlags, connectionOptions } from "./connection.js";
 import { runDemo } from "./demo.js";
 import { devCommand } from "./dev.js";
 import {
@@ -29,6 +29,7 @@ import { keysCommand } from "./keys-command.js";
 import { deleteCommand, getCommand, putCommand, type StartFlags, startCommand } from "./node-commands.js";
 
 import { clusterHandoffRateCommand, clusterPlanCommand, clusterWeightCommand } from "./plan-commands.js";
+import { compactDataCommand, compactNodeCommand } from "./storage-compact.js";
 import { printStorageStats } from "./storage-stats.js";
 
 function packageVersion(): string {
@@ -308,7 +309,7 @@ clusterKey
   .requiredOption("--id <id>", "the id of the key to drop (not the current one)")
   .action(keyDropCommand);
 
-const storage = program.command("storage").description("inspect a storage engine's data directory");
+const storage = program.command("storage").description("inspect or compact a storage engine's data");
 storage
   .command("stats")
   .description("print a stopped store's statistics, read-only (changes nothing; refuses a store in use)")
@@ -316,6 +317,18 @@ storage
   .action(async (opts: { data: string }) => {
     await printStorageStats(opts.data);
   });
+connectionOptions(
+  storage
+    .command("compact")
+    .description(
+      "full compaction (every sorted run merged into one), followed to its end: a running node's (--node), or a stopped node's store (--data)",
+    )
+    .option("--data <dir>", "a stopped node's data directory, or a store's directory (instead of --node)"),
+  "API address of the node whose store to compact",
+).action(async (opts: ConnectionFlags & { data?: string }) => {
+  if (opts.data !== undefined) await compactDataCommand(opts.data);
+  else await compactNodeCommand(opts);
+});
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   const e = err as { code?: string; message?: string };

@@ -1090,6 +1090,17 @@ export class RingstoreClient {
     return JSON.parse(res.body.toString("utf8")) as Record<string, unknown>;
   }
 
+  /**
+   * Starts a full compaction of `node`'s storage (`POST /storage/compact`, admin): the answer's
+   * `compaction` is its progress. One running already: a RingstoreError 409 `compaction_running` whose
+   * body's `compaction` is that one's.
+   */
+  async compactStorage(node: string, options: CallOptions = {}): Promise<Record<string, unknown>> {
+    const res = await this.direct(node, "POST", "/storage/compact", options.signal);
+    if (res.status !== 202) return this.fail(res);
+    return JSON.parse(res.body.toString("utf8")) as Record<string, unknown>;
+  }
+
   private async membership(
     node: string,
     pathAndQuery: string,

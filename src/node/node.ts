@@ -527,6 +527,26 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
           throw err;
         }
       },
+      compactStorage: () => {
+        const out = storage.compactAll();
+        if (out.started) {
+          log.info({ event: "storage" }, "full compaction asked for: started");
+          void out.done.then((p) => {
+            if (p.state === "done")
+              log.info(
+                {
+                  event: "storage",
+                  tablesBefore: p.tablesBefore,
+                  tablesAfter: p.tablesAfter,
+                  bytesAfter: p.bytesAfter,
+                },
+                "full compaction done",
+              );
+            else log.warn({ event: "storage", err: p.error?.message }, "full compaction failed");
+          });
+        }
+        return out;
+      },
       setHandoffRate: (bps) => {
         const was = core.handoff.bytesPerSecond;
         core.handoff.setBytesPerSecond(bps);

@@ -71,6 +71,8 @@ export class DurableCopies {
         return engine.failure;
       },
       get: (key: Uint8Array) => engine.get(key),
+      compactAll: () => engine.compactAll(),
+      compactionProgress: () => engine.compactionProgress(),
       put: (key: Uint8Array, value: Uint8Array) => {
         const p = engine.put(key, value);
         p.then(

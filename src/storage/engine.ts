@@ -93,7 +93,76 @@ export interface EngineStats {
   readonly tableDeleteFailures: number;
   readonly liveKeysEstimate: number;
   readonly sequence: number;
+  /** Full compactions asked for (`compactAll`) since start, and the current or last one. */
+  readonly manualCompactions: number;
+  readonly manualCompaction: ManualCompactionProgress;
 }
+
+/**
+ * A full compaction asked for (`StorageEngine.compactAll`): the memtables flushed, then every sorted run
+ * merged into one (LevelDB's CompactRange over the whole key space).
+ */
+export interface ManualCompactionProgress {
+  /** idle: none asked for since start. */
+  readonly state: "idle" | "running" | "done" | "failed";
+  /**
+   * While running: `flush` (the memtables to tables), `wait` (for a background merge to end), `merge`.
+   * Null otherwise.
+   */
+  readonly phase: "flush" | "wait" | "merge" | null;
+  /** Milliseconds since the epoch; null while idle. */
+  readonly startedAt: number | null;
+  /** When it ended (done or failed). */
+  readonly finishedAt: number | null;
+  /** The store when it was asked for: sorted runs, tables and their bytes. */
+  readonly runsBefore: number;
+  readonly tablesBefore: number;
+  readonly bytesBefore: number;
+  /** The table bytes the merge reads (known once it starts merging; 0 before). */
+  readonly bytesTotal: number;
+  /** How much of `bytesTotal` is merged so far (estimated from the entries merged). */
+  readonly bytesDone: number;
+  /** Entries the merge reads, and how many it has read. */
+  readonly entriesTotal: number;
+  readonly entriesDone: number;
+  /** bytesDone over the time since the merge started (0 before it). */
+  readonly bytesPerSecond: number;
+  /** The store when it ended (writes made meanwhile may have added newer runs); null until then. */
+  readonly runsAfter: number | null;
+  readonly tablesAfter: number | null;
+  readonly bytesAfter: number | null;
+  /** Why it failed (a StorageError's code and message). */
+  readonly error: { readonly code: string; readonly message: string } | null;
+}
+
+/** What `compactAll` answers: whether it started one, and the one that runs (this one or an earlier). */
+export interface ManualCompactionStart {
+  /** False when one was already running: no second one starts, `progress` and `done` are that one's. */
+  readonly started: boolean;
+  readonly progress: ManualCompactionProgress;
+  /** Settles with its final progress (state done or failed); never rejects. */
+  readonly done: Promise<ManualCompactionProgress>;
+}
+
+/** The progress of an engine that was never asked for a full compaction. */
+export const MANUAL_COMPACTION_IDLE: ManualCompactionProgress = {
+  state: "idle",
+  phase: null,
+  startedAt: null,
+  finishedAt: null,
+  runsBefore: 0,
+  tablesBefore: 0,
+  bytesBefore: 0,
+  bytesTotal: 0,
+  bytesDone: 0,
+  entriesTotal: 0,
+  entriesDone: 0,
+  bytesPerSecond: 0,
+  runsAfter: null,
+  tablesAfter: null,
+  bytesAfter: null,
+  error: null,
+};
 
 export interface StorageEngine {
   readonly kind: "lsm" | "memory";
@@ -105,6 +174,17 @@ export interface StorageEngine {
   /** Ordered (ascending) iteration over a snapshot taken now. Break out of the loop to stop early. */
   iterate(range?: RangeOptions): AsyncIterableIterator<Entry>;
   stats(): EngineStats;
+  /**
+   * Starts a full compaction in the background and answers at once: the memtables are flushed, then
+   * every sorted run is merged into one (tables of the target size), dropping shadowed versions and
+   * tombstones (the merge includes the oldest run). Paced as background merges are; reads and writes go
+   * on meanwhile, and what they write lands in newer runs. One at a time: while one runs, another
+   * request gets `started: false` and that one's progress. Throws a ReadOnlyError on a read-only engine,
+   * a StorageClosedError once closed.
+   */
+  compactAll(): ManualCompactionStart;
+  /** The current or last full compaction (the same as `stats().manualCompaction`). */
+  compactionProgress(): ManualCompactionProgress;
   /**
    * The I/O error that put the engine in its failed state, if any: it takes no more writes, and writes it
    * acknowledged may not be durable (a failed periodic sync in durability "interval"). Stays set after

@@ -11,7 +11,16 @@ import type { LsmOptions } from "./lsm/options.js";
 import { MemoryEngine } from "./memory-engine.js";
 
 export { workerCompactionExecutor } from "./compaction-worker.js";
-export type { EngineStats, Entry, LevelStats, RangeOptions, StorageEngine, WriteOp } from "./engine.js";
+export type {
+  EngineStats,
+  Entry,
+  LevelStats,
+  ManualCompactionProgress,
+  ManualCompactionStart,
+  RangeOptions,
+  StorageEngine,
+  WriteOp,
+} from "./engine.js";
 export {
   CorruptionError,
   InvalidArgumentError,

@@ -13,7 +13,15 @@ import { keyStateHash } from "../../src/anti-entropy/key-state.js";
 import { PartitionTree } from "../../src/anti-entropy/tree.js";
 import type { TreeSet } from "../../src/anti-entropy/tree-set.js";
 import { DATA } from "../../src/replication/keyspaces.js";
-import type { EngineStats, Entry, RangeOptions, StorageEngine, WriteOp } from "../../src/storage/engine.js";
+import type {
+  EngineStats,
+  Entry,
+  ManualCompactionProgress,
+  ManualCompactionStart,
+  RangeOptions,
+  StorageEngine,
+  WriteOp,
+} from "../../src/storage/engine.js";
 import { decodeSiblings, type StoredSibling, type StoredValue } from "../../src/versioning/object-codec.js";
 
 export interface HookOptions {
@@ -48,6 +56,14 @@ export class HookedEngine implements StorageEngine {
 
   get(key: Uint8Array): Promise<Uint8Array | undefined> {
     return this.inner.get(key);
+  }
+
+  compactAll(): ManualCompactionStart {
+    return this.inner.compactAll();
+  }
+
+  compactionProgress(): ManualCompactionProgress {
+    return this.inner.compactionProgress();
   }
 
   put(key: Uint8Array, value: Uint8Array): Promise<void> {

@@ -84,6 +84,7 @@ test("the role each request needs: /health open, reads read, writes write, membe
     ["GET", "/ui", "read"],
     ["POST", "/cluster/leave", "admin"],
     ["POST", "/cluster/remove", "admin"],
+    ["POST", "/storage/compact", "admin"],
     ["GET", "/nowhere", "read"],
   ];
   for (const [method, path, role] of table)

@@ -135,6 +135,11 @@ export interface CompactionJob {
   readonly maxOpenTables: number;
   /** The pace of its writes, bytes per second in cell 0 (0: unpaced); the engine changes it as it goes. */
   readonly rate?: Float64Array;
+  /**
+   * Where the job reports how far it is: cell 0, the input entries merged so far (of the inputs' total,
+   * shadowed versions and dropped tombstones included). Shared memory when the job runs in a worker.
+   */
+  readonly progress?: Float64Array;
 }
 
 export interface CompactionResult {
@@ -250,6 +255,17 @@ export async function runCompaction(
   try {
     const merged = new MergingIterator(job.inputs.map((r) => new RunIterator(r, tables, false)));
     await merged.seek(undefined);
+    const progress = job.progress;
+    // Progress is noted at each pacing step (every 256 KiB written), paced or not.
+    const stepPace: Pacer | undefined =
+      progress === undefined
+        ? pace
+        : {
+            consumed: (total) => {
+              progress[0] = merged.consumed;
+              return pace === undefined ? Promise.resolve() : pace.consumed(total);
+            },
+          };
     let next = 0;
     const files = await writeRunTables(
       fs,
@@ -262,8 +278,9 @@ export async function runCompaction(
         if (n === undefined) throw new Error("compaction: more output files than allocated");
         return n;
       },
-      pace,
+      stepPace,
     );
+    if (progress !== undefined) progress[0] = merged.consumed;
     return { files };
   } finally {
     await tables.closeAll();

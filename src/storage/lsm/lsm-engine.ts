@@ -32,6 +32,9 @@ import {
   type EngineStats,
   type Entry,
   type LevelStats,
+  MANUAL_COMPACTION_IDLE,
+  type ManualCompactionProgress,
+  type ManualCompactionStart,
   type RangeOptions,
   rejectingIterator,
   SnapshotIterator,
@@ -193,6 +196,23 @@ export class LsmEngine implements StorageEngine {
    */
   private spareWal: Promise<WalFile> | undefined;
   private compactionTask: Promise<void> | undefined;
+  /** A full compaction (compactAll) waits for the compaction slot: background merges start none. */
+  private holdCompactions = false;
+  /** A full compaction asks the writer loop to freeze the active memtable at its next group. */
+  private rollRequested = false;
+  private readonly memtableRolled = new Signal();
+  private manualCompactions = 0;
+  /** The current or last full compaction; `manualMerge` holds its merge's live figures while it runs. */
+  private manual: ManualCompactionProgress = MANUAL_COMPACTION_IDLE;
+  private manualDone: Promise<ManualCompactionProgress> | undefined;
+  private manualMerge:
+    | {
+        readonly cell: Float64Array;
+        readonly entriesTotal: number;
+        readonly bytesTotal: number;
+        readonly startedAt: number;
+      }
+    | undefined;
   private manifestLock: Promise<void> = Promise.resolve();
   private syncTimer: { cancel(): void } | undefined;
   private syncInFlight: Promise<void> | undefined;
@@ -724,11 +744,14 @@ export class LsmEngine implements StorageEngine {
   private async makeRoomForWrite(): Promise<void> {
     for (;;) {
       if (this.failed) throw this.failed;
-      if (this.mem.bytes < this.o.memtableBytes) return;
+      const full = this.mem.bytes >= this.o.memtableBytes;
+      if (!full && !this.rollRequested) return;
       if (
         this.imms.length >= this.o.maxImmutableMemtables ||
         this.current.runs.length >= this.o.stopWritesAtRuns
       ) {
+        // A switch only asked for (compactAll) never stalls a write: it waits for a later group.
+        if (!full) return;
         const t0 = this.now();
         this.counters.writeStalls++;
         this.scheduleBackground();
@@ -736,7 +759,10 @@ export class LsmEngine implements StorageEngine {
         this.counters.writeStallMs += this.now() - t0;
         continue;
       }
-      await this.rollMemtable();
+      const asked = this.rollRequested;
+      this.rollRequested = false;
+      if (this.mem.entries > 0) await this.rollMemtable();
+      if (asked) this.memtableRolled.signal();
       return;
     }
   }
@@ -846,21 +872,35 @@ export class LsmEngine implements StorageEngine {
       );
     }
     // While closing, compaction still runs if a writer is waiting for room: close waits for that writer.
-    if (this.compactionTask === undefined && (!this.closed || this.writerRunning)) {
+    if (this.compactionTask === undefined && !this.holdCompactions && (!this.closed || this.writerRunning)) {
       const pick = pickCompaction(this.current.runs, this.o);
       if (pick !== undefined) {
         const inputs = this.current.runs.slice(pick.start, pick.end);
-        const bottom = pick.end === this.current.runs.length;
-        this.compactionTask = this.compact(inputs, bottom).then(
-          () => {
-            this.compactionTask = undefined;
-            this.backgroundDone.signal();
-            this.scheduleBackground();
-          },
-          (err) => this.backgroundFailed(err, "compaction"),
-        );
+        void this.startCompaction(inputs, pick.end === this.current.runs.length, undefined);
       }
     }
+  }
+
+  /**
+   * Takes the compaction slot (`compactionTask`, which must be free) for a merge of `inputs`; returns the
+   * merge itself (its failure also fails the engine, through the slot's handler).
+   */
+  private startCompaction(
+    inputs: readonly Run[],
+    bottom: boolean,
+    progress: Float64Array | undefined,
+  ): Promise<void> {
+    if (this.compactionTask !== undefined) throw new Error("startCompaction: a compaction is running");
+    const job = this.compact(inputs, bottom, progress);
+    this.compactionTask = job.then(
+      () => {
+        this.compactionTask = undefined;
+        this.backgroundDone.signal();
+        this.scheduleBackground();
+      },
+      (err) => this.backgroundFailed(err, "compaction"),
+    );
+    return job;
   }
 
   private backgroundFailed(err: unknown, what: string): void {
@@ -950,7 +990,11 @@ export class LsmEngine implements StorageEngine {
     await this.fs.unlink(path.join(this.dir, walFileName(imm.walNumber)));
   }
 
-  private async compact(inputs: readonly Run[], bottom: boolean): Promise<void> {
+  private async compact(
+    inputs: readonly Run[],
+    bottom: boolean,
+    progress: Float64Array | undefined,
+  ): Promise<void> {
     const v = this.current;
     this.refVersion(v);
     try {
@@ -967,6 +1011,7 @@ export class LsmEngine implements StorageEngine {
         options: this.o,
         maxOpenTables: this.o.maxOpenTables,
         rate: this.compactionRate,
+        ...(progress !== undefined ? { progress } : {}),
       });
       let bytesOut = 0;
       for (const f of files) bytesOut += f.size;
@@ -1219,6 +1264,8 @@ export class LsmEngine implements StorageEngine {
       tableDeleteFailures: c.deleteFailures,
       liveKeysEstimate: liveKeys,
       sequence: this.visibleSequence,
+      manualCompactions: this.manualCompactions,
+      manualCompaction: this.compactionProgress(),
     };
   }
 
@@ -1246,6 +1293,167 @@ export class LsmEngine implements StorageEngine {
       if (this.failed) throw this.failed;
       this.scheduleBackground();
       if (this.flushTask !== undefined) await this.flushTask;
+    }
+  }
+
+  // ---------------------------------------------------------------- full compaction (compactAll)
+
+  /** See StorageEngine.compactAll. */
+  compactAll(): ManualCompactionStart {
+    if (this.closed) throw new StorageClosedError();
+    if (this.readOnly) throw new ReadOnlyError("compaction refused");
+    if (this.failed) throw this.failed;
+    if (this.manualDone !== undefined)
+      return { started: false, progress: this.compactionProgress(), done: this.manualDone };
+    const before = this.tableFigures();
+    this.manualCompactions++;
+    this.manual = {
+      ...MANUAL_COMPACTION_IDLE,
+      state: "running",
+      phase: "flush",
+      startedAt: this.now(),
+      runsBefore: before.runs,
+      tablesBefore: before.tables,
+      bytesBefore: before.bytes,
+    };
+    const done = this.runFullCompaction().then(
+      () => this.endManual(undefined),
+      (err: unknown) => this.endManual(err),
+    );
+    this.manualDone = done;
+    return { started: true, progress: this.manual, done };
+  }
+
+  /** See StorageEngine.compactionProgress. */
+  compactionProgress(): ManualCompactionProgress {
+    const m = this.manualMerge;
+    if (m === undefined || this.manual.state !== "running") return this.manual;
+    const entriesDone = Math.min(m.entriesTotal, m.cell[0] ?? 0);
+    const bytesDone = m.entriesTotal > 0 ? Math.round((m.bytesTotal * entriesDone) / m.entriesTotal) : 0;
+    const secs = (this.now() - m.startedAt) / 1000;
+    return {
+      ...this.manual,
+      entriesDone,
+      bytesDone,
+      bytesPerSecond: secs > 0 ? Math.round(bytesDone / secs) : 0,
+    };
+  }
+
+  private tableFigures(): { runs: number; tables: number; bytes: number } {
+    let tables = 0;
+    let bytes = 0;
+    for (const r of this.current.runs) {
+      tables += r.files.length;
+      bytes += r.bytes;
+    }
+    return { runs: this.current.runs.length, tables, bytes };
+  }
+
+  private endManual(err: unknown): ManualCompactionProgress {
+    const last = this.compactionProgress();
+    const after = this.tableFigures();
+    const e =
+      err === undefined
+        ? null
+        : err instanceof StorageError
+          ? { code: err.code, message: err.message }
+          : { code: "ERR_IO", message: err instanceof Error ? err.message : String(err) };
+    this.manual = {
+      ...last,
+      state: e === null ? "done" : "failed",
+      phase: null,
+      finishedAt: this.now(),
+      ...(e === null ? { entriesDone: last.entriesTotal, bytesDone: last.bytesTotal } : {}),
+      runsAfter: after.runs,
+      tablesAfter: after.tables,
+      bytesAfter: after.bytes,
+      error: e,
+    };
+    this.manualMerge = undefined;
+    this.manualDone = undefined;
+    return this.manual;
+  }
+
+  /** Throws why a full compaction cannot go on: the engine failed or is closing. */
+  private checkManual(): void {
+    if (this.failed) throw this.failed;
+    if (this.closed) throw new StorageClosedError();
+  }
+
+  /**
+   * The full compaction: (1) the active memtable frozen and every frozen one flushed, (2) the compaction
+   * slot taken (a background merge running ends first; none starts meanwhile), (3) every run merged into
+   * one through the slot, paced as background merges are. Runs flushed after (2) are newer than every
+   * input and stay as they are; the inputs include the oldest run, so tombstones are dropped.
+   * Each step is an ordinary flush or merge: crash safety is theirs (a merge becomes real with its
+   * manifest edit, its unrecorded outputs are removed by the next open).
+   */
+  private async runFullCompaction(): Promise<void> {
+    // Not held while the memtable is frozen: a writer stalled at stopWritesAtRuns waits for a merge.
+    await this.freezeActiveMemtable();
+    // Held from here: a merge the flush would trigger is part of this one.
+    this.holdCompactions = true;
+    try {
+      const frozen = this.imms.slice();
+      while (frozen.some((m) => this.imms.includes(m))) {
+        this.checkManual();
+        this.scheduleBackground();
+        if (this.flushTask !== undefined) await this.flushTask;
+      }
+      this.checkManual();
+      this.manual = { ...this.manual, phase: "wait" };
+      while (this.compactionTask !== undefined) {
+        await this.compactionTask;
+        this.checkManual();
+      }
+    } finally {
+      this.holdCompactions = false;
+    }
+    this.checkManual();
+    const inputs = this.current.runs.slice();
+    let tombstones = 0;
+    for (const r of inputs) for (const f of r.files) tombstones += f.tombstones;
+    // Already one run with nothing to drop: nothing to merge.
+    if (inputs.length === 0 || (inputs.length === 1 && tombstones === 0)) {
+      // The slot was held: a merge due meanwhile starts now.
+      this.scheduleBackground();
+      return;
+    }
+    let entriesTotal = 0;
+    let bytesTotal = 0;
+    for (const r of inputs) {
+      entriesTotal += r.entries;
+      bytesTotal += r.bytes;
+    }
+    const cell = new Float64Array(new SharedArrayBuffer(8));
+    this.manualMerge = { cell, entriesTotal, bytesTotal, startedAt: this.now() };
+    this.manual = { ...this.manual, phase: "merge", entriesTotal, bytesTotal };
+    await this.startCompaction(inputs, true, cell);
+  }
+
+  /**
+   * Freezes the active memtable (its WAL switched, as a full memtable's is), without waiting for a busy
+   * writer to go idle: the writer loop switches it before its next group (makeRoomForWrite). An idle
+   * writer's part is taken here, with `writerRunning` held so that no write starts meanwhile.
+   */
+  private async freezeActiveMemtable(): Promise<void> {
+    for (;;) {
+      this.checkManual();
+      if (!this.writerRunning) {
+        this.rollRequested = false;
+        this.writerRunning = true;
+        try {
+          if (this.mem.entries > 0) await this.rollMemtable();
+        } finally {
+          this.writerRunning = false;
+          this.writerIdle.signal();
+          if (this.queue.length > 0 && !this.writerScheduled) this.startWriter();
+        }
+        return;
+      }
+      this.rollRequested = true;
+      await Promise.race([this.memtableRolled.wait(), this.writerIdle.wait()]);
+      if (!this.rollRequested) return;
     }
   }
 
@@ -1278,6 +1486,8 @@ export class LsmEngine implements StorageEngine {
       }
     }
     for (const t of [this.flushTask, this.compactionTask]) if (t) await t;
+    // A full compaction stops at its next step (it sees `closed`); its merge, if running, was awaited.
+    if (this.manualDone !== undefined) await this.manualDone;
     await this.wal.file.close();
     if (this.spareWal !== undefined) {
       // Never used: empty. Removed so that a closed store holds only what it needs.

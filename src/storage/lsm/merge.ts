@@ -90,6 +90,8 @@ export class RunIterator implements SourceIterator {
 
 export class MergingIterator implements SourceIterator {
   private cur = -1;
+  /** Entries of the sources passed so far, shadowed versions included (a merge's progress). */
+  consumed = 0;
 
   constructor(private readonly sources: SourceIterator[]) {}
 
@@ -136,6 +138,7 @@ export class MergingIterator implements SourceIterator {
     for (let i = 0; i < s.length; i++) {
       const src = s[i]!;
       if (src.valid && compareBytes(src.key, key) === 0) {
+        this.consumed++;
         const r = src.next();
         if (r !== undefined) return r.then(() => this.continueNext(i + 1, key));
       }
@@ -148,6 +151,7 @@ export class MergingIterator implements SourceIterator {
     for (let i = from; i < s.length; i++) {
       const src = s[i]!;
       if (src.valid && compareBytes(src.key, key) === 0) {
+        this.consumed++;
         const r = src.next();
         if (r !== undefined) await r;
       }
