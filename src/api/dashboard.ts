@@ -10,9 +10,11 @@
  * `GET /status`, and the hints' partitions are looked at (a bounded read) at most every `hintLookMs`.
  */
 import type { ClusterEvent, EventLog } from "../core/event-log.js";
+import type { ManualCompactionProgress } from "../storage/engine.js";
 import type { NodeMetrics } from "./metrics.js";
 import { CHARTED_OPS } from "./request-history.js";
 import type {
+  DashboardCompaction,
   DashboardDocument,
   DashboardPending,
   DashboardProgress,
@@ -290,6 +292,7 @@ export class Dashboard {
         census === null
           ? null
           : { live: census.live, tombstones: census.tombstones, ageMs: Math.max(0, now - census.at) },
+      fullCompaction: fullCompaction(st.manualCompaction, now),
     };
     const pending: DashboardPending = {
       handoff: this.sources.handoffPending(),
@@ -347,5 +350,22 @@ function emptyProgress(): DashboardProgress {
       lastFullSweepAgeMs: null,
       exchanges: 0,
     },
+  };
+}
+
+/** The dashboard's view of the last full compaction asked for (null: none). */
+function fullCompaction(c: ManualCompactionProgress, now: number): DashboardCompaction | null {
+  if (c.state === "idle") return null;
+  const at = c.state === "running" ? c.startedAt : c.finishedAt;
+  return {
+    state: c.state,
+    phase: c.phase,
+    bytesDone: c.bytesDone,
+    bytesTotal: c.bytesTotal,
+    bytesPerSecond: c.bytesPerSecond,
+    tablesBefore: c.tablesBefore,
+    tablesAfter: c.tablesAfter,
+    ageMs: at === null ? 0 : Math.max(0, now - at),
+    error: c.error === null ? null : c.error.message,
   };
 }

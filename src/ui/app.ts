@@ -242,6 +242,21 @@ function drawProgress(d: DashboardDocument): void {
   $("#progress tbody").replaceChildren(...rows);
 }
 
+/** The last full compaction asked for (`ringstore storage compact`), in a line. */
+function fullCompaction(c: DashboardDocument["storage"]["fullCompaction"]): string {
+  if (c === null) return "none asked for";
+  const ago = duration(c.ageMs / 1000);
+  if (c.state === "failed") return `failed ${ago} ago: ${c.error ?? "unknown error"}`;
+  if (c.state === "done")
+    return `done ${ago} ago: ${num(c.tablesBefore)} tables to ${num(c.tablesAfter ?? 0)}`;
+  if (c.phase !== "merge" || c.bytesTotal === 0) return `running (${c.phase ?? "starting"}) for ${ago}`;
+  const left = c.bytesPerSecond > 0 ? (c.bytesTotal - c.bytesDone) / c.bytesPerSecond : null;
+  return (
+    `merging ${bytes(c.bytesDone)} of ${bytes(c.bytesTotal)} ` +
+    `(${Math.floor((100 * c.bytesDone) / c.bytesTotal)}%), ${bytes(c.bytesPerSecond)}/s, ${duration(left)} left`
+  );
+}
+
 function drawStorage(d: DashboardDocument): void {
   const s = d.storage;
   const items: [string, string][] = [
@@ -257,6 +272,7 @@ function drawStorage(d: DashboardDocument): void {
     ["disk writes", s.diskWriteRate === null ? "—" : `${bytes(s.diskWriteRate)}/s`],
     ["write stalls", `${num(s.writeStalls)} (${num(Math.round(s.writeStallMs))} ms)`],
     ["block cache hits", s.blockCacheHitRatio === null ? "—" : `${(s.blockCacheHitRatio * 100).toFixed(1)}%`],
+    ["full compaction", fullCompaction(s.fullCompaction)],
   ];
   $("#storage").replaceChildren(...items.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
 }

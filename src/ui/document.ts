@@ -153,6 +153,23 @@ export interface DashboardStorage {
   readonly diskWriteRate: number | null;
   /** The last census of the keys stored on the node (null: none ended yet). */
   readonly keys: { readonly live: number; readonly tombstones: number; readonly ageMs: number } | null;
+  /** The last full compaction asked for (`ringstore storage compact`); null: none since the node started. */
+  readonly fullCompaction: DashboardCompaction | null;
+}
+
+export interface DashboardCompaction {
+  readonly state: "running" | "done" | "failed";
+  /** While running: flush, wait (for a background merge) or merge. */
+  readonly phase: string | null;
+  readonly bytesDone: number;
+  readonly bytesTotal: number;
+  readonly bytesPerSecond: number;
+  /** Tables before, and after (null while running). */
+  readonly tablesBefore: number;
+  readonly tablesAfter: number | null;
+  /** Since it started (running) or ended. */
+  readonly ageMs: number;
+  readonly error: string | null;
 }
 
 export interface RequestSampleView {

@@ -61,8 +61,9 @@ describe("the event log", () => {
 
 /** A node's facts, as the test sets them. */
 function facts() {
-  const engine = new MemoryEngine();
+  const engine = new MemoryEngine({ now: () => 4000 });
   const f = {
+    engine,
     members: [
       { id: "a", state: "up" },
       { id: "b", state: "up" },
@@ -189,6 +190,12 @@ describe("the dashboard's document", () => {
     assert.equal(doc.requests.samples.length, 1);
     assert.equal(doc.requests.samples[0]!.ops[0]![0], 1);
     assert.ok(doc.requests.samples[0]!.ops[0]![2]! > 2.7 && doc.requests.samples[0]!.ops[0]![2]! < 3.3);
+    // A full compaction asked for shows, with when it ended.
+    assert.equal(doc.storage.fullCompaction, null, "none asked for yet");
+    await f.engine.compactAll().done;
+    const compacted = (await d.document(0, 0)).storage.fullCompaction;
+    assert.equal(compacted?.state, "done");
+    assert.equal(compacted?.ageMs, clock.t - 4000);
     // Only what is new after `since` and `events`.
     const later = await d.document(doc.requests.samples[0]!.at, doc.events[2]!.seq);
     assert.deepEqual([later.requests.samples.length, later.events.length], [0, 0]);
