@@ -406,7 +406,8 @@ describe("handoff", () => {
     const { net, sched, handoff } = nodes(["a", "b", "c", "d", "e"], { a: await storeFor("a", r1.table) });
     net.crash("d");
     let cur = at(r1, 1);
-    const h = handoff("a", () => cur, false, { retryMs: 60_000 });
+    const seenDown = new Set<string>();
+    const h = handoff("a", () => cur, false, { retryMs: 60_000, down: (n) => seenDown.has(n) });
     h.start();
     cur = at(r2, 2);
     h.kick();
@@ -418,8 +419,10 @@ describe("handoff", () => {
     assert.ok(await net.runUntil(() => h.progress.passesCompleted === 1, 10_000));
     assert.ok(sched.now() - t0 < 1000, "it did not wait out the 60 s retry");
     assert.equal(h.progress.ringVersion, 3);
-    // A wait for a retry ends with stop().
+    // A wait for a retry ends with stop(). d and e lose their keys and a sees them down, so a sends
+    // those it keeps itself, and b is down.
     net.crash("b");
+    seenDown.add("d").add("e");
     cur = at(r1, 4);
     h.kick();
     assert.ok(await net.runUntil(() => h.progress.state === "retrying", 10_000));
