@@ -119,13 +119,13 @@ describe("simulator: fixed seeds", () => {
 });
 
 describe("simulator: nodes join and leave among the faults", () => {
-  // Histories follow the protocol: a change to it may call for other seeds. 104 became 109 when a keeper
-  // stopped sending for a loser that is up: 104's new history hits an open membership bug (a claimant away
-  // for a member's whole leave refuses its final `left` entry and claims it back into the ring).
+  // 104: a leaving node restarted twice with its unsynced data zeroed, while a member that never saw its
+  // leave begin becomes the claimant; the leave's approver must survive the restarts (start-plan.ts).
   const seeds: [number, StorageKind, FaultProfile][] = [
     [101, "lsm", "standard"],
     [102, "lsm", "heavy"],
     [103, "memory", "standard"],
+    [104, "lsm", "heavy"],
     [109, "lsm", "heavy"],
   ];
   const done: SimResult[] = [];
