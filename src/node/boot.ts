@@ -219,7 +219,11 @@ export async function bootNode(config: BootConfig, deps: BootDeps): Promise<Boot
     const savedWeight = await dir.readWeight();
     const weight = startingWeight(config.weight, savedWeight);
     if (savedWeight !== undefined && savedWeight.flag !== config.weight) await dir.forgetWeight();
-    const selfEntry = (status: MemberView["status"], incarnation: number): MemberView => ({
+    const selfEntry = (
+      status: MemberView["status"],
+      incarnation: number,
+      leaveApprovedBy?: string,
+    ): MemberView => ({
       id: config.nodeId,
       api: config.api,
       peer: transport.address,
@@ -228,6 +232,7 @@ export async function bootNode(config: BootConfig, deps: BootDeps): Promise<Boot
       status,
       incarnation,
       heartbeat: 0,
+      ...(leaveApprovedBy === undefined ? {} : { leaveApprovedBy }),
     });
     let identity: NodeIdentity;
     let view: SavedView | undefined = saved;
@@ -338,7 +343,7 @@ export async function bootNode(config: BootConfig, deps: BootDeps): Promise<Boot
       clock: env.clock,
       timers: env.timers,
       random: env.random,
-      self: selfEntry(self.status, self.incarnation),
+      self: selfEntry(self.status, self.incarnation, self.leaveApprovedBy),
       view,
       bootstrapRing: self.bootstrapRing,
       gossipIntervalMs: config.gossipIntervalMs,

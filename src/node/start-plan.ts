@@ -107,6 +107,8 @@ export function duration(ms: number): string {
 export interface SelfStart {
   readonly status: MemberView["status"];
   readonly incarnation: number;
+  /** While leaving: the claimant that approved the leave (members that never saw it begin ask it). */
+  readonly leaveApprovedBy?: string;
   /** Make the first ring: a new cluster of one (or a node of one that never had a ring). */
   readonly bootstrapRing: boolean;
 }
@@ -119,10 +121,12 @@ export function planSelf(
 ): SelfStart {
   const prev = view?.members.find((m) => m.id === nodeId);
   const inRing = view?.ring?.owners.includes(nodeId) ?? false;
+  const leaving = prev?.status === "leaving";
   return {
-    // A leave survives a restart: the node goes on handing off, then leaves.
-    status: prev?.status === "leaving" ? "leaving" : inRing ? "up" : "joining",
+    // A leave survives a restart, with its approver: the node goes on handing off, then leaves.
+    status: leaving ? "leaving" : inRing ? "up" : "joining",
     incarnation: (prev?.incarnation ?? 0) + 1,
+    ...(leaving && prev?.leaveApprovedBy !== undefined ? { leaveApprovedBy: prev.leaveApprovedBy } : {}),
     bootstrapRing: created || (view?.ring == null && join.length === 0),
   };
 }

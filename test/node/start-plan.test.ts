@@ -80,7 +80,7 @@ test("refusals: another node's directory, a contradicting N/R/W, a node that lef
   assert.equal(planStart(facts({ saved: left, join: ["h:1"] })).kind, "join");
 });
 
-test("the node's own entry at start: up in the ring, joining otherwise, leaving survives a restart", () => {
+test("the node's own entry at start: up in the ring, joining otherwise, leaving (and its approver) survives a restart", () => {
   assert.deepEqual(planSelf("n2", { members: [me("up")], ring: ring(["n1", "n2"]) }, false, []), {
     status: "up",
     incarnation: 5,
@@ -92,6 +92,20 @@ test("the node's own entry at start: up in the ring, joining otherwise, leaving 
     bootstrapRing: false,
   });
   assert.equal(planSelf("n2", { members: [me("leaving")], ring: ring(["n2"]) }, false, []).status, "leaving");
+  // With the claimant that approved it: members that never saw the leave begin take its end from it.
+  const approved = { ...me("leaving"), leaveApprovedBy: "n1" };
+  assert.deepEqual(planSelf("n2", { members: [approved], ring: ring(["n1"]) }, false, []), {
+    status: "leaving",
+    incarnation: 5,
+    leaveApprovedBy: "n1",
+    bootstrapRing: false,
+  });
+  // An approver outlives only a leave.
+  assert.equal(
+    planSelf("n2", { members: [{ ...approved, status: "up" }], ring: ring(["n2"]) }, false, [])
+      .leaveApprovedBy,
+    undefined,
+  );
   // A new cluster, or a node that never had a ring and has nobody to join: it makes the first ring.
   assert.deepEqual(planSelf("n2", undefined, true, []), {
     status: "joining",

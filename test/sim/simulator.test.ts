@@ -119,11 +119,14 @@ describe("simulator: fixed seeds", () => {
 });
 
 describe("simulator: nodes join and leave among the faults", () => {
+  // 104: a leaving node restarted twice with its unsynced data zeroed, while a member that never saw its
+  // leave begin becomes the claimant; the leave's approver must survive the restarts (start-plan.ts).
   const seeds: [number, StorageKind, FaultProfile][] = [
     [101, "lsm", "standard"],
     [102, "lsm", "heavy"],
     [103, "memory", "standard"],
     [104, "lsm", "heavy"],
+    [109, "lsm", "heavy"],
   ];
   const done: SimResult[] = [];
   for (const [seed, storage, faults] of seeds)
