@@ -81,7 +81,7 @@ describe("a join shows its handoff's progress", { timeout: 240_000 }, () => {
       },
       60_000,
     );
-    // A slow throttle on every sender: 15 KiB/s (a join sends each moved key once, about 2,000 copies).
+    // A slow throttle on every sender: 15 KiB/s (about 4,000 copies: 20-30 s of handoff).
     for (const id of ["a", "b", "c"])
       await run(process.execPath, [BIN, "cluster", "handoff-rate", "0.015", "--node", c.nodes.get(id)!.api]);
 
