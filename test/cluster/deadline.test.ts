@@ -21,7 +21,7 @@ import { execFile } from "node:child_process";
 import * as path from "node:path";
 import { after, describe, test } from "node:test";
 import { promisify } from "node:util";
-import { http, TestCluster } from "./harness.js";
+import { FAST_DETECTION, http, TestCluster } from "./harness.js";
 
 const run = promisify(execFile);
 const BIN = path.resolve("dist/cli/main.js");
@@ -198,19 +198,11 @@ async function client(
 describe("requests answered within their deadline through join, leave, pause and remove", {
   timeout: 150_000,
 }, () => {
-  const c = new TestCluster([
-    "--gossip-interval",
-    "100",
-    "--down-after",
-    "1000",
-    "--timeout",
-    `${NODE_TIMEOUT_MS}`,
-  ]);
+  const c = new TestCluster([...FAST_DETECTION, "--timeout", `${NODE_TIMEOUT_MS}`]);
   after(() => c.shutdown());
 
   test("four clients: no failed or stale read, no failed write, no answer later than timeout + 100 ms", async () => {
-    for (const id of ["a", "b", "c"]) await c.start(id, id === "a" ? {} : { join: "a" });
-    for (const id of ["a", "b", "c"]) await c.converged(id, ["a", "b", "c"]);
+    await c.startJoined(["a", "b", "c"]);
     const entry = new Entry(c, ["a", "b", "c"]);
     const perClient: Map<string, KeyState>[] = [];
     for (let n = 0; n < CLIENTS; n++) {

@@ -12,7 +12,7 @@ import { DATA } from "../../src/replication/keyspaces.js";
 import { PreferenceTable, partitionOf } from "../../src/ring/ring.js";
 import { NodeFileSystem } from "../../src/storage/fs/node-file-system.js";
 import { LsmEngine } from "../../src/storage/lsm/lsm-engine.js";
-import { http, TestCluster } from "./harness.js";
+import { FAST_FLAGS, http, TestCluster } from "./harness.js";
 
 const Q = 64;
 const KEYS = 1500;
@@ -93,12 +93,7 @@ async function held(dataDir: string): Promise<Set<string>> {
 
 describe("a handoff interrupted by SIGKILL completes after the restart", { timeout: 300_000 }, () => {
   const c = new TestCluster([
-    "--gossip-interval",
-    "100",
-    "--down-after",
-    "1000",
-    "--timeout",
-    "1500",
+    ...FAST_FLAGS,
     "--partitions",
     `${Q}`,
     "--anti-entropy",
@@ -109,8 +104,7 @@ describe("a handoff interrupted by SIGKILL completes after the restart", { timeo
   after(() => c.shutdown());
 
   test("a sender killed midway, then the receiver: every key reaches its new replicas", async () => {
-    for (const id of ["a", "b", "c"]) await c.start(id, id === "a" ? {} : { join: "a" });
-    for (const id of ["a", "b", "c"]) await c.converged(id, ["a", "b", "c"]);
+    await c.startJoined(["a", "b", "c"]);
     for (let i = 0; i < KEYS; i++)
       assert.equal((await http(c.url("a", `/kv/hk-${i}?w=3`), { method: "PUT", body: VALUE })).status, 204);
     const v0 = (await status(c, "a")).cluster.ringVersion;

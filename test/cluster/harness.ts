@@ -19,6 +19,11 @@ export interface TestNode {
   output: string;
 }
 
+/** Failure detection in about a second: gossip every 100 ms, a member down after 1 s of silence. */
+export const FAST_DETECTION = ["--gossip-interval", "100", "--down-after", "1000"];
+/** FAST_DETECTION with a 1.5 s coordinator timeout: what a TestCluster's nodes get by default. */
+export const FAST_FLAGS = [...FAST_DETECTION, "--timeout", "1500"];
+
 export class TestCluster {
   readonly root = mkdtempSync(path.join(tmpdir(), "ringstore-cluster-"));
   readonly nodes = new Map<string, TestNode>();
@@ -28,16 +33,13 @@ export class TestCluster {
    */
   keyFile: string | undefined;
 
-  constructor(
-    private readonly extraArgs: string[] = [
-      "--gossip-interval",
-      "100",
-      "--down-after",
-      "1000",
-      "--timeout",
-      "1500",
-    ],
-  ) {}
+  constructor(private readonly extraArgs: string[] = FAST_FLAGS) {}
+
+  /** Starts `ids` in order, each after the first joining through it, and waits until each sees all up. */
+  async startJoined(ids: readonly string[]): Promise<void> {
+    for (const id of ids) await this.start(id, id === ids[0] ? {} : { join: ids[0] });
+    for (const id of ids) await this.converged(id, [...ids]);
+  }
 
   /**
    * Starts (or restarts, keeping its data) node `id`; joins through `join` (a node id) if given. A node

@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { after, describe, test } from "node:test";
 import { RingstoreClient } from "../../src/client/client.js";
-import { TestCluster } from "./harness.js";
+import { FAST_FLAGS, TestCluster } from "./harness.js";
 
 const BIN = path.resolve("dist/cli/main.js");
 
@@ -110,12 +110,7 @@ describe("anti-entropy repairs and tombstone purges are logged", { timeout: 240_
   // No hints (a replica that missed writes is repaired by anti-entropy), exchanges every second, a short
   // tombstone grace period.
   const c = new TestCluster([
-    "--gossip-interval",
-    "100",
-    "--down-after",
-    "1000",
-    "--timeout",
-    "1500",
+    ...FAST_FLAGS,
     "--hinted-handoff",
     "off",
     "--anti-entropy-interval",

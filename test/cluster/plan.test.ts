@@ -12,7 +12,7 @@ import { DATA } from "../../src/replication/keyspaces.js";
 import { PreferenceTable, partitionOf } from "../../src/ring/ring.js";
 import { NodeFileSystem } from "../../src/storage/fs/node-file-system.js";
 import { LsmEngine } from "../../src/storage/lsm/lsm-engine.js";
-import { http, TestCluster } from "./harness.js";
+import { FAST_FLAGS, http, TestCluster } from "./harness.js";
 
 const run = promisify(execFile);
 const BIN = path.resolve("dist/cli/main.js");
@@ -118,21 +118,11 @@ function samePartitions(p: PlanDoc, before: RingDoc, afterRing: RingDoc): void {
 }
 
 describe("cluster plan agrees with what the change then moves", { timeout: 180_000 }, () => {
-  const c = new TestCluster([
-    "--gossip-interval",
-    "100",
-    "--down-after",
-    "1000",
-    "--timeout",
-    "1500",
-    "--partitions",
-    `${Q}`,
-  ]);
+  const c = new TestCluster([...FAST_FLAGS, "--partitions", `${Q}`]);
   after(() => c.shutdown());
 
   test("join, then leave: partitions exactly, keys within 5%; the plan changes nothing", async () => {
-    for (const id of ["a", "b", "c"]) await c.start(id, id === "a" ? {} : { join: "a" });
-    for (const id of ["a", "b", "c"]) await c.converged(id, ["a", "b", "c"]);
+    await c.startJoined(["a", "b", "c"]);
     for (let i = 0; i < KEYS; i++)
       assert.equal((await http(c.url("a", `/kv/pk-${i}?w=3`), { method: "PUT", body: `v${i}` })).status, 204);
 

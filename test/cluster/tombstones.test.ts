@@ -78,8 +78,7 @@ async function stored(dataDir: string, key: string): Promise<[string, boolean][]
 }
 
 async function startThree(c: TestCluster): Promise<void> {
-  for (const id of ["a", "b", "c"]) await c.start(id, id === "a" ? {} : { join: "a" });
-  for (const id of ["a", "b", "c"]) await c.converged(id, ["a", "b", "c"]);
+  await c.startJoined(["a", "b", "c"]);
 }
 
 async function seenDown(c: TestCluster, id: string, target: string): Promise<void> {

@@ -7,64 +7,17 @@
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { derivedRandom, VirtualScheduler } from "../../src/runtime/virtual-runtime.js";
-import { SimCluster, type SimNode } from "../../src/sim/cluster.js";
-import { SimNetwork } from "../../src/sim/sim-network.js";
+import type { VirtualScheduler } from "../../src/runtime/virtual-runtime.js";
+import type { SimCluster, SimNode } from "../../src/sim/cluster.js";
 import { EMPTY_VECTOR, update } from "../../src/versioning/dvv.js";
 import { encodeSiblings } from "../../src/versioning/object-codec.js";
+import { simKey, writtenSimCluster } from "../support/sim-cluster.js";
 
-const EPOCH_MS = 1_700_000_000_000;
 const SEED = process.env.SIM_SEED !== undefined ? Number(process.env.SIM_SEED) : 7;
 const KEYS = 120;
-const key = (i: number) => Buffer.from(`key-${i}`);
+const key = simKey;
 
-async function startCluster(nodes: number) {
-  const sched = new VirtualScheduler({ startMs: EPOCH_MS });
-  const net = new SimNetwork({
-    clock: sched,
-    timers: sched,
-    random: derivedRandom(SEED, "network"),
-    latency: { minMs: 1, maxMs: 5 },
-  });
-  const trace: string[] = [];
-  const cluster = new SimCluster(
-    {
-      seed: SEED,
-      nodes,
-      storage: "lsm",
-      n: 3,
-      r: 2,
-      w: 2,
-      partitions: 32,
-      gossipIntervalMs: 200,
-      downAfterMs: 2000,
-      requestTimeoutMs: 500,
-      maxSiblings: 64,
-    },
-    sched,
-    net,
-    [],
-    (l) => trace.push(`${sched.now() - EPOCH_MS} ${l}`),
-  );
-  await sched.runUntilSettled(cluster.start(), 10_000);
-  assert.ok(await sched.runUntil(() => cluster.converged(), 20_000), "the cluster forms");
-  // Every key written to all three replicas (w=3).
-  for (let i = 0; i < KEYS; i++) {
-    const via = cluster.nodes[i % nodes]!;
-    const out = await sched.runUntilSettled(
-      via.core.router.write(
-        key(i),
-        EMPTY_VECTOR,
-        { data: Buffer.from(`v${i}`), contentType: "", deleted: false, writtenAtMs: 0 },
-        3,
-        2000,
-      ),
-      5000,
-    );
-    assert.equal(out.kind, "ok", `write key-${i}: ${JSON.stringify(out)}`);
-  }
-  return { sched, cluster, trace };
-}
+const startCluster = (nodes: number) => writtenSimCluster({ seed: SEED, nodes, storage: "lsm", keys: KEYS });
 
 /** Keys some replica of the final ring lacks, read straight from each replica's storage. */
 async function missing(sched: VirtualScheduler, cluster: SimCluster): Promise<string[]> {

@@ -10,61 +10,16 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { JoinFollower, type JoinProgress } from "../../src/node/join-follower.js";
-import { derivedRandom, VirtualScheduler } from "../../src/runtime/virtual-runtime.js";
-import { SimCluster, type SimNode } from "../../src/sim/cluster.js";
-import { SimNetwork } from "../../src/sim/sim-network.js";
-import { EMPTY_VECTOR } from "../../src/versioning/dvv.js";
+import type { VirtualScheduler } from "../../src/runtime/virtual-runtime.js";
+import type { SimNode } from "../../src/sim/cluster.js";
+import { simKey, writtenSimCluster } from "../support/sim-cluster.js";
 
-const EPOCH_MS = 1_700_000_000_000;
 const SEED = process.env.SIM_SEED !== undefined ? Number(process.env.SIM_SEED) : 11;
 const KEYS = 200;
-const key = (i: number) => Buffer.from(`key-${i}`);
+const key = simKey;
 
-async function startCluster(nodes: number) {
-  const sched = new VirtualScheduler({ startMs: EPOCH_MS });
-  const net = new SimNetwork({
-    clock: sched,
-    timers: sched,
-    random: derivedRandom(SEED, "network"),
-    latency: { minMs: 1, maxMs: 5 },
-  });
-  const trace: string[] = [];
-  const cluster = new SimCluster(
-    {
-      seed: SEED,
-      nodes,
-      storage: "memory",
-      n: 3,
-      r: 2,
-      w: 2,
-      partitions: 32,
-      gossipIntervalMs: 200,
-      downAfterMs: 2000,
-      requestTimeoutMs: 500,
-      maxSiblings: 64,
-    },
-    sched,
-    net,
-    [],
-    (l) => trace.push(`${sched.now() - EPOCH_MS} ${l}`),
-  );
-  await sched.runUntilSettled(cluster.start(), 10_000);
-  assert.ok(await sched.runUntil(() => cluster.converged(), 20_000), "the cluster forms");
-  for (let i = 0; i < KEYS; i++) {
-    const out = await sched.runUntilSettled(
-      cluster.nodes[i % nodes]!.core.router.write(
-        key(i),
-        EMPTY_VECTOR,
-        { data: Buffer.from(`v${i}`), contentType: "", deleted: false, writtenAtMs: 0 },
-        3,
-        2000,
-      ),
-      5000,
-    );
-    assert.equal(out.kind, "ok");
-  }
-  return { sched, cluster, trace };
-}
+const startCluster = (nodes: number) =>
+  writtenSimCluster({ seed: SEED, nodes, storage: "memory", keys: KEYS });
 
 /** A follower on the joined node `n`, as node.ts makes one, keeping every figure it reports. */
 function follow(sched: VirtualScheduler, n: SimNode, o: { silentForMs?: number; maxMs?: number } = {}) {
