@@ -5,36 +5,9 @@
  * (a node's handoff throttle, at run time).
  */
 import { RingstoreClient } from "../client/client.js";
+import type { Plan } from "../ring/plan.js";
 import { table } from "./cluster-commands.js";
 import { type ConnectionFlags, clientOptions } from "./connection.js";
-
-interface PlanDoc {
-  change: { kind: string; id: string; weight?: number };
-  ringVersion: number;
-  moves: {
-    partition: number;
-    ownerFrom: string;
-    ownerTo: string;
-    from: string[];
-    to: string[];
-    keys: number;
-    bytes: number;
-  }[];
-  ownersChanged: number;
-  keys: number;
-  bytes: number;
-  nodes: {
-    id: string;
-    partitionsBefore: number;
-    partitionsAfter: number;
-    receivesKeys: number;
-    receivesBytes: number;
-    sendsBytes: number;
-  }[];
-  bytesPerSecond: number;
-  estimateSeconds: number;
-  missingCounts: string[];
-}
 
 export function formatBytes(b: number): string {
   if (b < 1024) return `${b} B`;
@@ -75,14 +48,14 @@ export async function clusterPlanCommand(
     httpTimeoutMs: 120_000,
     ...clientOptions(flags),
   });
-  let plan: PlanDoc;
+  let plan: Plan;
   try {
     plan = (await c.plan(flags.node, {
       change,
       id: flags.id,
       ...(weight === undefined ? {} : { weight }),
       ...(flags.zone === undefined ? {} : { zone: flags.zone }),
-    })) as unknown as PlanDoc;
+    })) as unknown as Plan;
   } finally {
     await c.close();
   }

@@ -9,6 +9,7 @@ import * as path from "node:path";
 import { after, describe, test } from "node:test";
 import { promisify } from "node:util";
 import { DATA } from "../../src/replication/keyspaces.js";
+import type { Plan } from "../../src/ring/plan.js";
 import { PreferenceTable, partitionOf } from "../../src/ring/ring.js";
 import { NodeFileSystem } from "../../src/storage/fs/node-file-system.js";
 import { LsmEngine } from "../../src/storage/lsm/lsm-engine.js";
@@ -18,24 +19,6 @@ const run = promisify(execFile);
 const BIN = path.resolve("dist/cli/main.js");
 const Q = 64;
 const KEYS = 800;
-
-interface PlanDoc {
-  ringVersion: number;
-  moves: {
-    partition: number;
-    ownerFrom: string;
-    ownerTo: string;
-    from: string[];
-    to: string[];
-    keys: number;
-    bytes: number;
-  }[];
-  keys: number;
-  nodes: { id: string; partitionsBefore: number; partitionsAfter: number; receivesKeys: number }[];
-  estimateSeconds: number;
-  bytesPerSecond: number;
-  missingCounts: string[];
-}
 
 interface RingDoc {
   version: number;
@@ -61,13 +44,13 @@ async function heldPerPartition(dataDir: string): Promise<Map<number, number>> {
   return out;
 }
 
-async function plan(c: TestCluster, via: string, ...args: string[]): Promise<PlanDoc> {
+async function plan(c: TestCluster, via: string, ...args: string[]): Promise<Plan> {
   const out = await run(
     process.execPath,
     [BIN, "cluster", "plan", ...args, "--node", c.nodes.get(via)!.api, "--json"],
     { timeout: 60_000 },
   );
-  return JSON.parse(out.stdout) as PlanDoc;
+  return JSON.parse(out.stdout) as Plan;
 }
 
 const ringOf = async (c: TestCluster, id: string) =>
@@ -93,7 +76,7 @@ async function settled(c: TestCluster, ids: string[], version: number): Promise<
 }
 
 /** The plan's partitions are exactly those whose owner or preference list the change changed. */
-function samePartitions(p: PlanDoc, before: RingDoc, afterRing: RingDoc): void {
+function samePartitions(p: Plan, before: RingDoc, afterRing: RingDoc): void {
   const lists = (r: RingDoc) =>
     new PreferenceTable(
       { partitions: Q, owners: r.owners },
