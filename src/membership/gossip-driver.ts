@@ -38,6 +38,8 @@ export interface GossipDriverDeps {
   readonly onChange?: () => void;
   /** Send the whole view and ring in every exchange (protocol 9), instead of digests and deltas. */
   readonly wholeView?: boolean;
+  /** An exchange this node opened with member `id` completed: each side has what the other held. */
+  readonly onExchanged?: (id: string) => void;
 }
 
 export class GossipDriver {
@@ -94,6 +96,7 @@ export class GossipDriver {
           m.contactSucceeded(id);
           m.merge(res.members, res.ring, this.d.clock.now(), id);
           this.changed();
+          this.d.onExchanged?.(id);
         },
         () => m.contactFailed(id, this.d.clock.now()),
       );
@@ -124,7 +127,11 @@ export class GossipDriver {
     } else if (res.digest !== undefined) m.takeHeartbeats(res.digest, now, id);
     const ring = res.ringWant === undefined ? undefined : m.ringFor(res.ringWant);
     this.changed();
-    if (this.stopped || (push.length === 0 && want.length === 0 && ring === undefined)) return;
+    if (this.stopped) return;
+    if (push.length === 0 && want.length === 0 && ring === undefined) {
+      this.d.onExchanged?.(id);
+      return;
+    }
     const closing: GossipRequest = {
       kind: "gossip",
       members: push,
@@ -136,6 +143,7 @@ export class GossipDriver {
       (last) => {
         m.merge(last.members, last.ring, this.d.clock.now(), id);
         this.changed();
+        this.d.onExchanged?.(id);
       },
       () => m.contactFailed(id, this.d.clock.now()),
     );

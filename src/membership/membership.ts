@@ -75,7 +75,8 @@ export type Liveness = "up" | "suspect" | "down";
 /**
  * A change of the view, once, with its cause (node.ts logs each as one line): a member joins, is up, is
  * leaving, left, was removed, moved (new addresses), is suspect, looks down, is up again; a claim that
- * was ignored, or an entry for this node that was refuted.
+ * was ignored, or an entry for this node that was refuted; this node unsure that it is still a member
+ * (cut off too long: node/absences.ts), or sure again.
  */
 export interface MembershipEvent {
   readonly change:
@@ -90,7 +91,9 @@ export interface MembershipEvent {
     | "alive"
     | "ignored"
     | "refuted"
-    | "forgotten";
+    | "forgotten"
+    | "unsure"
+    | "confirmed";
   /** The member the change is about. */
   readonly member: string;
   /** The member whose gossip carried it (undefined: observed or decided here). */
@@ -256,6 +259,8 @@ export class Membership {
   private readonly ringHistory: { readonly ring: RingView; readonly ref: RingRef }[] = [];
   /** Members to gossip with in the next round: they approved a removal this node heard of second-hand. */
   private readonly verify = new Set<string>();
+  /** When a claim that this node left last reached it and was not taken (held, or refused). */
+  private selfLeftClaimAt: number | undefined;
   /** Receives every change (undefined: nobody listens, e.g. while the saved view is loaded at start). */
   onEvent: ((e: MembershipEvent) => void) | undefined;
   /**
@@ -263,6 +268,11 @@ export class Membership {
    * a removal that names it as the approver from the member that performed it.
    */
   approvedDeparture: (id: string) => boolean = () => false;
+
+  /** When a claim that this node left last reached it and was not taken (undefined: never). */
+  get leftClaimedAt(): number | undefined {
+    return this.selfLeftClaimAt;
+  }
   /**
    * Bumped whenever the ring, a member's status, or its addresses, weight or zone change: the view
    * the node saves on each bump (node/view-saver.ts). (The preference table follows the ring's version,
@@ -636,6 +646,7 @@ export class Membership {
     if (m.status === "left") {
       const why = this.leftRefused(m, me, now, from);
       if (why !== undefined) {
+        this.selfLeftClaimAt = now;
         this.refuseLeft(m, from, why);
         return false;
       }

@@ -192,7 +192,12 @@ export class NodeCore {
       membership.merge(d.view.members, d.view.ring, now());
       membership.restoreForgotten(d.view.forgotten ?? []);
     }
-    this.absences = new Absences(membership.view(), d.tombstones?.lastContactAtMs ?? now());
+    this.absences = new Absences(
+      membership.view(),
+      d.tombstones?.lastContactAtMs ?? now(),
+      now(),
+      d.tombstones?.graceMs,
+    );
     if (d.bootstrapRing) membership.bootstrapRing();
     // Changes from here on are reported (loading the view at start is not a change).
     membership.onEvent = d.onMembershipEvent;
@@ -267,6 +272,10 @@ export class NodeCore {
         this.hintDelivery?.kick();
         saveView();
       },
+      onExchanged: (id) => {
+        this.absences.exchanged(id);
+        this.settleContact();
+      },
     });
     this.handoff = new Handoff({
       selfId: d.nodeId,
@@ -289,6 +298,7 @@ export class NodeCore {
       retryMs: Math.max(d.gossipIntervalMs * 4, 1000),
       bytesPerSecond: d.handoffBytesPerSecond,
       storedSets: () => this.storedSets,
+      held: () => this.unsure(),
     });
     this.completion = new LeaveCompletion({
       selfId: d.nodeId,
@@ -301,8 +311,7 @@ export class NodeCore {
       hintsHeld: () => (this.hints?.backlog().size ?? 0) > 0,
       deliverHints: () => this.hintDelivery?.kick(),
       // Cut off for longer than the grace period: its copies may be older than tombstones purged since.
-      cutOffTooLong: () =>
-        d.tombstones !== undefined && this.absences.cutOffFor(now()) > d.tombstones.graceMs,
+      cutOffTooLong: () => this.absences.cutOffTooLong(now()),
       onLeft: (how) => d.onLeft?.(how),
     });
     this.departures = new Departures({
@@ -453,6 +462,7 @@ export class NodeCore {
         return countsToWire(await this.keyListing.partitionCounts());
       },
       handoffFigures: () => this.handoffFigures(),
+      notAdmitting: () => this.unsure(),
       handedOffHere: (bytes) => {
         this.handoffReceived.keys++;
         this.handoffReceived.bytes += bytes;
@@ -541,6 +551,7 @@ export class NodeCore {
     this.hintDelivery?.start();
     this.tombstones?.start();
     if (this.tombstones !== undefined) this.sampleContact();
+    if (this.absences.unsureSince !== undefined) this.reportUnsure();
     const ae = this.d.antiEntropy;
     if (this.antiEntropy !== undefined && ae !== undefined) {
       if (ae.rebuild.length > 0) void this.antiEntropy.rebuild(ae.rebuild);
@@ -561,14 +572,63 @@ export class NodeCore {
     return this.absences.lastContactAtMs;
   }
 
+  /**
+   * Why this node serves no join and hands nothing off now: it was cut off for longer than the tombstone
+   * grace period and has not yet confirmed that it is still a member (absences.ts). Undefined: it may.
+   */
+  unsure(): string | undefined {
+    const since = this.absences.unsureSince;
+    if (since === undefined) return undefined;
+    return `${this.d.nodeId} was cut off from the cluster for longer than the tombstone grace period (${Math.round((this.d.tombstones?.graceMs ?? 0) / 1000)} s) and has not yet confirmed that it is still a member (it may have been removed meanwhile): ${this.waitingFor.length === 0 ? "no other member is up" : `waiting to hear from ${this.waitingFor.join(", ")}`}`;
+  }
+
+  /** The members an unsure node still waits to hear from (settleContact). */
+  private waitingFor: readonly string[] = [];
+
+  /** An unsure node checks whether it has now heard from every member up; if so, it is sure again. */
+  private settleContact(): void {
+    const since = this.absences.unsureSince;
+    if (since === undefined) return;
+    const m = this.membership;
+    const t = this.d.clock.now();
+    const others = m.view().filter((x) => x.id !== this.d.nodeId && x.status !== "left");
+    const up = others.filter((x) => m.liveness(x.id, t) === "up").map((x) => x.id);
+    const waiting = this.absences.settle(up, others.length, m.leftClaimedAt);
+    if (waiting !== undefined) {
+      this.waitingFor = waiting;
+      return;
+    }
+    this.waitingFor = [];
+    this.d.onMembershipEvent?.({
+      change: "confirmed",
+      member: this.d.nodeId,
+      text: `this node confirmed that it is still a member (it heard from ${up.length === 0 ? "no other member: there is none" : up.join(", ")}): it serves joins and hands off again`,
+    });
+    this.handoff.retryNow();
+  }
+
   /** Every second (or gossip round): is another member up, or is there none? (absences.ts) */
   private sampleContact(): void {
     this.sampling = this.d.timers.after(Math.max(this.d.gossipIntervalMs, 1000), () => {
       const m = this.membership;
       const t = this.d.clock.now();
       const others = m.view().filter((x) => x.id !== this.d.nodeId && x.status !== "left");
+      const wasUnsure = this.absences.unsureSince !== undefined;
       this.absences.sample(others.length === 0 || others.some((x) => m.liveness(x.id, t) === "up"), t);
+      if (!wasUnsure && this.absences.unsureSince !== undefined) this.reportUnsure();
+      this.settleContact();
+      // Unsure: ask every member up not yet heard from now, rather than wait for gossip to pick it.
+      for (const id of this.waitingFor) this.gossip.exchangeWith(id);
       this.sampleContact();
+    });
+  }
+
+  private reportUnsure(): void {
+    const grace = Math.round((this.d.tombstones?.graceMs ?? 0) / 1000);
+    this.d.onMembershipEvent?.({
+      change: "unsure",
+      member: this.d.nodeId,
+      text: `this node was cut off from the cluster for longer than the tombstone grace period (${grace} s), so it may have been removed meanwhile: it serves no join and hands nothing off until it has heard from every member up`,
     });
   }
 

@@ -290,8 +290,9 @@ export async function startNode(config: NodeConfig, options: StartOptions = {}):
         onMembershipEvent: (e) => {
           if (e.change === "ignored" || e.change === "refuted")
             claims.note(e.sender ?? "?", `membership: ${e.text}`);
+          // Unsure of its own membership, the node admits nobody and hands nothing off: a warning.
           else
-            log.info(
+            log[e.change === "unsure" ? "warn" : "info"](
               {
                 event: "membership",
                 change: e.change,

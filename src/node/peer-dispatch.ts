@@ -43,6 +43,8 @@ export interface PeerDispatchDeps {
   readonly countPartitions: (body: RequestOf<"count_partitions">) => Promise<AnswerOf<"count_partitions">>;
   /** This node's handoff figures, for a peer's `handoff_progress` (a joining node follows them). */
   readonly handoffFigures: () => AnswerOf<"handoff_progress">;
+  /** Why this node admits no new member now (undefined: it does; NodeCore.unsure). */
+  readonly notAdmitting?: () => string | undefined;
   /** A store of handoff (`handoff: true`) arrived here, `bytes` of key and set (counted for /status). */
   readonly handedOffHere?: (bytes: number) => void;
   /** Answers a peer's `list_keys` from this node's sets (node/key-listing.ts). */
@@ -61,6 +63,12 @@ export function peerHandlers(d: PeerDispatchDeps): PeerHandlers {
           ),
           { code: "ERR_REJECTED" },
         );
+      // Its view could be one the cluster moved past (it may have been removed): a newcomer would take it.
+      const unsure = d.notAdmitting?.();
+      if (unsure !== undefined)
+        throw Object.assign(new Error(`${unsure}; ask another member to admit ${body.member.id}`), {
+          code: "ERR_REJECTED",
+        });
       d.membership.admit(body.member, d.clock.now());
       const c = d.cluster;
       return {

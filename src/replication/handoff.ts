@@ -15,8 +15,9 @@
  * What a pass could not deliver (a peer down, partitioned or slow) is sent again on its own (each key
  * as stored by then) after `retryMs`, then after waits doubling up to `maxRetryMs`, until it all
  * arrived; only a pass that missed more than it can remember (10,000 stores), or whose scan failed,
- * runs again whole. A ring change during a pass (or its retries) starts a new pass at once, from the
- * same `from`. A leaving node passes only once the ring no longer holds it. The
+ * runs again whole. A store is also held back, and counted as missed, while the node may send nothing
+ * (`held`: unsure that it is still a member, node/absences.ts). A ring change during a pass (or its
+ * retries) starts a new pass at once, from the same `from`. A leaving node passes only once the ring no longer holds it. The
  * node saves `from` with its view (members.json), so a node restarted in the middle of a pass runs it
  * again.
  *
@@ -68,6 +69,11 @@ export interface HandoffDeps {
   readonly bytesPerSecond?: number;
   /** How many sets this node stores, if known (a census): a pass's total, for its time left. */
   readonly storedSets?: () => number | null;
+  /**
+   * Why this node may send nothing now (undefined: it may): a store held back counts as missed, and is
+   * sent again once `retryNow` says the hold is over (or at the next retry).
+   */
+  readonly held?: () => string | undefined;
 }
 
 /** The handoff's throttle by default: bytes one node sends per second. */
@@ -273,6 +279,11 @@ export class Handoff {
     this.launch();
   }
 
+  /** A pass waiting to retry what it missed retries now (what held it back is over). */
+  retryNow(): void {
+    if (this.running !== undefined && this.progress.state === "retrying") this.wake?.();
+  }
+
   /** Runs a pass for the current ring even if one was completed for it (a leaving node's final pass). */
   rescan(): void {
     if (this.stopped) return;
@@ -448,6 +459,17 @@ export class Handoff {
         const s = sends[next++]!;
         assert(s.to !== this.d.selfId, () => `handoff would send a key to itself (${s.to})`);
         const size = s.key.length + s.value.length;
+        const missed = (why: string) => {
+          this.progress.storesFailed++;
+          this.progress.lastError = `${s.to}: ${why}`;
+          if (this.failed.length < MAX_FAILED) this.failed.push({ key: Uint8Array.from(s.key), to: s.to });
+          else this.failedOverflow = true;
+        };
+        const held = this.d.held?.();
+        if (held !== undefined) {
+          missed(`held back: ${held}`);
+          continue;
+        }
         await this.pace(size);
         if (this.stopped || this.rerun) break;
         try {
@@ -455,10 +477,7 @@ export class Handoff {
           this.progress.keysSent++;
           this.progress.bytesSent += size;
         } catch (err) {
-          this.progress.storesFailed++;
-          this.progress.lastError = `${s.to}: ${(err as Error)?.message ?? String(err)}`;
-          if (this.failed.length < MAX_FAILED) this.failed.push({ key: Uint8Array.from(s.key), to: s.to });
-          else this.failedOverflow = true;
+          missed((err as Error)?.message ?? String(err));
         }
       }
     };

@@ -600,17 +600,24 @@ export class SimCluster {
   }
 
   /**
-   * A new node joins through `via`, as `ringstore start --join` does: it asks to join, takes the view
-   * from the answer, and gossips as `joining` until a ring is claimed with it. A boot whose join was not
-   * answered wrote nothing, so it is started again, as an operator runs the command again with the same
-   * id (a request whose answer was lost has already admitted the member; only this id can take the entry).
+   * A new node joins through `via` (or the next member up, if `via` does not admit it), as `ringstore
+   * start --join` does: it asks to join, takes the view from the answer, and gossips as `joining` until a
+   * ring is claimed with it. A boot whose join was not answered wrote nothing, so it is started again, as
+   * an operator runs the command again with the same id (a request whose answer was lost has already
+   * admitted the member; only this id can take the entry).
    */
   async join(id: string, via: string): Promise<SimNode> {
     if (this.byId.has(id)) throw new Error(`sim: ${id} exists`);
     const node = this.newNode(id, this.sched);
     for (let attempt = 1; ; attempt++) {
+      // --join names `via` first, then the other members up: a member that refuses to admit it (or is
+      // gone) sends the join on to the next, as an operator's list of seeds does.
+      const others = this.members().filter((n) => n.id !== via && n.state === "up");
       try {
-        await this.boot(node, [`sim:${via}`]);
+        await this.boot(
+          node,
+          [via, ...others.map((n) => n.id)].map((x) => `sim:${x}`),
+        );
         break;
       } catch (err) {
         if (attempt >= JOIN_ATTEMPTS) throw err;

@@ -150,6 +150,37 @@ describe("handoff, message by message", () => {
     );
     await h.stop();
   });
+
+  test("while the node is held back (unsure of its membership) it sends nothing; retryNow sends at once when the hold ends", async () => {
+    const before = ringOf(["a", "b", "c", "d"]);
+    const after = ringOf(["b", "c", "d"], before.ring);
+    const storage = new MemoryEngine();
+    await storage.put(DATA.encode(Buffer.from("k1")), encodeSiblings(set(1)));
+    const { net, handoff, holds } = nodes(["a", "b", "c", "d"], { a: storage });
+    let held: string | undefined = "a is unsure of its membership";
+    const h = handoff("a", () => at(after, 2), true, { held: () => held });
+    h.start();
+    await net.settle();
+    assert.deepEqual(net.pending(), [], "nothing sent while held");
+    assert.equal(h.progress.state, "retrying");
+    assert.equal(h.progress.storesFailed, 3);
+    assert.match(h.progress.lastError ?? "", /held back: a is unsure of its membership/);
+    await net.elapse(500);
+    held = undefined;
+    h.retryNow();
+    await net.settle();
+    assert.deepEqual(net.pending(), ["a -> d store k1", "a -> b store k1", "a -> c store k1"]);
+    while (net.pending().length > 0) await net.step();
+    await net.settle();
+    assert.ok((await holds("b", "k1")) && (await holds("c", "k1")) && (await holds("d", "k1")));
+    assert.equal(h.progress.state, "idle");
+    assert.deepEqual(
+      net.sent({ answer: false }).map((s) => s.sentAt),
+      [500, 500, 500],
+      "sent when the hold ended, not at the next retry",
+    );
+    await h.stop();
+  });
 });
 
 describe("handoff", () => {
