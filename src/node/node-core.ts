@@ -298,7 +298,7 @@ export class NodeCore {
       retryMs: Math.max(d.gossipIntervalMs * 4, 1000),
       bytesPerSecond: d.handoffBytesPerSecond,
       storedSets: () => this.storedSets,
-      held: () => this.unsure(),
+      held: () => this.staleView(),
     });
     this.completion = new LeaveCompletion({
       selfId: d.nodeId,
@@ -462,7 +462,7 @@ export class NodeCore {
         return countsToWire(await this.keyListing.partitionCounts());
       },
       handoffFigures: () => this.handoffFigures(),
-      notAdmitting: () => this.unsure(),
+      notAdmitting: () => this.staleView(),
       handedOffHere: (bytes) => {
         this.handoffReceived.keys++;
         this.handoffReceived.bytes += bytes;
@@ -580,6 +580,19 @@ export class NodeCore {
     const since = this.absences.unsureSince;
     if (since === undefined) return undefined;
     return `${this.d.nodeId} was cut off from the cluster for longer than the tombstone grace period (${Math.round((this.d.tombstones?.graceMs ?? 0) / 1000)} s) and has not yet confirmed that it is still a member (it may have been removed meanwhile): ${this.waitingFor.length === 0 ? "no other member is up" : `waiting to hear from ${this.waitingFor.join(", ")}`}`;
+  }
+
+  /**
+   * Why this node's view may be one the cluster moved past, so that it admits nobody and hands nothing
+   * off: it is unsure of its membership, or it is up while the ring no longer holds it (only its removal
+   * takes an up member out of the ring; it waits to hear of it from the claimant or the approver).
+   */
+  staleView(): string | undefined {
+    const unsure = this.unsure();
+    if (unsure !== undefined) return unsure;
+    if (this.membership.self.status === "up" && this.completion.outOfRing())
+      return `${this.d.nodeId} is up but ring ${this.membership.ring?.version} no longer holds it: it was removed, and waits to hear so from the claimant`;
+    return undefined;
   }
 
   /** The members an unsure node still waits to hear from (settleContact). */

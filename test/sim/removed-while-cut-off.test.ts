@@ -119,6 +119,40 @@ describe("a member removed while cut off for longer than the grace period", () =
     assert.ok(await sched.runUntil(() => n3.state === "left", 10_000), "n3 stops");
   });
 
+  test("removed while cut off briefly, it takes the ring without it before its removal: it admits nobody and hands nothing off until it hears the approver", async () => {
+    const { sched, net, cluster } = await cutOffCluster(10);
+    const n1 = cluster.byId.get("n1")!;
+    const n3 = cluster.byId.get("n3")!;
+    const n5 = cluster.byId.get("n5")!;
+    net.isolate(n3.address);
+    assert.ok(
+      await sched.runUntil(() => n1.core.membership.liveness("n3", sched.now()) === "down", 10_000),
+      "n1 sees n3 down",
+    );
+    await sched.runUntilSettled(n1.core.remove("n3", false), 5000);
+    assert.ok(
+      await sched.runUntil(
+        () =>
+          n5.core.membership.member("n3")?.status === "left" &&
+          n5.core.membership.ring?.owners.includes("n3") === false,
+        10_000,
+      ),
+      "n5 holds n3's removal and a ring without it",
+    );
+    assert.equal(n3.core.unsure(), undefined, "cut off for less than the grace period");
+    // n5 (neither the claimant nor the approver) passes both on: n3 takes the ring, and holds the removal
+    // until the approver confirms it.
+    n3.core.membership.merge(n5.core.membership.view(), n5.core.membership.ring, sched.now(), "n5");
+    assert.equal(n3.core.membership.self.status, "up");
+    assert.match(n3.core.staleView() ?? "", /no longer holds it/);
+    await assert.rejects(
+      n3.handler("n9", joinRequest("n9")),
+      /no longer holds it: .*; ask another member to admit n9/,
+    );
+    net.heal();
+    assert.ok(await sched.runUntil(() => n3.state === "left", 10_000), "n3 hears of its removal and stops");
+  });
+
   test("a member cut off as long but not removed is sure again once it has heard from every member up", async () => {
     const { sched, net, cluster } = await cutOffCluster(9);
     const n3 = cluster.byId.get("n3")!;
