@@ -549,9 +549,25 @@ export class SimCluster {
     return SimCluster.idOf(this.nodes.length);
   }
 
-  /** The nodes that have not left the cluster (nor marked themselves left, about to stop). */
+  /**
+   * The nodes that have not left the cluster (nor marked themselves left, about to stop), but for an
+   * orphan: a node removed while it was cut off, every member it knows of having left and stopped since.
+   * Nobody can tell it that it was removed (the cluster it knew is gone); it stays unsure of its
+   * membership (node/absences.ts), admitting nobody and handing nothing off, until an operator stops it.
+   */
   members(): SimNode[] {
-    return this.nodes.filter((n) => n.state !== "left" && n.core.membership.self.status !== "left");
+    return this.nodes.filter(
+      (n) => n.state !== "left" && n.core.membership.self.status !== "left" && !this.orphaned(n),
+    );
+  }
+
+  private orphaned(n: SimNode): boolean {
+    const known = n.core.membership.view().filter((x) => x.id !== n.id && x.status !== "left");
+    return (
+      known.length > 0 &&
+      known.every((x) => this.byId.get(x.id)?.state === "left") &&
+      this.nodes.some((o) => o !== n && o.state === "up" && o.core.membership.member(n.id)?.status === "left")
+    );
   }
 
   /** A member is leaving, or has left and not stopped yet. */

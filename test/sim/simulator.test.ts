@@ -121,7 +121,14 @@ describe("simulator: fixed seeds", () => {
 describe("simulator: nodes join and leave among the faults", () => {
   // 104: a leaving node restarted twice with its unsynced data zeroed, while a member that never saw its
   // leave begin becomes the claimant; the leave's approver must survive the restarts (start-plan.ts).
+  // 7: lost an acknowledged delete when a member removed during its long absence, back after the purge
+  // of the delete's tombstones, admitted a newcomer before it heard of its removal (node/absences.ts; the
+  // path itself is tested in removed-while-cut-off.test.ts).
+  // 182: a member removed during its long absence comes back to find every member it knew gone: an orphan
+  // (SimCluster.members), which stays unsure and out of the cluster's convergence.
   const seeds: [number, StorageKind, FaultProfile][] = [
+    [7, "lsm", "heavy"],
+    [182, "lsm", "heavy"],
     [101, "lsm", "standard"],
     [102, "lsm", "heavy"],
     [103, "memory", "standard"],
