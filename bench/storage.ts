@@ -43,6 +43,7 @@ import { ClassicLevel } from "classic-level";
 import { systemRuntime } from "../src/runtime/system-runtime.js";
 import {
   DEFAULT_LSM_OPTIONS,
+  DEFAULT_MERGE_NICE,
   type EngineStats,
   LsmEngine,
   type LsmOptions,
@@ -99,6 +100,8 @@ interface Config {
   oursOptions: Partial<LsmOptions>;
   /** Data block size, both engines. */
   blockBytes: number;
+  /** Ours' merge thread's nice value (workerCompactionExecutor's mergeNice). */
+  mergeNice: number;
   seed: number;
   settleMaxMs: number;
   interleave: boolean;
@@ -124,6 +127,7 @@ const HELP = `usage: node --expose-gc --import tsx bench/storage.ts [flags]
                       gets the cache and write buffer the budget gives ours (default: no budget)
   --ours-options JSON more LsmOptions for ours, e.g. '{"compactionBytesPerSec":0}' (to compare settings)
   --block-bytes B     data block size, both engines (default ${DEFAULT_LSM_OPTIONS.blockBytes}, ours' default; LevelDB's is also 4096)
+  --merge-nice N      ours: how far the merge thread's CPU priority is lowered (default ${DEFAULT_MERGE_NICE}, as a node runs; 0: not)
   --seed S            PRNG seed (default 42)
   --settle-max S      most seconds to wait for background work before reads (default 60)
   --no-interleave     one child per engine for all phases (default: a child per engine per group of
@@ -188,6 +192,7 @@ function parseConfig(argv: string[]): Config {
       "cache-mib": { type: "string" },
       "memtable-mib": { type: "string" },
       "block-bytes": { type: "string" },
+      "merge-nice": { type: "string" },
       "memory-budget-mib": { type: "string" },
       "ours-options": { type: "string" },
       seed: { type: "string" },
@@ -242,6 +247,7 @@ function parseConfig(argv: string[]): Config {
     memoryBudgetBytes,
     oursOptions: parseOursOptions(v["ours-options"]),
     blockBytes: Math.floor(parseNumber(v["block-bytes"], DEFAULT_LSM_OPTIONS.blockBytes, "block-bytes", 256)),
+    mergeNice: Math.floor(parseNumber(v["merge-nice"], DEFAULT_MERGE_NICE, "merge-nice", 0)),
     seed: Math.floor(parseNumber(v.seed, 42, "seed", 0)),
     settleMaxMs: parseNumber(v["settle-max"], 60, "settle-max", 1) * 1000,
     interleave: v["no-interleave"] !== true,
@@ -420,7 +426,7 @@ class OursDb implements BenchDb {
           ...cfg.oursOptions,
         },
         // As the product runs it (openStorage, the node): compactions in a worker thread.
-        compactor: workerCompactionExecutor(),
+        compactor: workerCompactionExecutor({ mergeNice: cfg.mergeNice }),
       },
       () => performance.now(),
     );
@@ -1559,7 +1565,7 @@ function printReport(cfg: Config, m: MachineFacts, results: Partial<Record<Engin
   );
   out(
     `settings     memtable/write buffer ${fmtBytes(cfg.memtableBytes)} both; block cache ${fmtBytes(cfg.cacheBytes)} both; ` +
-      `data blocks ${fmtBytes(cfg.blockBytes)} both;`,
+      `data blocks ${fmtBytes(cfg.blockBytes)} both; ours' merge thread at nice +${cfg.mergeNice};`,
   );
   if (Object.keys(cfg.oursOptions).length > 0)
     out(`             ours also ${JSON.stringify(cfg.oursOptions)}`);

@@ -2,8 +2,10 @@
  * The compaction worker thread's entry: runs compaction and flush jobs (lsm/compaction-job.ts) on the real
  * disk, one message per job, and answers with the output tables' metadata or the error.
  */
+import { readlinkSync } from "node:fs";
+import { getPriority, setPriority } from "node:os";
 import { performance } from "node:perf_hooks";
-import { parentPort } from "node:worker_threads";
+import { parentPort, workerData } from "node:worker_threads";
 import { reviveRuns } from "./compaction-worker.js";
 import { CorruptionError, StorageError } from "./errors.js";
 import { NodeFileSystem } from "./fs/node-file-system.js";
@@ -18,6 +20,18 @@ import {
 const port = parentPort;
 if (port === null) throw new Error("compaction-thread.ts must run in a worker thread");
 const fs = new NodeFileSystem();
+
+// A lower CPU priority for this thread alone (compaction-worker.ts, mergeNice): on Linux a thread's
+// nice value is its own, set through its thread id. Elsewhere, or if refused, it runs as it is.
+const nice = (workerData as { nice?: number } | null)?.nice ?? 0;
+if (nice > 0 && process.platform === "linux") {
+  try {
+    const tid = Number(readlinkSync("/proc/thread-self").split("/").pop());
+    if (Number.isInteger(tid) && tid > 0) setPriority(tid, Math.min(19, getPriority(tid) + nice));
+  } catch {
+    // No /proc, or not allowed: normal priority.
+  }
+}
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 port.on("message", (msg: { id: number; job?: CompactionJob; flush?: FlushJob }) => {

@@ -53,8 +53,14 @@ function reviveError(e: WorkerError): Error {
  */
 const WORKER_LIMITS = { maxYoungGenerationSizeMb: 8 };
 
-/** One worker thread and its jobs in flight, started on the first job. */
-function workerLane(name: string): {
+/**
+ * One worker thread and its jobs in flight, started on the first job. `nice` (0: none) lowers the
+ * thread's CPU priority, where the system allows it (compaction-thread.ts).
+ */
+function workerLane(
+  name: string,
+  nice: number,
+): {
   post(msg: { job?: CompactionJob; flush?: FlushJob }): Promise<CompactionResult>;
   warm(): void;
   close(): Promise<void>;
@@ -73,11 +79,12 @@ function workerLane(name: string): {
     const w = import.meta.url.endsWith(".ts")
       ? new Worker(
           `import("tsx/esm/api").then((m) => { m.register(); return import(${JSON.stringify(new URL("./compaction-thread.ts", import.meta.url).href)}); });`,
-          { eval: true, name, resourceLimits: WORKER_LIMITS },
+          { eval: true, name, resourceLimits: WORKER_LIMITS, workerData: { nice } },
         )
       : new Worker(new URL("./compaction-thread.js", import.meta.url), {
           name,
           resourceLimits: WORKER_LIMITS,
+          workerData: { nice },
         });
     w.on("message", (m: { id: number; files?: TableMeta[]; error?: WorkerError }) => {
       const p = pending.get(m.id);
@@ -118,14 +125,23 @@ function workerLane(name: string): {
   };
 }
 
+/** How much the merge thread's CPU priority is lowered by default (a nice value; 0: not at all). */
+export const DEFAULT_MERGE_NICE = 10;
+
 /**
  * Compactions and flushes on two worker threads, so that a flush never waits behind a merge that can take
  * seconds (with one thread for both, writers stall on full memtables: docs/performance.md, "storage write
- * path").
+ * path"). The merge thread runs at a lower CPU priority (`mergeNice`, Linux), as RocksDB's low-priority
+ * compaction pool: when the cores are busy, the thread serving requests and the flushes it waits for go
+ * first, and a merge that falls behind slows writes gradually (delayed writes) instead of every request
+ * waiting for a core behind it.
  */
-export function workerCompactionExecutor(): CompactionExecutor {
-  const merges = workerLane("ringstore compaction");
-  const flushes = workerLane("ringstore flush");
+export function workerCompactionExecutor(o: { mergeNice?: number } = {}): CompactionExecutor {
+  const nice = o.mergeNice ?? DEFAULT_MERGE_NICE;
+  if (!(Number.isInteger(nice) && nice >= 0 && nice <= 19))
+    throw new RangeError(`mergeNice must be an integer from 0 to 19, got ${nice}`);
+  const merges = workerLane("ringstore compaction", nice);
+  const flushes = workerLane("ringstore flush", 0);
   return {
     run: (job: CompactionJob) => merges.post({ job }),
     flush: (flush: FlushJob) => flushes.post({ flush }),

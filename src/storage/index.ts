@@ -10,7 +10,7 @@ import { LsmEngine } from "./lsm/lsm-engine.js";
 import type { LsmOptions } from "./lsm/options.js";
 import { MemoryEngine } from "./memory-engine.js";
 
-export { workerCompactionExecutor } from "./compaction-worker.js";
+export { DEFAULT_MERGE_NICE, workerCompactionExecutor } from "./compaction-worker.js";
 export type {
   EngineStats,
   Entry,
