@@ -579,7 +579,13 @@ export class NodeCore {
   unsure(): string | undefined {
     const since = this.absences.unsureSince;
     if (since === undefined) return undefined;
-    return `${this.d.nodeId} was cut off from the cluster for longer than the tombstone grace period (${Math.round((this.d.tombstones?.graceMs ?? 0) / 1000)} s) and has not yet confirmed that it is still a member (it may have been removed meanwhile): ${this.waitingFor.length === 0 ? "no other member is up (if this node was removed while away, stop it and wipe its data directory; if the others are gone for good, remove them with cluster remove)" : `waiting to hear from ${this.waitingFor.join(", ")}`}`;
+    const claimed = (this.membership.leftClaimedAt ?? -1) >= since;
+    const why = claimed
+      ? "a member says it was removed, and the claimant that approved the removal has not confirmed it yet"
+      : this.waitingFor.length > 0
+        ? `waiting to hear from ${this.waitingFor.join(", ")}`
+        : "no other member is up (if this node was removed while away, stop it and wipe its data directory; if the others are gone for good, remove them with cluster remove)";
+    return `${this.d.nodeId} was cut off from the cluster for longer than the tombstone grace period (${Math.round((this.d.tombstones?.graceMs ?? 0) / 1000)} s) and has not yet confirmed that it is still a member (it may have been removed meanwhile): ${why}`;
   }
 
   /**
