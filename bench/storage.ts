@@ -27,6 +27,11 @@
  *   readmissing random gets of absent keys (16 random bytes: inside the key range, so filters are probed)
  *   scan        100 entries from random start keys (count and first key checked)
  *
+ * Warm-up. Before its first timed phase each child writes WARMUP_OPS puts (32 at a time, then in batches)
+ * and reads them back on a scratch store it then removes: the first phase would otherwise time the
+ * harness's and ours' code being compiled (V8 runs new code slowly for its first tenths of a second), which a
+ * node pays once at its start. Both engines do the same.
+ *
  * Every loop is bounded in count and time: durability-none phases by N ops (scans N/10) and `--budget`
  * seconds; fsync phases by `--fsync-ops` ops and `--fsync-budget` seconds, whichever comes first.
  */
@@ -67,6 +72,8 @@ type EngineName = (typeof ENGINES)[number];
 const DURABILITIES = ["none", "fsync"] as const;
 type Durability = (typeof DURABILITIES)[number];
 const MODES = ["serial", "concurrent", "batch"] as const;
+/** Puts (and then gets) of each child's warm-up, before its first timed phase. */
+const WARMUP_OPS = 100_000;
 type Mode = (typeof MODES)[number];
 const PHASES = ["fillseq", "fillrandom", "overwrite", "readpresent", "readmissing", "scan"] as const;
 type Phase = (typeof PHASES)[number];
@@ -960,6 +967,33 @@ class ChildRun {
     });
   }
 
+  /** The warm-up (file comment): puts, batches and gets of 15-byte keys on a scratch store, untimed. */
+  private async warmUp(): Promise<void> {
+    const dir = this.freshDir("warm-up");
+    const db = await openDb(this.engine, dir, "none", this.cfg);
+    const key = (i: number) => {
+      const k = Buffer.alloc(15);
+      k.writeUInt32BE(i, 11);
+      return k;
+    };
+    const value = this.ds.value(0, 0);
+    const half = WARMUP_OPS / 2;
+    let next = 0;
+    const writer = async () => {
+      while (next < half) await db.put(key(next++), value);
+    };
+    await Promise.all(Array.from({ length: this.cfg.concurrency }, writer));
+    for (let b = half; b < WARMUP_OPS; b += this.cfg.batchSize) {
+      const n = Math.min(this.cfg.batchSize, WARMUP_OPS - b);
+      await db.batch(
+        Array.from({ length: n }, (_, i) => key(b + i)),
+        Array.from({ length: n }, () => value),
+      );
+    }
+    for (let i = 0; i < WARMUP_OPS; i += 7) await db.get(key(i));
+    await this.closeAndRemove(db, dir);
+  }
+
   /** Background work of the engine, then CPU idle: what "settled" means before reads and for write amp. */
   private async settle(db: BenchDb): Promise<{ ms: number; timedOut: boolean }> {
     const t0 = performance.now();
@@ -982,6 +1016,7 @@ class ChildRun {
       this.profiler.connect();
       await this.profiler.post("Profiler.enable");
     }
+    await this.warmUp();
     const has = (p: Phase) => cfg.phases.includes(p);
     const wantReads = READ_PHASES.some(has);
     let readDb: BenchDb | undefined;

@@ -62,3 +62,6 @@ port.on("message", (msg: { id: number; job?: CompactionJob; flush?: FlushJob }) 
     },
   );
 });
+
+// Loaded: the engine may count on this thread for its first flush (compaction-worker.ts, warm).
+port.postMessage({ ready: true });

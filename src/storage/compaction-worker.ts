@@ -62,10 +62,12 @@ function workerLane(
   nice: number,
 ): {
   post(msg: { job?: CompactionJob; flush?: FlushJob }): Promise<CompactionResult>;
-  warm(): void;
+  warm(): Promise<void>;
   close(): Promise<void>;
 } {
   let worker: Worker | undefined;
+  /** Resolves once the current worker has loaded its modules (or failed, or exited). */
+  let ready: Promise<void> = Promise.resolve();
   let nextId = 1;
   const pending = new Map<number, { resolve: (r: CompactionResult) => void; reject: (e: unknown) => void }>();
   const failAll = (err: unknown) => {
@@ -86,7 +88,16 @@ function workerLane(
           resourceLimits: WORKER_LIMITS,
           workerData: { nice },
         });
-    w.on("message", (m: { id: number; files?: TableMeta[]; error?: WorkerError }) => {
+    let started!: () => void;
+    ready = new Promise<void>((resolve) => {
+      started = resolve;
+    });
+    w.on("message", (m: { id: number; ready?: true; files?: TableMeta[]; error?: WorkerError }) => {
+      if (m.ready === true) {
+        started();
+        if (pending.size === 0) w.unref();
+        return;
+      }
       const p = pending.get(m.id);
       if (p === undefined) return;
       pending.delete(m.id);
@@ -94,17 +105,22 @@ function workerLane(
       if (m.error !== undefined) p.reject(reviveError(m.error));
       else p.resolve({ files: reviveTables(m.files ?? []) });
     });
-    w.on("error", (err) => failAll(new StorageIoError(`the ${name} worker failed`, err)));
+    w.on("error", (err) => {
+      started();
+      failAll(new StorageIoError(`the ${name} worker failed`, err));
+    });
     w.on("exit", (code) => {
+      started();
       if (pending.size > 0) failAll(new StorageIoError(`the ${name} worker exited with code ${code}`, code));
       worker = undefined;
     });
-    w.unref();
+    // Referenced until it is ready (an open waits for that), then only while a job is in flight.
     return w;
   };
   return {
     warm() {
       worker ??= start();
+      return ready;
     },
     post(msg) {
       worker ??= start();
@@ -147,9 +163,8 @@ export function workerCompactionExecutor(o: { mergeNice?: number } = {}): Compac
     flush: (flush: FlushJob) => flushes.post({ flush }),
     // A worker takes a while to start (its isolate and modules): the first flush must not wait for it while
     // writers fill the memtables behind it.
-    warm: () => {
-      merges.warm();
-      flushes.warm();
+    warm: async () => {
+      await Promise.all([merges.warm(), flushes.warm()]);
     },
     async close(): Promise<void> {
       await Promise.all([merges.close(), flushes.close()]);

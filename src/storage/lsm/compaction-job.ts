@@ -231,8 +231,11 @@ export async function runFlush(fs: FileSystem, job: FlushJob): Promise<Compactio
 export interface CompactionExecutor {
   run(job: CompactionJob): Promise<CompactionResult>;
   flush(job: FlushJob): Promise<CompactionResult>;
-  /** Gets ready for the first job (starts its threads); optional. */
-  warm?(): void;
+  /**
+   * Gets ready for the first job (starts its threads); optional. Resolves once they can take a job; never
+   * rejects (a thread that failed to start fails its first job).
+   */
+  warm?(): Promise<void>;
   close(): Promise<void>;
 }
 

@@ -286,7 +286,11 @@ export class LsmEngine implements StorageEngine {
     const e = new LsmEngine(config, now, false);
     await e.fs.mkdirp(e.dir);
     e.unlock = await e.fs.lock(e.dir);
+    // The worker threads start while the store recovers; it is open once they can take a flush, so that
+    // the first writes do not share the cores with their start.
+    const warming = e.compactor.warm?.();
     await e.recoverOrRelease();
+    await warming;
     return e;
   }
 
@@ -447,7 +451,6 @@ export class LsmEngine implements StorageEngine {
     });
     this.installVersion(version);
     await this.removeLeftovers();
-    this.compactor.warm?.();
     this.armSyncTimer();
   }
 
