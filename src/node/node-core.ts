@@ -281,6 +281,8 @@ export class NodeCore {
       },
       leaving: () => membership.self.status === "leaving" || membership.self.status === "left",
       gone: (id) => membership.member(id)?.status === "left",
+      // Suspect counts as down: a keeper then sends a duplicate rather than rely on a loser it cannot reach.
+      down: (id) => membership.liveness(id, now()) !== "up",
       leavingReady: () => this.completion.outOfRing(),
       onPassComplete: (p) => {
         saveView(); // the ring handed off for

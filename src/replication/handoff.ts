@@ -6,9 +6,14 @@
  * (`to`). A node that is new in the list gets the set with a `store` (a merge at the receiver, so a copy
  * sent twice or crossing a newer write changes nothing). Who sends:
  * - a node that is no longer in the key's list sends it to every new member (it is losing the key);
- * - otherwise only the first node of the old list that keeps the key sends, so that a join costs two
- *   copies per key (the loser's and the first keeper's) rather than one from every replica; when nobody
- *   loses the key (a cluster of fewer than N nodes growing), every keeper sends;
+ * - a node that keeps the key sends nothing while a loser is a member that looks up: the loser's own
+ *   pass sends it, so that a join costs one copy per key. A loser that is down when the pass runs may
+ *   not come back: then the first node of the old list that keeps the key sends too (if the loser does
+ *   come back, its own pass, resumed from the ring it saved, sends a duplicate, which merges to nothing).
+ *   A loser that looked up but dies before sending and never returns is covered by anti-entropy between
+ *   the key's replicas, and by its removal: a pass still under way then counts it as gone;
+ * - when nobody loses the key (a cluster of fewer than N nodes growing), or every loser is gone (left or
+ *   removed: it will send nothing), every keeper sends: one of them may have missed a write;
  * - a leaving node sends every key it holds to every member of the key's current list: what it holds
  *   must survive it, whatever ring it last handed off for.
  *
@@ -26,8 +31,8 @@
  * bucket holding a tenth of a second's bytes.
  * Progress is kept in `progress` for /status.
  *
- * Invariants asserted: a node never sends a key to itself, and the ring a completed pass was for never
- * goes back (a pass for an older ring would hand keys back to where they no longer belong).
+ * Invariants asserted: a node never sends a key to itself, sends a key only to members of its current
+ * preference list (each once per pass), and the ring a completed pass was for never goes back (a pass for an older ring would hand keys back to where they no longer belong).
  */
 import { assert } from "../core/assert.js";
 import type { PreferenceTable } from "../ring/ring.js";
@@ -50,6 +55,11 @@ export interface HandoffDeps {
   readonly leaving: () => boolean;
   /** Has this member left the cluster (or been removed)? Its keys must come from the others. */
   readonly gone?: (nodeId: string) => boolean;
+  /**
+   * Does this node see the member as down now (its failure detector)? A key whose loser is down is sent
+   * by a keeper too, in case the loser never comes back to send it.
+   */
+  readonly down: (nodeId: string) => boolean;
   /**
    * May a leaving node's pass run now? (Not while the ring still holds it: it is still a replica then,
    * and a pass would only send what the next ring makes it send again.)
@@ -427,17 +437,36 @@ export class Handoff {
   private targets(key: Uint8Array, from: PreferenceTable, to: PreferenceTable, leaving: boolean): string[] {
     const self = this.d.selfId;
     const now = to.forKey(key);
+    const out = this.chooseTargets(key, from, now, leaving);
+    assert(
+      out.every((id, i) => id !== self && now.includes(id) && out.indexOf(id) === i),
+      () =>
+        `handoff targets [${out}] of a key are not distinct members of its list [${now}] other than ${self}`,
+    );
+    return out;
+  }
+
+  private chooseTargets(
+    key: Uint8Array,
+    from: PreferenceTable,
+    now: readonly string[],
+    leaving: boolean,
+  ): string[] {
+    const self = this.d.selfId;
     if (leaving) return now.filter((id) => id !== self);
     const before = from.forKey(key);
     const gained = now.filter((id) => id !== self && !before.includes(id));
     if (gained.length === 0) return [];
     if (!before.includes(self)) return []; // it came to us by a write or repair; the holders send it
     if (!now.includes(self)) return gained; // we lose the key: always send
-    // We keep it. If another holder loses it and is still a member, that one sends, and the first keeper
-    // too (in case the loser is down). If nobody loses it (a cluster growing towards N), or every loser is
-    // gone (removed: it will send nothing), every keeper sends: one of them may have missed a write.
+    // We keep it. If nobody loses it (a cluster growing towards N), or every loser is gone (it will send
+    // nothing), every keeper sends: one of them may have missed a write.
     const losers = before.filter((id) => !now.includes(id));
-    if (losers.every((id) => this.d.gone?.(id) === true)) return gained;
+    const gone = (id: string) => this.d.gone?.(id) === true;
+    if (losers.every(gone)) return gained;
+    // A loser that is a member and looks up sends it itself. Only if every loser is down (or gone) does
+    // the first keeper send as well, in case none of them comes back.
+    if (losers.some((id) => !gone(id) && !this.d.down(id))) return [];
     return before.find((id) => now.includes(id)) === self ? gained : [];
   }
 

@@ -87,6 +87,7 @@ function nodes(ids: string[], engines: Record<string, MemoryEngine> = {}) {
       clock: net.sched,
       current,
       leaving: () => leaving,
+      down: () => false,
       pageKeys: 32,
       retryMs: 1000,
       ...extra,
@@ -96,7 +97,9 @@ function nodes(ids: string[], engines: Record<string, MemoryEngine> = {}) {
     (await replicas.get(id)!.read(Buffer.from(key))).length > 0;
   /** The stores sent (to `to`, if given). */
   const stores = (to?: string) => net.sent({ kind: "store", answer: false, to });
-  return { net, sched: net.sched, handoff, holds, stores };
+  /** The stores node `from` sent. */
+  const storesFrom = (from: string) => net.sent({ kind: "store", answer: false, from });
+  return { net, sched: net.sched, handoff, holds, stores, storesFrom };
 }
 
 describe("handoff, message by message", () => {
@@ -153,7 +156,7 @@ describe("handoff, message by message", () => {
 });
 
 describe("handoff", () => {
-  test("a join: each key the joiner takes arrives from the holders, at most two copies per key", async () => {
+  test("a join: each key the joiner takes arrives once, from the holder that loses it", async () => {
     const { before, after } = joinOfD();
     const engines: Record<string, MemoryEngine> = {};
     for (const id of ["a", "b", "c"]) engines[id] = await storeFor(id, before.table);
@@ -177,11 +180,96 @@ describe("handoff", () => {
     }
     assert.ok(expected > KEYS / 2);
     assert.deepEqual([...new Set(stores().map((s) => s.to))], ["d"], "only the joiner gets stores");
-    // With three holders per key, one loses it (sends) and one keeper sends: at most two copies per key.
-    const sends = stores().length;
-    assert.ok(sends <= 2 * expected, `${sends} stores for ${expected} keys`);
+    // Every holder is up: the one that loses a key sends it, the keepers rely on it. One copy per key.
+    for (const s of stores()) {
+      const key = Buffer.from(s.key!);
+      assert.ok(before.table.forKey(key).includes(s.from), `${s.line}: a holder sends`);
+      assert.ok(!after.table.forKey(key).includes(s.from), `${s.line}: only the loser sends`);
+    }
+    assert.equal(stores().length, expected, "one store per key d gains");
     net.checkCounters();
     for (const h of hs) await h.stop();
+  });
+
+  test("a join with a loser down: the first keeper sends its keys, and the loser back sends them again", async () => {
+    const { before, after } = joinOfD();
+    const engines: Record<string, MemoryEngine> = {};
+    for (const id of ["a", "b", "c"]) engines[id] = await storeFor(id, before.table);
+    const { net, handoff, holds, stores, storesFrom } = nodes(["a", "b", "c", "d"], engines);
+    // c is down at the ring change (crashed, and seen down by a and b): its handoff does not run.
+    net.crash("c");
+    let cur = at(before, 1);
+    const keepers = ["a", "b"].map((id) => handoff(id, () => cur, false, { down: (n) => n === "c" }));
+    for (const h of keepers) h.start();
+    cur = at(after, 2);
+    for (const h of keepers) h.kick();
+    assert.ok(await net.runUntil(() => keepers.every((h) => h.progress.passesCompleted === 1), 60_000));
+    const lostBy = (id: string, k: Buffer) =>
+      before.table.forKey(k).includes(id) && !after.table.forKey(k).includes(id);
+    const firstKeeper = (k: Buffer) =>
+      before.table.forKey(k).find((id) => after.table.forKey(k).includes(id));
+    let fromC = 0;
+    for (let i = 0; i < KEYS; i++) {
+      const key = Buffer.from(`k${i}`);
+      if (!after.table.forKey(key).includes("d")) continue;
+      assert.ok(await holds("d", `k${i}`), `k${i} reached d`);
+      const senders = stores("d")
+        .filter((s) => s.key === `k${i}`)
+        .map((s) => s.from);
+      // One copy each: from the loser if it is up, else from the first keeper in its place.
+      assert.deepEqual(senders, [
+        lostBy("c", key) ? firstKeeper(key) : senders.find((id) => lostBy(id, key)),
+      ]);
+      if (lostBy("c", key)) fromC++;
+    }
+    assert.ok(fromC > 0, "c lost some of d's keys");
+    // c comes back and resumes from the ring it had handed off for: its own pass sends its keys too (a
+    // duplicate of the keeper's, which merges to nothing).
+    net.restart("c");
+    const sentBefore = stores().length;
+    const c = handoff("c", () => cur, false);
+    c.start(at(before, 1));
+    assert.ok(await net.runUntil(() => c.progress.passesCompleted === 1, 60_000));
+    assert.equal(storesFrom("c").length, fromC);
+    assert.equal(stores().length, sentBefore + fromC);
+    for (const h of [...keepers, c]) await h.stop();
+  });
+
+  test("a keeper relies on a loser that is up, and sends only for one it sees down", async () => {
+    const { before, after } = joinOfD();
+    const engines: Record<string, MemoryEngine> = {};
+    for (const id of ["a", "b", "c"]) engines[id] = await storeFor(id, before.table);
+    const { net, handoff, storesFrom } = nodes(["a", "b", "c", "d"], engines);
+    const current = () => at(after, 2);
+    // a's pass for d's join, with c seen up.
+    const up = handoff("a", current);
+    up.start(at(before, 1));
+    assert.ok(await net.runUntil(() => up.progress.passesCompleted === 1, 60_000));
+    await up.stop();
+    const first = storesFrom("a").map((s) => s.key!);
+    // a sent exactly the keys it loses itself.
+    const loses = (k: string) => !after.table.forKey(Buffer.from(k)).includes("a");
+    assert.ok(first.length > 0 && first.every(loses));
+    // The same pass with c seen down: a also sends what c loses where a is the first keeper.
+    const down = handoff("a", current, false, { down: (n) => n === "c" });
+    down.start(at(before, 1));
+    assert.ok(await net.runUntil(() => down.progress.passesCompleted === 1, 60_000));
+    const second = storesFrom("a")
+      .slice(first.length)
+      .map((s) => s.key!);
+    const forC = second.filter((k) => !loses(k));
+    assert.deepEqual(second.filter(loses).sort(), [...first].sort(), "its own losses again");
+    assert.ok(forC.length > 0, "a sent some keys in c's place");
+    for (const k of forC) {
+      const key = Buffer.from(k);
+      assert.ok(before.table.forKey(key).includes("c") && !after.table.forKey(key).includes("c"), k);
+      assert.equal(
+        before.table.forKey(key).find((id) => after.table.forKey(key).includes(id)),
+        "a",
+        k,
+      );
+    }
+    await down.stop();
   });
 
   test("the throttle paces what a node sends, and a new rate applies at once", async () => {
@@ -318,7 +406,8 @@ describe("handoff", () => {
     const { net, sched, handoff } = nodes(["a", "b", "c", "d", "e"], { a: await storeFor("a", r1.table) });
     net.crash("d");
     let cur = at(r1, 1);
-    const h = handoff("a", () => cur, false, { retryMs: 60_000 });
+    const seenDown = new Set<string>();
+    const h = handoff("a", () => cur, false, { retryMs: 60_000, down: (n) => seenDown.has(n) });
     h.start();
     cur = at(r2, 2);
     h.kick();
@@ -330,8 +419,10 @@ describe("handoff", () => {
     assert.ok(await net.runUntil(() => h.progress.passesCompleted === 1, 10_000));
     assert.ok(sched.now() - t0 < 1000, "it did not wait out the 60 s retry");
     assert.equal(h.progress.ringVersion, 3);
-    // A wait for a retry ends with stop().
+    // A wait for a retry ends with stop(). d and e lose their keys and a sees them down, so a sends
+    // those it keeps itself, and b is down.
     net.crash("b");
+    seenDown.add("d").add("e");
     cur = at(r1, 4);
     h.kick();
     assert.ok(await net.runUntil(() => h.progress.state === "retrying", 10_000));
