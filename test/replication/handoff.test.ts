@@ -14,6 +14,7 @@ import { Replica } from "../../src/replication/replica.js";
 import { claim, PreferenceTable, type RingMember } from "../../src/ring/ring.js";
 import { MemoryEngine } from "../../src/storage/memory-engine.js";
 import type { RingView } from "../../src/transport/messages.js";
+import type { RequestHandler } from "../../src/transport/transport.js";
 import { update } from "../../src/versioning/dvv.js";
 import { encodeSiblings, type StoredSibling } from "../../src/versioning/object-codec.js";
 import { ProtocolNet, serveReplica } from "../support/protocol-net.js";
@@ -72,14 +73,25 @@ async function storeFor(self: string, table: PreferenceTable): Promise<MemoryEng
 function nodes(ids: string[], engines: Record<string, MemoryEngine> = {}) {
   const net = new ProtocolNet();
   const replicas = new Map(ids.map((id) => [id, new Replica(engines[id] ?? new MemoryEngine(), id, 64)]));
-  const transports = new Map(ids.map((id) => [id, net.node(id, serveReplica(replicas.get(id)!))]));
+  /** Each node's handoff (its latest), which answers a keeper's `handoff_progress` as a node's does. */
+  const made = new Map<string, { h: Handoff; current: () => HandoffRing }>();
+  const serve = (id: string): RequestHandler => {
+    const replica = serveReplica(replicas.get(id)!);
+    return async (from, body) => {
+      if (body.kind !== "handoff_progress") return replica(from, body);
+      const m = made.get(id);
+      if (m === undefined) throw Object.assign(new Error(`${id} has no handoff`), { code: "ERR_REJECTED" });
+      return m.h.figures(m.current().version);
+    };
+  };
+  const transports = new Map(ids.map((id) => [id, net.node(id, serve(id))]));
   const handoff = (
     self: string,
     current: () => HandoffRing,
     leaving = false,
     extra: Partial<HandoffDeps> = {},
-  ): Handoff =>
-    new Handoff({
+  ): Handoff => {
+    const h = new Handoff({
       selfId: self,
       replica: replicas.get(self)!,
       peer: (id) => remotePeer(id, transports.get(self)!, net.directory, REPLICA_TIMEOUT_MS),
@@ -88,10 +100,14 @@ function nodes(ids: string[], engines: Record<string, MemoryEngine> = {}) {
       current,
       leaving: () => leaving,
       down: () => false,
+      passOf: (id) => transports.get(self)!.request(id, { kind: "handoff_progress" }, REPLICA_TIMEOUT_MS),
       pageKeys: 32,
       retryMs: 1000,
       ...extra,
     });
+    made.set(self, { h, current });
+    return h;
+  };
   /** Does node `id`'s replica hold `key`? */
   const holds = async (id: string, key: string) =>
     (await replicas.get(id)!.read(Buffer.from(key))).length > 0;
@@ -241,16 +257,20 @@ describe("handoff", () => {
     for (const id of ["a", "b", "c"]) engines[id] = await storeFor(id, before.table);
     const { net, handoff, storesFrom } = nodes(["a", "b", "c", "d"], engines);
     const current = () => at(after, 2);
-    // a's pass for d's join, with c seen up.
+    // a's pass for d's join, with c seen up, and c's own pass, which a checks before it completes.
     const up = handoff("a", current);
-    up.start(at(before, 1));
+    const c = handoff("c", current);
+    for (const h of [up, c]) h.start(at(before, 1));
     assert.ok(await net.runUntil(() => up.progress.passesCompleted === 1, 60_000));
     await up.stop();
+    await c.stop();
+    assert.ok(storesFrom("c").length > 0, "c sent the keys it loses");
     const first = storesFrom("a").map((s) => s.key!);
     // a sent exactly the keys it loses itself.
     const loses = (k: string) => !after.table.forKey(Buffer.from(k)).includes("a");
     assert.ok(first.length > 0 && first.every(loses));
-    // The same pass with c seen down: a also sends what c loses where a is the first keeper.
+    // The same pass with c seen down: a also sends what c loses where a is the first keeper (c's pass is
+    // not asked about).
     const down = handoff("a", current, false, { down: (n) => n === "c" });
     down.start(at(before, 1));
     assert.ok(await net.runUntil(() => down.progress.passesCompleted === 1, 60_000));
@@ -272,6 +292,44 @@ describe("handoff", () => {
     await down.stop();
   });
 
+  test("a keeper covers for a loser whose pass went from another ring: e, whose own join was not handed off for yet, loses keys to f", async () => {
+    // e joined (r1), then f (r2) before e's pass for r1 completed: e's pass goes from r0, where e is in
+    // no list, so e does not count itself a holder of the keys it took in r1, and sends none of those it
+    // loses to f. The keepers, whose passes go from r1, see e lose them and e up: they rely on it, ask
+    // it, learn that its pass went from r0, and send those keys themselves.
+    const r0 = ringOf(["a", "b", "c", "d"]);
+    const r1 = ringOf(["a", "b", "c", "d", "e"], r0.ring);
+    const r2 = ringOf(["a", "b", "c", "d", "e", "f"], r1.ring);
+    const holders = ["a", "b", "c", "d", "e"];
+    const engines: Record<string, MemoryEngine> = {};
+    for (const id of holders) engines[id] = await storeFor(id, r1.table);
+    const { net, handoff, holds, stores } = nodes([...holders, "f"], engines);
+    const cur = () => at(r2, 3);
+    const hs = holders.map((id) => handoff(id, cur));
+    for (const [i, h] of hs.entries()) h.start(holders[i] === "e" ? at(r0, 1) : at(r1, 2));
+    assert.ok(await net.runUntil(() => hs.every((h) => h.progress.passesCompleted === 1), 120_000));
+    let stranded = 0;
+    for (let i = 0; i < KEYS; i++) {
+      const k = Buffer.from(`k${i}`);
+      const gained = r2.table.forKey(k).filter((id) => !r1.table.forKey(k).includes(id));
+      for (const id of gained) assert.ok(await holds(id, `k${i}`), `k${i} reached ${id}`);
+      if (gained.length === 0 || !r1.table.forKey(k).includes("e") || r2.table.forKey(k).includes("e"))
+        continue;
+      stranded++;
+      // e sent none of them: the first keeper did.
+      const first = r1.table.forKey(k).find((id) => r2.table.forKey(k).includes(id));
+      assert.deepEqual(
+        stores()
+          .filter((s) => s.key === `k${i}`)
+          .map((s) => s.from),
+        gained.map(() => first),
+        `k${i}`,
+      );
+    }
+    assert.ok(stranded > 0, "e loses some of the keys it took in r1");
+    for (const h of hs) await h.stop();
+  });
+
   test("the throttle paces what a node sends, and a new rate applies at once", async () => {
     const { before, after } = joinOfD();
     const engines: Record<string, MemoryEngine> = {};
@@ -279,7 +337,8 @@ describe("handoff", () => {
     const { net, sched, handoff } = nodes(["a", "b", "c", "d"], engines);
     let cur = at(before, 1);
     // 2,000 bytes a second: a's share of the join (about a hundred sets of some tens of bytes) takes seconds.
-    const h = handoff("a", () => cur, false, { bytesPerSecond: 2000 });
+    // a alone: it relies on no loser (passOf undefined), so it sends as the first keeper too.
+    const h = handoff("a", () => cur, false, { bytesPerSecond: 2000, passOf: undefined });
     h.start();
     cur = at(after, 2);
     h.kick();
@@ -308,7 +367,7 @@ describe("handoff", () => {
     const { net, sched, handoff } = nodes(["a", "b", "c", "d"], engines);
     let cur = at(before, 1);
     // 20 bytes a second: the first stores put the bucket in debt for many seconds.
-    const h = handoff("a", () => cur, false, { bytesPerSecond: 20 });
+    const h = handoff("a", () => cur, false, { bytesPerSecond: 20, passOf: undefined });
     h.start();
     cur = at(after, 2);
     h.kick();
@@ -407,7 +466,11 @@ describe("handoff", () => {
     net.crash("d");
     let cur = at(r1, 1);
     const seenDown = new Set<string>();
-    const h = handoff("a", () => cur, false, { retryMs: 60_000, down: (n) => seenDown.has(n) });
+    const h = handoff("a", () => cur, false, {
+      retryMs: 60_000,
+      down: (n) => seenDown.has(n),
+      passOf: undefined,
+    });
     h.start();
     cur = at(r2, 2);
     h.kick();
