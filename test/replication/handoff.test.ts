@@ -330,6 +330,32 @@ describe("handoff", () => {
     for (const h of hs) await h.stop();
   });
 
+  test("a loser that looks up but does not answer is covered: the keeper sends its keys after three questions", async () => {
+    const { before, after } = joinOfD();
+    const engines: Record<string, MemoryEngine> = {};
+    for (const id of ["a", "b", "c"]) engines[id] = await storeFor(id, before.table);
+    const { net, sched, handoff, holds, storesFrom } = nodes(["a", "b", "c", "d"], engines);
+    // c crashed before its pass ran, and a and b have not noticed: they rely on it, then ask.
+    net.crash("c");
+    const cur = () => at(after, 2);
+    const keepers = ["a", "b"].map((id) => handoff(id, cur));
+    for (const h of keepers) h.start(at(before, 1));
+    const t0 = sched.now();
+    assert.ok(await net.runUntil(() => keepers.every((h) => h.progress.passesCompleted === 1), 60_000));
+    // Three questions a second apart, refused at once: about two seconds.
+    assert.ok(sched.now() - t0 >= 2000 && sched.now() - t0 < 5000, `${sched.now() - t0} ms`);
+    let forC = 0;
+    for (let i = 0; i < KEYS; i++) {
+      const k = Buffer.from(`k${i}`);
+      if (!after.table.forKey(k).includes("d")) continue;
+      assert.ok(await holds("d", `k${i}`), `k${i} reached d`);
+      if (before.table.forKey(k).includes("c") && !after.table.forKey(k).includes("c")) forC++;
+    }
+    assert.ok(forC > 0, "c loses some of d's keys");
+    assert.equal(storesFrom("c").length, 0);
+    for (const h of keepers) await h.stop();
+  });
+
   test("the throttle paces what a node sends, and a new rate applies at once", async () => {
     const { before, after } = joinOfD();
     const engines: Record<string, MemoryEngine> = {};
