@@ -290,6 +290,13 @@ export class NodeCore {
       },
       leaving: () => membership.self.status === "leaving" || membership.self.status === "left",
       gone: (id) => membership.member(id)?.status === "left",
+      // Suspect counts as down: a keeper then sends a duplicate rather than rely on a loser it cannot reach.
+      down: (id) => membership.liveness(id, now()) !== "up",
+      passOf: async (id) => {
+        const peer = membership.member(id)?.peer;
+        if (peer === undefined) throw new Error(`${id} is not a member`);
+        return d.transport.request(peer, { kind: "handoff_progress" }, d.requestTimeoutMs);
+      },
       leavingReady: () => this.completion.outOfRing(),
       onPassComplete: (p) => {
         saveView(); // the ring handed off for
@@ -501,20 +508,7 @@ export class NodeCore {
 
   /** This node's handoff as a peer's `handoff_progress` gets it (and as its own join follower reads it). */
   handoffFigures(): AnswerOf<"handoff_progress"> {
-    const p = this.handoff.progress;
-    return {
-      kind: "handoff_figures",
-      ringVersion: this.membership.ring?.version ?? 0,
-      handedOff: this.handoff.handedOffRing?.version ?? 0,
-      state: p.state,
-      passRingVersion: p.ringVersion,
-      keysScanned: p.keysScanned,
-      keysSent: p.keysSent,
-      bytesSent: p.bytesSent,
-      storesFailed: p.storesFailed,
-      keysTotal: p.keysTotal,
-      throttleBytesPerSecond: p.throttleBytesPerSecond,
-    };
+    return this.handoff.figures(this.membership.ring?.version ?? 0);
   }
 
   /** What `change` would move (plan-gathering.ts); changes nothing. */

@@ -6,9 +6,16 @@
  * (`to`). A node that is new in the list gets the set with a `store` (a merge at the receiver, so a copy
  * sent twice or crossing a newer write changes nothing). Who sends:
  * - a node that is no longer in the key's list sends it to every new member (it is losing the key);
- * - otherwise only the first node of the old list that keeps the key sends, so that a join costs two
- *   copies per key (the loser's and the first keeper's) rather than one from every replica; when nobody
- *   loses the key (a cluster of fewer than N nodes growing), every keeper sends;
+ * - a node that keeps the key sends nothing while a loser is a member that looks up: the loser's own
+ *   pass sends it, so that a join costs one copy per key. The first node of the old list that keeps the
+ *   key answers for it, though: it sends the key itself when every loser is down, and otherwise, once its
+ *   scan is done, it asks each loser it relied on for its handoff (`passOf`) and waits until that loser has
+ *   completed a pass for this ring from the same ring as its own (same old lists: it held itself a loser of
+ *   the same keys) or a leaving pass (everything it held went). A loser that goes down or leaves, does not
+ *   answer, or passed from another ring (one that did not count it a holder of a key it gained since) is
+ *   covered: the keeper scans again and sends the keys it relied on that loser for;
+ * - when nobody loses the key (a cluster of fewer than N nodes growing), or every loser is gone (left or
+ *   removed: it will send nothing), every keeper sends: one of them may have missed a write;
  * - a leaving node sends every key it holds to every member of the key's current list: what it holds
  *   must survive it, whatever ring it last handed off for.
  *
@@ -27,13 +34,13 @@
  * bucket holding a tenth of a second's bytes.
  * Progress is kept in `progress` for /status.
  *
- * Invariants asserted: a node never sends a key to itself, and the ring a completed pass was for never
- * goes back (a pass for an older ring would hand keys back to where they no longer belong).
+ * Invariants asserted: a node never sends a key to itself, sends a key only to members of its current
+ * preference list (each once per pass), and the ring a completed pass was for never goes back (a pass for an older ring would hand keys back to where they no longer belong).
  */
 import { assert } from "../core/assert.js";
 import type { PreferenceTable } from "../ring/ring.js";
 import type { Clock, TimerHandle, Timers } from "../runtime/runtime.js";
-import type { RingView } from "../transport/messages.js";
+import type { HandoffFigures, RingView } from "../transport/messages.js";
 import { decodeSiblings } from "../versioning/object-codec.js";
 import type { ReplicaPeer } from "./coordinator.js";
 import type { StoredSets } from "./replica.js";
@@ -52,10 +59,23 @@ export interface HandoffDeps {
   /** Has this member left the cluster (or been removed)? Its keys must come from the others. */
   readonly gone?: (nodeId: string) => boolean;
   /**
+   * Does this node see the member as down now (its failure detector)? A key whose loser is down is sent
+   * by a keeper too, in case the loser never comes back to send it.
+   */
+  readonly down: (nodeId: string) => boolean;
+  /**
    * May a leaving node's pass run now? (Not while the ring still holds it: it is still a replica then,
    * and a pass would only send what the next ring makes it send again.)
    */
   readonly leavingReady?: () => boolean;
+  /**
+   * A member's handoff, as its `handoff_progress` answer gives it: what a keeper that relied on that member
+   * to send the keys it loses checks (rejects if it does not answer). Without it a keeper relies on no one:
+   * the first keeper of a key always sends it too.
+   */
+  readonly passOf?: (nodeId: string) => Promise<LoserPass>;
+  /** How often a keeper asks a loser it relies on whether its pass is done (default 1 s). */
+  readonly confirmPollMs?: number;
   /** A pass ended with every key delivered (`ringVersion` is the ring it handed off for). */
   readonly onPassComplete?: (p: HandoffProgress) => void;
   readonly pageKeys?: number;
@@ -78,6 +98,22 @@ export interface HandoffDeps {
 
 /** The handoff's throttle by default: bytes one node sends per second. */
 export const DEFAULT_HANDOFF_BYTES_PER_SECOND = 64 * 1024 * 1024;
+
+/** What a keeper reads of a loser's handoff (fields of its `handoff_figures`). */
+export interface LoserPass {
+  /** The ring version its last complete pass was for, which its next pass goes from (0: none). */
+  readonly handedOff: number;
+  /**
+   * Its last pass whose own stores all arrived: the ring it was for and the ring it went from (null: a
+   * leaving pass, which sent everything it held). Absent if the member does not say (an older node, or
+   * none since it started).
+   */
+  readonly sentFor?: number;
+  readonly sentFrom?: number | null;
+}
+
+/** Unanswered questions to a loser a keeper relies on before it covers for it. */
+const CONFIRM_TRIES = 3;
 
 /** A ring as handoff needs it: the view (to save), its preference table, its version. */
 export interface HandoffRing {
@@ -121,6 +157,13 @@ const MAX_FAILED = 10_000;
 export class Handoff {
   /** The ring the last complete pass was for (undefined: the one the node started with). */
   private from: HandoffRing | undefined;
+  /**
+   * The last pass whose own stores all arrived (its checks of the losers it relied on may still be under
+   * way): the ring it went from (null: a leaving pass, which sends everything) and the one it was for.
+   */
+  private sent: { readonly from: number | null; readonly to: number } | undefined;
+  /** The losers the current pass, as a key's first keeper, relied on to send the key in its place. */
+  private relied: ReadonlySet<string> = new Set();
   private running: Promise<void> | undefined;
   private rerun = false;
   /** Wakes a retry that is waiting (stop, or a newer ring). */
@@ -152,6 +195,7 @@ export class Handoff {
   private readonly maxInFlight: number;
   private readonly retryMs: number;
   private readonly maxRetryMs: number;
+  private readonly confirmPollMs: number;
   private rate: number;
   /** The throttle's bucket: bytes that may go now (negative: owed), as of `bucketAt`; it starts full. */
   private bucket: number;
@@ -169,6 +213,7 @@ export class Handoff {
     this.pageBytes = d.pageBytes ?? 4 << 20;
     this.maxInFlight = d.maxInFlight ?? 16;
     this.retryMs = d.retryMs ?? 5000;
+    this.confirmPollMs = d.confirmPollMs ?? 1000;
     this.maxRetryMs = d.maxRetryMs ?? 30_000;
   }
 
@@ -185,6 +230,25 @@ export class Handoff {
   /** The ring the last complete pass was for: what a restart starts from (saved with the node's view). */
   get handedOffRing(): RingView | undefined {
     return this.from?.ring;
+  }
+
+  /** This node's handoff as a peer's `handoff_progress` gets it, `ringVersion` being its current ring's. */
+  figures(ringVersion: number): HandoffFigures {
+    const p = this.progress;
+    return {
+      kind: "handoff_figures",
+      ringVersion,
+      handedOff: this.from?.version ?? 0,
+      ...(this.sent === undefined ? {} : { sentFrom: this.sent.from, sentFor: this.sent.to }),
+      state: p.state,
+      passRingVersion: p.ringVersion,
+      keysScanned: p.keysScanned,
+      keysSent: p.keysSent,
+      bytesSent: p.bytesSent,
+      storesFailed: p.storesFailed,
+      keysTotal: p.keysTotal,
+      throttleBytesPerSecond: p.throttleBytesPerSecond,
+    };
   }
 
   /** The throttle: bytes this node sends per second at most. */
@@ -326,17 +390,19 @@ export class Handoff {
       const to = this.d.current();
       if (to === undefined || this.stopped) return;
       const from = this.from ?? to;
-      let ok = await this.guarded(() => this.pass(from, to));
-      let delay = this.retryMs;
-      // What a pass could not deliver (a replica down, partitioned or slow) is sent again on its own,
-      // waiting longer each time; the whole pass runs again only if it missed too much to remember.
-      while (!ok && !this.stopped && !this.rerun) {
-        this.progress.state = "retrying";
-        await this.sleep(delay);
-        delay = Math.min(delay * 2, this.maxRetryMs);
-        if (this.stopped || this.rerun) break;
-        ok = await this.guarded(() => (this.failedOverflow ? this.pass(from, to) : this.resend()));
+      if (!(await this.deliver(from, to, () => this.pass(from, to)))) continue;
+      // Its own stores have all arrived: a keeper relying on this node may count on them now.
+      this.sent = { from: this.progress.leaving ? null : from.version, to: to.version };
+      // The keys it relied on a loser for: confirmed, or sent in the loser's place (again if a retry had to
+      // run the whole pass again, relying anew).
+      let relied: ReadonlySet<string> | undefined;
+      let confirmed = true;
+      while (confirmed && relied !== this.relied && this.relied.size > 0) {
+        const losers = this.relied;
+        relied = losers;
+        confirmed = await this.deliver(from, to, () => this.confirm(from, to, losers));
       }
+      if (!confirmed) continue;
       if (this.stopped) return;
       if (this.rerun) continue;
       const done = this.from;
@@ -351,6 +417,24 @@ export class Handoff {
       this.progress.lastCompletedAt = this.d.clock.now();
       this.d.onPassComplete?.(this.progress);
     } while (this.rerun && !this.stopped);
+  }
+
+  /**
+   * Runs `first` (a pass, or the check of the losers it relied on), then sends again what it could not
+   * deliver (a replica down, partitioned or slow), on its own, waiting longer each time; the whole pass runs
+   * again only if it missed too much to remember. False if a stop or a newer ring ended it.
+   */
+  private async deliver(from: HandoffRing, to: HandoffRing, first: () => Promise<boolean>): Promise<boolean> {
+    let ok = await this.guarded(first);
+    let delay = this.retryMs;
+    while (!ok && !this.stopped && !this.rerun) {
+      this.progress.state = "retrying";
+      await this.sleep(delay);
+      delay = Math.min(delay * 2, this.maxRetryMs);
+      if (this.stopped || this.rerun) break;
+      ok = await this.guarded(() => (this.failedOverflow ? this.pass(from, to) : this.resend()));
+    }
+    return ok && !this.stopped && !this.rerun;
   }
 
   /** Lets requests in between pages: a pass over a large store is background work. */
@@ -416,40 +500,150 @@ export class Handoff {
     p.etaSeconds = null;
     this.failed = [];
     this.failedOverflow = false;
+    const relied = new Set<string>();
+    this.relied = relied;
     let after: Uint8Array | undefined;
     for (;;) {
       if (this.stopped || this.rerun) return false;
       const page = await this.d.replica.scan(after, this.pageKeys, this.pageBytes);
-      if (page.length === 0) return p.storesFailed === 0;
+      if (page.length === 0) break;
       after = page[page.length - 1]!.key;
       const sends: { to: string; key: Uint8Array; value: Uint8Array }[] = [];
       for (const e of page) {
         p.keysScanned++;
-        for (const target of this.targets(e.key, from.table, to.table, leaving))
+        for (const target of this.targets(e.key, from.table, to.table, leaving, relied))
           sends.push({ to: target, key: e.key, value: e.value });
       }
       await this.send(sends);
       this.measure();
       await this.betweenPages();
     }
+    return p.storesFailed === 0;
   }
 
-  /** The nodes this node must send `key` to. */
-  private targets(key: Uint8Array, from: PreferenceTable, to: PreferenceTable, leaving: boolean): string[] {
+  /**
+   * Waits until every loser in `relied` has sent what this node relied on it for, and covers for each one
+   * that may not: it sends those keys itself (`cover`). False if a stop or a newer ring ended the wait.
+   */
+  private async confirm(from: HandoffRing, to: HandoffRing, relied: ReadonlySet<string>): Promise<boolean> {
+    const waiting = new Map([...relied].map((id) => [id, 0])); // loser -> questions it left unanswered
+    for (;;) {
+      const uncovered = new Set<string>();
+      await Promise.all(
+        [...waiting].map(async ([id, unanswered]) => {
+          const v = await this.verdict(id, from, to);
+          if (v === "wait") return;
+          if (v === "unanswered" && unanswered + 1 < CONFIRM_TRIES) {
+            waiting.set(id, unanswered + 1);
+            return;
+          }
+          waiting.delete(id);
+          if (v !== "sent") uncovered.add(id);
+        }),
+      );
+      if (this.stopped || this.rerun) return false;
+      if (uncovered.size > 0 && !(await this.cover(from, to, uncovered))) return false;
+      if (waiting.size === 0) return true;
+      await this.sleep(this.confirmPollMs);
+      if (this.stopped || this.rerun) return false;
+    }
+  }
+
+  /**
+   * Has loser `id` sent the keys it loses from `from` to `to`? It has once every store of a pass of its for
+   * `to` (or a later ring) arrived, if that pass went from `from`, the ring this node's own lists came from
+   * (the same lists: it counted itself a holder of exactly the keys this node relied on it for), or was a
+   * leaving pass (everything it held went). A pass from another ring may have skipped a key it gained since
+   * that ring.
+   */
+  private async verdict(
+    id: string,
+    from: HandoffRing,
+    to: HandoffRing,
+  ): Promise<"sent" | "wait" | "unanswered" | "cover"> {
+    if (this.d.gone?.(id) === true || this.d.down(id)) return "cover";
+    let pass: LoserPass;
+    try {
+      pass = await this.d.passOf!(id);
+    } catch {
+      return "unanswered";
+    }
+    if (pass.sentFor !== undefined && pass.sentFor >= to.version)
+      return pass.sentFrom === null || pass.sentFrom === from.version ? "sent" : "cover";
+    // Its pass from the same ring is under way (or it has yet to see this ring): it will send.
+    if (pass.handedOff === from.version) return "wait";
+    return "cover";
+  }
+
+  /** Scans again and sends the keys this node relied on one of `losers` for; true if all were delivered. */
+  private async cover(from: HandoffRing, to: HandoffRing, losers: ReadonlySet<string>): Promise<boolean> {
+    let after: Uint8Array | undefined;
+    for (;;) {
+      if (this.stopped || this.rerun) return false;
+      const page = await this.d.replica.scan(after, this.pageKeys, this.pageBytes);
+      if (page.length === 0) return true;
+      after = page[page.length - 1]!.key;
+      const sends: { to: string; key: Uint8Array; value: Uint8Array }[] = [];
+      for (const e of page) {
+        const relied = new Set<string>();
+        if (this.targets(e.key, from.table, to.table, false, relied).length > 0) continue; // sent already
+        if (![...relied].some((id) => losers.has(id))) continue;
+        for (const target of this.targets(e.key, from.table, to.table, false, undefined))
+          sends.push({ to: target, key: e.key, value: e.value });
+      }
+      await this.send(sends);
+      await this.betweenPages();
+    }
+  }
+
+  /**
+   * The nodes this node must send `key` to. With `relied`, a first keeper may rely on a loser that looks
+   * up and adds it there; without it, it relies on no one.
+   */
+  private targets(
+    key: Uint8Array,
+    from: PreferenceTable,
+    to: PreferenceTable,
+    leaving: boolean,
+    relied: Set<string> | undefined,
+  ): string[] {
     const self = this.d.selfId;
     const now = to.forKey(key);
+    const out = this.chooseTargets(key, from, now, leaving, relied);
+    assert(
+      out.every((id, i) => id !== self && now.includes(id) && out.indexOf(id) === i),
+      () =>
+        `handoff targets [${out}] of a key are not distinct members of its list [${now}] other than ${self}`,
+    );
+    return out;
+  }
+
+  private chooseTargets(
+    key: Uint8Array,
+    from: PreferenceTable,
+    now: readonly string[],
+    leaving: boolean,
+    relied: Set<string> | undefined,
+  ): string[] {
+    const self = this.d.selfId;
     if (leaving) return now.filter((id) => id !== self);
     const before = from.forKey(key);
     const gained = now.filter((id) => id !== self && !before.includes(id));
     if (gained.length === 0) return [];
     if (!before.includes(self)) return []; // it came to us by a write or repair; the holders send it
     if (!now.includes(self)) return gained; // we lose the key: always send
-    // We keep it. If another holder loses it and is still a member, that one sends, and the first keeper
-    // too (in case the loser is down). If nobody loses it (a cluster growing towards N), or every loser is
-    // gone (removed: it will send nothing), every keeper sends: one of them may have missed a write.
+    // We keep it. If nobody loses it (a cluster growing towards N), or every loser is gone (it will send
+    // nothing), every keeper sends: one of them may have missed a write.
     const losers = before.filter((id) => !now.includes(id));
-    if (losers.every((id) => this.d.gone?.(id) === true)) return gained;
-    return before.find((id) => now.includes(id)) === self ? gained : [];
+    const gone = (id: string) => this.d.gone?.(id) === true;
+    if (losers.every(gone)) return gained;
+    // Otherwise the losers send it, and the first keeper answers for them: it sends too unless it may rely
+    // on a loser that looks up, whose pass it then checks (confirm).
+    if (before.find((id) => now.includes(id)) !== self) return [];
+    const up = losers.filter((id) => !gone(id) && !this.d.down(id));
+    if (relied === undefined || this.d.passOf === undefined || up.length === 0) return gained;
+    for (const id of up) relied.add(id);
+    return [];
   }
 
   private async send(sends: readonly { to: string; key: Uint8Array; value: Uint8Array }[]): Promise<void> {

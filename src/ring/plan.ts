@@ -10,8 +10,8 @@
  *
  * The time is estimated at the handoff's throttle: the senders run at once, each at most at the
  * throttle, so it is the largest count of bytes one node sends divided by the throttle. Who sends
- * follows the handoff's rules: a node losing the partition, and its first keeper (every keeper when
- * no remaining member loses it); a leaving node sends everything it holds to every replica of the next
+ * follows the handoff's rules with every member up: a node losing the partition (every keeper when no
+ * remaining member loses it); a leaving node sends everything it holds to every replica of the next
  * ring. Pure: it works on what it is given.
  */
 import { claim, PreferenceTable, type Ring, type RingMember } from "./ring.js";
@@ -176,10 +176,10 @@ export function planChange(i: PlanInput): Plan {
     if (added.length > 0) {
       const losers = from.filter((id) => !to.includes(id) && id !== leaver);
       const keepers = from.filter((id) => to.includes(id));
-      const senders =
-        losers.length === 0 || losers.every((id) => id === gone)
-          ? keepers
-          : [...losers.filter((id) => id !== gone), ...keepers.slice(0, 1)];
+      // Planned with every member up: a keeper sends only when no loser will (handoff.ts sends for a loser
+      // seen down too, which a plan cannot foresee).
+      const live = losers.filter((id) => id !== gone);
+      const senders = live.length === 0 ? keepers : live;
       for (const id of senders) share(id).sb += pb * added.length;
     }
     if (leaver !== undefined && from.includes(leaver))

@@ -456,6 +456,14 @@ export interface HandoffFigures {
   readonly ringVersion: number;
   /** The ring version its last complete pass was for (0: none): it is done for every ring up to it. */
   readonly handedOff: number;
+  /**
+   * Its last pass whose own stores have all arrived (its check of the losers it relied on may still run):
+   * the ring it was for, and the ring it went from (null: a leaving pass, which sends everything it holds).
+   * Absent if the answerer has none since it started, or is older than these fields. A keeper that relied
+   * on the answerer to send what it loses reads them (replication/handoff.ts).
+   */
+  readonly sentFor?: number;
+  readonly sentFrom?: number | null;
   readonly state: (typeof HANDOFF_STATES)[number];
   /** The ring the current (or last) pass is for, and that pass's figures. */
   readonly passRingVersion: number;
@@ -830,6 +838,9 @@ function handoffFigures(o: Obj): HandoffFigures {
     kind: "handoff_figures",
     ringVersion: int(o, "ringVersion"),
     handedOff: int(o, "handedOff"),
+    ...(o.sentFor === undefined
+      ? {}
+      : { sentFor: int(o, "sentFor"), sentFrom: o.sentFrom === null ? null : int(o, "sentFrom") }),
     state: state as HandoffFigures["state"],
     passRingVersion: int(o, "passRingVersion"),
     keysScanned: int(o, "keysScanned"),

@@ -52,8 +52,8 @@ describe("the handoff throttle, set at run time", { timeout: 120_000 }, () => {
       assert.match(out.stdout, /handoff throttle 20\.\d KiB\/s/);
     }
     assert.equal((await handoffOf(c, "a")).throttleBytesPerSecond, Math.round(0.02 * (1 << 20)));
-    // d joins: about 3/4 of the keys (~450 KiB) go to it, two copies of each from two senders: at
-    // 20 KiB/s each, many seconds.
+    // d joins: about 3/4 of the keys (~450 KiB) go to it, each from the holder that loses it: at 20 KiB/s
+    // per sender, many seconds.
     await c.start("d", { join: "a" });
     const seen: (Handoff & { id: string })[] = [];
     await c.until(

@@ -413,6 +413,18 @@ describe("handoff_progress (protocol 12): its figures are validated", () => {
     assert.deepEqual(roundTrip(ans(figures)), ans(figures));
     const unknown = { ...figures, keysTotal: null };
     assert.deepEqual(roundTrip(ans(unknown)), ans(unknown));
+    // The last pass whose stores all arrived: its rings (null from: a leaving pass), absent when none.
+    const leavingPass = { ...figures, sentFrom: null };
+    assert.deepEqual(roundTrip(ans(leavingPass)), ans(leavingPass));
+    const {
+      sentFor: _f,
+      sentFrom: _s,
+      ...none
+    } = figures as typeof figures & {
+      sentFor?: number;
+      sentFrom?: number | null;
+    };
+    assert.deepEqual(roundTrip(ans(none)), ans(none));
     assert.deepEqual(roundTrip(req({ kind: "handoff_progress" })), req({ kind: "handoff_progress" }));
     assert.ok(PROTOCOL_VERSION >= 12);
   });
@@ -427,6 +439,12 @@ describe("handoff_progress (protocol 12): its figures are validated", () => {
       ["no ring version", { ...figures, ringVersion: undefined }],
       ["a throttle of 0", { ...figures, throttleBytesPerSecond: 0 }],
       ["a total that is not a number", { ...figures, keysTotal: "many" }],
+      ["a pass's first ring that is not a number", { ...figures, sentFrom: "5" }],
+      ["a pass's first ring below 0", { ...figures, sentFrom: -1 }],
+      [
+        "a pass's ring without the ring it went from",
+        (({ sentFrom: _, ...f }) => f)(figures as typeof figures & { sentFrom?: number }),
+      ],
     ];
     for (const [what, body] of bad) assert.throws(() => decodeFrame(rawAns(body)), ProtocolError, what);
   });

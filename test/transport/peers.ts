@@ -109,6 +109,8 @@ export const ECHO: PeerHandlers = {
     kind: "handoff_figures",
     ringVersion: 7,
     handedOff: 6,
+    sentFor: 6,
+    sentFrom: 5,
     state: "running",
     passRingVersion: 7,
     keysScanned: 1200,
