@@ -10,7 +10,8 @@
  *   authenticated it with the cluster key): the member itself; anyone, once the member announced its own
  *   leave (it is `leaving` here, and the `left` that completes it carries no removal); the claimant that
  *   approved that leave, named in the entry (`leaveApprovedBy`: a member that never saw the leave begin
- *   holds a relayed `left` and asks that claimant in its next round); the claimant, as
+ *   holds a relayed `left` and asks that claimant in its next round; a leave the leaver approved itself
+ *   is taken from a relay once the leaver looks down); the claimant, as
  *   this node sees it; and for a removal (`cluster remove`, which marks another member left after the
  *   claimant approved it) the approving claimant, named in the entry (`removedBy`), or this node if it
  *   is that claimant and did approve it. A removal relayed by another member is held: this node asks the
@@ -703,6 +704,10 @@ export class Membership {
       const approver = m.leaveApprovedBy;
       if (m.removedBy === undefined && approver !== undefined) {
         if (from === approver) return undefined;
+        // A leave the leaver approved itself (it was the claimant): once it has stopped, as a member that
+        // left does, nobody can confirm it; taken when the leaver looks down here (a live member's
+        // heartbeats keep it up, and it would answer a check with its own entry).
+        if (approver === m.id && this.liveness(m.id, now) === "down") return undefined;
         if (approver !== self && this.slots.get(approver)?.entry.status === "up") {
           if (this.verify.size < VERIFY_MAX) this.verify.add(approver);
           return "";

@@ -155,6 +155,21 @@ describe("who may say that a member left", () => {
     assert.equal(other.events.at(-1)?.change, "ignored");
   });
 
+  test("the end of a leave the leaver approved itself (it was the claimant) is taken once the leaver looks down", () => {
+    // The simulator (seed 266, faults heavy, membership, with the checked keeper rule) found it: d, the
+    // claimant, approved its own leave and finished it in 3 s; a, which never saw it leaving, held every
+    // relay of its left for d's own word, which could not come, and kept d in the ring for ever.
+    const { m, events } = node("a");
+    m.merge([entry("d", "left", 4, { leaveApprovedBy: "d" })], null, 1, "c");
+    assert.equal(m.member("d")?.status, "up", "held while d looks up: d itself is asked");
+    assert.ok(m.tick(2, seededRandom(1)).includes("d"), "d is asked next round");
+    assert.equal(events.length, 0);
+    // d's heartbeat stops: past downAfterMs it looks down here, and the next relay is taken.
+    assert.equal(m.liveness("d", 6000), "down");
+    m.merge([entry("d", "left", 4, { leaveApprovedBy: "d" })], null, 6000, "c");
+    assert.equal(m.member("d")?.status, "left");
+  });
+
   test("the approver takes a removal naming it from the member that performed it only if it approved it", () => {
     const { m, events } = node("a");
     m.merge([entry("d", "left", 9, { removedBy: "a" })], null, 1, "b");
