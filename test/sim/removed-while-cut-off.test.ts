@@ -8,36 +8,19 @@
  */
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { derivedRandom, VirtualScheduler } from "../../src/runtime/virtual-runtime.js";
-import { SimCluster } from "../../src/sim/cluster.js";
-import { SimNetwork } from "../../src/sim/sim-network.js";
 import { memberView } from "../support/member-views.js";
-import { SIM_EPOCH_MS } from "../support/sim-cluster.js";
+import { writtenSimCluster } from "../support/sim-cluster.js";
 
 const GRACE_MS = 6000;
 
-async function cutOffCluster(seed: number) {
-  const sched = new VirtualScheduler({ startMs: SIM_EPOCH_MS });
-  const net = new SimNetwork({
-    clock: sched,
-    timers: sched,
-    random: derivedRandom(seed, "network"),
-    latency: { minMs: 1, maxMs: 5 },
-  });
-  const trace: string[] = [];
-  const cluster = new SimCluster(
-    {
-      seed,
-      nodes: 5,
-      storage: "memory",
-      n: 3,
-      r: 2,
-      w: 2,
-      partitions: 32,
-      gossipIntervalMs: 200,
-      downAfterMs: 2000,
-      requestTimeoutMs: 500,
-      maxSiblings: 64,
+/** Five nodes with tombstone purging (grace GRACE_MS), formed, no key written. */
+const cutOffCluster = (seed: number) =>
+  writtenSimCluster({
+    seed,
+    nodes: 5,
+    storage: "memory",
+    keys: 0,
+    extra: {
       hintWindowMs: 1000,
       tombstones: {
         graceMs: GRACE_MS,
@@ -50,37 +33,30 @@ async function cutOffCluster(seed: number) {
         },
       },
     },
-    sched,
-    net,
-    [],
-    (l) => trace.push(`${sched.now() - SIM_EPOCH_MS} ${l}`),
-  );
-  await sched.runUntilSettled(cluster.start(), 10_000);
-  assert.ok(await sched.runUntil(() => cluster.converged(), 20_000), "the cluster forms");
-  return { sched, net, cluster, trace };
-}
+  });
 
-/** n3 cut off, removed by the others, and kept away past the grace period. */
-async function removeWhileCutOff(seed: number) {
-  const c = await cutOffCluster(seed);
+type Cut = Awaited<ReturnType<typeof cutOffCluster>>;
+
+/** n3 cut off, then removed by n1 once it looks down there; resolves once `heard` (by default every other member holds the removal). */
+async function isolateAndRemove(c: Cut, heard?: () => boolean): Promise<void> {
   const { sched, net, cluster } = c;
   const n1 = cluster.byId.get("n1")!;
-  const n3 = cluster.byId.get("n3")!;
-  net.isolate(n3.address);
+  net.isolate(cluster.byId.get("n3")!.address);
   assert.ok(
     await sched.runUntil(() => n1.core.membership.liveness("n3", sched.now()) === "down", 10_000),
     "n1 sees n3 down",
   );
   await sched.runUntilSettled(n1.core.remove("n3", false), 5000);
-  assert.ok(
-    await sched.runUntil(
-      () =>
-        cluster.members().every((n) => n.id === "n3" || n.core.membership.member("n3")?.status === "left"),
-      10_000,
-    ),
-    "every other member holds n3's removal",
-  );
-  await sched.runFor(GRACE_MS + 3000);
+  const all = () =>
+    cluster.members().every((n) => n.id === "n3" || n.core.membership.member("n3")?.status === "left");
+  assert.ok(await sched.runUntil(heard ?? all, 10_000), "the others hold n3's removal");
+}
+
+/** n3 cut off, removed by the others, and kept away past the grace period. */
+async function removeWhileCutOff(seed: number): Promise<Cut> {
+  const c = await cutOffCluster(seed);
+  await isolateAndRemove(c);
+  await c.sched.runFor(GRACE_MS + 3000);
   return c;
 }
 
@@ -120,24 +96,16 @@ describe("a member removed while cut off for longer than the grace period", () =
   });
 
   test("removed while cut off briefly, it takes the ring without it before its removal: it admits nobody and hands nothing off until it hears the approver", async () => {
-    const { sched, net, cluster } = await cutOffCluster(10);
-    const n1 = cluster.byId.get("n1")!;
+    const c = await cutOffCluster(10);
+    const { sched, net, cluster } = c;
     const n3 = cluster.byId.get("n3")!;
     const n5 = cluster.byId.get("n5")!;
-    net.isolate(n3.address);
-    assert.ok(
-      await sched.runUntil(() => n1.core.membership.liveness("n3", sched.now()) === "down", 10_000),
-      "n1 sees n3 down",
-    );
-    await sched.runUntilSettled(n1.core.remove("n3", false), 5000);
-    assert.ok(
-      await sched.runUntil(
-        () =>
-          n5.core.membership.member("n3")?.status === "left" &&
-          n5.core.membership.ring?.owners.includes("n3") === false,
-        10_000,
-      ),
-      "n5 holds n3's removal and a ring without it",
+    // Until n5 holds the removal and a ring without n3.
+    await isolateAndRemove(
+      c,
+      () =>
+        n5.core.membership.member("n3")?.status === "left" &&
+        n5.core.membership.ring?.owners.includes("n3") === false,
     );
     assert.equal(n3.core.unsure(), undefined, "cut off for less than the grace period");
     // n5 (neither the claimant nor the approver) passes both on: n3 takes the ring, and holds the removal

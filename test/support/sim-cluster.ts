@@ -1,10 +1,10 @@
 /**
- * A simulator cluster for the tests that drive ring changes by hand: real NodeCores on the simulated
- * network in virtual time, formed and converged, with `keys` keys written at W=3 (value `v<i>`).
+ * A simulator cluster for the tests that drive ring changes and faults by hand: real NodeCores on the
+ * simulated network in virtual time, formed and converged, with `keys` keys written at W=3 (value `v<i>`).
  */
 import assert from "node:assert/strict";
 import { derivedRandom, VirtualScheduler } from "../../src/runtime/virtual-runtime.js";
-import { SimCluster } from "../../src/sim/cluster.js";
+import { type ClusterConfig, SimCluster } from "../../src/sim/cluster.js";
 import { SimNetwork } from "../../src/sim/sim-network.js";
 import { EMPTY_VECTOR } from "../../src/versioning/dvv.js";
 
@@ -18,6 +18,8 @@ export async function writtenSimCluster(o: {
   readonly nodes: number;
   readonly storage: "memory" | "lsm";
   readonly keys: number;
+  /** More of the cluster's configuration (tombstone purging, the hint window). */
+  readonly extra?: Partial<Pick<ClusterConfig, "tombstones" | "hintWindowMs">>;
 }) {
   const sched = new VirtualScheduler({ startMs: SIM_EPOCH_MS });
   const net = new SimNetwork({
@@ -40,6 +42,7 @@ export async function writtenSimCluster(o: {
       downAfterMs: 2000,
       requestTimeoutMs: 500,
       maxSiblings: 64,
+      ...o.extra,
     },
     sched,
     net,
@@ -62,5 +65,5 @@ export async function writtenSimCluster(o: {
     );
     assert.equal(out.kind, "ok", `write key-${i}: ${JSON.stringify(out)}`);
   }
-  return { sched, cluster, trace };
+  return { sched, net, cluster, trace };
 }
