@@ -1683,7 +1683,9 @@ async function benchMixed(cfg: Config): Promise<void> {
         await Promise.all(
           live.map(async (n) => {
             try {
-              statuses.set(n.id, await statusOf(n));
+              const st = await statusOf(n);
+              // A node stopping after its leave may answer with something else than its status.
+              if (st?.storage !== undefined && st.handoff !== undefined) statuses.set(n.id, st);
             } catch {
               // not answering now (leaving, starting)
             }
