@@ -1486,11 +1486,13 @@ async function benchMixed(cfg: Config): Promise<void> {
 
     const counts = { writes: 0, reads: 0, stale: 0, siblings: 0, late: 0, longest: 0 };
     const errors = new Map<string, number>();
-    const fail = (op: "writes" | "reads", kind: string, at: number) => {
-      errors.set(
-        `${op === "writes" ? "write" : "read"} ${kind}`,
-        (errors.get(`${op === "writes" ? "write" : "read"} ${kind}`) ?? 0) + 1,
-      );
+    /** Each kind's first failure: when, which node answered, and its message (what explains it). */
+    const firstOf = new Map<string, string>();
+    const fail = (op: "writes" | "reads", kind: string, at: number, detail?: string) => {
+      const k = `${op === "writes" ? "write" : "read"} ${kind}`;
+      errors.set(k, (errors.get(k) ?? 0) + 1);
+      if (!firstOf.has(k))
+        firstOf.set(k, `at ${(at / 1000).toFixed(1)} s${detail === undefined ? "" : `, ${detail}`}`);
       const w = windows[Math.floor(at / winMs)];
       if (w !== undefined) w.errors[op]++;
     };
@@ -1583,7 +1585,12 @@ async function benchMixed(cfg: Config): Promise<void> {
             }
           } else {
             k.doubtful = true;
-            fail("writes", failureKind(r), s);
+            fail(
+              "writes",
+              failureKind(r),
+              s,
+              `key routed to ${target(k.key)}: ${r.body.toString("utf8").slice(0, 300)}`,
+            );
           }
         } catch (err) {
           k.doubtful = true;
@@ -1852,6 +1859,7 @@ async function benchMixed(cfg: Config): Promise<void> {
     );
     const errs = [...errors.entries()].sort((a, b) => b[1] - a[1]);
     console.log(`  errors: ${errs.length === 0 ? "none" : errs.map(([k, v]) => `${v} x ${k}`).join("; ")}`);
+    for (const [k] of errs) console.log(`    first ${k}: ${firstOf.get(k)}`);
     const ids = all.map((n) => n.id);
     console.log(
       `  peak RSS per node ${ids.join("/")} ${rssVsBudget(
