@@ -1393,6 +1393,17 @@ interface NodeStatus {
   storage: StorageFigures;
 }
 
+/** A client's own xorshift32 stream from `seed`: numbers in [0, 1), the same for the same seed. */
+function xorshift(seed: number): () => number {
+  let x = seed;
+  return () => {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    return (x >>> 0) / 0x1_0000_0000;
+  };
+}
+
 /** The kind of a failed request, for the error counts: status and error code, or what went wrong. */
 function failureKind(r: LeanResponse): string {
   let code = "";
@@ -1552,13 +1563,7 @@ async function benchMixed(cfg: Config): Promise<void> {
     let total = 0;
 
     const writer = async (w: number) => {
-      let seed = (w + 1) * 0x9e3779b1;
-      const rnd = () => {
-        seed ^= seed << 13;
-        seed ^= seed >>> 17;
-        seed ^= seed << 5;
-        return (seed >>> 0) / 0x1_0000_0000;
-      };
+      const rnd = xorshift((w + 1) * 0x9e3779b1);
       const mine = own[w]!;
       for (let i = 0; i < cfg.maxOps && !stopping && total < cfg.maxOps; i++) {
         const s = now();
@@ -1611,13 +1616,7 @@ async function benchMixed(cfg: Config): Promise<void> {
       if (lat > NODE_DEFAULTS.requestTimeoutMs + 100) counts.late++;
     };
     const reader = async (r0: number) => {
-      let seed = (r0 + 101) * 0x85ebca6b;
-      const rnd = () => {
-        seed ^= seed << 13;
-        seed ^= seed >>> 17;
-        seed ^= seed << 5;
-        return (seed >>> 0) / 0x1_0000_0000;
-      };
+      const rnd = xorshift((r0 + 101) * 0x85ebca6b);
       for (let i = 0; i < cfg.maxOps && !stopping && total < cfg.maxOps; i++) {
         const s = now();
         if (s >= runMs) return;

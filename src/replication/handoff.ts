@@ -648,6 +648,8 @@ export class Handoff {
 
   private async send(sends: readonly { to: string; key: Uint8Array; value: Uint8Array }[]): Promise<void> {
     let next = 0;
+    // Asked once per page: the answer walks the ring, and a hold that begins mid-page waits for the next.
+    const held = sends.length === 0 ? undefined : this.d.held?.();
     const worker = async () => {
       while (next < sends.length && !this.stopped && !this.rerun) {
         const s = sends[next++]!;
@@ -659,7 +661,6 @@ export class Handoff {
           if (this.failed.length < MAX_FAILED) this.failed.push({ key: Uint8Array.from(s.key), to: s.to });
           else this.failedOverflow = true;
         };
-        const held = this.d.held?.();
         if (held !== undefined) {
           missed(`held back: ${held}`);
           continue;

@@ -32,6 +32,7 @@ import type {
   RingView,
 } from "../../src/transport/messages.js";
 import { type Transport, TransportError } from "../../src/transport/transport.js";
+import { memberView } from "../support/member-views.js";
 import { type NetFaults, ProtocolNet } from "../support/protocol-net.js";
 
 const SEED = process.env.SIM_SEED !== undefined ? Number(process.env.SIM_SEED) : 0x6055_1e01;
@@ -146,16 +147,7 @@ class SimCluster {
   }
 
   private selfEntry(id: string, status: MemberView["status"], incarnation: number): MemberView {
-    return {
-      id,
-      api: `api-${id}`,
-      peer: id,
-      weight: 1,
-      zone: undefined,
-      status,
-      incarnation,
-      heartbeat: 0,
-    };
+    return memberView(id, status, incarnation, 0);
   }
 
   /** Builds membership and gossip from a view (a join answer or the saved one), as node.ts does. */
